@@ -1,0 +1,252 @@
+"""What every backend shares: the error types, the run statistics and the stream handle.
+
+The error hierarchy lets a caller catch precisely (like openai-python's): a connection problem,
+a missing model, or anything else the server said. Every error carries a ``hint``, the one line
+an analyst needs in order to act ("run `ollama serve`", "ollama pull llama3.1:8b").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+# How a run ended. "stop" and "length" are the servers' own words; the last two are ours.
+DONE_STOP = "stop"
+DONE_LENGTH = "length"
+DONE_CANCELLED = "cancelled"
+DONE_ERROR = "error"
+
+
+class BackendError(Exception):
+    """Base of every error a backend raises. ``hint`` says what the user can do about it."""
+
+    def __init__(self, message: str, *, hint: str = "", backend: str = "", host: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.backend = backend
+        self.host = host
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}".strip()
+
+
+class BackendConnectionError(BackendError, ConnectionError):
+    """The host could not be reached (refused, DNS, connect timeout)."""
+
+
+class BackendTimeoutError(BackendConnectionError):
+    """The host was reached but sent nothing within the read timeout."""
+
+
+class BackendStatusError(BackendError, RuntimeError):
+    """The server answered with an error. ``server_message`` is the server's own text."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        server_message: str = "",
+        partial_text: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.status_code = status_code
+        self.server_message = server_message
+        # Text generated before the error (mid-stream failures): never thrown away.
+        self.partial_text = partial_text
+
+
+class ModelNotFoundError(BackendStatusError):
+    """The server does not have the requested model (HTTP 404)."""
+
+    def __init__(self, message: str, *, model: str, available: list[str] | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, status_code=404, **kwargs)
+        self.model = model
+        self.available = available or []
+
+
+class AuthenticationError(BackendStatusError):
+    """The server wants an API key that was missing or wrong (HTTP 401)."""
+
+
+class StreamError(BackendStatusError):
+    """The server reported an error, or the stream broke, after text had started to arrive."""
+
+
+class TruncatedStreamError(StreamError):
+    """The stream ended before the server said it was done: the answer is incomplete."""
+
+
+@dataclass
+class GenerationStats:
+    """Figures of one run. Times are seconds measured by the client; ``server_*`` are the
+    server's own (Ollama reports integer nanoseconds, converted here to seconds)."""
+
+    time_to_first_token_s: float | None = None
+    total_time_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    done_reason: str | None = None  # stop | length | cancelled | error
+    server_total_s: float | None = None
+    server_load_s: float | None = None
+    server_prompt_eval_s: float | None = None
+    server_eval_s: float | None = None
+    fragments: int = 0
+
+    @property
+    def client_tokens_per_s(self) -> float | None:
+        """Output tokens over the time from first token to the end, as the client saw it."""
+        if not self.output_tokens or self.total_time_s is None:
+            return None
+        span = self.total_time_s - (self.time_to_first_token_s or 0.0)
+        if span <= 0:  # one-piece answers: all tokens arrive at once, use the whole wait
+            span = self.total_time_s
+        return self.output_tokens / span if span > 0 else None
+
+    @property
+    def server_tokens_per_s(self) -> float | None:
+        """Decode speed the server reports (Ollama: eval_count / eval_duration)."""
+        if not self.output_tokens or not self.server_eval_s:
+            return None
+        return self.output_tokens / self.server_eval_s
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["client_tokens_per_s"] = self.client_tokens_per_s
+        data["server_tokens_per_s"] = self.server_tokens_per_s
+        return data
+
+
+class Answer(str):
+    """What ``generate()`` returns: the answer text (a plain ``str`` to any caller) that also
+    carries the run's statistics as ``.stats``, so concurrent callers never share state."""
+
+    stats: GenerationStats
+
+    def __new__(cls, text: str, stats: GenerationStats) -> Answer:
+        answer = super().__new__(cls, text)
+        answer.stats = stats
+        return answer
+
+
+class TokenStream:
+    """An iterable of text fragments, in order, with ``close()`` and, once exhausted,
+    ``stats``.
+
+    ``close()`` may be called from any thread: it marks the stream cancelled and runs the
+    backend's abort action (for HTTP backends: shut the socket, which stops generation on the
+    server). The text received so far stays in ``text``.
+    """
+
+    def __init__(self, fragments: Callable[[TokenStream], Iterator[str]],
+                 abort: Callable[[], None] | None = None) -> None:
+        self.stats = GenerationStats()
+        self._parts: list[str] = []
+        self._abort = abort
+        self._cancelled = threading.Event()
+        self._started = time.perf_counter()
+        self._iterator = fragments(self)
+
+    @property
+    def text(self) -> str:
+        """All text received so far (the whole answer once exhausted)."""
+        return "".join(self._parts)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self.stats.total_time_s is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        try:
+            fragment = next(self._iterator)
+        except StopIteration:
+            self._finish(DONE_CANCELLED if self.cancelled else None)
+            raise
+        except Exception:
+            if self.cancelled:
+                # A socket we shut ourselves breaks the read: that is the cancel, not an error.
+                self._finish(DONE_CANCELLED)
+                raise StopIteration from None
+            self._finish(DONE_ERROR)
+            raise
+        if not self._parts:
+            self.stats.time_to_first_token_s = time.perf_counter() - self._started
+        self._parts.append(fragment)
+        self.stats.fragments += 1
+        return fragment
+
+    def close(self) -> None:
+        """Cancel the run. Safe to call twice, from another thread, or after the end."""
+        if self.finished:
+            return
+        self._cancelled.set()
+        if self._abort is not None:
+            with contextlib.suppress(OSError):
+                self._abort()
+        # ValueError: "generator already executing" - the iterating thread sees the flag.
+        with contextlib.suppress(ValueError, AttributeError):
+            self._iterator.close()  # type: ignore[attr-defined]
+        self._finish(DONE_CANCELLED)
+
+    def read_all(self) -> Answer:
+        """Drain the stream and return the whole answer with its statistics."""
+        for _ in self:
+            pass
+        return Answer(self.text.strip(), self.stats)
+
+    def _finish(self, outcome: str | None) -> None:
+        """Record the end once: ``outcome`` is cancelled/error, or None for a normal end."""
+        if self.stats.total_time_s is None:
+            self.stats.total_time_s = time.perf_counter() - self._started
+        if outcome is not None:
+            self.stats.done_reason = outcome
+        elif self.stats.done_reason is None:
+            self.stats.done_reason = DONE_STOP
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self.finished:
+                self.close()
+        except Exception:
+            pass
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The contract every backend meets; ``stream()`` exists where the backend streams."""
+
+    name: str
+    model: str
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str: ...
+
+    def list_models(self) -> list[str]: ...
+
+
+def chat_messages(prompt: str, system: str) -> list[dict[str, str]]:
+    """The OpenAI/Ollama chat message list: an optional system message, then the prompt."""
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    return messages
+

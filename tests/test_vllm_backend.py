@@ -1,0 +1,168 @@
+"""VLLMBackend, both paths, against a real OpenAI-compatible server and vLLM's error shapes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from backends.base import (
+    AuthenticationError,
+    BackendConnectionError,
+    BackendStatusError,
+    ModelNotFoundError,
+)
+from backends.vllm_backend import VLLMBackend
+from tests.servers.llama_server import LlamaCppServer
+from tests.servers.openai_errors import (
+    CONTEXT_TOO_LONG,
+    NOT_FOUND_NEW,
+    NOT_FOUND_OLD,
+    FakeVLLM,
+)
+
+PATHS = [pytest.param(True, id="openai-sdk"), pytest.param(False, id="requests")]
+QUESTION = "What is the capital of France? Answer in one sentence."
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Iterator[LlamaCppServer]:
+    with LlamaCppServer(alias="smollm2") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[LlamaCppServer]:
+    with LlamaCppServer(alias="smollm2", api_key="test-key-123") as server:
+        yield server
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_list_models_on_a_real_server(real_server: LlamaCppServer, sdk: bool) -> None:
+    backend = VLLMBackend(real_server.url, model="smollm2", use_openai_sdk=sdk)
+    assert backend.list_models() == ["smollm2"]
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_generate_on_a_real_server(real_server: LlamaCppServer, sdk: bool) -> None:
+    backend = VLLMBackend(real_server.url, model="smollm2", use_openai_sdk=sdk)
+    assert backend.uses_openai_sdk is sdk
+    answer = backend.generate(QUESTION, system="You are a helpful assistant.",
+                              max_tokens=40, temperature=0.0)
+    assert answer.strip() and answer == answer.strip()
+    stats = answer.stats
+    assert stats.output_tokens and 0 < stats.output_tokens <= 40
+    assert stats.prompt_tokens and stats.prompt_tokens > 10
+    assert stats.done_reason in ("stop", "length")
+    assert stats.time_to_first_token_s == stats.total_time_s  # one piece
+    assert stats.client_tokens_per_s and stats.client_tokens_per_s > 0
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_max_tokens_reached_is_length(real_server: LlamaCppServer, sdk: bool) -> None:
+    backend = VLLMBackend(real_server.url, model="smollm2", use_openai_sdk=sdk)
+    answer = backend.generate("Write a long essay about solar panels.", max_tokens=8)
+    assert answer.stats.done_reason == "length"
+    assert answer.stats.output_tokens == 8
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_api_key_on_a_real_server(keyed_server: LlamaCppServer, sdk: bool) -> None:
+    without = VLLMBackend(keyed_server.url, model="smollm2", use_openai_sdk=sdk)
+    with pytest.raises(AuthenticationError) as info:
+        without.generate(QUESTION, max_tokens=5)
+    assert info.value.status_code == 401
+    assert "test-key-123" not in str(info.value)
+    wrong = VLLMBackend(keyed_server.url, model="smollm2", api_key="nope", use_openai_sdk=sdk)
+    with pytest.raises(AuthenticationError):
+        wrong.generate(QUESTION, max_tokens=5)
+    right = VLLMBackend(keyed_server.url, model="smollm2", api_key="test-key-123",
+                        use_openai_sdk=sdk)
+    assert right.generate(QUESTION, max_tokens=5)
+    assert "test-key-123" not in repr(right)
+
+
+def test_requests_path_is_chosen_when_openai_is_missing(real_server: LlamaCppServer) -> None:
+    # A fresh interpreter in which `import openai` fails, as on a machine without the SDK.
+    code = (
+        "import sys, json; sys.modules['openai'] = None\n"
+        "from backends.vllm_backend import VLLMBackend\n"
+        f"b = VLLMBackend({real_server.url!r}, model='smollm2')\n"
+        "a = b.generate('Say hello.', max_tokens=10)\n"
+        "print(json.dumps([b.uses_openai_sdk, str(a), a.stats.output_tokens]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    uses_sdk, text, tokens = json.loads(result.stdout.strip().splitlines()[-1])
+    assert uses_sdk is False
+    assert text and tokens > 0
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+@pytest.mark.parametrize("body", [NOT_FOUND_NEW, NOT_FOUND_OLD], ids=["v0.10.1+", "older"])
+def test_unknown_model_lists_the_served_models(sdk: bool, body: dict[str, object]) -> None:
+    with FakeVLLM(404, body, served=("smollm2", "qwen2.5")) as server:
+        backend = VLLMBackend(server.url, model="nope", use_openai_sdk=sdk)
+        with pytest.raises(ModelNotFoundError) as info:
+            backend.generate(QUESTION)
+    error = info.value
+    assert error.model == "nope"
+    assert error.available == ["smollm2", "qwen2.5"]
+    assert "smollm2, qwen2.5" in str(error)
+    assert "The model `nope` does not exist." in error.server_message
+    assert server.chat_calls == 1  # no retries
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_401_from_the_error_server(sdk: bool) -> None:
+    with FakeVLLM(200, {}, api_key="secret-abc") as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=sdk)
+        with pytest.raises(AuthenticationError) as info:
+            backend.generate(QUESTION)
+    assert info.value.server_message == "Unauthorized"
+    assert "api_key_env" in info.value.hint
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_context_length_400_is_readable(sdk: bool) -> None:
+    with FakeVLLM(400, CONTEXT_TOO_LONG) as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=sdk)
+        with pytest.raises(BackendStatusError) as info:
+            backend.generate("x" * 30_000)
+    error = info.value
+    assert not isinstance(error, ModelNotFoundError)
+    assert error.status_code == 400
+    assert "maximum context length is 2048 tokens" in str(error)
+    assert "Shorten the prompt" in error.hint
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_500_carries_the_server_message_without_retries(sdk: bool) -> None:
+    body = {"error": {"message": "engine dead", "type": "InternalServerError", "code": 500}}
+    with FakeVLLM(500, body) as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=sdk)
+        with pytest.raises(BackendStatusError) as info:
+            backend.generate(QUESTION)
+    assert info.value.status_code == 500
+    assert info.value.server_message == "engine dead"
+    assert isinstance(info.value, RuntimeError)
+    assert server.chat_calls == 1
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_connection_refused_gives_the_start_command_fast(closed_port: int, sdk: bool) -> None:
+    host = f"http://127.0.0.1:{closed_port}"
+    backend = VLLMBackend(host, model="smollm2", use_openai_sdk=sdk)
+    started = time.monotonic()
+    with pytest.raises(BackendConnectionError) as info:
+        backend.generate(QUESTION)
+    assert time.monotonic() - started < 2  # the SDK's two default retries are off
+    message = str(info.value)
+    assert host in message
+    assert "python -m vllm.entrypoints.openai.api_server --model smollm2" in message
+    with pytest.raises(BackendConnectionError):
+        backend.list_models()
