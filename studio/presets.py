@@ -1,0 +1,457 @@
+"""PV preset library: household locations, system prompts, knowledge base and prompt builder.
+
+UI-free: the Streamlit app and the batch tools both build their prompts here, so a location
+always produces the same ~8,000-character user prompt. All derived figures are computed in
+Python (deterministically) so the model only has to explain them, not do arithmetic.
+Seasons follow the northern-hemisphere calendar (winter = Dec-Feb); all shipped locations
+are in the northern hemisphere.
+"""
+
+import csv
+import io
+import math
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+PRESET_DIR: Path = Path(__file__).resolve().parent.parent / "presets"
+LOCATIONS_FILE = "locations.csv"
+SYSTEM_PROMPTS_FILE = "system_prompts.yaml"
+KNOWLEDGE_BASE_FILE = "knowledge_base.md"
+QUESTION_FILE = "question.md"
+
+MAX_ROWS = 500
+PERFORMANCE_RATIO = 0.80
+EV_ANNUAL_KWH = 3000.0
+ROI_YEARS = 25
+# Above this nighttime share, daytime PV alone cannot cover most of the load (see knowledge base).
+BATTERY_NIGHT_SHARE_PCT = 50.0
+
+# (name, days, season) for a non-leap year; the seasonal profile is spread over these.
+MONTHS: tuple[tuple[str, int, str], ...] = (
+    ("January", 31, "Winter"),
+    ("February", 28, "Winter"),
+    ("March", 31, "Spring"),
+    ("April", 30, "Spring"),
+    ("May", 31, "Spring"),
+    ("June", 30, "Summer"),
+    ("July", 31, "Summer"),
+    ("August", 31, "Summer"),
+    ("September", 30, "Autumn"),
+    ("October", 31, "Autumn"),
+    ("November", 30, "Autumn"),
+    ("December", 31, "Winter"),
+)
+SEASON_MONTHS = {
+    "Winter": "Dec-Feb", "Spring": "Mar-May", "Summer": "Jun-Aug", "Autumn": "Sep-Nov"
+}
+SEASONS = tuple(SEASON_MONTHS)
+
+
+class PresetError(Exception):
+    """A shipped preset file is missing or invalid."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """One household: the columns of locations.csv, in file order."""
+
+    name: str
+    region: str
+    sample: bool
+    avg_daily_kwh: float
+    winter_summer_ratio: float
+    peak_weekly_max_kw: float
+    nighttime_load_ratio_pct: float
+    sunlight_cv: float
+    peak_sun_hours: float
+    electricity_rate_usd_kwh: float
+    budget_usd: int
+    panel_watts: int
+    cost_per_panel_usd: float
+    has_ev: bool
+
+    @property
+    def is_sample(self) -> bool:
+        """True for demonstration rows that are not measured household data."""
+        return self.sample
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """A CSV row that was skipped, with a human-readable reason (row 1 is the header)."""
+
+    row: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"row {self.row}: {self.message}"
+
+
+@dataclass(frozen=True)
+class DerivedFigures:
+    """Figures computed from a Location; the prompt quotes them so the model need not compute."""
+
+    annual_kwh: float
+    seasonal_daily_kwh: dict[str, float]  # season -> average daily kWh
+    monthly_kwh: tuple[float, ...]  # 12 values, January first; they sum to annual_kwh
+    panel_kw: float
+    annual_kwh_per_panel: float
+    offset_panels: int
+    offset_system_kw: float
+    ev_annual_kwh: float | None  # annual kWh including EV charging; None without an EV
+    ev_panels: int | None
+    budget_max_panels: int
+    installed_panels: int  # budget-constrained system: min(budget max, panels needed)
+    installed_cost_usd: float
+    annual_savings_usd: float
+    break_even_years: float | None  # None when there are no savings
+    roi_25y_pct: float | None  # None when nothing can be installed
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Location))
+_TYPES = {f.name: f.type for f in fields(Location)}
+# Columns used as divisors or scale factors must be strictly positive.
+_POSITIVE = {"avg_daily_kwh", "winter_summer_ratio", "peak_sun_hours", "panel_watts",
+             "cost_per_panel_usd"}
+_TRUE = {"true", "yes", "y", "1"}
+_FALSE = {"false", "no", "n", "0"}
+
+
+def _parse_value(column: str, raw: str) -> tuple[object, str | None]:
+    """Convert one cell to its column's type; returns (value, error message or None)."""
+    value = raw.strip()
+    if not value:
+        return None, f"column '{column}' is empty"
+    kind = _TYPES[column]
+    if kind is str:
+        return value, None
+    if kind is bool:
+        if value.lower() in _TRUE:
+            return True, None
+        if value.lower() in _FALSE:
+            return False, None
+        return None, f"column '{column}': '{value}' is not a boolean (use true or false)"
+    try:
+        number = float(value)
+    except ValueError:
+        return None, f"column '{column}': '{value}' is not a number"
+    if not math.isfinite(number):
+        return None, f"column '{column}': '{value}' is not a finite number"
+    if kind is int and not number.is_integer():
+        return None, f"column '{column}': '{value}' is not a whole number"
+    if column in _POSITIVE and number <= 0:
+        return None, f"column '{column}': {value} must be greater than 0"
+    if number < 0:
+        return None, f"column '{column}': {value} must not be negative"
+    if column == "nighttime_load_ratio_pct" and number > 100:
+        return None, f"column '{column}': {value} must be at most 100"
+    return (int(number) if kind is int else number), None
+
+
+def parse_locations_csv(text: str) -> tuple[list[Location], list[RowProblem]]:
+    """Parse locations CSV text; bad rows are skipped and reported, never raised.
+
+    Columns may appear in any order and extra columns are ignored. Row numbers are the
+    line numbers a spreadsheet or editor shows (the header is row 1).
+    """
+    text = text.lstrip("\ufeff")  # Excel writes a byte-order mark
+    if not text.strip():
+        return [], [RowProblem(0, "the file is empty; expected a header row and data rows")]
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [cell.strip() for cell in next(reader)]
+    except csv.Error as exc:
+        return [], [RowProblem(1, f"not a readable CSV file: {exc}")]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        return [], [RowProblem(1, "missing column(s): " + ", ".join(missing))]
+    index = {c: header.index(c) for c in COLUMNS}
+
+    locations: list[Location] = []
+    problems: list[RowProblem] = []
+    seen: set[str] = set()
+    data_rows = 0
+    try:
+        for cells in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in cells):
+                continue  # blank lines are harmless
+            data_rows += 1
+            if data_rows > MAX_ROWS:
+                if data_rows == MAX_ROWS + 1:
+                    problems.append(RowProblem(
+                        line, f"too many rows: only the first {MAX_ROWS} locations are loaded"))
+                continue
+            location, error = _parse_row(cells, header, index)
+            if location is not None and location.name in seen:
+                error = f"duplicate location name '{location.name}'"
+            if error is not None or location is None:
+                problems.append(RowProblem(line, error or "invalid row"))
+                continue
+            seen.add(location.name)
+            locations.append(location)
+    except csv.Error as exc:
+        problems.append(RowProblem(reader.line_num, f"not readable as CSV: {exc}"))
+    if data_rows == 0:
+        problems.append(RowProblem(1, "the file has a header but no data rows"))
+    return locations, problems
+
+
+def _parse_row(
+    cells: list[str], header: list[str], index: dict[str, int]
+) -> tuple[Location | None, str | None]:
+    """Build one Location from a CSV record, or explain every problem in it."""
+    short = [c for c in COLUMNS if index[c] >= len(cells)]
+    if short:
+        return None, (f"has {len(cells)} values but the header has {len(header)} columns; "
+                      "missing value(s) for: " + ", ".join(short))
+    values: dict[str, object] = {}
+    errors: list[str] = []
+    for column in COLUMNS:
+        value, error = _parse_value(column, cells[index[column]])
+        if error:
+            errors.append(error)
+        values[column] = value
+    if errors:
+        return None, "; ".join(errors)
+    return Location(**values), None  # type: ignore[arg-type]
+
+
+def _preset_path(path: Path | None, filename: str) -> Path:
+    return Path(path) if path is not None else PRESET_DIR / filename
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PresetError(f"cannot read preset file {path}: {exc}") from exc
+
+
+def load_locations(path: Path | None = None) -> list[Location]:
+    """Load the locations CSV (default: the shipped one); raise PresetError if any row is bad."""
+    path = _preset_path(path, LOCATIONS_FILE)
+    locations, problems = parse_locations_csv(_read_text(path))
+    if problems:
+        details = "; ".join(str(p) for p in problems)
+        raise PresetError(f"invalid locations file {path}: {details}")
+    return locations
+
+
+def load_system_prompts(path: Path | None = None) -> dict[str, str]:
+    """Load named system prompts (name -> text) in file order; the first is the default."""
+    path = _preset_path(path, SYSTEM_PROMPTS_FILE)
+    try:
+        data = yaml.safe_load(_read_text(path))
+    except yaml.YAMLError as exc:
+        raise PresetError(f"invalid YAML in {path}: {exc}") from exc
+    if not isinstance(data, dict) or not data:
+        raise PresetError(f"{path} must be a non-empty mapping of name -> prompt text")
+    prompts: dict[str, str] = {}
+    for name, text in data.items():
+        if not isinstance(name, str) or not isinstance(text, str) or not text.strip():
+            raise PresetError(f"{path}: entry {name!r} must map a name to non-empty text")
+        prompts[name] = text.strip()
+    return prompts
+
+
+def load_knowledge_base(path: Path | None = None) -> str:
+    """Load the PV knowledge base markdown."""
+    return _read_text(_preset_path(path, KNOWLEDGE_BASE_FILE)).strip()
+
+
+def load_question_template(path: Path | None = None) -> str:
+    """Load the QUESTION section template; '{location}' marks the location name."""
+    return _read_text(_preset_path(path, QUESTION_FILE)).strip()
+
+
+def _round_up(value: float) -> int:
+    # Round first so an exact fit such as 30.000000000004 panels does not become 31.
+    return math.ceil(round(value, 6))
+
+
+def derive_figures(location: Location) -> DerivedFigures:
+    """Compute the sizing and payback figures quoted in the DATA CONTEXT."""
+    loc = location
+    annual = loc.avg_daily_kwh * 365
+    # Winter daily = ratio x summer daily; spring and autumn sit halfway. Weighting each
+    # season by its days makes the 12 months add up to exactly the annual consumption.
+    r = loc.winter_summer_ratio
+    days = {s: sum(d for _, d, season in MONTHS if season == s) for s in SEASONS}
+    weight = {"Winter": r, "Summer": 1.0, "Spring": (1 + r) / 2, "Autumn": (1 + r) / 2}
+    summer_daily = annual / sum(weight[s] * days[s] for s in SEASONS)
+    seasonal = {s: weight[s] * summer_daily for s in SEASONS}
+    monthly = tuple(seasonal[season] * d for _, d, season in MONTHS)
+
+    panel_kw = loc.panel_watts / 1000
+    per_panel = loc.peak_sun_hours * 365 * panel_kw * PERFORMANCE_RATIO
+    offset_panels = _round_up(annual / per_panel)
+    ev_annual = annual + EV_ANNUAL_KWH if loc.has_ev else None
+    ev_panels = _round_up(ev_annual / per_panel) if ev_annual is not None else None
+
+    # Installing more than the household uses earns little where exports are poorly
+    # credited, so the budget scenario stops at the panels actually needed.
+    needed_kwh = ev_annual if ev_annual is not None else annual
+    needed_panels = ev_panels if ev_panels is not None else offset_panels
+    budget_max = math.floor(round(loc.budget_usd / loc.cost_per_panel_usd, 6))
+    installed = min(budget_max, needed_panels)
+    cost = installed * loc.cost_per_panel_usd
+    savings = min(installed * per_panel, needed_kwh) * loc.electricity_rate_usd_kwh
+    return DerivedFigures(
+        annual_kwh=annual,
+        seasonal_daily_kwh=seasonal,
+        monthly_kwh=monthly,
+        panel_kw=panel_kw,
+        annual_kwh_per_panel=per_panel,
+        offset_panels=offset_panels,
+        offset_system_kw=offset_panels * panel_kw,
+        ev_annual_kwh=ev_annual,
+        ev_panels=ev_panels,
+        budget_max_panels=budget_max,
+        installed_panels=installed,
+        installed_cost_usd=cost,
+        annual_savings_usd=savings,
+        break_even_years=cost / savings if savings > 0 else None,
+        roi_25y_pct=(savings * ROI_YEARS - cost) / cost * 100 if cost > 0 else None,
+    )
+
+
+# Formatting: one helper per kind of number so every prompt reads the same way.
+def _num(x: float) -> str:
+    return f"{x:,.2f}"
+
+
+def _kwh(x: float) -> str:
+    return f"{x:,.2f} kWh"
+
+
+def _kw(x: float) -> str:
+    return f"{x:,.2f} kW"
+
+
+def _pct(x: float) -> str:
+    return f"{x:,.2f}%"
+
+
+def _usd(x: float) -> str:
+    # Whole dollars (budgets, prices) without cents; computed amounts keep their cents.
+    return f"${x:,.0f}" if float(round(x, 2)).is_integer() else f"${x:,.2f}"
+
+
+def _rate(x: float) -> str:
+    return f"${x:.2f}/kWh" if round(x, 2) == round(x, 6) else f"${x:.4f}/kWh"
+
+
+def _data_context(loc: Location, fig: DerivedFigures) -> str:
+    status = ("Sample household data for demonstration — not measured."
+              if loc.is_sample else "Measured household data (reference location).")
+    avg_load_kw = loc.avg_daily_kwh / 24
+    night_kwh = loc.avg_daily_kwh * loc.nighttime_load_ratio_pct / 100
+    lines = [
+        f"Location: {loc.name}",
+        f"Region: {loc.region}",
+        f"Data status: {status}",
+        "",
+        "### Household consumption profile",
+        f"- Average daily consumption: {_kwh(loc.avg_daily_kwh)}",
+        f"- Annual consumption: {_kwh(fig.annual_kwh)} (average daily x 365)",
+        f"- Winter/Summer consumption ratio: {_num(loc.winter_summer_ratio)}",
+        f"- Peak weekly max load: {_kw(loc.peak_weekly_max_kw)}",
+        f"- Nighttime load ratio: {_pct(loc.nighttime_load_ratio_pct)}",
+        f"- Sunlight consistency (coefficient of variation): {loc.sunlight_cv:.4f}",
+        f"- Electric vehicle: {'yes' if loc.has_ev else 'no'}",
+        "",
+        "### Solar resource and costs",
+        f"- Peak sun hours: {_num(loc.peak_sun_hours)} h/day",
+        f"- Electricity rate: {_rate(loc.electricity_rate_usd_kwh)}",
+        f"- Budget: {_usd(loc.budget_usd)}",
+        f"- Panel rating: {loc.panel_watts} W ({_kw(fig.panel_kw)})",
+        f"- Installed cost per panel: {_usd(loc.cost_per_panel_usd)}",
+        f"- Performance ratio (planning assumption): {_num(PERFORMANCE_RATIO)}",
+        "",
+        "### Seasonal averages (derived from the winter/summer ratio)",
+        "| Season | Months | Avg daily kWh | Avg monthly kWh |",
+        "|---|---|---|---|",
+    ]
+    for season, months in SEASON_MONTHS.items():
+        daily = fig.seasonal_daily_kwh[season]
+        season_days = sum(d for _, d, s in MONTHS if s == season)
+        lines.append(f"| {season} | {months} | {_num(daily)} | {_num(daily * season_days / 3)} |")
+    lines += [
+        "",
+        "### Monthly consumption estimate (derived, non-leap year)",
+        "| Month | Days | Daily kWh | Monthly kWh | Share of year |",
+        "|---|---|---|---|---|",
+    ]
+    for (month, days, season), kwh in zip(MONTHS, fig.monthly_kwh, strict=True):
+        lines.append(f"| {month} | {days} | {_num(fig.seasonal_daily_kwh[season])} "
+                     f"| {_num(kwh)} | {_pct(kwh / fig.annual_kwh * 100)} |")
+    lines.append(f"| Total | 365 | {_num(loc.avg_daily_kwh)} | {_num(fig.annual_kwh)} "
+                 f"| {_pct(100)} |")
+    lines += [
+        "",
+        "### Weekly load highlights (derived)",
+        f"- Average weekly consumption: {_kwh(loc.avg_daily_kwh * 7)}",
+        f"- Typical winter week: {_kwh(fig.seasonal_daily_kwh['Winter'] * 7)}; "
+        f"typical summer week: {_kwh(fig.seasonal_daily_kwh['Summer'] * 7)}",
+        f"- Average load: {_kw(avg_load_kw)}; peak weekly max load: "
+        f"{_kw(loc.peak_weekly_max_kw)}",
+        f"- Load factor (average / peak): {_pct(avg_load_kw / loc.peak_weekly_max_kw * 100)}"
+        if loc.peak_weekly_max_kw > 0 else "- Load factor: not available (peak load is 0)",
+        f"- Estimated nighttime energy (daily x nighttime load ratio): {_kwh(night_kwh)} per day",
+        f"- Nighttime load above {BATTERY_NIGHT_SHARE_PCT:.0f}%: "
+        f"{'yes' if loc.nighttime_load_ratio_pct > BATTERY_NIGHT_SHARE_PCT else 'no'}",
+        "",
+        "### PV sizing (derived)",
+        f"- Annual output per panel: {_num(loc.peak_sun_hours)} h x 365 days x "
+        f"{_kw(fig.panel_kw)} x {_num(PERFORMANCE_RATIO)} PR = {_kwh(fig.annual_kwh_per_panel)}",
+        f"- Panels to offset 100% of consumption: {fig.offset_panels} panels "
+        f"({_kw(fig.offset_system_kw)} system)",
+    ]
+    if fig.ev_panels is not None and fig.ev_annual_kwh is not None:
+        lines.append(f"- With EV charging (+{EV_ANNUAL_KWH:,.0f} kWh/yr, {_kwh(fig.ev_annual_kwh)} "
+                     f"total): {fig.ev_panels} panels ({_kw(fig.ev_panels * fig.panel_kw)} "
+                     "system)")
+    else:
+        lines.append("- With EV charging: not applicable (no EV at this household)")
+    lines += [
+        f"- Budget-constrained maximum: {fig.budget_max_panels} panels "
+        f"({_usd(loc.budget_usd)} budget / {_usd(loc.cost_per_panel_usd)} per panel)",
+        f"- Budget-constrained system: {fig.installed_panels} panels "
+        f"({_kw(fig.installed_panels * fig.panel_kw)}), installed cost "
+        f"{_usd(fig.installed_cost_usd)}",
+        "",
+        "### Payback and ROI (derived, budget-constrained system, no incentives)",
+        f"- Expected annual savings: {_usd(fig.annual_savings_usd)} "
+        "(PV output used x electricity rate, capped at annual consumption)",
+    ]
+    if fig.break_even_years is not None:
+        lines.append(f"- Break-even: {_num(fig.break_even_years)} years")
+    else:
+        lines.append("- Break-even: not reached (no savings)")
+    if fig.roi_25y_pct is not None:
+        lines.append(f"- ROI ({ROI_YEARS} yr): {_pct(fig.roi_25y_pct)}")
+    else:
+        lines.append(f"- ROI ({ROI_YEARS} yr): not applicable (budget buys no panels)")
+    lines.append("- Not included: panel degradation, inverter replacement, rate changes.")
+    return "\n".join(lines)
+
+
+def build_user_prompt(
+    location: Location, knowledge_base: str | None = None, question: str | None = None
+) -> str:
+    """Build the user prompt: DATA CONTEXT, KNOWLEDGE BASE and QUESTION sections, in order.
+
+    `knowledge_base` and `question` default to the shipped presets; '{location}' in the
+    question is replaced with the location name.
+    """
+    kb = load_knowledge_base() if knowledge_base is None else knowledge_base.strip()
+    template = load_question_template() if question is None else question.strip()
+    # str.replace rather than str.format: user-edited questions may contain other braces.
+    question_text = template.replace("{location}", location.name)
+    data = _data_context(location, derive_figures(location))
+    return (f"## DATA CONTEXT\n\n{data}\n\n"
+            f"## KNOWLEDGE BASE\n\n{kb}\n\n"
+            f"## QUESTION\n\n{question_text}\n")

@@ -1,0 +1,162 @@
+"""One generation running on a worker thread, watched and stopped from the UI thread.
+
+Streamlit allows no Streamlit calls from other threads, so the worker only talks to the
+backend; the page polls ``text``/``done`` and repaints. The same ``Run`` serves every page:
+streaming backends fill ``text`` fragment by fragment, one-piece backends (vLLM) all at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from backends.base import (
+    DONE_LENGTH,
+    Backend,
+    BackendError,
+    BackendStatusError,
+    GenerationStats,
+    TokenStream,
+)
+
+RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
+STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
+                 STOPPED: "Stopped", ERROR: "Error"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """Everything that defines a run, as the analyst set it."""
+
+    backend: str  # ollama | vllm | embedded
+    host: str
+    model: str
+    system: str
+    prompt: str
+    max_tokens: int = 2048
+    temperature: float = 0.2
+    preset: str = ""
+
+
+class Run:
+    """Start with ``Run(backend, request).start()``; poll ``text``, ``done``; ``stop()``."""
+
+    def __init__(self, backend: Backend, request: RunRequest) -> None:
+        self.backend = backend
+        self.request = request
+        self.streams = callable(getattr(backend, "stream", None))
+        self.started_at = datetime.now(UTC)
+        self.error: BackendError | None = None
+        self._stats = GenerationStats()
+        self._text = ""
+        self._stream: TokenStream | None = None
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._started = time.monotonic()
+        self._ended: float | None = None
+        self._thread = threading.Thread(target=self._work, name="generation", daemon=True)
+
+    def start(self) -> Run:
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    # -- what the page reads ----------------------------------------------------------------
+    @property
+    def text(self) -> str:
+        """The answer so far (all of it once done)."""
+        stream = self._stream
+        return stream.text if stream is not None else self._text
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self._stream.stats if self._stream is not None else self._stats
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        return (self._ended or time.monotonic()) - self._started
+
+    @property
+    def status(self) -> str:
+        if not self.done:
+            return RUNNING
+        if self._stop.is_set():
+            return STOPPED
+        if self.error is not None:
+            return ERROR
+        return LENGTH if self.stats.done_reason == DONE_LENGTH else FINISHED
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS[self.status]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run ends or ``timeout`` passes; True when it has ended."""
+        return self._done.wait(timeout)
+
+    # -- control ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Cancel: the stream closes its connection (the server stops generating); the
+        partial text stays. A one-piece request is abandoned and its answer ignored."""
+        if self.done:
+            return
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.close()
+        if not self.streams:
+            self._finish()
+
+    def _work(self) -> None:
+        request = self.request
+        args = (request.prompt, request.system, request.max_tokens, request.temperature)
+        try:
+            if self.streams:
+                self._stream = self.backend.stream(*args)  # type: ignore[attr-defined]
+                if self._stop.is_set():
+                    self._stream.close()
+                for _ in self._stream:
+                    pass
+            else:
+                answer = self.backend.generate(*args)
+                if not self._stop.is_set():
+                    self._text = str(answer)
+                    self._stats = getattr(answer, "stats", GenerationStats())
+        except BackendError as exc:
+            self.error = exc
+            if isinstance(exc, BackendStatusError) and exc.partial_text and not self.text:
+                self._text = exc.partial_text
+        except Exception as exc:  # never let a worker die silently: the page shows it
+            self.error = BackendError(f"Unexpected error: {type(exc).__name__}: {exc}",
+                                      backend=request.backend, host=request.host)
+        finally:
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._ended is None:
+            self._ended = time.monotonic()
+        if self.stats.total_time_s is None:
+            self.stats.total_time_s = self._ended - self._started
+        self._done.set()
+
+    # -- export -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Prompts, parameters, backend, host, model, answer and statistics (JSON download)."""
+        request = self.request
+        return {
+            "started_at": self.started_at.isoformat(),
+            "backend": request.backend, "host": request.host, "model": request.model,
+            "preset": request.preset,
+            "parameters": {"max_tokens": request.max_tokens,
+                           "temperature": request.temperature},
+            "system_prompt": request.system, "user_prompt": request.prompt,
+            "answer": self.text, "status": self.status,
+            "error": str(self.error) if self.error else None,
+            "statistics": self.stats.to_dict(),
+        }

@@ -1,0 +1,159 @@
+"""The app's wiring, run headless with Streamlit's AppTest against real backends."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama
+
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")
+
+AppFactory = Callable[..., AppTest]
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppFactory:
+    """``app(config_text)`` -> an AppTest of the real app using that config.yaml."""
+
+    def make(config: str) -> AppTest:
+        path = tmp_path / "config.yaml"
+        path.write_text(config)
+        monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
+        at = AppTest.from_file(ENTRY, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        return at
+
+    return make
+
+
+def ollama_config(url: str, model: str = "llama3.1:8b") -> str:
+    return f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    (button,) = [b for b in at.button if b.label == label]
+    return button.click().run()
+
+
+def test_sidebar_lists_the_servers_models(app: AppFactory, fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url))
+    backend, model = at.sidebar.selectbox
+    assert backend.value == "ollama"
+    assert model.options == ["llama3.1:8b", "mistral:7b"]
+    assert "Reachable · 2 models" in at.sidebar.success[0].value
+    assert at.sidebar.text_input[0].value == fake_ollama.url
+
+
+def test_generate_streams_an_answer_with_statistics(app: AppFactory,
+                                                    fake_ollama: FakeOllama) -> None:
+    at = click(app(ollama_config(fake_ollama.url)), "Generate")
+    assert not at.exception
+    assert any("RECOMMENDATION FOR PV PANEL INSTALLATION" in m.value for m in at.markdown)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Output tokens"] == "36"
+    assert metrics["Prompt tokens"] == "169"
+    assert metrics["Stop reason"] == "Finished"
+    assert "server" in metrics["Tokens/s"]
+    (request,) = fake_ollama.chat_requests
+    assert request["messages"][0]["content"].startswith("You are an expert power grid")
+    assert "## DATA CONTEXT" in request["messages"][1]["content"]
+    assert request["options"] == {"num_predict": 2048, "temperature": 0.2}
+    assert at.session_state["playground_run"].text == SAMPLE_ANSWER
+
+
+def test_sidebar_parameters_reach_the_request(app: AppFactory,
+                                              fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url))
+    at.sidebar.number_input[0].set_value(5)
+    at.sidebar.slider[0].set_value(0.7)
+    at.sidebar.selectbox[1].set_value("mistral:7b")
+    at = click(at.run(), "Generate")
+    request = fake_ollama.chat_requests[-1]
+    assert request["model"] == "mistral:7b"
+    assert request["options"] == {"num_predict": 5, "temperature": 0.7}
+    assert {m.label: m.value for m in at.metric}["Stop reason"] == "Hit max tokens"
+    assert at.sidebar.number_input[0].value == 5  # kept across reruns
+
+
+def test_unreachable_server_falls_back_to_embedded_and_says_so(app: AppFactory,
+                                                                closed_port: int) -> None:
+    at = app(ollama_config(f"http://127.0.0.1:{closed_port}"))
+    assert at.sidebar.selectbox[0].value == "embedded"
+    notice = at.warning[0].value
+    assert f"127.0.0.1:{closed_port} is not reachable" in notice
+    assert "ollama serve" in notice
+    assert "Using the embedded model" in notice
+    # Picking a backend again is the analyst's choice; the notice goes away.
+    at.sidebar.selectbox[0].set_value("ollama").run()
+    assert not at.warning
+    assert "ollama serve" in at.sidebar.error[0].value
+
+
+def test_embedded_backend_generates_for_real(app: AppFactory, closed_port: int) -> None:
+    at = app(ollama_config(f"http://127.0.0.1:{closed_port}"))
+    at.sidebar.number_input[0].set_value(8)
+    at.text_area[1].set_value("Name one benefit of solar panels.")
+    at = click(at.run(), "Generate")
+    assert not at.exception
+    run = at.session_state["playground_run"]
+    assert run.request.backend == "embedded"
+    assert run.text.strip()
+    assert run.stats.output_tokens == 8
+
+
+def test_missing_model_shows_the_pull_command(app: AppFactory,
+                                              fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url, model="llama3.1:70b"))
+    assert "`ollama pull llama3.1:70b`" in at.sidebar.warning[0].value
+
+
+def test_server_error_is_a_message_not_a_traceback(app: AppFactory,
+                                                   fake_ollama: FakeOllama) -> None:
+    fake_ollama.script.status = 500
+    fake_ollama.script.error = "llama runner process has terminated"
+    at = click(app(ollama_config(fake_ollama.url)), "Generate")
+    assert not at.exception
+    assert "llama runner process has terminated" in at.error[0].value
+
+
+def test_mid_stream_error_keeps_the_partial_answer(app: AppFactory,
+                                                   fake_ollama: FakeOllama) -> None:
+    fake_ollama.script.error_after = 5
+    at = click(app(ollama_config(fake_ollama.url)), "Generate")
+    assert "RECOMMENDATION FOR PV" in " ".join(m.value for m in at.markdown)
+    assert "partial answer above is kept" in at.error[0].value
+
+
+def test_presets_fill_the_prompts(app: AppFactory, fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url))
+    location = at.selectbox[0]
+    assert location.value == "San Diego, CA"
+    assert "53.76 kWh" in at.text_area[1].value
+    other = location.options[1]
+    location.set_value(other.removesuffix(" (sample data)")).run()
+    assert "53.76 kWh" not in at.text_area[1].value
+    assert "Sample household data" in at.text_area[1].value
+    assert any("Prompt size:" in c.value and "tokens" in c.value for c in at.caption)
+
+
+def test_json_download_has_everything(app: AppFactory, fake_ollama: FakeOllama) -> None:
+    at = click(app(ollama_config(fake_ollama.url)), "Generate")
+    data = at.session_state["playground_run"].to_dict()
+    json.dumps(data)
+    assert data["backend"] == "ollama" and data["model"] == "llama3.1:8b"
+    assert data["host"] == fake_ollama.url
+    assert data["answer"] == SAMPLE_ANSWER
+    assert data["statistics"]["output_tokens"] == 36
+    assert data["parameters"] == {"max_tokens": 2048, "temperature": 0.2}
+
+
+def test_malformed_config_is_one_clear_message(app: AppFactory) -> None:
+    at = app("llm:\n  backend: olama\n")
+    assert "llm.backend must be one of ollama, vllm, embedded" in at.error[0].value
+    assert not at.exception

@@ -1,0 +1,333 @@
+"""Unit tests for the PV preset library (studio/presets.py and the presets/ data files)."""
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from studio.presets import (
+    COLUMNS,
+    MAX_ROWS,
+    PRESET_DIR,
+    Location,
+    PresetError,
+    build_user_prompt,
+    derive_figures,
+    load_knowledge_base,
+    load_locations,
+    load_system_prompts,
+    parse_locations_csv,
+)
+
+HEADER = ",".join(COLUMNS)
+SAMPLE_NOTE = "Sample household data for demonstration — not measured"
+
+
+def _row(name: str, /, **overrides: str) -> str:
+    """A valid CSV data row (Boston-like figures) with some cells replaced."""
+    cells = {
+        "name": name, "region": "Test", "sample": "true", "avg_daily_kwh": "28.40",
+        "winter_summer_ratio": "1.18", "peak_weekly_max_kw": "6.10",
+        "nighttime_load_ratio_pct": "52.30", "sunlight_cv": "0.3820", "peak_sun_hours": "4.2",
+        "electricity_rate_usd_kwh": "0.30", "budget_usd": "20000", "panel_watts": "400",
+        "cost_per_panel_usd": "1150", "has_ev": "false",
+    }
+    cells.update(overrides)
+    return ",".join(cells[c] for c in COLUMNS)
+
+
+def _csv(*rows: str, header: str = HEADER) -> str:
+    return "\n".join([header, *rows]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def locations() -> list[Location]:
+    return load_locations()
+
+
+def _by_name(locations: list[Location], name: str) -> Location:
+    return next(loc for loc in locations if loc.name == name)
+
+
+# --- shipped data -----------------------------------------------------------------------------
+
+def test_thirty_locations_load(locations: list[Location]) -> None:
+    assert len(locations) == 30
+    assert len({loc.name for loc in locations}) == 30
+    assert locations[0].name == "San Diego, CA"
+    assert not locations[0].is_sample
+    assert all(loc.is_sample for loc in locations[1:])
+
+
+def test_csv_header_is_exact() -> None:
+    first_line = (PRESET_DIR / "locations.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert first_line == (
+        "name,region,sample,avg_daily_kwh,winter_summer_ratio,peak_weekly_max_kw,"
+        "nighttime_load_ratio_pct,sunlight_cv,peak_sun_hours,electricity_rate_usd_kwh,"
+        "budget_usd,panel_watts,cost_per_panel_usd,has_ev"
+    )
+
+
+def test_san_diego_has_the_seed_figures(locations: list[Location]) -> None:
+    sd = locations[0]
+    assert sd.avg_daily_kwh == 53.76
+    assert sd.winter_summer_ratio == 0.94
+    assert sd.peak_weekly_max_kw == 7.79
+    assert sd.nighttime_load_ratio_pct == 70.23
+    assert sd.sunlight_cv == 0.3141
+    assert sd.budget_usd == 15000
+    assert isinstance(sd.budget_usd, int) and isinstance(sd.panel_watts, int)
+    assert sd.has_ev is True
+
+
+def test_san_diego_prompt_quotes_the_seed_figures(locations: list[Location]) -> None:
+    prompt = build_user_prompt(locations[0])
+    for text in ("53.76 kWh", "0.94", "7.79 kW", "70.23%", "0.3141", "$15,000"):
+        assert text in prompt, text
+    assert SAMPLE_NOTE not in prompt
+
+
+def test_every_prompt_has_sections_in_order_and_about_8000_chars(
+    locations: list[Location],
+) -> None:
+    for loc in locations:
+        prompt = build_user_prompt(loc)
+        positions = [prompt.find(f"## {s}\n") for s in ("DATA CONTEXT", "KNOWLEDGE BASE",
+                                                         "QUESTION")]
+        assert positions[0] == 0, loc.name
+        assert positions[0] < positions[1] < positions[2], loc.name
+        assert 7000 <= len(prompt) <= 9000, (loc.name, len(prompt))
+        # The question is filled with this location and no placeholder is left behind.
+        assert loc.name in prompt[positions[2]:], loc.name
+        assert "{location}" not in prompt
+
+
+def test_sample_rows_are_marked_in_the_prompt(locations: list[Location]) -> None:
+    for loc in locations[1:]:
+        data_context = build_user_prompt(loc).split("## KNOWLEDGE BASE")[0]
+        assert SAMPLE_NOTE in data_context, loc.name
+
+
+def test_prompt_is_deterministic(locations: list[Location]) -> None:
+    assert build_user_prompt(locations[3]) == build_user_prompt(locations[3])
+
+
+def test_knowledge_base_size_and_topics() -> None:
+    kb = load_knowledge_base()
+    assert 3500 <= len(kb) <= 4500, len(kb)
+    for topic in ("400 W", "performance ratio", "Peak sun hours", "net metering", "0.5%",
+                  "battery", "EV", "payback", "25-year ROI", "inverter"):
+        assert topic.lower() in kb.lower(), topic
+
+
+def test_system_prompts() -> None:
+    prompts = load_system_prompts()
+    names = list(prompts)
+    assert names[0] == "PV grid analyst"
+    assert len(names) == 3
+    default = prompts["PV grid analyst"]
+    assert default.startswith("You are an expert power grid data analyst")
+    sections = ["RECOMMENDATION FOR PV PANEL INSTALLATION", "KEY TRENDS AND SEASONAL PATTERNS",
+                "PV PANEL SIZING", "PAYBACK PERIOD AND ROI", "RISKS AND CAVEATS"]
+    found = [default.find(s) for s in sections]
+    assert -1 not in found and found == sorted(found)
+    assert "DATA CONTEXT" in default
+    assert all(text.strip() for text in prompts.values())
+
+
+def test_question_template_uses_location_placeholder() -> None:
+    assert "{location}" in (PRESET_DIR / "question.md").read_text(encoding="utf-8")
+
+
+# --- derived figures, checked by hand -----------------------------------------------------------
+
+def test_boston_figures_by_hand(locations: list[Location]) -> None:
+    # Boston: 28.40 kWh/day, ratio 1.18, 4.2 PSH, 400 W, $0.30/kWh, $20,000, $1,150/panel, no EV.
+    # annual = 28.40 x 365 = 10,366 kWh; per panel = 4.2 x 365 x 0.4 x 0.8 = 490.56 kWh
+    # offset = 10,366 / 490.56 = 21.13 -> 22 panels = 8.80 kW; budget = 20,000 / 1,150 = 17.39 -> 17
+    # savings = 17 x 490.56 x 0.30 = 2,501.856; cost = 17 x 1,150 = 19,550
+    # break-even = 19,550 / 2,501.856 = 7.814; ROI = (25 x 2,501.856 - 19,550) / 19,550 = 219.93%
+    # seasons: summer daily S = 10,366 / (90 x 1.18 + 92 + 183 x 1.09) = 10,366 / 397.67 = 26.0668
+    fig = derive_figures(_by_name(locations, "Boston, MA"))
+    assert fig.annual_kwh == pytest.approx(10366.0)
+    assert fig.annual_kwh_per_panel == pytest.approx(490.56)
+    assert fig.offset_panels == 22
+    assert fig.offset_system_kw == pytest.approx(8.8)
+    assert fig.ev_panels is None
+    assert fig.budget_max_panels == 17
+    assert fig.installed_panels == 17
+    assert fig.installed_cost_usd == pytest.approx(19550.0)
+    assert fig.annual_savings_usd == pytest.approx(2501.856)
+    assert fig.break_even_years == pytest.approx(7.8142, abs=1e-4)
+    assert fig.roi_25y_pct == pytest.approx(219.9304, abs=1e-4)
+    assert fig.seasonal_daily_kwh["Summer"] == pytest.approx(26.0668, abs=1e-4)
+    assert fig.seasonal_daily_kwh["Winter"] == pytest.approx(30.7589, abs=1e-4)
+    assert fig.seasonal_daily_kwh["Spring"] == pytest.approx(28.4129, abs=1e-4)
+    assert fig.monthly_kwh[0] == pytest.approx(953.525, abs=1e-3)  # January: 31 x winter daily
+    assert sum(fig.monthly_kwh) == pytest.approx(10366.0)
+
+    prompt = build_user_prompt(_by_name(locations, "Boston, MA"))
+    for text in ("10,366.00 kWh", "490.56 kWh", "22 panels (8.80 kW system)",
+                 "17 panels ($20,000 budget / $1,150 per panel)", "$19,550", "$2,501.86",
+                 "7.81 years", "219.93%", "| January | 31 | 30.76 | 953.52 |",
+                 "Typical winter week: 215.31 kWh", "not applicable (no EV"):
+        assert text in prompt, text
+
+
+def test_savings_are_capped_at_consumption_madrid(locations: list[Location]) -> None:
+    # Madrid: 9.60 kWh/day -> 3,504 kWh/yr; per panel 5.2 x 365 x 0.45 x 0.8 = 683.28 kWh
+    # offset = 5.13 -> 6 panels; budget allows 8,000 / 700 = 11, but only 6 are needed.
+    # 6 panels make 4,099.68 kWh > 3,504, so savings = 3,504 x 0.22 = 770.88; cost = 4,200
+    # break-even = 5.45 years; ROI = (19,272 - 4,200) / 4,200 = 358.86%
+    fig = derive_figures(_by_name(locations, "Madrid, ES"))
+    assert (fig.offset_panels, fig.budget_max_panels, fig.installed_panels) == (6, 11, 6)
+    assert fig.annual_savings_usd == pytest.approx(770.88)
+    assert fig.break_even_years == pytest.approx(5.4483, abs=1e-4)
+    assert fig.roi_25y_pct == pytest.approx(358.8571, abs=1e-4)
+
+
+def test_san_diego_exact_fit_and_ev(locations: list[Location]) -> None:
+    # 19,622.40 / 654.08 is exactly 30 panels: float noise must not turn it into 31.
+    # With EV: 22,622.40 / 654.08 = 34.59 -> 35 panels; budget 15,000 / 480 = 31.25 -> 31.
+    fig = derive_figures(locations[0])
+    assert fig.offset_panels == 30
+    assert fig.ev_panels == 35
+    assert fig.budget_max_panels == 31
+    assert fig.installed_panels == 31
+    prompt = build_user_prompt(locations[0])
+    assert "22,622.40 kWh total): 35 panels (14.00 kW system)" in prompt
+    assert "Budget-constrained maximum: 31 panels" in prompt
+
+
+def test_exact_fit_with_float_noise_is_not_rounded_up(locations: list[Location]) -> None:
+    # 17.92 x 365 = 6,540.8 kWh = exactly 10 x 654.08, but in floats it is 10.000000000000002.
+    loc = replace(locations[0], avg_daily_kwh=17.92, has_ev=False)
+    assert derive_figures(loc).offset_panels == 10
+
+
+def test_custom_knowledge_base_and_question(locations: list[Location]) -> None:
+    prompt = build_user_prompt(locations[1], knowledge_base="KB TEXT",
+                               question="Size PV for {location} {json: 1}")
+    assert "## KNOWLEDGE BASE\n\nKB TEXT\n\n## QUESTION" in prompt
+    assert prompt.endswith("Size PV for Phoenix, AZ {json: 1}\n")
+
+
+# --- CSV validation -----------------------------------------------------------------------------
+
+def test_valid_csv_parses_with_types() -> None:
+    locs, problems = parse_locations_csv(_csv(_row("A"), _row("B", has_ev="Yes")))
+    assert problems == []
+    assert [loc.name for loc in locs] == ["A", "B"]
+    assert locs[0].has_ev is False and locs[1].has_ev is True
+    assert locs[0].avg_daily_kwh == 28.4 and locs[0].panel_watts == 400
+
+
+def test_missing_column_is_named() -> None:
+    header = HEADER.replace(",sunlight_cv", "")
+    row = _row("A").split(",")
+    del row[COLUMNS.index("sunlight_cv")]
+    locs, problems = parse_locations_csv(_csv(",".join(row), header=header))
+    assert locs == []
+    assert len(problems) == 1
+    assert problems[0].row == 1
+    assert "missing column" in problems[0].message and "sunlight_cv" in problems[0].message
+
+
+def test_row_with_missing_values_is_skipped_and_good_rows_load() -> None:
+    short = ",".join(_row("Short").split(",")[:-2])  # drops cost_per_panel_usd and has_ev
+    locs, problems = parse_locations_csv(_csv(_row("A"), short, _row("B")))
+    assert [loc.name for loc in locs] == ["A", "B"]
+    assert len(problems) == 1
+    assert problems[0].row == 3
+    assert "cost_per_panel_usd" in problems[0].message and "has_ev" in problems[0].message
+
+
+def test_non_numeric_value_names_column_and_value() -> None:
+    text = _csv(_row("A"), _row("Bad", avg_daily_kwh="lots"), _row("C"))
+    locs, problems = parse_locations_csv(text)
+    assert [loc.name for loc in locs] == ["A", "C"]
+    assert len(problems) == 1
+    assert problems[0].row == 3
+    assert "avg_daily_kwh" in problems[0].message and "'lots'" in problems[0].message
+    assert str(problems[0]).startswith("row 3: ")
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n", "\ufeff"])
+def test_empty_text(text: str) -> None:
+    locs, problems = parse_locations_csv(text)
+    assert locs == []
+    assert len(problems) == 1 and "empty" in problems[0].message
+
+
+def test_header_only() -> None:
+    locs, problems = parse_locations_csv(_csv())
+    assert locs == []
+    assert len(problems) == 1 and "no data rows" in problems[0].message
+
+
+def test_bad_boolean() -> None:
+    locs, problems = parse_locations_csv(_csv(_row("A", has_ev="maybe"), _row("B")))
+    assert [loc.name for loc in locs] == ["B"]
+    assert len(problems) == 1
+    assert "has_ev" in problems[0].message and "'maybe'" in problems[0].message
+
+
+def test_too_many_rows() -> None:
+    rows = [_row(f"Town {i}") for i in range(MAX_ROWS + 3)]
+    locs, problems = parse_locations_csv(_csv(*rows))
+    assert MAX_ROWS == 500
+    assert len(locs) == 500 and locs[-1].name == "Town 499"
+    assert len(problems) == 1
+    assert problems[0].row == 502  # header is row 1, so the 501st data row is row 502
+    assert "too many rows" in problems[0].message and "500" in problems[0].message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"peak_sun_hours": "0"}, "peak_sun_hours"),
+        ({"cost_per_panel_usd": "-5"}, "cost_per_panel_usd"),
+        ({"budget_usd": "1500.5"}, "whole number"),
+        ({"nighttime_load_ratio_pct": "120"}, "at most 100"),
+        ({"sunlight_cv": "nan"}, "finite"),
+        ({"name": "  "}, "'name' is empty"),
+    ],
+)
+def test_out_of_range_values(overrides: dict[str, str], expected: str) -> None:
+    locs, problems = parse_locations_csv(_csv(_row("Bad", **overrides), _row("Good")))
+    assert [loc.name for loc in locs] == ["Good"]
+    assert len(problems) == 1 and expected in problems[0].message
+
+
+def test_duplicate_names_bom_blank_lines_and_extra_columns() -> None:
+    text = "\ufeff" + _csv(_row("A") + ",x", "", _row("A") + ",y", header=HEADER + ",notes")
+    locs, problems = parse_locations_csv(text)
+    assert [loc.name for loc in locs] == ["A"]
+    assert len(problems) == 1 and "duplicate" in problems[0].message
+    assert problems[0].row == 4
+
+
+def test_load_locations_raises_preset_error_for_bad_file(tmp_path: Path) -> None:
+    bad = tmp_path / "locations.csv"
+    bad.write_text(_csv(_row("A", panel_watts="lots")), encoding="utf-8")
+    with pytest.raises(PresetError, match="panel_watts"):
+        load_locations(bad)
+    with pytest.raises(PresetError):
+        load_locations(tmp_path / "missing.csv")
+
+
+def test_load_system_prompts_rejects_bad_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "prompts.yaml"
+    bad.write_text("- just\n- a list\n", encoding="utf-8")
+    with pytest.raises(PresetError):
+        load_system_prompts(bad)
+    bad.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(PresetError):
+        load_system_prompts(bad)
+
+
+def test_presets_module_has_no_streamlit_dependency() -> None:
+    source = (Path(__file__).resolve().parent.parent / "studio" / "presets.py").read_text(
+        encoding="utf-8")
+    assert "streamlit" not in source
+    assert PRESET_DIR.name == "presets" and PRESET_DIR.is_dir()

@@ -1,0 +1,1 @@
+"""Streamlit pieces every page shares: the sidebar and the run output panel."""
