@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from backends.base import BackendError
 from studio.presets import build_user_prompt, load_locations, load_system_prompts
 from studio.prompts import prompt_size
 from studio.runner import Run, RunRequest
@@ -53,7 +54,7 @@ if generate:
                          preset=state.location_preset)
     try:
         backend = selection.backend(settings())
-    except Exception as exc:  # e.g. a GGUF path that does not exist: a message, not a trace
+    except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
         st.error(f"Cannot use this backend: {exc}", icon="⚠️")
     else:
         run = state.playground_run = Run(backend, request).start()
@@ -63,9 +64,10 @@ if running and run is not None:
     # Drawn above the answer; the click runs the callback first, which closes the stream.
     buttons[1].button("Stop", on_click=run.stop, use_container_width=True)
 
-answer_slot = st.empty()
-progress_slot = st.empty()
 if run is not None:
+    with st.container(key="answer", border=True):
+        answer_slot = st.empty()
+    progress_slot = st.empty()
     if running:
         follow(run, answer_slot, progress_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button

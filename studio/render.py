@@ -16,22 +16,27 @@ from collections.abc import Callable
 
 import markdown as markdown_lib
 import nh3
+from markdown_it import MarkdownIt
 
 SAFE_SCHEMES = ("http://", "https://", "mailto:")
 CURSOR = " ▌"
 
 _FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,})", re.MULTILINE)
 _CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.DOTALL)
-# [text](url "title") and ![alt](url); the URL may be <bracketed>.
+# [text](url "title") and ![alt](url) in their common form, rewritten readably first.
 _INLINE = re.compile(r"(!?)\[((?:\\.|[^\[\]\\])*)\]\(\s*"
                      r"(<[^>\n]*>|[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)"
                      r"(\s+(?:\"[^\"]*\"|'[^']*'|\([^)]*\)))?\s*\)")
-# ![alt][ref] and ![alt] (reference images).
-_REF_IMAGE = re.compile(r"!\[((?:\\.|[^\[\]\\])*)\](\[[^\]]*\])?")
-# [ref]: url "title"
-_REF_DEF = re.compile(r"^( {0,3}\[[^\]]+\]:[ \t]*)(<[^>\n]*>|\S+)(.*)$", re.MULTILINE)
-# <scheme:...> autolinks
+_LINK_TARGET = re.compile(r"\]\(")  # where any inline link's destination starts
+# [ref]: url - a link reference definition; the URL may be on the next line.
+_REF_DEF = re.compile(r"^( {0,3})\[((?:\\.|[^\[\]\\])+)\]:([^\n]*)", re.MULTILINE)
 _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^<>\s]*)>")
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")
+
+# The verifier: a CommonMark parser, as the browser's renderer is. It accepts every link
+# scheme (markdown-it drops javascript: itself) so that it sees what a laxer renderer would.
+_commonmark = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
+_commonmark.validateLink = lambda url: True  # type: ignore[method-assign]
 
 
 def is_safe_url(url: str) -> bool:
@@ -83,42 +88,86 @@ def _outside_spans(text: str, transform: Callable[[str], str]) -> str:
     return "".join(pieces)
 
 
+def _target_is_safe(rest: str) -> bool:
+    """Is the link destination at the start of ``rest`` (the text after ``](`` or ``]:``)
+    safe? Judged from its beginning alone, so brackets or parentheses nested in the label or
+    the URL cannot hide it."""
+    rest = rest.lstrip(" \t\r\n")
+    if rest.startswith("<"):
+        rest = rest[1:]
+    head = re.split(r"[\s>]", rest, maxsplit=1)[0]
+    return is_safe_url(head)
+
+
 def _rewrite_links(text: str) -> str:
-    def inline(match: re.Match[str]) -> str:
-        bang, label, url, title = match.group(1), match.group(2), match.group(3), match.group(4)
-        if bang:  # never load an image: show a link the reader may choose to follow
+    def readable(match: re.Match[str]) -> str:
+        bang, label, url, title = match.groups()
+        if bang:
             label = f"🖼 {label or 'image'}"
         if not is_safe_url(url):
             return f"{label} (link removed)"
         return f"[{label}]({url}{title or ''})"
 
-    def ref_image(match: re.Match[str]) -> str:
-        return f"[🖼 {match.group(1) or 'image'}]{match.group(2) or ''}"
+    # The common forms, readably: "label (link removed)"; an image becomes a link.
+    text = _INLINE.sub(readable, text)
+    # Then whatever that missed (nested brackets, odd titles...), by a rule that needs no
+    # parsing. Images never load on their own: "![" becomes "[🖼 ", a link.
+    text = re.sub(r"(?<!\\)!\[", "[🖼 ", text)
+    # An unsafe destination loses its link: "](" becomes "]\(", shown as plain text.
+    pieces: list[str] = []
+    position = 0
+    for match in _LINK_TARGET.finditer(text):
+        if not _target_is_safe(text[match.end():]):
+            pieces.append(text[position:match.start()] + "]\\(")
+            position = match.end()
+    pieces.append(text[position:])
+    text = "".join(pieces)
+    text = _REF_DEF.sub(lambda m: _disarm_definition(m, text), text)
+    return _AUTOLINK.sub(
+        lambda m: m.group(0) if is_safe_url(m.group(1)) else f"{m.group(1)} (link removed)",
+        text)
 
-    def ref_def(match: re.Match[str]) -> str:
-        if is_safe_url(match.group(2)):
-            return match.group(0)
-        return f"{match.group(1)}#link-removed"
 
-    def autolink(match: re.Match[str]) -> str:
-        url = match.group(1)
-        return match.group(0) if is_safe_url(url) else f"{url} (link removed)"
+def _disarm_definition(match: re.Match[str], text: str) -> str:
+    """``[r]: url``: an unsafe URL on the line becomes ``#link-removed``; one on the next line
+    makes the line stop being a definition (``\\[r]:``)."""
+    indent, label, same_line = match.groups()
+    if same_line.strip():
+        return match.group(0) if _target_is_safe(same_line) \
+            else f"{indent}[{label}]: #link-removed"
+    if _target_is_safe(text[match.end():]):
+        return match.group(0)
+    return f"{indent}\\[{label}]:"
 
-    text = _INLINE.sub(inline, text)
-    text = _REF_IMAGE.sub(ref_image, text)
-    text = _REF_DEF.sub(ref_def, text)
-    return _AUTOLINK.sub(autolink, text)
+
+def _has_unsafe_link_or_image(text: str) -> bool:
+    """What a CommonMark parser makes of ``text``: any image, or any link not http(s)/mailto."""
+    for block in _commonmark.parse(text):
+        for token in block.children or ():
+            if token.type == "image":
+                return True
+            if token.type == "link_open" and not is_safe_url(str(token.attrGet("href") or "")):
+                return True
+    return False
+
+
+def _escape_everything(text: str) -> str:
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 def safe_markdown(text: str) -> str:
     """An answer ready for ``st.markdown``: unsafe links disarmed, images not auto-loaded,
-    dollar signs literal."""
+    dollar signs literal. The result is checked with a CommonMark parser; if anything unsafe
+    slipped through (syntax the rewrite misjudged), the answer is shown as plain text."""
 
     def transform(part: str) -> str:
         part = _rewrite_links(part)
         return re.sub(r"(?<!\\)\$", r"\\$", part)
 
-    return _outside_code(text, transform)
+    result = _outside_code(text, transform)
+    if _has_unsafe_link_or_image(result):
+        return _escape_everything(text)
+    return result
 
 
 def with_cursor(text: str) -> str:

@@ -18,7 +18,7 @@ from backends.base import (
 )
 from backends.vllm_backend import VLLMBackend
 from tests.servers.llama_server import LlamaCppServer
-from tests.servers.openai_errors import (
+from tests.servers.vllm import (
     CONTEXT_TOO_LONG,
     NOT_FOUND_NEW,
     NOT_FOUND_OLD,

@@ -72,21 +72,20 @@ def show_stats(stats: GenerationStats, stop_reason: str, streamed: bool) -> None
             return "–"
         return f"{value:,}{unit}" if isinstance(value, int) else f"{value:,.{digits}f}{unit}"
 
-    ttft = stats.time_to_first_token_s
-    speed = fmt(stats.client_tokens_per_s, digits=1)
-    if stats.server_tokens_per_s is not None:
-        speed += f" · server {stats.server_tokens_per_s:,.1f}"
-    cells = [
-        ("Time to first token", fmt(ttft, " s") + ("" if streamed else " (one piece)")),
-        ("Total time", fmt(stats.total_time_s, " s")),
-        ("Output tokens", fmt(stats.output_tokens)),
-        ("Tokens/s", speed),
-        ("Prompt tokens", fmt(stats.prompt_tokens)),
-        ("Model load", fmt(stats.server_load_s, " s")),
-        ("Stop reason", stop_reason),
+    one_piece = "" if streamed else " (one piece)"
+    rows = [
+        [("Time to first token", fmt(stats.time_to_first_token_s, " s") + one_piece),
+         ("Total time", fmt(stats.total_time_s, " s")),
+         ("Output tokens", fmt(stats.output_tokens)),
+         ("Prompt tokens", fmt(stats.prompt_tokens))],
+        [("Tokens/s (client)", fmt(stats.client_tokens_per_s, digits=1)),
+         ("Tokens/s (server)", fmt(stats.server_tokens_per_s, digits=1)),
+         ("Model load", fmt(stats.server_load_s, " s")),
+         ("Stop reason", stop_reason)],
     ]
-    for column, (label, value) in zip(st.columns(len(cells)), cells, strict=True):
-        column.metric(label, value)
+    for row in rows:
+        for column, (label, value) in zip(st.columns(len(row)), row, strict=True):
+            column.metric(label, value)
 
 
 def downloads(run: Run) -> None:

@@ -1,14 +1,15 @@
-"""A test server that answers vLLM's OpenAI-compatible routes with chosen error shapes.
+"""A test server that answers vLLM's OpenAI-compatible routes like vLLM does.
 
 Real vLLM's bodies, byte for byte where it matters (../shared/reference/wire-protocols.md):
-the 404 of v0.10.1+ and the flat one before it, 401 for a missing API key, 400 for a prompt
-over the context length.
+a whole chat completion after a delay, the 404 of v0.10.1+ and the flat one before it, 401 for
+a missing API key, 400 for a prompt over the context length.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -24,12 +25,27 @@ CONTEXT_TOO_LONG = {"error": {
     "type": "BadRequestError", "param": None, "code": 400}}
 
 
+def completion(text: str, model: str = "smollm2", finish_reason: str = "stop",
+               prompt_tokens: int = 47, completion_tokens: int = 200) -> dict[str, Any]:
+    """A vLLM 0.32.0 non-streaming chat completion body."""
+    return {"id": "chatcmpl-b41e8146fe769936", "object": "chat.completion",
+            "created": 1795621977, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text,
+                                                 "refusal": None, "reasoning": None},
+                         "logprobs": None, "finish_reason": finish_reason,
+                         "stop_reason": None}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
+
+
 class FakeVLLM:
-    """Serves ``/v1/models`` (``served``) and answers every chat with (status, body)."""
+    """Serves ``/v1/models`` (``served``) and answers every chat with (status, body), after
+    ``delay`` seconds."""
 
     def __init__(self, status: int, body: dict[str, Any], served: tuple[str, ...] = ("smollm2",),
-                 api_key: str | None = None) -> None:
+                 api_key: str | None = None, delay: float = 0.0) -> None:
         self.status, self.body, self.served, self.api_key = status, body, served, api_key
+        self.delay = delay
         self.chat_calls = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
@@ -78,6 +94,7 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             server.chat_calls += 1
             if not self._authorized():
                 return
+            time.sleep(server.delay)
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
             self._reply(server.status, json.loads(text))
 

@@ -1,0 +1,364 @@
+"""studio/runner.py: a generation on a worker thread, against wire-faithful test servers."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+
+import pytest
+
+from backends.base import (
+    Answer,
+    BackendConnectionError,
+    BackendError,
+    BackendStatusError,
+    GenerationStats,
+    ModelNotFoundError,
+    StreamError,
+    TruncatedStreamError,
+)
+from backends.ollama_backend import OllamaBackend
+from backends.vllm_backend import VLLMBackend
+from studio.runner import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, Run, RunRequest
+from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
+from tests.servers.vllm import NOT_FOUND_NEW, FakeVLLM
+
+TOKENS = tokenize(SAMPLE_ANSWER)
+SYSTEM = "You are a PV sizing analyst."
+PROMPT = "Size a PV system for San Diego. Budget $15,000."
+
+
+def ollama_request(host: str, **changes: object) -> RunRequest:
+    fields: dict[str, object] = {"backend": "ollama", "host": host, "model": "llama3.1:8b",
+                                 "system": SYSTEM, "prompt": PROMPT, "max_tokens": 512,
+                                 "temperature": 0.3, "preset": "san-diego"}
+    fields.update(changes)
+    return RunRequest(**fields)  # type: ignore[arg-type]
+
+
+def start(backend: object, request: RunRequest) -> Run:
+    return Run(backend, request).start()  # type: ignore[arg-type]
+
+
+def wait_until(condition: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.002)
+    return False
+
+
+def vllm_completion(content: str, finish_reason: str = "stop") -> dict[str, object]:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1751057209,
+            "model": "smollm2",
+            "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": 7, "total_tokens": 49}}
+
+
+class SlowOnePiece:
+    """A one-piece backend (no ``stream``) whose ``generate`` waits until released."""
+
+    name = "slow"
+    model = "slow-1"
+
+    def __init__(self, answer: str = "late answer", raises: BaseException | None = None) -> None:
+        self.answer, self.raises = answer, raises
+        self.release = threading.Event()
+        self.called = threading.Event()
+        self.returned = threading.Event()
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str:
+        self.called.set()
+        try:
+            self.release.wait(5)
+            if self.raises is not None:
+                raise self.raises
+            return Answer(self.answer, GenerationStats(output_tokens=2, done_reason="stop"))
+        finally:
+            self.returned.set()
+
+    def list_models(self) -> list[str]:
+        return [self.model]
+
+
+# -- streaming (Ollama) --------------------------------------------------------------------
+def test_streaming_run_finishes_with_full_text_and_server_stats(
+        ollama: OllamaBackend, fake_ollama: FakeOllama) -> None:
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.streams
+    assert run.wait(timeout=5)
+
+    assert run.done and run.status == FINISHED and run.status_label == "Finished"
+    assert run.error is None
+    assert run.text == SAMPLE_ANSWER
+    stats = run.stats
+    assert stats.done_reason == "stop"
+    assert stats.output_tokens == len(TOKENS)
+    assert stats.prompt_tokens == 169
+    assert stats.server_load_s == pytest.approx(0.041295167)
+    assert stats.fragments == len(TOKENS)
+    assert stats.total_time_s is not None and stats.total_time_s >= 0
+    assert 0 <= run.elapsed < 5
+
+
+def test_request_reaches_the_server_as_set(ollama: OllamaBackend,
+                                           fake_ollama: FakeOllama) -> None:
+    run = start(ollama, ollama_request(fake_ollama.url, max_tokens=321, temperature=0.7))
+    assert run.wait(timeout=5)
+    (body,) = fake_ollama.chat_requests
+    assert body["messages"] == [{"role": "system", "content": SYSTEM},
+                                {"role": "user", "content": PROMPT}]
+    assert body["options"] == {"num_predict": 321, "temperature": 0.7}
+
+
+def test_status_is_running_and_partial_text_visible_before_the_end(
+        ollama: OllamaBackend, fake_ollama: FakeOllama, script: Script) -> None:
+    script.gate = threading.Event()  # the server holds the second token until the gate opens
+    run = start(ollama, ollama_request(fake_ollama.url))
+    try:
+        assert wait_until(lambda: run.text != "")
+        assert run.text == TOKENS[0]
+        assert not run.done and run.status == RUNNING and run.status_label == "Running"
+        assert not run.wait(timeout=0.05)
+    finally:
+        script.gate.set()
+    assert run.wait(timeout=5)
+    assert run.status == FINISHED and run.text == SAMPLE_ANSWER
+
+
+def test_text_grows_while_running(ollama: OllamaBackend, fake_ollama: FakeOllama,
+                                  script: Script) -> None:
+    script.delay = 0.02  # ~0.7 s for the whole answer
+    run = start(ollama, ollama_request(fake_ollama.url))
+    seen: list[str] = []
+    while not run.done:
+        text = run.text
+        if not seen or text != seen[-1]:
+            seen.append(text)
+        time.sleep(0.005)
+    assert run.wait(timeout=5)
+    partials = [text for text in seen if text and text != SAMPLE_ANSWER]
+    assert len(partials) >= 3  # generous: ~35 tokens arrive 20 ms apart
+    for earlier, later in itertools.pairwise(seen):
+        assert later.startswith(earlier) and len(later) > len(earlier)
+    assert all(SAMPLE_ANSWER.startswith(text) for text in seen)
+    assert run.text == SAMPLE_ANSWER
+
+
+def test_small_max_tokens_ends_with_status_length(ollama: OllamaBackend,
+                                                  fake_ollama: FakeOllama) -> None:
+    run = start(ollama, ollama_request(fake_ollama.url, max_tokens=5))
+    assert run.wait(timeout=5)
+    assert run.status == LENGTH and run.status_label == STATUS_LABELS[LENGTH]
+    assert run.error is None
+    assert run.text == "".join(TOKENS[:5])
+    assert run.stats.done_reason == "length" and run.stats.output_tokens == 5
+
+
+def test_stop_mid_stream_keeps_partial_text_and_hangs_up(
+        ollama: OllamaBackend, fake_ollama: FakeOllama, script: Script) -> None:
+    script.gate = threading.Event()  # never opened: the answer stalls after one token
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert wait_until(lambda: run.text != "")
+
+    run.stop()
+    assert run.wait(timeout=5)
+    assert run.status == STOPPED and run.status_label == "Stopped"
+    assert run.error is None
+    assert run.text == TOKENS[0]
+    assert run.stats.done_reason == "cancelled"
+    assert fake_ollama.client_closed.wait(2)
+    assert len(fake_ollama.hangups) == 1
+
+
+def test_stop_right_after_start_ends_the_run_as_stopped(
+        ollama: OllamaBackend, fake_ollama: FakeOllama, script: Script) -> None:
+    script.delay = 0.05
+    run = start(ollama, ollama_request(fake_ollama.url))
+    run.stop()
+    assert run.wait(timeout=5)
+    assert run.status == STOPPED
+    assert SAMPLE_ANSWER.startswith(run.text) and run.text != SAMPLE_ANSWER
+
+
+def test_stop_and_stats_after_the_end_change_nothing(ollama: OllamaBackend,
+                                                     fake_ollama: FakeOllama) -> None:
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.wait(timeout=5)
+    elapsed = run.elapsed
+    run.stop()
+    run.stop()
+    assert run.status == FINISHED and run.text == SAMPLE_ANSWER
+    assert run.elapsed == elapsed  # the clock stopped with the run
+
+
+def test_error_status_before_the_stream(ollama: OllamaBackend, fake_ollama: FakeOllama,
+                                        script: Script) -> None:
+    script.status = 500
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR and run.status_label == "Error"
+    assert isinstance(run.error, BackendStatusError)
+    assert run.error.status_code == 500
+    assert "model runner has unexpectedly stopped" in run.error.server_message
+    assert run.text == ""
+    assert run.stats.done_reason == "error"
+
+
+def test_missing_model_is_a_model_not_found_error(fake_ollama: FakeOllama) -> None:
+    backend = OllamaBackend(fake_ollama.url, model="qwen2:7b", read_timeout=10)
+    run = start(backend, ollama_request(fake_ollama.url, model="qwen2:7b"))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, ModelNotFoundError)
+    assert "ollama pull qwen2:7b" in run.error.hint
+
+
+def test_error_line_mid_stream_keeps_partial_text(ollama: OllamaBackend,
+                                                  fake_ollama: FakeOllama,
+                                                  script: Script) -> None:
+    script.error_after = 4
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, StreamError)
+    assert run.error.partial_text == "".join(TOKENS[:4])
+    assert run.text == "".join(TOKENS[:4])
+    assert run.stats.done_reason == "error"
+
+
+def test_dropped_connection_mid_stream_keeps_partial_text(ollama: OllamaBackend,
+                                                         fake_ollama: FakeOllama,
+                                                         script: Script) -> None:
+    script.drop_after = 3
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, TruncatedStreamError)
+    assert run.text == "".join(TOKENS[:3])
+
+
+def test_connection_refused_is_an_error_with_the_ollama_serve_hint(closed_port: int) -> None:
+    host = f"http://127.0.0.1:{closed_port}"
+    backend = OllamaBackend(host, model="llama3.1:8b", connect_timeout=2, read_timeout=2)
+    run = start(backend, ollama_request(host))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, BackendConnectionError)
+    assert isinstance(run.error, ConnectionError)
+    assert "ollama serve" in run.error.hint
+    assert run.text == ""
+    assert "ollama serve" in run.to_dict()["error"]
+
+
+# -- one piece (vLLM and a controllable double) ----------------------------------------------
+def test_one_piece_run_gets_the_whole_answer_at_once() -> None:
+    with FakeVLLM(200, vllm_completion("  Install 31 panels.\n")) as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
+        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT))
+        assert not run.streams
+        assert run.wait(timeout=5)
+    assert run.status == FINISHED
+    assert run.text == "Install 31 panels."
+    assert run.stats.output_tokens == 7 and run.stats.prompt_tokens == 42
+
+
+def test_one_piece_run_that_hits_max_tokens_has_status_length() -> None:
+    with FakeVLLM(200, vllm_completion("Install 31", finish_reason="length")) as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
+        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT,
+                                        max_tokens=2))
+        assert run.wait(timeout=5)
+    assert run.status == LENGTH and run.text == "Install 31"
+
+
+@pytest.mark.parametrize("sdk", [True, False], ids=["openai-sdk", "requests"])
+def test_one_piece_missing_model_is_model_not_found(sdk: bool) -> None:
+    with FakeVLLM(404, NOT_FOUND_NEW) as server:
+        backend = VLLMBackend(server.url, model="llama-3-8b", use_openai_sdk=sdk)
+        run = start(backend, RunRequest("vllm", server.url, "llama-3-8b", SYSTEM, PROMPT))
+        assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, ModelNotFoundError)
+    assert run.error.available == ["smollm2"]
+    assert run.text == ""
+
+
+def test_stop_on_a_waiting_one_piece_run_is_immediate() -> None:
+    backend = SlowOnePiece()
+    run = start(backend, RunRequest("slow", "local", "slow-1", SYSTEM, PROMPT))
+    assert backend.called.wait(2)
+    assert not run.done and run.status == RUNNING
+
+    run.stop()
+    assert run.done  # at once: the page need not wait for the server
+    assert run.status == STOPPED and run.text == ""
+    assert run.stats.total_time_s is not None
+
+    backend.release.set()  # the abandoned answer arrives later and is ignored
+    assert backend.returned.wait(2)
+    run._thread.join(2)  # let the worker finish its bookkeeping
+    assert run.status == STOPPED and run.text == "" and run.error is None
+
+
+def test_unexpected_exception_in_a_backend_becomes_the_run_error() -> None:
+    backend = SlowOnePiece(raises=KeyError("choices"))
+    backend.release.set()
+    run = start(backend, RunRequest("slow", "local", "slow-1", SYSTEM, PROMPT))
+    assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, BackendError)
+    assert "Unexpected error: KeyError" in str(run.error)
+    assert run.error.backend == "slow" and run.error.host == "local"
+
+
+def test_malformed_200_body_from_a_real_backend_becomes_the_run_error() -> None:
+    # A 200 with no "choices": the vLLM backend's parser raises KeyError, not a BackendError.
+    with FakeVLLM(200, {"object": "list", "data": []}) as server:
+        backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
+        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT))
+        assert run.wait(timeout=5)
+    assert run.status == ERROR
+    assert isinstance(run.error, BackendError)
+    assert "Unexpected error" in str(run.error)
+
+
+# -- export --------------------------------------------------------------------------------
+def test_to_dict_has_everything_and_is_json_serialisable(ollama: OllamaBackend,
+                                                         fake_ollama: FakeOllama) -> None:
+    request = ollama_request(fake_ollama.url)
+    run = start(ollama, request)
+    assert run.wait(timeout=5)
+
+    data = json.loads(json.dumps(run.to_dict()))
+    assert data["backend"] == "ollama"
+    assert data["host"] == fake_ollama.url
+    assert data["model"] == "llama3.1:8b"
+    assert data["preset"] == "san-diego"
+    assert data["system_prompt"] == SYSTEM and data["user_prompt"] == PROMPT
+    assert data["parameters"] == {"max_tokens": 512, "temperature": 0.3}
+    assert data["answer"] == SAMPLE_ANSWER
+    assert data["status"] == "finished" and data["error"] is None
+    stats = data["statistics"]
+    assert stats["output_tokens"] == len(TOKENS) and stats["prompt_tokens"] == 169
+    assert stats["done_reason"] == "stop"
+    assert stats["server_tokens_per_s"] > 0
+    assert data["started_at"].endswith("+00:00")
+
+
+def test_to_dict_of_a_failed_run_is_json_serialisable(ollama: OllamaBackend,
+                                                      fake_ollama: FakeOllama,
+                                                      script: Script) -> None:
+    script.error_after = 2
+    run = start(ollama, ollama_request(fake_ollama.url))
+    assert run.wait(timeout=5)
+    data = json.loads(json.dumps(run.to_dict()))
+    assert data["status"] == "error"
+    assert data["answer"] == "".join(TOKENS[:2])
+    assert "Ollama stopped with an error" in data["error"]
+    assert data["statistics"]["done_reason"] == "error"
