@@ -157,3 +157,15 @@ def test_malformed_config_is_one_clear_message(app: AppFactory) -> None:
     at = app("llm:\n  backend: olama\n")
     assert "llm.backend must be one of ollama, vllm, embedded" in at.error[0].value
     assert not at.exception
+
+
+def test_every_backend_shows_its_status_and_fix(app: AppFactory, fake_ollama: FakeOllama,
+                                                closed_port: int) -> None:
+    at = app(ollama_config(fake_ollama.url) +
+             f"backends:\n  vllm:\n    host: http://127.0.0.1:{closed_port}\n")
+    lines = [c.value for c in at.sidebar.caption]
+    (ollama,) = [line for line in lines if line.startswith("**Ollama**")]
+    (vllm,) = [line for line in lines if line.startswith("**vLLM**")]
+    (embedded,) = [line for line in lines if line.startswith("**Embedded")]
+    assert "🟢 reachable" in ollama and "🟢 reachable" in embedded
+    assert "🔴" in vllm and "python -m vllm.entrypoints.openai.api_server" in vllm

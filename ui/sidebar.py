@@ -88,6 +88,13 @@ def sidebar(settings: Settings) -> Selection:
         else:
             st.error(f"Not reachable. {status.message}\n\n{status.hint}", icon="🔴")
         st.button("↻ Refresh models", on_click=cached_probe.clear, use_container_width=True)
+        with st.expander("All backends"):
+            for other in BACKEND_KINDS:
+                other_host = state.get(f"host_{other}", "") if other != "embedded" else ""
+                found = cached_probe(other, other_host, settings.path, settings)
+                light = "🟢 reachable" if found.reachable else f"🔴 {found.hint or found.message}"
+                where = f" · {other_host}" if other_host else ""
+                st.caption(f"**{BACKEND_LABELS[other]}**{where}: {light}")
         st.header("Parameters")
         max_tokens = st.number_input("Max tokens", min_value=1, max_value=32768, step=256,
                                      key="max_tokens")
