@@ -163,9 +163,9 @@ def message_from_body(body: Any) -> str:
     return json.dumps(body)[:500]
 
 
-def iter_ndjson(response: requests.Response, *, backend: str, host: str,
-                partial_text: Callable[[], str]) -> Iterator[bytes]:
-    """Yield each non-empty line of an NDJSON body as soon as it arrives.
+def iter_lines(response: requests.Response, *, backend: str, host: str,
+               partial_text: Callable[[], str]) -> Iterator[bytes]:
+    """Yield each non-empty line of a streamed body (NDJSON, SSE) as soon as it arrives.
 
     Splits raw bytes on ``\\n`` only: ``str.splitlines`` would also break at U+2028, U+2029
     and U+0085, which can occur inside JSON strings. Reads whatever the socket has (``read1``)

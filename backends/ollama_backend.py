@@ -73,7 +73,7 @@ class OllamaBackend:
         try:
             if response.status_code != 200:
                 raise self._status_error(response)
-            lines = http.iter_ndjson(response, backend="Ollama", host=self.host,
+            lines = http.iter_lines(response, backend="Ollama", host=self.host,
                                      partial_text=lambda: handle.text)
             for line in lines:
                 try:

@@ -1,12 +1,17 @@
 """vLLM client: OpenAI-compatible ``POST /v1/chat/completions``, the answer in one piece.
 
-Path A uses the ``openai`` SDK when it can be imported; Path B sends the same request with
-``requests``. Both give the same ``Answer`` and raise the same errors.
+``generate()`` takes Path A, the ``openai`` SDK, when it can be imported, and Path B, the same
+request with ``requests``, when it cannot. Both give the same ``Answer`` and raise the same
+errors. ``stream()`` is for callers that must be able to cancel: it goes through the project's
+HTTP layer, whose socket can be shut from another thread (the SDK gives no such handle), and
+yields the answer in one piece or, with ``sse=True``, token by token as server-sent events.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -20,6 +25,9 @@ from .base import (
     BackendTimeoutError,
     GenerationStats,
     ModelNotFoundError,
+    StreamError,
+    TokenStream,
+    TruncatedStreamError,
     chat_messages,
 )
 
@@ -76,6 +84,74 @@ class VLLMBackend:
             else self._complete_with_requests(payload)
         elapsed = time.perf_counter() - started
         return _answer_from_body(body, elapsed)
+
+    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
+               temperature: float = 0.2, *, sse: bool = False) -> TokenStream:
+        """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
+        generation. One fragment (the whole answer) unless ``sse``: then token by token."""
+        payload: dict[str, Any] = {"model": self.model,
+                                   "messages": chat_messages(prompt, system),
+                                   "max_tokens": max_tokens, "temperature": temperature}
+        if sse:
+            payload["stream"] = True
+            payload["stream_options"] = {"include_usage": True}
+        abort = http.Abort()
+        return TokenStream(lambda handle: self._fragments(handle, payload, abort), abort=abort)
+
+    def _fragments(self, handle: TokenStream, payload: dict[str, Any],
+                   abort: http.Abort) -> Iterator[str]:
+        response = self._request("POST", "/v1/chat/completions", json_body=payload,
+                                 stream=True, abort=abort)
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response.status_code, http.error_text(response))
+            if not payload.get("stream"):
+                answer = _answer_from_body(response.json(), 0.0)
+                handle.stats.prompt_tokens = answer.stats.prompt_tokens
+                handle.stats.output_tokens = answer.stats.output_tokens
+                handle.stats.done_reason = answer.stats.done_reason
+                yield str(answer)
+                return
+            yield from self._server_sent_events(handle, response)
+        finally:
+            response.close()
+
+    def _server_sent_events(self, handle: TokenStream, response: Any) -> Iterator[str]:
+        """``data: {chunk}`` lines until ``data: [DONE]``; usage comes in a last chunk."""
+        lines = http.iter_lines(response, backend="vLLM", host=self.host,
+                                partial_text=lambda: handle.text)
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # comments, event names, ids
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            try:
+                chunk = json.loads(data)
+            except ValueError:
+                raise StreamError(f"vLLM sent an event that is not JSON: {data[:120]!r}",
+                                  hint="The text received so far is kept.", backend="vLLM",
+                                  host=self.host, partial_text=handle.text) from None
+            if "error" in chunk:
+                message = http.message_from_body(chunk)
+                raise StreamError(f"vLLM stopped with an error: {message}",
+                                  hint="The text received so far is kept.",
+                                  server_message=message, status_code=200, backend="vLLM",
+                                  host=self.host, partial_text=handle.text)
+            usage = chunk.get("usage") or {}
+            if usage:
+                handle.stats.prompt_tokens = usage.get("prompt_tokens")
+                handle.stats.output_tokens = usage.get("completion_tokens")
+            for choice in chunk.get("choices") or ():
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    yield content
+                if choice.get("finish_reason"):
+                    handle.stats.done_reason = choice["finish_reason"]
+        raise TruncatedStreamError(
+            "The vLLM stream ended before the answer was complete (no [DONE]).",
+            hint="The text received so far is kept.", backend="vLLM", host=self.host,
+            partial_text=handle.text)
 
     # -- Path A -----------------------------------------------------------------------------
     def _complete_with_sdk(self, payload: dict[str, Any]) -> dict[str, Any]:

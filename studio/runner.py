@@ -39,6 +39,7 @@ class RunRequest:
     max_tokens: int = 2048
     temperature: float = 0.2
     preset: str = ""
+    sse: bool = False  # vLLM only: stream as server-sent events instead of one piece
 
 
 class Run:
@@ -47,7 +48,8 @@ class Run:
     def __init__(self, backend: Backend, request: RunRequest) -> None:
         self.backend = backend
         self.request = request
-        self.streams = callable(getattr(backend, "stream", None))
+        # Whether text arrives piece by piece (vLLM answers whole unless asked for SSE).
+        self.streams = request.backend != "vllm" or request.sse
         self.started_at = datetime.now(UTC)
         self.error: BackendError | None = None
         self._stats = GenerationStats()
@@ -110,15 +112,17 @@ class Run:
         self._stop.set()
         if self._stream is not None:
             self._stream.close()
-        if not self.streams:
+        else:  # a plain generate() cannot be interrupted: abandon it
             self._finish()
 
     def _work(self) -> None:
         request = self.request
         args = (request.prompt, request.system, request.max_tokens, request.temperature)
         try:
-            if self.streams:
-                self._stream = self.backend.stream(*args)  # type: ignore[attr-defined]
+            stream = getattr(self.backend, "stream", None)
+            if stream is not None:
+                options = {"sse": request.sse} if request.backend == "vllm" else {}
+                self._stream = stream(*args, **options)
                 if self._stop.is_set():
                     self._stream.close()
                 for _ in self._stream:
@@ -129,10 +133,14 @@ class Run:
                     self._text = str(answer)
                     self._stats = getattr(answer, "stats", GenerationStats())
         except BackendError as exc:
+            if self._stop.is_set():
+                return  # the analyst stopped it: what fails afterwards is no error of the run
             self.error = exc
             if isinstance(exc, BackendStatusError) and exc.partial_text and not self.text:
                 self._text = exc.partial_text
         except Exception as exc:  # never let a worker die silently: the page shows it
+            if self._stop.is_set():
+                return
             self.error = BackendError(f"Unexpected error: {type(exc).__name__}: {exc}",
                                       backend=request.backend, host=request.host)
         finally:

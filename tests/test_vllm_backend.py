@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from backends.base import (
     BackendConnectionError,
     BackendStatusError,
     ModelNotFoundError,
+    StreamError,
 )
 from backends.vllm_backend import VLLMBackend
 from tests.servers.llama_server import LlamaCppServer
@@ -166,3 +168,66 @@ def test_connection_refused_gives_the_start_command_fast(closed_port: int, sdk: 
     assert "python -m vllm.entrypoints.openai.api_server --model smollm2" in message
     with pytest.raises(BackendConnectionError):
         backend.list_models()
+
+
+# -- stream(): cancellable, one piece or server-sent events ---------------------------------
+def test_stream_sse_on_a_real_server(real_server: LlamaCppServer) -> None:
+    backend = VLLMBackend(real_server.url, model="smollm2")
+    stream = backend.stream(QUESTION, max_tokens=30, temperature=0.0, sse=True)
+    fragments = list(stream)
+    assert len(fragments) >= 2
+    assert stream.text.strip()
+    assert stream.stats.done_reason in ("stop", "length")
+
+
+def test_stream_one_piece_on_a_real_server(real_server: LlamaCppServer) -> None:
+    backend = VLLMBackend(real_server.url, model="smollm2")
+    stream = backend.stream(QUESTION, max_tokens=30, temperature=0.0)
+    fragments = list(stream)
+    assert len(fragments) == 1 and fragments[0].strip()
+    assert stream.stats.output_tokens and stream.stats.prompt_tokens
+    assert stream.stats.time_to_first_token_s is not None
+
+
+def test_stream_sse_tokens_usage_and_finish_reason() -> None:
+    with FakeVLLM(200, {}) as server:
+        stream = VLLMBackend(server.url, model="smollm2").stream(QUESTION, sse=True)
+        assert list(stream) == ["The", " capital", " is", " Paris", "."]
+    assert stream.stats.output_tokens == 5 and stream.stats.prompt_tokens == 12
+    assert stream.stats.done_reason == "stop"
+
+
+def test_stream_error_event_keeps_the_partial_text() -> None:
+    with FakeVLLM(200, {}, error_after=3) as server:
+        stream = VLLMBackend(server.url, model="smollm2").stream(QUESTION, sse=True)
+        with pytest.raises(StreamError) as info:
+            list(stream)
+    assert info.value.partial_text == "The capital is"
+    assert info.value.server_message == "engine crashed mid-stream"
+
+
+@pytest.mark.parametrize("sse", [True, False])
+def test_stream_unknown_model_lists_served(sse: bool) -> None:
+    with FakeVLLM(404, NOT_FOUND_NEW) as server:
+        stream = VLLMBackend(server.url, model="nope").stream(QUESTION, sse=sse)
+        with pytest.raises(ModelNotFoundError) as info:
+            list(stream)
+    assert info.value.available == ["smollm2"]
+
+
+def test_close_mid_stream_hangs_up_at_once() -> None:
+    with FakeVLLM(200, {}, token_delay=0.5) as server:
+        stream = VLLMBackend(server.url, model="smollm2").stream(QUESTION, sse=True)
+        reader = threading.Thread(target=lambda: list(stream))
+        reader.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        stream.close()
+        reader.join(timeout=2)
+        assert not reader.is_alive()
+        assert time.monotonic() - started < 1
+        deadline = time.monotonic() + 3
+        while server.hangups == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert server.hangups == 1
+    assert stream.stats.done_reason == "cancelled"

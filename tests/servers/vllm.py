@@ -43,10 +43,15 @@ class FakeVLLM:
     ``delay`` seconds."""
 
     def __init__(self, status: int, body: dict[str, Any], served: tuple[str, ...] = ("smollm2",),
-                 api_key: str | None = None, delay: float = 0.0) -> None:
+                 api_key: str | None = None, delay: float = 0.0,
+                 tokens: tuple[str, ...] = ("The", " capital", " is", " Paris", "."),
+                 token_delay: float = 0.0, error_after: int | None = None) -> None:
         self.status, self.body, self.served, self.api_key = status, body, served, api_key
         self.delay = delay
+        # Streaming requests ("stream": true) get these tokens as server-sent events.
+        self.tokens, self.token_delay, self.error_after = tokens, token_delay, error_after
         self.chat_calls = 0
+        self.hangups = 0
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
@@ -95,7 +100,48 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return
             time.sleep(server.delay)
+            if body.get("stream") and server.status == 200:
+                self._stream(body)
+                return
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
             self._reply(server.status, json.loads(text))
+
+        def _event(self, data: Any) -> None:
+            text = data if isinstance(data, str) else json.dumps(data)
+            payload = f"data: {text}\n\n".encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
+            self.wfile.flush()
+
+        def _stream(self, body: dict[str, Any]) -> None:
+            """vLLM's SSE: a role chunk, content chunks, finish, usage, [DONE]."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            base = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
+                    "created": 1795621977, "model": body.get("model")}
+            try:
+                self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
+                                                                      "content": ""}}]})
+                for index, token in enumerate(server.tokens):
+                    if index == server.error_after:
+                        self._event({"error": {"message": "engine crashed mid-stream",
+                                               "type": "InternalServerError", "code": 500}})
+                        self.wfile.write(b"0\r\n\r\n")
+                        return
+                    time.sleep(server.token_delay)
+                    self._event({**base, "choices": [{"index": 0, "delta": {"content": token},
+                                                      "finish_reason": None}]})
+                self._event({**base, "choices": [{"index": 0, "delta": {},
+                                                  "finish_reason": "stop"}]})
+                if (body.get("stream_options") or {}).get("include_usage"):
+                    self._event({**base, "choices": [], "usage": {
+                        "prompt_tokens": 12, "completion_tokens": len(server.tokens),
+                        "total_tokens": 12 + len(server.tokens)}})
+                self._event("[DONE]")
+                self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                server.hangups += 1
+            self.close_connection = True
 
     return Handler
