@@ -25,5 +25,6 @@ st.session_state["_selection"] = sidebar(settings)
 PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation([
     st.Page(PAGES / "playground.py", title="Playground", icon="☀️", default=True),
+    st.Page(PAGES / "compare.py", title="Compare", icon="⚖️", url_path="compare"),
 ])
 page.run()

@@ -59,6 +59,8 @@ class Run:
         self._done = threading.Event()
         self._started = time.monotonic()
         self._ended: float | None = None
+        # (seconds since start, characters received): the Compare page's timeline chart.
+        self.timeline: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._work, name="generation", daemon=True)
 
     def start(self) -> Run:
@@ -80,6 +82,16 @@ class Run:
     @property
     def done(self) -> bool:
         return self._done.is_set()
+
+    @property
+    def start_time(self) -> float:
+        """``time.monotonic()`` when the run started."""
+        return self._started
+
+    @property
+    def end_time(self) -> float | None:
+        """``time.monotonic()`` when the run ended, None while it runs."""
+        return self._ended
 
     @property
     def elapsed(self) -> float:
@@ -125,13 +137,16 @@ class Run:
                 self._stream = stream(*args, **options)
                 if self._stop.is_set():
                     self._stream.close()
-                for _ in self._stream:
-                    pass
+                received = 0
+                for fragment in self._stream:
+                    received += len(fragment)
+                    self.timeline.append((time.monotonic() - self._started, received))
             else:
                 answer = self.backend.generate(*args)
                 if not self._stop.is_set():
                     self._text = str(answer)
                     self._stats = getattr(answer, "stats", GenerationStats())
+                    self.timeline.append((time.monotonic() - self._started, len(self._text)))
         except BackendError as exc:
             if self._stop.is_set():
                 return  # the analyst stopped it: what fails afterwards is no error of the run

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Sequence
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import GenerationStats
 from studio.connection import BACKEND_LABELS
+from studio.grounding import GroundingReport, highlight_not_found
 from studio.render import Throttle, html_document, safe_markdown, with_cursor
 from studio.runner import ERROR, LENGTH, STOPPED, Run
 
@@ -16,35 +19,55 @@ REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the
 STATUS_ICONS = {"finished": "✅", LENGTH: "✂️", STOPPED: "⏹️", ERROR: "⚠️", "running": "⏳"}
 
 
-def follow(run: Run, answer_slot: st.delta_generator.DeltaGenerator,
-           progress_slot: st.delta_generator.DeltaGenerator) -> None:
-    """Repaint the growing answer until the run ends, then paint it once more, whole.
+def follow(run: Run, answer_slot: DeltaGenerator, progress_slot: DeltaGenerator) -> None:
+    """Repaint one run's growing answer until it ends, then paint it once more, whole."""
+    follow_all(lambda: [run], [answer_slot], [progress_slot], run.wait)
 
-    Not ``st.write_stream``: that re-sends the whole text per token (17 MB for a
-    4,000-token answer); a throttled placeholder sends about a tenth of the frames.
+
+def follow_all(runs: Callable[[], Sequence[Run]], answer_slots: Sequence[DeltaGenerator],
+               progress_slots: Sequence[DeltaGenerator],
+               wait: Callable[[float], bool]) -> None:
+    """Repaint several growing answers (the Compare panes) until ``wait`` says all ended.
+
+    ``runs()`` gives the runs to show now (a comparison starts new ones each round). Not
+    ``st.write_stream``: that re-sends the whole text per token (17 MB for a 4,000-token
+    answer); a placeholder repainted at most ten times a second sends a tenth of the frames.
     """
     throttle = Throttle(REPAINT_INTERVAL_S)
-    painted = ""
-    label = BACKEND_LABELS.get(run.request.backend, run.request.backend)
-    while not run.wait(REPAINT_INTERVAL_S / 2):
+    painted: dict[int, tuple[int, int, bool]] = {}  # pane -> (run, characters, done) painted
+    while not wait(REPAINT_INTERVAL_S / 2):
         if not throttle.due():
             continue
-        text = run.text
-        if text and text != painted:
-            answer_slot.markdown(with_cursor(text))
-            painted = text
-        if not text:
-            verb = "Waiting for the first token from" if run.streams else "Waiting for"
-            progress_slot.caption(f"⏳ {verb} {label}… {run.elapsed:.1f} s")
-        else:
-            progress_slot.caption(f"⏳ Streaming from {label}… {run.elapsed:.1f} s")
-    progress_slot.empty()
-    answer_slot.markdown(safe_markdown(run.text) if run.text else "")
+        for index, run in enumerate(runs()):
+            text, done = run.text, run.done
+            if text and painted.get(index) != (id(run), len(text), done):
+                # A pane that finished before the others gets its final paint, no cursor.
+                answer_slots[index].markdown(safe_markdown(text) if done else with_cursor(text))
+                painted[index] = (id(run), len(text), done)
+            progress_slots[index].caption(_progress(run))
+    for index, run in enumerate(runs()):
+        progress_slots[index].empty()
+        answer_slots[index].markdown(safe_markdown(run.text) if run.text else "")
 
 
-def show_answer(run: Run, answer_slot: st.delta_generator.DeltaGenerator) -> None:
-    """A finished run's answer, as it was painted live."""
-    answer_slot.markdown(safe_markdown(run.text) if run.text else "")
+def _progress(run: Run) -> str:
+    label = BACKEND_LABELS.get(run.request.backend, run.request.backend)
+    if run.done:
+        return f"{STATUS_ICONS.get(run.status, '')} {run.status_label} · {run.elapsed:.1f} s"
+    if run.text:
+        return f"⏳ Streaming from {label}… {run.elapsed:.1f} s"
+    verb = "Waiting for the first token from" if run.streams else "Waiting for"
+    return f"⏳ {verb} {label}… {run.elapsed:.1f} s"
+
+
+def show_answer(run: Run, answer_slot: DeltaGenerator,
+                grounding: GroundingReport | None = None) -> None:
+    """A finished run's answer as it was painted live; figures not found in the data
+    highlighted when a grounding report is given."""
+    text = safe_markdown(run.text) if run.text else ""
+    if grounding is not None:
+        text = highlight_not_found(text, grounding)
+    answer_slot.markdown(text)
 
 
 def show_outcome(run: Run) -> None:

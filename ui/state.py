@@ -1,11 +1,28 @@
-"""What app.py prepares for the pages: the loaded settings and the sidebar's selection."""
+"""Session state the pages share: what app.py prepared, and keeping values across pages."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from studio.config import Settings
-from ui.sidebar import Selection
+
+if TYPE_CHECKING:
+    from ui.sidebar import Selection
+
+
+def require_frame() -> None:
+    """Run this page inside app.py's frame (config, sidebar, navigation).
+
+    A new server's first request for /compare makes Streamlit run pages/compare.py on its own:
+    its legacy multipage mode for a pages/ folder, which only app.py's st.navigation turns off.
+    Then turn it off here and run again, through app.py, on the same URL.
+    """
+    if "_settings" not in st.session_state:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def settings() -> Settings:
@@ -16,3 +33,12 @@ def settings() -> Settings:
 def current_selection() -> Selection:
     value: Selection = st.session_state["_selection"]
     return value
+
+
+def keep(*keys: str) -> None:
+    """Streamlit drops the state of widgets it did not draw in the previous run (a page
+    switch, a hidden host box). Writing the values back each run keeps them."""
+    state = st.session_state
+    for key in keys:
+        if key in state:
+            state[key] = state[key]

@@ -1,0 +1,137 @@
+"""Compare: the same prompt on two to four backends at once, side by side, with figures."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, PaneConfig
+from studio.connection import build
+from studio.runner import STATUS_LABELS
+from ui.backend_picker import backend_picker, picker_keys, seed_picker
+from ui.output import follow_all, show_answer
+from ui.prompt_editor import prompt_editor
+from ui.sidebar import show_fallback_notice
+from ui.state import current_selection, keep, require_frame, settings
+
+require_frame()
+state = st.session_state
+config = settings()
+selection = current_selection()
+DEFAULT_KINDS = ("embedded", "vllm", "ollama")
+
+st.title("⚖️ Compare backends")
+show_fallback_notice()
+prompts = prompt_editor("compare", user_height=200)
+
+if "compare_panes" not in state:
+    state.compare_panes = 2
+    state.compare_repeats = 1
+    state.compare_sync = True
+    state.compare_sse = False
+    for index in range(MAX_PANES):
+        prefix = f"pane{index}_"
+        if index == 0:
+            seed_picker(prefix, config, selection.kind, selection.host, selection.model)
+        else:
+            others = [k for k in DEFAULT_KINDS if k != selection.kind]
+            seed_picker(prefix, config, others[(index - 1) % len(others)])
+        state[f"{prefix}max_tokens"] = selection.max_tokens
+        state[f"{prefix}temperature"] = selection.temperature
+keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
+     *(key for index in range(MAX_PANES) for key in (
+         *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens", f"pane{index}_temperature")))
+
+options = st.columns(4)
+pane_count = int(options[0].number_input("Panes", 2, MAX_PANES, key="compare_panes"))
+repeats = int(options[1].number_input("Repeat", 1, MAX_REPEATS, key="compare_repeats",
+                                      help="Median, min and max over the runs; the first "
+                                           "may be a cold start (model loading)."))
+sync = options[2].toggle("Sync settings", key="compare_sync",
+                         help="All panes use the sidebar's max tokens and temperature.")
+sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
+                        help="For a fair time-to-first-token comparison. Off: vLLM answers "
+                             "in one piece, as in production.")
+
+panes: list[PaneConfig] = []
+for index, column in enumerate(st.columns(pane_count)):
+    prefix = f"pane{index}_"
+    with column, st.container(border=True):
+        st.markdown(f"**Pane {index + 1}**")
+        picked = backend_picker(config, prefix)
+        if sync:
+            max_tokens, temperature = selection.max_tokens, selection.temperature
+        else:
+            max_tokens = int(st.number_input("Max tokens", 1, 32768, step=256,
+                                             key=f"{prefix}max_tokens"))
+            temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
+                                          key=f"{prefix}temperature"))
+        panes.append(PaneConfig(picked.kind, picked.host, picked.model, max_tokens,
+                                temperature, sse=sse and picked.kind == "vllm"))
+
+comparison: Comparison | None = state.get("comparison")
+running = comparison is not None and not comparison.done
+buttons = st.columns([1, 1, 4])
+if buttons[0].button("Compare", type="primary", disabled=running, use_container_width=True):
+    comparison = state.comparison = Comparison(
+        panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
+        build=lambda pane: build(config, pane.kind, pane.host, pane.model)).start()
+    running = True
+if running and comparison is not None:
+    buttons[1].button("Stop", on_click=comparison.stop, use_container_width=True)
+
+if comparison is not None:
+    active = comparison
+    shown = comparison.panes
+    answer_slots, progress_slots = [], []
+    for index, column in enumerate(st.columns(len(shown))):
+        with column:
+            st.markdown(f"**{index + 1}. {shown[index].label}** · {shown[index].mode}")
+            progress_slots.append(st.empty())
+            with st.container(key=f"pane_answer_{index}", border=True, height=640):
+                answer_slots.append(st.empty())
+            if not running and (report := comparison.grounding(index)) is not None:
+                st.caption(f"Grounding: {report.summary()} (not found: highlighted)")
+    if running:
+        follow_all(lambda: active.current_round, answer_slots, progress_slots, active.wait)
+        st.rerun()  # redraw finished: figures, charts, highlights, downloads
+    for index, run in enumerate(comparison.current_round):
+        show_answer(run, answer_slots[index], comparison.grounding(index))
+        status = STATUS_LABELS[run.status]
+        progress_slots[index].caption(
+            f"{status} · {run.elapsed:.1f} s" + (f" · {run.error}" if run.error else ""))
+
+    st.subheader("Measurements")
+    wall = comparison.wall_time
+    if wall is not None:
+        slowest = max((run.elapsed for run in comparison.current_round), default=0.0)
+        st.caption(f"Wall time of the last round: {wall:.2f} s (slowest pane {slowest:.2f} s)"
+                   + (" · round 1 may be a cold start" if comparison.repeats > 1 else "")
+                   + (" · stopped" if comparison.stopped else ""))
+    st.dataframe(pd.DataFrame(comparison.table()), hide_index=True, use_container_width=True)
+
+    charts = st.columns(2)
+    medians = pd.DataFrame({
+        label: [value.median if (value := comparison.figures(i)[key]) else None
+                for i in range(len(shown))]
+        for key, label, _ in FIGURES if key in ("ttft", "total", "client_tps", "server_tps")},
+        index=[f"{i + 1}. {pane.label}" for i, pane in enumerate(shown)])
+    with charts[0]:
+        st.caption("Timings (s, median)")
+        st.bar_chart(medians[["Time to first token (s)", "Total time (s)"]], stack=False)
+        st.caption("Tokens/s (median)")
+        st.bar_chart(medians[["Tokens/s (client)", "Tokens/s (server)"]], stack=False)
+    with charts[1]:
+        st.caption("Characters received over time (latest round)")
+        series = [pd.Series({t: n for t, n in points}, name=name)
+                  for name, points in comparison.timelines().items() if points]
+        if series:
+            st.line_chart(pd.concat(series, axis=1).sort_index().ffill(), x_label="seconds",
+                          y_label="characters")
+
+    downloads = st.columns(2)
+    downloads[0].download_button("⬇ Report (HTML)", comparison.to_html(),
+                                 "comparison.html", "text/html", use_container_width=True)
+    downloads[1].download_button("⬇ Report (JSON)", comparison.to_json(),
+                                 "comparison.json", "application/json",
+                                 use_container_width=True)

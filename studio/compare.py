@@ -1,0 +1,288 @@
+"""Compare: the same prompt on 2-4 panes at once, repeated N times, with honest figures.
+
+A ``Comparison`` runs its rounds one after another on a coordinator thread, and the panes of
+a round all at once (each ``Run`` on its own thread), so a round takes as long as its slowest
+pane. The page only polls it. Figures are aggregated per pane over the rounds (median, min,
+max); the first round is flagged as a possible cold start (Ollama unloads idle models).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from backends.base import Backend, BackendError, GenerationStats
+from studio.grounding import GroundingReport, check
+from studio.render import markdown_to_safe_html
+from studio.runner import ERROR, Run, RunRequest
+
+MAX_PANES = 4
+MAX_REPEATS = 10
+BACKEND_NAMES = {"ollama": "Ollama", "vllm": "vLLM", "embedded": "Embedded"}
+
+
+@dataclass(frozen=True)
+class PaneConfig:
+    kind: str
+    host: str
+    model: str
+    max_tokens: int
+    temperature: float
+    sse: bool = False  # vLLM: stream as server-sent events instead of one piece
+
+    @property
+    def label(self) -> str:
+        return f"{BACKEND_NAMES.get(self.kind, self.kind)} · {self.model}"
+
+    @property
+    def mode(self) -> str:
+        if self.kind != "vllm":
+            return "stream"
+        return "stream (SSE)" if self.sse else "one piece"
+
+
+# Figures of the measurement table: (key, label, how to read it from a run).
+FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] = [
+    ("ttft", "Time to first token (s)", lambda s: s.time_to_first_token_s),
+    ("total", "Total time (s)", lambda s: s.total_time_s),
+    ("output_tokens", "Output tokens", lambda s: s.output_tokens),
+    ("client_tps", "Tokens/s (client)", lambda s: s.client_tokens_per_s),
+    ("server_tps", "Tokens/s (server)", lambda s: s.server_tokens_per_s),
+    ("prompt_tokens", "Prompt tokens", lambda s: s.prompt_tokens),
+    ("load", "Model load (s)", lambda s: s.server_load_s),
+]
+
+
+@dataclass(frozen=True)
+class Spread:
+    median: float
+    low: float
+    high: float
+    count: int
+
+    def __str__(self) -> str:
+        if self.count == 1 or self.low == self.high:
+            return _number(self.median)
+        return f"{_number(self.median)} ({_number(self.low)}–{_number(self.high)})"
+
+
+def spread(values: list[float | int | None]) -> Spread | None:
+    """Median, min and max of the values present; None when there are none."""
+    present = [float(v) for v in values if v is not None]
+    if not present:
+        return None
+    return Spread(statistics.median(present), min(present), max(present), len(present))
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:,.2f}"
+
+
+class Comparison:
+    """Start with ``Comparison(...).start()``; poll ``rounds``, ``done``; ``stop()``."""
+
+    def __init__(self, panes: list[PaneConfig], system: str, prompt: str, *, repeats: int = 1,
+                 preset: str = "", build: Callable[[PaneConfig], Backend]) -> None:
+        if not 1 <= len(panes) <= MAX_PANES:
+            raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
+        self.panes = panes
+        self.system, self.prompt, self.preset = system, prompt, preset
+        self.repeats = max(1, min(repeats, MAX_REPEATS))
+        self.started_at = datetime.now(UTC)
+        self.rounds: list[list[Run]] = []
+        self.round_walls: list[float] = []
+        self._build = build
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="comparison", daemon=True)
+
+    def start(self) -> Comparison:
+        self._thread.start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        """Cancel every pane still running; finished panes keep their answers."""
+        self._stop.set()
+        for run in self.current_round:
+            run.stop()
+
+    @property
+    def current_round(self) -> list[Run]:
+        return self.rounds[-1] if self.rounds else []
+
+    def request(self, pane: PaneConfig) -> RunRequest:
+        return RunRequest(backend=pane.kind, host=pane.host, model=pane.model,
+                          system=self.system, prompt=self.prompt, max_tokens=pane.max_tokens,
+                          temperature=pane.temperature, preset=self.preset, sse=pane.sse)
+
+    def _work(self) -> None:
+        try:
+            for _ in range(self.repeats):
+                if self._stop.is_set():
+                    break
+                started = time.monotonic()
+                runs = [self._start_pane(index, pane) for index, pane in enumerate(self.panes)]
+                self.rounds.append(runs)
+                for run in runs:
+                    run.wait()
+                ends = [run.end_time for run in runs if run.end_time is not None]
+                self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
+        finally:
+            self._done.set()
+
+    def _start_pane(self, index: int, pane: PaneConfig) -> Run:
+        try:
+            backend: Backend = self._build(pane)
+        except BackendError as exc:  # e.g. a GGUF path that does not exist: this pane only
+            backend = _Unavailable(exc)
+        return Run(backend, self.request(pane)).start()
+
+    # -- figures ----------------------------------------------------------------------------
+    def pane_runs(self, index: int) -> list[Run]:
+        """One pane's runs, round by round."""
+        return [runs[index] for runs in self.rounds if index < len(runs)]
+
+    def figures(self, index: int) -> dict[str, Spread | None]:
+        runs = [run for run in self.pane_runs(index) if run.done and run.status != ERROR]
+        return {key: spread([read(run.stats) for run in runs]) for key, _, read in FIGURES}
+
+    def grounding(self, index: int) -> GroundingReport | None:
+        runs = [run for run in self.pane_runs(index) if run.done and run.text]
+        return check(runs[-1].text, self.prompt) if runs else None
+
+    def table(self) -> list[dict[str, str]]:
+        """The measurement table: one row per pane, figures as 'median (min–max)'."""
+        rows = []
+        for index, pane in enumerate(self.panes):
+            runs = self.pane_runs(index)
+            figures = self.figures(index)
+            row = {"Pane": f"{index + 1}. {pane.label}", "Mode": pane.mode,
+                   "Runs": str(len(runs))}
+            for key, label, _ in FIGURES:
+                value = figures[key]
+                row[label] = "–" if value is None else str(value)
+            if pane.mode == "one piece" and figures["ttft"] is not None:
+                row["Time to first token (s)"] += " = total"
+            row["Stop reason"] = ", ".join(sorted({run.status_label for run in runs})) or "–"
+            report = self.grounding(index)
+            row["Grounding"] = report.summary() if report else "–"
+            rows.append(row)
+        return rows
+
+    @property
+    def wall_time(self) -> float | None:
+        """Wall time of the last finished round: the slowest pane's, not the sum."""
+        return self.round_walls[-1] if self.round_walls else None
+
+    def timelines(self) -> dict[str, list[tuple[float, int]]]:
+        """Characters received over time, per pane, in the latest round."""
+        return {f"{index + 1}. {pane.label}": list(run.timeline)
+                for index, (pane, run) in enumerate(zip(self.panes, self.current_round,
+                                                        strict=False))}
+
+    # -- export -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at.isoformat(),
+            "preset": self.preset, "system_prompt": self.system, "user_prompt": self.prompt,
+            "repeats": self.repeats, "stopped": self.stopped,
+            "round_wall_times_s": self.round_walls,
+            "panes": [
+                {"config": asdict(pane), "mode": pane.mode,
+                 "figures": {key: (asdict(value) if value else None)
+                             for key, value in self.figures(index).items()},
+                 "grounding": _grounding_dict(self.grounding(index)),
+                 "runs": [run.to_dict() for run in self.pane_runs(index)]}
+                for index, pane in enumerate(self.panes)],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_html(self) -> str:
+        """A standalone report: answers side by side, the table, the timeline as a table."""
+        columns = "".join(
+            f"<section><h2>{html.escape(pane.label)}</h2><p class=meta>"
+            f"{html.escape(pane.mode)} · {html.escape(run.status_label)}</p>"
+            f"{markdown_to_safe_html(run.text)}</section>"
+            for pane, run in zip(self.panes, self.current_round, strict=False))
+        rows = self.table()
+        head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0]) if rows else ""
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values())
+                       + "</tr>" for row in rows)
+        timeline = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>"
+            + html.escape(", ".join(f"{t:.2f}s: {n}" for t, n in points[:: max(1, len(points)
+                                                                        // 20)]))
+            + "</td></tr>" for name, points in self.timelines().items())
+        return _REPORT.format(
+            title=html.escape(f"PV LLM Studio comparison · {self.preset or 'custom prompt'}"),
+            when=f"{self.started_at:%Y-%m-%d %H:%M} UTC", panes=len(self.panes),
+            wall=f"{self.wall_time:.2f} s" if self.wall_time is not None else "–",
+            columns=columns, head=head, body=body, timeline=timeline)
+
+
+class _Unavailable:
+    """Stands in for a backend that could not be built: every call raises why, so the pane
+    shows the error like any other run's."""
+
+    name = "unavailable"
+
+    def __init__(self, error: BackendError) -> None:
+        self.error = error
+        self.model = ""
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str:
+        raise self.error
+
+    def list_models(self) -> list[str]:
+        raise self.error
+
+
+def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {"score": report.score, "grounded": [f.text for f in report.grounded],
+            "not_found": [f.text for f in report.not_found]}
+
+
+_REPORT = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy"
+      content="default-src 'none'; style-src 'unsafe-inline'">
+<title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1f2937; }}
+h1 {{ border-bottom: 3px solid #f59e0b; }}
+.panes {{ display: flex; gap: 1rem; align-items: flex-start; }}
+.panes section {{ flex: 1; border: 1px solid #d1d5db; border-radius: 8px; padding: 0 1rem;
+                  min-width: 0; }}
+.meta {{ color: #6b7280; font-size: .85rem; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; font-size: .9rem; }}
+</style></head><body>
+<h1>{title}</h1><p class=meta>{when} · {panes} panes · wall time {wall}</p>
+<div class=panes>{columns}</div>
+<h2>Measurements</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<h2>Characters received over time</h2><table><tbody>{timeline}</tbody></table>
+</body></html>
+"""

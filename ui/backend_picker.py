@@ -1,0 +1,88 @@
+"""Backend, host and model pickers with a connection status: the sidebar's and each Compare
+pane's. Keys are prefixed, so several pickers live side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import streamlit as st
+
+from studio.config import BACKEND_KINDS, Settings
+from studio.connection import BACKEND_LABELS, BackendStatus, probe
+
+MODEL_LIST_TTL_S = 20  # short: a server started a moment ago shows up soon
+
+
+@dataclass(frozen=True)
+class Picked:
+    kind: str
+    host: str
+    model: str
+    status: BackendStatus
+
+
+@st.cache_data(ttl=MODEL_LIST_TTL_S, show_spinner=False)
+def cached_probe(kind: str, host: str, config_path: str, _settings: Settings) -> BackendStatus:
+    return probe(_settings, kind, host)
+
+
+def picker_keys(prefix: str) -> list[str]:
+    """Session-state keys of one picker (to seed them and to keep them across pages)."""
+    return [f"{prefix}backend_kind", *(f"{prefix}{what}_{kind}" for kind in BACKEND_KINDS
+                                       for what in ("host", "model"))]
+
+
+def seed_picker(prefix: str, settings: Settings, kind: str, host: str = "",
+                model: str = "") -> None:
+    """Default values: config.yaml's hosts and models, with ``kind`` selected."""
+    state = st.session_state
+    state[f"{prefix}backend_kind"] = kind
+    for name in BACKEND_KINDS:
+        state[f"{prefix}host_{name}"] = settings.backends[name].host
+        state[f"{prefix}model_{name}"] = settings.backends[name].model
+    if host:
+        state[f"{prefix}host_{kind}"] = host
+    if model:
+        state[f"{prefix}model_{kind}"] = model
+
+
+def backend_picker(settings: Settings, prefix: str = "",
+                   on_change: Callable[[], None] | None = None) -> Picked:
+    kind = st.selectbox("Backend", BACKEND_KINDS, format_func=BACKEND_LABELS.__getitem__,
+                        key=f"{prefix}backend_kind", on_change=on_change)
+    host = ""
+    if kind != "embedded":
+        host = st.text_input("Host", key=f"{prefix}host_{kind}").strip().rstrip("/")
+    status = cached_probe(kind, host, settings.path, settings)
+    model = _model_picker(kind, status, f"{prefix}model_{kind}")
+    if status.reachable:
+        count = len(status.models)
+        st.success(f"Reachable · {count} model{'s' if count != 1 else ''}", icon="🟢")
+    else:
+        st.error(f"Not reachable. {status.message}\n\n{status.hint}", icon="🔴")
+    return Picked(kind, host, model, status)
+
+
+def _model_picker(kind: str, status: BackendStatus, key: str) -> str:
+    state = st.session_state
+    if not status.models:
+        return str(st.text_input("Model", key=key))
+    wanted = state.get(key)
+    if wanted and wanted not in status.models:
+        hint = f"`ollama pull {wanted}`" if kind == "ollama" else "pick one of the served models"
+        st.warning(f"{wanted} is not on the server: {hint}.", icon="⚠️")
+        state[key] = status.models[0]
+    elif not wanted:
+        state[key] = status.models[0]
+    return str(st.selectbox("Model", status.models, key=key))
+
+
+def all_backends_status(settings: Settings, prefix: str = "") -> None:
+    """One line per backend: reachable, or the fix."""
+    for kind in BACKEND_KINDS:
+        host = st.session_state.get(f"{prefix}host_{kind}", "") if kind != "embedded" else ""
+        found = cached_probe(kind, host, settings.path, settings)
+        light = "🟢 reachable" if found.reachable else f"🔴 {found.hint or found.message}"
+        where = f" · {host}" if host else ""
+        st.caption(f"**{BACKEND_LABELS[kind]}**{where}: {light}")
