@@ -1,0 +1,428 @@
+"""Run history: every Playground, Compare and Batch run kept in an embedded SQLite database.
+
+A run is written when it starts and its text is saved as it streams, so a closed tab, a Stop,
+a backend error or a killed app loses at most the last progress interval; a run left
+``running`` by a dead process is reported ``interrupted`` with its partial text.
+
+One ``RunStore`` is shared by all threads and sessions of the app. Each thread gets its own
+connection (sqlite3 connections must not be shared between threads); WAL mode lets readers
+run beside the one writer, ``busy_timeout`` makes concurrent writers wait instead of failing
+with ``database is locked``, and every write is one short transaction.
+
+The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a database from
+version ``n`` to ``n + 1``, so a newer app upgrades an older database in place. No API key is
+ever stored, and credentials embedded in a host URL are stripped before it is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from backends.base import GenerationStats
+from studio.runner import ERROR, FINISHED, LENGTH, RUNNING, STOPPED, RunRequest
+
+DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
+
+INTERRUPTED = "interrupted"  # was running when its process died; partial text kept
+STATUSES = (RUNNING, FINISHED, LENGTH, STOPPED, ERROR, INTERRUPTED)
+FINAL_STATUSES = (FINISHED, LENGTH, STOPPED, ERROR)
+PAGES = ("playground", "compare", "batch")
+FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
+
+# A running row not updated for this long is reported interrupted: the worker saves progress
+# every second or so, also while waiting for a one-piece answer, so silence means it is dead.
+STALE_AFTER_S = 30.0
+BUSY_TIMEOUT_MS = 5000
+
+# The first schema, exactly as it shipped: kept so migrations (and the upgrade test) start here.
+SCHEMA_V1: tuple[str, ...] = (
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        page TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        host TEXT NOT NULL DEFAULT '',
+        model TEXT NOT NULL DEFAULT '',
+        system_prompt TEXT NOT NULL DEFAULT '',
+        user_prompt TEXT NOT NULL DEFAULT '',
+        preset TEXT NOT NULL DEFAULT '',
+        max_tokens INTEGER,
+        temperature REAL,
+        answer TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL,
+        error TEXT
+    )""",
+    "CREATE INDEX runs_created ON runs (created_at)",
+)
+
+# v2: progress heartbeat (updated_at), statistics, and groups for Compare panes / Batch rows.
+SCHEMA_V2_STEPS: tuple[str, ...] = (
+    """CREATE TABLE groups (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    )""",
+    "ALTER TABLE runs ADD COLUMN updated_at TEXT NOT NULL DEFAULT ''",
+    "UPDATE runs SET updated_at = created_at",  # v1 rows: last touched when created
+    "ALTER TABLE runs ADD COLUMN stats_json TEXT NOT NULL DEFAULT '{}'",
+    "ALTER TABLE runs ADD COLUMN group_id INTEGER REFERENCES groups (id) ON DELETE SET NULL",
+    "ALTER TABLE runs ADD COLUMN position INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX runs_group ON runs (group_id, position)",
+    "CREATE INDEX runs_status ON runs (status, updated_at)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# Reported status: a stale running row reads as interrupted before anyone marks it so.
+_STATUS_SQL = ("CASE WHEN status = 'running' AND updated_at <= :stale THEN 'interrupted' "
+               "ELSE status END")
+_SELECT = f"SELECT runs.*, {_STATUS_SQL} AS shown_status FROM runs"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be used by this version of the app."""
+
+
+@dataclass
+class StoredRun:
+    """One run as recorded; ``system``/``prompt`` mirror ``RunRequest``, ``text`` the answer."""
+
+    id: int
+    created_at: str
+    updated_at: str
+    page: str
+    backend: str
+    host: str
+    model: str
+    system: str
+    prompt: str
+    preset: str
+    max_tokens: int | None
+    temperature: float | None
+    text: str
+    status: str
+    error: str | None
+    stats: dict[str, Any] = field(default_factory=dict)
+    group_id: int | None = None
+    position: int = 0
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.stats.get("output_tokens")
+
+    @property
+    def total_time_s(self) -> float | None:
+        return self.stats.get("total_time_s")
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """The server's decode speed where it reports one, else the client-measured one."""
+        return self.stats.get("server_tokens_per_s") or self.stats.get("client_tokens_per_s")
+
+    def to_request(self) -> RunRequest:
+        """The settings of this run, to run it again ("open in Playground")."""
+        return RunRequest(
+            backend=self.backend, host=self.host, model=self.model, system=self.system,
+            prompt=self.prompt, preset=self.preset,
+            max_tokens=self.max_tokens if self.max_tokens is not None else 2048,
+            temperature=self.temperature if self.temperature is not None else 0.2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
+        return {
+            "id": self.id, "created_at": self.created_at, "updated_at": self.updated_at,
+            "page": self.page, "group_id": self.group_id, "position": self.position,
+            "started_at": self.created_at,
+            "backend": self.backend, "host": self.host, "model": self.model,
+            "preset": self.preset,
+            "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature},
+            "system_prompt": self.system, "user_prompt": self.prompt,
+            "answer": self.text, "status": self.status, "error": self.error,
+            "statistics": dict(self.stats),
+        }
+
+
+def _now() -> str:
+    # Fixed-width UTC ISO text, so string order is time order in SQL comparisons.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _ago(seconds: float) -> str:
+    return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _safe_host(host: str) -> str:
+    """The host URL without any ``user:password@`` part: credentials never reach the disk."""
+    try:
+        parts = urlsplit(host)
+    except ValueError:
+        return host
+    if "@" not in parts.netloc:
+        return host
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def _casefold(value: str | None) -> str:
+    return value.casefold() if value else ""
+
+
+def _stats_dict(stats: Mapping[str, Any] | GenerationStats | None) -> dict[str, Any]:
+    if stats is None:
+        return {}
+    if isinstance(stats, GenerationStats):
+        return stats.to_dict()
+    return dict(stats)
+
+
+def _from_row(row: sqlite3.Row) -> StoredRun:
+    try:
+        stats = json.loads(row["stats_json"] or "{}")
+    except ValueError:  # a hand-edited or damaged cell must not hide the run
+        stats = {}
+    return StoredRun(
+        id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
+        page=row["page"], backend=row["backend"], host=row["host"], model=row["model"],
+        system=row["system_prompt"], prompt=row["user_prompt"], preset=row["preset"],
+        max_tokens=row["max_tokens"], temperature=row["temperature"], text=row["answer"],
+        status=row["shown_status"], error=row["error"],
+        stats=stats if isinstance(stats, dict) else {},
+        group_id=row["group_id"], position=row["position"])
+
+
+class RunStore:
+    """The run history in one SQLite file. Share one instance across threads and sessions."""
+
+    def __init__(self, path: str | Path = DEFAULT_DB_PATH) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        conn = self._conn()
+        # WAL is a property of the file: set once here, every later connection uses it.
+        conn.execute("PRAGMA journal_mode=WAL")
+        self._migrate(conn)
+
+    # -- connections ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        # A forked child inherits the parent's thread-locals; its copy of the handle is unsafe.
+        if conn is not None and self._local.pid == os.getpid():
+            return conn
+        # isolation_level=None: no implicit transactions; writes open their own, briefly.
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000,
+                               isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # NORMAL in WAL mode survives a killed process; only a power cut may lose the last
+        # commits, which is the trade that keeps a progress save cheap.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.create_function("casefold", 1, _casefold, deterministic=True)
+        self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction. IMMEDIATE takes the write lock up front, so a
+        concurrent writer waits in busy_timeout instead of failing on a lock upgrade."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._write():
+            # Read inside the lock: two processes opening an old file upgrade it once.
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has history schema v{version}; this app knows up to "
+                    f"v{SCHEMA_VERSION}. Update the app or point it at another database.")
+            for steps in MIGRATIONS[version:]:
+                for statement in steps:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def schema_version(self) -> int:
+        return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
+
+    # -- writing ----------------------------------------------------------------------------
+    def create_group(self, kind: str, label: str = "") -> int:
+        """A group for the panes of one Compare or the rows of one Batch; returns its id."""
+        with self._write() as conn:
+            cursor = conn.execute("INSERT INTO groups (kind, label, created_at) VALUES (?, ?, ?)",
+                                  (kind, label, _now()))
+        return int(cursor.lastrowid or 0)
+
+    def start_run(self, request: RunRequest, page: str, group_id: int | None = None,
+                  position: int = 0) -> int:
+        """Record a run as it starts (status ``running``, no text yet); returns its id."""
+        if page not in PAGES:
+            raise ValueError(f"page must be one of {PAGES}, not {page!r}")
+        now = _now()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
+                "system_prompt, user_prompt, preset, max_tokens, temperature, answer, status, "
+                "group_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)",
+                (now, now, page, request.backend, _safe_host(request.host), request.model,
+                 request.system, request.prompt, request.preset, request.max_tokens,
+                 request.temperature, RUNNING, group_id, position))
+        return int(cursor.lastrowid or 0)
+
+    def save_progress(self, run_id: int, text: str) -> None:
+        """Save the text so far. Also the heartbeat: call it even when the text has not
+        changed, or the run reads as interrupted after ``STALE_AFTER_S``."""
+        with self._write() as conn:
+            # Only a live run takes progress, so a late save never reverts a final answer; an
+            # interrupted one that still saves was alive after all and runs again.
+            conn.execute("UPDATE runs SET answer = ?, updated_at = ?, status = 'running' "
+                         "WHERE id = ? AND status IN ('running', 'interrupted')",
+                         (text, _now(), run_id))
+
+    def finish_run(self, run_id: int, text: str, status: str, error: str | None = None,
+                   stats: Mapping[str, Any] | GenerationStats | None = None) -> None:
+        """Record the end: the whole (or partial) text, final status, error and statistics."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
+        stats_json = json.dumps(_stats_dict(stats), default=str)
+        with self._write() as conn:
+            conn.execute("UPDATE runs SET answer = ?, status = ?, error = ?, stats_json = ?, "
+                         "updated_at = ? WHERE id = ?",
+                         (text, status, error, stats_json, _now(), run_id))
+
+    def mark_interrupted(self, older_than_s: float = STALE_AFTER_S) -> int:
+        """Turn runs still ``running`` but silent for ``older_than_s`` into ``interrupted``
+        (their partial text stays). Call at app start; returns how many were marked."""
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE runs SET status = 'interrupted' "
+                                  "WHERE status = 'running' AND updated_at <= ?",
+                                  (_ago(older_than_s),))
+        return cursor.rowcount
+
+    def delete(self, run_id: int) -> bool:
+        """Delete one run; True when it existed."""
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        return cursor.rowcount > 0
+
+    # -- reading ----------------------------------------------------------------------------
+    def get(self, run_id: int) -> StoredRun | None:
+        row = self._conn().execute(f"{_SELECT} WHERE id = :id",
+                                   {"id": run_id, "stale": _ago(STALE_AFTER_S)}).fetchone()
+        return _from_row(row) if row is not None else None
+
+    def group_runs(self, group_id: int) -> list[StoredRun]:
+        """The runs of one Compare or Batch, in pane/row order."""
+        rows = self._conn().execute(f"{_SELECT} WHERE group_id = :group ORDER BY position, id",
+                                    {"group": group_id, "stale": _ago(STALE_AFTER_S)})
+        return [_from_row(row) for row in rows]
+
+    def list_runs(self, *, backend: str | None = None, model: str | None = None,
+                  preset: str | None = None, status: str | None = None,
+                  search: str | None = None, page: str | None = None,
+                  limit: int | None = 200, offset: int = 0) -> list[StoredRun]:
+        """Runs newest first. Each filter given must match exactly (``preset=""``: runs
+        without a preset); ``search`` is a case-insensitive substring of the system prompt,
+        user prompt or answer. ``limit=None`` returns all (for export)."""
+        where, params = self._where(backend=backend, model=model, preset=preset, status=status,
+                                    search=search, page=page)
+        params.update(limit=-1 if limit is None else limit, offset=offset)
+        rows = self._conn().execute(
+            f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
+            params)
+        return [_from_row(row) for row in rows]
+
+    def count_runs(self, *, backend: str | None = None, model: str | None = None,
+                   preset: str | None = None, status: str | None = None,
+                   search: str | None = None, page: str | None = None) -> int:
+        """How many runs ``list_runs`` with the same filters would return without a limit."""
+        where, params = self._where(backend=backend, model=model, preset=preset, status=status,
+                                    search=search, page=page)
+        return int(self._conn().execute(f"SELECT count(*) FROM runs{where}", params)
+                   .fetchone()[0])
+
+    def distinct_values(self, column: str) -> list[str]:
+        """The sorted non-empty values of one filter column (backend, model, preset, status,
+        page) for the filter dropdowns."""
+        if column not in FILTER_COLUMNS:
+            raise ValueError(f"column must be one of {FILTER_COLUMNS}, not {column!r}")
+        # The name is from the whitelist above, never from the caller, so it is safe to format.
+        expression = _STATUS_SQL if column == "status" else column
+        rows = self._conn().execute(
+            f"SELECT DISTINCT {expression} AS value FROM runs WHERE value != '' ORDER BY value",
+            {"stale": _ago(STALE_AFTER_S)})
+        return [row["value"] for row in rows]
+
+    @staticmethod
+    def _where(**filters: str | None) -> tuple[str, dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {"stale": _ago(STALE_AFTER_S)}
+        for name in FILTER_COLUMNS:
+            value = filters.get(name)
+            if value is not None:
+                column = f"({_STATUS_SQL})" if name == "status" else name
+                clauses.append(f"{column} = :{name}")
+                params[name] = value
+        search = filters.get("search")
+        if search:
+            # instr() on casefolded text: a literal substring (no LIKE wildcards to escape)
+            # and case-insensitive beyond ASCII, which SQLite's LIKE is not.
+            clauses.append("(instr(casefold(system_prompt), :search) > 0 "
+                           "OR instr(casefold(user_prompt), :search) > 0 "
+                           "OR instr(casefold(answer), :search) > 0)")
+            params["search"] = search.casefold()
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+# -- export ---------------------------------------------------------------------------------
+CSV_COLUMNS = ("id", "created_at", "updated_at", "page", "group_id", "position", "backend",
+               "host", "model", "preset", "max_tokens", "temperature", "status", "error",
+               "time_to_first_token_s", "total_time_s", "prompt_tokens", "output_tokens",
+               "tokens_per_s", "system_prompt", "user_prompt", "answer")
+
+
+def export_csv(runs: Iterable[StoredRun]) -> str:
+    """One row per run (the columns of ``CSV_COLUMNS``), for a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for run in runs:
+        writer.writerow([
+            run.id, run.created_at, run.updated_at, run.page, run.group_id, run.position,
+            run.backend, run.host, run.model, run.preset, run.max_tokens, run.temperature,
+            run.status, run.error or "", run.stats.get("time_to_first_token_s"),
+            run.total_time_s, run.stats.get("prompt_tokens"), run.output_tokens,
+            run.tokens_per_s, run.system, run.prompt, run.text])
+    return out.getvalue()
+
+
+def export_json(runs: Iterable[StoredRun]) -> str:
+    """Everything recorded about each run, as a JSON list."""
+    return json.dumps([run.to_dict() for run in runs], indent=2, ensure_ascii=False)
