@@ -7,12 +7,12 @@ import streamlit as st
 
 from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, PaneConfig
 from studio.connection import build
-from studio.runner import STATUS_LABELS
+from studio.runner import STATUS_LABELS, Recording
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
-from ui.output import follow_all, show_answer
+from ui.output import answer_pane, follow_all, show_answer
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
-from ui.state import current_selection, keep, require_frame, settings
+from ui.state import current_selection, history, keep, require_frame, settings
 
 require_frame()
 state = st.session_state
@@ -72,34 +72,41 @@ for index, column in enumerate(st.columns(pane_count)):
 comparison: Comparison | None = state.get("comparison")
 running = comparison is not None and not comparison.done
 buttons = st.columns([1, 1, 4])
-if buttons[0].button("Compare", type="primary", disabled=running, use_container_width=True):
+if buttons[0].button("Compare", type="primary", disabled=running, width="stretch"):
+    store = history()
+    group = store.create_group("compare", prompts.preset) if store is not None else None
     comparison = state.comparison = Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
-        build=lambda pane: build(config, pane.kind, pane.host, pane.model)).start()
+        build=lambda pane: build(config, pane.kind, pane.host, pane.model),
+        # Built here: the coordinator thread must make no Streamlit calls.
+        record=lambda index: Recording(store, "compare", group, index) if store else None,
+    ).start()
     running = True
 if running and comparison is not None:
-    buttons[1].button("Stop", on_click=comparison.stop, use_container_width=True)
+    buttons[1].button("Stop", on_click=comparison.stop, width="stretch")
 
 if comparison is not None:
     active = comparison
     shown = comparison.panes
-    answer_slots, progress_slots = [], []
+    progress_slots, answer_slots, footers = [], [], []
     for index, column in enumerate(st.columns(len(shown))):
         with column:
-            st.markdown(f"**{index + 1}. {shown[index].label}** · {shown[index].mode}")
-            progress_slots.append(st.empty())
-            with st.container(key=f"pane_answer_{index}", border=True, height=640):
-                answer_slots.append(st.empty())
-            if not running and (report := comparison.grounding(index)) is not None:
-                st.caption(f"Grounding: {report.summary()} (not found: highlighted)")
+            progress, answer, footer = answer_pane(
+                f"**{index + 1}. {shown[index].label}** · {shown[index].mode}",
+                key=f"pane_answer_{index}")
+        progress_slots.append(progress)
+        answer_slots.append(answer)
+        footers.append(footer)
     if running:
         follow_all(lambda: active.current_round, answer_slots, progress_slots, active.wait)
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
     for index, run in enumerate(comparison.current_round):
-        show_answer(run, answer_slots[index], comparison.grounding(index))
-        status = STATUS_LABELS[run.status]
-        progress_slots[index].caption(
-            f"{status} · {run.elapsed:.1f} s" + (f" · {run.error}" if run.error else ""))
+        report = comparison.grounding(index)
+        show_answer(run.text, answer_slots[index], report)
+        progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
+                                      + (f" · {run.error}" if run.error else ""))
+        if report is not None:
+            footers[index].caption(f"Grounding: {report.summary()} (not found: highlighted)")
 
     st.subheader("Measurements")
     wall = comparison.wall_time
@@ -108,7 +115,7 @@ if comparison is not None:
         st.caption(f"Wall time of the last round: {wall:.2f} s (slowest pane {slowest:.2f} s)"
                    + (" · round 1 may be a cold start" if comparison.repeats > 1 else "")
                    + (" · stopped" if comparison.stopped else ""))
-    st.dataframe(pd.DataFrame(comparison.table()), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(comparison.table()), hide_index=True, width="stretch")
 
     charts = st.columns(2)
     medians = pd.DataFrame({
@@ -131,7 +138,7 @@ if comparison is not None:
 
     downloads = st.columns(2)
     downloads[0].download_button("⬇ Report (HTML)", comparison.to_html(),
-                                 "comparison.html", "text/html", use_container_width=True)
+                                 "comparison.html", "text/html", width="stretch")
     downloads[1].download_button("⬇ Report (JSON)", comparison.to_json(),
                                  "comparison.json", "application/json",
-                                 use_container_width=True)
+                                 width="stretch")

@@ -9,7 +9,7 @@ from studio.runner import Run, RunRequest
 from ui.output import follow, show_answer, show_outcome
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
-from ui.state import current_selection, require_frame, settings
+from ui.state import current_selection, recording, require_frame, settings
 
 require_frame()
 state = st.session_state
@@ -22,7 +22,7 @@ run: Run | None = state.get("playground_run")
 running = run is not None and not run.done
 buttons = st.columns([1, 1, 4])
 generate = buttons[0].button("Generate", type="primary", disabled=running,
-                             use_container_width=True)
+                             width="stretch")
 if generate:
     request = RunRequest(backend=selection.kind, host=selection.host, model=selection.model,
                          system=prompts.system, prompt=prompts.user,
@@ -33,12 +33,12 @@ if generate:
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
         st.error(f"Cannot use this backend: {exc}", icon="⚠️")
     else:
-        run = state.playground_run = Run(backend, request).start()
+        run = state.playground_run = Run(backend, request, recording("playground")).start()
         running = True
 
 if running and run is not None:
     # Drawn above the answer; the click runs the callback first, which closes the stream.
-    buttons[1].button("Stop", on_click=run.stop, use_container_width=True)
+    buttons[1].button("Stop", on_click=run.stop, width="stretch")
 
 if run is not None:
     with st.container(key="answer", border=True):
@@ -47,5 +47,5 @@ if run is not None:
     if running:
         follow(run, answer_slot, progress_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button
-    show_answer(run, answer_slot)
+    show_answer(run.text, answer_slot)
     show_outcome(run)

@@ -21,7 +21,7 @@ from typing import Any
 from backends.base import Backend, BackendError, GenerationStats
 from studio.grounding import GroundingReport, check
 from studio.render import markdown_to_safe_html
-from studio.runner import ERROR, Run, RunRequest
+from studio.runner import ERROR, Recording, Run, RunRequest
 
 MAX_PANES = 4
 MAX_REPEATS = 10
@@ -89,7 +89,9 @@ class Comparison:
     """Start with ``Comparison(...).start()``; poll ``rounds``, ``done``; ``stop()``."""
 
     def __init__(self, panes: list[PaneConfig], system: str, prompt: str, *, repeats: int = 1,
-                 preset: str = "", build: Callable[[PaneConfig], Backend]) -> None:
+                 preset: str = "", build: Callable[[PaneConfig], Backend],
+                 record: Callable[[int], Recording | None] | None = None) -> None:
+        """``record(pane_index)`` says where each pane's runs go in the history."""
         if not 1 <= len(panes) <= MAX_PANES:
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
         self.panes = panes
@@ -99,6 +101,7 @@ class Comparison:
         self.rounds: list[list[Run]] = []
         self.round_walls: list[float] = []
         self._build = build
+        self._record = record
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._work, name="comparison", daemon=True)
@@ -153,7 +156,8 @@ class Comparison:
             backend: Backend = self._build(pane)
         except BackendError as exc:  # e.g. a GGUF path that does not exist: this pane only
             backend = _Unavailable(exc)
-        return Run(backend, self.request(pane)).start()
+        recording = self._record(index) if self._record else None
+        return Run(backend, self.request(pane), recording).start()
 
     # -- figures ----------------------------------------------------------------------------
     def pane_runs(self, index: int) -> list[Run]:

@@ -62,6 +62,7 @@ class Settings:
     read_timeout: float = 600.0
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
     fallback_to_embedded: bool = True
+    history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
     path: str = ""
 
     @property
@@ -136,6 +137,8 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
             n_ctx=_number(embedded, "n_ctx", source, 4096, int, 256, 131_072,
                           where="backends.embedded")),
         fallback_to_embedded=_bool(app, "fallback_to_embedded", source, True),
+        history_db=str(REPO_DIR / _string(app, "history_db", "app", source,
+                                          "data/history.sqlite3")),
         path=source,
     )
 

@@ -7,11 +7,14 @@ streaming backends fill ``text`` fragment by fragment, one-piece backends (vLLM)
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 from backends.base import (
     DONE_LENGTH,
@@ -22,9 +25,15 @@ from backends.base import (
     TokenStream,
 )
 
+if TYPE_CHECKING:
+    from studio.store import RunStore
+
 RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
+INTERRUPTED = "interrupted"  # only in the history: its process died while it ran
 STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
-                 STOPPED: "Stopped", ERROR: "Error"}
+                 STOPPED: "Stopped", ERROR: "Error", INTERRUPTED: "Interrupted"}
+SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
+HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,26 @@ class RunRequest:
     sse: bool = False  # vLLM only: stream as server-sent events instead of one piece
 
 
+@dataclass(frozen=True)
+class Recording:
+    """Where a run is recorded: the history store, the page, and its Compare/Batch group."""
+
+    store: RunStore
+    page: str
+    group_id: int | None = None
+    position: int = 0
+
+
 class Run:
     """Start with ``Run(backend, request).start()``; poll ``text``, ``done``; ``stop()``."""
 
-    def __init__(self, backend: Backend, request: RunRequest) -> None:
+    def __init__(self, backend: Backend, request: RunRequest,
+                 recording: Recording | None = None) -> None:
         self.backend = backend
         self.request = request
+        self.recording = recording
+        self.run_id: int | None = None  # its row in the history, once recorded
+        self.record_error: str | None = None
         # Whether text arrives piece by piece (vLLM answers whole unless asked for SSE).
         self.streams = request.backend != "vllm" or request.sse
         self.started_at = datetime.now(UTC)
@@ -65,8 +88,40 @@ class Run:
 
     def start(self) -> Run:
         self._started = time.monotonic()
+        recording = self.recording
+        if recording is not None:
+            self._store(lambda store: setattr(self, "run_id", store.start_run(
+                self.request, recording.page, recording.group_id, recording.position)))
         self._thread.start()
+        if self.run_id is not None:
+            threading.Thread(target=self._save_while_running, name="recorder",
+                             daemon=True).start()
         return self
+
+    def _save_while_running(self) -> None:
+        """Written as it grows, so a closed tab or a killed app loses at most a moment."""
+        run_id = self.run_id
+        assert run_id is not None
+        saved, saved_at = "", time.monotonic()
+        while not self._done.wait(SAVE_EVERY_S):
+            text, now = self.text, time.monotonic()
+            if text != saved or now - saved_at >= HEARTBEAT_S:
+                if not self._store(partial(_save_progress, run_id=run_id, text=text)):
+                    return
+                saved, saved_at = text, now
+        self._store(lambda store: store.finish_run(
+            run_id, self.text, self.status, str(self.error) if self.error else None,
+            self.stats.to_dict()))
+
+    def _store(self, action: Callable[[RunStore], object]) -> bool:
+        """Run a history write; a failing database never breaks the generation itself."""
+        assert self.recording is not None
+        try:
+            action(self.recording.store)
+        except (sqlite3.Error, RuntimeError, ValueError) as exc:
+            self.record_error = f"Not saved to the history: {exc}"
+            return False
+        return True
 
     # -- what the page reads ----------------------------------------------------------------
     @property
@@ -183,3 +238,7 @@ class Run:
             "error": str(self.error) if self.error else None,
             "statistics": self.stats.to_dict(),
         }
+
+
+def _save_progress(store: RunStore, run_id: int, text: str) -> None:
+    store.save_progress(run_id, text)

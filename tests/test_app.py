@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 from streamlit.testing.v1 import AppTest
 
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama
@@ -22,6 +23,10 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppFactory:
 
     def make(config: str) -> AppTest:
         path = tmp_path / "config.yaml"
+        data = yaml.safe_load(config) or {}
+        if isinstance(data, dict):  # keep each test's history apart from the real one
+            data.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
+            config = yaml.safe_dump(data)
         path.write_text(config)
         monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
         at = AppTest.from_file(ENTRY, default_timeout=60)

@@ -60,14 +60,25 @@ def _progress(run: Run) -> str:
     return f"⏳ {verb} {label}… {run.elapsed:.1f} s"
 
 
-def show_answer(run: Run, answer_slot: DeltaGenerator,
+def show_answer(text: str, answer_slot: DeltaGenerator,
                 grounding: GroundingReport | None = None) -> None:
-    """A finished run's answer as it was painted live; figures not found in the data
-    highlighted when a grounding report is given."""
-    text = safe_markdown(run.text) if run.text else ""
+    """A finished answer as it was painted live; figures not found in the data highlighted
+    when a grounding report is given."""
+    shown = safe_markdown(text) if text else ""
     if grounding is not None:
-        text = highlight_not_found(text, grounding)
-    answer_slot.markdown(text)
+        shown = highlight_not_found(shown, grounding)
+    answer_slot.markdown(shown)
+
+
+def answer_pane(title: str, key: str,
+                height: int = 640) -> tuple[DeltaGenerator, DeltaGenerator, DeltaGenerator]:
+    """One column of answers side by side (Compare, History): a title, a progress line, a
+    bordered scrolling answer box and a footer line. Returns (progress, answer, footer)."""
+    st.markdown(title)
+    progress = st.empty()
+    with st.container(key=key, border=True, height=height):
+        answer = st.empty()
+    return progress, answer, st.empty()
 
 
 def show_outcome(run: Run) -> None:
@@ -84,6 +95,8 @@ def show_outcome(run: Run) -> None:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
                    icon=icon)
     show_stats(run.stats, run.status_label, streamed=run.streams)
+    if run.record_error:
+        st.caption(f"🗄️ {run.record_error}")
     if run.text:
         downloads(run)
 
@@ -120,11 +133,11 @@ def downloads(run: Run) -> None:
                 f"{run.started_at:%Y-%m-%d %H:%M} UTC · {run.status_label}")
     md, html, js = st.columns(3)
     md.download_button("⬇ Markdown", run.text, f"{stem}.md", "text/markdown",
-                       use_container_width=True)
+                       width="stretch")
     html.download_button("⬇ HTML", html_document(run.text, title, subtitle), f"{stem}.html",
-                         "text/html", use_container_width=True)
+                         "text/html", width="stretch")
     js.download_button("⬇ JSON", json.dumps(run.to_dict(), indent=2), f"{stem}.json",
-                       "application/json", use_container_width=True)
+                       "application/json", width="stretch")
 
 
 def _file_stem(text: str) -> str:

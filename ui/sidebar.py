@@ -66,7 +66,7 @@ def sidebar(settings: Settings) -> Selection:
     with st.sidebar:
         st.header("☀️ Model")
         picked = backend_picker(settings, "", on_change=_forget_notice)
-        st.button("↻ Refresh models", on_click=cached_probe.clear, use_container_width=True)
+        st.button("↻ Refresh models", on_click=cached_probe.clear, width="stretch")
         with st.expander("All backends"):
             all_backends_status(settings)
         st.header("Parameters")

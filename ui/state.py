@@ -8,6 +8,8 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from studio.config import Settings
+from studio.runner import Recording
+from studio.store import RunStore
 
 if TYPE_CHECKING:
     from ui.sidebar import Selection
@@ -42,3 +44,29 @@ def keep(*keys: str) -> None:
     for key in keys:
         if key in state:
             state[key] = state[key]
+
+
+@st.cache_resource(show_spinner=False)
+def _open_history(path: str) -> RunStore | str:
+    """One store per database file for the whole server (it is thread-safe). Runs left
+    'running' by an earlier process become 'interrupted', their partial text kept."""
+    try:
+        store = RunStore(path)
+        store.mark_interrupted()
+    except Exception as exc:  # a corrupt or newer database: the app works, without history
+        return f"The run history at {path} cannot be opened: {exc}"
+    return store
+
+
+def history() -> RunStore | None:
+    store = _open_history(settings().history_db)
+    if isinstance(store, str):
+        st.warning(store, icon="🗄️")
+        return None
+    return store
+
+
+def recording(page: str, group_id: int | None = None, position: int = 0) -> Recording | None:
+    """How a run of this page is recorded in the history (None when it is unavailable)."""
+    store = history()
+    return Recording(store, page, group_id, position) if store is not None else None

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.servers.llama_server import free_port
@@ -27,7 +28,10 @@ class StreamlitApp:
 
     def __init__(self, config: str, tmp_path: Path) -> None:
         self.config_path = tmp_path / "config.yaml"
-        self.config_path.write_text(config)
+        data = yaml.safe_load(config) or {}
+        self.history_db = tmp_path / "history.sqlite3"  # each test's history of its own
+        data.setdefault("app", {})["history_db"] = str(self.history_db)
+        self.config_path.write_text(yaml.safe_dump(data))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "PV_STUDIO_CONFIG": str(self.config_path)}

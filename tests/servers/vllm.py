@@ -8,6 +8,8 @@ a missing API key, 400 for a prompt over the context length.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -99,12 +101,23 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             server.chat_calls += 1
             if not self._authorized():
                 return
-            time.sleep(server.delay)
+            if not self._wait(server.delay):
+                server.hangups += 1  # the client gave up while vLLM was still generating
+                return
             if body.get("stream") and server.status == 200:
                 self._stream(body)
                 return
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
             self._reply(server.status, json.loads(text))
+
+        def _wait(self, seconds: float) -> bool:
+            """Sleep like a generating server; False as soon as the client hangs up."""
+            deadline = time.monotonic() + seconds
+            while (remaining := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([self.connection], [], [], min(remaining, 0.02))
+                if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    return False
+            return True
 
         def _event(self, data: Any) -> None:
             text = data if isinstance(data, str) else json.dumps(data)
