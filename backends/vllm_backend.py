@@ -212,7 +212,7 @@ class VLLMBackend:
                     f"vLLM at {self.host} does not serve {self.model!r}.",
                     hint=f"Served models: {listed}. Set the model to one of them.",
                     model=self.model, available=served or [], **common)
-        if status == 400 and "context length" in message:
+        if status == 400 and ("context length" in message or "max_model_len" in message):
             hint = "Shorten the prompt or lower max tokens."
         else:
             hint = "The server's message is above."

