@@ -26,6 +26,7 @@ PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation([
     st.Page(PAGES / "playground.py", title="Playground", icon="☀️", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon="⚖️", url_path="compare"),
+    st.Page(PAGES / "batch.py", title="Batch", icon="📦", url_path="batch"),
     st.Page(PAGES / "history.py", title="History", icon="🗂️", url_path="history"),
 ])
 page.run()

@@ -203,6 +203,17 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         group_id=row["group_id"], position=row["position"])
 
 
+@dataclass(frozen=True)
+class Group:
+    """The panes of one Compare or the rows of one Batch; ``label`` is free text (a Batch
+    keeps its definition there, as JSON, to resume it)."""
+
+    id: int
+    kind: str
+    label: str
+    created_at: str
+
+
 class RunStore:
     """The run history in one SQLite file. Share one instance across threads and sessions."""
 
@@ -279,6 +290,18 @@ class RunStore:
             cursor = conn.execute("INSERT INTO groups (kind, label, created_at) VALUES (?, ?, ?)",
                                   (kind, label, _now()))
         return int(cursor.lastrowid or 0)
+
+    def list_groups(self, kind: str) -> list[Group]:
+        """The Compare or Batch groups of one kind, newest first."""
+        rows = self._conn().execute(
+            "SELECT id, kind, label, created_at FROM groups WHERE kind = ? ORDER BY id DESC",
+            (kind,))
+        return [Group(row["id"], row["kind"], row["label"], row["created_at"]) for row in rows]
+
+    def get_group(self, group_id: int) -> Group | None:
+        row = self._conn().execute("SELECT id, kind, label, created_at FROM groups WHERE id = ?",
+                                   (group_id,)).fetchone()
+        return Group(row["id"], row["kind"], row["label"], row["created_at"]) if row else None
 
     def start_run(self, request: RunRequest, page: str, group_id: int | None = None,
                   position: int = 0) -> int:

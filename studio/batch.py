@@ -1,0 +1,284 @@
+"""Batch: many PV scenarios through one backend, N at a time, resumable, with progress.
+
+The seed's production job ran 30 locations one after another (~144 s each, 72 minutes).
+Servers that batch requests (vLLM's continuous batching, Ollama with OLLAMA_NUM_PARALLEL)
+finish the same work many times faster when requests arrive together, so a ``Batch`` keeps
+``concurrency`` requests in flight (never more). Each row is recorded in the history as it
+runs; a stopped or crashed batch resumes without redoing finished rows. A row that fails for
+a passing reason (timeout, 5xx, 503 busy, a broken connection) is retried a bounded number of
+times with backoff, then marked failed with its error; the batch goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+import zipfile
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backends.base import (
+    Backend,
+    BackendConnectionError,
+    BackendError,
+    BackendStatusError,
+    StreamError,
+)
+from studio.grounding import check
+from studio.presets import Location, build_user_prompt
+from studio.render import html_document
+from studio.runner import FINISHED, LENGTH, STOPPED, Recording, Run, RunRequest
+from studio.store import StoredRun
+
+PENDING, RUNNING, FAILED = "pending", "running", "failed"
+DONE_STATUSES = (FINISHED, LENGTH)
+MAX_CONCURRENCY = 64
+RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a batch is: kept with its history group so that it can be resumed."""
+
+    scenarios: list[Location]
+    backend: str
+    host: str
+    model: str
+    system: str
+    max_tokens: int = 2048
+    temperature: float = 0.2
+    concurrency: int = 1
+    sse: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "scenarios": [asdict(s) for s in self.scenarios]})
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchSpec:
+        data = json.loads(text)
+        data["scenarios"] = [Location(**row) for row in data["scenarios"]]
+        return cls(**data)
+
+    def request(self, location: Location) -> RunRequest:
+        return RunRequest(backend=self.backend, host=self.host, model=self.model,
+                          system=self.system, prompt=build_user_prompt(location),
+                          max_tokens=self.max_tokens, temperature=self.temperature,
+                          preset=location.name, sse=self.sse)
+
+
+@dataclass
+class BatchRow:
+    index: int
+    location: Location
+    status: str = PENDING
+    attempts: int = 0
+    error: str = ""
+    seconds: float | None = None
+    output_tokens: int | None = None
+    tokens_per_s: float | None = None
+    grounding: float | None = None
+    text: str = ""
+    resumed: bool = False  # finished in an earlier session of this batch
+    run: Run | None = field(default=None, repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.status in (*DONE_STATUSES, FAILED, STOPPED)
+
+
+def is_retryable(error: BackendError | None) -> bool:
+    """A passing failure worth another try: no answer in time, a broken connection, a busy or
+    failing server. A missing model or a bad request will fail the same way again."""
+    if isinstance(error, StreamError):
+        return True
+    if isinstance(error, BackendStatusError):
+        return error.status_code in RETRYABLE_STATUS
+    return isinstance(error, BackendConnectionError)
+
+
+class Batch:
+    """``Batch(spec, build=...).start()``; poll ``rows``/``progress()``; ``stop()``."""
+
+    def __init__(self, spec: BatchSpec, *, build: Callable[[], Backend],
+                 recording: Callable[[int], Recording | None] | None = None,
+                 finished_before: Mapping[int, StoredRun] | None = None, max_retries: int = 2,
+                 backoff_s: float = 1.0, group_id: int | None = None) -> None:
+        """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
+        maps row indexes already done in an earlier session to their stored runs."""
+        self.spec = spec
+        self.concurrency = max(1, min(spec.concurrency, MAX_CONCURRENCY))
+        self.group_id = group_id
+        self.rows = [BatchRow(index, location) for index, location in enumerate(spec.scenarios)]
+        for index, stored in (finished_before or {}).items():
+            if index < len(self.rows):
+                self._fill_from_store(self.rows[index], stored)
+        self.max_retries, self.backoff_s = max_retries, backoff_s
+        self._build, self._recording = build, recording
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
+        self.started: float | None = None
+        self.ended: float | None = None
+
+    def start(self) -> Batch:
+        self.started = time.monotonic()
+        threading.Thread(target=self._work, name="batch", daemon=True).start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        """Cancel the rows in flight; finished rows stay."""
+        self._stop.set()
+        for row in self.rows:
+            if row.run is not None and not row.run.done:
+                row.run.stop()
+
+    def _work(self) -> None:
+        try:
+            backend = self._build()
+        except BackendError as exc:
+            for row in self.rows:
+                if not row.done:
+                    row.status, row.error = FAILED, str(exc)
+            self._finish()
+            return
+        todo = [row for row in self.rows if not row.done]
+        with ThreadPoolExecutor(max_workers=self.concurrency,
+                                thread_name_prefix="batch-row") as pool:
+            for row in todo:
+                pool.submit(self._run_row, backend, row)
+        self._finish()
+
+    def _finish(self) -> None:
+        self.ended = time.monotonic()
+        self._done.set()
+
+    def _run_row(self, backend: Backend, row: BatchRow) -> None:
+        for attempt in range(self.max_retries + 1):
+            if self._stop.is_set():
+                row.status = STOPPED
+                return
+            row.attempts, row.status = attempt + 1, RUNNING
+            request = self.spec.request(row.location)
+            recording = self._recording(row.index) if self._recording else None
+            with self._lock:
+                self._in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            try:
+                row.run = Run(backend, request, recording).start()
+                row.run.wait()
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+            run = row.run
+            self._fill_from_run(row, run)
+            if run.status in DONE_STATUSES or run.status == STOPPED:
+                return
+            row.error = str(run.error) if run.error else "failed"
+            if attempt == self.max_retries or not is_retryable(run.error):
+                row.status = FAILED
+                return
+            # Back off before the retry (1 s, 2 s, ...), but let Stop cut the wait short.
+            if self._stop.wait(self.backoff_s * 2 ** attempt):
+                row.status = STOPPED
+                return
+
+    def _fill_from_run(self, row: BatchRow, run: Run) -> None:
+        stats = run.stats
+        row.status, row.text = run.status, run.text
+        row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
+        row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
+        row.grounding = check(run.text, run.request.prompt).score if run.text else None
+        if run.status in DONE_STATUSES:
+            row.error = ""
+
+    @staticmethod
+    def _fill_from_store(row: BatchRow, stored: StoredRun) -> None:
+        row.status, row.text, row.resumed = stored.status, stored.text, True
+        row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
+        row.tokens_per_s = stored.tokens_per_s
+        row.grounding = check(stored.text, stored.prompt).score if stored.text else None
+
+    # -- progress and results ---------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        """done / failed / running / remaining counts and an estimate of the time left."""
+        done = sum(row.status in DONE_STATUSES for row in self.rows)
+        failed = sum(row.status == FAILED for row in self.rows)
+        running = sum(row.status == RUNNING for row in self.rows)
+        remaining = len(self.rows) - done - failed
+        eta = None
+        fresh = [row for row in self.rows if row.status in DONE_STATUSES and not row.resumed]
+        if fresh and self.started is not None and remaining:
+            elapsed = (self.ended or time.monotonic()) - self.started
+            eta = elapsed / len(fresh) * remaining  # this session's pace so far
+        return {"total": len(self.rows), "done": done, "failed": failed, "running": running,
+                "remaining": remaining, "eta_s": eta,
+                "fraction": (done + failed) / len(self.rows) if self.rows else 1.0}
+
+    def summary(self) -> dict[str, Any]:
+        """Wall time, sum of row times, speedup (sum / wall), throughput, failures."""
+        fresh = [row for row in self.rows if row.status in DONE_STATUSES and not row.resumed]
+        wall = ((self.ended or time.monotonic()) - self.started) if self.started else None
+        row_sum = sum(row.seconds or 0.0 for row in fresh)
+        tokens = sum(row.output_tokens or 0 for row in fresh)
+        return {"wall_s": wall, "sum_row_s": row_sum,
+                "speedup": row_sum / wall if wall else None,
+                "throughput_tokens_per_s": tokens / wall if wall else None,
+                "output_tokens": tokens, "rows": len(self.rows), "finished_now": len(fresh),
+                "resumed": sum(row.resumed for row in self.rows),
+                "failed": sum(row.status == FAILED for row in self.rows),
+                "max_in_flight": self.max_in_flight, "concurrency": self.concurrency}
+
+    def table(self) -> list[dict[str, Any]]:
+        return [{"#": row.index + 1, "location": row.location.name, "status": row.status,
+                 "attempts": row.attempts, "time s": _rounded(row.seconds),
+                 "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
+                 "grounding": _rounded(row.grounding), "error": row.error}
+                for row in self.rows]
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(self.table()[0]) if self.rows else [])
+        writer.writeheader()
+        writer.writerows(self.table())
+        return buffer.getvalue()
+
+    def to_zip(self) -> bytes:
+        """One Markdown and one sanitized HTML answer per location, plus the CSV."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("batch.csv", self.to_csv())
+            for row in self.rows:
+                if not row.text:
+                    continue
+                stem = f"{row.index + 1:02d}-{_slug(row.location.name)}"
+                archive.writestr(f"{stem}.md", row.text)
+                archive.writestr(f"{stem}.html", html_document(
+                    row.text, f"PV recommendation: {row.location.name}",
+                    f"{self.spec.backend} · {self.spec.model} · {row.status}"))
+        return buffer.getvalue()
+
+
+def _rounded(value: float | None) -> float | None:
+    return round(value, 2) if value is not None else None
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()[:40]
