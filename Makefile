@@ -17,7 +17,7 @@ endif
 WHEEL_KEY := $(shell echo "$(LLAMA_VERSION) $(LLAMA_CMAKE_ARGS) $$($(PYTHON) -c 'import sys; print(sys.version_info[:2])')" | cksum | cut -d' ' -f1)
 WHEEL_DIR := $(HOME)/.cache/pv-llm-studio/wheels/$(WHEEL_KEY)
 
-.PHONY: run setup dev test lint typecheck unit clean
+.PHONY: run setup dev test lint typecheck unit bench clean
 
 run: setup ## install (first time) and start the app on http://127.0.0.1:$(PORT)
 	$(BIN)/streamlit run app.py --server.port $(PORT)
@@ -61,6 +61,9 @@ unit: dev vllm-env
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit ## lint, types and every test
+
+bench: dev vllm-env ## run the benchmarks and rewrite docs/BENCHMARKS.md (reports, never fails)
+	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
