@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from backends.base import (
     Backend,
@@ -30,6 +30,7 @@ from backends.base import (
     StreamError,
 )
 from studio.grounding import check
+from studio.job import Job
 from studio.presets import Location, build_user_prompt
 from studio.render import html_document
 from studio.runner import FINISHED, LENGTH, STOPPED, Recording, Run, RunRequest
@@ -101,8 +102,10 @@ def is_retryable(error: BackendError | None) -> bool:
     return isinstance(error, BackendConnectionError)
 
 
-class Batch:
+class Batch(Job):
     """``Batch(spec, build=...).start()``; poll ``rows``/``progress()``; ``stop()``."""
+
+    name = "batch"
 
     def __init__(self, spec: BatchSpec, *, build: Callable[[], Backend],
                  recording: Callable[[int], Recording | None] | None = None,
@@ -110,6 +113,7 @@ class Batch:
                  backoff_s: float = 1.0, group_id: int | None = None) -> None:
         """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
         maps row indexes already done in an earlier session to their stored runs."""
+        super().__init__()
         self.spec = spec
         self.concurrency = max(1, min(spec.concurrency, MAX_CONCURRENCY))
         self.group_id = group_id
@@ -119,33 +123,18 @@ class Batch:
                 self._fill_from_store(self.rows[index], stored)
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self._build, self._recording = build, recording
-        self._stop = threading.Event()
-        self._done = threading.Event()
         self._lock = threading.Lock()
         self._in_flight = 0
         self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
         self.started: float | None = None
         self.ended: float | None = None
 
-    def start(self) -> Batch:
+    def start(self) -> Self:
         self.started = time.monotonic()
-        threading.Thread(target=self._work, name="batch", daemon=True).start()
-        return self
+        return super().start()
 
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def stop(self) -> None:
-        """Cancel the rows in flight; finished rows stay."""
-        self._stop.set()
+    def _cancel(self) -> None:
+        """Stop: cancel the rows in flight; finished rows stay."""
         for row in self.rows:
             if row.run is not None and not row.run.done:
                 row.run.stop()
@@ -157,18 +146,15 @@ class Batch:
             for row in self.rows:
                 if not row.done:
                     row.status, row.error = FAILED, str(exc)
-            self._finish()
             return
         todo = [row for row in self.rows if not row.done]
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="batch-row") as pool:
             for row in todo:
                 pool.submit(self._run_row, backend, row)
-        self._finish()
 
-    def _finish(self) -> None:
+    def _finished(self) -> None:
         self.ended = time.monotonic()
-        self._done.set()
 
     def _run_row(self, backend: Backend, row: BatchRow) -> None:
         for attempt in range(self.max_retries + 1):

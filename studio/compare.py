@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 from backends.base import Backend, BackendError, GenerationStats
 from studio.grounding import GroundingReport, check
+from studio.job import Job
 from studio.render import markdown_to_safe_html
 from studio.runner import ERROR, Recording, Run, RunRequest
 
@@ -85,13 +85,16 @@ def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:,.2f}"
 
 
-class Comparison:
+class Comparison(Job):
     """Start with ``Comparison(...).start()``; poll ``rounds``, ``done``; ``stop()``."""
+
+    name = "comparison"
 
     def __init__(self, panes: list[PaneConfig], system: str, prompt: str, *, repeats: int = 1,
                  preset: str = "", build: Callable[[PaneConfig], Backend],
                  record: Callable[[int], Recording | None] | None = None) -> None:
         """``record(pane_index)`` says where each pane's runs go in the history."""
+        super().__init__()
         if not 1 <= len(panes) <= MAX_PANES:
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
         self.panes = panes
@@ -102,28 +105,9 @@ class Comparison:
         self.round_walls: list[float] = []
         self._build = build
         self._record = record
-        self._stop = threading.Event()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="comparison", daemon=True)
 
-    def start(self) -> Comparison:
-        self._thread.start()
-        return self
-
-    @property
-    def done(self) -> bool:
-        return self._done.is_set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._done.wait(timeout)
-
-    def stop(self) -> None:
-        """Cancel every pane still running; finished panes keep their answers."""
-        self._stop.set()
+    def _cancel(self) -> None:
+        """Stop: cancel every pane still running; finished panes keep their answers."""
         for run in self.current_round:
             run.stop()
 
@@ -137,19 +121,19 @@ class Comparison:
                           temperature=pane.temperature, preset=self.preset, sse=pane.sse)
 
     def _work(self) -> None:
-        try:
-            for _ in range(self.repeats):
-                if self._stop.is_set():
-                    break
-                started = time.monotonic()
-                runs = [self._start_pane(index, pane) for index, pane in enumerate(self.panes)]
-                self.rounds.append(runs)
+        for _ in range(self.repeats):
+            if self._stop.is_set():
+                break
+            started = time.monotonic()
+            runs = [self._start_pane(index, pane) for index, pane in enumerate(self.panes)]
+            self.rounds.append(runs)
+            if self._stop.is_set():  # Stop came while the panes were being started
                 for run in runs:
-                    run.wait()
-                ends = [run.end_time for run in runs if run.end_time is not None]
-                self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
-        finally:
-            self._done.set()
+                    run.stop()
+            for run in runs:
+                run.wait()
+            ends = [run.end_time for run in runs if run.end_time is not None]
+            self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
 
     def _start_pane(self, index: int, pane: PaneConfig) -> Run:
         try:

@@ -10,6 +10,7 @@ not judged: they are list counts and section numbers far more often than data.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 # A number with optional $ before, thousands separators, decimals, and % or a unit after.
@@ -64,11 +65,16 @@ def data_context(prompt: str) -> str:
 
 
 def context_numbers(prompt: str) -> list[float]:
-    """Every number in the data context, with its %/ratio twin (70.23 -> 0.7023, and back)."""
+    """Every number in the data context; a percentage also as a ratio (70.23% -> 0.7023)
+    and a ratio below 1 also as a percentage (0.94 -> 94), the forms an answer may use."""
     numbers: list[float] = []
-    for match in NUMBER.finditer(data_context(prompt)):
-        value = _value(match)
-        numbers.extend((value, value / 100, value * 100))
+    for match, value in _figures(data_context(prompt), judge_all=True):
+        numbers.append(value)
+        unit = (match.group("unit") or "").strip()
+        if unit == "%":
+            numbers.append(value / 100)
+        elif not unit and not match.group("dollar") and value < 1:
+            numbers.append(value * 100)
     return numbers
 
 
@@ -76,23 +82,30 @@ def check(answer: str, prompt: str) -> GroundingReport:
     """Judge every figure in ``answer`` against the prompt's data context."""
     known = context_numbers(prompt)
     report = GroundingReport()
-    code_spans = [m.span() for m in _CODE.finditer(answer)]
-    for match in NUMBER.finditer(answer):
-        if any(start <= match.start() < end for start, end in code_spans):
-            continue
-        value = _value(match)
-        has_marker = bool(match.group("dollar") or match.group("unit"))
-        is_integer = "." not in match.group("value")
-        if is_integer and value < 10 and not has_marker:
-            continue
-        line_start = answer.rfind("\n", 0, match.start()) + 1
-        if _LIST_MARKER.match(answer[line_start:match.end() + 1].rstrip()):
-            continue  # "1." or "2)" numbering a list
+    for match, value in _figures(answer):
         decimals = len(match.group("value").partition(".")[2])
         grounded = any(_matches(value, number, decimals) for number in known)
         report.figures.append(Figure(match.group(0).strip(), value, match.start(),
                                      match.end(), grounded))
     return report
+
+
+def _figures(text: str, judge_all: bool = False) -> Iterator[tuple[re.Match[str], float]]:
+    """The figures of ``text`` worth judging: outside code, not list numbering, and not bare
+    integers below 10 (``judge_all`` keeps those, for the data side)."""
+    code_spans = [m.span() for m in _CODE.finditer(text)]
+    for match in NUMBER.finditer(text):
+        if any(start <= match.start() < end for start, end in code_spans):
+            continue
+        value = _value(match)
+        if not judge_all:
+            has_marker = bool(match.group("dollar") or match.group("unit"))
+            if "." not in match.group("value") and value < 10 and not has_marker:
+                continue
+            line_start = text.rfind("\n", 0, match.start()) + 1
+            if _LIST_MARKER.match(text[line_start:match.end() + 1].rstrip()):
+                continue  # "1." or "2)" numbering a list
+        yield match, value
 
 
 def _value(match: re.Match[str]) -> float:
@@ -111,29 +124,23 @@ def _matches(stated: float, known: float, decimals: int) -> bool:
 def highlight_not_found(markdown: str, report: GroundingReport) -> str:
     """Mark each figure not found in the data, in markdown already made safe for display.
 
-    Works on the display text by matching the figures' text again (its offsets differ from
-    the raw answer's after sanitizing), outside code, left to right.
+    Figures are found again in the display text (sanitizing shifts offsets and may drop some),
+    with the same rules as ``check``; the same text always has the same verdict.
     """
-    wanted = [f.text for f in report.not_found]
-    if not wanted:
+    not_found = {figure.text for figure in report.not_found}
+    if not not_found:
         return markdown
     pieces: list[str] = []
     position = 0
-    code_spans = [m.span() for m in _CODE.finditer(markdown)]
-    for match in NUMBER.finditer(markdown):
-        if not wanted:
-            break
-        if any(start <= match.start() < end for start, end in code_spans):
+    for match, _ in _figures(markdown):
+        if match.group(0).strip() not in not_found:
             continue
-        text = match.group(0).strip()
-        if text == wanted[0]:
-            wanted.pop(0)
-            start = match.start()
-            if markdown[start - 1:start] == "\\":  # keep the escape of "\$" inside the mark
-                start -= 1
-            end = match.start() + len(match.group(0).rstrip())
-            pieces.append(markdown[position:start])
-            pieces.append(f":red-background[{markdown[start:end]}]")
-            position = end
+        start = match.start()
+        if markdown[start - 1:start] == "\\":  # keep the escape of "\$" inside the mark
+            start -= 1
+        end = match.start() + len(match.group(0).rstrip())
+        pieces.append(markdown[position:start])
+        pieces.append(f":red-background[{markdown[start:end]}]")
+        position = end
     pieces.append(markdown[position:])
     return "".join(pieces)

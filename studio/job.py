@@ -1,0 +1,56 @@
+"""Work that runs on a thread of its own while a page polls it, and that the page may stop."""
+
+from __future__ import annotations
+
+import threading
+from typing import Self
+
+
+class Job:
+    """``start()`` runs ``_work()`` on a thread; ``done``, ``stopped``, ``wait()``, ``stop()``.
+
+    Subclasses implement ``_work()`` (checking ``_stop`` between steps) and ``_cancel()``
+    (what Stop interrupts right away, e.g. the runs in flight).
+    """
+
+    name = "job"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._done = threading.Event()
+
+    def start(self) -> Self:
+        threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        return self
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends or ``timeout`` passes; True when it has ended."""
+        return self._done.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._cancel()
+
+    def _run(self) -> None:
+        try:
+            self._work()
+        finally:
+            self._finished()
+            self._done.set()
+
+    def _work(self) -> None:
+        raise NotImplementedError
+
+    def _cancel(self) -> None:
+        """Interrupt what is in flight (nothing by default)."""
+
+    def _finished(self) -> None:
+        """Called once when ``_work`` returns or raises, before ``done`` is set."""
