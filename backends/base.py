@@ -102,12 +102,13 @@ class GenerationStats:
 
     @property
     def client_tokens_per_s(self) -> float | None:
-        """Output tokens over the time from first token to the end, as the client saw it."""
+        """Output tokens over the time from first token to the end, as the client saw it
+        (over the whole wait for an answer that arrived in one piece)."""
         if not self.output_tokens or self.total_time_s is None:
             return None
         span = self.total_time_s - (self.time_to_first_token_s or 0.0)
-        if span <= 0:  # one-piece answers: all tokens arrive at once, use the whole wait
-            span = self.total_time_s
+        if self.fragments <= 1 or span <= 0:
+            span = self.total_time_s  # one piece: every token came with the whole wait
         return self.output_tokens / span if span > 0 else None
 
     @property

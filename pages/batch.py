@@ -42,11 +42,11 @@ if source == "Upload a CSV":
                      f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
         else:
             try:
-                text = upload.getvalue().decode("utf-8-sig")
+                text: str | None = upload.getvalue().decode("utf-8-sig")
             except UnicodeDecodeError:
-                text = ""
+                text = None
                 st.error(f"{upload.name} is not UTF-8 text.", icon="⚠️")
-            scenarios, problems = parse_locations_csv(text) if text else ([], [])
+            scenarios, problems = parse_locations_csv(text) if text is not None else ([], [])
             if problems:
                 st.warning(f"{len(problems)} row(s) skipped:\n\n"
                            + "\n".join(f"- {problem}" for problem in problems[:50]), icon="⚠️")

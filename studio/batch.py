@@ -36,7 +36,7 @@ from studio.render import html_document
 from studio.runner import FINISHED, LENGTH, STOPPED, Recording, Run, RunRequest
 from studio.store import StoredRun
 
-PENDING, RUNNING, FAILED = "pending", "running", "failed"
+PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
 DONE_STATUSES = (FINISHED, LENGTH)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -169,6 +169,8 @@ class Batch(Job):
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
                 row.run = Run(backend, request, recording).start()
+                if self._stop.is_set():  # Stop came while this row was starting
+                    row.run.stop()
                 row.run.wait()
             finally:
                 with self._lock:
@@ -182,6 +184,7 @@ class Batch(Job):
                 row.status = FAILED
                 return
             # Back off before the retry (1 s, 2 s, ...), but let Stop cut the wait short.
+            row.status = RETRYING
             if self._stop.wait(self.backoff_s * 2 ** attempt):
                 row.status = STOPPED
                 return
@@ -207,7 +210,7 @@ class Batch(Job):
         """done / failed / running / remaining counts and an estimate of the time left."""
         done = sum(row.status in DONE_STATUSES for row in self.rows)
         failed = sum(row.status == FAILED for row in self.rows)
-        running = sum(row.status == RUNNING for row in self.rows)
+        running = sum(row.status in (RUNNING, RETRYING) for row in self.rows)
         remaining = len(self.rows) - done - failed
         eta = None
         fresh = [row for row in self.rows if row.status in DONE_STATUSES and not row.resumed]

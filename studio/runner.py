@@ -80,6 +80,7 @@ class Run:
         self._stream: TokenStream | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._finish_lock = threading.Lock()
         self._started = time.monotonic()
         self._ended: float | None = None
         # (seconds since start, characters received): the Compare page's timeline chart.
@@ -109,9 +110,7 @@ class Run:
                 if not self._store(partial(_save_progress, run_id=run_id, text=text)):
                     return
                 saved, saved_at = text, now
-        self._store(lambda store: store.finish_run(
-            run_id, self.text, self.status, str(self.error) if self.error else None,
-            self.stats.to_dict()))
+        # The final write is _finish()'s, before the run reports done.
 
     def _store(self, action: Callable[[RunStore], object]) -> bool:
         """Run a history write; a failing database never breaks the generation itself."""
@@ -154,8 +153,10 @@ class Run:
 
     @property
     def status(self) -> str:
-        if not self.done:
-            return RUNNING
+        return self._outcome() if self.done else RUNNING
+
+    def _outcome(self) -> str:
+        """How the run ended (or would, if it ended now)."""
         if self._stop.is_set():
             return STOPPED
         if self.error is not None:
@@ -217,11 +218,19 @@ class Run:
             self._finish()
 
     def _finish(self) -> None:
-        if self._ended is None:
-            self._ended = time.monotonic()
-        if self.stats.total_time_s is None:
-            self.stats.total_time_s = self._ended - self._started
-        self._done.set()
+        with self._finish_lock:
+            if self._done.is_set():
+                return
+            if self._ended is None:
+                self._ended = time.monotonic()
+            if self.stats.total_time_s is None:
+                self.stats.total_time_s = self._ended - self._started
+            run_id = self.run_id
+            if run_id is not None:  # stored before the run says done: waiters see it saved
+                self._store(lambda store: store.finish_run(
+                    run_id, self.text, self._outcome(),
+                    str(self.error) if self.error else None, self.stats.to_dict()))
+            self._done.set()
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

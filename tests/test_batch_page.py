@@ -1,0 +1,198 @@
+"""The Batch page (AppTest of the real app) against the latency test server: preset
+locations, an uploaded CSV with bad rows, the results table and summary, and Resume."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Button
+
+from studio.batch import BatchSpec
+from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
+from studio.runner import FINISHED
+from studio.store import RunStore
+from tests.servers.latency import Fail, LatencyServer
+
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")
+BATCH_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
+MODEL = "smollm2"
+LOCATIONS = load_locations()
+THREE = [location.name for location in LOCATIONS[:3]]
+HEADER = ",".join(COLUMNS)
+GOOD_ROW = '"{name}",Testland,true,30.5,0.9,6.2,40,0.2,5.1,0.25,12000,400,500,false'
+
+
+@pytest.fixture
+def server() -> Iterator[LatencyServer]:
+    with LatencyServer(latency=0.2, failures={"Brokenville, ZZ": Fail(400)}) as running:
+        yield running
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LatencyServer) -> Path:
+    path = tmp_path / "history.sqlite3"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: vllm\n  host: {server.url}\n  model: {MODEL}\n"
+                      f"app:\n  history_db: {path}\n  fallback_to_embedded: false\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+    return path
+
+
+def batch_page() -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=30)
+    at.run()
+    at.switch_page(BATCH_PAGE).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "📦 Batch"
+    return at
+
+
+def button(at: AppTest, label: str) -> Button:
+    (found,) = [b for b in at.button if b.label == label]
+    return found
+
+
+def upload(at: AppTest, content: bytes, name: str = "scenarios.csv") -> AppTest:
+    at.radio(key="batch_source").set_value("Upload a CSV").run()
+    at.file_uploader(key="batch_upload").set_value((name, content, "text/csv")).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def csv_bytes(*rows: str) -> bytes:
+    return ("\n".join([HEADER, *rows]) + "\n").encode()
+
+
+def texts(elements: object) -> str:
+    return "\n".join(str(element.value) for element in elements)  # type: ignore[attr-defined]
+
+
+def test_three_presets_at_concurrency_three(server: LatencyServer, db: Path) -> None:
+    at = batch_page()
+    at.multiselect(key="batch_locations").set_value(THREE)
+    at.number_input(key="batch_concurrency").set_value(3)
+    button(at, "Run batch").click().run()
+    assert not at.exception, at.exception
+
+    table = at.dataframe[0].value
+    assert list(table["location"]) == THREE
+    assert list(table["status"]) == [FINISHED] * 3
+    assert list(table["output tokens"]) == [200] * 3
+    assert all(seconds >= 0.2 for seconds in table["time s"])
+    metrics = {metric.label: metric.value for metric in at.metric}
+    assert {"Wall time", "Sum of row times", "Speedup", "Throughput", "Failures"} <= set(metrics)
+    assert metrics["Failures"] == "0"
+    assert metrics["Wall time"].endswith(" s") and metrics["Throughput"].endswith(" tok/s")
+    assert metrics["Speedup"].endswith("×") and float(metrics["Speedup"].rstrip("×")) > 0
+    assert server.requests == Counter(THREE)
+    assert 2 <= server.max_seen <= 3  # rows went together, never more than 3 at once
+    assert "3 done · 0 failed" in at.get("progress")[0].proto.text
+    downloads = [getattr(element, "label", "") for element in at.get("download_button")]
+    assert downloads == ["⬇ Table (CSV)", "⬇ Answers (ZIP)"]
+
+    # Every row is in the history, under one batch group that can be resumed.
+    store = RunStore(db)
+    (group,) = store.list_groups("batch")
+    spec = BatchSpec.from_json(group.label)
+    assert [s.name for s in spec.scenarios] == THREE
+    assert (spec.backend, spec.host, spec.model, spec.concurrency) == ("vllm", server.url,
+                                                                       MODEL, 3)
+    assert spec.system == next(iter(load_system_prompts().values()))
+    runs = store.group_runs(group.id)
+    assert [(run.position, run.preset, run.status) for run in runs] == [
+        (index, name, FINISHED) for index, name in enumerate(THREE)]
+
+
+def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServer,
+                                                             db: Path) -> None:
+    content = csv_bytes(GOOD_ROW.format(name="Testville, ZZ"),
+                        GOOD_ROW.format(name="Badtown, ZZ").replace("30.5", "lots"),
+                        GOOD_ROW.format(name="Brokenville, ZZ"),
+                        GOOD_ROW.format(name="Shortrow, ZZ").rsplit(",", 3)[0])
+    at = upload(batch_page(), content)
+    warning = texts(at.warning)
+    assert "2 row(s) skipped" in warning
+    assert "row 3: column 'avg_daily_kwh': 'lots' is not a number" in warning
+    assert "row 5: has 11 values but the header has 14 columns" in warning
+    assert "2 scenario(s) ready." in texts(at.main.success)
+    assert not button(at, "Run batch").disabled
+
+    at.number_input(key="batch_concurrency").set_value(2)
+    button(at, "Run batch").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["location"]) == ["Testville, ZZ", "Brokenville, ZZ"]
+    assert list(table["status"]) == [FINISHED, "failed"]  # a 400 is not retried
+    assert "HTTP 400" in table["error"][1]
+    assert {metric.label: metric.value for metric in at.metric}["Failures"] == "1"
+    assert server.requests == Counter(["Testville, ZZ", "Brokenville, ZZ"])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (csv_bytes(GOOD_ROW.format(name="Testville, ZZ")).replace(b",has_ev", b""),
+     "row 1: missing column(s): has_ev"),
+    (HEADER.encode() + b"\n", "the file has a header but no data rows"),
+    (b"\n\n", "the file is empty"),
+], ids=["missing-column", "header-only", "blank-lines"])
+def test_uploads_with_nothing_to_run(server: LatencyServer, db: Path, content: bytes,
+                                     message: str) -> None:
+    at = upload(batch_page(), content)
+    assert message in texts(at.warning)
+    assert "ready" not in texts(at.main.success)
+    assert button(at, "Run batch").disabled
+    assert server.total_requests() == 0
+
+
+def test_an_empty_file_is_reported(server: LatencyServer, db: Path) -> None:
+    at = upload(batch_page(), b"")
+    assert at.file_uploader(key="batch_upload").value is not None  # a 0-byte file arrived
+    assert "empty" in texts([*at.warning, *at.error])
+
+
+def test_too_many_rows_loads_the_first_ones(server: LatencyServer, db: Path) -> None:
+    rows = [GOOD_ROW.format(name=f"Town {index}, ZZ") for index in range(MAX_ROWS + 5)]
+    at = upload(batch_page(), csv_bytes(*rows))
+    assert f"too many rows: only the first {MAX_ROWS} locations are loaded" in texts(at.warning)
+    assert f"{MAX_ROWS} scenario(s) ready." in texts(at.main.success)
+
+
+def test_a_file_over_the_size_limit_is_refused(server: LatencyServer, db: Path) -> None:
+    row = GOOD_ROW.format(name="Town, ZZ")
+    content = csv_bytes(*[row.replace("Town", f"Town {index}") for index in range(16_000)])
+    assert len(content) > 1_000_000
+    at = upload(batch_page(), content)
+    assert "the limit is 1,000,000" in texts(at.error)
+    assert "ready" not in texts(at.main.success)
+    assert button(at, "Run batch").disabled
+
+
+def test_a_file_that_is_not_utf8_is_refused(server: LatencyServer, db: Path) -> None:
+    content = csv_bytes(GOOD_ROW.format(name="Zürich, CH")).decode().encode("latin-1")
+    at = upload(batch_page(), content)
+    assert "is not UTF-8 text" in texts(at.error)
+    assert button(at, "Run batch").disabled
+
+
+def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path) -> None:
+    """An earlier session finished row 0 of three and died: Resume asks only for 1 and 2."""
+    at = batch_page()
+    store = RunStore(db)
+    spec = BatchSpec(LOCATIONS[:3], "vllm", server.url, MODEL, "You are a PV analyst.",
+                     concurrency=2)
+    group = store.create_group("batch", spec.to_json())
+    run_id = store.start_run(spec.request(LOCATIONS[0]), "batch", group, 0)
+    store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", FINISHED, None,
+                     {"output_tokens": 150, "total_time_s": 2.0})
+    at.run()  # the expander now lists the earlier batch
+    (label,) = at.selectbox(key="batch_resume").options
+    assert label.startswith(f"#{group} ·") and label.endswith("1/3 done")
+    button(at, "Resume").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value
+    assert list(table["status"]) == [FINISHED] * 3
+    assert list(table["output tokens"]) == [150, 200, 200]
+    assert server.requests == Counter(THREE[1:])  # the finished row is not asked again
