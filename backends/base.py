@@ -107,7 +107,7 @@ class GenerationStats:
         if not self.output_tokens or self.total_time_s is None:
             return None
         span = self.total_time_s - (self.time_to_first_token_s or 0.0)
-        if self.fragments <= 1 or span <= 0:
+        if self.fragments == 1 or span <= 0:
             span = self.total_time_s  # one piece: every token came with the whole wait
         return self.output_tokens / span if span > 0 else None
 
