@@ -124,24 +124,28 @@ class Comparison(Job):
         for _ in range(self.repeats):
             if self._stop.is_set():
                 break
-            started = time.monotonic()
-            runs = [self._start_pane(index, pane) for index, pane in enumerate(self.panes)]
+            # Every pane is made ready first (backends built, nothing sent), then they all
+            # start together; a Stop meanwhile means none of them sends a request.
+            runs = [self._prepare_pane(index, pane) for index, pane in enumerate(self.panes)]
             self.rounds.append(runs)
-            if self._stop.is_set():  # Stop came while the panes were being started
-                for run in runs:
-                    run.stop()
+            started = time.monotonic()
+            for run in runs:
+                if self._stop.is_set():
+                    run.stop()  # never started: it ends as stopped, nothing sent
+                else:
+                    run.start()
             for run in runs:
                 run.wait()
             ends = [run.end_time for run in runs if run.end_time is not None]
             self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
 
-    def _start_pane(self, index: int, pane: PaneConfig) -> Run:
+    def _prepare_pane(self, index: int, pane: PaneConfig) -> Run:
         try:
             backend: Backend = self._build(pane)
         except BackendError as exc:  # e.g. a GGUF path that does not exist: this pane only
             backend = _Unavailable(exc)
         recording = self._record(index) if self._record else None
-        return Run(backend, self.request(pane), recording).start()
+        return Run(backend, self.request(pane), recording)
 
     # -- figures ----------------------------------------------------------------------------
     def pane_runs(self, index: int) -> list[Run]:

@@ -66,15 +66,17 @@ def data_context(prompt: str) -> str:
 
 def context_numbers(prompt: str) -> list[float]:
     """Every number in the data context; a percentage also as a ratio (70.23% -> 0.7023)
-    and a ratio below 1 also as a percentage (0.94 -> 94), the forms an answer may use."""
+    and a ratio (a bare decimal below 10) also as a percentage (1.36 -> 136), the forms an
+    answer may use."""
     numbers: list[float] = []
     for match, value in _figures(data_context(prompt), judge_all=True):
         numbers.append(value)
         unit = (match.group("unit") or "").strip()
         if unit == "%":
             numbers.append(value / 100)
-        elif not unit and not match.group("dollar") and value < 1:
-            numbers.append(value * 100)
+        elif not unit and not match.group("dollar") and "." in match.group("value") \
+                and value < 10:
+            numbers.append(value * 100)  # a ratio (0.94, 1.36) said as 94%, 136%
     return numbers
 
 

@@ -88,6 +88,8 @@ class Run:
         self._thread = threading.Thread(target=self._work, name="generation", daemon=True)
 
     def start(self) -> Run:
+        if self._done.is_set():  # stopped before it started: nothing to send
+            return self
         self._started = time.monotonic()
         recording = self.recording
         if recording is not None:

@@ -1,0 +1,449 @@
+"""studio/compare.py: panes run at once against real test servers; figures, Stop, exports."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from backends.base import Answer, Backend, BackendError, GenerationStats
+from backends.ollama_backend import OllamaBackend
+from backends.vllm_backend import VLLMBackend
+from studio import connection
+from studio.compare import Comparison, PaneConfig, Spread, spread
+from studio.config import load_config
+from studio.presets import build_user_prompt, load_locations
+from studio.runner import ERROR, FINISHED, STOPPED
+from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.vllm import FakeVLLM, completion
+
+SYSTEM = "You are a PV sizing analyst."
+PROMPT = build_user_prompt(load_locations()[0])  # the real San Diego prompt
+OLLAMA_ANSWER = ("## Recommendation\n\nAverage daily consumption: 53.76 kWh; install "
+                 "~128 panels; nighttime load 70.23%.\n")
+VLLM_ANSWER = "## RECOMMENDATION\n\nInstall **31 panels** within the $15,000 budget."
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def build(pane: PaneConfig) -> Backend:
+    """What the page's ``studio.connection.build`` does, for the two server backends."""
+    if pane.kind == "ollama":
+        return OllamaBackend(pane.host, pane.model, read_timeout=20)
+    if pane.kind == "vllm":
+        return VLLMBackend(pane.host, pane.model, read_timeout=20, use_openai_sdk=False)
+    raise BackendError(f"No GGUF model named {pane.model!r}.", hint="Pick a served model.",
+                       backend=pane.kind)
+
+
+def ollama_pane(url: str, model: str = "llama3.1:8b") -> PaneConfig:
+    return PaneConfig("ollama", url, model, max_tokens=512, temperature=0.2)
+
+
+def vllm_pane(url: str, sse: bool = False) -> PaneConfig:
+    return PaneConfig("vllm", url, "smollm2", max_tokens=512, temperature=0.2, sse=sse)
+
+
+def compare(panes: list[PaneConfig], repeats: int = 1,
+            builder: Callable[[PaneConfig], Backend] = build) -> Comparison:
+    return Comparison(panes, SYSTEM, PROMPT, repeats=repeats, preset="San Diego, CA",
+                      build=builder).start()
+
+
+@pytest.fixture
+def ollama_server() -> Iterator[FakeOllama]:
+    with FakeOllama(script=Script(tokens=tokenize(OLLAMA_ANSWER))) as server:
+        yield server
+
+
+@pytest.fixture
+def vllm_server() -> Iterator[FakeVLLM]:
+    with FakeVLLM(200, completion(VLLM_ANSWER, completion_tokens=17)) as server:
+        yield server
+
+
+# -- spread ---------------------------------------------------------------------------------
+def test_spread_on_known_inputs() -> None:
+    assert spread([3.0, 1.0, 2.0]) == Spread(2.0, 1.0, 3.0, 3)
+    assert spread([4, None, 1, 2, 10]) == Spread(3.0, 1.0, 10.0, 4)  # even count: mean of two
+    assert spread([0.5]) == Spread(0.5, 0.5, 0.5, 1)
+    assert spread([]) is None
+    assert spread([None, None]) is None
+    assert spread([0, 0]) == Spread(0.0, 0.0, 0.0, 2)  # zero is a value, not a missing one
+
+
+def test_spread_as_text() -> None:
+    assert str(Spread(2.0, 1.0, 3.0, 3)) == "2 (1–3)"
+    assert str(Spread(0.5, 0.25, 1.5, 3)) == "0.50 (0.25–1.50)"
+    assert str(Spread(1234.6, 1000.0, 1500.0, 3)) == "1,235 (1,000–1,500)"
+    assert str(Spread(0.8, 0.8, 0.8, 3)) == "0.80"  # no range when all runs agree
+    assert str(Spread(0.8, 0.1, 0.9, 1)) == "0.80"
+
+
+class Scripted:
+    """A one-piece backend whose answers carry scripted statistics, one per call."""
+
+    name = "scripted"
+    model = "scripted-1"
+
+    def __init__(self, results: list[GenerationStats | BackendError]) -> None:
+        self.results = results
+        self.calls = 0
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str:
+        result = self.results[self.calls]
+        self.calls += 1
+        if isinstance(result, BackendError):
+            raise result
+        return Answer(f"Answer {self.calls}: 53.76 kWh.", result)
+
+    def list_models(self) -> list[str]:
+        return [self.model]
+
+
+def test_figures_are_median_min_max_over_rounds_without_failed_runs() -> None:
+    backend = Scripted([
+        GenerationStats(total_time_s=3.0, time_to_first_token_s=0.5, output_tokens=10,
+                        prompt_tokens=100, done_reason="stop", fragments=5),
+        GenerationStats(total_time_s=1.0, time_to_first_token_s=0.25, output_tokens=30,
+                        prompt_tokens=100, done_reason="stop", fragments=5),
+        BackendError("the server fell over"),
+        GenerationStats(total_time_s=2.0, time_to_first_token_s=0.75, output_tokens=20,
+                        prompt_tokens=100, done_reason="stop", fragments=5),
+    ])
+    pane = PaneConfig("embedded", "", "scripted-1", max_tokens=64, temperature=0.0)
+    comparison = compare([pane], repeats=4, builder=lambda _: backend)
+    assert comparison.wait(5)
+    assert len(comparison.rounds) == 4 and backend.calls == 4
+    assert [run.status for run in comparison.pane_runs(0)] == [FINISHED, FINISHED, ERROR,
+                                                               FINISHED]
+    figures = comparison.figures(0)
+    assert figures["total"] == Spread(2.0, 1.0, 3.0, 3)
+    assert figures["ttft"] == Spread(0.5, 0.25, 0.75, 3)
+    assert figures["output_tokens"] == Spread(20.0, 10.0, 30.0, 3)
+    assert figures["prompt_tokens"] == Spread(100.0, 100.0, 100.0, 3)
+    # streamed (5 fragments): client tokens/s = tokens / (total - ttft): 10/2.5, 30/0.75, 20/1.25
+    assert figures["client_tps"] == Spread(16.0, 4.0, 40.0, 3)
+    assert figures["server_tps"] is None and figures["load"] is None
+    (row,) = comparison.table()
+    assert row["Runs"] == "4"
+    assert row["Total time (s)"] == "2 (1–3)"
+    assert row["Output tokens"] == "20 (10–30)"
+    assert row["Tokens/s (server)"] == "–"
+    assert row["Stop reason"] == "Error, Finished"
+
+
+# -- running the panes at once --------------------------------------------------------------
+def test_panes_run_at_the_same_time(ollama_server: FakeOllama) -> None:
+    tokens = tokenize(OLLAMA_ANSWER)
+    ollama_server.script.delay = 0.5 / (len(tokens) - 1)  # a 0.5 s stream
+    with FakeVLLM(200, completion(VLLM_ANSWER), delay=0.8) as vllm:  # 0.8 s, one piece
+        started = time.monotonic()
+        comparison = compare([ollama_pane(ollama_server.url), vllm_pane(vllm.url)])
+        assert comparison.wait(10)
+        measured = time.monotonic() - started
+    stream, whole = comparison.current_round
+    assert stream.status == whole.status == FINISHED
+    assert stream.text == OLLAMA_ANSWER and whole.text == VLLM_ANSWER.strip()
+    assert stream.elapsed >= 0.5 and whole.elapsed >= 0.8
+    assert abs(stream.start_time - whole.start_time) < 0.1  # started together
+    wall = comparison.wall_time
+    assert wall is not None and comparison.round_walls == [wall]
+    slowest = max(stream.elapsed, whole.elapsed)
+    # The slowest pane's time, not the sum (1.3 s): within 20 % of the slowest pane.
+    assert slowest <= wall < 1.2 * slowest
+    assert wall < 0.5 + 0.8 - 0.2
+    assert measured < 1.2 * slowest + 0.2  # + starting and joining the threads
+
+
+def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
+                                                   vllm_server: FakeVLLM) -> None:
+    comparison = compare([ollama_pane(ollama_server.url), vllm_pane(vllm_server.url)],
+                         repeats=3)
+    assert comparison.wait(10)
+    assert len(comparison.rounds) == 3 and len(comparison.round_walls) == 3
+    assert len(ollama_server.chat_requests) == 3 and vllm_server.chat_calls == 3
+    runs = [run for round_ in comparison.rounds for run in round_]
+    assert len({id(run) for run in runs}) == 6  # a fresh run per pane per round
+    assert all(run.status == FINISHED for run in runs)
+    for index, output_tokens, prompt_tokens in ((0, len(tokenize(OLLAMA_ANSWER)), 169),
+                                                (1, 17, 47)):
+        figures = comparison.figures(index)
+        assert figures["total"] is not None and figures["total"].count == 3
+        assert figures["ttft"] is not None and figures["ttft"].count == 3
+        assert figures["output_tokens"] == Spread(output_tokens, output_tokens,
+                                                  output_tokens, 3)
+        assert figures["prompt_tokens"] == Spread(prompt_tokens, prompt_tokens,
+                                                  prompt_tokens, 3)
+        totals = [run.stats.total_time_s for run in comparison.pane_runs(index)]
+        assert figures["total"] == Spread(sorted(totals)[1], min(totals), max(totals), 3)
+    ollama_load = comparison.figures(0)["load"]
+    assert ollama_load is not None and ollama_load.median == pytest.approx(0.041295167)
+    assert all(row["Runs"] == "3" for row in comparison.table())
+    assert comparison.repeats == 3
+
+
+def test_repeats_are_capped_at_ten(ollama_server: FakeOllama) -> None:
+    comparison = Comparison([ollama_pane(ollama_server.url)], SYSTEM, PROMPT, repeats=50,
+                            build=build)
+    assert comparison.repeats == 10
+    assert Comparison([ollama_pane(ollama_server.url)], SYSTEM, PROMPT, repeats=0,
+                      build=build).repeats == 1
+    with pytest.raises(ValueError):
+        Comparison([ollama_pane(ollama_server.url)] * 5, SYSTEM, PROMPT, build=build)
+
+
+def test_table_rows_modes_and_one_piece_ttft(ollama_server: FakeOllama,
+                                             vllm_server: FakeVLLM) -> None:
+    vllm_server.tokens = ("Install", " 31", " panels", ".")
+    panes = [ollama_pane(ollama_server.url), vllm_pane(vllm_server.url),
+             vllm_pane(vllm_server.url, sse=True)]
+    comparison = compare(panes)
+    assert comparison.wait(10)
+    assert [run.status for run in comparison.current_round] == [FINISHED] * 3
+    rows = comparison.table()
+    assert [row["Pane"] for row in rows] == ["1. Ollama · llama3.1:8b", "2. vLLM · smollm2",
+                                             "3. vLLM · smollm2"]
+    assert [row["Mode"] for row in rows] == ["stream", "one piece", "stream (SSE)"]
+    ttft = [row["Time to first token (s)"] for row in rows]
+    assert ttft[1].endswith(" = total")
+    assert not ttft[0].endswith("= total") and not ttft[2].endswith("= total")
+    assert all(re.fullmatch(r"\d+\.\d\d( = total)?", value) for value in ttft), ttft
+    assert [row["Output tokens"] for row in rows] == [str(len(tokenize(OLLAMA_ANSWER))),
+                                                      "17", "4"]
+    assert [row["Prompt tokens"] for row in rows] == ["169", "47", "12"]
+    assert [row["Stop reason"] for row in rows] == ["Finished"] * 3
+    assert [row["Runs"] for row in rows] == ["1"] * 3
+    # Grounding against the San Diego data: 53.76 kWh and 70.23% yes, 128 panels no.
+    assert rows[0]["Grounding"] == "2 grounded · 1 not found"
+    assert rows[1]["Grounding"] == "2 grounded · 0 not found"  # 31 panels, $15,000
+    assert rows[2]["Grounding"] == "1 grounded · 0 not found"  # "31 panels"
+    assert comparison.current_round[2].text == "Install 31 panels."
+    timelines = comparison.timelines()
+    assert list(timelines) == [row["Pane"] for row in rows]
+    one_piece = timelines["2. vLLM · smollm2"]
+    assert len(one_piece) == 1 and one_piece[0][1] == len(VLLM_ANSWER.strip())
+    streamed = timelines["1. Ollama · llama3.1:8b"]
+    assert len(streamed) == len(tokenize(OLLAMA_ANSWER))
+    assert [n for _, n in streamed] == sorted(n for _, n in streamed)
+    assert streamed[-1][1] == len(OLLAMA_ANSWER)
+
+
+# -- Stop -----------------------------------------------------------------------------------
+def test_stop_cancels_every_running_pane_and_no_round_follows() -> None:
+    slow = Script(tokens=tokenize(OLLAMA_ANSWER * 4), delay=0.2)
+    with FakeOllama(script=slow) as ollama, \
+            FakeVLLM(200, completion(VLLM_ANSWER), delay=5) as vllm:
+        comparison = compare([ollama_pane(ollama.url), vllm_pane(vllm.url)], repeats=3)
+        assert wait_until(lambda: len(comparison.rounds) == 1)
+        stream, whole = comparison.current_round
+        assert wait_until(lambda: stream.text != "" and vllm.chat_calls == 1)
+        time.sleep(0.3)  # both requests are now in flight on the servers
+        assert vllm.hangups == 0 and not ollama.client_closed.is_set()
+        clicked = time.monotonic()
+        comparison.stop()
+        assert comparison.wait(2), "the comparison did not end on Stop"
+        assert time.monotonic() - clicked < 1
+        assert ollama.client_closed.wait(5), "Ollama never saw the connection close"
+        # vLLM was still "generating" (its 5 s delay): it sees the client hang up.
+        assert wait_until(lambda: vllm.hangups >= 1, 3), "vLLM never saw the connection close"
+        time.sleep(0.5)
+        assert len(comparison.rounds) == 1, "a round started after Stop"
+        assert len(ollama.chat_requests) == 1 and vllm.chat_calls == 1
+    assert comparison.stopped and comparison.done
+    assert stream.status == whole.status == STOPPED
+    assert stream.text and len(stream.text) < len(OLLAMA_ANSWER * 4)  # partial text kept
+    assert whole.text == ""
+    assert comparison.wall_time is not None and comparison.wall_time < 2
+    assert [row["Stop reason"] for row in comparison.table()] == ["Stopped", "Stopped"]
+    assert json.loads(comparison.to_json())["stopped"] is True
+
+
+def test_stop_keeps_a_finished_panes_answer(vllm_server: FakeVLLM) -> None:
+    with FakeOllama(script=Script(tokens=tokenize(OLLAMA_ANSWER * 4), delay=0.2)) as ollama:
+        comparison = compare([ollama_pane(ollama.url), vllm_pane(vllm_server.url)])
+        assert wait_until(lambda: len(comparison.rounds) == 1)
+        stream, whole = comparison.current_round
+        assert whole.wait(5) and wait_until(lambda: stream.text != "")
+        assert not stream.done
+        comparison.stop()
+        assert comparison.wait(2)
+        assert ollama.client_closed.wait(5)
+    assert whole.status == FINISHED and whole.text == VLLM_ANSWER.strip()
+    assert stream.status == STOPPED and stream.text
+
+
+def stop_during_round_two_setup(panes: list[PaneConfig],
+                                pause_second_build: float = 0.0) -> Comparison:
+    """Press Stop while round 2's first backend is being built (round 1 is current then);
+    optionally take a while building round 2's second backend."""
+    building, release = threading.Event(), threading.Event()
+    calls: list[PaneConfig] = []
+
+    def slow_build(pane: PaneConfig) -> Backend:
+        calls.append(pane)
+        if len(calls) == 3:  # round 2, first pane: e.g. a model file being opened
+            building.set()
+            release.wait(5)
+        if len(calls) == 4:
+            time.sleep(pause_second_build)
+        return build(pane)
+
+    comparison = compare(panes, repeats=3, builder=slow_build)
+    assert building.wait(5)
+    comparison.stop()
+    release.set()
+    assert comparison.wait(5)
+    assert len(calls) == 4  # no round 3
+    return comparison
+
+
+def test_stop_while_a_round_is_being_set_up_stops_that_round(
+        ollama_server: FakeOllama) -> None:
+    with FakeVLLM(200, completion(VLLM_ANSWER), delay=3) as vllm:
+        ollama_server.script.delay = 0.2  # round 2 would take seconds: it must be stopped
+        clicked = time.monotonic()
+        comparison = stop_during_round_two_setup([ollama_pane(ollama_server.url),
+                                                  vllm_pane(vllm.url)])
+        first, second = comparison.rounds
+        assert [run.status for run in first] == [FINISHED, FINISHED]
+        assert [run.status for run in second] == [STOPPED, STOPPED]
+        assert time.monotonic() - clicked < 5.5  # round 1 (3 s) + a prompt stop
+
+
+def test_no_request_reaches_a_server_after_stop(ollama_server: FakeOllama,
+                                                vllm_server: FakeVLLM) -> None:
+    comparison = stop_during_round_two_setup(
+        [ollama_pane(ollama_server.url), vllm_pane(vllm_server.url)], pause_second_build=0.5)
+    assert len(ollama_server.chat_requests) == 1, "a chat was sent after Stop"
+    assert [run.status for run in comparison.rounds[-1]] == [STOPPED, STOPPED]
+
+
+# -- errors stay in their pane --------------------------------------------------------------
+def test_a_pane_whose_backend_cannot_be_built_shows_the_error(ollama_server: FakeOllama) -> None:
+    ollama_server.script.delay = 0.02
+    missing = PaneConfig("embedded", "", "/models/missing.gguf", max_tokens=64,
+                         temperature=0.2)
+    comparison = compare([ollama_pane(ollama_server.url), missing])
+    assert comparison.wait(10)
+    good, broken = comparison.current_round
+    assert good.status == FINISHED and good.text == OLLAMA_ANSWER
+    assert broken.status == ERROR and broken.text == ""
+    assert broken.error is not None
+    assert broken.error.message == "No GGUF model named '/models/missing.gguf'."
+    assert broken.error.hint == "Pick a served model."
+    rows = comparison.table()
+    assert rows[1]["Stop reason"] == "Error" and rows[1]["Total time (s)"] == "–"
+    assert rows[1]["Grounding"] == "–"
+    assert rows[0]["Stop reason"] == "Finished"
+    data = json.loads(comparison.to_json())
+    assert data["panes"][1]["runs"][0]["status"] == "error"
+    assert "No GGUF model named" in data["panes"][1]["runs"][0]["error"]
+
+
+def test_the_apps_own_build_with_a_missing_gguf_file(ollama_server: FakeOllama,
+                                                     tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: ollama\n  host: {ollama_server.url}\n"
+                      "  model: llama3.1:8b\n")
+    settings = load_config(config)
+    missing = str(tmp_path / "missing.gguf")
+    comparison = compare(
+        [ollama_pane(ollama_server.url),
+         PaneConfig("embedded", "", missing, max_tokens=64, temperature=0.2)],
+        builder=lambda pane: connection.build(settings, pane.kind, pane.host, pane.model))
+    assert comparison.wait(10)
+    good, broken = comparison.current_round
+    assert good.status == FINISHED and good.text == OLLAMA_ANSWER
+    assert broken.status == ERROR and broken.error is not None
+    assert broken.error.message == f"No GGUF file at {missing}."
+    assert [row["Stop reason"] for row in comparison.table()] == ["Finished", "Error"]
+
+
+def test_a_server_error_in_one_pane_does_not_disturb_the_other(ollama_server: FakeOllama,
+                                                              vllm_server: FakeVLLM) -> None:
+    ollama_server.script.status = 500
+    vllm_server.delay = 0.3
+    comparison = compare([ollama_pane(ollama_server.url), vllm_pane(vllm_server.url)],
+                         repeats=2)
+    assert comparison.wait(10)
+    assert len(comparison.rounds) == 2  # an error is no reason to stop repeating
+    for failed, fine in comparison.rounds:
+        assert failed.status == ERROR and failed.error is not None
+        assert "model runner has unexpectedly stopped" in str(failed.error)
+        assert fine.status == FINISHED and fine.text == VLLM_ANSWER.strip()
+    assert comparison.figures(0)["total"] is None
+    assert comparison.figures(1)["total"] is not None
+    assert comparison.figures(1)["total"].count == 2
+
+
+# -- export ---------------------------------------------------------------------------------
+def test_to_json_has_panes_runs_figures_and_grounding(ollama_server: FakeOllama,
+                                                      vllm_server: FakeVLLM) -> None:
+    comparison = compare([ollama_pane(ollama_server.url), vllm_pane(vllm_server.url)],
+                         repeats=2)
+    assert comparison.wait(10)
+    data = json.loads(comparison.to_json())
+    assert data["user_prompt"] == PROMPT and data["system_prompt"] == SYSTEM
+    assert data["preset"] == "San Diego, CA" and data["repeats"] == 2
+    assert data["stopped"] is False and len(data["round_wall_times_s"]) == 2
+    first, second = data["panes"]
+    assert first["config"]["kind"] == "ollama" and first["mode"] == "stream"
+    assert second["config"] == {"kind": "vllm", "host": vllm_server.url, "model": "smollm2",
+                                "max_tokens": 512, "temperature": 0.2, "sse": False}
+    assert second["mode"] == "one piece"
+    assert [run["answer"] for run in first["runs"]] == [OLLAMA_ANSWER] * 2
+    assert [run["answer"] for run in second["runs"]] == [VLLM_ANSWER.strip()] * 2
+    tokens = float(len(tokenize(OLLAMA_ANSWER)))
+    assert first["figures"]["output_tokens"] == {"median": tokens, "low": tokens, "high": tokens,
+                                                 "count": 2}
+    assert first["figures"]["total"]["count"] == 2
+    assert first["grounding"] == {"score": pytest.approx(2 / 3),
+                                  "grounded": ["53.76 kWh", "70.23%"],
+                                  "not_found": ["128 panels"]}
+    assert second["grounding"]["not_found"] == []
+
+
+def test_to_html_side_by_side_sanitized_with_csp() -> None:
+    hostile = ("## Report <img src=x onerror=alert(1)>\n\n<script>alert('pwned')</script>\n\n"
+               "[details](javascript:alert(2)) and 128 panels.\n")
+    with FakeOllama(models=["llama3.1:8b", "<b>evil</b>"],
+                    script=Script(tokens=tokenize(hostile), go_escape=False)) as ollama, \
+            FakeVLLM(200, completion(VLLM_ANSWER)) as vllm:
+        comparison = compare([ollama_pane(ollama.url, model="<b>evil</b>"),
+                              vllm_pane(vllm.url)])
+        assert comparison.wait(10)
+    assert [run.status for run in comparison.current_round] == [FINISHED, FINISHED]
+    report = comparison.to_html()
+    assert report.startswith("<!DOCTYPE html>")
+    assert re.search(r"<meta http-equiv=\"Content-Security-Policy\"\s+content=\"default-src "
+                     r"'none'; style-src 'unsafe-inline'\">", report)
+    lowered = report.lower()
+    assert "<script" not in lowered and "<img" not in lowered
+    assert re.search(r"<[^>]*\bon[a-z]+=", lowered) is None  # no event handler attribute
+    assert re.search(r"href=[\"']?\s*javascript", lowered) is None
+    assert "<b>evil</b>" not in report and "&lt;b&gt;evil&lt;/b&gt;" in report
+    # Both answers, each in its own column, in pane order.
+    panes = re.search(r"<div class=panes>(.*?)</div>\s*<h2>Measurements", report, re.DOTALL)
+    assert panes is not None
+    sections = re.findall(r"<section>(.*?)</section>", panes.group(1), re.DOTALL)
+    assert len(sections) == 2
+    assert "Ollama · &lt;b&gt;evil&lt;/b&gt;" in sections[0] and "128 panels" in sections[0]
+    assert "vLLM · smollm2" in sections[1] and "<strong>31 panels</strong>" in sections[1]
+    assert "$15,000 budget" in sections[1]
+    assert "stream · Finished" in sections[0] and "one piece · Finished" in sections[1]
+    assert "<th>Time to first token (s)</th>" in report
+    assert report.count("<tr><td>") >= 4  # two table rows, two timeline rows
