@@ -218,6 +218,30 @@ def html_document(answer: str, title: str, subtitle: str = "") -> str:
                         body=markdown_to_safe_html(answer))
 
 
+def split_blocks(text: str) -> list[str]:
+    """Cut markdown at blank lines outside fenced code: the pieces a growing answer is painted
+    in. Finished pieces are painted once; only the last one, still growing, is repainted."""
+    blocks: list[str] = []
+    current: list[str] = []
+    fence = ""
+    for line in text.split("\n"):
+        marker = _FENCE.match(line)
+        if marker:
+            if not fence:
+                fence = marker.group(2)
+            elif marker.group(2)[0] == fence[0] and len(marker.group(2)) >= len(fence):
+                fence = ""
+        if not line.strip() and not fence:
+            if current:
+                blocks.append("\n".join(current))
+                current = []
+            continue
+        current.append(line)
+    if current or not blocks:
+        blocks.append("\n".join(current))
+    return blocks
+
+
 class Throttle:
     """Says when a repaint is due: at most once per ``interval`` seconds."""
 

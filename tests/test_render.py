@@ -15,6 +15,7 @@ from studio.render import (
     is_safe_url,
     markdown_to_safe_html,
     safe_markdown,
+    split_blocks,
     with_cursor,
 )
 
@@ -445,3 +446,18 @@ def test_throttle_interval_counts_from_the_last_due_not_the_last_poll() -> None:
 def test_throttle_with_zero_interval_is_always_due() -> None:
     throttle = Throttle(0.0, FakeClock())
     assert all(throttle.due() for _ in range(5))
+
+
+# -- split_blocks: the pieces a growing answer is painted in -------------------------------------
+def test_split_blocks_cuts_at_blank_lines_but_never_inside_code() -> None:
+    text = "# A\n\npara 1\nline\n\n\n```\ncode\n\nmore\n```\n\n- a\n- b"
+    assert split_blocks(text) == ["# A", "para 1\nline", "```\ncode\n\nmore\n```", "- a\n- b"]
+
+
+def test_split_blocks_keeps_an_unclosed_fence_whole_while_it_streams() -> None:
+    assert split_blocks("intro\n\n~~~\nx\n\ny") == ["intro", "~~~\nx\n\ny"]
+
+
+def test_split_blocks_of_nothing_is_one_empty_block() -> None:
+    assert split_blocks("") == [""]
+    assert "\n\n".join(split_blocks("a\n\nb\n\nc")) == "a\n\nb\n\nc"
