@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.servers.base import LocalServer
 from tests.servers.vllm import NOT_FOUND_NEW, completion
 
 LOCATION_LINE = re.compile(r"^Location: (.+)$", re.MULTILINE)
@@ -63,7 +64,7 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 256  # 30 simultaneous connects must not overflow the listen backlog
 
 
-class LatencyServer:
+class LatencyServer(LocalServer):
     """``with LatencyServer(latency=0.2, cap=5) as server:`` then point a backend at
     ``server.url``."""
 
@@ -84,8 +85,7 @@ class LatencyServer:
         self._processing = 0
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(cap)
-        self._httpd = _Server(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        super().__init__(_handler(self), server_class=_Server)
 
     @property
     def in_flight(self) -> int:
@@ -96,14 +96,6 @@ class LatencyServer:
     def total_requests(self) -> int:
         with self._lock:
             return sum(self.requests.values())
-
-    def __enter__(self) -> LatencyServer:
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
 
     # -- bookkeeping used by the handler ----------------------------------------------------
     def _arrive(self, location: str) -> int:

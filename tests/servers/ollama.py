@@ -21,9 +21,11 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
+
+from tests.servers.base import LocalServer
 
 SAMPLE_ANSWER = """## RECOMMENDATION FOR PV PANEL INSTALLATION
 
@@ -61,7 +63,7 @@ class Script:
     prompt_eval_count: int = 169
 
 
-class FakeOllama:
+class FakeOllama(LocalServer):
     """Start with ``with FakeOllama() as server:``; ``server.url`` is its base URL."""
 
     def __init__(self, models: Iterable[str] = ("llama3.1:8b", "mistral:7b"),
@@ -75,32 +77,7 @@ class FakeOllama:
         self.client_closed = threading.Event()
         self.streams_started = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    @property
-    def port(self) -> int:
-        return int(self._httpd.server_address[1])
-
-    def start(self) -> FakeOllama:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self) -> FakeOllama:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        super().__init__(_make_handler(self), port)
 
     def record_hangup(self) -> None:
         with self._lock:

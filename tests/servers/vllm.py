@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import select
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.servers.base import LocalServer
 
 NOT_FOUND_NEW = {"error": {"message": "The model `{model}` does not exist. Valid aliases: "
                            "smollm2.", "type": "NotFoundError", "param": "model", "code": 404}}
@@ -40,7 +41,7 @@ def completion(text: str, model: str = "smollm2", finish_reason: str = "stop",
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-class FakeVLLM:
+class FakeVLLM(LocalServer):
     """Serves ``/v1/models`` (``served``) and answers every chat with (status, body), after
     ``delay`` seconds."""
 
@@ -54,17 +55,7 @@ class FakeVLLM:
         self.tokens, self.token_delay, self.error_after = tokens, token_delay, error_after
         self.chat_calls = 0
         self.hangups = 0
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> FakeVLLM:
-        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(_handler(self))
 
 
 def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:

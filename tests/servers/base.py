@@ -1,0 +1,40 @@
+"""The life of every test server: a threaded HTTP/1.1 server on 127.0.0.1, started and
+stopped around a test (``with Server() as server: server.url``)."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
+
+
+class LocalServer:
+    """Subclasses build their handler class and pass it to ``__init__``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0,
+                 server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer) -> None:
+        self._httpd = server_class(("127.0.0.1", port), handler)
+        self._httpd.daemon_threads = True  # a hung client never blocks the test's end
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        # A short poll interval: shutdown() waits for it, after every test.
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
