@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import requests
@@ -21,10 +22,12 @@ from backends.vllm_backend import VLLMBackend
 from bench.common import Figure, Result, at_least
 from studio.batch import DONE_STATUSES, Batch, BatchSpec
 from studio.presets import Location, build_user_prompt, load_locations, load_system_prompts
+from studio.runner import RunRequest
 from tests.servers.vllm_real import VLLM_VERSION, VLLMServer, metric_value, not_ready_reason
 
 TITLE = "Batch on real vLLM (30 locations)"
 MAX_TOKENS = 64
+SHORT_MAX_TOKENS = 200  # the decode-bound variant: short prompts, longer answers
 TEMPERATURE = 0.0
 MAX_MODEL_LEN = 4096  # the PV prompts are ~2,800 tokens: over the test suite's 2048
 RUN_TIMEOUT_S = 900.0
@@ -55,6 +58,17 @@ def _metrics(server: VLLMServer) -> dict[str, float | None]:
 def _delta(after: dict[str, float | None], before: dict[str, float | None]) -> dict[str, float]:
     return {key: (after[key] or 0.0) - (before[key] or 0.0) for key in METRICS
             if after[key] is not None and before[key] is not None}
+
+
+@dataclass(frozen=True)
+class _ShortPromptSpec(BatchSpec):
+    """The same 30 scenarios asked in one line each: a decode-bound workload like the one
+    the issue's 42 -> 364 tokens/s was measured on."""
+
+    def request(self, location: Location) -> RunRequest:
+        return replace(super().request(location), prompt=(
+            f"In five bullet points, how should a household in {location.name} size a "
+            "rooftop solar installation?"))
 
 
 def _through_batch(backend: VLLMBackend, spec: BatchSpec) -> dict[str, Any]:
@@ -150,16 +164,25 @@ def run() -> Result:
         deltas: dict[str, dict[str, float]] = {}
         # The two concurrency-30 runs side by side (compared with each other), then the long
         # concurrency-1 run.
+        def short(concurrency: int) -> BatchSpec:
+            return _ShortPromptSpec(locations, backend="vllm", host=server.url,
+                                    model=server.served_name, system="",
+                                    max_tokens=SHORT_MAX_TOKENS, temperature=TEMPERATURE,
+                                    concurrency=concurrency)
+
         for name, action in (
                 ("batch30", lambda: _through_batch(backend, spec(30))),
                 ("bare30", lambda: _through_bare_client(server, payloads, 30)),
-                ("batch1", lambda: _through_batch(backend, spec(1)))):
+                ("batch1", lambda: _through_batch(backend, spec(1))),
+                ("short30", lambda: _through_batch(backend, short(30))),
+                ("short1", lambda: _through_batch(backend, short(1)))):
             before = _metrics(server)
             runs[name] = action()
             deltas[name] = _delta(_metrics(server), before)
         startup_s = server.startup_s or 0.0
 
     speedup = runs["batch1"]["wall_s"] / runs["batch30"]["wall_s"]
+    short_speedup = runs["short1"]["wall_s"] / runs["short30"]["wall_s"]
     rate_gain = _rate(runs["batch30"]) / _rate(runs["batch1"]) if _rate(runs["batch1"]) else None
     page_vs_bare = _rate(runs["batch30"]) / _rate(runs["bare30"]) if _rate(runs["bare30"]) \
         else None
@@ -193,6 +216,11 @@ def run() -> Result:
         + f" Most requests in flight at once: {runs['batch30']['max_in_flight']}.",
         _describe("Bare client, concurrency 30", runs["bare30"], deltas["bare30"]),
         _describe("Batch, concurrency 1", runs["batch1"], deltas["batch1"]),
+        "Decode-bound variant, after the three runs above: the same 30 scenarios asked in one "
+        f"line each (no system prompt, ~30 tokens), max_tokens {SHORT_MAX_TOKENS}, through "
+        "the same Batch engine at concurrency 30, then 1 (single runs).",
+        _describe("Short prompts, concurrency 30", runs["short30"], deltas["short30"]),
+        _describe("Short prompts, concurrency 1", runs["short1"], deltas["short1"]),
     ]
     if "prefill_s" in serial and "decode_s" in serial and serial["prefill_s"] > 0:
         share = serial["prefill_s"] / (serial["prefill_s"] + serial["decode_s"])
@@ -221,6 +249,8 @@ def run() -> Result:
                    ">= 6", at_least(speedup, 6.0)),
             Figure("Output tokens/s, concurrency 30 / concurrency 1 (Batch engine)", rate_gain,
                    "x"),
+            Figure("Wall time, concurrency 1 / 30, short prompts (decode-bound)",
+                   short_speedup, "x", ">= 6", at_least(short_speedup, 6.0)),
             Figure("Batch engine / bare concurrent client (output tokens/s, concurrency 30)",
                    page_vs_bare, "x", ">= 0.9", at_least(page_vs_bare, 0.9)),
         ],
