@@ -14,9 +14,10 @@ import time
 
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from bench.browser import AppServer, chromium, new_page, open_page, pick_sidebar_backend, settle
+from bench.browser import chromium, new_page, open_page, pick_sidebar_backend, settle
 from bench.common import Figure, Result, at_most, median
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import FakeVLLM, completion
 
 ROUNDS = 3  # comparisons; and runs of each backend alone on the Playground

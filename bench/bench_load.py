@@ -15,9 +15,10 @@ from typing import Any
 
 from playwright.sync_api import Page
 
-from bench.browser import IDLE, AppServer, RssSampler, chromium, new_page, settle, tree_rss_mb
+from bench.browser import IDLE, RssSampler, chromium, new_page, settle, tree_rss_mb
 from bench.common import Figure, Result, median
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 
 SESSIONS = 10
 TOKENS = 300

@@ -11,9 +11,10 @@ import time
 
 from playwright.sync_api import Page
 
-from bench.browser import AppServer, chromium, new_page, open_page, settle, wait_until
+from bench.browser import chromium, new_page, open_page, settle, wait_until
 from bench.common import Figure, Result, at_most, median
 from tests.servers.ollama import FakeOllama, Script
+from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import FakeVLLM, completion
 
 RUNS = 5

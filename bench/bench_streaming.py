@@ -19,7 +19,6 @@ from playwright.sync_api import Page
 
 from bench.browser import (
     FRAME_CLOCK,
-    AppServer,
     Traffic,
     chromium,
     final_times,
@@ -31,6 +30,7 @@ from bench.browser import (
 )
 from bench.common import Figure, Result, at_most, median
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 
 TOKENS = 4000
 DELAY_S = 0.002  # between token lines: ~500 tokens/s

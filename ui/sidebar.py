@@ -31,7 +31,6 @@ class Selection:
     model: str
     max_tokens: int
     temperature: float
-    reachable: bool
 
     def backend(self, settings: Settings) -> Backend:
         return build(settings, self.kind, self.host, self.model)
@@ -74,7 +73,7 @@ def sidebar(settings: Settings) -> Selection:
                                      key="max_tokens")
         temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key="temperature")
     return Selection(picked.kind, picked.host, picked.model, int(max_tokens),
-                     float(temperature), picked.status.reachable)
+                     float(temperature))
 
 
 def show_fallback_notice() -> None:

@@ -3,59 +3,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
-import yaml
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.servers.llama_server import free_port
+from tests.servers.streamlit_app import AppServer
 
-REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-
-
-class StreamlitApp:
-    """``streamlit run app.py`` with its own config.yaml, on a free port."""
-
-    def __init__(self, config: str, tmp_path: Path) -> None:
-        self.config_path = tmp_path / "config.yaml"
-        data = yaml.safe_load(config) or {}
-        self.history_db = tmp_path / "history.sqlite3"  # each test's history of its own
-        data.setdefault("app", {})["history_db"] = str(self.history_db)
-        self.config_path.write_text(yaml.safe_dump(data))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "PV_STUDIO_CONFIG": str(self.config_path)}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
-             str(self.port), "--server.headless", "true", "--browser.gatherUsageStats",
-             "false", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{self.url}/_stcore/health", timeout=1).text == "ok":
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError("streamlit did not start within 60 s")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +31,12 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def serve_app(tmp_path: Path) -> Iterator[Callable[[str], StreamlitApp]]:
+def serve_app() -> Iterator[Callable[[str], AppServer]]:
     """``serve_app(config_yaml)`` starts the app; stopped after the test."""
-    apps: list[StreamlitApp] = []
+    apps: list[AppServer] = []
 
-    def start(config: str) -> StreamlitApp:
-        app = StreamlitApp(config, tmp_path)
+    def start(config: str) -> AppServer:
+        app = AppServer("app.py", config)
         apps.append(app)
         return app
 
@@ -95,7 +53,7 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
-def open_app(page: Page, app: StreamlitApp) -> Page:
+def open_app(page: Page, app: AppServer) -> Page:
     page.goto(app.url)
     page.wait_for_selector(IDLE, timeout=30_000)
     page.wait_for_selector("text=Generate", timeout=30_000)

@@ -9,11 +9,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import IDLE, StreamlitApp
+from tests.browser.conftest import IDLE
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import FakeVLLM, completion
 
-ServeApp = Callable[[str], StreamlitApp]
+ServeApp = Callable[[str], AppServer]
 
 # 40 tokens, 0.08 s apart: about 3.1 s of streaming, ending on a marker. The vLLM pane
 # answers whole after 2.5 s. Run one after the other they would take 5.6 s.
@@ -41,7 +42,7 @@ def ollama_server() -> Iterator[FakeOllama]:
         yield server
 
 
-def open_compare(page: Page, app: StreamlitApp) -> None:
+def open_compare(page: Page, app: AppServer) -> None:
     page.goto(f"{app.url}/compare")
     page.wait_for_selector("text=Compare backends", timeout=30_000)
     page.wait_for_selector(IDLE, timeout=30_000)

@@ -8,14 +8,15 @@ from collections.abc import Callable
 from playwright.sync_api import Page
 
 from studio.store import RunStore
-from tests.browser.conftest import IDLE, StreamlitApp, open_app
+from tests.browser.conftest import IDLE, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 
 ANSWER = "## RECOMMENDATION\n\n" + "".join(f"* Step {i}: 53.76 kWh a day.\n" for i in range(60))
 
 
 def test_stopped_run_is_in_the_history_with_its_partial_answer(
-        page: Page, serve_app: Callable[[str], StreamlitApp]) -> None:
+        page: Page, serve_app: Callable[[str], AppServer]) -> None:
     with FakeOllama(script=Script(tokens=tokenize(ANSWER), delay=0.05)) as server:
         app = serve_app(f"llm:\n  backend: ollama\n  host: {server.url}\n  model: llama3.1:8b\n")
         open_app(page, app)

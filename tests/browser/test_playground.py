@@ -10,11 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser.conftest import IDLE, StreamlitApp, answer_text, open_app
+from tests.browser.conftest import IDLE, answer_text, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import FakeVLLM, completion
 
-ServeApp = Callable[[str], StreamlitApp]
+ServeApp = Callable[[str], AppServer]
 
 LONG_ANSWER = "## RECOMMENDATION FOR PV PANEL INSTALLATION\n\n" + "".join(
     f"* Point {i}: the household uses 53.76 kWh a day on average.\n" for i in range(40))

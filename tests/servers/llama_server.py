@@ -7,7 +7,6 @@ A real server speaking vLLM's protocol (``/v1/models``, ``/v1/chat/completions``
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +14,7 @@ import time
 import requests
 
 from backends.embedded_backend import bundled_model_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.servers.base import free_port
 
 
 class LlamaCppServer:

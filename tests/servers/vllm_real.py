@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 from types import ModuleType
 
 import requests
+
+from tests.servers.base import free_port
 
 _ENV_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "vllm_cpu_env.py"
 
@@ -51,12 +52,6 @@ def not_ready_reason() -> str | None:
     if problem is None:
         return None
     return f"{problem}; build it with `make vllm-env` (python3.11 scripts/vllm_cpu_env.py)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class VLLMServer:

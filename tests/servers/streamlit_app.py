@@ -1,0 +1,77 @@
+"""The real app under ``streamlit run``, for browser tests and benchmarks: a free port,
+headless, its own config.yaml and history database in a temporary folder, its log kept there
+for the error message if it does not start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+from tests.servers.base import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class AppServer:
+    """``streamlit run SCRIPT`` on a free port, headless, with its own config.yaml (and a
+    history database) in a temporary folder. ``stop()`` ends the process and removes it."""
+
+    def __init__(self, script: str = "app.py", config: str = "",
+                 env: dict[str, str] | None = None) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="pv-bench-")
+        folder = Path(self._tmp.name)
+        data = yaml.safe_load(config) or {}
+        self.history_db = folder / "history.sqlite3"  # a history of its own
+        data.setdefault("app", {})["history_db"] = str(self.history_db)
+        config_path = folder / "config.yaml"
+        config_path.write_text(yaml.safe_dump(data))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = (folder / "streamlit.log").open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=REPO, env={**os.environ, "PV_STUDIO_CONFIG": str(config_path), **(env or {})},
+            stdout=subprocess.DEVNULL, stderr=self._log)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.url}/_stcore/health", timeout=1).text == "ok":
+                    return
+            except requests.RequestException:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        log = (folder / "streamlit.log").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"streamlit run {script} did not start: {log}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._log.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> AppServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
