@@ -30,11 +30,13 @@ def test_bundled_model_is_found_without_importing_its_package() -> None:
 def test_generate_produces_real_text_with_stats(embedded: EmbeddedBackend) -> None:
     answer = embedded.generate(PROMPT, system="You are a helpful assistant.", max_tokens=60,
                                temperature=0.0)
-    assert len(answer.split()) >= 10
+    assert answer.strip() and answer == answer.strip()
     stats = answer.stats
-    assert stats.output_tokens is not None and stats.output_tokens >= 20
+    assert stats.output_tokens is not None and 0 < stats.output_tokens <= 60
     assert stats.prompt_tokens is not None and stats.prompt_tokens > 15
-    assert stats.done_reason in ("stop", "length")
+    assert stats.done_reason in ("stop", "length", "repetition")
+    if stats.done_reason == "length":
+        assert stats.output_tokens == 60
     assert stats.time_to_first_token_s is not None
     assert stats.total_time_s is not None and stats.total_time_s >= stats.time_to_first_token_s
 
@@ -48,10 +50,14 @@ def test_same_prompt_at_temperature_zero_is_deterministic(embedded: EmbeddedBack
 def test_stream_arrives_in_many_fragments(embedded: EmbeddedBackend) -> None:
     stream = embedded.stream(PROMPT, max_tokens=40, temperature=0.0)
     fragments = list(stream)
-    assert len(fragments) >= 2
     assert "".join(fragments) == stream.text
-    assert stream.stats.done_reason == "length"
-    assert stream.stats.output_tokens == 40
+    tokens = stream.stats.output_tokens
+    assert tokens is not None and 0 < tokens <= 40
+    # A fragment per token (a split UTF-8 character can merge two): never one big piece.
+    assert tokens / 2 <= len(fragments) <= tokens
+    assert stream.stats.done_reason in ("stop", "length")
+    if stream.stats.done_reason == "length":
+        assert tokens == 40
 
 
 def test_close_cancels_the_generation(embedded: EmbeddedBackend) -> None:

@@ -7,9 +7,13 @@ come from ``scripts/vllm_cpu_env.py`` (``make vllm-env``); without them the modu
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -18,6 +22,7 @@ from backends.base import (
     AuthenticationError,
     BackendStatusError,
     ModelNotFoundError,
+    chat_messages,
 )
 from backends.vllm_backend import VLLMBackend
 from tests.servers import vllm_real
@@ -34,6 +39,7 @@ PATHS = [pytest.param(True, id="openai-sdk"), pytest.param(False, id="requests")
 QUESTION = "What is the capital of France?"
 ESSAY = "Write a very long, detailed essay about solar panels for a family home."
 RUNNING = "vllm:num_requests_running"
+CONVERTER = Path(__file__).resolve().parents[1] / "scripts" / "convert_smollm2.py"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +54,20 @@ def make_backend(server: VLLMServer, sdk: bool, *, model: str | None = None,
     key = server.api_key if api_key == "" else api_key
     return VLLMBackend(server.url, model=model or server.served_name, api_key=key,
                        read_timeout=120, use_openai_sdk=sdk)
+
+
+def count_tokens(server: VLLMServer, **body: Any) -> int:
+    """Tokens by the server's own tokenizer (``POST /tokenize``): ``messages`` laid out by
+    the chat template, as a chat request is, or a plain ``prompt`` without special tokens."""
+    body = {"model": server.served_name, **body}
+    if "messages" in body:
+        body["add_generation_prompt"] = True
+    else:
+        body["add_special_tokens"] = False
+    response = requests.post(server.url + "/tokenize", json=body, headers=server.headers,
+                             timeout=30)
+    assert response.status_code == 200, response.text
+    return int(response.json()["count"])
 
 
 def running(server: VLLMServer) -> float:
@@ -71,16 +91,51 @@ def test_list_models(vllm_server: VLLMServer, sdk: bool) -> None:
 
 @pytest.mark.parametrize("sdk", PATHS)
 def test_generate_answers_with_usage(vllm_server: VLLMServer, sdk: bool) -> None:
+    """Properties that hold on any CPU; the model's words do not (see the tolerance test)."""
     backend = make_backend(vllm_server, sdk)
     assert backend.uses_openai_sdk is sdk
     answer = backend.generate(QUESTION, max_tokens=40, temperature=0.0)
     assert answer.strip() and answer == answer.strip()
-    assert "paris" in answer.lower()  # the converted checkpoint is the real model
     stats = answer.stats
-    assert stats.done_reason == "stop"
+    assert stats.done_reason in ("stop", "length")
     assert stats.output_tokens and 0 < stats.output_tokens <= 40
-    assert stats.prompt_tokens and stats.prompt_tokens > 10  # chat template + question
+    if stats.done_reason == "length":
+        assert stats.output_tokens == 40
+    # The usage counts fit the text: the server's own tokenizer counts the same prompt, and
+    # about as many answer tokens (the end-of-turn token and stripped spaces aside).
+    assert stats.prompt_tokens == count_tokens(vllm_server, messages=chat_messages(QUESTION, ""))
+    assert abs(count_tokens(vllm_server, prompt=str(answer)) - stats.output_tokens) <= 2
     assert stats.client_tokens_per_s and stats.client_tokens_per_s > 0
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_greedy_answers_are_the_same_twice(vllm_server: VLLMServer, sdk: bool) -> None:
+    backend = make_backend(vllm_server, sdk)
+    first = backend.generate(QUESTION, max_tokens=30, temperature=0.0)
+    second = backend.generate(QUESTION, max_tokens=30, temperature=0.0)
+    assert first == second
+    assert first.stats.output_tokens == second.stats.output_tokens
+
+
+def test_the_served_model_is_the_checkpoint_within_a_tolerance(vllm_server: VLLMServer) -> None:
+    """vLLM (bfloat16, this CPU's kernels) ranks the first answer token like transformers in
+    float32 on the same checkpoint: each one's top token in the other's top 5, and close
+    log-probabilities (scripts/convert_smollm2.py holds the comparison)."""
+    body = {"model": vllm_server.served_name, "max_tokens": 1, "temperature": 0.0,
+            "messages": chat_messages(QUESTION, ""), "logprobs": True, "top_logprobs": 5,
+            "return_tokens_as_token_ids": True}
+    response = requests.post(vllm_server.url + "/v1/chat/completions", json=body,
+                             headers=vllm_server.headers, timeout=60)
+    assert response.status_code == 200, response.text
+    (first,) = response.json()["choices"][0]["logprobs"]["content"]
+    served = [(int(entry["token"].removeprefix("token_id:")), entry["logprob"])
+              for entry in first["top_logprobs"]]
+    assert len(served) == 5
+    result = subprocess.run(
+        [str(vllm_real.PYTHON), str(CONVERTER), "--reference", str(vllm_real.MODEL),
+         "--question", QUESTION, "--against", json.dumps(served)],
+        capture_output=True, text=True, timeout=300, env=vllm_real.reference_env())
+    assert result.returncode == 0, (result.stderr[-2000:], served)
 
 
 @pytest.mark.parametrize("sdk", PATHS)

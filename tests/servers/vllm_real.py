@@ -46,6 +46,14 @@ PYTHON: Path = ENV.PYTHON
 MODEL: Path = ENV.MODEL
 
 
+def reference_env(**extra: str) -> dict[str, str]:
+    """The environment for a process of vLLM's venv: offline, without the app's venv."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONNOUSERSITE="1", **extra)
+    for name in ("PYTHONPATH", "VIRTUAL_ENV"):  # the app's venv must not leak in
+        env.pop(name, None)
+    return env
+
+
 def not_ready_reason() -> str | None:
     """None when the venv and model are built; else why not and how to build them."""
     problem = ENV.ready()
@@ -91,10 +99,7 @@ class VLLMServer:
         reason = not_ready_reason()
         if reason:
             raise RuntimeError(reason)
-        env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1",
-                   PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
-        for name in ("PYTHONPATH", "VIRTUAL_ENV"):  # the app's venv must not leak in
-            env.pop(name, None)
+        env = reference_env(VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1")
         handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
         self.log_path = Path(name)
         started = time.monotonic()
