@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol, runtime_checkable
 
-# How a run ended. "stop" and "length" are the servers' own words; the last two are ours.
+from .repetition import RepetitionGuard
+
+# How a run ended. "stop" and "length" are the servers' own words; the others are ours.
 DONE_STOP = "stop"
 DONE_LENGTH = "length"
 DONE_CANCELLED = "cancelled"
 DONE_ERROR = "error"
+DONE_REPETITION = "repetition"  # stopped by us: the answer's tail was looping
 
 
 class BackendError(Exception):
@@ -44,7 +47,8 @@ class BackendTimeoutError(BackendConnectionError):
 
 
 class BackendStatusError(BackendError, RuntimeError):
-    """The server answered with an error. ``server_message`` is the server's own text."""
+    """The server answered with an error. ``server_message`` is the server's own text; the
+    message always carries it too, so whatever shows the error shows the server's words."""
 
     def __init__(
         self,
@@ -55,6 +59,8 @@ class BackendStatusError(BackendError, RuntimeError):
         partial_text: str = "",
         **kwargs: Any,
     ) -> None:
+        if server_message and server_message not in message:
+            message = f"{message} The server said: {server_message}"
         super().__init__(message, **kwargs)
         self.status_code = status_code
         self.server_message = server_message
@@ -93,7 +99,7 @@ class GenerationStats:
     total_time_s: float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
-    done_reason: str | None = None  # stop | length | cancelled | error
+    done_reason: str | None = None  # stop | length | cancelled | error | repetition
     server_total_s: float | None = None
     server_load_s: float | None = None
     server_prompt_eval_s: float | None = None
@@ -144,14 +150,21 @@ class TokenStream:
     ``close()`` may be called from any thread: it marks the stream cancelled and runs the
     backend's abort action (for HTTP backends: shut the socket, which stops generation on the
     server). The text received so far stays in ``text``.
+
+    Every backend's stream passes through here, so the repetition guard lives here too: when
+    the answer's tail loops, the stream ends after that fragment (the server is told to stop,
+    as on a close) with stop reason ``repetition``, and the text is kept.
     """
 
     def __init__(self, fragments: Callable[[TokenStream], Iterator[str]],
                  abort: Callable[[], None] | None = None) -> None:
         self.stats = GenerationStats()
         self._parts: list[str] = []
+        self._length = 0
         self._abort = abort
         self._cancelled = threading.Event()
+        self._guard = RepetitionGuard()
+        self._looping = False
         self._started = time.perf_counter()
         self._iterator = fragments(self)
 
@@ -172,6 +185,10 @@ class TokenStream:
         return self
 
     def __next__(self) -> str:
+        if self._looping:
+            self._end_generation()
+            self._finish(DONE_REPETITION)
+            raise StopIteration
         try:
             fragment = next(self._iterator)
         except StopIteration:
@@ -187,7 +204,10 @@ class TokenStream:
         if not self._parts:
             self.stats.time_to_first_token_s = time.perf_counter() - self._started
         self._parts.append(fragment)
+        self._length += len(fragment)
         self.stats.fragments += 1
+        if self._guard.due(self._length, fragment):
+            self._looping = self._guard.looping(self.text)
         return fragment
 
     def close(self) -> None:
@@ -195,13 +215,17 @@ class TokenStream:
         if self.finished:
             return
         self._cancelled.set()
+        self._end_generation()
+        self._finish(DONE_CANCELLED)
+
+    def _end_generation(self) -> None:
+        """Tell the server to stop (shut the socket) and close the backend's generator."""
         if self._abort is not None:
             with contextlib.suppress(OSError):
                 self._abort()
         # ValueError: "generator already executing" - the iterating thread sees the flag.
         with contextlib.suppress(ValueError, AttributeError):
             self._iterator.close()  # type: ignore[attr-defined]
-        self._finish(DONE_CANCELLED)
 
     def read_all(self) -> Answer:
         """Drain the stream and return the whole answer with its statistics."""

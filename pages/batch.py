@@ -7,10 +7,10 @@ from collections.abc import Mapping
 import pandas as pd
 import streamlit as st
 
-from studio.batch import DONE_STATUSES, MAX_CONCURRENCY, Batch, BatchSpec
+from studio.batch import MAX_CONCURRENCY, Batch, BatchSpec
 from studio.connection import build
 from studio.presets import COLUMNS, load_locations, load_system_prompts, parse_locations_csv
-from studio.runner import Recording
+from studio.runner import ANSWERED, Recording
 from studio.store import RunStore, StoredRun
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings
@@ -83,7 +83,7 @@ if buttons[0].button("Run batch", type="primary", disabled=running or not scenar
                      width="stretch"):
     spec = BatchSpec(scenarios, selection.kind, selection.host, selection.model,
                      system_prompts[system_name], selection.max_tokens, selection.temperature,
-                     concurrency)
+                     concurrency, repeat_penalty=selection.repeat_penalty)
     group = store.create_group("batch", spec.to_json()) if store is not None else None
     batch = state.batch = start(spec, store, group)
     running = True
@@ -98,7 +98,7 @@ if store is not None and not running:
         labels = {}
         for earlier in groups:
             runs = store.group_runs(earlier.id)
-            finished = {run.position for run in runs if run.status in DONE_STATUSES}
+            finished = {run.position for run in runs if run.status in ANSWERED}
             total = len(BatchSpec.from_json(earlier.label).scenarios)
             labels[earlier.id] = (f"#{earlier.id} · {earlier.created_at[:16].replace('T', ' ')}"
                                   f" UTC · {len(finished)}/{total} done")
@@ -108,7 +108,7 @@ if store is not None and not running:
             if st.button("Resume", disabled=chosen is None):
                 spec = BatchSpec.from_json(store.get_group(chosen).label)  # type: ignore[union-attr]
                 done_before = {run.position: run for run in store.group_runs(chosen)
-                               if run.status in DONE_STATUSES}
+                               if run.status in ANSWERED}
                 batch = state.batch = start(spec, store, chosen, done_before)
                 st.rerun()
 

@@ -48,7 +48,8 @@ repeats = int(options[1].number_input("Repeat", 1, MAX_REPEATS, key="compare_rep
                                       help="Median, min and max over the runs; the first "
                                            "may be a cold start (model loading)."))
 sync = options[2].toggle("Sync settings", key="compare_sync",
-                         help="All panes use the sidebar's max tokens and temperature.")
+                         help="All panes use the sidebar's max tokens and temperature. "
+                              "The sidebar's repeat penalty applies to every pane.")
 sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
                         help="For a fair time-to-first-token comparison. Off: vLLM answers "
                              "in one piece, as in production.")
@@ -67,7 +68,8 @@ for index, column in enumerate(st.columns(pane_count)):
             temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
                                           key=f"{prefix}temperature"))
         panes.append(PaneConfig(picked.kind, picked.host, picked.model, max_tokens,
-                                temperature, sse=sse and picked.kind == "vllm"))
+                                temperature, sse=sse and picked.kind == "vllm",
+                                repeat_penalty=selection.repeat_penalty))
 
 comparison: Comparison | None = state.get("comparison")
 running = comparison is not None and not comparison.done

@@ -37,6 +37,7 @@ def open_in_playground(run: StoredRun) -> None:
     config = settings()
     seed_picker("", config, run.backend, run.host, run.model)
     state.max_tokens, state.temperature = run.max_tokens, run.temperature
+    state.repeat_penalty = run.repeat_penalty
     state.playground_system, state.playground_user = run.system, run.prompt
     if run.preset in {location.name for location in load_locations()}:
         state.playground_location = run.preset

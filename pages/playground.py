@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backends.base import BackendError
+from studio.grounding import check
 from studio.runner import Run, RunRequest
 from ui.output import follow, show_answer, show_outcome
 from ui.prompt_editor import prompt_editor
@@ -27,7 +28,7 @@ if generate:
     request = RunRequest(backend=selection.kind, host=selection.host, model=selection.model,
                          system=prompts.system, prompt=prompts.user,
                          max_tokens=selection.max_tokens, temperature=selection.temperature,
-                         preset=prompts.preset)
+                         preset=prompts.preset, repeat_penalty=selection.repeat_penalty)
     try:
         backend = selection.backend(settings())
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
@@ -47,5 +48,9 @@ if run is not None:
     if running:
         follow(run, answer_slot, progress_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button
-    show_answer(run.text, answer_slot)
+    # Figures the answer states that the prompt's data does not hold are highlighted.
+    report = check(run.text, run.request.prompt) if run.text else None
+    show_answer(run.text, answer_slot, report)
+    if report is not None:
+        progress_slot.caption(f"Grounding: {report.summary()} (not found: highlighted)")
     show_outcome(run)

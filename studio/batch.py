@@ -33,11 +33,10 @@ from studio.grounding import check
 from studio.job import Job
 from studio.presets import Location, build_user_prompt
 from studio.render import html_document
-from studio.runner import FINISHED, LENGTH, STOPPED, Recording, Run, RunRequest
+from studio.runner import ANSWERED, STOPPED, Recording, Run, RunRequest
 from studio.store import StoredRun
 
 PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
-DONE_STATUSES = (FINISHED, LENGTH)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -55,6 +54,7 @@ class BatchSpec:
     temperature: float = 0.2
     concurrency: int = 1
     sse: bool = False
+    repeat_penalty: float | None = None  # None: the server's own default
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "scenarios": [asdict(s) for s in self.scenarios]})
@@ -69,7 +69,8 @@ class BatchSpec:
         return RunRequest(backend=self.backend, host=self.host, model=self.model,
                           system=self.system, prompt=build_user_prompt(location),
                           max_tokens=self.max_tokens, temperature=self.temperature,
-                          preset=location.name, sse=self.sse)
+                          preset=location.name, sse=self.sse,
+                          repeat_penalty=self.repeat_penalty)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class BatchRow:
 
     @property
     def done(self) -> bool:
-        return self.status in (*DONE_STATUSES, FAILED, STOPPED)
+        return self.status in (*ANSWERED, FAILED, STOPPED)
 
 
 def is_retryable(error: BackendError | None) -> bool:
@@ -177,7 +178,7 @@ class Batch(Job):
                     self._in_flight -= 1
             run = row.run
             self._fill_from_run(row, run)
-            if run.status in DONE_STATUSES or run.status == STOPPED:
+            if run.status in ANSWERED or run.status == STOPPED:
                 return
             row.error = str(run.error) if run.error else "failed"
             if attempt == self.max_retries or not is_retryable(run.error):
@@ -195,7 +196,7 @@ class Batch(Job):
         row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
         row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
         row.grounding = check(run.text, run.request.prompt).score if run.text else None
-        if run.status in DONE_STATUSES:
+        if run.status in ANSWERED:
             row.error = ""
 
     @staticmethod
@@ -208,12 +209,12 @@ class Batch(Job):
     # -- progress and results ---------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
         """done / failed / running / remaining counts and an estimate of the time left."""
-        done = sum(row.status in DONE_STATUSES for row in self.rows)
+        done = sum(row.status in ANSWERED for row in self.rows)
         failed = sum(row.status == FAILED for row in self.rows)
         running = sum(row.status in (RUNNING, RETRYING) for row in self.rows)
         remaining = len(self.rows) - done - failed
         eta = None
-        fresh = [row for row in self.rows if row.status in DONE_STATUSES and not row.resumed]
+        fresh = [row for row in self.rows if row.status in ANSWERED and not row.resumed]
         if fresh and self.started is not None and remaining:
             elapsed = (self.ended or time.monotonic()) - self.started
             eta = elapsed / len(fresh) * remaining  # this session's pace so far
@@ -223,7 +224,7 @@ class Batch(Job):
 
     def summary(self) -> dict[str, Any]:
         """Wall time, sum of row times, speedup (sum / wall), throughput, failures."""
-        fresh = [row for row in self.rows if row.status in DONE_STATUSES and not row.resumed]
+        fresh = [row for row in self.rows if row.status in ANSWERED and not row.resumed]
         wall = ((self.ended or time.monotonic()) - self.started) if self.started else None
         row_sum = sum(row.seconds or 0.0 for row in fresh)
         tokens = sum(row.output_tokens or 0 for row in fresh)

@@ -36,6 +36,7 @@ class PaneConfig:
     max_tokens: int
     temperature: float
     sse: bool = False  # vLLM: stream as server-sent events instead of one piece
+    repeat_penalty: float | None = None  # None: the server's own default
 
     @property
     def label(self) -> str:
@@ -118,7 +119,8 @@ class Comparison(Job):
     def request(self, pane: PaneConfig) -> RunRequest:
         return RunRequest(backend=pane.kind, host=pane.host, model=pane.model,
                           system=self.system, prompt=self.prompt, max_tokens=pane.max_tokens,
-                          temperature=pane.temperature, preset=self.preset, sse=pane.sse)
+                          temperature=pane.temperature, preset=self.preset, sse=pane.sse,
+                          repeat_penalty=pane.repeat_penalty)
 
     def _work(self) -> None:
         for _ in range(self.repeats):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from backends.base import (
     DONE_LENGTH,
+    DONE_REPETITION,
     Backend,
     BackendError,
     BackendStatusError,
@@ -29,9 +30,13 @@ if TYPE_CHECKING:
     from studio.store import RunStore
 
 RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
+REPETITION = "repetition"  # stopped by the repetition guard: the answer was looping
 INTERRUPTED = "interrupted"  # only in the history: its process died while it ran
 STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
-                 STOPPED: "Stopped", ERROR: "Error", INTERRUPTED: "Interrupted"}
+                 REPETITION: "Repetition", STOPPED: "Stopped", ERROR: "Error",
+                 INTERRUPTED: "Interrupted"}
+# The ends of a run that produced an answer (a looping one is cut, but what it said stands).
+ANSWERED = (FINISHED, LENGTH, REPETITION)
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
 
@@ -49,6 +54,7 @@ class RunRequest:
     temperature: float = 0.2
     preset: str = ""
     sse: bool = False  # vLLM only: stream as server-sent events instead of one piece
+    repeat_penalty: float | None = None  # None: the server's own default
 
 
 @dataclass(frozen=True)
@@ -163,7 +169,10 @@ class Run:
             return STOPPED
         if self.error is not None:
             return ERROR
-        return LENGTH if self.stats.done_reason == DONE_LENGTH else FINISHED
+        reason = self.stats.done_reason
+        if reason == DONE_REPETITION:
+            return REPETITION
+        return LENGTH if reason == DONE_LENGTH else FINISHED
 
     @property
     def status_label(self) -> str:
@@ -191,7 +200,9 @@ class Run:
         try:
             stream = getattr(self.backend, "stream", None)
             if stream is not None:
-                options = {"sse": request.sse} if request.backend == "vllm" else {}
+                options: dict[str, Any] = {"repeat_penalty": request.repeat_penalty}
+                if request.backend == "vllm":
+                    options["sse"] = request.sse
                 self._stream = stream(*args, **options)
                 if self._stop.is_set():
                     self._stream.close()
@@ -200,7 +211,7 @@ class Run:
                     received += len(fragment)
                     self.timeline.append((time.monotonic() - self._started, received))
             else:
-                answer = self.backend.generate(*args)
+                answer = self.backend.generate(*args)  # a backend without stream()
                 if not self._stop.is_set():
                     self._text = str(answer)
                     self._stats = getattr(answer, "stats", GenerationStats())
@@ -243,7 +254,8 @@ class Run:
             "backend": request.backend, "host": request.host, "model": request.model,
             "preset": request.preset,
             "parameters": {"max_tokens": request.max_tokens,
-                           "temperature": request.temperature},
+                           "temperature": request.temperature,
+                           "repeat_penalty": request.repeat_penalty},
             "system_prompt": request.system, "user_prompt": request.prompt,
             "answer": self.text, "status": self.status,
             "error": str(self.error) if self.error else None,

@@ -2,7 +2,10 @@
 
 A run is written when it starts and its text is saved as it streams, so a closed tab, a Stop,
 a backend error or a killed app loses at most the last progress interval; a run left
-``running`` by a dead process is reported ``interrupted`` with its partial text.
+``running`` by a dead process is reported ``interrupted`` with its partial text. Each running
+row names the process that owns it (host, pid and the pid's start time, so a reused pid is not
+mistaken for the owner): a row whose owner is gone reads ``interrupted`` at once; the heartbeat
+(``STALE_AFTER_S``) decides only where the owner cannot be checked (another host).
 
 One ``RunStore`` is shared by all threads and sessions of the app. Each thread gets its own
 connection (sqlite3 connections must not be shared between threads); WAL mode lets readers
@@ -21,6 +24,7 @@ import csv
 import io
 import json
 import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -31,13 +35,19 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from backends.base import GenerationStats
-from studio.runner import ERROR, FINISHED, LENGTH, RUNNING, STOPPED, RunRequest
+from studio.runner import (
+    ANSWERED,
+    ERROR,
+    INTERRUPTED,
+    RUNNING,
+    STOPPED,
+    RunRequest,
+)
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
 
-INTERRUPTED = "interrupted"  # was running when its process died; partial text kept
-STATUSES = (RUNNING, FINISHED, LENGTH, STOPPED, ERROR, INTERRUPTED)
-FINAL_STATUSES = (FINISHED, LENGTH, STOPPED, ERROR)
+FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
+STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
 PAGES = ("playground", "compare", "batch")
 FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 
@@ -84,11 +94,19 @@ SCHEMA_V2_STEPS: tuple[str, ...] = (
     "CREATE INDEX runs_status ON runs (status, updated_at)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS)
+# v3: the repeat penalty asked for, and the process that owns a running row.
+SCHEMA_V3_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN repeat_penalty REAL",
+    "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# Reported status: a stale running row reads as interrupted before anyone marks it so.
-_STATUS_SQL = ("CASE WHEN status = 'running' AND updated_at <= :stale THEN 'interrupted' "
+# Reported status: a running row whose owner is dead, or that is stale, reads as interrupted
+# before anyone marks it so. owner_alive() is only asked about running rows.
+_DEAD_SQL = "(updated_at <= :stale OR NOT owner_alive(owner))"
+_STATUS_SQL = (f"CASE WHEN status = 'running' AND {_DEAD_SQL} THEN 'interrupted' "
                "ELSE status END")
 _SELECT = f"SELECT runs.*, {_STATUS_SQL} AS shown_status FROM runs"
 
@@ -113,6 +131,7 @@ class StoredRun:
     preset: str
     max_tokens: int | None
     temperature: float | None
+    repeat_penalty: float | None
     text: str
     status: str
     error: str | None
@@ -139,7 +158,8 @@ class StoredRun:
             backend=self.backend, host=self.host, model=self.model, system=self.system,
             prompt=self.prompt, preset=self.preset,
             max_tokens=self.max_tokens if self.max_tokens is not None else 2048,
-            temperature=self.temperature if self.temperature is not None else 0.2)
+            temperature=self.temperature if self.temperature is not None else 0.2,
+            repeat_penalty=self.repeat_penalty)
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
@@ -149,7 +169,8 @@ class StoredRun:
             "started_at": self.created_at,
             "backend": self.backend, "host": self.host, "model": self.model,
             "preset": self.preset,
-            "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature},
+            "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                           "repeat_penalty": self.repeat_penalty},
             "system_prompt": self.system, "user_prompt": self.prompt,
             "answer": self.text, "status": self.status, "error": self.error,
             "statistics": dict(self.stats),
@@ -163,6 +184,45 @@ def _now() -> str:
 
 def _ago(seconds: float) -> str:
     return (datetime.now(UTC) - timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), None when there is
+    no such process. Where /proc is missing, "?" for any live pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces and ")", so count after the last.
+    return stat.rpartition(")")[2].split()[19]
+
+
+def process_owner() -> str:
+    """This process, as a running row's owner: ``host:pid:start``."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_process_start(pid)}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """False when the owner was a process of this host that no longer runs (or whose pid now
+    belongs to another process); True when it runs, or cannot be checked from here."""
+    parts = (owner or "").rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return True  # rows from before owners were recorded: the heartbeat decides
+    host, pid, start = parts
+    if host != socket.gethostname():
+        return True
+    return _process_start(int(pid)) == start
 
 
 def _safe_host(host: str) -> str:
@@ -197,7 +257,8 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
         page=row["page"], backend=row["backend"], host=row["host"], model=row["model"],
         system=row["system_prompt"], prompt=row["user_prompt"], preset=row["preset"],
-        max_tokens=row["max_tokens"], temperature=row["temperature"], text=row["answer"],
+        max_tokens=row["max_tokens"], temperature=row["temperature"],
+        repeat_penalty=row["repeat_penalty"], text=row["answer"],
         status=row["shown_status"], error=row["error"],
         stats=stats if isinstance(stats, dict) else {},
         group_id=row["group_id"], position=row["position"])
@@ -242,6 +303,7 @@ class RunStore:
         # commits, which is the trade that keeps a progress save cheap.
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.create_function("casefold", 1, _casefold, deterministic=True)
+        conn.create_function("owner_alive", 1, owner_alive)
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -312,11 +374,13 @@ class RunStore:
         with self._write() as conn:
             cursor = conn.execute(
                 "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
-                "system_prompt, user_prompt, preset, max_tokens, temperature, answer, status, "
-                "group_id, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?)",
+                "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
+                "answer, status, group_id, position, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
                 (now, now, page, request.backend, _safe_host(request.host), request.model,
                  request.system, request.prompt, request.preset, request.max_tokens,
-                 request.temperature, RUNNING, group_id, position))
+                 request.temperature, request.repeat_penalty, RUNNING, group_id, position,
+                 process_owner()))
         return int(cursor.lastrowid or 0)
 
     def save_progress(self, run_id: int, text: str) -> None:
@@ -324,10 +388,11 @@ class RunStore:
         changed, or the run reads as interrupted after ``STALE_AFTER_S``."""
         with self._write() as conn:
             # Only a live run takes progress, so a late save never reverts a final answer; an
-            # interrupted one that still saves was alive after all and runs again.
-            conn.execute("UPDATE runs SET answer = ?, updated_at = ?, status = 'running' "
-                         "WHERE id = ? AND status IN ('running', 'interrupted')",
-                         (text, _now(), run_id))
+            # interrupted one that still saves was alive after all and runs again (owned by
+            # the process that saves).
+            conn.execute("UPDATE runs SET answer = ?, updated_at = ?, status = 'running', "
+                         "owner = ? WHERE id = ? AND status IN ('running', 'interrupted')",
+                         (text, _now(), process_owner(), run_id))
 
     def finish_run(self, run_id: int, text: str, status: str, error: str | None = None,
                    stats: Mapping[str, Any] | GenerationStats | None = None) -> None:
@@ -341,12 +406,13 @@ class RunStore:
                          (text, status, error, stats_json, _now(), run_id))
 
     def mark_interrupted(self, older_than_s: float = STALE_AFTER_S) -> int:
-        """Turn runs still ``running`` but silent for ``older_than_s`` into ``interrupted``
-        (their partial text stays). Call at app start; returns how many were marked."""
+        """Turn runs still ``running`` whose owner process is gone, or that were silent for
+        ``older_than_s``, into ``interrupted`` (their partial text stays). Called at app
+        start; returns how many were marked."""
         with self._write() as conn:
-            cursor = conn.execute("UPDATE runs SET status = 'interrupted' "
-                                  "WHERE status = 'running' AND updated_at <= ?",
-                                  (_ago(older_than_s),))
+            cursor = conn.execute(f"UPDATE runs SET status = 'interrupted' "
+                                  f"WHERE status = 'running' AND {_DEAD_SQL}",
+                                  {"stale": _ago(older_than_s)})
         return cursor.rowcount
 
     def delete(self, run_id: int) -> bool:

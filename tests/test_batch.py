@@ -38,7 +38,6 @@ from backends.base import (
 )
 from backends.vllm_backend import VLLMBackend
 from studio.batch import (
-    DONE_STATUSES,
     FAILED,
     MAX_CONCURRENCY,
     Batch,
@@ -47,7 +46,7 @@ from studio.batch import (
     is_retryable,
 )
 from studio.presets import Location, load_locations
-from studio.runner import ERROR, FINISHED, RUNNING, STOPPED, Recording
+from studio.runner import ANSWERED, ERROR, FINISHED, RUNNING, STOPPED, Recording
 from studio.store import RunStore
 from tests.servers.latency import HANG, Fail, LatencyServer
 
@@ -392,7 +391,7 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
             store = RunStore(db)
 
             def finished() -> int:
-                return sum(run.status in DONE_STATUSES for run in store.group_runs(group))
+                return sum(run.status in ANSWERED for run in store.group_runs(group))
 
             assert wait_until(lambda: finished() >= 4, timeout=20)
             os.kill(child.pid, signal.SIGKILL)
@@ -408,7 +407,7 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
         assert stored_group is not None
         spec = BatchSpec.from_json(stored_group.label)
         finished_before = {run.position: run for run in store.group_runs(group)
-                           if run.status in DONE_STATUSES}
+                           if run.status in ANSWERED}
         assert 4 <= len(finished_before) < count  # killed mid-batch
         requested_before = Counter(server.requests)
         batch = run_to_end(Batch(
@@ -483,4 +482,4 @@ def test_row_statuses_are_final_once_done() -> None:
     with LatencyServer(latency=0.02, failures={LOCATIONS[0].name: Fail(404)}) as server:
         batch = run_to_end(make_batch(server, LOCATIONS[:4], 2))
     assert all(row.done for row in batch.rows)
-    assert {row.status for row in batch.rows} <= {*DONE_STATUSES, FAILED, STOPPED}
+    assert {row.status for row in batch.rows} <= {*ANSWERED, FAILED, STOPPED}

@@ -403,7 +403,8 @@ def test_to_json_has_panes_runs_figures_and_grounding(ollama_server: FakeOllama,
     first, second = data["panes"]
     assert first["config"]["kind"] == "ollama" and first["mode"] == "stream"
     assert second["config"] == {"kind": "vllm", "host": vllm_server.url, "model": "smollm2",
-                                "max_tokens": 512, "temperature": 0.2, "sse": False}
+                                "max_tokens": 512, "temperature": 0.2, "sse": False,
+                                "repeat_penalty": None}
     assert second["mode"] == "one piece"
     assert [run["answer"] for run in first["runs"]] == [OLLAMA_ANSWER] * 2
     assert [run["answer"] for run in second["runs"]] == [VLLM_ANSWER.strip()] * 2

@@ -80,6 +80,7 @@ def test_unknown_model_is_model_not_found_in_both_wordings(fake_ollama: FakeOlla
     assert info.value.model == "llama3.1:70b"
     assert "Pull it first: `ollama pull llama3.1:70b`" in str(info.value)
     assert "not found" in info.value.server_message
+    assert info.value.server_message in info.value.message  # our hint and the server's words
 
 
 def test_plain_text_404_means_wrong_server_not_missing_model(fake_ollama: FakeOllama) -> None:
@@ -97,6 +98,7 @@ def test_400_carries_the_servers_text(fake_ollama: FakeOllama) -> None:
         backend.generate("prompt")
     assert info.value.status_code == 400
     assert info.value.server_message == "model is required"
+    assert "model is required" in info.value.message
     assert isinstance(info.value, RuntimeError)
 
 
@@ -111,6 +113,7 @@ def test_error_status_before_the_stream(ollama: OllamaBackend, script: Script, s
         list(ollama.stream("prompt"))
     assert info.value.status_code == status
     assert info.value.server_message == text
+    assert text in info.value.message and info.value.hint in str(info.value)
     assert not isinstance(info.value, (ModelNotFoundError, AuthenticationError))
     if status == 503:
         assert "busy" in info.value.hint

@@ -29,6 +29,8 @@ from studio.store import (
     StoreError,
     export_csv,
     export_json,
+    owner_alive,
+    process_owner,
 )
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 
@@ -73,7 +75,7 @@ def test_new_database_in_missing_folders_is_wal_at_current_schema(tmp_path: Path
     path = tmp_path / "a" / "b" / "history.sqlite3"
     store = RunStore(path)
     assert path.exists()
-    assert store.schema_version() == SCHEMA_VERSION == 2
+    assert store.schema_version() == SCHEMA_VERSION == 3
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert DEFAULT_DB_PATH == ROOT / "data" / "history.sqlite3"
     RunStore(path)  # opening again is a no-op
@@ -285,11 +287,14 @@ def test_stale_running_run_reads_interrupted_then_is_marked(store: RunStore) -> 
     assert finished is not None and finished.status == FINISHED
 
 
-def test_process_killed_mid_stream_leaves_interrupted_run_with_partial_text(
-        tmp_path: Path) -> None:
+def test_process_killed_mid_stream_reads_interrupted_at_once(tmp_path: Path) -> None:
+    """A real child process streams into the history and is killed with SIGKILL: while it
+    lives its run reads running; the moment it is dead, interrupted (no 30 s heartbeat wait),
+    and the app's start-up marks it so."""
     tokens = tokenize(SAMPLE_ANSWER * 6)
     full = "".join(tokens)
     db = tmp_path / "history.sqlite3"
+    store = RunStore(db)
     with FakeOllama(script=Script(tokens=tokens, delay=0.03)) as server:
         child = subprocess.Popen([sys.executable, "-m", "tests.store_child", "stream", str(db),
                                   server.url], cwd=ROOT, stdout=subprocess.PIPE,
@@ -299,6 +304,8 @@ def test_process_killed_mid_stream_leaves_interrupted_run_with_partial_text(
             line = child.stdout.readline()
             assert line.startswith("saved "), (line, child.stderr.read() if child.stderr else "")
             run_id = int(line.split()[1])
+            alive = store.get(run_id)
+            assert alive is not None and alive.status == RUNNING  # its owner still runs
             os.kill(child.pid, signal.SIGKILL)
             assert child.wait(5) == -signal.SIGKILL
         finally:
@@ -308,13 +315,45 @@ def test_process_killed_mid_stream_leaves_interrupted_run_with_partial_text(
         # The kernel closed the dead process's socket: the stream really was cut mid-way.
         assert server.client_closed.wait(5)
 
-    store = RunStore(db)
-    assert store.mark_interrupted(older_than_s=0) == 1
-    run = store.get(run_id)
+    run = store.get(run_id)  # at once: its updated_at is still fresh
     assert run is not None
     assert run.status == INTERRUPTED
     assert run.text and full.startswith(run.text) and len(run.text) < len(full)
     assert (run.model, run.preset, run.page) == ("llama3.1:8b", "san-diego", "playground")
+    assert {r.id for r in store.list_runs(status=INTERRUPTED)} == {run_id}
+    assert store.mark_interrupted() == 1  # what the app does on start-up
+    row = raw(db).execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+    assert row == (INTERRUPTED,)
+
+
+def test_owner_check_knows_a_reused_pid_and_defers_for_other_hosts() -> None:
+    me = process_owner()
+    host, pid, start = me.rsplit(":", 2)
+    assert owner_alive(me)
+    assert not owner_alive(f"{host}:{pid}:{int(start) + 1}")  # same pid, another process
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as gone:
+        gone.wait()
+    assert not owner_alive(f"{host}:{gone.pid}:{start}")
+    # Another host's process cannot be checked from here, and rows from before owners were
+    # recorded have none: the heartbeat decides for both.
+    assert owner_alive(f"another-host:{pid}:{start}")
+    assert owner_alive("")
+
+
+def test_a_running_row_of_a_dead_owner_reads_interrupted(store: RunStore) -> None:
+    run_id = store.start_run(request(), "playground")
+    store.save_progress(run_id, "half")
+    host, _, start = process_owner().rsplit(":", 2)
+    with raw(store.path) as conn:
+        conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{host}:999999999:{start}",
+                                                                 run_id))
+    got = store.get(run_id)
+    assert got is not None and (got.status, got.text) == (INTERRUPTED, "half")
+    assert store.distinct_values("status") == [INTERRUPTED]
+    # A save from a live process takes the row back: it was alive after all.
+    store.save_progress(run_id, "half more")
+    revived = store.get(run_id)
+    assert revived is not None and revived.status == RUNNING
 
 
 # -- concurrency ----------------------------------------------------------------------------
@@ -446,7 +485,7 @@ def test_database_from_a_newer_app_is_refused(tmp_path: Path) -> None:
     RunStore(path)
     with raw(path) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match="knows up to v2"):
+    with pytest.raises(StoreError, match=f"knows up to v{SCHEMA_VERSION}"):
         RunStore(path)
 
 
@@ -484,7 +523,8 @@ def test_export_json_parses_back_with_everything(store: RunStore) -> None:
     newest = data[0]
     assert newest == runs[0].to_dict()
     assert newest["answer"] == runs[0].text and newest["status"] == LENGTH
-    assert newest["parameters"] == {"max_tokens": 512, "temperature": 0.3}
+    assert newest["parameters"] == {"max_tokens": 512, "temperature": 0.3,
+                                    "repeat_penalty": None}
     assert newest["statistics"]["output_tokens"] == 10
     assert newest["statistics"]["client_tokens_per_s"] == 5.0
     assert data[1]["system_prompt"] == SYSTEM and data[1]["answer"] == SAMPLE_ANSWER

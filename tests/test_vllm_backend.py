@@ -116,6 +116,9 @@ def test_unknown_model_lists_the_served_models(sdk: bool, body: dict[str, object
     assert error.available == ["smollm2", "qwen2.5"]
     assert "smollm2, qwen2.5" in str(error)
     assert "The model `nope` does not exist." in error.server_message
+    # Both: our hint (the served models) and the server's own words, whatever its version.
+    assert "The model `nope` does not exist." in error.message
+    assert "The model `nope` does not exist." in str(error)
     assert server.chat_calls == 1  # no retries
 
 
@@ -126,6 +129,7 @@ def test_401_from_the_error_server(sdk: bool) -> None:
         with pytest.raises(AuthenticationError) as info:
             backend.generate(QUESTION)
     assert info.value.server_message == "Unauthorized"
+    assert "Unauthorized" in str(info.value)
     assert "api_key_env" in info.value.hint
 
 
@@ -151,6 +155,7 @@ def test_500_carries_the_server_message_without_retries(sdk: bool) -> None:
             backend.generate(QUESTION)
     assert info.value.status_code == 500
     assert info.value.server_message == "engine dead"
+    assert "engine dead" in info.value.message
     assert isinstance(info.value, RuntimeError)
     assert server.chat_calls == 1
 

@@ -157,6 +157,7 @@ def test_unknown_model_is_404_with_the_served_models(vllm_server: VLLMServer,
     assert error.model == "no-such-model"
     assert error.available == [vllm_server.served_name]
     assert "The model `no-such-model` does not exist." in error.server_message
+    assert "The model `no-such-model` does not exist." in str(error)
     assert f"Served models: {vllm_server.served_name}." in str(error)
 
 

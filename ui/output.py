@@ -13,10 +13,11 @@ from backends.base import GenerationStats
 from studio.connection import BACKEND_LABELS
 from studio.grounding import GroundingReport, highlight_not_found
 from studio.render import Throttle, html_document, safe_markdown, split_blocks, with_cursor
-from studio.runner import ERROR, LENGTH, STOPPED, Run
+from studio.runner import ERROR, FINISHED, LENGTH, REPETITION, RUNNING, STOPPED, Run
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
-STATUS_ICONS = {"finished": "✅", LENGTH: "✂️", STOPPED: "⏹️", ERROR: "⚠️", "running": "⏳"}
+STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: "⏹️", ERROR: "⚠️",
+                RUNNING: "⏳"}
 
 
 def follow(run: Run, answer_slot: DeltaGenerator, progress_slot: DeltaGenerator) -> None:
@@ -122,6 +123,10 @@ def show_outcome(run: Run) -> None:
                 else "Stopped before any text arrived.", icon=icon)
     elif status == LENGTH:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
+                   icon=icon)
+    elif status == REPETITION:
+        st.warning("The answer started repeating itself, so it was stopped; the text so far "
+                   "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import streamlit as st
 
 from backends.base import Backend
+from backends.embedded_backend import BUNDLED_NAME
 from studio.config import Settings
-from studio.connection import BACKEND_LABELS, build
+from studio.connection import build
 from ui.backend_picker import (
     all_backends_status,
     backend_picker,
@@ -20,6 +21,13 @@ from ui.backend_picker import (
     seed_picker,
 )
 from ui.state import keep
+
+REPEAT_PENALTY_PLACEHOLDER = "server default"
+DEMO_MODEL_NOTICE = (
+    "**Demo model.** The embedded SmolLM2 has 135M parameters: the pipeline is real (prompt, "
+    "streaming, statistics, history), but its figures are not advice. The grounding check "
+    "below the answer marks the figures it invented. Point the sidebar at Ollama or vLLM "
+    "for a real recommendation.")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,7 @@ class Selection:
     model: str
     max_tokens: int
     temperature: float
+    repeat_penalty: float | None = None  # None: the server's own default
 
     def backend(self, settings: Settings) -> Backend:
         return build(settings, self.kind, self.host, self.model)
@@ -44,17 +53,18 @@ def init_session(settings: Settings) -> None:
         seed_picker("", settings, settings.backend)
         state.max_tokens = settings.max_tokens
         state.temperature = settings.temperature
+        state.repeat_penalty = None
         state.fallback_notice = ""
         if settings.backend != "embedded" and settings.fallback_to_embedded:
             status = cached_probe(settings.backend, settings.selected.host, settings.path,
                                   settings)
             if not status.reachable:
-                label = BACKEND_LABELS[settings.backend]
+                # The probe's message already names the backend and host: said once.
                 state.fallback_notice = (
-                    f"{label} at {settings.selected.host} is not reachable: {status.message} "
-                    f"{status.hint} Using the embedded model until you pick another backend.")
+                    f"{status.message} {status.hint} Using the embedded model until you "
+                    "pick another backend.")
                 state.backend_kind = "embedded"
-    keep(*picker_keys(""), "max_tokens", "temperature")
+    keep(*picker_keys(""), "max_tokens", "temperature", "repeat_penalty")
 
 
 def _forget_notice() -> None:
@@ -72,12 +82,23 @@ def sidebar(settings: Settings) -> Selection:
         max_tokens = st.number_input("Max tokens", min_value=1, max_value=32768, step=256,
                                      key="max_tokens")
         temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key="temperature")
+        repeat_penalty = st.number_input(
+            "Repeat penalty", min_value=0.5, max_value=2.0, step=0.05, format="%.2f",
+            key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
+            help="Above 1 discourages repeating the same words. Empty: the server's own "
+                 "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
     return Selection(picked.kind, picked.host, picked.model, int(max_tokens),
-                     float(temperature))
+                     float(temperature),
+                     None if repeat_penalty is None else float(repeat_penalty))
 
 
 def show_fallback_notice() -> None:
-    """The reason the embedded model answers, until the analyst picks a backend."""
+    """The reason the embedded model answers, until the analyst picks a backend; and, while
+    the bundled demo model answers, what its answers are worth."""
     notice = st.session_state.get("fallback_notice")
     if notice:
         st.warning(notice, icon="🔌")
+    selection: Selection | None = st.session_state.get("_selection")
+    if selection is not None and selection.kind == "embedded" and \
+            selection.model in ("", BUNDLED_NAME):
+        st.info(DEMO_MODEL_NOTICE, icon="🧪")

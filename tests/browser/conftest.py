@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -31,12 +32,13 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def serve_app() -> Iterator[Callable[[str], AppServer]]:
-    """``serve_app(config_yaml)`` starts the app; stopped after the test."""
+def serve_app() -> Iterator[Callable[..., AppServer]]:
+    """``serve_app(config_yaml, **options)`` starts the app (options as ``AppServer``'s);
+    stopped after the test."""
     apps: list[AppServer] = []
 
-    def start(config: str) -> AppServer:
-        app = AppServer("app.py", config)
+    def start(config: str, **options: Any) -> AppServer:
+        app = AppServer("app.py", config, **options)
         apps.append(app)
         return app
 

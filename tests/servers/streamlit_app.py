@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 class AppServer:
     """``streamlit run SCRIPT`` on a free port, headless, with its own config.yaml (and a
-    history database) in a temporary folder. ``stop()`` ends the process and removes it."""
+    history database, unless ``history_db`` names one to share) in a temporary folder.
+    ``stop()`` ends the process and removes the folder; ``kill()`` is a crash (SIGKILL)."""
 
     def __init__(self, script: str = "app.py", config: str = "",
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, history_db: Path | None = None) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="pv-bench-")
         folder = Path(self._tmp.name)
         data = yaml.safe_load(config) or {}
-        self.history_db = folder / "history.sqlite3"  # a history of its own
+        self.history_db = history_db or folder / "history.sqlite3"
         data.setdefault("app", {})["history_db"] = str(self.history_db)
         config_path = folder / "config.yaml"
         config_path.write_text(yaml.safe_dump(data))
@@ -58,6 +59,11 @@ class AppServer:
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def kill(self) -> None:
+        """Kill the app as a crash would (SIGKILL): no clean-up runs in it."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -54,6 +54,7 @@ class FakeVLLM(LocalServer):
         # Streaming requests ("stream": true) get these tokens as server-sent events.
         self.tokens, self.token_delay, self.error_after = tokens, token_delay, error_after
         self.chat_calls = 0
+        self.chat_requests: list[dict[str, Any]] = []  # the bodies, as sent
         self.hangups = 0
         super().__init__(_handler(self))
 
@@ -90,6 +91,7 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             server.chat_calls += 1
+            server.chat_requests.append(body)
             if not self._authorized():
                 return
             if not self._wait(server.delay):

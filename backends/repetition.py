@@ -1,0 +1,80 @@
+"""Spotting an answer that loops: the same line, or the same block, over and over.
+
+Small models at low temperature can fall into a loop ("- Monthly load: 2.24 kW/m²" a thousand
+times) that runs until the token limit. A run whose tail repeats is stopped early, its text
+kept, and reported with stop reason ``repetition``. The check looks only at the tail, so it is
+cheap enough to run as the text grows.
+"""
+
+from __future__ import annotations
+
+MIN_REPEATS = 4  # the same unit four times running
+MIN_INLINE_SPAN = 200  # a unit inside one line must fill this many characters to count
+MIN_CONTENT = 3  # a unit needs this many non-space characters ("\n\n\n\n" is no loop)
+MAX_UNIT = 1500  # longest repeating block looked for, in characters
+_ANCHOR = 12  # the tail's last characters, searched for earlier to find candidate periods
+_MAX_CANDIDATES = 12
+
+
+def repeating_unit(text: str) -> str | None:
+    """The unit the text's tail repeats, when it repeats at least ``MIN_REPEATS`` times
+    running: a whole line or block of lines, or a phrase looping within a line that spans
+    ``MIN_INLINE_SPAN`` characters. None when the tail does not loop.
+
+    Markdown's own repetition (a table's ``|---|---|`` rule, a list of different items)
+    is too short or not identical, so it does not count.
+    """
+    end = len(text)
+    if end < MIN_REPEATS * 2:
+        return None
+    anchor = text[-_ANCHOR:]
+    search_end = end - 1
+    for _ in range(_MAX_CANDIDATES):
+        # An earlier copy of the tail's anchor ending at ``found + len(anchor)`` means a
+        # candidate period of that distance.
+        found = text.rfind(anchor, max(0, end - MAX_UNIT - len(anchor)), search_end)
+        if found < 0:
+            return None
+        period = end - (found + len(anchor))
+        search_end = found + len(anchor) - 1
+        if period <= 0:
+            continue
+        unit = text[end - period:]
+        repeats = _copies(text, unit)
+        if repeats >= MIN_REPEATS and _is_loop(unit, repeats):
+            return unit
+    return None
+
+
+def _copies(text: str, unit: str) -> int:
+    """How many copies of ``unit`` end the text, back to back."""
+    period, end, count = len(unit), len(text), 1
+    while end - (count + 1) * period >= 0 and \
+            text[end - (count + 1) * period:end - count * period] == unit:
+        count += 1
+    return count
+
+
+def _is_loop(unit: str, repeats: int) -> bool:
+    if len(unit.replace(" ", "").replace("\n", "").replace("\t", "")) < MIN_CONTENT:
+        return False
+    return "\n" in unit or len(unit) * repeats >= MIN_INLINE_SPAN
+
+
+class RepetitionGuard:
+    """Checks a growing text now and then: after a new line, or every ``every`` characters
+    (a loop inside one line has no newline to wait for)."""
+
+    def __init__(self, every: int = 64) -> None:
+        self.every = every
+        self._checked_at = 0
+
+    def due(self, length: int, fragment: str) -> bool:
+        """Whether the text, now ``length`` characters after ``fragment``, is worth a check."""
+        if "\n" not in fragment and length - self._checked_at < self.every:
+            return False
+        self._checked_at = length
+        return True
+
+    def looping(self, text: str) -> bool:
+        return repeating_unit(text) is not None
