@@ -42,6 +42,10 @@ class BackendConnectionError(BackendError, ConnectionError):
     """The host could not be reached (refused, DNS, connect timeout)."""
 
 
+class InvalidHostError(BackendError, ValueError):
+    """The host URL is malformed (no scheme, a path, a bad port): no request was sent."""
+
+
 class BackendTimeoutError(BackendConnectionError):
     """The host was reached but sent nothing within the read timeout."""
 

@@ -14,15 +14,65 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from .base import BackendConnectionError, BackendTimeoutError, TruncatedStreamError
+from .base import (
+    BackendConnectionError,
+    BackendTimeoutError,
+    InvalidHostError,
+    TruncatedStreamError,
+)
 
 Timeout = tuple[float, float]  # (connect, read) seconds
+
+
+def redact(url: str) -> str:
+    """The URL without any ``user:password@`` part: what may be shown, logged or stored."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.rpartition("@")[2]
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def check_host(url: str, example: str = "http://localhost:11434") -> str:
+    """A server's base URL as typed, checked before any request: scheme, host name, port, and
+    nothing after them. Returns it without a trailing slash; raises ``InvalidHostError`` (a
+    ``ValueError``) with the fix (``example`` shows the right form). Credentials
+    (``user:pw@``) are allowed."""
+    url = url.strip()
+    shown = redact(url)
+
+    def invalid(problem: str) -> InvalidHostError:
+        return InvalidHostError(f"{shown!r} {problem}" if shown else problem)
+
+    if not url:
+        raise invalid(f"The host is empty. Type the server's address, e.g. {example}.")
+    if "://" not in url:
+        raise invalid(f"has no scheme. Add http:// (or https://): http://{shown.rstrip('/')}.")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise invalid(f"has a bad port: a number from 1 to 65535, as in {example}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise invalid(f"has the wrong scheme: use http:// or https://, as in {example}.")
+    if not parts.hostname:
+        raise invalid(f"has no host name. Type it after the scheme, as in {example}.")
+    if port == 0:
+        raise invalid(f"has port 0: use the server's port, as in {example}.")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], "", "", ""))
+        raise invalid(f"has a path; the host is only scheme, name and port: {base}.")
+    return url.rstrip("/")
+
 
 _on_connect = threading.local()
 
@@ -130,7 +180,8 @@ def request(
             f"Cannot reach {backend} at {host}.", hint=unreachable_hint, backend=backend,
             host=host) from exc
     except requests.exceptions.RequestException as exc:
-        raise BackendConnectionError(f"Request to {backend} at {host} failed: {exc}",
+        detail = str(exc).replace(url, redact(url))  # an exception may quote the whole URL
+        raise BackendConnectionError(f"Request to {backend} at {host} failed: {detail}",
                                      hint=unreachable_hint, backend=backend, host=host) from exc
     finally:
         _on_connect.callback = None

@@ -32,7 +32,10 @@ class OllamaBackend:
     def __init__(self, host: str = DEFAULT_HOST, model: str = "llama3", *,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
                  keep_alive: str | int | None = None) -> None:
-        self.host = host.rstrip("/")
+        # Requests go to the URL as given (it may hold user:password@); every message,
+        # repr and record shows ``host``, the same URL without credentials.
+        self._base_url = http.check_host(host, DEFAULT_HOST)
+        self.host = http.redact(self._base_url)
         self.model = model
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
         self.keep_alive = keep_alive
@@ -110,7 +113,7 @@ class OllamaBackend:
             response.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        return http.request(method, self.host + path, timeout=self.timeout,
+        return http.request(method, self._base_url + path, timeout=self.timeout,
                             unreachable_hint=UNREACHABLE_HINT, backend="Ollama",
                             host=self.host, **kwargs)
 
@@ -127,7 +130,7 @@ class OllamaBackend:
         if status == 503:
             hint = "Ollama is busy with other requests; try again in a moment."
         elif status == 404:
-            hint = f"Is {self.host} an Ollama server? Check the host in config.yaml."
+            hint = f"Is {self.host} an Ollama server? Check the host (sidebar or config.yaml)."
         else:
             hint = "The server's message is above."
         return BackendStatusError(

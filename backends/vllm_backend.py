@@ -50,7 +50,10 @@ class VLLMBackend:
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
                  api_key: str | None = None, *, connect_timeout: float = 5.0,
                  read_timeout: float = 300.0, use_openai_sdk: bool | None = None) -> None:
-        self.host = host.rstrip("/")
+        # Requests go to the URL as given (it may hold user:password@); every message,
+        # repr and record shows ``host``, the same URL without credentials.
+        self._base_url = http.check_host(host, DEFAULT_HOST)
+        self.host = http.redact(self._base_url)
         self.model = model
         self._api_key = api_key  # never logged: __repr__ leaves it out
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
@@ -169,7 +172,7 @@ class VLLMBackend:
         connect, read = self.timeout
         # max_retries=0: the SDK would otherwise retry a down server twice with backoff,
         # turning one clear failure into a long silent wait.
-        client = openai.OpenAI(base_url=f"{self.host}/v1", api_key=self._api_key or "EMPTY",
+        client = openai.OpenAI(base_url=f"{self._base_url}/v1", api_key=self._api_key or "EMPTY",
                                max_retries=0, timeout=openai.Timeout(read, connect=connect))
         known = ("model", "messages", "max_tokens", "temperature")
         extra = {key: value for key, value in payload.items() if key not in known}
@@ -205,7 +208,7 @@ class VLLMBackend:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
-        return http.request(method, self.host + path, timeout=self.timeout, headers=headers,
+        return http.request(method, self._base_url + path, timeout=self.timeout, headers=headers,
                             unreachable_hint=self.unreachable_hint, backend="vLLM",
                             host=self.host, **kwargs)
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import pandas as pd
 import streamlit as st
 
-from studio.batch import MAX_CONCURRENCY, Batch, BatchSpec
+from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
 from studio.connection import build
 from studio.presets import COLUMNS, load_locations, load_system_prompts, parse_locations_csv
-from studio.runner import ANSWERED, Recording
-from studio.store import RunStore, StoredRun
+from studio.render import literal
+from studio.store import GroupSummary
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings
 
@@ -38,18 +36,28 @@ if source == "Upload a CSV":
     scenarios = []
     if upload is not None:
         if upload.size > MAX_UPLOAD_BYTES:
-            st.error(f"{upload.name} is {upload.size:,} bytes; the limit is "
+            st.error(f"{literal(upload.name)} is {upload.size:,} bytes; the limit is "
                      f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
         else:
             try:
                 text: str | None = upload.getvalue().decode("utf-8-sig")
             except UnicodeDecodeError:
                 text = None
-                st.error(f"{upload.name} is not UTF-8 text.", icon="⚠️")
-            scenarios, problems = parse_locations_csv(text) if text is not None else ([], [])
-            if problems:
-                st.warning(f"{len(problems)} row(s) skipped:\n\n"
-                           + "\n".join(f"- {problem}" for problem in problems[:50]), icon="⚠️")
+                st.error(f"{literal(upload.name)} is not UTF-8 text.", icon="⚠️")
+            parsed = parse_locations_csv(text) if text is not None else None
+            if parsed is not None and parsed.file_problem:
+                st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
+                         icon="⚠️")
+            if parsed is not None:
+                scenarios = parsed.locations
+                for note in parsed.notes:
+                    st.info(note, icon="ℹ️")
+                if parsed.row_problems:
+                    count = len(parsed.row_problems)
+                    st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
+                               + "\n".join(f"- {literal(str(problem))}"
+                                           for problem in parsed.row_problems[:50])
+                               + ("\n- …" if count > 50 else ""), icon="⚠️")
             if scenarios:
                 st.success(f"{len(scenarios)} scenario(s) ready.")
 else:
@@ -69,48 +77,62 @@ running = batch is not None and not batch.done
 buttons = st.columns([1, 1, 4])
 
 
-def start(spec: BatchSpec, history_store: RunStore | None, group_id: int | None,
-          finished: Mapping[int, StoredRun] | None = None) -> Batch:
-    return Batch(
-        spec, build=lambda: build(config, spec.backend, spec.host, spec.model),
-        # Built here: the batch's threads must make no Streamlit calls.
-        recording=lambda index: Recording(history_store, "batch", group_id, index)
-        if history_store is not None else None,
-        finished_before=finished, group_id=group_id).start()
+def begin(spec: BatchSpec, group_id: int | None = None) -> None:
+    """Start (or resume) a batch for this session; say so when a live worker has it."""
+    try:
+        state.batch = launch(spec, store=store, group_id=group_id,
+                             # Built here: the batch's threads make no Streamlit calls.
+                             build=lambda: build(config, spec.backend, spec.host, spec.model))
+    except BatchRunning as exc:
+        st.warning(str(exc), icon="⏳")
+    else:
+        st.rerun()
 
 
 if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
                      width="stretch"):
-    spec = BatchSpec(scenarios, selection.kind, selection.host, selection.model,
-                     system_prompts[system_name], selection.max_tokens, selection.temperature,
-                     concurrency, repeat_penalty=selection.repeat_penalty)
-    group = store.create_group("batch", spec.to_json()) if store is not None else None
-    batch = state.batch = start(spec, store, group)
-    running = True
+    begin(BatchSpec(scenarios, selection.kind, selection.host, selection.model,
+                    system_prompts[system_name], selection.max_tokens, selection.temperature,
+                    concurrency, repeat_penalty=selection.repeat_penalty))
 if running and batch is not None:
     buttons[1].button("Stop", on_click=batch.stop, width="stretch")
 
+
+def describe(summary: GroupSummary) -> str:
+    """'#8 · 2026-12-01 22:30 UTC · ollama · llama3.1:8b · 2 done · 1 failed of 8'."""
+    spec = BatchSpec.from_json(summary.group.label)
+    when = summary.group.created_at[:16].replace("T", " ")
+    state_word = " · running" if summary.running else ""
+    failed = f" · {summary.failed} failed" if summary.failed else ""
+    return (f"#{summary.group.id} · {when} UTC · {spec.backend} · {spec.model} · "
+            f"{summary.done} done{failed} of {len(spec.scenarios)}{state_word}")
+
+
 if store is not None and not running:
+    summaries = store.group_summaries("batch", limit=20)
+    # A batch that a live worker runs (another tab, a closed tab) is watched, never resumed.
+    for busy in (earlier for earlier in summaries if earlier.running):
+        live = live_batch(busy.group.id)
+        line, action = st.columns([5, 1])
+        line.info(f"Running: {describe(busy)}" + ("" if live else
+                  " (in another app process: watch or stop it there)"), icon="⏳")
+        if live is not None and action.button("Watch", key=f"batch_watch_{busy.group.id}",
+                                              width="stretch"):
+            state.batch = live
+            st.rerun()
+    resumable = [earlier for earlier in summaries if not earlier.running]
     with st.expander("Resume an earlier batch"):
-        groups = store.list_groups("batch")[:20]
-        if not groups:
-            st.caption("No earlier batches.")
-        labels = {}
-        for earlier in groups:
-            runs = store.group_runs(earlier.id)
-            finished = {run.position for run in runs if run.status in ANSWERED}
-            total = len(BatchSpec.from_json(earlier.label).scenarios)
-            labels[earlier.id] = (f"#{earlier.id} · {earlier.created_at[:16].replace('T', ' ')}"
-                                  f" UTC · {len(finished)}/{total} done")
-        if labels:
+        if not resumable:
+            st.caption("No earlier batches to resume.")
+        else:
+            labels = {earlier.group.id: describe(earlier) for earlier in resumable}
             chosen = st.selectbox("Batch", list(labels), format_func=labels.__getitem__,
                                   key="batch_resume")
-            if st.button("Resume", disabled=chosen is None):
-                spec = BatchSpec.from_json(store.get_group(chosen).label)  # type: ignore[union-attr]
-                done_before = {run.position: run for run in store.group_runs(chosen)
-                               if run.status in ANSWERED}
-                batch = state.batch = start(spec, store, chosen, done_before)
-                st.rerun()
+            if st.button("Resume", disabled=chosen is None) and chosen is not None:
+                saved = BatchSpec.from_json(next(earlier.group.label for earlier in resumable
+                                                 if earlier.group.id == chosen))
+                # The stored host has no credentials: the sidebar's, for the same server.
+                begin(saved.with_host(selection.host), chosen)
 
 if batch is not None:
     progress_slot, table_slot = st.empty(), st.empty()
@@ -118,9 +140,10 @@ if batch is not None:
     def paint(active: Batch) -> None:
         figures = active.progress()
         eta = f" · about {figures['eta_s']:.0f} s left" if figures["eta_s"] else ""
+        stopped = f" · {figures['stopped']} stopped" if figures["stopped"] else ""
         progress_slot.progress(figures["fraction"], text=(
-            f"{figures['done']} done · {figures['failed']} failed · {figures['running']} "
-            f"running · {figures['remaining']} remaining{eta}"))
+            f"{figures['done']} done · {figures['failed']} failed{stopped} · "
+            f"{figures['running']} running · {figures['remaining']} waiting{eta}"))
         table_slot.dataframe(pd.DataFrame(active.table()), hide_index=True, width="stretch")
 
     if running:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, PaneConfig
 from studio.connection import build
+from studio.prompts import prompt_problem
 from studio.runner import STATUS_LABELS, Recording
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, show_answer
@@ -74,7 +75,10 @@ for index, column in enumerate(st.columns(pane_count)):
 comparison: Comparison | None = state.get("comparison")
 running = comparison is not None and not comparison.done
 buttons = st.columns([1, 1, 4])
-if buttons[0].button("Compare", type="primary", disabled=running, width="stretch"):
+clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
+if clicked and (problem := prompt_problem(prompts.user)):
+    st.warning(problem, icon="✏️")
+elif clicked:
     store = history()
     group = store.create_group("compare", prompts.preset) if store is not None else None
     comparison = state.comparison = Comparison(
@@ -94,7 +98,7 @@ if comparison is not None:
     for index, column in enumerate(st.columns(len(shown))):
         with column:
             progress, answer, footer = answer_pane(
-                f"**{index + 1}. {shown[index].label}** · {shown[index].mode}",
+                f"**{comparison.labels[index]}** · {shown[index].mode}",
                 key=f"pane_answer_{index}")
         progress_slots.append(progress)
         answer_slots.append(answer)
@@ -124,9 +128,10 @@ if comparison is not None:
         label: [value.median if (value := comparison.figures(i)[key]) else None
                 for i in range(len(shown))]
         for key, label, _ in FIGURES if key in ("ttft", "total", "client_tps", "server_tps")},
-        index=[f"{i + 1}. {pane.label}" for i, pane in enumerate(shown)])
+        index=comparison.labels)
     with charts[0]:
-        st.caption("Timings (s, median)")
+        st.caption("Timings (s, median of the measured runs; stopped and failed runs are "
+                   "left out)")
         st.bar_chart(medians[["Time to first token (s)", "Total time (s)"]], stack=False)
         st.caption("Tokens/s (median)")
         st.bar_chart(medians[["Tokens/s (client)", "Tokens/s (server)"]], stack=False)

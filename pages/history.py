@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from backends.base import GenerationStats
 from studio.grounding import check
-from studio.presets import load_locations
 from studio.runner import STATUS_LABELS
-from studio.store import StoredRun, export_csv, export_json
+from studio.store import RunStore, StoredRun, export_csv_lines, export_file, export_json_lines
 from ui.backend_picker import seed_picker
 from ui.output import answer_pane, show_answer, show_stats
+from ui.prompt_editor import load_prompts
 from ui.state import history, require_frame, settings
 
 require_frame()
@@ -27,9 +28,10 @@ if state.pop("goto_playground", False):
     st.switch_page(PLAYGROUND)
 
 st.title("🗂️ Run history")
-store = history()
-if store is None:
+opened = history()
+if opened is None:
     st.stop()
+store: RunStore = opened  # st.stop() ended the run when None
 
 
 def open_in_playground(run: StoredRun) -> None:
@@ -38,35 +40,47 @@ def open_in_playground(run: StoredRun) -> None:
     seed_picker("", config, run.backend, run.host, run.model)
     state.max_tokens, state.temperature = run.max_tokens, run.temperature
     state.repeat_penalty = run.repeat_penalty
-    state.playground_system, state.playground_user = run.system, run.prompt
-    if run.preset in {location.name for location in load_locations()}:
-        state.playground_location = run.preset
+    load_prompts("playground", run.system, run.prompt, run.preset)
     state.fallback_notice = ""
     state.goto_playground = True
 
 
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
+
+
 def delete(run_id: int) -> None:
-    store.delete(run_id)  # type: ignore[union-attr]
+    store.delete(run_id)
+    state.history_deleting = None
 
 
 def stats_of(run: StoredRun) -> GenerationStats:
     return GenerationStats(**{k: v for k, v in run.stats.items() if k in _STAT_FIELDS})
 
 
+PAGE_SIZE = 100
+
 filters = st.columns([1, 1, 1, 1, 2])
 chosen: dict[str, str | None] = {}
 for column, name in zip(filters, ("backend", "model", "preset", "status"), strict=False):
     options = [ALL, *store.distinct_values(name)]
-    value = column.selectbox(name.capitalize(), options, key=f"history_{name}")
+    value = column.selectbox(name.capitalize(), options, key=f"history_{name}",
+                             format_func=status_label if name == "status" else str)
     chosen[name] = None if value == ALL else value
 search = filters[4].text_input("Search prompts and answers", key="history_search")
-runs = store.list_runs(backend=chosen["backend"], model=chosen["model"],
-                       preset=chosen["preset"], status=chosen["status"],
-                       search=search or None, limit=500)
-total = store.count_runs(backend=chosen["backend"], model=chosen["model"],
-                         preset=chosen["preset"], status=chosen["status"], search=search or None)
+matching: dict[str, Any] = {**chosen, "search": search or None}
+total = store.count_runs(**matching)
+pages = max(1, -(-total // PAGE_SIZE))
+if state.get("history_page", 1) > pages:  # fewer matches since: the last page there is
+    state.history_page = pages
+page_number = 1
+if pages > 1:
+    page_number = int(st.number_input(f"Page (of {pages})", 1, pages, key="history_page"))
+runs = store.list_runs(**matching, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
 
-st.caption(f"Showing {len(runs)} of {total} runs, newest first.")
+first = (page_number - 1) * PAGE_SIZE + 1
+st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
+           if runs else "No runs match.")
 table = pd.DataFrame([{
     "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
     "backend": run.backend, "model": run.model, "preset": run.preset,
@@ -75,21 +89,49 @@ table = pd.DataFrame([{
     "answer": run.text[:90].replace("\n", " "),
 } for run in runs])
 st.dataframe(table, hide_index=True, width="stretch")
+
+
+def open_by_id() -> None:
+    """Callback: add the typed run id to the open runs, whatever page or filter shows it."""
+    wanted = state.get("history_open_id")
+    if wanted is None:
+        return
+    found = store.get(int(wanted))
+    if found is None:
+        state.history_open_missing = int(wanted)
+        return
+    state.history_open_missing = None
+    state.history_open = [*state.get("history_open", []), found.id][-2:]
+
+
 by_id = {run.id: run for run in runs}
-# Runs filtered out or deleted since they were picked leave the selection.
+# Open runs stay open across pages and filters; deleted ones leave the selection.
+for run_id in state.get("history_open", []):
+    if run_id not in by_id and (kept := store.get(run_id)) is not None:
+        by_id[run_id] = kept
 state.history_open = [run_id for run_id in state.get("history_open", []) if run_id in by_id]
-picked = st.multiselect(
+chooser, by_number = st.columns([4, 1])
+picked = chooser.multiselect(
     "Open runs: one to read it, two to see them side by side", list(by_id), max_selections=2,
     key="history_open",
     format_func=lambda run_id: f"#{run_id} · {by_id[run_id].backend} · {by_id[run_id].model}"
     f" · {STATUS_LABELS.get(by_id[run_id].status, by_id[run_id].status)}")
+by_number.number_input("Open run by id", min_value=1, step=1, value=None, key="history_open_id",
+                       on_change=open_by_id, placeholder="run id")
+if state.get("history_open_missing"):
+    st.warning(f"There is no run #{state.history_open_missing}.", icon="🔎")
 selected = [by_id[run_id] for run_id in picked]
 
 exports = st.columns(2)
-exports[0].download_button("⬇ Export CSV", export_csv(runs), "pv-runs.csv", "text/csv",
-                           width="stretch", disabled=not runs)
-exports[1].download_button("⬇ Export JSON", export_json(runs), "pv-runs.json",
-                           "application/json", width="stretch", disabled=not runs)
+# Every run that matches the filters (not just this page), written when clicked.
+exports[0].download_button(
+    f"⬇ Export CSV ({total:,} runs)",
+    lambda: export_file(export_csv_lines(store.iter_runs(**matching))),
+    "pv-runs.csv", "text/csv", width="stretch", disabled=not total)
+exports[1].download_button(
+    f"⬇ Export JSON ({total:,} runs)",
+    lambda: export_file(export_json_lines(store.iter_runs(**matching))),
+    "pv-runs.json", "application/json", width="stretch", disabled=not total)
 
 if len(selected) == 1:
     (run,) = selected
@@ -112,7 +154,13 @@ if len(selected) == 1:
     actions = st.columns([1, 1, 4])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")
-    actions[1].button("Delete", on_click=delete, args=(run.id,), width="stretch")
+    if state.get("history_deleting") == run.id:
+        actions[2].warning(f"Delete run #{run.id} for good? It cannot be undone.", icon="🗑️")
+        actions[1].button("Yes, delete", on_click=delete, args=(run.id,), width="stretch")
+        actions[2].button("Keep it", on_click=lambda: state.update(history_deleting=None))
+    else:
+        actions[1].button("Delete…", width="stretch",
+                          on_click=lambda run_id=run.id: state.update(history_deleting=run_id))
 elif len(selected) == 2:
     for index, (column, run) in enumerate(zip(st.columns(2), selected, strict=True)):
         with column:
@@ -120,6 +168,8 @@ elif len(selected) == 2:
                 f"**Run {run.id}** · {run.backend} · {run.model}", key=f"history_pane_{index}")
             progress.caption(f"{STATUS_LABELS.get(run.status, run.status)} · "
                              f"{run.created_at[:19].replace('T', ' ')} UTC")
+            if run.error:
+                st.error(run.error, icon="⚠️")
             report = check(run.text, run.prompt)
             show_answer(run.text, answer, report)
             footer.caption(f"Grounding: {report.summary()}")

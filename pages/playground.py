@@ -6,6 +6,7 @@ import streamlit as st
 
 from backends.base import BackendError
 from studio.grounding import check
+from studio.prompts import prompt_problem
 from studio.runner import Run, RunRequest
 from ui.output import follow, show_answer, show_outcome
 from ui.prompt_editor import prompt_editor
@@ -24,7 +25,9 @@ running = run is not None and not run.done
 buttons = st.columns([1, 1, 4])
 generate = buttons[0].button("Generate", type="primary", disabled=running,
                              width="stretch")
-if generate:
+if generate and (problem := prompt_problem(prompts.user)):
+    st.warning(problem, icon="✏️")
+elif generate:
     request = RunRequest(backend=selection.kind, host=selection.host, model=selection.model,
                          system=prompts.system, prompt=prompts.user,
                          max_tokens=selection.max_tokens, temperature=selection.temperature,

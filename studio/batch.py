@@ -11,15 +11,15 @@ times with backoff, then marked failed with its error; the batch goes on.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import threading
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Self
 
 from backends.base import (
@@ -29,14 +29,17 @@ from backends.base import (
     BackendStatusError,
     StreamError,
 )
+from backends.http import redact
 from studio.grounding import check
 from studio.job import Job
 from studio.presets import Location, build_user_prompt
 from studio.render import html_document
 from studio.runner import ANSWERED, STOPPED, Recording, Run, RunRequest
-from studio.store import StoredRun
+from studio.spreadsheet import csv_text
+from studio.store import RunStore, StoredRun
 
 PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
+IN_FLIGHT = (RUNNING, RETRYING)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
@@ -57,7 +60,15 @@ class BatchSpec:
     repeat_penalty: float | None = None  # None: the server's own default
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "scenarios": [asdict(s) for s in self.scenarios]})
+        """The definition as stored with its history group: the host without credentials
+        (nothing secret is written; ``with_host`` puts them back on resume)."""
+        return json.dumps({**asdict(self), "host": redact(self.host),
+                           "scenarios": [asdict(s) for s in self.scenarios]})
+
+    def with_host(self, host: str) -> BatchSpec:
+        """This spec with ``host`` when it is the same server (credentials aside): a stored
+        spec resumed with the credentials the sidebar holds now."""
+        return replace(self, host=host) if redact(host) == redact(self.host) else self
 
     @classmethod
     def from_json(cls, text: str) -> BatchSpec:
@@ -110,10 +121,14 @@ class Batch(Job):
 
     def __init__(self, spec: BatchSpec, *, build: Callable[[], Backend],
                  recording: Callable[[int], Recording | None] | None = None,
-                 finished_before: Mapping[int, StoredRun] | None = None, max_retries: int = 2,
-                 backoff_s: float = 1.0, group_id: int | None = None) -> None:
+                 finished_before: Mapping[int, StoredRun] | None = None,
+                 attempts_before: Mapping[int, int] | None = None, max_retries: int = 2,
+                 backoff_s: float = 1.0, group_id: int | None = None,
+                 on_end: Callable[[], None] | None = None) -> None:
         """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
-        maps row indexes already done in an earlier session to their stored runs."""
+        maps row indexes already done in an earlier session to their stored runs, and
+        ``attempts_before`` counts the attempts recorded for each row. ``on_end`` runs once
+        when the batch's work ends (``launch`` releases the history group there)."""
         super().__init__()
         self.spec = spec
         self.concurrency = max(1, min(spec.concurrency, MAX_CONCURRENCY))
@@ -122,8 +137,11 @@ class Batch(Job):
         for index, stored in (finished_before or {}).items():
             if index < len(self.rows):
                 self._fill_from_store(self.rows[index], stored)
+        for index, attempts in (attempts_before or {}).items():
+            if index < len(self.rows):
+                self.rows[index].attempts = attempts
         self.max_retries, self.backoff_s = max_retries, backoff_s
-        self._build, self._recording = build, recording
+        self._build, self._recording, self._on_end = build, recording, on_end
         self._lock = threading.Lock()
         self._in_flight = 0
         self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
@@ -156,13 +174,15 @@ class Batch(Job):
 
     def _finished(self) -> None:
         self.ended = time.monotonic()
+        if self._on_end is not None:
+            self._on_end()
 
     def _run_row(self, backend: Backend, row: BatchRow) -> None:
         for attempt in range(self.max_retries + 1):
             if self._stop.is_set():
                 row.status = STOPPED
                 return
-            row.attempts, row.status = attempt + 1, RUNNING
+            row.attempts, row.status = row.attempts + 1, RUNNING
             request = self.spec.request(row.location)
             recording = self._recording(row.index) if self._recording else None
             with self._lock:
@@ -211,15 +231,17 @@ class Batch(Job):
         """done / failed / running / remaining counts and an estimate of the time left."""
         done = sum(row.status in ANSWERED for row in self.rows)
         failed = sum(row.status == FAILED for row in self.rows)
-        running = sum(row.status in (RUNNING, RETRYING) for row in self.rows)
-        remaining = len(self.rows) - done - failed
+        running = sum(row.status in IN_FLIGHT for row in self.rows)
+        remaining = len(self.rows) - done - failed - running  # not started yet
         eta = None
         fresh = [row for row in self.rows if row.status in ANSWERED and not row.resumed]
-        if fresh and self.started is not None and remaining:
-            elapsed = (self.ended or time.monotonic()) - self.started
-            eta = elapsed / len(fresh) * remaining  # this session's pace so far
+        if fresh and self.started is not None and remaining + running and not (
+                self.done or self.stopped):
+            elapsed = time.monotonic() - self.started
+            eta = elapsed / len(fresh) * (remaining + running)  # this session's pace so far
         return {"total": len(self.rows), "done": done, "failed": failed, "running": running,
-                "remaining": remaining, "eta_s": eta,
+                "remaining": remaining, "stopped": sum(row.status == STOPPED
+                                                       for row in self.rows), "eta_s": eta,
                 "fraction": (done + failed) / len(self.rows) if self.rows else 1.0}
 
     def summary(self) -> dict[str, Any]:
@@ -244,11 +266,10 @@ class Batch(Job):
                 for row in self.rows]
 
     def to_csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.table()[0]) if self.rows else [])
-        writer.writeheader()
-        writer.writerows(self.table())
-        return buffer.getvalue()
+        """The table, safe to open in a spreadsheet (no cell is read as a formula)."""
+        table = self.table()
+        header = list(table[0]) if table else []
+        return csv_text(header, ([row[name] for name in header] for row in table))
 
     def to_zip(self) -> bytes:
         """One Markdown and one sanitized HTML answer per location, plus the CSV."""
@@ -264,6 +285,57 @@ class Batch(Job):
                     row.text, f"PV recommendation: {row.location.name}",
                     f"{self.spec.backend} · {self.spec.model} · {row.status}"))
         return buffer.getvalue()
+
+
+class BatchRunning(RuntimeError):
+    """The batch is being worked on by a live process: watch or stop it, do not resume it."""
+
+
+_live: dict[int, Batch] = {}  # group id -> the batch working on it in this process
+_live_lock = threading.Lock()
+
+
+def live_batch(group_id: int) -> Batch | None:
+    """The batch of this process that works on the history group, while it runs: every
+    session of the app can watch and stop it."""
+    with _live_lock:
+        return _live.get(group_id)
+
+
+def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
+           group_id: int | None = None) -> Batch:
+    """Start a batch, recorded in a new history group, or resume the one recorded as
+    ``group_id`` (its finished rows are kept, not run again). The group is claimed for this
+    process first: a batch that a live worker still runs raises ``BatchRunning`` instead of
+    running its rows a second time."""
+    finished: dict[int, StoredRun] = {}
+    attempts: Counter[int] = Counter()
+    if store is not None:
+        if group_id is None:
+            group_id = store.create_group("batch", spec.to_json())
+        else:
+            earlier = store.group_runs(group_id)
+            attempts.update(run.position for run in earlier)
+            finished = {run.position: run for run in earlier if run.status in ANSWERED}
+        if not store.claim_group(group_id):
+            raise BatchRunning(f"Batch #{group_id} is running in another session or app "
+                               "process: watch or stop it there; resume it once it stopped.")
+
+    def ended() -> None:
+        if group_id is not None:
+            with _live_lock:
+                _live.pop(group_id, None)
+            if store is not None:
+                store.release_group(group_id)
+
+    recording = (lambda index: Recording(store, "batch", group_id, index)) \
+        if store is not None else None
+    batch = Batch(spec, build=build, recording=recording, finished_before=finished,
+                  attempts_before=attempts, group_id=group_id, on_end=ended)
+    if group_id is not None:
+        with _live_lock:
+            _live[group_id] = batch
+    return batch.start()
 
 
 def _rounded(value: float | None) -> float | None:

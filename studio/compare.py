@@ -12,16 +12,18 @@ import html
 import json
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from backends.base import Backend, BackendError, GenerationStats
+from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
 from studio.render import markdown_to_safe_html
-from studio.runner import ERROR, Recording, Run, RunRequest
+from studio.runner import ANSWERED, STATUS_LABELS, Recording, Run, RunRequest
 
 MAX_PANES = 4
 MAX_REPEATS = 10
@@ -41,6 +43,11 @@ class PaneConfig:
     @property
     def label(self) -> str:
         return f"{BACKEND_NAMES.get(self.kind, self.kind)} · {self.model}"
+
+    @property
+    def host_label(self) -> str:
+        """The label with the host, for panes that would otherwise read the same."""
+        return f"{self.label} · {redact(self.host)}" if self.host else self.label
 
     @property
     def mode(self) -> str:
@@ -80,6 +87,26 @@ def spread(values: list[float | int | None]) -> Spread | None:
     if not present:
         return None
     return Spread(statistics.median(present), min(present), max(present), len(present))
+
+
+def pane_labels(panes: list[PaneConfig]) -> list[str]:
+    """Each pane's label, numbered; the host is added where panes of the same backend and
+    model differ by server (the same model on two machines)."""
+
+    def label(pane: PaneConfig) -> str:
+        hosts = {other.host for other in panes if other.label == pane.label}
+        return pane.host_label if len(hosts) > 1 else pane.label
+
+    return [f"{index + 1}. {label(pane)}" for index, pane in enumerate(panes)]
+
+
+def _run_counts(runs: list[Run]) -> str:
+    """How many runs a pane's figures cover, and the ones left out: '2 measured · 1 stopped'."""
+    measured = sum(run.done and run.status in ANSWERED for run in runs)
+    left_out = Counter(STATUS_LABELS[run.status].lower() for run in runs
+                       if run.done and run.status not in ANSWERED)
+    return " · ".join([f"{measured} measured",
+                       *(f"{count} {label}" for label, count in sorted(left_out.items()))])
 
 
 def _number(value: float) -> str:
@@ -154,9 +181,18 @@ class Comparison(Job):
         """One pane's runs, round by round."""
         return [runs[index] for runs in self.rounds if index < len(runs)]
 
+    def measured_runs(self, index: int) -> list[Run]:
+        """The runs of a pane that count in its figures: those that answered. A stopped run's
+        times are the Stop's, not the model's; an error's are the failure's."""
+        return [run for run in self.pane_runs(index) if run.done and run.status in ANSWERED]
+
     def figures(self, index: int) -> dict[str, Spread | None]:
-        runs = [run for run in self.pane_runs(index) if run.done and run.status != ERROR]
+        runs = self.measured_runs(index)
         return {key: spread([read(run.stats) for run in runs]) for key, _, read in FIGURES}
+
+    @property
+    def labels(self) -> list[str]:
+        return pane_labels(self.panes)
 
     def grounding(self, index: int) -> GroundingReport | None:
         runs = [run for run in self.pane_runs(index) if run.done and run.text]
@@ -165,11 +201,10 @@ class Comparison(Job):
     def table(self) -> list[dict[str, str]]:
         """The measurement table: one row per pane, figures as 'median (min–max)'."""
         rows = []
-        for index, pane in enumerate(self.panes):
+        for index, (pane, label) in enumerate(zip(self.panes, self.labels, strict=True)):
             runs = self.pane_runs(index)
             figures = self.figures(index)
-            row = {"Pane": f"{index + 1}. {pane.label}", "Mode": pane.mode,
-                   "Runs": str(len(runs))}
+            row = {"Pane": label, "Mode": pane.mode, "Runs": _run_counts(runs)}
             for key, label, _ in FIGURES:
                 value = figures[key]
                 row[label] = "–" if value is None else str(value)
@@ -188,9 +223,8 @@ class Comparison(Job):
 
     def timelines(self) -> dict[str, list[tuple[float, int]]]:
         """Characters received over time, per pane, in the latest round."""
-        return {f"{index + 1}. {pane.label}": list(run.timeline)
-                for index, (pane, run) in enumerate(zip(self.panes, self.current_round,
-                                                        strict=False))}
+        return {label: list(run.timeline)
+                for label, run in zip(self.labels, self.current_round, strict=False)}
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -200,7 +234,7 @@ class Comparison(Job):
             "repeats": self.repeats, "stopped": self.stopped,
             "round_wall_times_s": self.round_walls,
             "panes": [
-                {"config": asdict(pane), "mode": pane.mode,
+                {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.mode,
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  "grounding": _grounding_dict(self.grounding(index)),
@@ -214,10 +248,11 @@ class Comparison(Job):
     def to_html(self) -> str:
         """A standalone report: answers side by side, the table, the timeline as a table."""
         columns = "".join(
-            f"<section><h2>{html.escape(pane.label)}</h2><p class=meta>"
+            f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.mode)} · {html.escape(run.status_label)}</p>"
             f"{markdown_to_safe_html(run.text)}</section>"
-            for pane, run in zip(self.panes, self.current_round, strict=False))
+            for pane, label, run in zip(self.panes, self.labels, self.current_round,
+                                        strict=False))
         rows = self.table()
         head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0]) if rows else ""
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values())

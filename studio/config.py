@@ -11,9 +11,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import yaml
+
+from backends.base import InvalidHostError
+from backends.http import check_host
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_DIR / "config.yaml"
@@ -180,9 +182,10 @@ def _bool(block: dict[str, Any], key: str, source: str, default: bool) -> bool:
 
 
 def _check_url(url: str, key: str, source: str) -> None:
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{source}: {key} must be an http:// or https:// URL (got {url!r}).")
+    try:
+        check_host(url)
+    except InvalidHostError as exc:
+        raise ConfigError(f"{source}: {key}: {exc}") from None
 
 
 def _reject_secrets(node: Any, source: str, where: str = "") -> None:

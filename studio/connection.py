@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 
 from backends import create_backend
-from backends.base import Backend, BackendError
+from backends.base import Backend, BackendError, InvalidHostError
 from studio.config import Settings
 
 BACKEND_LABELS = {"ollama": "Ollama", "vllm": "vLLM", "embedded": "Embedded (SmolLM2)"}
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
+# How long a probe's answer is reused. Short for a failure: a server started a moment ago must
+# not read "not reachable" (and switch new sessions to the embedded model) for long.
+REACHABLE_TTL_S = 20.0
+UNREACHABLE_TTL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -18,6 +24,7 @@ class BackendStatus:
     models: list[str] = field(default_factory=list)
     message: str = ""
     hint: str = ""
+    bad_host: bool = False  # the host as typed is malformed: nothing was sent
 
 
 def build(settings: Settings, kind: str, host: str = "", model: str = "",
@@ -37,6 +44,8 @@ def probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
     try:
         backend = build(settings, kind, host, connect_timeout=PROBE_CONNECT_TIMEOUT)
         models = backend.list_models()
+    except InvalidHostError as exc:
+        return BackendStatus(False, message=exc.message, bad_host=True)
     except BackendError as exc:
         return BackendStatus(False, message=exc.message, hint=exc.hint)
     if not models and kind == "ollama":
@@ -44,3 +53,32 @@ def probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
         return BackendStatus(True, [], "Ollama is running but has no models.",
                              f"Pull one: `ollama pull {model}`")
     return BackendStatus(True, models)
+
+
+class ProbeCache:
+    """Probes shared by every session of the app: a reachable server's model list is reused
+    for ``REACHABLE_TTL_S``, a failure only for ``UNREACHABLE_TTL_S``."""
+
+    def __init__(self, reachable_ttl: float = REACHABLE_TTL_S,
+                 unreachable_ttl: float = UNREACHABLE_TTL_S) -> None:
+        self.reachable_ttl, self.unreachable_ttl = reachable_ttl, unreachable_ttl
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str, str], tuple[float, BackendStatus]] = {}
+
+    def get(self, settings: Settings, kind: str, host: str = "") -> BackendStatus:
+        key = (settings.path, kind, host)
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is not None:
+            expires, status = entry
+            if time.monotonic() < expires:
+                return status
+        status = probe(settings, kind, host)
+        ttl = self.reachable_ttl if status.reachable else self.unreachable_ttl
+        with self._lock:
+            self._entries[key] = (time.monotonic() + ttl, status)
+        return status
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -10,7 +10,7 @@ are in the northern hemisphere.
 import csv
 import io
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -150,53 +150,90 @@ def _parse_value(column: str, raw: str) -> tuple[object, str | None]:
     return (int(number) if kind is int else number), None
 
 
-def parse_locations_csv(text: str) -> tuple[list[Location], list[RowProblem]]:
+@dataclass
+class LocationsImport:
+    """What an uploaded locations CSV gave: the rows that load, and what is wrong with the
+    file as a whole (one message) or with single rows (each with its row number)."""
+
+    locations: list[Location] = field(default_factory=list)
+    file_problem: str | None = None  # the file cannot be used at all
+    row_problems: list[RowProblem] = field(default_factory=list)
+    dropped_rows: int = 0  # data rows past MAX_ROWS, not read
+    delimiter: str = ","
+
+    @property
+    def notes(self) -> list[str]:
+        """What the analyst should know about a file that (partly) loaded."""
+        notes = []
+        if self.delimiter != ",":
+            notes.append(f"Read as {DELIMITER_NAMES[self.delimiter]}-separated values.")
+        if self.dropped_rows:
+            notes.append(f"Too many rows: the first {MAX_ROWS} locations are loaded, "
+                         f"{self.dropped_rows:,} more were left out.")
+        return notes
+
+
+DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def _sniff_header(first_line: str) -> tuple[str, list[str]]:
+    """The delimiter whose split of the header finds the most known columns (a spreadsheet
+    in a comma-decimal locale saves with semicolons), and that header."""
+    best = (",", next(csv.reader([first_line]), []))
+    best_found = -1
+    for delimiter in DELIMITER_NAMES:
+        header = [cell.strip() for cell in next(csv.reader([first_line], delimiter=delimiter),
+                                                 [])]
+        found = sum(column in header for column in COLUMNS)
+        if found > best_found:
+            best, best_found = (delimiter, header), found
+    return best
+
+
+def parse_locations_csv(text: str) -> LocationsImport:
     """Parse locations CSV text; bad rows are skipped and reported, never raised.
 
-    Columns may appear in any order and extra columns are ignored. Row numbers are the
-    line numbers a spreadsheet or editor shows (the header is row 1).
+    Columns may appear in any order, extra columns are ignored, and the delimiter may be a
+    comma, semicolon, tab or pipe. Row numbers are the line numbers a spreadsheet or editor
+    shows (the header is row 1).
     """
     text = text.lstrip("\ufeff")  # Excel writes a byte-order mark
     if not text.strip():
-        return [], [RowProblem(0, "the file is empty; expected a header row and data rows")]
-    reader = csv.reader(io.StringIO(text))
-    try:
-        header = [cell.strip() for cell in next(reader)]
-    except csv.Error as exc:
-        return [], [RowProblem(1, f"not a readable CSV file: {exc}")]
+        return LocationsImport(file_problem="The file is empty: expected a header row "
+                               f"({', '.join(COLUMNS[:3])}, ...) and data rows.")
+    delimiter, header = _sniff_header(text.splitlines()[0])
     missing = [c for c in COLUMNS if c not in header]
     if missing:
-        return [], [RowProblem(1, "missing column(s): " + ", ".join(missing))]
+        return LocationsImport(delimiter=delimiter, file_problem=(
+            f"The header lacks {len(missing)} of the {len(COLUMNS)} columns: "
+            f"{', '.join(missing)}. The columns are those of presets/locations.csv."))
     index = {c: header.index(c) for c in COLUMNS}
-
-    locations: list[Location] = []
-    problems: list[RowProblem] = []
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    result = LocationsImport(delimiter=delimiter)
     seen: set[str] = set()
     data_rows = 0
     try:
+        next(reader)  # the header, read above
         for cells in reader:
-            line = reader.line_num
             if not any(cell.strip() for cell in cells):
                 continue  # blank lines are harmless
             data_rows += 1
             if data_rows > MAX_ROWS:
-                if data_rows == MAX_ROWS + 1:
-                    problems.append(RowProblem(
-                        line, f"too many rows: only the first {MAX_ROWS} locations are loaded"))
+                result.dropped_rows += 1
                 continue
             location, error = _parse_row(cells, header, index)
             if location is not None and location.name in seen:
                 error = f"duplicate location name '{location.name}'"
             if error is not None or location is None:
-                problems.append(RowProblem(line, error or "invalid row"))
+                result.row_problems.append(RowProblem(reader.line_num, error or "invalid row"))
                 continue
             seen.add(location.name)
-            locations.append(location)
+            result.locations.append(location)
     except csv.Error as exc:
-        problems.append(RowProblem(reader.line_num, f"not readable as CSV: {exc}"))
-    if data_rows == 0:
-        problems.append(RowProblem(1, "the file has a header but no data rows"))
-    return locations, problems
+        result.file_problem = f"Not readable as CSV from row {reader.line_num} on: {exc}"
+    if data_rows == 0 and result.file_problem is None:
+        result.file_problem = "The file has a header but no data rows."
+    return result
 
 
 def _parse_row(
@@ -233,11 +270,12 @@ def _read_text(path: Path) -> str:
 def load_locations(path: Path | None = None) -> list[Location]:
     """Load the locations CSV (default: the shipped one); raise PresetError if any row is bad."""
     path = _preset_path(path, LOCATIONS_FILE)
-    locations, problems = parse_locations_csv(_read_text(path))
+    parsed = parse_locations_csv(_read_text(path))
+    problems = [parsed.file_problem] if parsed.file_problem else []
+    problems += [str(problem) for problem in parsed.row_problems] + parsed.notes
     if problems:
-        details = "; ".join(str(p) for p in problems)
-        raise PresetError(f"invalid locations file {path}: {details}")
-    return locations
+        raise PresetError(f"invalid locations file {path}: {'; '.join(problems)}")
+    return parsed.locations
 
 
 def load_system_prompts(path: Path | None = None) -> dict[str, str]:
@@ -455,3 +493,16 @@ def build_user_prompt(
     return (f"## DATA CONTEXT\n\n{data}\n\n"
             f"## KNOWLEDGE BASE\n\n{kb}\n\n"
             f"## QUESTION\n\n{question_text}\n")
+
+
+CUSTOM = "custom"  # the preset of a prompt that no longer matches the one it came from
+
+
+def preset_of(prompt: str, location: Location, origin: tuple[str, str] | None = None) -> str:
+    """The preset a prompt came from: ``origin`` (name, prompt) while the prompt is still that
+    one, the picked location while it is still that location's, else ``custom``."""
+    if origin is not None and prompt == origin[1]:
+        return origin[0] or CUSTOM
+    if prompt == build_user_prompt(location):
+        return location.name
+    return CUSTOM

@@ -1,4 +1,4 @@
-"""Prompt arithmetic the editors show."""
+"""Prompt arithmetic the editors show, and what makes a prompt unfit to send."""
 
 from __future__ import annotations
 
@@ -17,3 +17,12 @@ def prompt_size(system: str, user: str) -> PromptSize:
     """Characters of both prompts, and an estimate of their tokens."""
     characters = len(system) + len(user)
     return PromptSize(characters, -(-characters // CHARS_PER_TOKEN))
+
+
+def prompt_problem(user: str) -> str | None:
+    """Why this user prompt must not be sent (None when it may): an empty question costs a
+    model call and records a run that answers nothing."""
+    if not user.strip():
+        return ("The user prompt is empty: pick a location preset or type a question. "
+                "Nothing was sent.")
+    return None

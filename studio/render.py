@@ -151,7 +151,9 @@ def _has_unsafe_link_or_image(text: str) -> bool:
     return False
 
 
-def _escape_everything(text: str) -> str:
+def literal(text: str) -> str:
+    """Untrusted text (a file name, a CSV cell) for a markdown message: every markdown
+    character escaped, so it shows as typed and never becomes a link or an image."""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
@@ -166,7 +168,7 @@ def safe_markdown(text: str) -> str:
 
     result = _outside_code(text, transform)
     if _has_unsafe_link_or_image(result):
-        return _escape_everything(text)
+        return literal(text)
     return result
 
 

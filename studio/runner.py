@@ -25,6 +25,7 @@ from backends.base import (
     GenerationStats,
     TokenStream,
 )
+from backends.http import redact
 
 if TYPE_CHECKING:
     from studio.store import RunStore
@@ -226,7 +227,7 @@ class Run:
             if self._stop.is_set():
                 return
             self.error = BackendError(f"Unexpected error: {type(exc).__name__}: {exc}",
-                                      backend=request.backend, host=request.host)
+                                      backend=request.backend, host=redact(request.host))
         finally:
             self._finish()
 
@@ -251,7 +252,7 @@ class Run:
         request = self.request
         return {
             "started_at": self.started_at.isoformat(),
-            "backend": request.backend, "host": request.host, "model": request.model,
+            "backend": request.backend, "host": redact(request.host), "model": request.model,
             "preset": request.preset,
             "parameters": {"max_tokens": request.max_tokens,
                            "temperature": request.temperature,

@@ -20,21 +20,20 @@ ever stored, and credentials embedded in a host URL are stripped before it is wr
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import os
 import socket
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, BinaryIO, cast
 
 from backends.base import GenerationStats
+from backends.http import redact
 from studio.runner import (
     ANSWERED,
     ERROR,
@@ -43,6 +42,7 @@ from studio.runner import (
     STOPPED,
     RunRequest,
 )
+from studio.spreadsheet import csv_lines
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
 
@@ -55,6 +55,7 @@ FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 # every second or so, also while waiting for a one-piece answer, so silence means it is dead.
 STALE_AFTER_S = 30.0
 BUSY_TIMEOUT_MS = 5000
+EXPORT_IN_MEMORY_BYTES = 8 * 1024 * 1024
 
 # The first schema, exactly as it shipped: kept so migrations (and the upgrade test) start here.
 SCHEMA_V1: tuple[str, ...] = (
@@ -94,10 +95,13 @@ SCHEMA_V2_STEPS: tuple[str, ...] = (
     "CREATE INDEX runs_status ON runs (status, updated_at)",
 )
 
-# v3: the repeat penalty asked for, and the process that owns a running row.
+# v3: the repeat penalty asked for; the process that owns a running row, and a running group
+# (a Batch at work), so that no second worker picks either up while the owner lives.
 SCHEMA_V3_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN repeat_penalty REAL",
     "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE groups ADD COLUMN running INTEGER NOT NULL DEFAULT 0",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS)
@@ -225,17 +229,6 @@ def owner_alive(owner: str | None) -> bool:
     return _process_start(int(pid)) == start
 
 
-def _safe_host(host: str) -> str:
-    """The host URL without any ``user:password@`` part: credentials never reach the disk."""
-    try:
-        parts = urlsplit(host)
-    except ValueError:
-        return host
-    if "@" not in parts.netloc:
-        return host
-    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
 def _casefold(value: str | None) -> str:
     return value.casefold() if value else ""
 
@@ -273,6 +266,17 @@ class Group:
     kind: str
     label: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """A group and how far its rows got, for the list of batches to resume or watch."""
+
+    group: Group
+    done: int  # rows (positions) with an answer
+    failed: int  # rows whose every attempt failed
+    running: bool  # a live worker owns it now: watch or stop it, do not resume it
+    owner: str  # the worker's process (host:pid:start), while it runs
 
 
 class RunStore:
@@ -360,6 +364,48 @@ class RunStore:
             (kind,))
         return [Group(row["id"], row["kind"], row["label"], row["created_at"]) for row in rows]
 
+    def claim_group(self, group_id: int) -> bool:
+        """Mark the group as worked on by this process; False (and nothing changed) when a
+        live process already works on it. Two sessions resuming at once: one wins."""
+        with self._write() as conn:
+            row = conn.execute("SELECT running, owner FROM groups WHERE id = ?",
+                               (group_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"no group {group_id}")
+            if row["running"] and owner_alive(row["owner"]):
+                return False
+            conn.execute("UPDATE groups SET running = 1, owner = ? WHERE id = ?",
+                         (process_owner(), group_id))
+        return True
+
+    def release_group(self, group_id: int) -> None:
+        """The group's worker has ended (finished, stopped or failed)."""
+        with self._write() as conn:
+            conn.execute("UPDATE groups SET running = 0 WHERE id = ?", (group_id,))
+
+    def group_summaries(self, kind: str, limit: int = 20) -> list[GroupSummary]:
+        """The newest groups of one kind with their done and failed row counts, in one query
+        (a row counts once, however many attempts it took)."""
+        answered = ", ".join(f"'{status}'" for status in ANSWERED)  # fixed names, no input
+        rows = self._conn().execute(f"""
+            WITH chosen AS (SELECT * FROM groups WHERE kind = :kind
+                            ORDER BY id DESC LIMIT :limit),
+                 per_row AS (SELECT group_id, position,
+                                    max(status IN ({answered})) AS answered,
+                                    max(status = 'error') AS errored
+                             FROM runs WHERE group_id IN (SELECT id FROM chosen)
+                             GROUP BY group_id, position)
+            SELECT chosen.id, chosen.kind, chosen.label, chosen.created_at, chosen.owner,
+                   chosen.running AND owner_alive(chosen.owner) AS live,
+                   coalesce(sum(per_row.answered), 0) AS done,
+                   coalesce(sum(per_row.errored AND NOT per_row.answered), 0) AS failed
+            FROM chosen LEFT JOIN per_row ON per_row.group_id = chosen.id
+            GROUP BY chosen.id ORDER BY chosen.id DESC""", {"kind": kind, "limit": limit})
+        return [GroupSummary(Group(row["id"], row["kind"], row["label"], row["created_at"]),
+                             int(row["done"]), int(row["failed"]), bool(row["live"]),
+                             row["owner"] if row["live"] else "")
+                for row in rows]
+
     def get_group(self, group_id: int) -> Group | None:
         row = self._conn().execute("SELECT id, kind, label, created_at FROM groups WHERE id = ?",
                                    (group_id,)).fetchone()
@@ -377,7 +423,7 @@ class RunStore:
                 "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
                 "answer, status, group_id, position, owner) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
-                (now, now, page, request.backend, _safe_host(request.host), request.model,
+                (now, now, page, request.backend, redact(request.host), request.model,
                  request.system, request.prompt, request.preset, request.max_tokens,
                  request.temperature, request.repeat_penalty, RUNNING, group_id, position,
                  process_owner()))
@@ -440,13 +486,22 @@ class RunStore:
         """Runs newest first. Each filter given must match exactly (``preset=""``: runs
         without a preset); ``search`` is a case-insensitive substring of the system prompt,
         user prompt or answer. ``limit=None`` returns all (for export)."""
+        return list(self.iter_runs(backend=backend, model=model, preset=preset, status=status,
+                                   search=search, page=page, limit=limit, offset=offset))
+
+    def iter_runs(self, *, backend: str | None = None, model: str | None = None,
+                  preset: str | None = None, status: str | None = None,
+                  search: str | None = None, page: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> Iterator[StoredRun]:
+        """``list_runs`` one run at a time, read as it goes (exports of every run)."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
                                     search=search, page=page)
         params.update(limit=-1 if limit is None else limit, offset=offset)
         rows = self._conn().execute(
             f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
             params)
-        return [_from_row(row) for row in rows]
+        for row in rows:
+            yield _from_row(row)
 
     def count_runs(self, *, backend: str | None = None, model: str | None = None,
                    preset: str | None = None, status: str | None = None,
@@ -497,21 +552,43 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "page", "group_id", "position",
                "tokens_per_s", "system_prompt", "user_prompt", "answer")
 
 
-def export_csv(runs: Iterable[StoredRun]) -> str:
-    """One row per run (the columns of ``CSV_COLUMNS``), for a spreadsheet."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for run in runs:
-        writer.writerow([
-            run.id, run.created_at, run.updated_at, run.page, run.group_id, run.position,
+def _csv_row(run: StoredRun) -> list[Any]:
+    return [run.id, run.created_at, run.updated_at, run.page, run.group_id, run.position,
             run.backend, run.host, run.model, run.preset, run.max_tokens, run.temperature,
             run.status, run.error or "", run.stats.get("time_to_first_token_s"),
             run.total_time_s, run.stats.get("prompt_tokens"), run.output_tokens,
-            run.tokens_per_s, run.system, run.prompt, run.text])
-    return out.getvalue()
+            run.tokens_per_s, run.system, run.prompt, run.text]
+
+
+def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:
+    """One row per run (the columns of ``CSV_COLUMNS``), a line at a time, safe to open in a
+    spreadsheet (no cell is read as a formula)."""
+    return csv_lines(CSV_COLUMNS, (_csv_row(run) for run in runs))
+
+
+def export_csv(runs: Iterable[StoredRun]) -> str:
+    return "".join(export_csv_lines(runs))
+
+
+def export_json_lines(runs: Iterable[StoredRun]) -> Iterator[str]:
+    """Everything recorded about each run, as a JSON list, a run at a time."""
+    yield "["
+    for index, run in enumerate(runs):
+        yield ("," if index else "") + "\n" + json.dumps(run.to_dict(), indent=2,
+                                                          ensure_ascii=False)
+    yield "\n]"
 
 
 def export_json(runs: Iterable[StoredRun]) -> str:
-    """Everything recorded about each run, as a JSON list."""
-    return json.dumps([run.to_dict() for run in runs], indent=2, ensure_ascii=False)
+    return "".join(export_json_lines(runs))
+
+
+def export_file(lines: Iterable[str]) -> BinaryIO:
+    """An export written to a temporary file (in memory while small), ready to read: a
+    download of any size never holds its whole text in a string."""
+    # Not a context manager: the caller (a download) reads and closes it.
+    out = tempfile.SpooledTemporaryFile(max_size=EXPORT_IN_MEMORY_BYTES)  # noqa: SIM115
+    for line in lines:
+        out.write(line.encode("utf-8"))
+    out.seek(0)
+    return cast(BinaryIO, out)

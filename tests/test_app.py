@@ -203,3 +203,26 @@ def test_every_backend_shows_its_status_and_fix(app: AppFactory, fake_ollama: Fa
     (embedded,) = [line for line in lines if line.startswith("**Embedded")]
     assert "🟢 reachable" in ollama and "🟢 reachable" in embedded
     assert "🔴" in vllm and "python -m vllm.entrypoints.openai.api_server" in vllm
+
+
+def test_a_host_typed_without_scheme_gets_the_fix(app: AppFactory,
+                                                  fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url))
+    at.sidebar.text_input[0].set_value(f"127.0.0.1:{fake_ollama.port}").run()
+    (error,) = at.sidebar.error
+    assert error.value.startswith("Check the host:")
+    assert f"Add http:// (or https://): http://127.0.0.1:{fake_ollama.port}." in error.value
+    assert "Not reachable" not in error.value
+    at = click(at, "Generate")
+    assert not at.exception
+    assert "has no scheme" in at.error[0].value
+    assert fake_ollama.chat_requests == []
+
+
+def test_an_empty_prompt_is_not_sent(app: AppFactory, fake_ollama: FakeOllama) -> None:
+    at = app(ollama_config(fake_ollama.url))
+    at.text_area[1].set_value("   \n")
+    at = click(at.run(), "Generate")
+    assert "The user prompt is empty" in at.warning[0].value
+    assert fake_ollama.chat_requests == []
+    assert "playground_run" not in at.session_state

@@ -21,6 +21,7 @@ import time
 import zipfile
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,15 @@ from studio.batch import (
     MAX_CONCURRENCY,
     Batch,
     BatchRow,
+    BatchRunning,
     BatchSpec,
     is_retryable,
+    launch,
+    live_batch,
 )
 from studio.presets import Location, load_locations
 from studio.runner import ANSWERED, ERROR, FINISHED, RUNNING, STOPPED, Recording
-from studio.store import RunStore
+from studio.store import RunStore, process_owner
 from tests.servers.latency import HANG, Fail, LatencyServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +130,8 @@ def test_wall_time_follows_the_concurrency(concurrency: int, latency: float) -> 
     assert summary["speedup"] >= (0.8 if concurrency <= 5 else 0.4) * concurrency
     assert summary["max_in_flight"] == batch.max_in_flight
     assert batch.progress() == {"total": 30, "done": 30, "failed": 0, "running": 0,
-                                "remaining": 0, "eta_s": None, "fraction": 1.0}
+                                "remaining": 0, "stopped": 0, "eta_s": None,
+                                "fraction": 1.0}
 
 
 def test_a_server_with_fewer_slots_queues_the_rest() -> None:
@@ -153,10 +158,11 @@ def test_progress_while_running() -> None:
             time.sleep(0.01)
         assert batch.wait(5)
     assert max(p["running"] for p in seen) <= 2
-    assert all(p["done"] + p["failed"] + p["remaining"] == 10 for p in seen)
+    # The counts add up to the rows: 'remaining' are those not started yet.
+    assert all(p["done"] + p["failed"] + p["running"] + p["remaining"] == 10 for p in seen)
     done = [p["done"] for p in seen]
     assert done == sorted(done)
-    assert any(p["eta_s"] and p["eta_s"] > 0 and p["remaining"] for p in seen)
+    assert any(p["eta_s"] and p["eta_s"] > 0 and p["remaining"] + p["running"] for p in seen)
     assert batch.progress()["fraction"] == 1.0
 
 
@@ -483,3 +489,90 @@ def test_row_statuses_are_final_once_done() -> None:
         batch = run_to_end(make_batch(server, LOCATIONS[:4], 2))
     assert all(row.done for row in batch.rows)
     assert {row.status for row in batch.rows} <= {*ANSWERED, FAILED, STOPPED}
+
+
+# -- one worker per batch: launch, watch, resume ----------------------------------------------
+def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
+    """Tab A runs a batch and goes; tab B finds it running (the same live object, to watch
+    and stop), cannot resume it while it runs, and resumes it after the stop without
+    running any row twice."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    with LatencyServer(latency=0.3, cap=2) as server:
+        spec = make_spec(server.url, LOCATIONS[:8], concurrency=2)
+        build = lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10)  # noqa: E731
+        batch = launch(spec, build=build, store=store)
+        group = batch.group_id
+        assert group is not None
+        assert wait_until(lambda: sum(row.status in ANSWERED for row in batch.rows) >= 2)
+
+        (summary,) = store.group_summaries("batch")
+        assert summary.running and summary.group.id == group
+        assert live_batch(group) is batch  # what another session attaches to
+        with pytest.raises(BatchRunning):
+            launch(BatchSpec.from_json(summary.group.label), build=build, store=store,
+                   group_id=group)
+
+        live_batch(group).stop()  # type: ignore[union-attr]  # Stop from the other tab
+        assert batch.wait(10)
+        assert live_batch(group) is None
+        (summary,) = store.group_summaries("batch")
+        assert not summary.running
+        finished = {run.position for run in store.group_runs(group) if run.status in ANSWERED}
+
+        resumed = launch(BatchSpec.from_json(summary.group.label), build=build, store=store,
+                         group_id=group)
+        assert resumed.wait(30)
+    answered = [run.position for run in store.group_runs(group) if run.status in ANSWERED]
+    assert sorted(answered) == list(range(8))  # every row once: none ran twice
+    assert sum(server.answered.values()) == 8
+    rows = {row.index: row for row in resumed.rows}
+    assert all(rows[index].resumed and rows[index].attempts == 1 for index in finished)
+    (summary,) = store.group_summaries("batch")
+    assert (summary.done, summary.failed, summary.running) == (8, 0, False)
+
+
+def test_a_batch_of_a_dead_process_can_be_resumed(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "history.sqlite3")
+    spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
+    group = store.create_group("batch", spec.to_json())
+    assert store.claim_group(group)
+    host, _, start = process_owner().rsplit(":", 2)
+    with sqlite3.connect(store.path) as conn:  # its owner died without releasing it
+        conn.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                     (f"{host}:999999999:{start}", group))
+    (summary,) = store.group_summaries("batch")
+    assert not summary.running
+    assert store.claim_group(group)
+
+
+def test_the_stored_batch_holds_no_credentials() -> None:
+    spec = make_spec("http://analyst:S3cretPW@127.0.0.1:11434", LOCATIONS[:1], concurrency=1)
+    stored = spec.to_json()
+    assert "S3cretPW" not in stored and "analyst:" not in stored
+    resumed = BatchSpec.from_json(stored)
+    assert resumed.host == "http://127.0.0.1:11434"
+    # Resumed with the sidebar's host for the same server, the credentials come back.
+    assert resumed.with_host(spec.host).host == spec.host
+    assert resumed.with_host("http://other:11434").host == "http://127.0.0.1:11434"
+
+
+def test_progress_adds_up_and_says_nothing_of_time_after_a_stop() -> None:
+    with LatencyServer(latency=0.5, cap=2) as server:
+        batch = make_batch(server, LOCATIONS[:6], concurrency=2).start()
+        assert wait_until(lambda: batch.progress()["running"] == 2)
+        seen = batch.progress()
+        assert seen["done"] + seen["failed"] + seen["running"] + seen["remaining"] == 6
+        batch.stop()
+        assert batch.wait(10)
+    after = batch.progress()
+    assert after["eta_s"] is None and after["running"] == 0
+    assert after["stopped"] >= 2
+    assert batch.to_csv().count("\n") == 7
+
+
+def test_batch_csv_neutralises_formulas_in_location_names() -> None:
+    with LatencyServer(latency=0.01) as server:
+        hostile = replace(LOCATIONS[0], name='=HYPERLINK("http://evil.example","click me")')
+        batch = run_to_end(make_batch(server, [hostile], concurrency=1))
+    (row,) = csv.DictReader(io.StringIO(batch.to_csv()))
+    assert row["location"] == "'" + hostile.name

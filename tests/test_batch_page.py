@@ -3,6 +3,7 @@ locations, an uploaded CSV with bad rows, the results table and summary, and Res
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,7 +69,9 @@ def csv_bytes(*rows: str) -> bytes:
 
 
 def texts(elements: object) -> str:
-    return "\n".join(str(element.value) for element in elements)  # type: ignore[attr-defined]
+    """The messages' text as shown: markdown escapes (of untrusted file content) removed."""
+    shown = "\n".join(str(element.value) for element in elements)  # type: ignore[attr-defined]
+    return re.sub(r"\\(.)", r"\1", shown)
 
 
 def test_three_presets_at_concurrency_three(server: LatencyServer, db: Path) -> None:
@@ -115,7 +118,7 @@ def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServe
                         GOOD_ROW.format(name="Shortrow, ZZ").rsplit(",", 3)[0])
     at = upload(batch_page(), content)
     warning = texts(at.warning)
-    assert "2 row(s) skipped" in warning
+    assert "2 rows skipped" in warning
     assert "row 3: column 'avg_daily_kwh': 'lots' is not a number" in warning
     assert "row 5: has 11 values but the header has 14 columns" in warning
     assert "2 scenario(s) ready." in texts(at.main.success)
@@ -134,14 +137,17 @@ def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServe
 
 @pytest.mark.parametrize(("content", "message"), [
     (csv_bytes(GOOD_ROW.format(name="Testville, ZZ")).replace(b",has_ev", b""),
-     "row 1: missing column(s): has_ev"),
-    (HEADER.encode() + b"\n", "the file has a header but no data rows"),
-    (b"\n\n", "the file is empty"),
+     "The header lacks 1 of the 14 columns: has_ev."),
+    (HEADER.encode() + b"\n", "The file has a header but no data rows."),
+    (b"\n\n", "The file is empty"),
 ], ids=["missing-column", "header-only", "blank-lines"])
 def test_uploads_with_nothing_to_run(server: LatencyServer, db: Path, content: bytes,
                                      message: str) -> None:
+    """A problem of the whole file is one error about the file, never a 'row' problem."""
     at = upload(batch_page(), content)
-    assert message in texts(at.warning)
+    assert message in texts(at.error)
+    assert "row 1" not in texts([*at.error, *at.warning])
+    assert "row 0" not in texts([*at.error, *at.warning])
     assert "ready" not in texts(at.main.success)
     assert button(at, "Run batch").disabled
     assert server.total_requests() == 0
@@ -156,8 +162,28 @@ def test_an_empty_file_is_reported(server: LatencyServer, db: Path) -> None:
 def test_too_many_rows_loads_the_first_ones(server: LatencyServer, db: Path) -> None:
     rows = [GOOD_ROW.format(name=f"Town {index}, ZZ") for index in range(MAX_ROWS + 5)]
     at = upload(batch_page(), csv_bytes(*rows))
-    assert f"too many rows: only the first {MAX_ROWS} locations are loaded" in texts(at.warning)
+    assert (f"Too many rows: the first {MAX_ROWS} locations are loaded, 5 more were left out."
+            in texts(at.info))
+    assert not at.warning  # no row is called bad
     assert f"{MAX_ROWS} scenario(s) ready." in texts(at.main.success)
+
+
+def test_a_semicolon_separated_file_is_read(server: LatencyServer, db: Path) -> None:
+    content = csv_bytes(GOOD_ROW.format(name="Testville ZZ")).replace(b",", b";")
+    at = upload(batch_page(), content)
+    assert "Read as semicolon-separated values." in texts(at.info)
+    assert "1 scenario(s) ready." in texts(at.main.success)
+
+
+def test_hostile_file_content_is_shown_as_text(server: LatencyServer, db: Path) -> None:
+    """A cell with markdown (an image that would load from elsewhere, a link) is reported as
+    typed, never rendered."""
+    hostile = "![x](http://evil.example/pixel.png) [click](javascript:alert(1))"
+    content = csv_bytes(GOOD_ROW.format(name="Testville, ZZ").replace("30.5", hostile))
+    at = upload(batch_page(), content)
+    (warning,) = at.warning
+    assert "![x](http" not in warning.value and "](javascript" not in warning.value
+    assert hostile in texts(at.warning)
 
 
 def test_a_file_over_the_size_limit_is_refused(server: LatencyServer, db: Path) -> None:
@@ -189,7 +215,7 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
                      {"output_tokens": 150, "total_time_s": 2.0})
     at.run()  # the expander now lists the earlier batch
     (label,) = at.selectbox(key="batch_resume").options
-    assert label.startswith(f"#{group} ·") and label.endswith("1/3 done")
+    assert label.startswith(f"#{group} ·") and label.endswith(f"vllm · {MODEL} · 1 done of 3")
     button(at, "Resume").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value

@@ -139,7 +139,7 @@ def test_figures_are_median_min_max_over_rounds_without_failed_runs() -> None:
     assert figures["client_tps"] == Spread(16.0, 4.0, 40.0, 3)
     assert figures["server_tps"] is None and figures["load"] is None
     (row,) = comparison.table()
-    assert row["Runs"] == "4"
+    assert row["Runs"] == "3 measured · 1 error"  # what the medians cover, and what not
     assert row["Total time (s)"] == "2 (1–3)"
     assert row["Output tokens"] == "20 (10–30)"
     assert row["Tokens/s (server)"] == "–"
@@ -192,7 +192,7 @@ def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
         assert figures["total"] == Spread(sorted(totals)[1], min(totals), max(totals), 3)
     ollama_load = comparison.figures(0)["load"]
     assert ollama_load is not None and ollama_load.median == pytest.approx(0.041295167)
-    assert all(row["Runs"] == "3" for row in comparison.table())
+    assert all(row["Runs"] == "3 measured" for row in comparison.table())
     assert comparison.repeats == 3
 
 
@@ -226,7 +226,7 @@ def test_table_rows_modes_and_one_piece_ttft(ollama_server: FakeOllama,
                                                       "17", "4"]
     assert [row["Prompt tokens"] for row in rows] == ["169", "47", "12"]
     assert [row["Stop reason"] for row in rows] == ["Finished"] * 3
-    assert [row["Runs"] for row in rows] == ["1"] * 3
+    assert [row["Runs"] for row in rows] == ["1 measured"] * 3
     # Grounding against the San Diego data: 53.76 kWh and 70.23% yes, 128 panels no.
     assert rows[0]["Grounding"] == "2 grounded · 1 not found"
     assert rows[1]["Grounding"] == "2 grounded · 0 not found"  # 31 panels, $15,000

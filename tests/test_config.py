@@ -69,8 +69,13 @@ def test_api_key_comes_from_the_named_environment_variable(
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("llm:\n  backend: olama\n", "llm.backend must be one of ollama, vllm, embedded"),
-    ("llm:\n  host: localhost:11434\n", "llm.host must be an http:// or https:// URL"),
-    ("llm:\n  host: ftp://x\n", "llm.host must be an http:// or https:// URL"),
+    ("llm:\n  host: localhost:11434\n",
+     "llm.host: 'localhost:11434' has no scheme. Add http:// (or https://): "
+     "http://localhost:11434."),
+    ("llm:\n  host: ftp://x\n", "llm.host: 'ftp://x' has the wrong scheme"),
+    ("llm:\n  host: http://localhost:11434/api\n",
+     "llm.host: 'http://localhost:11434/api' has a path; the host is only scheme, name and "
+     "port: http://localhost:11434."),
     ("backends:\n  vllm:\n    host: 8000\n", "backends.vllm.host must be text"),
     ("llm:\n  max_tokens: lots\n", "llm.max_tokens must be a whole number"),
     ("llm:\n  max_tokens: 2.5\n", "llm.max_tokens must be a whole number"),

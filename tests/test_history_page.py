@@ -50,7 +50,7 @@ def shown_ids(at: AppTest) -> list[int]:
 def test_lists_newest_first(seeded: RunStore) -> None:
     at = history_page()
     assert shown_ids(at) == [3, 2, 1]
-    assert "Showing 3 of 3 runs" in at.caption[0].value
+    assert "Runs 1–3 of 3, newest first." in at.caption[0].value
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
@@ -105,13 +105,56 @@ def test_open_in_playground_takes_the_runs_settings(seeded: RunStore) -> None:
     assert [t.value for t in at.title] == ["☀️ PV Playground"]
 
 
-def test_delete(seeded: RunStore) -> None:
+def click(at: AppTest, label: str) -> AppTest:
+    (button,) = [b for b in at.button if b.label == label]
+    return button.click().run()
+
+
+def test_delete_asks_first(seeded: RunStore) -> None:
     at = history_page()
     at.multiselect(key="history_open").set_value([2]).run()
-    (button,) = [b for b in at.button if b.label == "Delete"]
-    button.click().run()
+    at = click(at, "Delete…")
+    assert "Delete run #2 for good?" in at.warning[0].value
+    assert seeded.get(2) is not None  # nothing deleted yet
+    at = click(at, "Keep it")
+    assert not at.warning and seeded.get(2) is not None
+    at = click(click(at, "Delete…"), "Yes, delete")
     assert shown_ids(at) == [3, 1]
     assert seeded.get(2) is None
+
+
+def test_status_filter_speaks_the_tables_words(seeded: RunStore) -> None:
+    at = history_page()
+    status = at.selectbox(key="history_status")
+    assert {"Finished", "Stopped", "Error"} <= set(status.options)
+    assert "finished" not in status.options
+
+
+def test_side_by_side_shows_an_error_runs_error(seeded: RunStore) -> None:
+    at = history_page()
+    at.multiselect(key="history_open").set_value([3, 1]).run()
+    assert [e.value for e in at.error] == ["boom"]
+
+
+def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
+    for index in range(250):
+        request = RunRequest("ollama", "http://h", "m", "s", f"bulk {index}", 10, 0.1, "")
+        seeded.finish_run(seeded.start_run(request, "batch"), f"answer {index}", "finished")
+    at = history_page()
+    assert "Runs 1–100 of 253, newest first." in at.caption[0].value
+    assert len(shown_ids(at)) == 100
+    at.number_input(key="history_page").set_value(3).run()
+    assert "Runs 201–253 of 253" in at.caption[0].value
+    assert shown_ids(at)[-3:] == [3, 2, 1]
+    # Any run opens by its id, whatever page is shown.
+    at.number_input(key="history_page").set_value(1).run()
+    at.number_input(key="history_open_id").set_value(1).run()
+    assert at.multiselect(key="history_open").value == [1]
+    assert any("Install 31 panels." in m.value for m in at.markdown)
+    at.number_input(key="history_open_id").set_value(9999).run()
+    assert "There is no run #9999." in at.warning[0].value
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["⬇ Export CSV (253 runs)", "⬇ Export JSON (253 runs)"]
 
 
 def test_export_buttons_serve_the_filtered_list(seeded: RunStore) -> None:

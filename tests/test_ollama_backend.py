@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -16,6 +17,7 @@ from backends.base import (
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from tests.servers.base import LocalServer
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 
 
@@ -83,10 +85,26 @@ def test_unknown_model_is_model_not_found_in_both_wordings(fake_ollama: FakeOlla
     assert info.value.server_message in info.value.message  # our hint and the server's words
 
 
-def test_plain_text_404_means_wrong_server_not_missing_model(fake_ollama: FakeOllama) -> None:
-    backend = OllamaBackend(fake_ollama.url + "/not-ollama", model="llama3.1:8b")
-    with pytest.raises(BackendStatusError) as info:
-        backend.generate("prompt")
+class _NotOllama(BaseHTTPRequestHandler):
+    """Some other web server: a plain-text 404 for every route."""
+
+    def do_POST(self) -> None:
+        body = b"404 page not found"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_plain_text_404_means_wrong_server_not_missing_model() -> None:
+    with LocalServer(_NotOllama) as server:
+        backend = OllamaBackend(server.url, model="llama3.1:8b")
+        with pytest.raises(BackendStatusError) as info:
+            backend.generate("prompt")
     assert not isinstance(info.value, ModelNotFoundError)
     assert info.value.status_code == 404
     assert "404 page not found" in str(info.value)

@@ -7,6 +7,7 @@ import pytest
 
 from studio.presets import (
     COLUMNS,
+    CUSTOM,
     MAX_ROWS,
     PRESET_DIR,
     Location,
@@ -17,6 +18,7 @@ from studio.presets import (
     load_locations,
     load_system_prompts,
     parse_locations_csv,
+    preset_of,
 )
 
 HEADER = ",".join(COLUMNS)
@@ -215,71 +217,81 @@ def test_custom_knowledge_base_and_question(locations: list[Location]) -> None:
 # --- CSV validation -----------------------------------------------------------------------------
 
 def test_valid_csv_parses_with_types() -> None:
-    locs, problems = parse_locations_csv(_csv(_row("A"), _row("B", has_ev="Yes")))
-    assert problems == []
+    parsed = parse_locations_csv(_csv(_row("A"), _row("B", has_ev="Yes")))
+    assert parsed.file_problem is None and parsed.row_problems == [] and parsed.notes == []
+    locs = parsed.locations
     assert [loc.name for loc in locs] == ["A", "B"]
     assert locs[0].has_ev is False and locs[1].has_ev is True
     assert locs[0].avg_daily_kwh == 28.4 and locs[0].panel_watts == 400
 
 
-def test_missing_column_is_named() -> None:
+def test_missing_column_is_one_message_about_the_file() -> None:
     header = HEADER.replace(",sunlight_cv", "")
     row = _row("A").split(",")
     del row[COLUMNS.index("sunlight_cv")]
-    locs, problems = parse_locations_csv(_csv(",".join(row), header=header))
-    assert locs == []
-    assert len(problems) == 1
-    assert problems[0].row == 1
-    assert "missing column" in problems[0].message and "sunlight_cv" in problems[0].message
+    parsed = parse_locations_csv(_csv(",".join(row), header=header))
+    assert parsed.locations == [] and parsed.row_problems == []
+    assert parsed.file_problem is not None
+    assert "lacks 1 of the" in parsed.file_problem and "sunlight_cv" in parsed.file_problem
+    assert "row" not in parsed.file_problem
+
+
+def test_semicolon_separated_file_is_read_and_said() -> None:
+    text = _csv(_row("A"), _row("B")).replace(",", ";")
+    parsed = parse_locations_csv(text)
+    assert parsed.file_problem is None and parsed.row_problems == []
+    assert [loc.name for loc in parsed.locations] == ["A", "B"]
+    assert parsed.delimiter == ";"
+    assert parsed.notes == ["Read as semicolon-separated values."]
 
 
 def test_row_with_missing_values_is_skipped_and_good_rows_load() -> None:
     short = ",".join(_row("Short").split(",")[:-2])  # drops cost_per_panel_usd and has_ev
-    locs, problems = parse_locations_csv(_csv(_row("A"), short, _row("B")))
-    assert [loc.name for loc in locs] == ["A", "B"]
-    assert len(problems) == 1
-    assert problems[0].row == 3
-    assert "cost_per_panel_usd" in problems[0].message and "has_ev" in problems[0].message
+    parsed = parse_locations_csv(_csv(_row("A"), short, _row("B")))
+    assert [loc.name for loc in parsed.locations] == ["A", "B"]
+    (problem,) = parsed.row_problems
+    assert problem.row == 3
+    assert "cost_per_panel_usd" in problem.message and "has_ev" in problem.message
 
 
 def test_non_numeric_value_names_column_and_value() -> None:
-    text = _csv(_row("A"), _row("Bad", avg_daily_kwh="lots"), _row("C"))
-    locs, problems = parse_locations_csv(text)
-    assert [loc.name for loc in locs] == ["A", "C"]
-    assert len(problems) == 1
-    assert problems[0].row == 3
-    assert "avg_daily_kwh" in problems[0].message and "'lots'" in problems[0].message
-    assert str(problems[0]).startswith("row 3: ")
+    parsed = parse_locations_csv(_csv(_row("A"), _row("Bad", avg_daily_kwh="lots"), _row("C")))
+    assert [loc.name for loc in parsed.locations] == ["A", "C"]
+    (problem,) = parsed.row_problems
+    assert problem.row == 3
+    assert "avg_daily_kwh" in problem.message and "'lots'" in problem.message
+    assert str(problem).startswith("row 3: ")
 
 
 @pytest.mark.parametrize("text", ["", "   \n\n", "\ufeff"])
 def test_empty_text(text: str) -> None:
-    locs, problems = parse_locations_csv(text)
-    assert locs == []
-    assert len(problems) == 1 and "empty" in problems[0].message
+    parsed = parse_locations_csv(text)
+    assert parsed.locations == [] and parsed.row_problems == []
+    assert parsed.file_problem is not None and "empty" in parsed.file_problem
 
 
 def test_header_only() -> None:
-    locs, problems = parse_locations_csv(_csv())
-    assert locs == []
-    assert len(problems) == 1 and "no data rows" in problems[0].message
+    parsed = parse_locations_csv(_csv())
+    assert parsed.locations == [] and parsed.row_problems == []
+    assert parsed.file_problem == "The file has a header but no data rows."
 
 
 def test_bad_boolean() -> None:
-    locs, problems = parse_locations_csv(_csv(_row("A", has_ev="maybe"), _row("B")))
-    assert [loc.name for loc in locs] == ["B"]
-    assert len(problems) == 1
-    assert "has_ev" in problems[0].message and "'maybe'" in problems[0].message
+    parsed = parse_locations_csv(_csv(_row("A", has_ev="maybe"), _row("B")))
+    assert [loc.name for loc in parsed.locations] == ["B"]
+    (problem,) = parsed.row_problems
+    assert "has_ev" in problem.message and "'maybe'" in problem.message
 
 
-def test_too_many_rows() -> None:
-    rows = [_row(f"Town {i}") for i in range(MAX_ROWS + 3)]
-    locs, problems = parse_locations_csv(_csv(*rows))
+def test_too_many_rows_counts_every_row_left_out() -> None:
+    rows = [_row(f"Town {i}") for i in range(10_000)]
+    parsed = parse_locations_csv(_csv(*rows))
     assert MAX_ROWS == 500
-    assert len(locs) == 500 and locs[-1].name == "Town 499"
-    assert len(problems) == 1
-    assert problems[0].row == 502  # header is row 1, so the 501st data row is row 502
-    assert "too many rows" in problems[0].message and "500" in problems[0].message
+    assert len(parsed.locations) == 500 and parsed.locations[-1].name == "Town 499"
+    assert parsed.row_problems == [] and parsed.file_problem is None
+    assert parsed.dropped_rows == 9_500
+    assert parsed.notes == ["Too many rows: the first 500 locations are loaded, 9,500 more "
+                            "were left out."]
 
 
 @pytest.mark.parametrize(
@@ -294,17 +306,30 @@ def test_too_many_rows() -> None:
     ],
 )
 def test_out_of_range_values(overrides: dict[str, str], expected: str) -> None:
-    locs, problems = parse_locations_csv(_csv(_row("Bad", **overrides), _row("Good")))
-    assert [loc.name for loc in locs] == ["Good"]
-    assert len(problems) == 1 and expected in problems[0].message
+    parsed = parse_locations_csv(_csv(_row("Bad", **overrides), _row("Good")))
+    assert [loc.name for loc in parsed.locations] == ["Good"]
+    (problem,) = parsed.row_problems
+    assert expected in problem.message
 
 
 def test_duplicate_names_bom_blank_lines_and_extra_columns() -> None:
     text = "\ufeff" + _csv(_row("A") + ",x", "", _row("A") + ",y", header=HEADER + ",notes")
-    locs, problems = parse_locations_csv(text)
-    assert [loc.name for loc in locs] == ["A"]
-    assert len(problems) == 1 and "duplicate" in problems[0].message
-    assert problems[0].row == 4
+    parsed = parse_locations_csv(text)
+    assert [loc.name for loc in parsed.locations] == ["A"]
+    (problem,) = parsed.row_problems
+    assert "duplicate" in problem.message and problem.row == 4
+
+
+def test_preset_of_follows_the_prompt(locations: list[Location]) -> None:
+    san_diego, phoenix = locations[0], locations[1]
+    prompt = build_user_prompt(san_diego)
+    assert preset_of(prompt, san_diego) == san_diego.name
+    assert preset_of(prompt + " Also a battery?", san_diego) == CUSTOM
+    # A prompt opened from a CSV row keeps that row's name while it is unchanged, whatever
+    # location the picker shows.
+    loc_499 = build_user_prompt(phoenix).replace(phoenix.name, "Loc 499")
+    assert preset_of(loc_499, san_diego, origin=("Loc 499", loc_499)) == "Loc 499"
+    assert preset_of(loc_499 + "!", san_diego, origin=("Loc 499", loc_499)) == CUSTOM
 
 
 def test_load_locations_raises_preset_error_for_bad_file(tmp_path: Path) -> None:

@@ -28,7 +28,10 @@ from studio.store import (
     StoredRun,
     StoreError,
     export_csv,
+    export_csv_lines,
+    export_file,
     export_json,
+    export_json_lines,
     owner_alive,
     process_owner,
 )
@@ -529,3 +532,37 @@ def test_export_json_parses_back_with_everything(store: RunStore) -> None:
     assert newest["statistics"]["client_tokens_per_s"] == 5.0
     assert data[1]["system_prompt"] == SYSTEM and data[1]["answer"] == SAMPLE_ANSWER
     assert json.loads(export_json([])) == []
+
+
+def test_exports_cover_every_run_read_one_at_a_time(store: RunStore) -> None:
+    for index in range(600):
+        record(store, f"answer {index}", prompt=f"prompt {index}")
+    runs = store.iter_runs()
+    assert not isinstance(runs, list)  # a cursor, not the whole history in memory
+    with export_file(export_csv_lines(runs)) as exported:
+        rows = list(csv.DictReader(io.TextIOWrapper(exported, encoding="utf-8")))
+    assert len(rows) == 600 and {row["answer"] for row in rows} == {
+        f"answer {index}" for index in range(600)}
+    with export_file(export_json_lines(store.iter_runs(search="prompt 59"))) as exported:
+        data = json.load(exported)
+    assert sorted(run["user_prompt"] for run in data) == [
+        "prompt 59", *(f"prompt {n}" for n in range(590, 600))]
+
+
+@pytest.mark.parametrize("hostile", [
+    '=HYPERLINK("http://evil.example","click me")', "+cmd|' /C calc'!A0", "-2+3",
+    "@SUM(1+1)", "\tleading tab", "\rleading return"])
+def test_csv_export_neutralises_formulas(store: RunStore, hostile: str) -> None:
+    record(store, hostile, preset=hostile, model=hostile)
+    (row,) = csv.DictReader(io.StringIO(export_csv(store.list_runs())))
+    for column in ("answer", "preset", "model"):
+        assert row[column] == "'" + hostile  # shown as the text it is, never evaluated
+    assert row["max_tokens"] == "512"  # numbers stay numbers
+
+
+def test_no_credential_reaches_the_database(store: RunStore) -> None:
+    run_id = store.start_run(request(host="http://analyst:S3cretPW@127.0.0.1:11434"),
+                             "playground")
+    store.finish_run(run_id, "ok", FINISHED)
+    assert store.get(run_id).host == "http://127.0.0.1:11434"  # type: ignore[union-attr]
+    assert b"S3cretPW" not in store.path.read_bytes() + Path(f"{store.path}-wal").read_bytes()

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from studio.config import BACKEND_KINDS, Settings
-from studio.connection import BACKEND_LABELS, BackendStatus, probe
-
-MODEL_LIST_TTL_S = 20  # short: a server started a moment ago shows up soon
+from studio.connection import BACKEND_LABELS, BackendStatus, ProbeCache
 
 
 @dataclass(frozen=True)
@@ -22,9 +20,14 @@ class Picked:
     status: BackendStatus
 
 
-@st.cache_data(ttl=MODEL_LIST_TTL_S, show_spinner=False)
-def cached_probe(kind: str, host: str, config_path: str, _settings: Settings) -> BackendStatus:
-    return probe(_settings, kind, host)
+@st.cache_resource(show_spinner=False)
+def probes() -> ProbeCache:
+    """One probe cache for the whole server (its entries are per config, backend and host)."""
+    return ProbeCache()
+
+
+def cached_probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
+    return probes().get(settings, kind, host)
 
 
 def picker_keys(prefix: str) -> list[str]:
@@ -54,11 +57,13 @@ def backend_picker(settings: Settings, prefix: str = "",
     host = ""
     if kind != "embedded":
         host = st.text_input("Host", key=f"{prefix}host_{kind}").strip().rstrip("/")
-    status = cached_probe(kind, host, settings.path, settings)
+    status = cached_probe(settings, kind, host)
     model = _model_picker(kind, status, f"{prefix}model_{kind}")
     if status.reachable:
         count = len(status.models)
         st.success(f"Reachable · {count} model{'s' if count != 1 else ''}", icon="🟢")
+    elif status.bad_host:
+        st.error(f"Check the host: {status.message}", icon="✏️")
     else:
         st.error(f"Not reachable. {status.message}\n\n{status.hint}", icon="🔴")
     return Picked(kind, host, model, status)
@@ -82,7 +87,7 @@ def all_backends_status(settings: Settings, prefix: str = "") -> None:
     """One line per backend: reachable, or the fix."""
     for kind in BACKEND_KINDS:
         host = st.session_state.get(f"{prefix}host_{kind}", "") if kind != "embedded" else ""
-        found = cached_probe(kind, host, settings.path, settings)
+        found = cached_probe(settings, kind, host)
         light = "🟢 reachable" if found.reachable else f"🔴 {found.hint or found.message}"
         where = f" · {host}" if host else ""
         st.caption(f"**{BACKEND_LABELS[kind]}**{where}: {light}")

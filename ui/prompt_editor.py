@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from studio.presets import Location, build_user_prompt, load_locations, load_system_prompts
+from studio.presets import (
+    Location,
+    build_user_prompt,
+    load_locations,
+    load_system_prompts,
+    preset_of,
+)
 from studio.prompts import prompt_size
 from ui.state import keep
 
@@ -15,7 +21,7 @@ from ui.state import keep
 class Prompts:
     system: str
     user: str
-    preset: str  # the location preset the user prompt started from
+    preset: str  # the preset the user prompt came from, or "custom" once it differs
 
 
 @st.cache_data(show_spinner=False)
@@ -32,8 +38,9 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     def load_preset() -> None:
         state[keys["system"]] = system_prompts[state[keys["system_preset"]]]
         state[keys["user"]] = build_user_prompt(locations[state[keys["location"]]])
+        state.pop(_origin_key(prefix), None)
 
-    if keys["user"] not in state:
+    if keys["user"] not in state or state.get(keys["location"]) not in locations:
         state[keys["location"]] = next(iter(locations))
         state[keys["system_preset"]] = next(iter(system_prompts))
         load_preset()
@@ -50,4 +57,21 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     st.text_area("User prompt", key=keys["user"], height=user_height)
     size = prompt_size(state[keys["system"]], state[keys["user"]])
     st.caption(f"Prompt size: {size.characters:,} characters · about {size.tokens:,} tokens")
-    return Prompts(state[keys["system"]], state[keys["user"]], state[keys["location"]])
+    user = state[keys["user"]]
+    preset = preset_of(user, locations[state[keys["location"]]], state.get(_origin_key(prefix)))
+    return Prompts(state[keys["system"]], user, preset)
+
+
+def _origin_key(prefix: str) -> str:
+    return f"{prefix}_origin"
+
+
+def load_prompts(prefix: str, system: str, user: str, preset: str) -> None:
+    """Fill an editor with a run's prompts (History -> Playground). The run keeps its preset
+    name while its prompt is unchanged, even one no preset lists (a CSV row)."""
+    locations, _ = _presets()
+    state = st.session_state
+    state[f"{prefix}_system"], state[f"{prefix}_user"] = system, user
+    if preset in locations:
+        state[f"{prefix}_location"] = preset
+    state[_origin_key(prefix)] = (preset, user)

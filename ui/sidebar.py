@@ -18,6 +18,7 @@ from ui.backend_picker import (
     backend_picker,
     cached_probe,
     picker_keys,
+    probes,
     seed_picker,
 )
 from ui.state import keep
@@ -56,8 +57,7 @@ def init_session(settings: Settings) -> None:
         state.repeat_penalty = None
         state.fallback_notice = ""
         if settings.backend != "embedded" and settings.fallback_to_embedded:
-            status = cached_probe(settings.backend, settings.selected.host, settings.path,
-                                  settings)
+            status = cached_probe(settings, settings.backend, settings.selected.host)
             if not status.reachable:
                 # The probe's message already names the backend and host: said once.
                 state.fallback_notice = (
@@ -75,7 +75,7 @@ def sidebar(settings: Settings) -> Selection:
     with st.sidebar:
         st.header("☀️ Model")
         picked = backend_picker(settings, "", on_change=_forget_notice)
-        st.button("↻ Refresh models", on_click=cached_probe.clear, width="stretch")
+        st.button("↻ Refresh models", on_click=lambda: probes().clear(), width="stretch")
         with st.expander("All backends"):
             all_backends_status(settings)
         st.header("Parameters")

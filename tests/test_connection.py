@@ -1,0 +1,87 @@
+"""Hosts checked as typed, and the probe cache that feeds every session's status line."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.base import BackendConnectionError, InvalidHostError
+from backends.http import check_host, redact
+from backends.ollama_backend import OllamaBackend
+from backends.vllm_backend import VLLMBackend
+from studio.config import load_config
+from studio.connection import ProbeCache, probe
+from tests.servers.ollama import FakeOllama
+
+
+@pytest.mark.parametrize(("typed", "fix"), [
+    ("localhost:11434", "has no scheme. Add http:// (or https://): http://localhost:11434."),
+    ("http://", "has no host name"),
+    ("http:///api/tags", "has no host name"),
+    ("http://localhost:11434/api", "has a path; the host is only scheme, name and port: "
+                                   "http://localhost:11434."),
+    ("http://localhost:11434/?x=1", "has a path"),
+    ("ftp://files:21", "has the wrong scheme"),
+    ("http://localhost:99999", "has a bad port"),
+    ("http://localhost:port", "has a bad port"),
+    ("", "The host is empty"),
+])
+def test_a_malformed_host_gets_the_fix_before_any_request(typed: str, fix: str) -> None:
+    with pytest.raises(InvalidHostError) as info:
+        check_host(typed)
+    assert fix in str(info.value)
+    for backend in (OllamaBackend, VLLMBackend):  # nothing is sent: the backend refuses it
+        with pytest.raises(InvalidHostError):
+            backend(typed)
+
+
+@pytest.mark.parametrize("typed", ["http://localhost:11434", "https://gpu.lan:8000/",
+                                   " http://10.1.2.3:11434 ", "http://user:pw@host:1"])
+def test_well_formed_hosts_pass(typed: str) -> None:
+    assert check_host(typed) == typed.strip().rstrip("/")
+
+
+def test_credentials_are_used_but_never_shown(closed_port: int) -> None:
+    host = f"http://analyst:S3cretPW@127.0.0.1:{closed_port}"
+    backend = OllamaBackend(host)
+    assert backend.host == redact(host) == f"http://127.0.0.1:{closed_port}"
+    assert "S3cretPW" not in repr(backend)
+    with pytest.raises(BackendConnectionError) as info:
+        backend.list_models()
+    assert "S3cretPW" not in str(info.value) and "analyst" not in str(info.value)
+    with pytest.raises(InvalidHostError) as bad:
+        OllamaBackend("http://analyst:S3cretPW@127.0.0.1:11434/api")
+    assert "S3cretPW" not in str(bad.value)
+
+
+def test_a_bad_host_is_a_host_problem_not_unreachable(tmp_path: Path) -> None:
+    settings = load_config(_config(tmp_path))
+    status = probe(settings, "ollama", "localhost:11434")
+    assert status.bad_host and not status.reachable
+    assert "Add http://" in status.message
+
+
+def test_a_failed_probe_is_forgotten_fast_a_good_one_kept(tmp_path: Path,
+                                                          closed_port: int) -> None:
+    """A server started just after a failed probe reads reachable within a moment (new
+    sessions must not fall back to the embedded model for ~20 s)."""
+    settings = load_config(_config(tmp_path))
+    cache = ProbeCache(reachable_ttl=60, unreachable_ttl=0.3)
+    host = f"http://127.0.0.1:{closed_port}"
+    assert not cache.get(settings, "ollama", host).reachable
+    with FakeOllama(port=closed_port) as server:
+        assert not cache.get(settings, "ollama", host).reachable  # cached, briefly
+        time.sleep(0.35)
+        status = cache.get(settings, "ollama", host)
+        assert status.reachable and status.models == server.models
+    assert cache.get(settings, "ollama", host).reachable  # a good answer is reused
+    cache.clear()
+    assert not cache.get(settings, "ollama", host).reachable
+
+
+def _config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text("llm:\n  backend: ollama\n")
+    return path
