@@ -12,7 +12,7 @@ import streamlit as st
 from backends.base import GenerationStats
 from studio.grounding import check
 from studio.runner import STATUS_LABELS
-from studio.store import RunStore, StoredRun, export_csv_lines, export_file, export_json_lines
+from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
 from ui.backend_picker import seed_picker
 from ui.output import answer_pane, show_answer, show_stats
 from ui.prompt_editor import load_prompts
@@ -123,14 +123,14 @@ if state.get("history_open_missing"):
 selected = [by_id[run_id] for run_id in picked]
 
 exports = st.columns(2)
-# Every run that matches the filters (not just this page), written when clicked.
+# Every run that matches the filters (not just this page), read and written when clicked.
 exports[0].download_button(
     f"⬇ Export CSV ({total:,} runs)",
-    lambda: export_file(export_csv_lines(store.iter_runs(**matching))),
+    lambda: "".join(export_csv_lines(store.iter_runs(**matching))),
     "pv-runs.csv", "text/csv", width="stretch", disabled=not total)
 exports[1].download_button(
     f"⬇ Export JSON ({total:,} runs)",
-    lambda: export_file(export_json_lines(store.iter_runs(**matching))),
+    lambda: "".join(export_json_lines(store.iter_runs(**matching))),
     "pv-runs.json", "application/json", width="stretch", disabled=not total)
 
 if len(selected) == 1:

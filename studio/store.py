@@ -24,13 +24,12 @@ import json
 import os
 import socket
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any
 
 from backends.base import GenerationStats
 from backends.http import redact
@@ -55,7 +54,6 @@ FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 # every second or so, also while waiting for a one-piece answer, so silence means it is dead.
 STALE_AFTER_S = 30.0
 BUSY_TIMEOUT_MS = 5000
-EXPORT_IN_MEMORY_BYTES = 8 * 1024 * 1024
 
 # The first schema, exactly as it shipped: kept so migrations (and the upgrade test) start here.
 SCHEMA_V1: tuple[str, ...] = (
@@ -581,14 +579,3 @@ def export_json_lines(runs: Iterable[StoredRun]) -> Iterator[str]:
 
 def export_json(runs: Iterable[StoredRun]) -> str:
     return "".join(export_json_lines(runs))
-
-
-def export_file(lines: Iterable[str]) -> BinaryIO:
-    """An export written to a temporary file (in memory while small), ready to read: a
-    download of any size never holds its whole text in a string."""
-    # Not a context manager: the caller (a download) reads and closes it.
-    out = tempfile.SpooledTemporaryFile(max_size=EXPORT_IN_MEMORY_BYTES)  # noqa: SIM115
-    for line in lines:
-        out.write(line.encode("utf-8"))
-    out.seek(0)
-    return cast(BinaryIO, out)

@@ -2,7 +2,8 @@
 
 ``python -m tests.batch_child DB URL MODEL COUNT CONCURRENCY``: run the first COUNT preset
 locations through the vLLM server at URL, ``CONCURRENCY`` at a time, recording every row in the
-RunStore at DB as pages/batch.py does (a "batch" group whose label is the spec's JSON). Prints
+RunStore at DB as pages/batch.py does (``launch``: a "batch" group whose label is the spec's
+JSON, claimed by this process). Prints
 ``group <id>`` before the first request, then ``done`` at the end; the parent SIGKILLs it
 mid-batch.
 """
@@ -12,9 +13,8 @@ from __future__ import annotations
 import sys
 
 from backends.vllm_backend import VLLMBackend
-from studio.batch import Batch, BatchSpec
+from studio.batch import BatchSpec, launch
 from studio.presets import load_locations
-from studio.runner import Recording
 from studio.store import RunStore
 
 SYSTEM = "You are a PV sizing analyst."
@@ -24,11 +24,9 @@ def main(db: str, url: str, model: str, count: int, concurrency: int) -> None:
     store = RunStore(db)
     spec = BatchSpec(load_locations()[:count], "vllm", url, model, SYSTEM, max_tokens=256,
                      temperature=0.2, concurrency=concurrency)
-    group = store.create_group("batch", spec.to_json())
-    print(f"group {group}", flush=True)
-    batch = Batch(spec, build=lambda: VLLMBackend(url, model=model, read_timeout=30),
-                  recording=lambda index: Recording(store, "batch", group, index),
-                  group_id=group).start()
+    batch = launch(spec, build=lambda: VLLMBackend(url, model=model, read_timeout=30),
+                   store=store)
+    print(f"group {batch.group_id}", flush=True)
     batch.wait()
     print("done", flush=True)
 

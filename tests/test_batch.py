@@ -408,18 +408,17 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
                 child.wait()
         assert child.returncode == -signal.SIGKILL
 
-        # What the Resume button does (pages/batch.py).
-        stored_group = store.get_group(group)
-        assert stored_group is not None
-        spec = BatchSpec.from_json(stored_group.label)
+        # What the Resume button does (pages/batch.py): the dead child's claim is no claim.
+        (summary,) = store.group_summaries("batch")
+        assert summary.group.id == group and not summary.running
+        spec = BatchSpec.from_json(summary.group.label)
         finished_before = {run.position: run for run in store.group_runs(group)
                            if run.status in ANSWERED}
         assert 4 <= len(finished_before) < count  # killed mid-batch
         requested_before = Counter(server.requests)
-        batch = run_to_end(Batch(
-            spec, build=lambda: VLLMBackend(spec.host, model=spec.model, read_timeout=10),
-            recording=lambda index: Recording(store, "batch", group, index),
-            finished_before=finished_before, group_id=group, backoff_s=0.05))
+        batch = launch(spec, store=store, group_id=group, build=lambda: VLLMBackend(
+            spec.host, model=spec.model, read_timeout=10))
+        assert batch.wait(30)
 
     assert spec.concurrency == 2 and len(spec.scenarios) == count
     for row in batch.rows:

@@ -29,7 +29,6 @@ from studio.store import (
     StoreError,
     export_csv,
     export_csv_lines,
-    export_file,
     export_json,
     export_json_lines,
     owner_alive,
@@ -538,13 +537,11 @@ def test_exports_cover_every_run_read_one_at_a_time(store: RunStore) -> None:
     for index in range(600):
         record(store, f"answer {index}", prompt=f"prompt {index}")
     runs = store.iter_runs()
-    assert not isinstance(runs, list)  # a cursor, not the whole history in memory
-    with export_file(export_csv_lines(runs)) as exported:
-        rows = list(csv.DictReader(io.TextIOWrapper(exported, encoding="utf-8")))
+    assert not isinstance(runs, list)  # a cursor, not a list of every run
+    rows = list(csv.DictReader(io.StringIO("".join(export_csv_lines(runs)))))
     assert len(rows) == 600 and {row["answer"] for row in rows} == {
         f"answer {index}" for index in range(600)}
-    with export_file(export_json_lines(store.iter_runs(search="prompt 59"))) as exported:
-        data = json.load(exported)
+    data = json.loads("".join(export_json_lines(store.iter_runs(search="prompt 59"))))
     assert sorted(run["user_prompt"] for run in data) == [
         "prompt 59", *(f"prompt {n}" for n in range(590, 600))]
 

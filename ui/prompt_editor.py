@@ -40,10 +40,15 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
         state[keys["user"]] = build_user_prompt(locations[state[keys["location"]]])
         state.pop(_origin_key(prefix), None)
 
-    if keys["user"] not in state or state.get(keys["location"]) not in locations:
+    if keys["user"] not in state:
         state[keys["location"]] = next(iter(locations))
         state[keys["system_preset"]] = next(iter(system_prompts))
         load_preset()
+    # Prompts handed over (load_prompts) keep their text: only the pickers get defaults.
+    if state.get(keys["location"]) not in locations:
+        state[keys["location"]] = next(iter(locations))
+    if state.get(keys["system_preset"]) not in system_prompts:
+        state[keys["system_preset"]] = next(iter(system_prompts))
     keep(*keys.values())
 
     left, right = st.columns(2)
