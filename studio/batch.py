@@ -232,7 +232,8 @@ class Batch(Job):
         done = sum(row.status in ANSWERED for row in self.rows)
         failed = sum(row.status == FAILED for row in self.rows)
         running = sum(row.status in IN_FLIGHT for row in self.rows)
-        remaining = len(self.rows) - done - failed - running  # not started yet
+        stopped = sum(row.status == STOPPED for row in self.rows)
+        remaining = len(self.rows) - done - failed - running - stopped  # not started yet
         eta = None
         fresh = [row for row in self.rows if row.status in ANSWERED and not row.resumed]
         if fresh and self.started is not None and remaining + running and not (
@@ -240,8 +241,7 @@ class Batch(Job):
             elapsed = time.monotonic() - self.started
             eta = elapsed / len(fresh) * (remaining + running)  # this session's pace so far
         return {"total": len(self.rows), "done": done, "failed": failed, "running": running,
-                "remaining": remaining, "stopped": sum(row.status == STOPPED
-                                                       for row in self.rows), "eta_s": eta,
+                "remaining": remaining, "stopped": stopped, "eta_s": eta,
                 "fraction": (done + failed) / len(self.rows) if self.rows else 1.0}
 
     def summary(self) -> dict[str, Any]:

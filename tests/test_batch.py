@@ -566,6 +566,7 @@ def test_progress_adds_up_and_says_nothing_of_time_after_a_stop() -> None:
     after = batch.progress()
     assert after["eta_s"] is None and after["running"] == 0
     assert after["stopped"] >= 2
+    assert after["done"] + after["failed"] + after["stopped"] + after["remaining"] == 6
     assert batch.to_csv().count("\n") == 7
 
 
