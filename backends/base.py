@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .repetition import RepetitionGuard
 
@@ -262,15 +262,53 @@ class TokenStream:
 
 @runtime_checkable
 class Backend(Protocol):
-    """The contract every backend meets; ``stream()`` exists where the backend streams."""
+    """The contract every backend meets, and what it can do. Callers ask a backend (or its
+    class, before one is built) about a capability; they never compare its name.
+    """
 
-    name: str
+    name: ClassVar[str]  # its key in config.yaml: ollama | vllm | embedded
+    label: ClassVar[str]  # its name on the page
+    default_host: ClassVar[str]  # "" when it needs no server
+    default_model: ClassVar[str]
+    streams: ClassVar[bool]  # stream() yields token by token unless told otherwise
+    can_stream_sse: ClassVar[bool]  # stream(sse=True) turns a one-piece answer into tokens
+    can_pull_models: ClassVar[bool]  # its server can fetch a model it lacks
     model: str
+    host: str
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2) -> str: ...
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> str: ...
+
+    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
+               temperature: float = 0.2, *, repeat_penalty: float | None = None,
+               sse: bool = False) -> TokenStream: ...
 
     def list_models(self) -> list[str]: ...
+
+    @classmethod
+    def missing_model_hint(cls, model: str) -> str:
+        """What to do about a model the server does not have."""
+        ...
+
+    @classmethod
+    def is_demo_model(cls, model: str) -> bool:
+        """Whether this model only demonstrates the pipeline (its figures are no advice)."""
+        ...
+
+
+def needs_server(backend: type[Backend] | Backend) -> bool:
+    """A backend with a host to reach (the embedded model runs in this process)."""
+    return bool(backend.default_host)
+
+
+def delivery(backend: type[Backend] | Backend, sse: bool = False) -> str:
+    """How a run's answer arrives: 'stream', 'stream (SSE)' or 'one piece'."""
+    if backend.streams:
+        return DELIVERY_STREAM
+    return DELIVERY_SSE if sse and backend.can_stream_sse else DELIVERY_ONE_PIECE
+
+
+DELIVERY_STREAM, DELIVERY_SSE, DELIVERY_ONE_PIECE = "stream", "stream (SSE)", "one piece"
 
 
 def chat_messages(prompt: str, system: str) -> list[dict[str, str]]:

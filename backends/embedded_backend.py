@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .base import Answer, BackendError, ModelNotFoundError, TokenStream, chat_messages
 
@@ -85,7 +85,13 @@ class EmbeddedBackend:
     """llama-cpp-python in process. ``model``: None (bundled), a name from ``list_models()``,
     or a path to a .gguf file."""
 
-    name = "embedded"
+    name: ClassVar[str] = "embedded"
+    label: ClassVar[str] = "Embedded (SmolLM2)"
+    default_host: ClassVar[str] = ""  # no server: it runs in this process
+    default_model: ClassVar[str] = BUNDLED_NAME
+    streams: ClassVar[bool] = True
+    can_stream_sse: ClassVar[bool] = False
+    can_pull_models: ClassVar[bool] = False
     host = "in process"
 
     def __init__(self, model: str | None = None, *, model_dirs: Sequence[str | Path] = (),
@@ -97,6 +103,14 @@ class EmbeddedBackend:
 
     def __repr__(self) -> str:
         return f"EmbeddedBackend(model={self.model!r})"
+
+    @classmethod
+    def missing_model_hint(cls, model: str) -> str:
+        return "Pick one of the listed models, or give the path of a .gguf file."
+
+    @classmethod
+    def is_demo_model(cls, model: str) -> bool:
+        return model in ("", BUNDLED_NAME)  # the 135M model that ships for the demo
 
     def list_models(self) -> list[str]:
         """The bundled model's name, then every .gguf file in the configured folders."""
@@ -113,10 +127,11 @@ class EmbeddedBackend:
                            repeat_penalty=repeat_penalty).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None
-               ) -> TokenStream:
+               temperature: float = 0.2, *, repeat_penalty: float | None = None,
+               sse: bool = False) -> TokenStream:
         """Generate token by token; ``close()`` stops after the current token.
-        ``repeat_penalty`` None means Ollama's default, 1.1 (1.0 turns it off)."""
+        ``repeat_penalty`` None means Ollama's default, 1.1 (1.0 turns it off). It always
+        streams (``sse`` changes nothing)."""
         messages = chat_messages(prompt, system)
         options = {"max_tokens": max_tokens, "temperature": temperature,
                    "repeat_penalty": DEFAULT_REPEAT_PENALTY if repeat_penalty is None
@@ -135,7 +150,7 @@ class EmbeddedBackend:
         path = Path(model).expanduser()
         if not path.is_file():
             raise ModelNotFoundError(f"No GGUF file at {model}.",
-                                     hint="Pick a model from the list or fix the path.",
+                                     hint=self.missing_model_hint(model),
                                      model=model, available=self.list_models(),
                                      backend="embedded")
         return path

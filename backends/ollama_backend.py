@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import requests
 
@@ -20,6 +20,7 @@ from .base import (
 )
 
 DEFAULT_HOST = "http://localhost:11434"
+DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
 UNREACHABLE_HINT = "Make sure Ollama is running (`ollama serve`)."
 _NS = 1e-9
 
@@ -27,9 +28,15 @@ _NS = 1e-9
 class OllamaBackend:
     """Ollama's native chat API. ``stream()`` yields tokens as Ollama flushes them."""
 
-    name = "ollama"
+    name: ClassVar[str] = "ollama"
+    label: ClassVar[str] = "Ollama"
+    default_host: ClassVar[str] = DEFAULT_HOST
+    default_model: ClassVar[str] = DEFAULT_MODEL
+    streams: ClassVar[bool] = True
+    can_stream_sse: ClassVar[bool] = False
+    can_pull_models: ClassVar[bool] = True
 
-    def __init__(self, host: str = DEFAULT_HOST, model: str = "llama3", *,
+    def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL, *,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
                  keep_alive: str | int | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
@@ -42,6 +49,14 @@ class OllamaBackend:
 
     def __repr__(self) -> str:
         return f"OllamaBackend(host={self.host!r}, model={self.model!r})"
+
+    @classmethod
+    def missing_model_hint(cls, model: str) -> str:
+        return f"Pull it first: `ollama pull {model}`"
+
+    @classmethod
+    def is_demo_model(cls, model: str) -> bool:
+        return False
 
     def list_models(self) -> list[str]:
         """Names of the models pulled on the server (``GET /api/tags``)."""
@@ -57,10 +72,11 @@ class OllamaBackend:
                            repeat_penalty=repeat_penalty).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None
-               ) -> TokenStream:
+               temperature: float = 0.2, *, repeat_penalty: float | None = None,
+               sse: bool = False) -> TokenStream:
         """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.
-        ``repeat_penalty`` None leaves the model's own setting (Ollama's default is 1.1)."""
+        ``repeat_penalty`` None leaves the model's own setting (Ollama's default is 1.1).
+        Ollama always streams (``sse`` changes nothing)."""
         options: dict[str, Any] = {"num_predict": max_tokens, "temperature": temperature}
         if repeat_penalty is not None:
             options["repeat_penalty"] = repeat_penalty
@@ -125,7 +141,7 @@ class OllamaBackend:
             # a plain-text 404 means the route is wrong, e.g. the host is not Ollama.
             return ModelNotFoundError(
                 f"Ollama has no model {self.model!r}.",
-                hint=f"Pull it first: `ollama pull {self.model}`", model=self.model,
+                hint=self.missing_model_hint(self.model), model=self.model,
                 server_message=text, backend="Ollama", host=self.host)
         if status == 503:
             hint = "Ollama is busy with other requests; try again in a moment."

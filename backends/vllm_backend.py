@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from . import http
@@ -45,7 +45,13 @@ DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 class VLLMBackend:
     """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` picks Path A when possible."""
 
-    name = "vllm"
+    name: ClassVar[str] = "vllm"
+    label: ClassVar[str] = "vLLM"
+    default_host: ClassVar[str] = DEFAULT_HOST
+    default_model: ClassVar[str] = DEFAULT_MODEL
+    streams: ClassVar[bool] = False  # one piece, as in production, unless stream(sse=True)
+    can_stream_sse: ClassVar[bool] = True
+    can_pull_models: ClassVar[bool] = False
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
                  api_key: str | None = None, *, connect_timeout: float = 5.0,
@@ -70,6 +76,14 @@ class VLLMBackend:
         port = urlparse(self.host).port or 8000
         return ("Start it with: `python -m vllm.entrypoints.openai.api_server "
                 f"--model {self.model} --port {port}`")
+
+    @classmethod
+    def missing_model_hint(cls, model: str) -> str:
+        return "Pick one of the served models (vLLM serves the model it was started with)."
+
+    @classmethod
+    def is_demo_model(cls, model: str) -> bool:
+        return False
 
     def list_models(self) -> list[str]:
         """Ids of the models the server serves (``GET /v1/models``)."""

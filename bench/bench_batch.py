@@ -22,7 +22,7 @@ from backends.vllm_backend import VLLMBackend
 from bench.common import Figure, Result, at_least
 from studio.batch import Batch, BatchSpec
 from studio.presets import Location, build_user_prompt, load_locations, load_system_prompts
-from studio.runner import ANSWERED, RunRequest
+from studio.request import ANSWERED, RunRequest
 from tests.servers.vllm_real import VLLM_VERSION, VLLMServer, metric_value, not_ready_reason
 
 TITLE = "Batch on real vLLM (30 locations)"
@@ -146,7 +146,8 @@ def run() -> Result:
     system_name, system = next(iter(load_system_prompts().items()))
 
     def spec(concurrency: int) -> BatchSpec:
-        return BatchSpec(locations, backend="vllm", host=server.url, model=server.served_name,
+        return BatchSpec(scenarios=locations, backend="vllm", host=server.url,
+                         model=server.served_name,
                          system=system, max_tokens=MAX_TOKENS, temperature=TEMPERATURE,
                          concurrency=concurrency)
 
@@ -165,7 +166,7 @@ def run() -> Result:
         # The two concurrency-30 runs side by side (compared with each other), then the long
         # concurrency-1 run.
         def short(concurrency: int) -> BatchSpec:
-            return _ShortPromptSpec(locations, backend="vllm", host=server.url,
+            return _ShortPromptSpec(scenarios=locations, backend="vllm", host=server.url,
                                     model=server.served_name, system="",
                                     max_tokens=SHORT_MAX_TOKENS, temperature=TEMPERATURE,
                                     concurrency=concurrency)

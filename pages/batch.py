@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
@@ -23,7 +25,7 @@ REFRESH_S = 0.5
 
 st.title("📦 Batch")
 show_fallback_notice()
-st.caption(f"Backend, model and parameters come from the sidebar: {selection.kind} · "
+st.caption(f"Backend, model and parameters come from the sidebar: {selection.backend} · "
            f"{selection.model} · max tokens {selection.max_tokens} · "
            f"temperature {selection.temperature}.")
 
@@ -91,9 +93,8 @@ def begin(spec: BatchSpec, group_id: int | None = None) -> None:
 
 if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
                      width="stretch"):
-    begin(BatchSpec(scenarios, selection.kind, selection.host, selection.model,
-                    system_prompts[system_name], selection.max_tokens, selection.temperature,
-                    concurrency, repeat_penalty=selection.repeat_penalty))
+    begin(BatchSpec(**asdict(selection), scenarios=scenarios,
+                    system=system_prompts[system_name], concurrency=concurrency))
 if running and batch is not None:
     buttons[1].button("Stop", on_click=batch.stop, width="stretch")
 

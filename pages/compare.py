@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, PaneConfig
+from backends import BACKENDS, backend_class
+from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison
 from studio.connection import build
 from studio.prompts import prompt_problem
-from studio.runner import STATUS_LABELS, Recording
+from studio.request import STATUS_LABELS, RunParams
+from studio.runner import Recording
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, show_answer
 from ui.prompt_editor import prompt_editor
@@ -19,7 +21,7 @@ require_frame()
 state = st.session_state
 config = settings()
 selection = current_selection()
-DEFAULT_KINDS = ("embedded", "vllm", "ollama")
+DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new panes: embedded first, it always answers
 
 st.title("⚖️ Compare backends")
 show_fallback_notice()
@@ -33,9 +35,9 @@ if "compare_panes" not in state:
     for index in range(MAX_PANES):
         prefix = f"pane{index}_"
         if index == 0:
-            seed_picker(prefix, config, selection.kind, selection.host, selection.model)
+            seed_picker(prefix, config, selection.backend, selection.host, selection.model)
         else:
-            others = [k for k in DEFAULT_KINDS if k != selection.kind]
+            others = [k for k in DEFAULT_KINDS if k != selection.backend]
             seed_picker(prefix, config, others[(index - 1) % len(others)])
         state[f"{prefix}max_tokens"] = selection.max_tokens
         state[f"{prefix}temperature"] = selection.temperature
@@ -55,7 +57,7 @@ sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
                         help="For a fair time-to-first-token comparison. Off: vLLM answers "
                              "in one piece, as in production.")
 
-panes: list[PaneConfig] = []
+panes: list[RunParams] = []
 for index, column in enumerate(st.columns(pane_count)):
     prefix = f"pane{index}_"
     with column, st.container(border=True):
@@ -68,9 +70,9 @@ for index, column in enumerate(st.columns(pane_count)):
                                              key=f"{prefix}max_tokens"))
             temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
                                           key=f"{prefix}temperature"))
-        panes.append(PaneConfig(picked.kind, picked.host, picked.model, max_tokens,
-                                temperature, sse=sse and picked.kind == "vllm",
-                                repeat_penalty=selection.repeat_penalty))
+        panes.append(RunParams(picked.kind, picked.host, picked.model, max_tokens, temperature,
+                               selection.repeat_penalty,
+                               sse=sse and backend_class(picked.kind).can_stream_sse))
 
 comparison: Comparison | None = state.get("comparison")
 running = comparison is not None and not comparison.done
@@ -83,7 +85,7 @@ elif clicked:
     group = store.create_group("compare", prompts.preset) if store is not None else None
     comparison = state.comparison = Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
-        build=lambda pane: build(config, pane.kind, pane.host, pane.model),
+        build=lambda pane: build(config, pane.backend, pane.host, pane.model),
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index) if store else None,
     ).start()
@@ -98,7 +100,7 @@ if comparison is not None:
     for index, column in enumerate(st.columns(len(shown))):
         with column:
             progress, answer, footer = answer_pane(
-                f"**{comparison.labels[index]}** · {shown[index].mode}",
+                f"**{comparison.labels[index]}** · {shown[index].delivery}",
                 key=f"pane_answer_{index}")
         progress_slots.append(progress)
         answer_slots.append(answer)

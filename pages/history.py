@@ -11,7 +11,7 @@ import streamlit as st
 
 from backends.base import GenerationStats
 from studio.grounding import check
-from studio.runner import STATUS_LABELS
+from studio.request import STATUS_LABELS
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
 from ui.backend_picker import seed_picker
 from ui.output import answer_pane, show_answer, show_stats
@@ -150,7 +150,7 @@ if len(selected) == 1:
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty())
     show_stats(stats_of(run), STATUS_LABELS.get(run.status, run.status),
-               streamed=run.backend != "vllm")
+               streamed=run.streamed)
     actions = st.columns([1, 1, 4])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import streamlit as st
 
 from backends.base import BackendError
+from studio.connection import build
 from studio.grounding import check
 from studio.prompts import prompt_problem
-from studio.runner import Run, RunRequest
+from studio.request import RunRequest
+from studio.runner import Run
 from ui.output import follow, show_answer, show_outcome
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
@@ -28,12 +32,10 @@ generate = buttons[0].button("Generate", type="primary", disabled=running,
 if generate and (problem := prompt_problem(prompts.user)):
     st.warning(problem, icon="✏️")
 elif generate:
-    request = RunRequest(backend=selection.kind, host=selection.host, model=selection.model,
-                         system=prompts.system, prompt=prompts.user,
-                         max_tokens=selection.max_tokens, temperature=selection.temperature,
-                         preset=prompts.preset, repeat_penalty=selection.repeat_penalty)
+    request = RunRequest(**asdict(selection), system=prompts.system, prompt=prompts.user,
+                         preset=prompts.preset)
     try:
-        backend = selection.backend(settings())
+        backend = build(settings(), request.backend, request.host, request.model)
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
         st.error(f"Cannot use this backend: {exc}", icon="⚠️")
     else:

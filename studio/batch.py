@@ -34,7 +34,8 @@ from studio.grounding import check
 from studio.job import Job
 from studio.presets import Location, build_user_prompt
 from studio.render import html_document
-from studio.runner import ANSWERED, STOPPED, Recording, Run, RunRequest
+from studio.request import ANSWERED, STOPPED, RunParams, RunRequest
+from studio.runner import Recording, Run
 from studio.spreadsheet import csv_text
 from studio.store import RunStore, StoredRun
 
@@ -44,20 +45,14 @@ MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 
 
-@dataclass(frozen=True)
-class BatchSpec:
-    """What a batch is: kept with its history group so that it can be resumed."""
+@dataclass(frozen=True, kw_only=True)
+class BatchSpec(RunParams):
+    """What a batch is: the run parameters, the system prompt and the scenarios; kept with
+    its history group so that it can be resumed."""
 
     scenarios: list[Location]
-    backend: str
-    host: str
-    model: str
     system: str
-    max_tokens: int = 2048
-    temperature: float = 0.2
     concurrency: int = 1
-    sse: bool = False
-    repeat_penalty: float | None = None  # None: the server's own default
 
     def to_json(self) -> str:
         """The definition as stored with its history group: the host without credentials
@@ -77,11 +72,8 @@ class BatchSpec:
         return cls(**data)
 
     def request(self, location: Location) -> RunRequest:
-        return RunRequest(backend=self.backend, host=self.host, model=self.model,
-                          system=self.system, prompt=build_user_prompt(location),
-                          max_tokens=self.max_tokens, temperature=self.temperature,
-                          preset=location.name, sse=self.sse,
-                          repeat_penalty=self.repeat_penalty)
+        return RunRequest(**asdict(self.params()), system=self.system,
+                          prompt=build_user_prompt(location), preset=location.name)
 
 
 @dataclass

@@ -16,46 +16,18 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from backends.base import Backend, BackendError, GenerationStats
+from backends.base import Backend, BackendError, GenerationStats, TokenStream
 from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
 from studio.render import markdown_to_safe_html
-from studio.runner import ANSWERED, STATUS_LABELS, Recording, Run, RunRequest
+from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest
+from studio.runner import Recording, Run
 
 MAX_PANES = 4
 MAX_REPEATS = 10
-BACKEND_NAMES = {"ollama": "Ollama", "vllm": "vLLM", "embedded": "Embedded"}
-
-
-@dataclass(frozen=True)
-class PaneConfig:
-    kind: str
-    host: str
-    model: str
-    max_tokens: int
-    temperature: float
-    sse: bool = False  # vLLM: stream as server-sent events instead of one piece
-    repeat_penalty: float | None = None  # None: the server's own default
-
-    @property
-    def label(self) -> str:
-        return f"{BACKEND_NAMES.get(self.kind, self.kind)} · {self.model}"
-
-    @property
-    def host_label(self) -> str:
-        """The label with the host, for panes that would otherwise read the same."""
-        return f"{self.label} · {redact(self.host)}" if self.host else self.label
-
-    @property
-    def mode(self) -> str:
-        if self.kind != "vllm":
-            return "stream"
-        return "stream (SSE)" if self.sse else "one piece"
-
-
 # Figures of the measurement table: (key, label, how to read it from a run).
 FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] = [
     ("ttft", "Time to first token (s)", lambda s: s.time_to_first_token_s),
@@ -89,13 +61,13 @@ def spread(values: list[float | int | None]) -> Spread | None:
     return Spread(statistics.median(present), min(present), max(present), len(present))
 
 
-def pane_labels(panes: list[PaneConfig]) -> list[str]:
+def pane_labels(panes: list[RunParams]) -> list[str]:
     """Each pane's label, numbered; the host is added where panes of the same backend and
     model differ by server (the same model on two machines)."""
 
-    def label(pane: PaneConfig) -> str:
+    def label(pane: RunParams) -> str:
         hosts = {other.host for other in panes if other.label == pane.label}
-        return pane.host_label if len(hosts) > 1 else pane.label
+        return f"{pane.label} · {redact(pane.host)}" if len(hosts) > 1 else pane.label
 
     return [f"{index + 1}. {label(pane)}" for index, pane in enumerate(panes)]
 
@@ -118,8 +90,8 @@ class Comparison(Job):
 
     name = "comparison"
 
-    def __init__(self, panes: list[PaneConfig], system: str, prompt: str, *, repeats: int = 1,
-                 preset: str = "", build: Callable[[PaneConfig], Backend],
+    def __init__(self, panes: list[RunParams], system: str, prompt: str, *, repeats: int = 1,
+                 preset: str = "", build: Callable[[RunParams], Backend],
                  record: Callable[[int], Recording | None] | None = None) -> None:
         """``record(pane_index)`` says where each pane's runs go in the history."""
         super().__init__()
@@ -143,11 +115,9 @@ class Comparison(Job):
     def current_round(self) -> list[Run]:
         return self.rounds[-1] if self.rounds else []
 
-    def request(self, pane: PaneConfig) -> RunRequest:
-        return RunRequest(backend=pane.kind, host=pane.host, model=pane.model,
-                          system=self.system, prompt=self.prompt, max_tokens=pane.max_tokens,
-                          temperature=pane.temperature, preset=self.preset, sse=pane.sse,
-                          repeat_penalty=pane.repeat_penalty)
+    def request(self, pane: RunParams) -> RunRequest:
+        return RunRequest(**asdict(pane), system=self.system, prompt=self.prompt,
+                          preset=self.preset)
 
     def _work(self) -> None:
         for _ in range(self.repeats):
@@ -168,7 +138,7 @@ class Comparison(Job):
             ends = [run.end_time for run in runs if run.end_time is not None]
             self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
 
-    def _prepare_pane(self, index: int, pane: PaneConfig) -> Run:
+    def _prepare_pane(self, index: int, pane: RunParams) -> Run:
         try:
             backend: Backend = self._build(pane)
         except BackendError as exc:  # e.g. a GGUF path that does not exist: this pane only
@@ -204,11 +174,11 @@ class Comparison(Job):
         for index, (pane, label) in enumerate(zip(self.panes, self.labels, strict=True)):
             runs = self.pane_runs(index)
             figures = self.figures(index)
-            row = {"Pane": label, "Mode": pane.mode, "Runs": _run_counts(runs)}
+            row = {"Pane": label, "Mode": pane.delivery, "Runs": _run_counts(runs)}
             for key, label, _ in FIGURES:
                 value = figures[key]
                 row[label] = "–" if value is None else str(value)
-            if pane.mode == "one piece" and figures["ttft"] is not None:
+            if pane.delivery == "one piece" and figures["ttft"] is not None:
                 row["Time to first token (s)"] += " = total"
             row["Stop reason"] = ", ".join(sorted({run.status_label for run in runs})) or "–"
             report = self.grounding(index)
@@ -234,7 +204,7 @@ class Comparison(Job):
             "repeats": self.repeats, "stopped": self.stopped,
             "round_wall_times_s": self.round_walls,
             "panes": [
-                {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.mode,
+                {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  "grounding": _grounding_dict(self.grounding(index)),
@@ -249,7 +219,7 @@ class Comparison(Job):
         """A standalone report: answers side by side, the table, the timeline as a table."""
         columns = "".join(
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
-            f"{html.escape(pane.mode)} · {html.escape(run.status_label)}</p>"
+            f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
             f"{markdown_to_safe_html(run.text)}</section>"
             for pane, label, run in zip(self.panes, self.labels, self.current_round,
                                         strict=False))
@@ -273,18 +243,35 @@ class _Unavailable:
     """Stands in for a backend that could not be built: every call raises why, so the pane
     shows the error like any other run's."""
 
-    name = "unavailable"
+    name: ClassVar[str] = "unavailable"
+    label: ClassVar[str] = "unavailable"
+    default_host: ClassVar[str] = ""
+    default_model: ClassVar[str] = ""
+    streams: ClassVar[bool] = True
+    can_stream_sse: ClassVar[bool] = False
+    can_pull_models: ClassVar[bool] = False
+    host = ""
 
     def __init__(self, error: BackendError) -> None:
         self.error = error
         self.model = ""
 
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2) -> str:
+    def generate(self, *args: Any, **options: Any) -> str:
+        raise self.error
+
+    def stream(self, *args: Any, **options: Any) -> TokenStream:
         raise self.error
 
     def list_models(self) -> list[str]:
         raise self.error
+
+    @classmethod
+    def missing_model_hint(cls, model: str) -> str:
+        return ""
+
+    @classmethod
+    def is_demo_model(cls, model: str) -> bool:
+        return False
 
 
 def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:

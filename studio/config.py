@@ -1,8 +1,9 @@
 """Load and validate config.yaml into typed settings.
 
-Every problem becomes one ``ConfigError`` naming the key, so the app can show a clear message
-instead of a traceback. Secrets never live in the file: a vLLM API key is read from the
-environment variable that ``backends.vllm.api_key_env`` names.
+The file's schema is a set of pydantic models; every problem becomes one ``ConfigError`` naming
+the key, so the app can show a clear message instead of a traceback. Secrets never live in the
+file: a vLLM API key is read from the environment variable that ``backends.vllm.api_key_env``
+names.
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
+from backends import BACKENDS
 from backends.base import InvalidHostError
 from backends.http import check_host
 
@@ -21,11 +31,11 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_PATH = REPO_DIR / "config.yaml"
 CONFIG_ENV = "PV_STUDIO_CONFIG"  # points the app (and tests) at another config file
 
-BACKEND_KINDS = ("ollama", "vllm", "embedded")
-DEFAULT_HOSTS = {"ollama": "http://localhost:11434", "vllm": "http://localhost:8000",
-                 "embedded": ""}
-DEFAULT_MODELS = {"ollama": "llama3.1:8b", "vllm": "meta-llama/Meta-Llama-3-8B-Instruct",
-                  "embedded": ""}
+BackendKind = Literal["ollama", "vllm", "embedded"]
+BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
+# Each backend's defaults live in its class: one default model per backend.
+DEFAULT_HOSTS = {kind: BACKENDS[kind].default_host for kind in BACKEND_KINDS}
+DEFAULT_MODELS = {kind: BACKENDS[kind].default_model for kind in BACKEND_KINDS}
 SECRET_KEYS = ("api_key", "key", "token", "password", "secret")
 
 
@@ -72,6 +82,108 @@ class Settings:
         return self.backends[self.backend]
 
 
+# --- the schema of config.yaml ------------------------------------------------------------------
+
+def _between(low: float, high: float) -> AfterValidator:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} (got {value!r})")
+        return value
+    return AfterValidator(check)
+
+
+class _Block(BaseModel):
+    # Strict: 2048 is a number and "2048" is not, as before. Keys the app does not read are
+    # ignored; text keys may be null, meaning their default.
+    model_config = ConfigDict(strict=True)
+
+
+class _Llm(_Block):
+    backend: BackendKind = "ollama"
+    model: str | None = None  # the seed's llm.model and llm.host name the selected backend's
+    host: str | None = None
+    max_tokens: Annotated[int, _between(1, 1_000_000)] = 2048
+    temperature: Annotated[float, _between(0.0, 2.0)] = 0.2
+    connect_timeout: Annotated[float, _between(0.1, 300.0)] = 5.0
+    read_timeout: Annotated[float, _between(1.0, 86_400.0)] = 600.0
+
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_url(cls, host: str | None, info: ValidationInfo) -> str | None:
+        # The embedded backend has no server, so a host given with it is never used.
+        if host is None or info.data.get("backend") == "embedded":
+            return host
+        return check_host(host)
+
+
+class _Backend(_Block):
+    host: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+
+
+class _Server(_Backend):
+    @field_validator("host")
+    @classmethod
+    def _host_is_a_url(cls, host: str | None) -> str | None:
+        return None if host is None else check_host(host)
+
+
+class _Embedded(_Backend):
+    model_dirs: list[str] = []
+    n_ctx: Annotated[int, _between(256, 131_072)] = 4096
+
+
+class _Backends(_Block):
+    model_config = ConfigDict(extra="forbid")  # a misspelt backend must not pass unnoticed
+    ollama: _Server = _Server()
+    vllm: _Server = _Server()
+    embedded: _Embedded = _Embedded()
+
+
+class _App(_Block):
+    fallback_to_embedded: bool = True
+    history_db: str | None = None
+
+
+class _ConfigFile(_Block):
+    llm: _Llm = _Llm()
+    backends: _Backends = _Backends()
+    app: _App = _App()
+
+
+# What a key must be, by pydantic error type; {value} is what the file holds.
+_MUST = {
+    "model_type": "must be a mapping of keys to values (got {kind})",
+    "string_type": "must be text (got {value!r})",
+    "int_type": "must be a whole number (got {value!r})",
+    "float_type": "must be a number (got {value!r})",
+    "bool_type": "must be true or false (got {value!r})",
+    "list_type": "must be a list (got {value!r})",
+    # The schema's one Literal is llm.backend, and its one closed mapping is backends:.
+    "literal_error": f"must be one of {', '.join(BACKEND_KINDS)} (got {{value!r}}).",
+    "extra_forbidden": f"is not a backend; use one of {', '.join(BACKEND_KINDS)}.",
+}
+
+
+def _config_error(exc: ValidationError, source: str) -> ConfigError:
+    """The first problem pydantic found, as one sentence naming the key path."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "the top level"
+    ctx = error.get("ctx", {})
+    cause = ctx.get("error")  # a ValueError raised by one of the validators above
+    if isinstance(cause, InvalidHostError):  # its message is a sentence about the value
+        return ConfigError(f"{source}: {where}: {cause}")
+    if cause is not None:
+        return ConfigError(f"{source}: {where} {cause}")
+    value = error["input"]
+    template = _MUST.get(error["type"], "is not valid: {msg} (got {value!r})")
+    return ConfigError(f"{source}: {where} " + template.format(
+        value=value, kind=type(value).__name__, msg=error["msg"], **ctx))
+
+
+# --- loading --------------------------------------------------------------------------------------
+
 def load_config(path: str | Path | None = None) -> Settings:
     """Read config.yaml (or ``$PV_STUDIO_CONFIG``, or ``path``) and validate it."""
     path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
@@ -91,101 +203,42 @@ def load_config(path: str | Path | None = None) -> Settings:
 
 def parse_config(data: Any, source: str = "config.yaml") -> Settings:
     """Validate an already-parsed config mapping."""
-    root = _mapping(data if data is not None else {}, "the top level", source)
-    llm = _mapping(root.get("llm", {}), "llm", source)
-    per_backend = _mapping(root.get("backends", {}), "backends", source)
-    app = _mapping(root.get("app", {}), "app", source)
-    _reject_secrets(root, source)
-
-    for name in per_backend:
-        if name not in BACKEND_KINDS:
-            raise ConfigError(f"{source}: backends.{name} is not a backend; "
-                              f"use one of {', '.join(BACKEND_KINDS)}.")
-    kind = llm.get("backend", "ollama")
-    if kind not in BACKEND_KINDS:
-        raise ConfigError(f"{source}: llm.backend must be one of {', '.join(BACKEND_KINDS)} "
-                          f"(got {kind!r}).")
+    _reject_secrets(data, source)
+    try:
+        config = _ConfigFile.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+    llm, app = config.llm, config.app
 
     backends: dict[str, BackendSettings] = {}
     for name in BACKEND_KINDS:
-        block = _mapping(per_backend.get(name, {}), f"backends.{name}", source)
-        host = _string(block, "host", f"backends.{name}", source, DEFAULT_HOSTS[name])
-        model = _string(block, "model", f"backends.{name}", source, DEFAULT_MODELS[name])
-        if name == kind:  # the seed's llm.model / llm.host name the selected backend's
-            host = _string(llm, "host", "llm", source, host)
-            model = _string(llm, "model", "llm", source, model)
-        if name != "embedded":
-            where = "llm.host" if name == kind and "host" in llm else f"backends.{name}.host"
-            _check_url(host, where, source)
+        block: _Backend = getattr(config.backends, name)
+        given: list[_Llm | _Backend] = [llm, block] if name == llm.backend else [block]
         backends[name] = BackendSettings(
-            kind=name, host=host.rstrip("/"), model=model,
-            api_key_env=_string(block, "api_key_env", f"backends.{name}", source, ""))
+            kind=name,
+            host=_first([b.host for b in given], DEFAULT_HOSTS[name]),
+            model=_first([b.model for b in given], DEFAULT_MODELS[name]),
+            api_key_env=block.api_key_env or "")
 
-    embedded = _mapping(per_backend.get("embedded", {}), "backends.embedded", source)
-    dirs = embedded.get("model_dirs", [])
-    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
-        raise ConfigError(f"{source}: backends.embedded.model_dirs must be a list of folders.")
-    embedded_model = backends["embedded"].model or None
-
+    embedded = config.backends.embedded
     return Settings(
-        backend=kind,
+        backend=llm.backend,
         backends=backends,
-        max_tokens=_number(llm, "max_tokens", source, 2048, int, 1, 1_000_000),
-        temperature=_number(llm, "temperature", source, 0.2, float, 0.0, 2.0),
-        connect_timeout=_number(llm, "connect_timeout", source, 5.0, float, 0.1, 300.0),
-        read_timeout=_number(llm, "read_timeout", source, 600.0, float, 1.0, 86_400.0),
-        embedded=EmbeddedSettings(
-            model=embedded_model, model_dirs=tuple(dirs),
-            n_ctx=_number(embedded, "n_ctx", source, 4096, int, 256, 131_072,
-                          where="backends.embedded")),
-        fallback_to_embedded=_bool(app, "fallback_to_embedded", source, True),
-        history_db=str(REPO_DIR / _string(app, "history_db", "app", source,
-                                          "data/history.sqlite3")),
+        max_tokens=llm.max_tokens,
+        temperature=llm.temperature,
+        connect_timeout=llm.connect_timeout,
+        read_timeout=llm.read_timeout,
+        embedded=EmbeddedSettings(model=backends["embedded"].model or None,
+                                  model_dirs=tuple(embedded.model_dirs), n_ctx=embedded.n_ctx),
+        fallback_to_embedded=app.fallback_to_embedded,
+        history_db=str(REPO_DIR / (app.history_db or "data/history.sqlite3")),
         path=source,
     )
 
 
-def _mapping(value: Any, key: str, source: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: {key} must be a mapping of keys to values "
-                          f"(got {type(value).__name__}).")
-    return value
-
-
-def _string(block: dict[str, Any], key: str, where: str, source: str, default: str) -> str:
-    value = block.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise ConfigError(f"{source}: {where}.{key} must be text (got {value!r}).")
-    return value
-
-
-def _number(block: dict[str, Any], key: str, source: str, default: float, kind: type,
-            low: float, high: float, where: str = "llm") -> Any:
-    value = block.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or (kind is int and not isinstance(value, int)):
-        noun = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{source}: {where}.{key} must be {noun} (got {value!r}).")
-    if not low <= value <= high:
-        raise ConfigError(f"{source}: {where}.{key} must be between {low:g} and {high:g} "
-                          f"(got {value!r}).")
-    return kind(value)
-
-
-def _bool(block: dict[str, Any], key: str, source: str, default: bool) -> bool:
-    value = block.get(key, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{source}: app.{key} must be true or false (got {value!r}).")
-    return value
-
-
-def _check_url(url: str, key: str, source: str) -> None:
-    try:
-        check_host(url)
-    except InvalidHostError as exc:
-        raise ConfigError(f"{source}: {key}: {exc}") from None
+def _first(values: list[str | None], default: str) -> str:
+    """The first value the file gives (null = not given), else the default."""
+    return next((value for value in values if value is not None), default)
 
 
 def _reject_secrets(node: Any, source: str, where: str = "") -> None:

@@ -1,16 +1,18 @@
-"""Is a backend reachable, which models does it have, and what should the analyst do if not."""
+"""From config.yaml to a backend: build it, and tell whether it is reachable, which models it
+has, and what the analyst should do if not."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from backends import create_backend
+from backends import backend_class, create_backend
 from backends.base import Backend, BackendError, InvalidHostError
-from studio.config import Settings
+from studio.config import Settings, load_config, parse_config
 
-BACKEND_LABELS = {"ollama": "Ollama", "vllm": "vLLM", "embedded": "Embedded (SmolLM2)"}
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
 # How long a probe's answer is reused. Short for a failure: a server started a moment ago must
 # not read "not reachable" (and switch new sessions to the embedded model) for long.
@@ -39,6 +41,16 @@ def build(settings: Settings, kind: str, host: str = "", model: str = "",
         n_ctx=settings.embedded.n_ctx)
 
 
+def from_config(config: str | Path | dict[str, Any] | None = None,
+                kind: str | None = None) -> Backend:
+    """The backend config.yaml selects (``llm.backend``), or ``kind`` with its settings:
+    switching backends is a change to config.yaml only.
+
+    ``config`` is a path, an already-parsed mapping, or None for config.yaml."""
+    settings = parse_config(config) if isinstance(config, dict) else load_config(config)
+    return build(settings, kind or settings.backend)
+
+
 def probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
     """List the backend's models; a failure becomes the error's message and its fix."""
     try:
@@ -48,10 +60,11 @@ def probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
         return BackendStatus(False, message=exc.message, bad_host=True)
     except BackendError as exc:
         return BackendStatus(False, message=exc.message, hint=exc.hint)
-    if not models and kind == "ollama":
-        model = settings.backends["ollama"].model
-        return BackendStatus(True, [], "Ollama is running but has no models.",
-                             f"Pull one: `ollama pull {model}`")
+    if not models:
+        cls = backend_class(kind)
+        return BackendStatus(True, [], f"{cls.label} is running but has no models.",
+                             cls.missing_model_hint(settings.backends[kind].model)
+                             if cls.can_pull_models else "")
     return BackendStatus(True, models)
 
 

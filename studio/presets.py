@@ -12,8 +12,18 @@ import io
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 PRESET_DIR: Path = Path(__file__).resolve().parent.parent / "presets"
 LOCATIONS_FILE = "locations.csv"
@@ -111,43 +121,72 @@ class DerivedFigures:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Location))
-_TYPES = {f.name: f.type for f in fields(Location)}
-# Columns used as divisors or scale factors must be strictly positive.
-_POSITIVE = {"avg_daily_kwh", "winter_summer_ratio", "peak_sun_hours", "panel_watts",
-             "cost_per_panel_usd"}
 _TRUE = {"true", "yes", "y", "1"}
 _FALSE = {"false", "no", "n", "0"}
 
 
-def _parse_value(column: str, raw: str) -> tuple[object, str | None]:
-    """Convert one cell to its column's type; returns (value, error message or None)."""
-    value = raw.strip()
-    if not value:
-        return None, f"column '{column}' is empty"
-    kind = _TYPES[column]
-    if kind is str:
-        return value, None
-    if kind is bool:
-        if value.lower() in _TRUE:
-            return True, None
-        if value.lower() in _FALSE:
-            return False, None
-        return None, f"column '{column}': '{value}' is not a boolean (use true or false)"
-    try:
-        number = float(value)
-    except ValueError:
-        return None, f"column '{column}': '{value}' is not a number"
-    if not math.isfinite(number):
-        return None, f"column '{column}': '{value}' is not a finite number"
-    if kind is int and not number.is_integer():
-        return None, f"column '{column}': '{value}' is not a whole number"
-    if column in _POSITIVE and number <= 0:
-        return None, f"column '{column}': {value} must be greater than 0"
-    if number < 0:
-        return None, f"column '{column}': {value} must not be negative"
-    if column == "nighttime_load_ratio_pct" and number > 100:
-        return None, f"column '{column}': {value} must be at most 100"
-    return (int(number) if kind is int else number), None
+def _yes_no(value: str) -> bool:
+    # These spellings only: pydantic's own bool parsing would also take on/off/t/f.
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise PydanticCustomError("yes_no", "not a boolean")
+
+
+_YesNo = Annotated[bool, BeforeValidator(_yes_no)]
+# Columns used as divisors or scale factors must be strictly positive; none may be negative.
+_Positive = Annotated[float, Field(gt=0)]
+_Amount = Annotated[float, Field(ge=0)]
+
+
+class LocationRow(BaseModel):
+    """One data row of a locations CSV, from its text cells; the fields are Location's."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    name: str
+    region: str
+    sample: _YesNo
+    avg_daily_kwh: _Positive
+    winter_summer_ratio: _Positive
+    peak_weekly_max_kw: _Amount
+    nighttime_load_ratio_pct: Annotated[float, Field(ge=0, le=100)]
+    sunlight_cv: _Amount
+    peak_sun_hours: _Positive
+    electricity_rate_usd_kwh: _Amount
+    budget_usd: Annotated[int, Field(ge=0)]
+    panel_watts: Annotated[int, Field(gt=0)]
+    cost_per_panel_usd: _Positive
+    has_ev: _YesNo
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strip(cls, cell: str) -> str:
+        # Before any type check, so an empty cell says so rather than "not a number".
+        if not cell.strip():
+            raise PydanticCustomError("empty", "empty")
+        return cell.strip()
+
+
+# What is wrong with a cell, by pydantic error type; {value} is the cell's text.
+_CELL_PROBLEMS = {
+    "empty": "column '{column}' is empty",
+    "yes_no": "column '{column}': '{value}' is not a boolean (use true or false)",
+    "float_parsing": "column '{column}': '{value}' is not a number",
+    "int_parsing": "column '{column}': '{value}' is not a whole number",
+    "finite_number": "column '{column}': '{value}' is not a finite number",
+    "greater_than": "column '{column}': {value} must be greater than {gt:g}",
+    "greater_than_equal": "column '{column}': {value} must be at least {ge:g}",
+    "less_than_equal": "column '{column}': {value} must be at most {le:g}",
+}
+
+
+def _cell_problem(error: ErrorDetails, row: dict[str, str]) -> str:
+    column = str(error["loc"][0])
+    template = _CELL_PROBLEMS.get(error["type"], "column '{column}': {msg}")
+    return template.format(column=column, value=row[column].strip(), msg=error["msg"],
+                           **error.get("ctx", {}))
 
 
 @dataclass
@@ -244,16 +283,12 @@ def _parse_row(
     if short:
         return None, (f"has {len(cells)} values but the header has {len(header)} columns; "
                       "missing value(s) for: " + ", ".join(short))
-    values: dict[str, object] = {}
-    errors: list[str] = []
-    for column in COLUMNS:
-        value, error = _parse_value(column, cells[index[column]])
-        if error:
-            errors.append(error)
-        values[column] = value
-    if errors:
-        return None, "; ".join(errors)
-    return Location(**values), None  # type: ignore[arg-type]
+    row = {column: cells[index[column]] for column in COLUMNS}
+    try:
+        valid = LocationRow.model_validate(row)
+    except ValidationError as exc:  # every bad cell of the row, in column order
+        return None, "; ".join(_cell_problem(error, row) for error in exc.errors())
+    return Location(**valid.model_dump()), None
 
 
 def _preset_path(path: Path | None, filename: str) -> Path:

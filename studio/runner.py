@@ -17,6 +17,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backends.base import (
+    DELIVERY_ONE_PIECE,
     DONE_LENGTH,
     DONE_REPETITION,
     Backend,
@@ -26,36 +27,22 @@ from backends.base import (
     TokenStream,
 )
 from backends.http import redact
+from studio.request import (
+    ERROR,
+    FINISHED,
+    LENGTH,
+    REPETITION,
+    RUNNING,
+    STATUS_LABELS,
+    STOPPED,
+    RunRequest,
+)
 
 if TYPE_CHECKING:
     from studio.store import RunStore
 
-RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
-REPETITION = "repetition"  # stopped by the repetition guard: the answer was looping
-INTERRUPTED = "interrupted"  # only in the history: its process died while it ran
-STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
-                 REPETITION: "Repetition", STOPPED: "Stopped", ERROR: "Error",
-                 INTERRUPTED: "Interrupted"}
-# The ends of a run that produced an answer (a looping one is cut, but what it said stands).
-ANSWERED = (FINISHED, LENGTH, REPETITION)
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """Everything that defines a run, as the analyst set it."""
-
-    backend: str  # ollama | vllm | embedded
-    host: str
-    model: str
-    system: str
-    prompt: str
-    max_tokens: int = 2048
-    temperature: float = 0.2
-    preset: str = ""
-    sse: bool = False  # vLLM only: stream as server-sent events instead of one piece
-    repeat_penalty: float | None = None  # None: the server's own default
 
 
 @dataclass(frozen=True)
@@ -78,8 +65,9 @@ class Run:
         self.recording = recording
         self.run_id: int | None = None  # its row in the history, once recorded
         self.record_error: str | None = None
-        # Whether text arrives piece by piece (vLLM answers whole unless asked for SSE).
-        self.streams = request.backend != "vllm" or request.sse
+        # Whether text arrives piece by piece (vLLM answers whole unless asked for SSE; a
+        # backend with only the seed's generate() answers whole).
+        self.streams = hasattr(backend, "stream") and request.delivery != DELIVERY_ONE_PIECE
         self.started_at = datetime.now(UTC)
         self.error: BackendError | None = None
         self._stats = GenerationStats()
@@ -201,10 +189,8 @@ class Run:
         try:
             stream = getattr(self.backend, "stream", None)
             if stream is not None:
-                options: dict[str, Any] = {"repeat_penalty": request.repeat_penalty}
-                if request.backend == "vllm":
-                    options["sse"] = request.sse
-                self._stream = stream(*args, **options)
+                self._stream = stream(*args, repeat_penalty=request.repeat_penalty,
+                                      sse=request.sse)
                 if self._stop.is_set():
                     self._stream.close()
                 received = 0

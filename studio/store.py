@@ -26,27 +26,18 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from backends.base import GenerationStats
+from backends.base import DELIVERY_ONE_PIECE, GenerationStats
 from backends.http import redact
-from studio.runner import (
-    ANSWERED,
-    ERROR,
-    INTERRUPTED,
-    RUNNING,
-    STOPPED,
-    RunRequest,
-)
+from studio.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest
 from studio.spreadsheet import csv_lines
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
 
-FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
-STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
 PAGES = ("playground", "compare", "batch")
 FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 
@@ -100,6 +91,9 @@ SCHEMA_V3_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE groups ADD COLUMN running INTEGER NOT NULL DEFAULT 0",
+    # How the answer arrived ('stream', 'stream (SSE)', 'one piece'); '' before v3.
+    "ALTER TABLE runs ADD COLUMN delivery TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE runs ADD COLUMN sse INTEGER NOT NULL DEFAULT 0",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS)
@@ -117,29 +111,26 @@ class StoreError(RuntimeError):
     """The database cannot be used by this version of the app."""
 
 
-@dataclass
-class StoredRun:
-    """One run as recorded; ``system``/``prompt`` mirror ``RunRequest``, ``text`` the answer."""
+@dataclass(frozen=True, kw_only=True)
+class StoredRun(RunRequest):
+    """One run as recorded: its request (the fields of ``RunRequest``) and what came of it."""
 
     id: int
     created_at: str
     updated_at: str
     page: str
-    backend: str
-    host: str
-    model: str
-    system: str
-    prompt: str
-    preset: str
-    max_tokens: int | None
-    temperature: float | None
-    repeat_penalty: float | None
-    text: str
+    text: str  # the answer, whole or partial
     status: str
     error: str | None
     stats: dict[str, Any] = field(default_factory=dict)
     group_id: int | None = None
     position: int = 0
+    delivered: str = ""  # how the answer arrived; '' for runs recorded before v3
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the answer arrived in pieces (recorded, or for older runs inferred)."""
+        return (self.delivered or self.delivery) != DELIVERY_ONE_PIECE
 
     @property
     def output_tokens(self) -> int | None:
@@ -156,12 +147,7 @@ class StoredRun:
 
     def to_request(self) -> RunRequest:
         """The settings of this run, to run it again ("open in Playground")."""
-        return RunRequest(
-            backend=self.backend, host=self.host, model=self.model, system=self.system,
-            prompt=self.prompt, preset=self.preset,
-            max_tokens=self.max_tokens if self.max_tokens is not None else 2048,
-            temperature=self.temperature if self.temperature is not None else 0.2,
-            repeat_penalty=self.repeat_penalty)
+        return RunRequest(**{f.name: getattr(self, f.name) for f in fields(RunRequest)})
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
@@ -173,6 +159,7 @@ class StoredRun:
             "preset": self.preset,
             "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature,
                            "repeat_penalty": self.repeat_penalty},
+            "delivery": self.delivered or self.delivery,
             "system_prompt": self.system, "user_prompt": self.prompt,
             "answer": self.text, "status": self.status, "error": self.error,
             "statistics": dict(self.stats),
@@ -248,11 +235,13 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
         page=row["page"], backend=row["backend"], host=row["host"], model=row["model"],
         system=row["system_prompt"], prompt=row["user_prompt"], preset=row["preset"],
-        max_tokens=row["max_tokens"], temperature=row["temperature"],
-        repeat_penalty=row["repeat_penalty"], text=row["answer"],
+        # v1 rows may lack the parameters: the defaults of a request stand in.
+        max_tokens=row["max_tokens"] if row["max_tokens"] is not None else 2048,
+        temperature=row["temperature"] if row["temperature"] is not None else 0.2,
+        repeat_penalty=row["repeat_penalty"], sse=bool(row["sse"]), text=row["answer"],
         status=row["shown_status"], error=row["error"],
         stats=stats if isinstance(stats, dict) else {},
-        group_id=row["group_id"], position=row["position"])
+        group_id=row["group_id"], position=row["position"], delivered=row["delivery"])
 
 
 @dataclass(frozen=True)
@@ -419,12 +408,12 @@ class RunStore:
             cursor = conn.execute(
                 "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
                 "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
-                "answer, status, group_id, position, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
+                "sse, delivery, answer, status, group_id, position, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
                 (now, now, page, request.backend, redact(request.host), request.model,
                  request.system, request.prompt, request.preset, request.max_tokens,
-                 request.temperature, request.repeat_penalty, RUNNING, group_id, position,
-                 process_owner()))
+                 request.temperature, request.repeat_penalty, request.sse, request.delivery,
+                 RUNNING, group_id, position, process_owner()))
         return int(cursor.lastrowid or 0)
 
     def save_progress(self, run_id: int, text: str) -> None:

@@ -22,8 +22,8 @@ SYSTEM = "You are a PV sizing analyst."
 
 def main(db: str, url: str, model: str, count: int, concurrency: int) -> None:
     store = RunStore(db)
-    spec = BatchSpec(load_locations()[:count], "vllm", url, model, SYSTEM, max_tokens=256,
-                     temperature=0.2, concurrency=concurrency)
+    spec = BatchSpec(scenarios=load_locations()[:count], backend="vllm", host=url, model=model,
+                     system=SYSTEM, max_tokens=256, temperature=0.2, concurrency=concurrency)
     batch = launch(spec, build=lambda: VLLMBackend(url, model=model, read_timeout=30),
                    store=store)
     print(f"group {batch.group_id}", flush=True)

@@ -14,7 +14,7 @@ import sys
 import time
 
 from backends.ollama_backend import OllamaBackend
-from studio.runner import FINISHED, RunRequest
+from studio.request import FINISHED, RunRequest
 from studio.store import RunStore
 
 PROGRESS_EVERY_S = 0.2

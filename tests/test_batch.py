@@ -50,7 +50,8 @@ from studio.batch import (
     live_batch,
 )
 from studio.presets import Location, load_locations
-from studio.runner import ANSWERED, ERROR, FINISHED, RUNNING, STOPPED, Recording
+from studio.request import ANSWERED, ERROR, FINISHED, RUNNING, STOPPED
+from studio.runner import Recording
 from studio.store import RunStore, process_owner
 from tests.servers.latency import HANG, Fail, LatencyServer
 
@@ -63,8 +64,8 @@ TOKENS = 200  # output tokens the latency server reports per answer
 
 def make_spec(url: str, scenarios: list[Location], concurrency: int,
               model: str = MODEL) -> BatchSpec:
-    return BatchSpec(list(scenarios), "vllm", url, model, SYSTEM, max_tokens=256,
-                     temperature=0.2, concurrency=concurrency)
+    return BatchSpec(scenarios=list(scenarios), backend="vllm", host=url, model=model,
+                     system=SYSTEM, max_tokens=256, temperature=0.2, concurrency=concurrency)
 
 
 def make_batch(server: LatencyServer, scenarios: list[Location], concurrency: int, *,

@@ -14,7 +14,7 @@ from streamlit.testing.v1.element_tree import Button
 
 from studio.batch import BatchSpec
 from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
-from studio.runner import FINISHED
+from studio.request import FINISHED
 from studio.store import RunStore
 from tests.servers.latency import Fail, LatencyServer
 
@@ -207,8 +207,8 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
     """An earlier session finished row 0 of three and died: Resume asks only for 1 and 2."""
     at = batch_page()
     store = RunStore(db)
-    spec = BatchSpec(LOCATIONS[:3], "vllm", server.url, MODEL, "You are a PV analyst.",
-                     concurrency=2)
+    spec = BatchSpec(scenarios=LOCATIONS[:3], backend="vllm", host=server.url, model=MODEL,
+                     system="You are a PV analyst.", concurrency=2)
     group = store.create_group("batch", spec.to_json())
     run_id = store.start_run(spec.request(LOCATIONS[0]), "batch", group, 0)
     store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", FINISHED, None,

@@ -15,10 +15,10 @@ from backends.base import Answer, Backend, BackendError, GenerationStats
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
 from studio import connection
-from studio.compare import Comparison, PaneConfig, Spread, spread
+from studio.compare import Comparison, Spread, spread
 from studio.config import load_config
 from studio.presets import build_user_prompt, load_locations
-from studio.runner import ERROR, FINISHED, STOPPED
+from studio.request import ERROR, FINISHED, STOPPED, RunParams
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
@@ -38,26 +38,26 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return False
 
 
-def build(pane: PaneConfig) -> Backend:
+def build(pane: RunParams) -> Backend:
     """What the page's ``studio.connection.build`` does, for the two server backends."""
-    if pane.kind == "ollama":
+    if pane.backend == "ollama":
         return OllamaBackend(pane.host, pane.model, read_timeout=20)
-    if pane.kind == "vllm":
+    if pane.backend == "vllm":
         return VLLMBackend(pane.host, pane.model, read_timeout=20, use_openai_sdk=False)
     raise BackendError(f"No GGUF model named {pane.model!r}.", hint="Pick a served model.",
-                       backend=pane.kind)
+                       backend=pane.backend)
 
 
-def ollama_pane(url: str, model: str = "llama3.1:8b") -> PaneConfig:
-    return PaneConfig("ollama", url, model, max_tokens=512, temperature=0.2)
+def ollama_pane(url: str, model: str = "llama3.1:8b") -> RunParams:
+    return RunParams("ollama", url, model, max_tokens=512, temperature=0.2)
 
 
-def vllm_pane(url: str, sse: bool = False) -> PaneConfig:
-    return PaneConfig("vllm", url, "smollm2", max_tokens=512, temperature=0.2, sse=sse)
+def vllm_pane(url: str, sse: bool = False) -> RunParams:
+    return RunParams("vllm", url, "smollm2", max_tokens=512, temperature=0.2, sse=sse)
 
 
-def compare(panes: list[PaneConfig], repeats: int = 1,
-            builder: Callable[[PaneConfig], Backend] = build) -> Comparison:
+def compare(panes: list[RunParams], repeats: int = 1,
+            builder: Callable[[RunParams], Backend] = build) -> Comparison:
     return Comparison(panes, SYSTEM, PROMPT, repeats=repeats, preset="San Diego, CA",
                       build=builder).start()
 
@@ -124,7 +124,7 @@ def test_figures_are_median_min_max_over_rounds_without_failed_runs() -> None:
         GenerationStats(total_time_s=2.0, time_to_first_token_s=0.75, output_tokens=20,
                         prompt_tokens=100, done_reason="stop", fragments=5),
     ])
-    pane = PaneConfig("embedded", "", "scripted-1", max_tokens=64, temperature=0.0)
+    pane = RunParams("embedded", "", "scripted-1", max_tokens=64, temperature=0.0)
     comparison = compare([pane], repeats=4, builder=lambda _: backend)
     assert comparison.wait(5)
     assert len(comparison.rounds) == 4 and backend.calls == 4
@@ -286,14 +286,14 @@ def test_stop_keeps_a_finished_panes_answer(vllm_server: FakeVLLM) -> None:
     assert stream.status == STOPPED and stream.text
 
 
-def stop_during_round_two_setup(panes: list[PaneConfig],
+def stop_during_round_two_setup(panes: list[RunParams],
                                 pause_second_build: float = 0.0) -> Comparison:
     """Press Stop while round 2's first backend is being built (round 1 is current then);
     optionally take a while building round 2's second backend."""
     building, release = threading.Event(), threading.Event()
-    calls: list[PaneConfig] = []
+    calls: list[RunParams] = []
 
-    def slow_build(pane: PaneConfig) -> Backend:
+    def slow_build(pane: RunParams) -> Backend:
         calls.append(pane)
         if len(calls) == 3:  # round 2, first pane: e.g. a model file being opened
             building.set()
@@ -335,7 +335,7 @@ def test_no_request_reaches_a_server_after_stop(ollama_server: FakeOllama,
 # -- errors stay in their pane --------------------------------------------------------------
 def test_a_pane_whose_backend_cannot_be_built_shows_the_error(ollama_server: FakeOllama) -> None:
     ollama_server.script.delay = 0.02
-    missing = PaneConfig("embedded", "", "/models/missing.gguf", max_tokens=64,
+    missing = RunParams("embedded", "", "/models/missing.gguf", max_tokens=64,
                          temperature=0.2)
     comparison = compare([ollama_pane(ollama_server.url), missing])
     assert comparison.wait(10)
@@ -363,8 +363,8 @@ def test_the_apps_own_build_with_a_missing_gguf_file(ollama_server: FakeOllama,
     missing = str(tmp_path / "missing.gguf")
     comparison = compare(
         [ollama_pane(ollama_server.url),
-         PaneConfig("embedded", "", missing, max_tokens=64, temperature=0.2)],
-        builder=lambda pane: connection.build(settings, pane.kind, pane.host, pane.model))
+         RunParams("embedded", "", missing, max_tokens=64, temperature=0.2)],
+        builder=lambda pane: connection.build(settings, pane.backend, pane.host, pane.model))
     assert comparison.wait(10)
     good, broken = comparison.current_round
     assert good.status == FINISHED and good.text == OLLAMA_ANSWER
@@ -401,8 +401,8 @@ def test_to_json_has_panes_runs_figures_and_grounding(ollama_server: FakeOllama,
     assert data["preset"] == "San Diego, CA" and data["repeats"] == 2
     assert data["stopped"] is False and len(data["round_wall_times_s"]) == 2
     first, second = data["panes"]
-    assert first["config"]["kind"] == "ollama" and first["mode"] == "stream"
-    assert second["config"] == {"kind": "vllm", "host": vllm_server.url, "model": "smollm2",
+    assert first["config"]["backend"] == "ollama" and first["mode"] == "stream"
+    assert second["config"] == {"backend": "vllm", "host": vllm_server.url, "model": "smollm2",
                                 "max_tokens": 512, "temperature": 0.2, "sse": False,
                                 "repeat_penalty": None}
     assert second["mode"] == "one piece"

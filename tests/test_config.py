@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from backends import EmbeddedBackend, OllamaBackend, VLLMBackend, from_config
+from backends import EmbeddedBackend, OllamaBackend, VLLMBackend
 from studio.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
+from studio.connection import from_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -89,6 +90,14 @@ def test_api_key_comes_from_the_named_environment_variable(
     ("llm:\n  backend: ollama\n   model: x\n", "not valid YAML at line"),
     ("backends:\n  embedded:\n    model_dirs: /models\n", "model_dirs must be a list"),
     ("app:\n  fallback_to_embedded: maybe\n", "app.fallback_to_embedded must be true or false"),
+    # Nested keys report their full path, down to a list item.
+    ("backends:\n  embedded:\n    model_dirs: [models, 3]\n",
+     "backends.embedded.model_dirs.1 must be text (got 3)"),
+    ("backends:\n  embedded:\n    n_ctx: 10\n",
+     "backends.embedded.n_ctx must be between 256 and 131072 (got 10)"),
+    ("backends:\n  ollama:\n    host: http://x:11434/api\n",
+     "backends.ollama.host: 'http://x:11434/api' has a path"),
+    ("backends: 3\n", "backends must be a mapping of keys to values (got int)"),
 ])
 def test_bad_config_gives_one_clear_message_naming_the_key(tmp_path: Path, text: str,
                                                            expected: str) -> None:
@@ -114,3 +123,21 @@ def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
     assert settings.backend == "ollama"
     assert settings.max_tokens == 2048 and settings.temperature == 0.2
     assert settings.fallback_to_embedded is True
+
+
+def test_only_the_first_problem_is_reported_without_the_pydantic_traceback() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"llm": {"max_tokens": "many", "temperature": "hot"},
+                      "app": {"history_db": 5}})
+    assert str(info.value) == "config.yaml: llm.max_tokens must be a whole number (got 'many')"
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_null_text_means_the_default_and_embedded_ignores_llm_host() -> None:
+    settings = parse_config({"llm": {"backend": "embedded", "host": "not a url", "model": None},
+                             "backends": {"ollama": {"host": None, "model": None}},
+                             "app": {"history_db": None}})
+    assert settings.embedded.model == EmbeddedBackend.default_model  # the bundled model
+    assert settings.backends["ollama"].host == "http://localhost:11434"
+    assert settings.backends["ollama"].model == "llama3.1:8b"
+    assert settings.history_db.endswith("history.sqlite3")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.runner import RunRequest
+from studio.request import RunRequest
 from studio.store import RunStore
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -27,8 +27,9 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
             ("vllm", "smollm2", "Phoenix, AZ", "stopped", "Partial answer about kWh"),
             ("embedded", "SmolLM2", "San Diego, CA", "error", "")]
     for backend, model, preset, status, text in rows:
-        request = RunRequest(backend, "http://h", model, "system", f"prompt for {preset}",
-                             300, 0.3, preset)
+        request = RunRequest(backend=backend, host="http://h", model=model, system="system",
+                             prompt=f"prompt for {preset}", max_tokens=300, temperature=0.3,
+                             preset=preset)
         run_id = store.start_run(request, "playground")
         store.finish_run(run_id, text, status, "boom" if status == "error" else None,
                          {"output_tokens": 12, "total_time_s": 2.5})
@@ -138,7 +139,8 @@ def test_side_by_side_shows_an_error_runs_error(seeded: RunStore) -> None:
 
 def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
     for index in range(250):
-        request = RunRequest("ollama", "http://h", "m", "s", f"bulk {index}", 10, 0.1, "")
+        request = RunRequest(backend="ollama", host="http://h", model="m", system="s",
+                             prompt=f"bulk {index}", max_tokens=10, temperature=0.1)
         seeded.finish_run(seeded.start_run(request, "batch"), f"answer {index}", "finished")
     at = history_page()
     assert "Runs 1–100 of 253, newest first." in at.caption[0].value

@@ -11,6 +11,7 @@ from studio.presets import (
     MAX_ROWS,
     PRESET_DIR,
     Location,
+    LocationRow,
     PresetError,
     build_user_prompt,
     derive_figures,
@@ -310,6 +311,28 @@ def test_out_of_range_values(overrides: dict[str, str], expected: str) -> None:
     assert [loc.name for loc in parsed.locations] == ["Good"]
     (problem,) = parsed.row_problems
     assert expected in problem.message
+
+
+def test_every_bad_cell_of_a_row_is_reported_in_column_order() -> None:
+    parsed = parse_locations_csv(_csv(_row("A", budget_usd="1500.5", sample="maybe",
+                                           nighttime_load_ratio_pct=" 120 ")))
+    (problem,) = parsed.row_problems
+    assert str(problem) == (
+        "row 2: column 'sample': 'maybe' is not a boolean (use true or false); "
+        "column 'nighttime_load_ratio_pct': 120 must be at most 100; "
+        "column 'budget_usd': '1500.5' is not a whole number")
+
+
+def test_row_model_has_the_location_columns_and_keeps_the_csv_rules() -> None:
+    assert tuple(LocationRow.model_fields) == COLUMNS
+    cells = _row(" A ", has_ev=" Y ", budget_usd="20000.0").split(",")
+    row = LocationRow.model_validate(dict(zip(COLUMNS, cells, strict=True)))
+    assert (row.name, row.has_ev, row.budget_usd) == ("A", True, 20000)
+    assert isinstance(row.budget_usd, int)
+    # pydantic alone would read "on" as true; the CSV takes true/yes/y/1 and false/no/n/0 only.
+    parsed = parse_locations_csv(_csv(_row("B", has_ev="on")))
+    assert [str(problem) for problem in parsed.row_problems] == [
+        "row 2: column 'has_ev': 'on' is not a boolean (use true or false)"]
 
 
 def test_duplicate_names_bom_blank_lines_and_extra_columns() -> None:

@@ -7,13 +7,15 @@ import time
 from pathlib import Path
 
 from backends.ollama_backend import OllamaBackend
-from studio.runner import Recording, Run, RunRequest
+from studio.request import RunRequest
+from studio.runner import Recording, Run
 from studio.store import RunStore
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 
 
 def request(url: str) -> RunRequest:
-    return RunRequest("ollama", url, "llama3.1:8b", "system", "prompt", 100, 0.2, "Preset")
+    return RunRequest(backend="ollama", host=url, model="llama3.1:8b", system="system",
+                      prompt="prompt", max_tokens=100, preset="Preset")
 
 
 def test_text_is_saved_while_it_streams(fake_ollama: FakeOllama, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ from backends.repetition import MIN_REPEATS, repeating_unit
 from backends.vllm_backend import VLLMBackend
 from studio.batch import Batch, BatchSpec
 from studio.presets import load_locations
-from studio.runner import REPETITION, STATUS_LABELS, Recording, Run, RunRequest
+from studio.request import REPETITION, STATUS_LABELS, RunRequest
+from studio.runner import Recording, Run
 from studio.store import RunStore
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
@@ -104,8 +105,8 @@ def test_a_looping_run_is_recorded_with_stop_reason_repetition(tmp_path: Path) -
 def test_a_looping_batch_row_counts_as_answered(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "history.sqlite3")
     with FakeOllama(script=Script(tokens=tokenize(LOOPING_ANSWER))) as server:
-        spec = BatchSpec(load_locations()[:2], "ollama", server.url, "llama3.1:8b", "",
-                         concurrency=2)
+        spec = BatchSpec(scenarios=load_locations()[:2], backend="ollama", host=server.url,
+                         model="llama3.1:8b", system="", concurrency=2)
         group = store.create_group("batch", spec.to_json())
         batch = Batch(spec, build=lambda: OllamaBackend(server.url, "llama3.1:8b"),
                       recording=lambda row: Recording(store, "batch", group, row),

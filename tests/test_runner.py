@@ -21,7 +21,8 @@ from backends.base import (
 )
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
-from studio.runner import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, Run, RunRequest
+from studio.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
+from studio.runner import Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import NOT_FOUND_NEW, FakeVLLM
 
@@ -260,7 +261,8 @@ def test_connection_refused_is_an_error_with_the_ollama_serve_hint(closed_port: 
 def test_one_piece_run_gets_the_whole_answer_at_once() -> None:
     with FakeVLLM(200, vllm_completion("  Install 31 panels.\n")) as server:
         backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
-        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT))
+        run = start(backend, RunRequest(backend="vllm", host=server.url, model="smollm2",
+                                        system=SYSTEM, prompt=PROMPT))
         assert not run.streams
         assert run.wait(timeout=5)
     assert run.status == FINISHED
@@ -271,8 +273,8 @@ def test_one_piece_run_gets_the_whole_answer_at_once() -> None:
 def test_one_piece_run_that_hits_max_tokens_has_status_length() -> None:
     with FakeVLLM(200, vllm_completion("Install 31", finish_reason="length")) as server:
         backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
-        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT,
-                                        max_tokens=2))
+        run = start(backend, RunRequest(backend="vllm", host=server.url, model="smollm2",
+                                        system=SYSTEM, prompt=PROMPT, max_tokens=2))
         assert run.wait(timeout=5)
     assert run.status == LENGTH and run.text == "Install 31"
 
@@ -281,7 +283,8 @@ def test_one_piece_run_that_hits_max_tokens_has_status_length() -> None:
 def test_one_piece_missing_model_is_model_not_found(sdk: bool) -> None:
     with FakeVLLM(404, NOT_FOUND_NEW) as server:
         backend = VLLMBackend(server.url, model="llama-3-8b", use_openai_sdk=sdk)
-        run = start(backend, RunRequest("vllm", server.url, "llama-3-8b", SYSTEM, PROMPT))
+        run = start(backend, RunRequest(backend="vllm", host=server.url, model="llama-3-8b",
+                                        system=SYSTEM, prompt=PROMPT))
         assert run.wait(timeout=5)
     assert run.status == ERROR
     assert isinstance(run.error, ModelNotFoundError)
@@ -291,7 +294,8 @@ def test_one_piece_missing_model_is_model_not_found(sdk: bool) -> None:
 
 def test_stop_on_a_waiting_one_piece_run_is_immediate() -> None:
     backend = SlowOnePiece()
-    run = start(backend, RunRequest("slow", "local", "slow-1", SYSTEM, PROMPT))
+    run = start(backend, RunRequest(backend="slow", host="local", model="slow-1",
+                                    system=SYSTEM, prompt=PROMPT))
     assert backend.called.wait(2)
     assert not run.done and run.status == RUNNING
 
@@ -309,7 +313,8 @@ def test_stop_on_a_waiting_one_piece_run_is_immediate() -> None:
 def test_unexpected_exception_in_a_backend_becomes_the_run_error() -> None:
     backend = SlowOnePiece(raises=KeyError("choices"))
     backend.release.set()
-    run = start(backend, RunRequest("slow", "local", "slow-1", SYSTEM, PROMPT))
+    run = start(backend, RunRequest(backend="slow", host="local", model="slow-1",
+                                    system=SYSTEM, prompt=PROMPT))
     assert run.wait(timeout=5)
     assert run.status == ERROR
     assert isinstance(run.error, BackendError)
@@ -321,7 +326,8 @@ def test_malformed_200_body_from_a_real_backend_becomes_the_run_error() -> None:
     # A 200 with no "choices": the vLLM backend's parser raises KeyError, not a BackendError.
     with FakeVLLM(200, {"object": "list", "data": []}) as server:
         backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
-        run = start(backend, RunRequest("vllm", server.url, "smollm2", SYSTEM, PROMPT))
+        run = start(backend, RunRequest(backend="vllm", host=server.url, model="smollm2",
+                                        system=SYSTEM, prompt=PROMPT))
         assert run.wait(timeout=5)
     assert run.status == ERROR
     assert isinstance(run.error, BackendError)

@@ -17,11 +17,10 @@ from pathlib import Path
 import pytest
 
 from backends.base import GenerationStats
-from studio.runner import ERROR, FINISHED, LENGTH, RUNNING, STOPPED, RunRequest
+from studio.request import ERROR, FINISHED, INTERRUPTED, LENGTH, RUNNING, STOPPED, RunRequest
 from studio.store import (
     CSV_COLUMNS,
     DEFAULT_DB_PATH,
-    INTERRUPTED,
     SCHEMA_V1,
     SCHEMA_VERSION,
     RunStore,

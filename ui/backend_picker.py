@@ -8,8 +8,9 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from backends import backend_class, needs_server
 from studio.config import BACKEND_KINDS, Settings
-from studio.connection import BACKEND_LABELS, BackendStatus, ProbeCache
+from studio.connection import BackendStatus, ProbeCache
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,10 @@ def seed_picker(prefix: str, settings: Settings, kind: str, host: str = "",
 
 def backend_picker(settings: Settings, prefix: str = "",
                    on_change: Callable[[], None] | None = None) -> Picked:
-    kind = st.selectbox("Backend", BACKEND_KINDS, format_func=BACKEND_LABELS.__getitem__,
+    kind = st.selectbox("Backend", BACKEND_KINDS, format_func=_label,
                         key=f"{prefix}backend_kind", on_change=on_change)
     host = ""
-    if kind != "embedded":
+    if needs_server(backend_class(kind)):
         host = st.text_input("Host", key=f"{prefix}host_{kind}").strip().rstrip("/")
     status = cached_probe(settings, kind, host)
     model = _model_picker(kind, status, f"{prefix}model_{kind}")
@@ -75,8 +76,8 @@ def _model_picker(kind: str, status: BackendStatus, key: str) -> str:
         return str(st.text_input("Model", key=key))
     wanted = state.get(key)
     if wanted and wanted not in status.models:
-        hint = f"`ollama pull {wanted}`" if kind == "ollama" else "pick one of the served models"
-        st.warning(f"{wanted} is not on the server: {hint}.", icon="⚠️")
+        st.warning(f"{wanted} is not on the server. "
+                   f"{backend_class(kind).missing_model_hint(wanted)}", icon="⚠️")
         state[key] = status.models[0]
     elif not wanted:
         state[key] = status.models[0]
@@ -86,8 +87,13 @@ def _model_picker(kind: str, status: BackendStatus, key: str) -> str:
 def all_backends_status(settings: Settings, prefix: str = "") -> None:
     """One line per backend: reachable, or the fix."""
     for kind in BACKEND_KINDS:
-        host = st.session_state.get(f"{prefix}host_{kind}", "") if kind != "embedded" else ""
+        host = st.session_state.get(f"{prefix}host_{kind}", "") \
+            if needs_server(backend_class(kind)) else ""
         found = cached_probe(settings, kind, host)
         light = "🟢 reachable" if found.reachable else f"🔴 {found.hint or found.message}"
         where = f" · {host}" if host else ""
-        st.caption(f"**{BACKEND_LABELS[kind]}**{where}: {light}")
+        st.caption(f"**{_label(kind)}**{where}: {light}")
+
+
+def _label(kind: str) -> str:
+    return backend_class(kind).label

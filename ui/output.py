@@ -10,10 +10,10 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import GenerationStats
-from studio.connection import BACKEND_LABELS
 from studio.grounding import GroundingReport, highlight_not_found
 from studio.render import Throttle, html_document, safe_markdown, split_blocks, with_cursor
-from studio.runner import ERROR, FINISHED, LENGTH, REPETITION, RUNNING, STOPPED, Run
+from studio.request import ERROR, FINISHED, LENGTH, REPETITION, RUNNING, STOPPED
+from studio.runner import Run
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
 STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: "⏹️", ERROR: "⚠️",
@@ -81,7 +81,7 @@ class _LiveAnswer:
 
 
 def _progress(run: Run) -> str:
-    label = BACKEND_LABELS.get(run.request.backend, run.request.backend)
+    label = run.request.backend_class.label
     if run.done:
         return f"{STATUS_ICONS.get(run.status, '')} {run.status_label} · {run.elapsed:.1f} s"
     if run.text:
@@ -163,7 +163,7 @@ def downloads(run: Run) -> None:
     request = run.request
     stem = _file_stem(f"{request.preset or 'answer'}-{request.model}")
     title = f"PV recommendation: {request.preset}" if request.preset else "PV LLM Studio answer"
-    subtitle = (f"{BACKEND_LABELS.get(request.backend, request.backend)} · {request.model} · "
+    subtitle = (f"{request.backend_class.label} · {request.model} · "
                 f"{run.started_at:%Y-%m-%d %H:%M} UTC · {run.status_label}")
     md, html, js = st.columns(3)
     md.download_button("⬇ Markdown", run.text, f"{stem}.md", "text/markdown",

@@ -5,14 +5,11 @@ Drawn by app.py before the page runs, so the choices survive page switches.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import streamlit as st
 
-from backends.base import Backend
-from backends.embedded_backend import BUNDLED_NAME
+from backends import EmbeddedBackend, backend_class, needs_server
 from studio.config import Settings
-from studio.connection import build
+from studio.request import RunParams
 from ui.backend_picker import (
     all_backends_status,
     backend_picker,
@@ -31,21 +28,6 @@ DEMO_MODEL_NOTICE = (
     "for a real recommendation.")
 
 
-@dataclass(frozen=True)
-class Selection:
-    """What the analyst picked in the sidebar."""
-
-    kind: str
-    host: str
-    model: str
-    max_tokens: int
-    temperature: float
-    repeat_penalty: float | None = None  # None: the server's own default
-
-    def backend(self, settings: Settings) -> Backend:
-        return build(settings, self.kind, self.host, self.model)
-
-
 def init_session(settings: Settings) -> None:
     """First visit: defaults from config.yaml, and the embedded fallback when the configured
     server is unreachable (said on the page, never silently)."""
@@ -56,14 +38,14 @@ def init_session(settings: Settings) -> None:
         state.temperature = settings.temperature
         state.repeat_penalty = None
         state.fallback_notice = ""
-        if settings.backend != "embedded" and settings.fallback_to_embedded:
+        if needs_server(backend_class(settings.backend)) and settings.fallback_to_embedded:
             status = cached_probe(settings, settings.backend, settings.selected.host)
             if not status.reachable:
                 # The probe's message already names the backend and host: said once.
                 state.fallback_notice = (
                     f"{status.message} {status.hint} Using the embedded model until you "
                     "pick another backend.")
-                state.backend_kind = "embedded"
+                state.backend_kind = EmbeddedBackend.name
     keep(*picker_keys(""), "max_tokens", "temperature", "repeat_penalty")
 
 
@@ -71,7 +53,8 @@ def _forget_notice() -> None:
     st.session_state.fallback_notice = ""
 
 
-def sidebar(settings: Settings) -> Selection:
+def sidebar(settings: Settings) -> RunParams:
+    """The sidebar's widgets; what they pick, as the parameters of the next run."""
     with st.sidebar:
         st.header("☀️ Model")
         picked = backend_picker(settings, "", on_change=_forget_notice)
@@ -87,8 +70,7 @@ def sidebar(settings: Settings) -> Selection:
             key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
             help="Above 1 discourages repeating the same words. Empty: the server's own "
                  "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
-    return Selection(picked.kind, picked.host, picked.model, int(max_tokens),
-                     float(temperature),
+    return RunParams(picked.kind, picked.host, picked.model, int(max_tokens), float(temperature),
                      None if repeat_penalty is None else float(repeat_penalty))
 
 
@@ -98,7 +80,6 @@ def show_fallback_notice() -> None:
     notice = st.session_state.get("fallback_notice")
     if notice:
         st.warning(notice, icon="🔌")
-    selection: Selection | None = st.session_state.get("_selection")
-    if selection is not None and selection.kind == "embedded" and \
-            selection.model in ("", BUNDLED_NAME):
+    selection: RunParams | None = st.session_state.get("_selection")
+    if selection is not None and selection.backend_class.is_demo_model(selection.model):
         st.info(DEMO_MODEL_NOTICE, icon="🧪")

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from studio.config import Settings
+from studio.request import RunParams
 from studio.runner import Recording
 from studio.store import RunStore
-
-if TYPE_CHECKING:
-    from ui.sidebar import Selection
 
 
 def require_frame() -> None:
@@ -32,8 +28,9 @@ def settings() -> Settings:
     return value
 
 
-def current_selection() -> Selection:
-    value: Selection = st.session_state["_selection"]
+def current_selection() -> RunParams:
+    """What the sidebar picked in this run of the page."""
+    value: RunParams = st.session_state["_selection"]
     return value
 
 

@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from studio.presets import COLUMNS, build_user_prompt, load_locations
-from studio.runner import ANSWERED, FINISHED, RunRequest
+from studio.request import ANSWERED, FINISHED, RunRequest
 from studio.store import RunStore
 from tests.browser.conftest import IDLE
 from tests.servers.latency import LatencyServer
@@ -120,8 +120,9 @@ def test_history_pages_opens_any_run_and_exports_every_run_safely(
     store = RunStore(db)
     for index in range(600):
         answer = HOSTILE[index % len(HOSTILE)] if index < 8 else f"Answer number {index}."
-        request = RunRequest("ollama", "http://localhost:11434", "llama3.1:8b", "sys",
-                             f"prompt {index}", 100, 0.2, "San Diego, CA")
+        request = RunRequest(backend="ollama", host="http://localhost:11434",
+                             model="llama3.1:8b", system="sys", prompt=f"prompt {index}",
+                             max_tokens=100, preset="San Diego, CA")
         store.finish_run(store.start_run(request, "playground"), answer, FINISHED)
     app = serve_app("llm:\n  backend: embedded\n", history_db=db)
     open_page(page, app, "history", "Run history")
@@ -152,8 +153,9 @@ def test_a_run_keeps_the_preset_its_prompt_came_from(
     store = RunStore(db)
     row = replace(LOCATIONS[5], name="Loc 499")  # a location from an uploaded CSV
     with FakeOllama() as ollama:
-        request = RunRequest("ollama", ollama.url, "llama3.1:8b", "You are a PV analyst.",
-                             build_user_prompt(row), 256, 0.2, "Loc 499")
+        request = RunRequest(backend="ollama", host=ollama.url, model="llama3.1:8b",
+                             system="You are a PV analyst.", prompt=build_user_prompt(row),
+                             max_tokens=256, preset="Loc 499")
         store.finish_run(store.start_run(request, "batch", position=498), "Earlier.",
                          FINISHED)
         config = f"llm:\n  backend: ollama\n  host: {ollama.url}\n  model: llama3.1:8b\n"

@@ -1,0 +1,68 @@
+"""The vocabulary of a run, defined once: what it is asked for and how it can end.
+
+``RunParams`` is what the sidebar (or a Compare pane) picks; ``RunRequest`` adds the prompts.
+The Batch definition and the stored run are built from these (``studio.batch.BatchSpec``,
+``studio.store.StoredRun``), so a field is named in one place. Everything imports this leaf
+module; it imports nothing of the app but the backends' capabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from backends import BACKENDS, Backend, backend_class, delivery
+from backends.base import DELIVERY_ONE_PIECE
+
+# How a run ended, or where it is. "length" and "repetition" answered, but were cut.
+RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
+REPETITION = "repetition"  # stopped by the repetition guard: the answer was looping
+INTERRUPTED = "interrupted"  # only in the history: its process died while it ran
+STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
+                 REPETITION: "Repetition", STOPPED: "Stopped", ERROR: "Error",
+                 INTERRUPTED: "Interrupted"}
+ANSWERED = (FINISHED, LENGTH, REPETITION)  # a looping answer is cut, but what it said stands
+FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
+STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Where a run goes and how it samples: what the analyst picks in the sidebar or a
+    Compare pane."""
+
+    backend: str  # a kind of backends.BACKENDS: ollama | vllm | embedded
+    host: str
+    model: str
+    max_tokens: int = 2048
+    temperature: float = 0.2
+    repeat_penalty: float | None = None  # None: the server's own default
+    sse: bool = False  # a one-piece backend asked to stream (server-sent events)
+
+    def params(self) -> RunParams:
+        """Just the parameters (of a request, a batch definition, a stored run)."""
+        return RunParams(**{f.name: getattr(self, f.name) for f in fields(RunParams)})
+
+    @property
+    def backend_class(self) -> type[Backend]:
+        return backend_class(self.backend)
+
+    @property
+    def delivery(self) -> str:
+        """'stream', 'stream (SSE)' or 'one piece' (a kind no backend has: one piece)."""
+        known = BACKENDS.get(self.backend)
+        return delivery(known, self.sse) if known else DELIVERY_ONE_PIECE
+
+    @property
+    def label(self) -> str:
+        """'Ollama · llama3.1:8b'."""
+        known = BACKENDS.get(self.backend)
+        return f"{known.label if known else self.backend} · {self.model}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRequest(RunParams):
+    """Everything that defines a run: its parameters and its prompts."""
+
+    system: str
+    prompt: str
+    preset: str = ""  # the preset the prompt came from, "custom", or "" for none
