@@ -9,94 +9,108 @@ import streamlit as st
 
 from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
 from studio.connection import build
-from studio.presets import COLUMNS, load_locations, load_system_prompts, parse_locations_csv
+from studio.presets import (
+    COLUMNS,
+    Location,
+    load_locations,
+    load_system_prompts,
+    parse_locations_csv,
+)
 from studio.render import literal
-from studio.store import GroupSummary
+from studio.request import RunParams
+from studio.store import GroupSummary, RunStore
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings
 
-require_frame()
-state = st.session_state
-config = settings()
-selection = current_selection()
-store = history()
 MAX_UPLOAD_BYTES = 1_000_000
 REFRESH_S = 0.5
 
-st.title("📦 Batch")
-show_fallback_notice()
-st.caption(f"Backend, model and parameters come from the sidebar: {selection.backend} · "
-           f"{selection.model} · max tokens {selection.max_tokens} · "
-           f"temperature {selection.temperature}.")
 
-source = st.radio("Scenarios", ["Preset locations", "Upload a CSV"], horizontal=True,
-                  key="batch_source")
-scenarios = load_locations()
-if source == "Upload a CSV":
-    upload = st.file_uploader("Scenarios CSV", type=["csv"], key="batch_upload",
-                              help=f"Columns as in presets/locations.csv: {', '.join(COLUMNS)}")
-    scenarios = []
-    if upload is not None:
-        if upload.size > MAX_UPLOAD_BYTES:
-            st.error(f"{literal(upload.name)} is {upload.size:,} bytes; the limit is "
-                     f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
-        else:
-            try:
-                text: str | None = upload.getvalue().decode("utf-8-sig")
-            except UnicodeDecodeError:
-                text = None
-                st.error(f"{literal(upload.name)} is not UTF-8 text.", icon="⚠️")
-            parsed = parse_locations_csv(text) if text is not None else None
-            if parsed is not None and parsed.file_problem:
-                st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
-                         icon="⚠️")
-            if parsed is not None:
-                scenarios = parsed.locations
-                for note in parsed.notes:
-                    st.info(note, icon="ℹ️")
-                if parsed.row_problems:
-                    count = len(parsed.row_problems)
-                    st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
-                               + "\n".join(f"- {literal(str(problem))}"
-                                           for problem in parsed.row_problems[:50])
-                               + ("\n- …" if count > 50 else ""), icon="⚠️")
-            if scenarios:
-                st.success(f"{len(scenarios)} scenario(s) ready.")
-else:
-    names = st.multiselect("Locations", [s.name for s in scenarios],
-                           default=[s.name for s in scenarios], key="batch_locations")
-    scenarios = [s for s in scenarios if s.name in names]
+def main() -> None:
+    require_frame()
+    selection, store = current_selection(), history()
+    st.title("📦 Batch")
+    show_fallback_notice()
+    st.caption(f"Backend, model and parameters come from the sidebar: {selection.backend} · "
+               f"{selection.model} · max tokens {selection.max_tokens} · "
+               f"temperature {selection.temperature}.")
+    scenarios = scenarios_picker()
+    system_prompts = load_system_prompts()
+    left, right = st.columns(2)
+    system_name = left.selectbox("System prompt", list(system_prompts), key="batch_system")
+    concurrency = int(right.number_input(
+        "Concurrency", 1, MAX_CONCURRENCY, value=4, key="batch_concurrency",
+        help="Requests in flight at once. 1 = one after another, as the seed's batch ran."))
 
-system_prompts = load_system_prompts()
-left, right = st.columns(2)
-system_name = left.selectbox("System prompt", list(system_prompts), key="batch_system")
-concurrency = int(right.number_input(
-    "Concurrency", 1, MAX_CONCURRENCY, value=4, key="batch_concurrency",
-    help="Requests in flight at once. 1 = one after another, as the seed's batch ran."))
-
-batch: Batch | None = state.get("batch")
-running = batch is not None and not batch.done
-buttons = st.columns([1, 1, 4])
+    batch: Batch | None = st.session_state.get("batch")
+    running = batch is not None and not batch.done
+    buttons = st.columns([1, 1, 4])
+    if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
+                         width="stretch"):
+        begin(store, BatchSpec(**asdict(selection), scenarios=scenarios,
+                               system=system_prompts[system_name], concurrency=concurrency))
+    if running and batch is not None:
+        buttons[1].button("Stop", on_click=batch.stop, width="stretch")
+    if store is not None and not running:
+        earlier_batches(store, selection)
+    if batch is not None:
+        progress(batch, running)
 
 
-def begin(spec: BatchSpec, group_id: int | None = None) -> None:
+def scenarios_picker() -> list[Location]:
+    """The presets (all or some), or the rows of an uploaded CSV that load."""
+    source = st.radio("Scenarios", ["Preset locations", "Upload a CSV"], horizontal=True,
+                      key="batch_source")
+    scenarios = load_locations()
+    if source == "Upload a CSV":
+        upload = st.file_uploader("Scenarios CSV", type=["csv"], key="batch_upload",
+                                  help=f"Columns as in presets/locations.csv: {', '.join(COLUMNS)}")
+        scenarios = []
+        if upload is not None:
+            if upload.size > MAX_UPLOAD_BYTES:
+                st.error(f"{literal(upload.name)} is {upload.size:,} bytes; the limit is "
+                         f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
+            else:
+                try:
+                    text: str | None = upload.getvalue().decode("utf-8-sig")
+                except UnicodeDecodeError:
+                    text = None
+                    st.error(f"{literal(upload.name)} is not UTF-8 text.", icon="⚠️")
+                parsed = parse_locations_csv(text) if text is not None else None
+                if parsed is not None and parsed.file_problem:
+                    st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
+                             icon="⚠️")
+                if parsed is not None:
+                    scenarios = parsed.locations
+                    for note in parsed.notes:
+                        st.info(note, icon="ℹ️")
+                    if parsed.row_problems:
+                        count = len(parsed.row_problems)
+                        st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
+                                   + "\n".join(f"- {literal(str(problem))}"
+                                               for problem in parsed.row_problems[:50])
+                                   + ("\n- …" if count > 50 else ""), icon="⚠️")
+                if scenarios:
+                    st.success(f"{len(scenarios)} scenario(s) ready.")
+    else:
+        names = st.multiselect("Locations", [s.name for s in scenarios],
+                               default=[s.name for s in scenarios], key="batch_locations")
+        scenarios = [s for s in scenarios if s.name in names]
+    return scenarios
+
+
+def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None) -> None:
     """Start (or resume) a batch for this session; say so when a live worker has it."""
+    config = settings()
     try:
-        state.batch = launch(spec, store=store, group_id=group_id,
-                             # Built here: the batch's threads make no Streamlit calls.
-                             build=lambda: build(config, spec.backend, spec.host, spec.model))
+        st.session_state.batch = launch(
+            spec, store=store, group_id=group_id,
+            # Built here: the batch's threads make no Streamlit calls.
+            build=lambda: build(config, spec.backend, spec.host, spec.model))
     except BatchRunning as exc:
         st.warning(str(exc), icon="⏳")
     else:
         st.rerun()
-
-
-if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
-                     width="stretch"):
-    begin(BatchSpec(**asdict(selection), scenarios=scenarios,
-                    system=system_prompts[system_name], concurrency=concurrency))
-if running and batch is not None:
-    buttons[1].button("Stop", on_click=batch.stop, width="stretch")
 
 
 def describe(summary: GroupSummary) -> str:
@@ -109,9 +123,9 @@ def describe(summary: GroupSummary) -> str:
             f"{summary.done} done{failed} of {len(spec.scenarios)}{state_word}")
 
 
-if store is not None and not running:
+def earlier_batches(store: RunStore, selection: RunParams) -> None:
+    """Running batches to watch (another tab's, a closed tab's); stopped ones to resume."""
     summaries = store.group_summaries("batch", limit=20)
-    # A batch that a live worker runs (another tab, a closed tab) is watched, never resumed.
     for busy in (earlier for earlier in summaries if earlier.running):
         live = live_batch(busy.group.id)
         line, action = st.columns([5, 1])
@@ -119,39 +133,40 @@ if store is not None and not running:
                   " (in another app process: watch or stop it there)"), icon="⏳")
         if live is not None and action.button("Watch", key=f"batch_watch_{busy.group.id}",
                                               width="stretch"):
-            state.batch = live
+            st.session_state.batch = live
             st.rerun()
-    resumable = [earlier for earlier in summaries if not earlier.running]
+    resumable = {earlier.group.id: earlier for earlier in summaries if not earlier.running}
     with st.expander("Resume an earlier batch"):
         if not resumable:
             st.caption("No earlier batches to resume.")
-        else:
-            labels = {earlier.group.id: describe(earlier) for earlier in resumable}
-            chosen = st.selectbox("Batch", list(labels), format_func=labels.__getitem__,
-                                  key="batch_resume")
-            if st.button("Resume", disabled=chosen is None) and chosen is not None:
-                saved = BatchSpec.from_json(next(earlier.group.label for earlier in resumable
-                                                 if earlier.group.id == chosen))
-                # The stored host has no credentials: the sidebar's, for the same server.
-                begin(saved.with_host(selection.host), chosen)
+            return
+        labels = {group_id: describe(earlier) for group_id, earlier in resumable.items()}
+        chosen = st.selectbox("Batch", list(labels), format_func=labels.__getitem__,
+                              key="batch_resume")
+        if st.button("Resume", disabled=chosen is None) and chosen is not None:
+            saved = BatchSpec.from_json(resumable[chosen].group.label)
+            # The stored host has no credentials: the sidebar's, for the same server.
+            begin(store, saved.with_host(selection.host), chosen)
 
-if batch is not None:
+
+def progress(batch: Batch, running: bool) -> None:
+    """Progress and the rows' table, live while it runs; then the summary and downloads."""
     progress_slot, table_slot = st.empty(), st.empty()
 
-    def paint(active: Batch) -> None:
-        figures = active.progress()
+    def paint() -> None:
+        figures = batch.progress()
         eta = f" · about {figures['eta_s']:.0f} s left" if figures["eta_s"] else ""
         stopped = f" · {figures['stopped']} stopped" if figures["stopped"] else ""
         progress_slot.progress(figures["fraction"], text=(
             f"{figures['done']} done · {figures['failed']} failed{stopped} · "
             f"{figures['running']} running · {figures['remaining']} waiting{eta}"))
-        table_slot.dataframe(pd.DataFrame(active.table()), hide_index=True, width="stretch")
+        table_slot.dataframe(pd.DataFrame(batch.table()), hide_index=True, width="stretch")
 
     if running:
         while not batch.wait(REFRESH_S):
-            paint(batch)
+            paint()
         st.rerun()  # redraw finished: summary and downloads
-    paint(batch)
+    paint()
     summary = batch.summary()
     cells = st.columns(5)
     cells[0].metric("Wall time", f"{summary['wall_s']:.1f} s" if summary["wall_s"] else "–")
@@ -167,3 +182,6 @@ if batch is not None:
                                  width="stretch")
     downloads[1].download_button("⬇ Answers (ZIP)", batch.to_zip(), "pv-batch.zip",
                                  "application/zip", width="stretch")
+
+
+main()

@@ -7,94 +7,112 @@ import streamlit as st
 
 from backends import BACKENDS, backend_class
 from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison
+from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
 from studio.request import STATUS_LABELS, RunParams
 from studio.runner import Recording
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, show_answer
-from ui.prompt_editor import prompt_editor
+from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings
 
-require_frame()
-state = st.session_state
-config = settings()
-selection = current_selection()
 DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new panes: embedded first, it always answers
 
-st.title("⚖️ Compare backends")
-show_fallback_notice()
-prompts = prompt_editor("compare", user_height=200)
 
-if "compare_panes" not in state:
-    state.compare_panes = 2
-    state.compare_repeats = 1
-    state.compare_sync = True
-    state.compare_sse = False
-    for index in range(MAX_PANES):
+def main() -> None:
+    require_frame()
+    st.title("⚖️ Compare backends")
+    show_fallback_notice()
+    prompts = prompt_editor("compare", user_height=200)
+    config, selection = settings(), current_selection()
+    seed_panes(config, selection)
+    panes, repeats = pane_settings(config, selection)
+
+    state = st.session_state
+    comparison: Comparison | None = state.get("comparison")
+    running = comparison is not None and not comparison.done
+    buttons = st.columns([1, 1, 4])
+    clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
+    if clicked and (problem := prompt_problem(prompts.user)):
+        st.warning(problem, icon="✏️")
+    elif clicked:
+        comparison = state.comparison = start(config, panes, prompts, repeats)
+        running = True
+    if running and comparison is not None:
+        buttons[1].button("Stop", on_click=comparison.stop, width="stretch")
+    if comparison is not None:
+        answers(comparison, running)
+        measurements(comparison)
+
+
+def seed_panes(config: Settings, selection: RunParams) -> None:
+    """First visit: pane 1 is the sidebar's backend, the others the other backends."""
+    state = st.session_state
+    if "compare_panes" not in state:
+        state.compare_panes, state.compare_repeats = 2, 1
+        state.compare_sync, state.compare_sse = True, False
+        for index in range(MAX_PANES):
+            prefix = f"pane{index}_"
+            if index == 0:
+                seed_picker(prefix, config, selection.backend, selection.host, selection.model)
+            else:
+                others = [k for k in DEFAULT_KINDS if k != selection.backend]
+                seed_picker(prefix, config, others[(index - 1) % len(others)])
+            state[f"{prefix}max_tokens"] = selection.max_tokens
+            state[f"{prefix}temperature"] = selection.temperature
+    keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
+         *(key for index in range(MAX_PANES) for key in (
+             *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens",
+             f"pane{index}_temperature")))
+
+
+def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParams], int]:
+    """The option row and a picker per pane; each pane's parameters, and the repeats."""
+    options = st.columns(4)
+    pane_count = int(options[0].number_input("Panes", 2, MAX_PANES, key="compare_panes"))
+    repeats = int(options[1].number_input("Repeat", 1, MAX_REPEATS, key="compare_repeats",
+                                          help="Median, min and max over the runs; the first "
+                                               "may be a cold start (model loading)."))
+    sync = options[2].toggle("Sync settings", key="compare_sync",
+                             help="All panes use the sidebar's max tokens and temperature. "
+                                  "The sidebar's repeat penalty applies to every pane.")
+    sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
+                            help="For a fair time-to-first-token comparison. Off: vLLM "
+                                 "answers in one piece, as in production.")
+    panes: list[RunParams] = []
+    for index, column in enumerate(st.columns(pane_count)):
         prefix = f"pane{index}_"
-        if index == 0:
-            seed_picker(prefix, config, selection.backend, selection.host, selection.model)
-        else:
-            others = [k for k in DEFAULT_KINDS if k != selection.backend]
-            seed_picker(prefix, config, others[(index - 1) % len(others)])
-        state[f"{prefix}max_tokens"] = selection.max_tokens
-        state[f"{prefix}temperature"] = selection.temperature
-keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
-     *(key for index in range(MAX_PANES) for key in (
-         *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens", f"pane{index}_temperature")))
-
-options = st.columns(4)
-pane_count = int(options[0].number_input("Panes", 2, MAX_PANES, key="compare_panes"))
-repeats = int(options[1].number_input("Repeat", 1, MAX_REPEATS, key="compare_repeats",
-                                      help="Median, min and max over the runs; the first "
-                                           "may be a cold start (model loading)."))
-sync = options[2].toggle("Sync settings", key="compare_sync",
-                         help="All panes use the sidebar's max tokens and temperature. "
-                              "The sidebar's repeat penalty applies to every pane.")
-sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
-                        help="For a fair time-to-first-token comparison. Off: vLLM answers "
-                             "in one piece, as in production.")
-
-panes: list[RunParams] = []
-for index, column in enumerate(st.columns(pane_count)):
-    prefix = f"pane{index}_"
-    with column, st.container(border=True):
-        st.markdown(f"**Pane {index + 1}**")
-        picked = backend_picker(config, prefix)
-        if sync:
+        with column, st.container(border=True):
+            st.markdown(f"**Pane {index + 1}**")
+            picked = backend_picker(config, prefix)
             max_tokens, temperature = selection.max_tokens, selection.temperature
-        else:
-            max_tokens = int(st.number_input("Max tokens", 1, 32768, step=256,
-                                             key=f"{prefix}max_tokens"))
-            temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
-                                          key=f"{prefix}temperature"))
-        panes.append(RunParams(picked.kind, picked.host, picked.model, max_tokens, temperature,
-                               selection.repeat_penalty,
-                               sse=sse and backend_class(picked.kind).can_stream_sse))
+            if not sync:
+                max_tokens = int(st.number_input("Max tokens", 1, 32768, step=256,
+                                                 key=f"{prefix}max_tokens"))
+                temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
+                                              key=f"{prefix}temperature"))
+            panes.append(RunParams(picked.kind, picked.host, picked.model, max_tokens,
+                                   temperature, selection.repeat_penalty,
+                                   sse=sse and backend_class(picked.kind).can_stream_sse))
+    return panes, repeats
 
-comparison: Comparison | None = state.get("comparison")
-running = comparison is not None and not comparison.done
-buttons = st.columns([1, 1, 4])
-clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
-if clicked and (problem := prompt_problem(prompts.user)):
-    st.warning(problem, icon="✏️")
-elif clicked:
+
+def start(config: Settings, panes: list[RunParams], prompts: Prompts,
+          repeats: int) -> Comparison:
     store = history()
     group = store.create_group("compare", prompts.preset) if store is not None else None
-    comparison = state.comparison = Comparison(
+    return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
         build=lambda pane: build(config, pane.backend, pane.host, pane.model),
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index) if store else None,
     ).start()
-    running = True
-if running and comparison is not None:
-    buttons[1].button("Stop", on_click=comparison.stop, width="stretch")
 
-if comparison is not None:
-    active = comparison
+
+def answers(comparison: Comparison, running: bool) -> None:
+    """The panes' answers side by side: live while they run, then highlighted."""
     shown = comparison.panes
     progress_slots, answer_slots, footers = [], [], []
     for index, column in enumerate(st.columns(len(shown))):
@@ -106,7 +124,8 @@ if comparison is not None:
         answer_slots.append(answer)
         footers.append(footer)
     if running:
-        follow_all(lambda: active.current_round, answer_slots, progress_slots, active.wait)
+        follow_all(lambda: comparison.current_round, answer_slots, progress_slots,
+                   comparison.wait)
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
     for index, run in enumerate(comparison.current_round):
         report = comparison.grounding(index)
@@ -116,6 +135,9 @@ if comparison is not None:
         if report is not None:
             footers[index].caption(f"Grounding: {report.summary()} (not found: highlighted)")
 
+
+def measurements(comparison: Comparison) -> None:
+    """The table, the charts and the report downloads."""
     st.subheader("Measurements")
     wall = comparison.wall_time
     if wall is not None:
@@ -128,7 +150,7 @@ if comparison is not None:
     charts = st.columns(2)
     medians = pd.DataFrame({
         label: [value.median if (value := comparison.figures(i)[key]) else None
-                for i in range(len(shown))]
+                for i in range(len(comparison.panes))]
         for key, label, _ in FIGURES if key in ("ttft", "total", "client_tps", "server_tps")},
         index=comparison.labels)
     with charts[0]:
@@ -151,3 +173,6 @@ if comparison is not None:
     downloads[1].download_button("⬇ Report (JSON)", comparison.to_json(),
                                  "comparison.json", "application/json",
                                  width="stretch")
+
+
+main()

@@ -11,137 +11,119 @@ import streamlit as st
 
 from backends.base import GenerationStats
 from studio.grounding import check
-from studio.request import STATUS_LABELS
+from studio.request import INTERRUPTED, STATUS_LABELS
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from ui.backend_picker import seed_picker
 from ui.output import answer_pane, show_answer, show_stats
 from ui.prompt_editor import load_prompts
+from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings
 
-require_frame()
-state = st.session_state
 PLAYGROUND = Path(__file__).resolve().parent / "playground.py"
 ALL = "All"
+PAGE_SIZE = 100
 _STAT_FIELDS = {f.name for f in fields(GenerationStats)}
 
-if state.pop("goto_playground", False):
-    st.switch_page(PLAYGROUND)
 
-st.title("🗂️ Run history")
-opened = history()
-if opened is None:
-    st.stop()
-store: RunStore = opened  # st.stop() ended the run when None
-
-
-def open_in_playground(run: StoredRun) -> None:
-    """Callback: the sidebar and the Playground's editors take this run's settings."""
-    config = settings()
-    seed_picker("", config, run.backend, run.host, run.model)
-    state.max_tokens, state.temperature = run.max_tokens, run.temperature
-    state.repeat_penalty = run.repeat_penalty
-    load_prompts("playground", run.system, run.prompt, run.preset)
-    state.fallback_notice = ""
-    state.goto_playground = True
-
-
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(status, status)
-
-
-def delete(run_id: int) -> None:
-    store.delete(run_id)
-    state.history_deleting = None
-
-
-def stats_of(run: StoredRun) -> GenerationStats:
-    return GenerationStats(**{k: v for k, v in run.stats.items() if k in _STAT_FIELDS})
-
-
-PAGE_SIZE = 100
-
-filters = st.columns([1, 1, 1, 1, 2])
-chosen: dict[str, str | None] = {}
-for column, name in zip(filters, ("backend", "model", "preset", "status"), strict=False):
-    options = [ALL, *store.distinct_values(name)]
-    value = column.selectbox(name.capitalize(), options, key=f"history_{name}",
-                             format_func=status_label if name == "status" else str)
-    chosen[name] = None if value == ALL else value
-search = filters[4].text_input("Search prompts and answers", key="history_search")
-matching: dict[str, Any] = {**chosen, "search": search or None}
-total = store.count_runs(**matching)
-pages = max(1, -(-total // PAGE_SIZE))
-if state.get("history_page", 1) > pages:  # fewer matches since: the last page there is
-    state.history_page = pages
-page_number = 1
-if pages > 1:
-    page_number = int(st.number_input(f"Page (of {pages})", 1, pages, key="history_page"))
-runs = store.list_runs(**matching, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)
-
-first = (page_number - 1) * PAGE_SIZE + 1
-st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
-           if runs else "No runs match.")
-table = pd.DataFrame([{
-    "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
-    "backend": run.backend, "model": run.model, "preset": run.preset,
-    "status": STATUS_LABELS.get(run.status, run.status), "output tokens": run.output_tokens,
-    "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
-    "answer": run.text[:90].replace("\n", " "),
-} for run in runs])
-st.dataframe(table, hide_index=True, width="stretch")
-
-
-def open_by_id() -> None:
-    """Callback: add the typed run id to the open runs, whatever page or filter shows it."""
-    wanted = state.get("history_open_id")
-    if wanted is None:
+def main() -> None:
+    require_frame()
+    if st.session_state.pop("goto_playground", False):
+        st.switch_page(PLAYGROUND)
+    st.title("🗂️ Run history")
+    store = history()
+    if store is None:
         return
-    found = store.get(int(wanted))
-    if found is None:
-        state.history_open_missing = int(wanted)
-        return
-    state.history_open_missing = None
-    state.history_open = [*state.get("history_open", []), found.id][-2:]
+    matching = filters(store)
+    total = store.count_runs(**matching)
+    runs = page_of_runs(store, matching, total)
+    selected = open_runs(store, runs)
+    exports(store, matching, total)
+    if len(selected) == 1:
+        one_run(store, selected[0])
+    elif len(selected) == 2:
+        side_by_side(selected)
 
 
-by_id = {run.id: run for run in runs}
-# Open runs stay open across pages and filters; deleted ones leave the selection.
-for run_id in state.get("history_open", []):
-    if run_id not in by_id and (kept := store.get(run_id)) is not None:
-        by_id[run_id] = kept
-state.history_open = [run_id for run_id in state.get("history_open", []) if run_id in by_id]
-chooser, by_number = st.columns([4, 1])
-picked = chooser.multiselect(
-    "Open runs: one to read it, two to see them side by side", list(by_id), max_selections=2,
-    key="history_open",
-    format_func=lambda run_id: f"#{run_id} · {by_id[run_id].backend} · {by_id[run_id].model}"
-    f" · {STATUS_LABELS.get(by_id[run_id].status, by_id[run_id].status)}")
-by_number.number_input("Open run by id", min_value=1, step=1, value=None, key="history_open_id",
-                       on_change=open_by_id, placeholder="run id")
-if state.get("history_open_missing"):
-    st.warning(f"There is no run #{state.history_open_missing}.", icon="🔎")
-selected = [by_id[run_id] for run_id in picked]
+def filters(store: RunStore) -> dict[str, Any]:
+    """The filter row; the filters chosen, as ``RunStore.list_runs`` takes them."""
+    columns = st.columns([1, 1, 1, 1, 2])
+    chosen: dict[str, Any] = {}
+    for column, name in zip(columns, ("backend", "model", "preset", "status"), strict=False):
+        options = [ALL, *store.distinct_values(name)]
+        value = column.selectbox(name.capitalize(), options, key=f"history_{name}",
+                                 format_func=status_label if name == "status" else str)
+        chosen[name] = None if value == ALL else value
+    search = columns[4].text_input("Search prompts and answers", key="history_search")
+    return {**chosen, "search": search or None}
 
-exports = st.columns(2)
-# Every run that matches the filters (not just this page), read and written when clicked.
-exports[0].download_button(
-    f"⬇ Export CSV ({total:,} runs)",
-    lambda: "".join(export_csv_lines(store.iter_runs(**matching))),
-    "pv-runs.csv", "text/csv", width="stretch", disabled=not total)
-exports[1].download_button(
-    f"⬇ Export JSON ({total:,} runs)",
-    lambda: "".join(export_json_lines(store.iter_runs(**matching))),
-    "pv-runs.json", "application/json", width="stretch", disabled=not total)
 
-if len(selected) == 1:
-    (run,) = selected
+def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[StoredRun]:
+    """The table of one page of matching runs, newest first; the runs on it."""
+    state = st.session_state
+    pages = max(1, -(-total // PAGE_SIZE))
+    if state.get("history_page", 1) > pages:  # fewer matches since: the last page there is
+        state.history_page = pages
+    number = 1
+    if pages > 1:
+        number = int(st.number_input(f"Page (of {pages})", 1, pages, key="history_page"))
+    runs = store.list_runs(**matching, limit=PAGE_SIZE, offset=(number - 1) * PAGE_SIZE)
+    first = (number - 1) * PAGE_SIZE + 1
+    st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
+               if runs else "No runs match.")
+    st.dataframe(pd.DataFrame([{
+        "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
+        "backend": run.backend, "model": run.model, "preset": run.preset,
+        "status": status_label(run.status), "output tokens": run.output_tokens,
+        "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
+        "answer": run.text[:90].replace("\n", " "),
+    } for run in runs]), hide_index=True, width="stretch")
+    return runs
+
+
+def open_runs(store: RunStore, runs: list[StoredRun]) -> list[StoredRun]:
+    """Pick one or two runs: from this page, kept from earlier pages, or by id."""
+    state = st.session_state
+    by_id = {run.id: run for run in runs}
+    # Open runs stay open across pages and filters; deleted ones leave the selection.
+    for run_id in state.get("history_open", []):
+        if run_id not in by_id and (kept := store.get(run_id)) is not None:
+            by_id[run_id] = kept
+    state.history_open = [run_id for run_id in state.get("history_open", []) if run_id in by_id]
+    chooser, by_number = st.columns([4, 1])
+    picked = chooser.multiselect(
+        "Open runs: one to read it, two to see them side by side", list(by_id),
+        max_selections=2, key="history_open",
+        format_func=lambda run_id: f"#{run_id} · {by_id[run_id].backend} · "
+        f"{by_id[run_id].model} · {status_label(by_id[run_id].status)}")
+    by_number.number_input("Open run by id", min_value=1, step=1, value=None,
+                           key="history_open_id", on_change=open_by_id, args=(store,),
+                           placeholder="run id")
+    if state.get("history_open_missing"):
+        st.warning(f"There is no run #{state.history_open_missing}.", icon="🔎")
+    return [by_id[run_id] for run_id in picked]
+
+
+def exports(store: RunStore, matching: dict[str, Any], total: int) -> None:
+    """Every run that matches the filters (not just this page), read and written when
+    clicked."""
+    columns = st.columns(2)
+    columns[0].download_button(
+        f"⬇ Export CSV ({total:,} runs)",
+        lambda: "".join(export_csv_lines(store.iter_runs(**matching))),
+        "pv-runs.csv", "text/csv", width="stretch", disabled=not total)
+    columns[1].download_button(
+        f"⬇ Export JSON ({total:,} runs)",
+        lambda: "".join(export_json_lines(store.iter_runs(**matching))),
+        "pv-runs.json", "application/json", width="stretch", disabled=not total)
+
+
+def one_run(store: RunStore, run: StoredRun) -> None:
     st.subheader(f"Run {run.id} · {run.backend} · {run.model}")
     st.caption(f"{run.created_at[:19].replace('T', ' ')} UTC · {run.page} · {run.host or '–'} "
                f"· preset {run.preset or '–'} · max tokens {run.max_tokens} · "
-               f"temperature {run.temperature}")
+               f"temperature {run.temperature} · {run.delivered or run.delivery}")
     if run.error:
         st.error(run.error, icon="⚠️")
-    elif run.status == "interrupted":
+    elif run.status == INTERRUPTED:
         st.warning("Interrupted: the app stopped while this run was going. The partial "
                    "answer is kept.", icon="⏸️")
     with st.expander("Prompts"):
@@ -149,27 +131,68 @@ if len(selected) == 1:
         st.text_area("User prompt", run.prompt, height=250, disabled=True, key=f"usr_{run.id}")
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty())
-    show_stats(stats_of(run), STATUS_LABELS.get(run.status, run.status),
-               streamed=run.streamed)
+    show_stats(stats_of(run), status_label(run.status), streamed=run.streamed)
     actions = st.columns([1, 1, 4])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")
-    if state.get("history_deleting") == run.id:
+    if st.session_state.get("history_deleting") == run.id:
         actions[2].warning(f"Delete run #{run.id} for good? It cannot be undone.", icon="🗑️")
-        actions[1].button("Yes, delete", on_click=delete, args=(run.id,), width="stretch")
-        actions[2].button("Keep it", on_click=lambda: state.update(history_deleting=None))
+        actions[1].button("Yes, delete", on_click=delete, args=(store, run.id),
+                          width="stretch")
+        actions[2].button("Keep it", on_click=confirm_delete, args=(None,))
     else:
-        actions[1].button("Delete…", width="stretch",
-                          on_click=lambda run_id=run.id: state.update(history_deleting=run_id))
-elif len(selected) == 2:
-    for index, (column, run) in enumerate(zip(st.columns(2), selected, strict=True)):
+        actions[1].button("Delete…", width="stretch", on_click=confirm_delete, args=(run.id,))
+
+
+def side_by_side(runs: list[StoredRun]) -> None:
+    for index, (column, run) in enumerate(zip(st.columns(2), runs, strict=True)):
         with column:
             progress, answer, footer = answer_pane(
                 f"**Run {run.id}** · {run.backend} · {run.model}", key=f"history_pane_{index}")
-            progress.caption(f"{STATUS_LABELS.get(run.status, run.status)} · "
+            progress.caption(f"{status_label(run.status)} · "
                              f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(run.error, icon="⚠️")
             report = check(run.text, run.prompt)
             show_answer(run.text, answer, report)
             footer.caption(f"Grounding: {report.summary()}")
+
+
+# -- callbacks (run before the page's next run) -------------------------------------------
+def open_in_playground(run: StoredRun) -> None:
+    """The sidebar and the Playground's editors take this run's settings; then go there."""
+    load_selection(settings(), run.params())
+    load_prompts("playground", run.system, run.prompt, run.preset)
+    st.session_state.goto_playground = True
+
+
+def open_by_id(store: RunStore) -> None:
+    """Add the typed run id to the open runs, whatever page or filter shows it."""
+    state = st.session_state
+    wanted = state.get("history_open_id")
+    if wanted is None:
+        return
+    found = store.get(int(wanted))
+    state.history_open_missing = None if found else int(wanted)
+    if found is not None:
+        state.history_open = [*state.get("history_open", []), found.id][-2:]
+
+
+def confirm_delete(run_id: int | None) -> None:
+    st.session_state.history_deleting = run_id
+
+
+def delete(store: RunStore, run_id: int) -> None:
+    store.delete(run_id)
+    st.session_state.history_deleting = None
+
+
+def status_label(status: str) -> str:
+    return STATUS_LABELS.get(status, status)
+
+
+def stats_of(run: StoredRun) -> GenerationStats:
+    return GenerationStats(**{k: v for k, v in run.stats.items() if k in _STAT_FIELDS})
+
+
+main()

@@ -17,36 +17,45 @@ from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
 
-require_frame()
-state = st.session_state
-st.title("☀️ PV Playground")
-show_fallback_notice()
-prompts = prompt_editor("playground")
 
-selection = current_selection()
-run: Run | None = state.get("playground_run")
-running = run is not None and not run.done
-buttons = st.columns([1, 1, 4])
-generate = buttons[0].button("Generate", type="primary", disabled=running,
-                             width="stretch")
-if generate and (problem := prompt_problem(prompts.user)):
-    st.warning(problem, icon="✏️")
-elif generate:
-    request = RunRequest(**asdict(selection), system=prompts.system, prompt=prompts.user,
-                         preset=prompts.preset)
+def main() -> None:
+    require_frame()
+    st.title("☀️ PV Playground")
+    show_fallback_notice()
+    prompts = prompt_editor("playground")
+    state = st.session_state
+    run: Run | None = state.get("playground_run")
+    running = run is not None and not run.done
+    buttons = st.columns([1, 1, 4])
+    generate = buttons[0].button("Generate", type="primary", disabled=running,
+                                 width="stretch")
+    if generate and (problem := prompt_problem(prompts.user)):
+        st.warning(problem, icon="✏️")
+    elif generate:
+        started = start(RunRequest(**asdict(current_selection()), system=prompts.system,
+                                   prompt=prompts.user, preset=prompts.preset))
+        if started is not None:
+            run = state.playground_run = started
+            running = True
+    if running and run is not None:
+        # Drawn above the answer; the click runs the callback first, which closes the stream.
+        buttons[1].button("Stop", on_click=run.stop, width="stretch")
+    if run is not None:
+        answer(run, running)
+
+
+def start(request: RunRequest) -> Run | None:
+    """Build the backend and start the run; say why not when the backend cannot be used."""
     try:
         backend = build(settings(), request.backend, request.host, request.model)
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
         st.error(f"Cannot use this backend: {exc}", icon="⚠️")
-    else:
-        run = state.playground_run = Run(backend, request, recording("playground")).start()
-        running = True
+        return None
+    return Run(backend, request, recording("playground")).start()
 
-if running and run is not None:
-    # Drawn above the answer; the click runs the callback first, which closes the stream.
-    buttons[1].button("Stop", on_click=run.stop, width="stretch")
 
-if run is not None:
+def answer(run: Run, running: bool) -> None:
+    """The answer panel: live while the run goes on, then whole with its outcome."""
     with st.container(key="answer", border=True):
         answer_slot = st.empty()
     progress_slot = st.empty()
@@ -59,3 +68,6 @@ if run is not None:
     if report is not None:
         progress_slot.caption(f"Grounding: {report.summary()} (not found: highlighted)")
     show_outcome(run)
+
+
+main()

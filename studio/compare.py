@@ -22,7 +22,7 @@ from backends.base import Backend, BackendError, GenerationStats, TokenStream
 from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
-from studio.render import markdown_to_safe_html
+from studio.render import markdown_to_safe_html, report_page
 from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest
 from studio.runner import Recording, Run
 
@@ -232,11 +232,14 @@ class Comparison(Job):
             + html.escape(", ".join(f"{t:.2f}s: {n}" for t, n in points[:: max(1, len(points)
                                                                         // 20)]))
             + "</td></tr>" for name, points in self.timelines().items())
-        return _REPORT.format(
-            title=html.escape(f"PV LLM Studio comparison · {self.preset or 'custom prompt'}"),
-            when=f"{self.started_at:%Y-%m-%d %H:%M} UTC", panes=len(self.panes),
-            wall=f"{self.wall_time:.2f} s" if self.wall_time is not None else "–",
-            columns=columns, head=head, body=body, timeline=timeline)
+        wall = f"{self.wall_time:.2f} s" if self.wall_time is not None else "–"
+        return report_page(
+            f"PV LLM Studio comparison · {self.preset or 'custom prompt'}",
+            f"{self.started_at:%Y-%m-%d %H:%M} UTC · {len(self.panes)} panes · wall time {wall}",
+            f"<div class=panes>{columns}</div>"
+            f"<h2>Measurements</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+            f"</table><h2>Characters received over time</h2><table><tbody>{timeline}</tbody>"
+            "</table>", wide=True)
 
 
 class _Unavailable:
@@ -281,24 +284,3 @@ def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:
             "not_found": [f.text for f in report.not_found]}
 
 
-_REPORT = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy"
-      content="default-src 'none'; style-src 'unsafe-inline'">
-<title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #1f2937; }}
-h1 {{ border-bottom: 3px solid #f59e0b; }}
-.panes {{ display: flex; gap: 1rem; align-items: flex-start; }}
-.panes section {{ flex: 1; border: 1px solid #d1d5db; border-radius: 8px; padding: 0 1rem;
-                  min-width: 0; }}
-.meta {{ color: #6b7280; font-size: .85rem; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; font-size: .9rem; }}
-</style></head><body>
-<h1>{title}</h1><p class=meta>{when} · {panes} panes · wall time {wall}</p>
-<div class=panes>{columns}</div>
-<h2>Measurements</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<h2>Characters received over time</h2><table><tbody>{timeline}</tbody></table>
-</body></html>
-"""

@@ -195,6 +195,8 @@ def markdown_to_safe_html(text: str) -> str:
                      link_rel="noopener noreferrer nofollow")
 
 
+# The one page template of every HTML the app writes (an answer, a comparison report): no
+# script can run (CSP), nothing is fetched from elsewhere, the body is sanitized by the caller.
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
@@ -204,20 +206,31 @@ _PAGE = """<!DOCTYPE html>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem;
        color: #1f2937; line-height: 1.55; }}
+body.wide {{ max-width: none; margin: 2rem; }}
 header {{ border-bottom: 3px solid #f59e0b; margin-bottom: 1.5rem; }}
-header p {{ color: #6b7280; font-size: .9rem; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; }}
+header p, .meta {{ color: #6b7280; font-size: .9rem; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }}
+td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; }}
 pre {{ background: #f3f4f6; padding: .8rem; overflow-x: auto; }}
+.panes {{ display: flex; gap: 1rem; align-items: flex-start; }}
+.panes section {{ flex: 1; border: 1px solid #d1d5db; border-radius: 8px; padding: 0 1rem;
+                  min-width: 0; }}
 </style></head>
-<body><header><h1>{title}</h1><p>{subtitle}</p></header>
+<body class="{width}"><header><h1>{title}</h1><p>{subtitle}</p></header>
 <main>{body}</main></body></html>
 """
 
 
+def report_page(title: str, subtitle: str, body_html: str, *, wide: bool = False) -> str:
+    """A standalone HTML page around ``body_html``, which must already be safe (sanitized
+    or escaped); ``wide`` for side-by-side panes."""
+    return _PAGE.format(title=html.escape(title), subtitle=html.escape(subtitle),
+                        body=body_html, width="wide" if wide else "")
+
+
 def html_document(answer: str, title: str, subtitle: str = "") -> str:
     """A standalone, sanitized HTML page of one answer (the HTML download)."""
-    return _PAGE.format(title=html.escape(title), subtitle=html.escape(subtitle),
-                        body=markdown_to_safe_html(answer))
+    return report_page(title, subtitle, markdown_to_safe_html(answer))
 
 
 def split_blocks(text: str) -> list[str]:

@@ -226,3 +226,12 @@ def test_an_empty_prompt_is_not_sent(app: AppFactory, fake_ollama: FakeOllama) -
     assert "The user prompt is empty" in at.warning[0].value
     assert fake_ollama.chat_requests == []
     assert "playground_run" not in at.session_state
+
+
+def test_the_pages_folder_workaround_still_applies() -> None:
+    """ui.state.require_frame() relies on a private Streamlit flag to leave the legacy
+    pages/ mode on a fresh server's first request for /compare: fail loudly when an
+    upgrade renames it (the browser tests open /compare, /batch and /history directly)."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    assert isinstance(PagesManager.uses_pages_directory, bool | None)

@@ -562,3 +562,17 @@ def test_no_credential_reaches_the_database(store: RunStore) -> None:
     store.finish_run(run_id, "ok", FINISHED)
     assert store.get(run_id).host == "http://127.0.0.1:11434"  # type: ignore[union-attr]
     assert b"S3cretPW" not in store.path.read_bytes() + Path(f"{store.path}-wal").read_bytes()
+
+
+@pytest.mark.parametrize(("backend", "sse", "delivered", "streamed"), [
+    ("ollama", False, "stream", True),
+    ("vllm", False, "one piece", False),
+    ("vllm", True, "stream (SSE)", True),  # was shown as 'one piece' by the backend's name
+])
+def test_each_run_records_how_its_answer_arrived(store: RunStore, backend: str, sse: bool,
+                                                 delivered: str, streamed: bool) -> None:
+    run_id = store.start_run(request(backend=backend, sse=sse), "compare")
+    got = store.get(run_id)
+    assert got is not None
+    assert (got.delivered, got.streamed, got.sse) == (delivered, streamed, sse)
+    assert got.to_request() == request(backend=backend, sse=sse)

@@ -49,6 +49,15 @@ def init_session(settings: Settings) -> None:
     keep(*picker_keys(""), "max_tokens", "temperature", "repeat_penalty")
 
 
+def load_selection(settings: Settings, params: RunParams) -> None:
+    """Set the sidebar to a run's parameters (History -> Playground), before it is drawn."""
+    seed_picker("", settings, params.backend, params.host, params.model)
+    state = st.session_state
+    state.max_tokens, state.temperature = params.max_tokens, params.temperature
+    state.repeat_penalty = params.repeat_penalty
+    state.fallback_notice = ""  # the analyst picked this backend
+
+
 def _forget_notice() -> None:
     st.session_state.fallback_notice = ""
 
