@@ -67,7 +67,10 @@ class _LiveAnswer:
         text, done = self.run.text, self.run.done
         if not text:
             return
-        blocks = split_blocks(text)
+        # A one-piece answer is whole when it arrives: one element, so the page never
+        # shows its first paragraphs alone (blocks are sent as separate messages).
+        blocks = split_blocks(text) if self.run.streams else [text]
+        done = done or not self.run.streams
         for number, block in enumerate(blocks):
             growing = not done and number == len(blocks) - 1
             shown = with_cursor(block) if growing else safe_markdown(block)
