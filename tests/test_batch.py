@@ -577,3 +577,15 @@ def test_batch_csv_neutralises_formulas_in_location_names() -> None:
         batch = run_to_end(make_batch(server, [hostile], concurrency=1))
     (row,) = csv.DictReader(io.StringIO(batch.to_csv()))
     assert row["location"] == "'" + hostile.name
+
+
+def test_the_resume_list_counts_failed_rows_apart(tmp_path: Path) -> None:
+    """A batch whose rows all failed reads '0 done · 3 failed', not '0/3 done'."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    failures = {location.name: Fail(400) for location in LOCATIONS[:3]}
+    with LatencyServer(latency=0.01, failures=failures) as server:
+        batch = launch(make_spec(server.url, LOCATIONS[:3], concurrency=3), store=store,
+                       build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10))
+        assert batch.wait(20)
+    (summary,) = store.group_summaries("batch")
+    assert (summary.done, summary.failed, summary.running) == (0, 3, False)

@@ -15,7 +15,7 @@ from backends.base import Answer, Backend, BackendError, GenerationStats
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
 from studio import connection
-from studio.compare import Comparison, Spread, spread
+from studio.compare import Comparison, Spread, pane_labels, spread
 from studio.config import load_config
 from studio.presets import build_user_prompt, load_locations
 from studio.request import ERROR, FINISHED, STOPPED, RunParams
@@ -448,3 +448,33 @@ def test_to_html_side_by_side_sanitized_with_csp() -> None:
     assert "stream · Finished" in sections[0] and "one piece · Finished" in sections[1]
     assert "<th>Time to first token (s)</th>" in report
     assert report.count("<tr><td>") >= 4  # two table rows, two timeline rows
+
+
+def test_a_stopped_round_is_left_out_of_the_figures(ollama_server: FakeOllama) -> None:
+    """Repeat 2, Stop during round 2: the stopped run's time (the Stop's, not the model's)
+    stays out of the medians, and the table says what they cover."""
+    tokens = tokenize(OLLAMA_ANSWER)
+    ollama_server.script.delay = 0.6 / (len(tokens) - 1)
+    comparison = compare([ollama_pane(ollama_server.url)], repeats=2)
+    deadline = time.monotonic() + 10
+    while len(comparison.rounds) < 2 or not comparison.current_round[0].text:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    comparison.stop()
+    assert comparison.wait(10)
+    first, second = comparison.pane_runs(0)
+    assert (first.status, second.status) == (FINISHED, STOPPED)
+    total = comparison.figures(0)["total"]
+    assert total is not None and total.count == 1
+    assert total.median == pytest.approx(first.stats.total_time_s)
+    (row,) = comparison.table()
+    assert row["Runs"] == "1 measured · 1 stopped"
+
+
+def test_panes_of_one_model_on_two_hosts_are_told_apart() -> None:
+    panes = [RunParams("ollama", "http://gpu-a:11434", "llama3.1:8b"),
+             RunParams("ollama", "http://analyst:pw@gpu-b:11434", "llama3.1:8b"),
+             RunParams("vllm", "http://gpu-a:8000", "smollm2")]
+    assert pane_labels(panes) == ["1. Ollama · llama3.1:8b · http://gpu-a:11434",
+                                  "2. Ollama · llama3.1:8b · http://gpu-b:11434",
+                                  "3. vLLM · smollm2"]
