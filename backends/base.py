@@ -164,7 +164,6 @@ class TokenStream:
                  abort: Callable[[], None] | None = None) -> None:
         self.stats = GenerationStats()
         self._parts: list[str] = []
-        self._length = 0
         self._abort = abort
         self._cancelled = threading.Event()
         self._guard = RepetitionGuard()
@@ -208,10 +207,8 @@ class TokenStream:
         if not self._parts:
             self.stats.time_to_first_token_s = time.perf_counter() - self._started
         self._parts.append(fragment)
-        self._length += len(fragment)
         self.stats.fragments += 1
-        if self._guard.due(self._length, fragment):
-            self._looping = self._guard.looping(self.text)
+        self._looping = self._guard.feed(fragment)
         return fragment
 
     def close(self) -> None:

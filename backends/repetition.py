@@ -12,6 +12,9 @@ MIN_REPEATS = 4  # the same unit four times running
 MIN_INLINE_SPAN = 200  # a unit inside one line must fill this many characters to count
 MIN_CONTENT = 3  # a unit needs this many non-space characters ("\n\n\n\n" is no loop)
 MAX_UNIT = 1500  # longest repeating block looked for, in characters
+# The most of an answer's end a check reads: the longest unit, repeated, with room to spare.
+# A check costs the same at the 100th token and the 20,000th.
+TAIL = MAX_UNIT * (MIN_REPEATS + 1)
 _ANCHOR = 12  # the tail's last characters, searched for earlier to find candidate periods
 _MAX_CANDIDATES = 12
 
@@ -62,19 +65,22 @@ def _is_loop(unit: str, repeats: int) -> bool:
 
 
 class RepetitionGuard:
-    """Checks a growing text now and then: after a new line, or every ``every`` characters
-    (a loop inside one line has no newline to wait for)."""
+    """Fed each fragment of a growing answer; checks now and then whether it loops: after a
+    new line, or every ``every`` characters (a loop inside one line has no newline to wait
+    for). It keeps only the answer's tail, so a check costs the same at any length."""
 
     def __init__(self, every: int = 64) -> None:
         self.every = every
-        self._checked_at = 0
+        self._tail = ""
+        self._unchecked = 0
 
-    def due(self, length: int, fragment: str) -> bool:
-        """Whether the text, now ``length`` characters after ``fragment``, is worth a check."""
-        if "\n" not in fragment and length - self._checked_at < self.every:
+    def feed(self, fragment: str) -> bool:
+        """Add a fragment; True when the answer now ends in a loop."""
+        self._tail += fragment
+        if len(self._tail) > 2 * TAIL:  # trimmed now and then: appends stay cheap
+            self._tail = self._tail[-TAIL:]
+        self._unchecked += len(fragment)
+        if "\n" not in fragment and self._unchecked < self.every:
             return False
-        self._checked_at = length
-        return True
-
-    def looping(self, text: str) -> bool:
-        return repeating_unit(text) is not None
+        self._unchecked = 0
+        return repeating_unit(self._tail[-TAIL:]) is not None

@@ -91,6 +91,7 @@ SCHEMA_V3_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE groups ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE groups ADD COLUMN running INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE groups ADD COLUMN claimed_at TEXT NOT NULL DEFAULT ''",
     # How the answer arrived ('stream', 'stream (SSE)', 'one piece'); '' before v3.
     "ALTER TABLE runs ADD COLUMN delivery TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE runs ADD COLUMN sse INTEGER NOT NULL DEFAULT 0",
@@ -105,6 +106,12 @@ _DEAD_SQL = "(updated_at <= :stale OR NOT owner_alive(owner))"
 _STATUS_SQL = (f"CASE WHEN status = 'running' AND {_DEAD_SQL} THEN 'interrupted' "
                "ELSE status END")
 _SELECT = f"SELECT runs.*, {_STATUS_SQL} AS shown_status FROM runs"
+# A group (a Batch) is being worked on while its owner lives. An owner on another host cannot
+# be checked from here: there its heartbeat decides (a claim or a run saved lately).
+_LIVE_GROUP_SQL = ("(groups.running AND owner_alive(groups.owner) AND ("
+                   "owner_here(groups.owner) OR groups.claimed_at > :stale OR EXISTS ("
+                   "SELECT 1 FROM runs WHERE runs.group_id = groups.id "
+                   "AND runs.updated_at > :stale)))")
 
 
 class StoreError(RuntimeError):
@@ -214,6 +221,11 @@ def owner_alive(owner: str | None) -> bool:
     return _process_start(int(pid)) == start
 
 
+def owner_here(owner: str | None) -> bool:
+    """Whether the owner is a process of this host (so ``owner_alive`` really checked it)."""
+    return (owner or "").rsplit(":", 2)[0] == socket.gethostname()
+
+
 def _casefold(value: str | None) -> str:
     return value.casefold() if value else ""
 
@@ -295,6 +307,7 @@ class RunStore:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.create_function("casefold", 1, _casefold, deterministic=True)
         conn.create_function("owner_alive", 1, owner_alive)
+        conn.create_function("owner_here", 1, owner_here)
         self._local.conn, self._local.pid = conn, os.getpid()
         return conn
 
@@ -355,14 +368,14 @@ class RunStore:
         """Mark the group as worked on by this process; False (and nothing changed) when a
         live process already works on it. Two sessions resuming at once: one wins."""
         with self._write() as conn:
-            row = conn.execute("SELECT running, owner FROM groups WHERE id = ?",
-                               (group_id,)).fetchone()
+            row = conn.execute(f"SELECT {_LIVE_GROUP_SQL} AS live FROM groups WHERE id = :id",
+                               {"id": group_id, "stale": _ago(STALE_AFTER_S)}).fetchone()
             if row is None:
                 raise ValueError(f"no group {group_id}")
-            if row["running"] and owner_alive(row["owner"]):
+            if row["live"]:
                 return False
-            conn.execute("UPDATE groups SET running = 1, owner = ? WHERE id = ?",
-                         (process_owner(), group_id))
+            conn.execute("UPDATE groups SET running = 1, owner = ?, claimed_at = ? WHERE id = ?",
+                         (process_owner(), _now(), group_id))
         return True
 
     def release_group(self, group_id: int) -> None:
@@ -375,19 +388,20 @@ class RunStore:
         (a row counts once, however many attempts it took)."""
         answered = ", ".join(f"'{status}'" for status in ANSWERED)  # fixed names, no input
         rows = self._conn().execute(f"""
-            WITH chosen AS (SELECT * FROM groups WHERE kind = :kind
-                            ORDER BY id DESC LIMIT :limit),
+            WITH chosen AS (SELECT *, {_LIVE_GROUP_SQL} AS live FROM groups
+                            WHERE kind = :kind ORDER BY id DESC LIMIT :limit),
                  per_row AS (SELECT group_id, position,
                                     max(status IN ({answered})) AS answered,
                                     max(status = 'error') AS errored
                              FROM runs WHERE group_id IN (SELECT id FROM chosen)
                              GROUP BY group_id, position)
             SELECT chosen.id, chosen.kind, chosen.label, chosen.created_at, chosen.owner,
-                   chosen.running AND owner_alive(chosen.owner) AS live,
+                   chosen.live,
                    coalesce(sum(per_row.answered), 0) AS done,
                    coalesce(sum(per_row.errored AND NOT per_row.answered), 0) AS failed
             FROM chosen LEFT JOIN per_row ON per_row.group_id = chosen.id
-            GROUP BY chosen.id ORDER BY chosen.id DESC""", {"kind": kind, "limit": limit})
+            GROUP BY chosen.id ORDER BY chosen.id DESC""",
+            {"kind": kind, "limit": limit, "stale": _ago(STALE_AFTER_S)})
         return [GroupSummary(Group(row["id"], row["kind"], row["label"], row["created_at"]),
                              int(row["done"]), int(row["failed"]), bool(row["live"]),
                              row["owner"] if row["live"] else "")

@@ -22,6 +22,7 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -589,3 +590,27 @@ def test_the_resume_list_counts_failed_rows_apart(tmp_path: Path) -> None:
         assert batch.wait(20)
     (summary,) = store.group_summaries("batch")
     assert (summary.done, summary.failed, summary.running) == (0, 3, False)
+
+
+def test_a_batch_claimed_on_another_host_is_judged_by_its_heartbeat(tmp_path: Path) -> None:
+    """Another host's process cannot be looked up from here: a claim or a row saved within
+    the heartbeat window means it works on; silence past it means it died."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
+    group = store.create_group("batch", spec.to_json())
+    assert store.claim_group(group)
+    _, pid, start = process_owner().rsplit(":", 2)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                     (f"another-host:{pid}:{start}", group))
+    (summary,) = store.group_summaries("batch")
+    assert summary.running and not store.claim_group(group)  # claimed a moment ago
+    old = (datetime.now(UTC) - timedelta(minutes=5)).isoformat(timespec="microseconds")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE groups SET claimed_at = ? WHERE id = ?", (old, group))
+    (summary,) = store.group_summaries("batch")
+    assert not summary.running  # no claim, no row saved lately: its process is gone
+    run_id = store.start_run(spec.request(LOCATIONS[0]), "batch", group, 0)
+    store.save_progress(run_id, "still writing")
+    (summary,) = store.group_summaries("batch")
+    assert summary.running  # a row saved just now: it works on

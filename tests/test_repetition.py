@@ -10,7 +10,7 @@ import pytest
 from backends.base import DONE_REPETITION
 from backends.embedded_backend import EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
-from backends.repetition import MIN_REPEATS, repeating_unit
+from backends.repetition import MIN_REPEATS, TAIL, RepetitionGuard, repeating_unit
 from backends.vllm_backend import VLLMBackend
 from studio.batch import Batch, BatchSpec
 from studio.presets import load_locations
@@ -145,3 +145,13 @@ def test_embedded_uses_ollamas_default_penalty_unless_told() -> None:
     default = embedded.generate(prompt, max_tokens=48, temperature=0.0)
     explicit = embedded.generate(prompt, max_tokens=48, temperature=0.0, repeat_penalty=1.1)
     assert default and default == explicit  # None means 1.1 over the last 64 tokens
+
+
+def test_a_check_reads_only_the_tail_so_long_answers_stay_cheap() -> None:
+    """The guard keeps a bounded tail: its memory does not grow with the answer, and a loop
+    at the end of a long answer is still found."""
+    guard = RepetitionGuard()
+    varied = [f" w{index}" for index in range(40_000)]  # no unit repeats four times
+    assert not any(guard.feed(fragment) for fragment in varied)
+    assert len(guard._tail) <= 2 * TAIL
+    assert any(guard.feed(fragment) for fragment in tokenize(LOOP_LINE * MIN_REPEATS))
