@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from backends.base import BackendError, ModelNotFoundError
-from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend, bundled_model_path
+from backends.embedded_backend import (
+    BUNDLED_NAME,
+    EmbeddedBackend,
+    _keep_aligned_prefix,
+    bundled_model_path,
+)
 
 PROMPT = "List five benefits of rooftop solar panels for a household."
 
@@ -127,3 +132,43 @@ def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
     small = EmbeddedBackend(n_ctx=256)
     with pytest.raises(BackendError, match="context holds 256"):
         small.generate("solar " * 400, max_tokens=5)
+
+
+class _Cache:
+    """The part of llama_cpp.Llama that prefix reuse reads and sets."""
+
+    def __init__(self, cached: list[int], n_batch: int = 4) -> None:
+        self.input_ids, self.n_tokens, self.n_batch = cached, len(cached), n_batch
+        self.was_reset = False
+
+    def reset(self) -> None:
+        self.n_tokens, self.was_reset = 0, True
+
+
+@pytest.mark.parametrize(("cached", "prompt", "kept"), [
+    (list(range(10)), [*range(10), 99], 8),  # the same prompt again: 8 of 10 kept
+    (list(range(10)), [*range(6), 50, 51, 52], 4),  # differs at 6: back to 4
+    (list(range(10)), [7, 8, 9], 0),  # differs at once: evaluated afresh
+    (list(range(8)), list(range(12)), 8),  # an aligned cache is kept whole
+])
+def test_a_cached_prefix_is_reused_only_to_a_batch_boundary(cached: list[int], prompt: list[int],
+                                                          kept: int) -> None:
+    cache = _Cache(cached)
+    _keep_aligned_prefix(cache, prompt)
+    assert cache.n_tokens == kept and kept % cache.n_batch == 0
+    assert cache.was_reset == (kept == 0)
+
+
+def test_a_long_prompt_gives_the_same_answer_whatever_ran_before(
+        embedded: EmbeddedBackend) -> None:
+    """Prompts past one evaluation batch (512 tokens) reuse the cache at a batch boundary:
+    the answer does not depend on what the model evaluated before."""
+    long_prompt = "Household data: " + "; ".join(
+        f"month {month}: {300 + 7 * month} kWh" for month in range(1, 13)) * 6
+    other = long_prompt.replace("Household", "Office")
+    answers = []
+    for prompt in (long_prompt, other, long_prompt, long_prompt):
+        stream = embedded.stream(prompt, max_tokens=24, temperature=0.0)
+        answers.append("".join(stream))
+        assert stream.stats.prompt_tokens is not None and stream.stats.prompt_tokens > 512
+    assert answers[0] and answers[0] == answers[2] == answers[3]
