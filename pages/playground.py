@@ -62,10 +62,12 @@ def answer(run: Run, running: bool) -> None:
     if running:
         follow(run, answer_slot, progress_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button
+    show_answer(run.text, answer_slot)  # whole at once; the marks follow
     # Figures the answer states that the prompt's data does not hold are highlighted.
     report = check(run.text, run.request.prompt) if run.text else None
-    show_answer(run.text, answer_slot, report)
     if report is not None:
+        if report.not_found:
+            show_answer(run.text, answer_slot, report)
         progress_slot.caption(f"Grounding: {report.summary()} (not found: highlighted)")
     show_outcome(run)
 

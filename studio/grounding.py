@@ -9,6 +9,7 @@ not judged: they are list counts and section numbers far more often than data.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,11 +83,11 @@ def context_numbers(prompt: str) -> list[float]:
 
 def check(answer: str, prompt: str) -> GroundingReport:
     """Judge every figure in ``answer`` against the prompt's data context."""
-    known = context_numbers(prompt)
+    known = sorted(context_numbers(prompt))
     report = GroundingReport()
     for match, value in _figures(answer):
         decimals = len(match.group("value").partition(".")[2])
-        grounded = any(_matches(value, number, decimals) for number in known)
+        grounded = _is_known(value, decimals, known)
         report.figures.append(Figure(match.group(0).strip(), value, match.start(),
                                      match.end(), grounded))
     return report
@@ -114,13 +115,20 @@ def _value(match: re.Match[str]) -> float:
     return float(match.group("value").replace(",", ""))
 
 
-def _matches(stated: float, known: float, decimals: int) -> bool:
-    """``stated`` is ``known`` rounded to the precision the answer wrote it with."""
+def _is_known(stated: float, decimals: int, known: list[float]) -> bool:
+    """Whether ``stated`` is one of the sorted ``known`` numbers rounded to the precision the
+    answer wrote it with (a window search: a long answer has a thousand figures)."""
     tolerance = 0.5 * 10 ** -decimals + 1e-9
-    if abs(stated - known) <= tolerance:
+    if _any_between(known, stated - tolerance, stated + tolerance):
         return True
-    # "~128 panels" or "$1,480": allow the answer to round large figures loosely (0.5 %).
-    return stated >= 100 and abs(stated - known) <= 0.005 * abs(known)
+    # "~128 panels" or "$1,480": allow the answer to round large figures loosely (0.5 %),
+    # |stated - known| <= 0.005 * known for the (non-negative) numbers of the data.
+    return stated >= 100 and _any_between(known, stated / 1.005, stated / 0.995)
+
+
+def _any_between(numbers: list[float], low: float, high: float) -> bool:
+    index = bisect.bisect_left(numbers, low)
+    return index < len(numbers) and numbers[index] <= high
 
 
 def highlight_not_found(markdown: str, report: GroundingReport) -> str:
