@@ -104,7 +104,9 @@ def test_generate_answers_with_usage(vllm_server: VLLMServer, sdk: bool) -> None
     # The usage counts fit the text: the server's own tokenizer counts the same prompt, and
     # about as many answer tokens (the end-of-turn token and stripped spaces aside).
     assert stats.prompt_tokens == count_tokens(vllm_server, messages=chat_messages(QUESTION, ""))
-    assert abs(count_tokens(vllm_server, prompt=str(answer)) - stats.output_tokens) <= 2
+    # (A sampled split such as " Par" + "is" re-tokenizes as one token: allow a few.)
+    recounted = count_tokens(vllm_server, prompt=str(answer))
+    assert abs(recounted - stats.output_tokens) <= max(2, stats.output_tokens // 10)
     assert stats.client_tokens_per_s and stats.client_tokens_per_s > 0
 
 
