@@ -65,7 +65,10 @@ def field(page: Page, label: str) -> Locator:
 
 
 def download(page: Page, label: str | re.Pattern[str]) -> tuple[str, str]:
-    """Click a download button; (suggested file name, content)."""
+    """Click a download button; (suggested file name, content). Only on an idle page: a
+    rerun draws the button anew, and a click on the old one is lost."""
+    page.wait_for_selector(IDLE, timeout=30_000)
+    time.sleep(0.3)
     with page.expect_download(timeout=30_000) as info:
         page.get_by_role("button", name=label).click()
     got = info.value
