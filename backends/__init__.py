@@ -15,6 +15,7 @@ from .base import (
     BackendError,
     BackendStatusError,
     BackendTimeoutError,
+    ContextLengthError,
     GenerationStats,
     InvalidHostError,
     ModelNotFoundError,
@@ -30,7 +31,8 @@ from .vllm_backend import VLLMBackend
 
 __all__ = [
     "BACKENDS", "Answer", "AuthenticationError", "Backend", "BackendConnectionError",
-    "BackendError", "BackendStatusError", "BackendTimeoutError", "EmbeddedBackend",
+    "BackendError", "BackendStatusError", "BackendTimeoutError", "ContextLengthError",
+    "EmbeddedBackend",
     "GenerationStats", "InvalidHostError", "ModelNotFoundError", "OllamaBackend",
     "StreamError", "TokenStream", "TruncatedStreamError", "VLLMBackend", "backend_class",
     "create_backend", "delivery", "needs_server",
@@ -50,7 +52,8 @@ def backend_class(kind: str) -> type[Backend]:
 
 def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str | None = None,
                    connect_timeout: float = 5.0, read_timeout: float = 600.0,
-                   model_dirs: tuple[str, ...] = (), n_ctx: int = 4096) -> Backend:
+                   model_dirs: tuple[str, ...] = (), n_ctx: int = 4096,
+                   num_ctx: int | None = None, keep_alive: str | int | None = None) -> Backend:
     """One backend by kind; empty host or model means that backend's default."""
     cls = backend_class(kind)
     model = model or cls.default_model
@@ -60,4 +63,4 @@ def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str |
         return VLLMBackend(host or cls.default_host, model, api_key,
                            connect_timeout=connect_timeout, read_timeout=read_timeout)
     return OllamaBackend(host or cls.default_host, model, connect_timeout=connect_timeout,
-                         read_timeout=read_timeout)
+                         read_timeout=read_timeout, num_ctx=num_ctx, keep_alive=keep_alive)

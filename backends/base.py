@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from .context import ContextFit
 from .repetition import RepetitionGuard
 
 # How a run ended. "stop" and "length" are the servers' own words; the others are ours.
@@ -22,6 +23,9 @@ DONE_LENGTH = "length"
 DONE_CANCELLED = "cancelled"
 DONE_ERROR = "error"
 DONE_REPETITION = "repetition"  # stopped by us: the answer's tail was looping
+
+
+COLD_START_S = 1.0  # a model load this long means the model was not loaded before the run
 
 
 class BackendError(Exception):
@@ -82,6 +86,11 @@ class ModelNotFoundError(BackendStatusError):
         self.available = available or []
 
 
+class ContextLengthError(BackendStatusError):
+    """The server refused a prompt and answer that do not fit the model's window (HTTP 400:
+    Ollama 0.30+ without context shift, vLLM always)."""
+
+
 class AuthenticationError(BackendStatusError):
     """The server wants an API key that was missing or wrong (HTTP 401)."""
 
@@ -109,6 +118,14 @@ class GenerationStats:
     server_prompt_eval_s: float | None = None
     server_eval_s: float | None = None
     fragments: int = 0
+    context_window: int | None = None  # tokens the run's context held (prompt + answer)
+    prompt_truncated: bool = False  # the server cut the prompt to fit (it said nothing)
+
+    @property
+    def cold_start(self) -> bool:
+        """The server loaded the model for this run (Ollama's load_duration: a few ms when
+        it was loaded already, seconds when not)."""
+        return (self.server_load_s or 0.0) >= COLD_START_S
 
     @property
     def client_tokens_per_s(self) -> float | None:
@@ -132,7 +149,51 @@ class GenerationStats:
         data = asdict(self)
         data["client_tokens_per_s"] = self.client_tokens_per_s
         data["server_tokens_per_s"] = self.server_tokens_per_s
+        data["cold_start"] = self.cold_start
         return data
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """What a server says about itself and one model now: the status line's facts."""
+
+    server_version: str | None = None
+    loaded: bool | None = None  # None: the server does not say
+    window: int | None = None  # the window the model is loaded with, or serves
+    cpu_share: float | None = None  # share of the loaded model held in CPU memory (0..1)
+    expires_at: str | None = None  # when an idle model will be unloaded
+
+    def notes(self) -> list[str]:
+        """Short phrases for a status line: version, loaded or cold start, partly on CPU."""
+        version = self.server_version or ""
+        notes = [f"v{version}" if version[:1].isdigit() else version] if version else []
+        if self.loaded is True:
+            notes.append("model loaded" + (f" ({self.window:,}-token window)"
+                                           if self.window else ""))
+        elif self.loaded is False:
+            notes.append("model not loaded: the next run starts cold")
+        elif self.window:
+            notes.append(f"{self.window:,}-token window")
+        if self.cpu_share:
+            notes.append("on CPU" if self.cpu_share >= 0.999
+                         else f"partly on CPU ({self.cpu_share:.0%})")
+        return notes
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One line of a model pull: a status, and for a layer its bytes done and total."""
+
+    status: str
+    completed: int | None = None
+    total: int | None = None
+    digest: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return min((self.completed or 0) / self.total, 1.0)
 
 
 class Answer(str):
@@ -282,6 +343,14 @@ class Backend(Protocol):
 
     def list_models(self) -> list[str]: ...
 
+    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+        """Whether prompt and answer fit the window this run would get (asks the server)."""
+        ...
+
+    def model_state(self) -> ModelState:
+        """The server's version and the model's state (loaded, window, on CPU)."""
+        ...
+
     @classmethod
     def missing_model_hint(cls, model: str) -> str:
         """What to do about a model the server does not have."""
@@ -291,6 +360,39 @@ class Backend(Protocol):
     def is_demo_model(cls, model: str) -> bool:
         """Whether this model only demonstrates the pipeline (its figures are no advice)."""
         ...
+
+
+@runtime_checkable
+class ModelPuller(Protocol):
+    """A backend whose server can fetch a model it lacks (``can_pull_models``)."""
+
+    def pull(self, model: str) -> PullStream: ...
+
+
+class PullStream:
+    """A model pull's progress lines, in order; ``close()`` (any thread) cancels it, and an
+    error line from the server raises ``BackendStatusError``."""
+
+    def __init__(self, lines: Iterator[PullProgress], abort: Callable[[], None]) -> None:
+        self._lines = lines
+        self._abort = abort
+        self.cancelled = False
+
+    def __iter__(self) -> Iterator[PullProgress]:
+        return self
+
+    def __next__(self) -> PullProgress:
+        try:
+            return next(self._lines)
+        except BackendError:
+            if self.cancelled:
+                raise StopIteration from None
+            raise
+
+    def close(self) -> None:
+        self.cancelled = True
+        with contextlib.suppress(OSError):
+            self._abort()
 
 
 def needs_server(backend: type[Backend] | Backend) -> bool:

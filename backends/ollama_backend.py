@@ -1,8 +1,17 @@
-"""Ollama client: streams NDJSON from ``POST /api/chat`` (see ../shared/seed/llm-backends.md)."""
+"""Ollama client: streams NDJSON from ``POST /api/chat`` (see ../shared/seed/llm-backends.md).
+
+Every chat sends ``options.num_ctx``: Ollama's default window (2048 tokens up to v0.6.6, 4096
+after) is smaller than the PV prompt plus its answer, and a prompt over the window is cut from
+the front without a word (HTTP 200; ollama/ollama#3839). The window is sized from an estimate
+of the prompt, capped at the model's trained length (``/api/show``), and reuses the window the
+model is loaded with when that is big enough (``/api/ps``), since a new ``num_ctx`` reloads it.
+"""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -11,18 +20,56 @@ import requests
 from . import http
 from .base import (
     Answer,
+    BackendConnectionError,
     BackendStatusError,
+    ContextLengthError,
     ModelNotFoundError,
+    ModelState,
+    PullProgress,
+    PullStream,
     StreamError,
     TokenStream,
     TruncatedStreamError,
     chat_messages,
 )
+from .context import ESTIMATOR, ContextFit, choose_window, prompt_was_cut, sized_prompt
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
 UNREACHABLE_HINT = "Make sure Ollama is running (`ollama serve`)."
 _NS = 1e-9
+SHOW_TTL_S = 300.0  # a model's trained length and capabilities change only when it is re-pulled
+# Ollama's 400s for a prompt over the window: 0.30+ without context shift, and the 0.12-0.2x
+# runners when the request says ``truncate: false``.
+CONTEXT_ERRORS = ("longer than the context length", "exceeds the context length")
+CONTEXT_HINT = ("Lower max tokens, shorten the prompt, or pick a model with a longer window "
+                "(backends.ollama.num_ctx in config.yaml sets the window the app asks for).")
+
+
+class _ShowCache:
+    """``/api/show`` answers per server and model, shared by every backend object."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+
+    def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: tuple[str, str], info: dict[str, Any]) -> None:
+        with self._lock:
+            self._entries[key] = (time.monotonic() + SHOW_TTL_S, info)
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+
+_SHOWN = _ShowCache()
 
 
 class OllamaBackend:
@@ -38,7 +85,7 @@ class OllamaBackend:
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL, *,
                  connect_timeout: float = 5.0, read_timeout: float = 300.0,
-                 keep_alive: str | int | None = None) -> None:
+                 keep_alive: str | int | None = None, num_ctx: int | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
         # repr and record shows ``host``, the same URL without credentials.
         self._base_url = http.check_host(host, DEFAULT_HOST)
@@ -46,6 +93,7 @@ class OllamaBackend:
         self.model = model
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
         self.keep_alive = keep_alive
+        self.num_ctx = num_ctx  # None: sized per run (backends.ollama.num_ctx: auto)
 
     def __repr__(self) -> str:
         return f"OllamaBackend(host={self.host!r}, model={self.model!r})"
@@ -65,6 +113,129 @@ class OllamaBackend:
             raise self._status_error(response)
         return [m.get("name") or m.get("model", "") for m in response.json().get("models", [])]
 
+    # -- context window ---------------------------------------------------------------------
+    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+        """Estimated prompt tokens against the window this run would be sent with."""
+        texts = _texts(prompt, system)
+        estimate = ESTIMATOR.estimate(self.host, self.model, texts)
+        window, limit = self._window(estimate, max_tokens)
+        return ContextFit(estimate, False, max_tokens, window, limit)
+
+    def _window(self, estimate: int, max_tokens: int) -> tuple[int, int | None]:
+        """(the num_ctx to send, the model's trained length if known)."""
+        limit = self.trained_length()
+        if self.num_ctx is not None:
+            return (min(self.num_ctx, limit) if limit else self.num_ctx), limit
+        needed = sized_prompt(estimate, exact=False) + max_tokens
+        loaded = self._loaded().get("context_length")
+        return choose_window(needed, model_limit=limit,
+                             loaded=loaded if isinstance(loaded, int) else None), limit
+
+    def show(self) -> dict[str, Any]:
+        """``POST /api/show`` for the model (cached): ``model_info``, ``capabilities``..."""
+        key = (self._base_url, self.model)
+        info = _SHOWN.get(key)
+        if info is None:
+            response = self._request("POST", "/api/show", json_body={"model": self.model})
+            if response.status_code != 200:
+                raise self._status_error(response)
+            info = response.json()
+            _SHOWN.put(key, info)
+        return info
+
+    def trained_length(self) -> int | None:
+        """The longest window the model was trained for (``<arch>.context_length``), or None
+        when the server cannot say (the chat will then report a missing model itself)."""
+        try:
+            info = self.show().get("model_info") or {}
+        except BackendConnectionError:
+            raise  # the chat would fail the same way: say so once, now
+        except (BackendStatusError, ValueError):
+            return None
+        arch = info.get("general.architecture")
+        value = info.get(f"{arch}.context_length")
+        if not isinstance(value, int):  # an unusual architecture key: any *.context_length
+            value = next((v for k, v in info.items()
+                          if k.endswith(".context_length") and isinstance(v, int)), None)
+        return value
+
+    def _loaded(self) -> dict[str, Any]:
+        """The model's entry in ``GET /api/ps`` ({} when it is not loaded or unknown)."""
+        try:
+            response = self._request("GET", "/api/ps")
+            models = response.json().get("models") or [] if response.status_code == 200 else []
+        except BackendConnectionError:
+            raise
+        except (BackendStatusError, ValueError, AttributeError):
+            return {}
+        names = {self.model, f"{self.model}:latest"}
+        return next((m for m in models if isinstance(m, dict)
+                     and (m.get("name") in names or m.get("model") in names)), {})
+
+    def model_state(self) -> ModelState:
+        """Version (``/api/version``), and from ``/api/ps``: loaded, window, share on CPU."""
+        response = self._request("GET", "/api/version")
+        version = None
+        if response.status_code == 200:
+            try:
+                version = response.json().get("version")
+            except (ValueError, AttributeError):
+                version = None
+        loaded = self._loaded()
+        size, in_vram = loaded.get("size"), loaded.get("size_vram")
+        cpu_share = None
+        if isinstance(size, int) and size > 0 and isinstance(in_vram, int):
+            cpu_share = max(0.0, 1.0 - in_vram / size)
+        window = loaded.get("context_length")
+        return ModelState(server_version=version, loaded=bool(loaded),
+                          window=window if isinstance(window, int) else None,
+                          cpu_share=cpu_share, expires_at=loaded.get("expires_at"))
+
+    # -- pulling a model ----------------------------------------------------------------------
+    def pull(self, model: str) -> PullStream:
+        """``POST /api/pull``, streamed: one ``PullProgress`` per line; ``close()`` cancels
+        (Ollama stops the download when the client hangs up)."""
+        abort = http.Abort()
+        return PullStream(self._pull_lines(model, abort), abort)
+
+    def _pull_lines(self, model: str, abort: http.Abort) -> Iterator[PullProgress]:
+        response = self._request("POST", "/api/pull", json_body={"model": model, "stream": True},
+                                 stream=True, abort=abort)
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response)
+            lines = http.iter_lines(response, backend="Ollama", host=self.host,
+                                     partial_text=lambda: "")
+            for line in lines:
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    continue  # a damaged progress line is no reason to give up the pull
+                if not isinstance(item, dict):
+                    continue
+                if item.get("error"):
+                    # Under HTTP 200: the status was sent before the registry answered.
+                    error = str(item["error"])
+                    raise BackendStatusError(
+                        f"Ollama could not pull {model!r}: {error}",
+                        hint="Check the model's name and tag (ollama.com/library lists them) "
+                             "and that the Ollama server can reach its registry.",
+                        server_message=error, status_code=200, backend="Ollama",
+                        host=self.host)
+                progress = PullProgress(str(item.get("status", "")), item.get("completed"),
+                                        item.get("total"), str(item.get("digest", "")))
+                yield progress
+                if progress.status == "success":
+                    _SHOWN.forget((self._base_url, model))
+                    return
+            raise TruncatedStreamError(
+                f"The pull of {model!r} ended before Ollama said success.",
+                hint="Pull it again; Ollama resumes the download.", backend="Ollama",
+                host=self.host)
+        finally:
+            response.close()
+
+    # -- generating -------------------------------------------------------------------------
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
                  temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
@@ -93,6 +264,11 @@ class OllamaBackend:
 
     def _fragments(self, handle: TokenStream, payload: dict[str, Any],
                    abort: http.Abort) -> Iterator[str]:
+        texts = [message["content"] for message in payload["messages"]]
+        expected = ESTIMATOR.estimate(self.host, self.model, texts)
+        window, _ = self._window(expected, payload["options"]["num_predict"])
+        payload["options"]["num_ctx"] = window
+        handle.stats.context_window = window
         response = self._request("POST", "/api/chat", json_body=payload, stream=True,
                                  abort=abort)
         try:
@@ -120,6 +296,7 @@ class OllamaBackend:
                     yield content
                 if chunk.get("done"):
                     _record_final_stats(handle, chunk)
+                    self._check_prompt_count(handle, texts, expected)
                     return
             raise TruncatedStreamError(
                 "The Ollama stream ended before the answer was complete (no done message).",
@@ -127,6 +304,14 @@ class OllamaBackend:
                 backend="Ollama", host=self.host, partial_text=handle.text)
         finally:
             response.close()
+
+    def _check_prompt_count(self, handle: TokenStream, texts: list[str], expected: int) -> None:
+        """Mark a prompt the server cut; learn the model's token ratio from one it did not."""
+        stats = handle.stats
+        stats.prompt_truncated = prompt_was_cut(stats.prompt_tokens, expected,
+                                                stats.context_window)
+        if stats.prompt_tokens and not stats.prompt_truncated:
+            ESTIMATOR.observe(self.host, self.model, texts, stats.prompt_tokens)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return http.request(method, self._base_url + path, timeout=self.timeout,
@@ -143,6 +328,11 @@ class OllamaBackend:
                 f"Ollama has no model {self.model!r}.",
                 hint=self.missing_model_hint(self.model), model=self.model,
                 server_message=text, backend="Ollama", host=self.host)
+        if status == 400 and any(phrase in text for phrase in CONTEXT_ERRORS):
+            return ContextLengthError(
+                f"The prompt does not fit {self.model}'s context window on Ollama: {text}",
+                hint=CONTEXT_HINT, status_code=status, server_message=text, backend="Ollama",
+                host=self.host)
         if status == 503:
             hint = "Ollama is busy with other requests; try again in a moment."
         elif status == 404:
@@ -169,3 +359,7 @@ def _record_final_stats(handle: TokenStream, chunk: dict[str, Any]) -> None:
     stats.server_load_s = seconds("load_duration")
     stats.server_prompt_eval_s = seconds("prompt_eval_duration")
     stats.server_eval_s = seconds("eval_duration")
+
+
+def _texts(prompt: str, system: str) -> list[str]:
+    return [message["content"] for message in chat_messages(prompt, system)]

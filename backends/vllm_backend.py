@@ -24,13 +24,16 @@ from .base import (
     BackendConnectionError,
     BackendStatusError,
     BackendTimeoutError,
+    ContextLengthError,
     GenerationStats,
     ModelNotFoundError,
+    ModelState,
     StreamError,
     TokenStream,
     TruncatedStreamError,
     chat_messages,
 )
+from .context import ESTIMATOR, ContextFit
 from .repetition import repeating_unit
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
@@ -40,6 +43,8 @@ except ImportError:  # pragma: no cover - exercised by a test that hides the mod
 
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
+WINDOW_TTL_S = 60.0
+_WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
 
 
 class VLLMBackend:
@@ -87,11 +92,68 @@ class VLLMBackend:
 
     def list_models(self) -> list[str]:
         """Ids of the models the server serves (``GET /v1/models``)."""
+        return list(self.served())
+
+    def served(self) -> dict[str, dict[str, Any]]:
+        """``GET /v1/models`` by id: each entry holds ``max_model_len``, the model's window."""
         response = self._request("GET", "/v1/models")
         if response.status_code != 200:
             raise self._status_error(response.status_code, http.error_text(response),
                                      check_models=False)
-        return [entry["id"] for entry in response.json().get("data", [])]
+        return {entry["id"]: entry for entry in response.json().get("data", [])}
+
+    def max_model_len(self) -> int | None:
+        """The model's window (``--max-model-len``), from ``/v1/models``; cached a minute."""
+        key = (self._base_url, self.model)
+        cached = _WINDOWS.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        value = self.served().get(self.model, {}).get("max_model_len")
+        window = value if isinstance(value, int) else None
+        _WINDOWS[key] = (time.monotonic() + WINDOW_TTL_S, window)
+        return window
+
+    def _window_or_none(self) -> int | None:
+        """For the statistics: the window, or None when the server cannot say."""
+        try:
+            return self.max_model_len()
+        except (BackendConnectionError, BackendStatusError, ValueError, KeyError, TypeError):
+            return None
+
+    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+        """The prompt's exact token count from ``POST /tokenize`` (the chat template applied)
+        against ``max_model_len``. vLLM refuses a prompt over the window (HTTP 400) and
+        silently shortens an answer that would not fit beside it."""
+        messages = chat_messages(prompt, system)
+        response = self._request("POST", "/tokenize",
+                                 json_body={"model": self.model, "messages": messages})
+        if response.status_code == 200:
+            body = response.json()
+            return ContextFit(int(body["count"]), True, max_tokens, body.get("max_model_len"),
+                              body.get("max_model_len"))
+        if response.status_code == 404 and "json" in response.headers.get("Content-Type", ""):
+            body_text = http.error_text(response)
+            if "model" in body_text.lower():  # the model, not the route, is missing
+                raise self._status_error(404, body_text)
+        # A server without /tokenize (an OpenAI-compatible server that is not vLLM): estimate.
+        window = self.max_model_len()
+        texts = [message["content"] for message in messages]
+        return ContextFit(ESTIMATOR.estimate(self.host, self.model, texts), False, max_tokens,
+                          window, window)
+
+    def model_state(self) -> ModelState:
+        """vLLM serves the model it was started with: always loaded; window from /v1/models."""
+        response = self._request("GET", "/version")
+        version = None
+        if response.status_code == 200:
+            try:
+                version = response.json().get("version")
+            except (ValueError, AttributeError):
+                version = None
+        served = self.served()
+        window = served.get(self.model, {}).get("max_model_len")
+        return ModelState(server_version=version, loaded=self.model in served,
+                          window=window if isinstance(window, int) else None)
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
                  temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
@@ -102,7 +164,9 @@ class VLLMBackend:
         body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
             else self._complete_with_requests(payload)
         elapsed = time.perf_counter() - started
-        return _answer_from_body(body, elapsed)
+        answer = _answer_from_body(body, elapsed)
+        answer.stats.context_window = self._window_or_none()
+        return answer
 
     def _payload(self, prompt: str, system: str, max_tokens: int, temperature: float,
                  repeat_penalty: float | None) -> dict[str, Any]:
@@ -133,6 +197,8 @@ class VLLMBackend:
         try:
             if response.status_code != 200:
                 raise self._status_error(response.status_code, http.error_text(response))
+            # Asked once the server has answered: a down host costs one timeout, not two.
+            handle.stats.context_window = self._window_or_none()
             if not payload.get("stream"):
                 answer = _answer_from_body(response.json(), 0.0)
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
@@ -244,10 +310,12 @@ class VLLMBackend:
                     hint=f"Served models: {listed}. Set the model to one of them.",
                     model=self.model, available=served or [], **common)
         if status == 400 and ("context length" in message or "max_model_len" in message):
-            hint = "Shorten the prompt or lower max tokens."
-        else:
-            hint = "The server's message is above."
-        return BackendStatusError(f"vLLM answered HTTP {status}: {message}", hint=hint,
+            return ContextLengthError(
+                f"The prompt does not fit {self.model}'s context window on vLLM: {message}",
+                hint="Shorten the prompt or lower max tokens, or serve the model with a larger "
+                     "--max-model-len.", status_code=status, **common)
+        return BackendStatusError(f"vLLM answered HTTP {status}: {message}",
+                                  hint="The server's message is above.",
                                   status_code=status, **common)
 
     def _served_models(self) -> list[str] | None:

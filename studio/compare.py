@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from backends.base import Backend, BackendError, GenerationStats, TokenStream
+from backends.base import Backend, BackendError, GenerationStats, ModelState, TokenStream
+from backends.context import ContextFit
 from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
@@ -266,6 +267,12 @@ class _Unavailable:
         raise self.error
 
     def list_models(self) -> list[str]:
+        raise self.error
+
+    def context_fit(self, *args: Any, **options: Any) -> ContextFit:
+        raise self.error
+
+    def model_state(self) -> ModelState:
         raise self.error
 
     @classmethod

@@ -9,6 +9,7 @@ names.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -65,6 +66,12 @@ class EmbeddedSettings:
 
 
 @dataclass(frozen=True)
+class OllamaSettings:
+    num_ctx: int | None = None  # None: sized per run ("auto")
+    keep_alive: str | int | None = None  # None: the server's (5 minutes unless configured)
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: str  # the backend that answers (llm.backend)
     backends: dict[str, BackendSettings]
@@ -73,6 +80,7 @@ class Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 600.0
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
+    ollama: OllamaSettings = field(default_factory=OllamaSettings)
     fallback_to_embedded: bool = True
     history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
     path: str = ""
@@ -129,6 +137,31 @@ class _Server(_Backend):
         return None if host is None else check_host(host)
 
 
+# Go durations as Ollama parses keep_alive ("5m", "1h30m", "-1m"); a number is seconds.
+_DURATION = re.compile(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
+
+
+class _Ollama(_Server):
+    num_ctx: int | str = "auto"
+    keep_alive: int | str | None = None
+
+    @field_validator("num_ctx")
+    @classmethod
+    def _auto_or_tokens(cls, value: int | str) -> int | str:
+        if value == "auto" or (isinstance(value, int) and 256 <= value <= 1_048_576):
+            return value
+        raise ValueError(f"must be auto or a number of tokens from 256 to 1048576 "
+                         f"(got {value!r})")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _duration(cls, value: int | str | None) -> int | str | None:
+        if value is None or isinstance(value, int) or _DURATION.fullmatch(value):
+            return value
+        raise ValueError(f"must be a duration such as 5m, 1h or -1 (forever), or a number "
+                         f"of seconds (got {value!r})")
+
+
 class _Embedded(_Backend):
     model_dirs: list[str] = []
     n_ctx: Annotated[int, _between(256, 131_072)] = 4096
@@ -136,7 +169,7 @@ class _Embedded(_Backend):
 
 class _Backends(_Block):
     model_config = ConfigDict(extra="forbid")  # a misspelt backend must not pass unnoticed
-    ollama: _Server = _Server()
+    ollama: _Ollama = _Ollama()
     vllm: _Server = _Server()
     embedded: _Embedded = _Embedded()
 
@@ -220,7 +253,7 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
             model=_first([b.model for b in given], DEFAULT_MODELS[name]),
             api_key_env=block.api_key_env or "")
 
-    embedded = config.backends.embedded
+    embedded, ollama = config.backends.embedded, config.backends.ollama
     return Settings(
         backend=llm.backend,
         backends=backends,
@@ -230,6 +263,9 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         read_timeout=llm.read_timeout,
         embedded=EmbeddedSettings(model=backends["embedded"].model or None,
                                   model_dirs=tuple(embedded.model_dirs), n_ctx=embedded.n_ctx),
+        ollama=OllamaSettings(
+            num_ctx=ollama.num_ctx if isinstance(ollama.num_ctx, int) else None,
+            keep_alive=ollama.keep_alive),
         fallback_to_embedded=app.fallback_to_embedded,
         history_db=str(REPO_DIR / (app.history_db or "data/history.sqlite3")),
         path=source,

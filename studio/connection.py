@@ -38,7 +38,8 @@ def build(settings: Settings, kind: str, host: str = "", model: str = "",
         api_key=configured.api_key(),
         connect_timeout=connect_timeout or settings.connect_timeout,
         read_timeout=settings.read_timeout, model_dirs=settings.embedded.model_dirs,
-        n_ctx=settings.embedded.n_ctx)
+        n_ctx=settings.embedded.n_ctx, num_ctx=settings.ollama.num_ctx,
+        keep_alive=settings.ollama.keep_alive)
 
 
 def from_config(config: str | Path | dict[str, Any] | None = None,

@@ -8,7 +8,9 @@ module; it imports nothing of the app but the backends' capabilities.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from backends import BACKENDS, Backend, backend_class, delivery
 from backends.base import DELIVERY_ONE_PIECE
@@ -23,6 +25,20 @@ STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max toke
 ANSWERED = (FINISHED, LENGTH, REPETITION)  # a looping answer is cut, but what it said stands
 FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
 STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
+
+
+# Marks beside a run's status: what went wrong around the answer without ending it.
+PROMPT_TRUNCATED = "prompt truncated by the server"
+
+
+def run_notes(stats: Mapping[str, Any]) -> list[str]:
+    """The marks of a run, from its statistics (live or stored): a prompt the server cut,
+    a cold start. Every page and export shows these same words."""
+    notes = [PROMPT_TRUNCATED] if stats.get("prompt_truncated") else []
+    load = stats.get("server_load_s")
+    if stats.get("cold_start") and isinstance(load, int | float):
+        notes.append(f"cold start (model loaded in {load:.1f} s)")
+    return notes
 
 
 @dataclass(frozen=True)

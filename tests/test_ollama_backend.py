@@ -47,7 +47,8 @@ def test_request_has_the_seeds_payload(ollama: OllamaBackend, fake_ollama: FakeO
     assert body["messages"] == [{"role": "system", "content": "the system"},
                                 {"role": "user", "content": "the prompt"}]
     assert body["stream"] is True
-    assert body["options"] == {"num_predict": 123, "temperature": 0.7}
+    # num_ctx: the smallest stable window that holds this short prompt and 123 tokens
+    assert body["options"] == {"num_predict": 123, "temperature": 0.7, "num_ctx": 2048}
 
 
 def test_no_system_message_when_system_is_empty(ollama: OllamaBackend,

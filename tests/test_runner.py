@@ -114,7 +114,7 @@ def test_request_reaches_the_server_as_set(ollama: OllamaBackend,
     (body,) = fake_ollama.chat_requests
     assert body["messages"] == [{"role": "system", "content": SYSTEM},
                                 {"role": "user", "content": PROMPT}]
-    assert body["options"] == {"num_predict": 321, "temperature": 0.7}
+    assert body["options"] == {"num_predict": 321, "temperature": 0.7, "num_ctx": 2048}
 
 
 def test_status_is_running_and_partial_text_visible_before_the_end(

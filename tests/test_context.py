@@ -1,0 +1,119 @@
+"""Context windows: the estimate, the window the app asks for, and the tell of a cut prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.context import (
+    STABLE_WINDOWS,
+    ContextFit,
+    TokenEstimator,
+    choose_window,
+    prompt_was_cut,
+)
+from studio.config import ConfigError, parse_config
+from studio.request import PROMPT_TRUNCATED, run_notes
+from studio.window import fit_problem
+
+TEXT = "Average daily consumption: 53.76 kWh. " * 100  # 3,800 characters
+
+
+def test_the_estimate_learns_each_models_ratio() -> None:
+    estimator = TokenEstimator(default_chars_per_token=3.5)
+    before = estimator.estimate("h", "m", [TEXT])
+    assert before == pytest.approx(len(TEXT) / 3.5, abs=10)
+    estimator.observe("h", "m", [TEXT], 1_500)  # the server counted more tokens
+    after = estimator.estimate("h", "m", [TEXT])
+    assert after == pytest.approx(1_500, abs=2)
+    assert estimator.calibrated("h", "m") and not estimator.calibrated("h", "other")
+    assert estimator.estimate("h", "other", [TEXT]) == before
+
+
+def test_the_estimate_keeps_the_finest_split_seen_lately() -> None:
+    estimator = TokenEstimator()
+    estimator.observe("h", "m", [TEXT], 1_000)
+    estimator.observe("h", "m", [TEXT], 1_200)
+    estimator.observe("h", "m", [TEXT], 900)
+    assert estimator.estimate("h", "m", [TEXT]) == pytest.approx(1_200, abs=2)
+
+
+def test_short_prompts_teach_nothing() -> None:
+    estimator = TokenEstimator()
+    estimator.observe("h", "m", ["hi"], 10)
+    assert not estimator.calibrated("h", "m")
+
+
+@pytest.mark.parametrize(("needed", "limit", "loaded", "window"), [
+    (100, None, None, 2048),
+    (2049, None, None, 4096),
+    (5_000, None, None, 8192),
+    (5_000, 4096, None, 4096),  # never above the trained length
+    (5_000, None, 32768, 32768),  # the loaded window holds it: no reload
+    (5_000, None, 4096, 8192),  # the loaded one is too small: a stable size
+    (10**7, None, None, STABLE_WINDOWS[-1]),
+])
+def test_choose_window(needed: int, limit: int | None, loaded: int | None,
+                       window: int) -> None:
+    assert choose_window(needed, model_limit=limit, loaded=loaded) == window
+
+
+@pytest.mark.parametrize(("reported", "expected", "window", "cut"), [
+    (2_480, 2_500, 8192, False),  # near the estimate
+    (2_900, 2_500, 8192, False),  # above it: a finer tokenizer, no cut
+    (2_048, 2_500, 2048, True),  # filled the window (Ollama up to 0.2x)
+    (2_044, 2_000, 2048, True),  # filled it although the estimate said it would fit
+    (1_026, 2_500, 2048, True),  # about half the window (0.30+ with context shift)
+    (700, 2_500, 8192, True),  # far below the prompt's size
+    (None, 2_500, 2048, False),  # no count: no evidence
+    (1_800, 2_000, None, False),
+])
+def test_prompt_was_cut(reported: int | None, expected: int, window: int | None,
+                        cut: bool) -> None:
+    assert prompt_was_cut(reported, expected, window) is cut
+
+
+def test_a_fit_says_its_numbers() -> None:
+    fit = ContextFit(2_500, False, 2_048, 4_096, 8_192)
+    assert not fit.fits and fit.prompt_fits and fit.max_tokens_that_fit == 1_596
+    assert fit.summary() == ("~2,500 prompt tokens + 2,048 max tokens = ~4,548 of a "
+                             "4,096-token window")
+    problem = fit_problem(fit, "llama3.1:8b")
+    assert problem is not None and problem.lower_to == 1_596
+    assert "llama3.1:8b's 4,096-token window" in problem.message
+    assert "lower max tokens to 1,596" in problem.choices and "run anyway" in problem.choices
+
+
+def test_a_prompt_over_the_whole_window_offers_no_lower_max_tokens() -> None:
+    fit = ContextFit(3_000, True, 512, 2_048, 2_048)
+    problem = fit_problem(fit, "tiny")
+    assert problem is not None and problem.lower_to is None
+    assert "The prompt alone is 3,000 tokens" in problem.message
+    assert "the most it was trained for" in problem.message
+    assert "lower max tokens" not in problem.choices
+
+
+def test_a_fit_or_an_unknown_window_is_no_problem() -> None:
+    assert fit_problem(ContextFit(2_500, False, 2_048, 8_192), "m") is None
+    assert fit_problem(ContextFit(99_999, False, 2_048, None), "m") is None
+    assert fit_problem(None, "m") is None
+
+
+def test_run_notes_name_a_cut_prompt_and_a_cold_start() -> None:
+    assert run_notes({"prompt_truncated": True}) == [PROMPT_TRUNCATED]
+    assert run_notes({"cold_start": True, "server_load_s": 12.34}) == [
+        "cold start (model loaded in 12.3 s)"]
+    assert run_notes({}) == []
+
+
+def test_config_num_ctx_and_keep_alive() -> None:
+    settings = parse_config({"backends": {"ollama": {"num_ctx": 8192, "keep_alive": "30m"}}})
+    assert settings.ollama.num_ctx == 8192 and settings.ollama.keep_alive == "30m"
+    assert parse_config({"backends": {"ollama": {"num_ctx": "auto"}}}).ollama.num_ctx is None
+    assert parse_config({}).ollama.num_ctx is None
+    assert parse_config({"backends": {"ollama": {"keep_alive": -1}}}).ollama.keep_alive == -1
+    with pytest.raises(ConfigError, match="num_ctx must be auto or a number of tokens"):
+        parse_config({"backends": {"ollama": {"num_ctx": "big"}}})
+    with pytest.raises(ConfigError, match="num_ctx must be auto"):
+        parse_config({"backends": {"ollama": {"num_ctx": 100}}})
+    with pytest.raises(ConfigError, match="keep_alive must be a duration"):
+        parse_config({"backends": {"ollama": {"keep_alive": "five minutes"}}})
