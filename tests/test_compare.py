@@ -19,11 +19,13 @@ from studio.compare import Comparison, Spread, pane_labels, spread
 from studio.config import load_config
 from studio.presets import build_user_prompt, load_locations
 from studio.request import ERROR, FINISHED, STOPPED, RunParams
-from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
+from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
 
 SYSTEM = "You are a PV sizing analyst."
 PROMPT = build_user_prompt(load_locations()[0])  # the real San Diego prompt
+OLLAMA_PROMPT_TOKENS = prompt_length(chat_messages(PROMPT, SYSTEM))  # as the fake counts
 OLLAMA_ANSWER = ("## Recommendation\n\nAverage daily consumption: 53.76 kWh; install "
                  "~128 panels; nighttime load 70.23%.\n")
 VLLM_ANSWER = "## RECOMMENDATION\n\nInstall **31 panels** within the $15,000 budget."
@@ -179,7 +181,8 @@ def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
     runs = [run for round_ in comparison.rounds for run in round_]
     assert len({id(run) for run in runs}) == 6  # a fresh run per pane per round
     assert all(run.status == FINISHED for run in runs)
-    for index, output_tokens, prompt_tokens in ((0, len(tokenize(OLLAMA_ANSWER)), 169),
+    for index, output_tokens, prompt_tokens in ((0, len(tokenize(OLLAMA_ANSWER)),
+                                                 OLLAMA_PROMPT_TOKENS),
                                                 (1, 17, 47)):
         figures = comparison.figures(index)
         assert figures["total"] is not None and figures["total"].count == 3
@@ -191,7 +194,9 @@ def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
         totals = [run.stats.total_time_s for run in comparison.pane_runs(index)]
         assert figures["total"] == Spread(sorted(totals)[1], min(totals), max(totals), 3)
     ollama_load = comparison.figures(0)["load"]
-    assert ollama_load is not None and ollama_load.median == pytest.approx(0.041295167)
+    loads_s = sorted(ns / 1e9 for ns in ollama_server.load_durations_ns)
+    assert len(loads_s) == 3 and len(ollama_server.loads) == 1  # loaded once, then reused
+    assert ollama_load is not None and ollama_load.median == pytest.approx(loads_s[1])
     assert all(row["Runs"] == "3 measured" for row in comparison.table())
     assert comparison.repeats == 3
 
@@ -224,7 +229,7 @@ def test_table_rows_modes_and_one_piece_ttft(ollama_server: FakeOllama,
     assert all(re.fullmatch(r"\d+\.\d\d( = total)?", value) for value in ttft), ttft
     assert [row["Output tokens"] for row in rows] == [str(len(tokenize(OLLAMA_ANSWER))),
                                                       "17", "4"]
-    assert [row["Prompt tokens"] for row in rows] == ["169", "47", "12"]
+    assert [row["Prompt tokens"] for row in rows] == [f"{OLLAMA_PROMPT_TOKENS:,}", "47", "12"]
     assert [row["Stop reason"] for row in rows] == ["Finished"] * 3
     assert [row["Runs"] for row in rows] == ["1 measured"] * 3
     # Grounding against the San Diego data: 53.76 kWh and 70.23% yes, 128 panels no.

@@ -18,10 +18,11 @@ from backends.base import (
 )
 from backends.ollama_backend import OllamaBackend
 from tests.servers.base import LocalServer
-from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
+from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, prompt_tokens, tokenize
 
 
-def test_stream_yields_tokens_in_order_and_final_stats(ollama: OllamaBackend) -> None:
+def test_stream_yields_tokens_in_order_and_final_stats(ollama: OllamaBackend,
+                                                       fake_ollama: FakeOllama) -> None:
     stream = ollama.stream("How many panels?", system="You are an analyst.", max_tokens=500)
     fragments = list(stream)
 
@@ -30,8 +31,11 @@ def test_stream_yields_tokens_in_order_and_final_stats(ollama: OllamaBackend) ->
     stats = stream.stats
     assert stats.done_reason == "stop"
     assert stats.output_tokens == len(fragments)
-    assert stats.prompt_tokens == 169
-    assert stats.server_load_s == pytest.approx(0.041295167)  # 41295167 ns
+    assert stats.prompt_tokens == prompt_tokens([
+        {"role": "system", "content": "You are an analyst."},
+        {"role": "user", "content": "How many panels?"}]) == 20
+    (load_ns,) = fake_ollama.load_durations_ns  # the first chat loads the model
+    assert stats.server_load_s == pytest.approx(load_ns / 1e9)
     assert stats.server_prompt_eval_s == pytest.approx(0.024573166)
     assert stats.server_eval_s and stats.server_eval_s > 0
     assert stats.server_tokens_per_s == pytest.approx(len(fragments) / stats.server_eval_s)

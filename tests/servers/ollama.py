@@ -6,26 +6,68 @@ next chat answers: tokens, pace, and the failure to stage (error status, error l
 mid-stream, dropped connection, malformed line...). The server records what it was asked and
 notices when a client hangs up mid-stream, which is how tests see that Stop really cancels.
 
-Run it by hand for a demo: ``python -m tests.servers.ollama --port 11434 --delay 0.05``.
+Context windows and the model lifecycle follow the ollama/ollama source (paths below; the
+fake tokenizer is tests/servers/tokens.py):
+
+- Window: ``min(options.num_ctx or default, trained length)``; the default is 2048 up to
+  v0.6.6 and 4096 after (a CPU-only host from v0.15.5 also gets 4096); ``default_num_ctx``
+  plays ``OLLAMA_CONTEXT_LENGTH`` (envconfig/config.go, server/sched.go ``effectiveContext``).
+- Too long a prompt, first the messages (server/prompt.go ``chatPrompt``): before v0.15.5
+  the oldest messages go first and, quirk included, a system message is dropped with them
+  (for [system, user] only the user message is left); from v0.15.5 system messages stay.
+- Then the tokens. Before v0.30 (runner/ollamarunner/runner.go ``NewSequence``): over
+  ``num_ctx`` tokens, keep the first ``num_keep`` (4) and the last ``num_ctx - num_keep``, so
+  exactly ``num_ctx`` remain; ``"truncate": false`` (v0.12.6+) answers 400 "the input length
+  exceeds the context length" instead. From v0.30 (llm/llama_server.go
+  ``completionPromptForRequest``) the cut starts at ``num_ctx - 1`` tokens: v0.30.0-0.30.8
+  keep ``num_ctx - 1``; from v0.30.9 a model without context shift answers 400 "the prompt is
+  longer than the context length currently available..."; from v0.30.11 a cut keeps
+  ``num_ctx - max((num_ctx - n_keep) // 2, 1)`` tokens, ``n_keep = num_keep + 1`` (the BOS,
+  which this tokenizer adds). The answer is HTTP 200 and ``prompt_eval_count`` is the number
+  of tokens kept; nothing else says the prompt was cut. ``server.cuts`` records each cut.
+- Loading (server/sched.go, server/routes.go): a chat for a model that is not loaded, or is
+  loaded with another window, loads it (``reload_delay`` seconds); ``load_duration`` is the
+  time from the request to the model being ready (as routes.go measures it), ~2 ms when it
+  was already loaded. ``keep_alive`` ("5m", seconds, negative = forever, 0 = unload after
+  the answer) sets ``expires_at`` in ``/api/ps``. An empty ``messages`` list loads the model
+  (``done_reason: "load"``), or with ``keep_alive: 0`` unloads it (``"unload"``).
+- ``/api/pull`` (server/images.go ``PullModel``, server/download.go, server/routes.go
+  ``PullHandler``/``streamResponse``/``waitForStream``), ``/api/show``, ``/api/ps``,
+  ``/api/version``.
+
+Where this fake differs from the source, knowingly: real pull progress lines come from a
+60 ms ticker (server/download.go ``Wait``), so a layer's last line may stop short of
+``completed == total``; here each layer ends on ``completed == total``. The real pull also
+fetches the config blob as a last layer: list it among the ``pullable`` sizes if it matters.
+A client that hangs up while its model loads leaves the model unloaded here. From v0.30,
+``"truncate": false`` passes llama-server's own error body through (its wording is from the
+llama.cpp server, not checked against a real one).
+
+Run it by hand for a demo: ``python -m tests.servers.ollama --port 11434 --delay 0.05``
+(``--help`` for the context, loading and pull options).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import select
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from tests.servers.base import LocalServer
+from tests.servers.tokens import BOS_TOKENS, prompt_tokens
+from tests.servers.tokens import chat_messages as chat_messages
+from tests.servers.tokens import count_tokens as count_tokens
 
 SAMPLE_ANSWER = """## RECOMMENDATION FOR PV PANEL INSTALLATION
 
@@ -37,10 +79,143 @@ SAMPLE_ANSWER = """## RECOMMENDATION FOR PV PANEL INSTALLATION
 *   Break-even: ~10.03 years (budget-constrained)
 """
 
+DEFAULT_VERSION = "0.12.3"
+TRAINED_CONTEXT = 131072
+NUM_KEEP = 4  # api.DefaultOptions
+LOADED_NS = 2_048_917  # load_duration of a model that was already loaded (~2 ms)
+LOAD_OVERHEAD_NS = 1_000_000  # added to the measured wait of a load
+PROMPT_EVAL_NS = 24_573_166
+KEEP_ALIVE_S = 300.0  # 5m
+FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)  # Go's time.Duration(math.MaxInt64)
+MODEL_SIZE = 4920734272
+KV_BYTES_PER_TOKEN = 131072  # Llama 3.1 8B, f16 cache: 32 layers x 8 KV heads x 128 x 2 x 2
+PARAMETER_COUNT = 8030261248
+
+INPUT_TOO_LONG = "the input length exceeds the context length"
+PROMPT_TOO_LONG = ("the prompt is longer than the context length currently available to the "
+                   "model; shorten the prompt, adjust the context length in settings, or use "
+                   "a model with a longer context length")
+PULL_NOT_FOUND = "pull model manifest: file does not exist"
+
+_ARCHITECTURES = {"qwen3": "qwen3", "qwen2": "qwen2", "gemma3": "gemma3", "gemma2": "gemma2",
+                  "phi3": "phi3", "gpt-oss": "gptoss", "deepseek-r1": "qwen2"}
+
 
 def tokenize(text: str) -> list[str]:
-    """Split text into word-sized tokens that join back to exactly the text."""
+    """Split text into word-sized tokens that join back to exactly the text (the answer's
+    streamed pieces; prompt lengths use tests.servers.tokens)."""
     return re.findall(r"\s*\S+|\s+", text)
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``"0.12.3"``, ``"v0.30.0-rc2"`` -> (0, 12, 3), (0, 30, 0)."""
+    major, minor, patch, *_ = [int(n) for n in re.findall(r"\d+", version.split("-")[0])] + [0] * 3
+    return major, minor, patch
+
+
+def default_context(version: str) -> int:
+    """The num_ctx a request without one gets: 2048 up to v0.6.6, then 4096."""
+    return 2048 if parse_version(version) <= (0, 6, 6) else 4096
+
+
+def architecture(model: str) -> str:
+    """The GGUF architecture the model's keys are named after (``<arch>.context_length``)."""
+    base = model.split("/")[-1].split(":")[0].lower()
+    for prefix, arch in _ARCHITECTURES.items():
+        if base.startswith(prefix):
+            return arch
+    return "llama"
+
+
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """Seconds to keep a model loaded (None = forever), as api.Duration.UnmarshalJSON reads
+    it: a number of seconds or a Go duration string; negative = forever. Raises ValueError
+    with Go's message on a bad one."""
+    if value is None:
+        return KEEP_ALIVE_S
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"Unsupported type: '{type(value).__name__}'")
+    if not isinstance(value, str):
+        return None if value < 0 else float(value)
+    text = value.strip()
+    sign, body = (-1.0, text[1:]) if text[:1] == "-" else (1.0, text.lstrip("+"))
+    if body == "0":
+        return 0.0
+    if not body or "".join(m.group(0) for m in _GO_DURATION.finditer(body)) != body:
+        if body and re.fullmatch(r"[0-9.]+", body):
+            raise ValueError(f'time: missing unit in duration "{value}"')
+        raise ValueError(f'time: invalid duration "{value}"')
+    seconds = sum(float(m.group(1)) * _GO_UNITS[m.group(2)] for m in _GO_DURATION.finditer(body))
+    return None if sign < 0 and seconds > 0 else seconds
+
+
+@dataclass
+class Fit:
+    """What a prompt becomes in a window of ``num_ctx`` tokens."""
+
+    prompt_tokens: int  # the request's whole prompt
+    kept: int  # the tokens the model sees (prompt_eval_count)
+    dropped_messages: int = 0
+    error: str | None = None  # HTTP 400 with this text instead of an answer
+
+
+def _drop_messages(messages: Sequence[Mapping[str, Any]], num_ctx: int,
+                   version: tuple[int, int, int]) -> list[Mapping[str, Any]]:
+    """server/prompt.go chatPrompt: the messages that fit, oldest dropped first."""
+    msgs = list(messages)
+    last = len(msgs) - 1
+    if version < (0, 15, 5):  # in reverse; the system messages kept are those before i
+        n, system = last, []
+        for i in range(last - 1, -1, -1):
+            system = [m for m in msgs[:i] if m.get("role") == "system"]
+            if prompt_tokens(system + msgs[i:]) > num_ctx:
+                break
+            n = i
+        if n == 0:
+            return msgs
+        return system + msgs[n:]
+    for i in range(last + 1):  # v0.15.5+: forwards, system messages always kept
+        system = [m for m in msgs[:i] if m.get("role") == "system"]
+        if prompt_tokens(system + msgs[i:]) <= num_ctx or i == last:
+            return system + msgs[i:]
+    return msgs
+
+
+def fit_prompt(messages: Sequence[Mapping[str, Any]], num_ctx: int,
+               version: str = DEFAULT_VERSION, *, truncate: bool = True, shift: bool = True,
+               num_keep: int = NUM_KEEP) -> Fit:
+    """How Ollama ``version`` fits a chat's messages into a window of ``num_ctx`` tokens."""
+    v = parse_version(version)
+    total = prompt_tokens(messages)
+    truncate = truncate or v < (0, 12, 6)  # the request field arrived in v0.12.6
+    kept_messages = _drop_messages(messages, num_ctx, v) if truncate else list(messages)
+    dropped = len(messages) - len(kept_messages)
+    tokens = prompt_tokens(kept_messages)
+    if v < (0, 30, 0):  # the Go runners
+        if tokens <= num_ctx:
+            return Fit(total, tokens, dropped)
+        if not truncate:
+            return Fit(total, 0, dropped, INPUT_TOO_LONG)
+        return Fit(total, num_ctx, dropped)  # num_keep + (tokens - num_keep - discard)
+    limit = num_ctx - 1  # llama-server wants one token of headroom
+    if num_ctx <= 1 or tokens <= limit:
+        return Fit(total, tokens, dropped)
+    if not truncate:
+        body = {"error": {"code": 400, "message": f"request ({tokens} tokens) exceeds the "
+                          f"available context size ({num_ctx} tokens), try increasing it",
+                          "type": "exceed_context_size_error", "n_prompt_tokens": tokens,
+                          "n_ctx": num_ctx}}
+        return Fit(total, 0, dropped, json.dumps(body, separators=(",", ":")))
+    if v >= (0, 30, 9) and not shift:
+        return Fit(total, 0, dropped, PROMPT_TOO_LONG)
+    if v >= (0, 30, 11):
+        n_keep = max(0, min(num_keep + BOS_TOKENS, limit))
+        limit = num_ctx - max((num_ctx - n_keep) // 2, 1)
+    return Fit(total, limit, dropped)
 
 
 @dataclass
@@ -59,8 +234,17 @@ class Script:
     blank_lines: bool = False  # an empty line (and a CRLF one) between token lines
     go_escape: bool = True  # escape < > & U+2028 U+2029 as Go's encoder does
     gate: threading.Event | None = None  # hold the second token line until this is set
-    load_duration_ns: int = 41_295_167
-    prompt_eval_count: int = 169
+    load_duration_ns: int | None = None  # None: as the server measured it
+    prompt_eval_count: int | None = None  # None: the tokens of the prompt that were kept
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory, as /api/ps lists it."""
+
+    num_ctx: int
+    expires_at: datetime
+    active: int = 0  # chats using it now; it is not unloaded under them
 
 
 class FakeOllama(LocalServer):
@@ -68,21 +252,137 @@ class FakeOllama(LocalServer):
 
     def __init__(self, models: Iterable[str] = ("llama3.1:8b", "mistral:7b"),
                  script: Script | None = None, *, not_found: str = "new",
-                 port: int = 0) -> None:
+                 port: int = 0, version: str = DEFAULT_VERSION,
+                 default_num_ctx: int | None = None,
+                 trained_context: Mapping[str, int] | None = None,
+                 context_shift: bool = True, reload_delay: float = 0.0,
+                 vram_fraction: float = 1.0,
+                 capabilities: Mapping[str, list[str]] | None = None,
+                 pullable: Mapping[str, list[int]] | None = None,
+                 pull_delay: float = 0.0) -> None:
         self.models = list(models)
         self.script = script or Script()
         self.not_found = not_found  # "new" (v0.12+) or "old" wording of the 404
+        self.version = version
+        self.default_num_ctx = default_num_ctx or default_context(version)
+        self.trained_context = dict(trained_context or {})
+        self.context_shift = context_shift  # the models' default (off: like deepseek2)
+        self.reload_delay = reload_delay
+        self.vram_fraction = vram_fraction
+        self.capabilities = dict(capabilities or {})
+        self.pullable = {name: list(sizes) for name, sizes in (pullable or {}).items()}
+        self.pull_delay = pull_delay
+        self.loaded: dict[str, LoadedModel] = {}
+        # What happened, for tests to check:
         self.chat_requests: list[dict[str, Any]] = []
         self.hangups: list[float] = []  # when a client closed a stream before its end
         self.client_closed = threading.Event()
         self.streams_started = 0
+        self.cuts: list[dict[str, Any]] = []  # prompts cut to fit the window
+        self.prompt_counts: list[int] = []  # prompt_eval_count of each chat answered
+        self.load_durations_ns: list[int] = []  # load_duration of each chat answered
+        self.loads: list[tuple[str, int]] = []  # (model, num_ctx) of each (re)load
+        self.pulls: list[str] = []  # model names asked for
+        self.pull_cancels = 0  # pulls whose client hung up before the end
         self._lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one load at a time, like the scheduler
         super().__init__(_make_handler(self), port)
 
     def record_hangup(self) -> None:
         with self._lock:
             self.hangups.append(time.monotonic())
         self.client_closed.set()
+
+    # -- models ---------------------------------------------------------------------------
+    def resolve(self, name: str) -> str | None:
+        """The listed model a name means (``x`` is ``x:latest``), or None."""
+        for candidate in (name, _with_tag(name)):
+            if candidate in self.models:
+                return candidate
+        return None
+
+    def trained(self, model: str) -> int:
+        return self.trained_context.get(model, TRAINED_CONTEXT)
+
+    def window(self, model: str, options: Mapping[str, Any]) -> int:
+        """The context window a chat gets: min(num_ctx or the default, trained length)."""
+        requested = options.get("num_ctx")
+        if not isinstance(requested, int) or isinstance(requested, bool) or requested <= 0:
+            requested = self.default_num_ctx
+        return min(max(requested, 4), self.trained(model))
+
+    def expire(self) -> None:
+        """Unload the models whose keep_alive ran out."""
+        now = datetime.now(UTC)
+        with self._lock:
+            for name, entry in list(self.loaded.items()):
+                if entry.active == 0 and entry.expires_at <= now:
+                    del self.loaded[name]
+
+    def unload(self, model: str) -> None:
+        with self._lock:
+            self.loaded.pop(model, None)
+
+    def ps(self) -> list[dict[str, Any]]:
+        self.expire()
+        with self._lock:
+            entries = sorted(self.loaded.items(), key=lambda item: item[1].expires_at,
+                             reverse=True)  # longest time left first, as PsHandler sorts
+        rows = []
+        for name, entry in entries:
+            tag = _tag(name)
+            size = tag["size"] + entry.num_ctx * KV_BYTES_PER_TOKEN
+            row = {"name": name, "model": name, "size": size, "digest": tag["digest"],
+                   "details": tag["details"], "expires_at": _rfc3339(entry.expires_at),
+                   "size_vram": int(size * self.vram_fraction)}
+            if parse_version(self.version) >= (0, 9, 7):  # ollama#11331
+                row["context_length"] = entry.num_ctx
+            rows.append(row)
+        return rows
+
+    def show(self, model: str) -> dict[str, Any]:
+        arch = architecture(model)
+        tag = _tag(model)
+        trained = self.trained(model)
+        return {
+            "license": "LLAMA 3.1 COMMUNITY LICENSE AGREEMENT",
+            "modelfile": (f'# Modelfile generated by "ollama show"\n# To build a new Modelfile '
+                          f"based on this, replace FROM with:\n# FROM {model}\n\n"
+                          f"FROM /root/.ollama/models/blobs/sha256-{tag['digest']}\n"
+                          f'TEMPLATE """{_TEMPLATE}"""\n{_MODELFILE_PARAMETERS}\n'),
+            "parameters": _PARAMETERS,
+            "template": _TEMPLATE,
+            "details": tag["details"],
+            "model_info": {
+                "general.architecture": arch,
+                "general.basename": model.split(":")[0],
+                "general.file_type": 15,
+                "general.parameter_count": PARAMETER_COUNT,
+                "general.quantization_version": 2,
+                f"{arch}.attention.head_count": 32,
+                f"{arch}.attention.head_count_kv": 8,
+                f"{arch}.attention.layer_norm_rms_epsilon": 1e-05,
+                f"{arch}.block_count": 32,
+                f"{arch}.context_length": trained,
+                f"{arch}.embedding_length": 4096,
+                f"{arch}.feed_forward_length": 14336,
+                f"{arch}.rope.freq_base": 500000,
+                f"{arch}.vocab_size": 128256,
+                "tokenizer.ggml.bos_token_id": 128000,
+                "tokenizer.ggml.eos_token_id": 128009,
+                "tokenizer.ggml.model": "gpt2",
+                "tokenizer.ggml.pre": "llama-bpe",
+                "tokenizer.ggml.merges": None,  # token arrays only with verbose: true
+                "tokenizer.ggml.token_type": None,
+                "tokenizer.ggml.tokens": None,
+            },
+            "capabilities": self.capabilities.get(model, ["completion"]),
+            "modified_at": tag["modified_at"],
+        }
+
+
+def _with_tag(name: str) -> str:
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 def _encode(obj: dict[str, Any], go_escape: bool) -> bytes:
@@ -94,12 +394,28 @@ def _encode(obj: dict[str, Any], go_escape: bool) -> bytes:
     return text.encode() + b"\n"
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return _rfc3339(datetime.now(UTC))
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
 
 class _ClientGone(Exception):
     pass
+
+
+class _Refused(Exception):
+    """Answer with an error status before anything was streamed."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
@@ -120,6 +436,12 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
 
         def _json(self, status: int, obj: Any) -> None:
             self._send(status, json.dumps(obj).encode(), "application/json; charset=utf-8")
+
+        def _start_ndjson(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-ndjson")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
 
         def _chunk(self, data: bytes) -> None:
             try:
@@ -146,6 +468,23 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     except OSError as exc:
                         raise _ClientGone from exc
 
+        def _body(self) -> dict[str, Any] | None:
+            """The request's JSON object, or None once an error has been answered."""
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            if not raw:
+                self._json(400, {"error": "missing request body"})
+                return None
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                self._json(400, {"error": "invalid character 'x' looking for beginning of value"})
+                return None
+            if not isinstance(body, dict):
+                self._json(400, {"error": "json: cannot unmarshal array into Go value"})
+                return None
+            return body
+
         # -- routes ---------------------------------------------------------------------
         def do_HEAD(self) -> None:
             self.do_GET()
@@ -154,36 +493,51 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
             if self.path == "/":
                 self._send(200, b"Ollama is running", "text/plain; charset=utf-8")
             elif self.path == "/api/version":
-                self._json(200, {"version": "0.12.3"})
+                self._json(200, {"version": server.version})
             elif self.path == "/api/tags":
                 self._json(200, {"models": [_tag(name) for name in server.models]})
             elif self.path == "/api/ps":
-                self._json(200, {"models": []})
+                self._json(200, {"models": server.ps()})
             else:
                 self._send(404, b"404 page not found", "text/plain")
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
-            if self.path != "/api/chat":
+            routes = {"/api/chat": self._chat, "/api/show": self._show, "/api/pull": self._pull}
+            route = routes.get(self.path)
+            if route is None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
                 self._send(404, b"404 page not found", "text/plain")
                 return
-            if not raw:
-                self._json(400, {"error": "missing request body"})
-                return
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                self._json(400, {"error": "invalid character 'x' looking for beginning of value"})
-                return
-            server.chat_requests.append(body)
-            model = body.get("model")
-            if not model:
+            body = self._body()
+            if body is not None:
+                route(body)
+
+        # -- /api/show --------------------------------------------------------------------
+        def _show(self, body: dict[str, Any]) -> None:
+            name = body.get("model") or body.get("name")
+            if not name:
                 self._json(400, {"error": "model is required"})
                 return
-            if model not in server.models:
-                text = (f"model '{model}' not found" if server.not_found == "new"
-                        else f'model "{model}" not found, try pulling it first')
+            model = server.resolve(str(name))
+            if model is None:
+                self._json(404, {"error": f"model '{name}' not found"})
+                return
+            self._json(200, server.show(model))
+
+        # -- /api/chat --------------------------------------------------------------------
+        def _chat(self, body: dict[str, Any]) -> None:
+            started = time.monotonic_ns()
+            server.chat_requests.append(body)
+            name = body.get("model")
+            if not name:
+                self._json(400, {"error": "model is required"})
+                return
+            model = server.resolve(str(name))
+            if model is None:
+                text = (f"model '{name}' not found" if server.not_found == "new"
+                        else f'model "{name}" not found, try pulling it first')
                 self._json(404, {"error": text})
                 return
             script = server.script
@@ -191,13 +545,89 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 self._json(script.status, {"error": script.error})
                 return
             try:
-                self._stream_chat(body, script)
+                keep_alive = parse_keep_alive(body.get("keep_alive"))
+            except ValueError as exc:
+                self._json(400, {"error": str(exc)})
+                return
+            messages = body.get("messages") or []
+            if not messages and keep_alive == 0:
+                server.unload(model)
+                self._json(200, _empty_answer(str(name), "unload"))
+                return
+            options = body.get("options") or {}
+            num_ctx = server.window(model, options)
+            entry: LoadedModel | None = None
+            try:
+                entry, reloaded = self._schedule(model, num_ctx, keep_alive)
+                waited = time.monotonic_ns() - started
+                extra = LOAD_OVERHEAD_NS if reloaded else LOADED_NS
+                load_ns = waited + extra if script.load_duration_ns is None \
+                    else script.load_duration_ns
+                if not messages:
+                    self._json(200, _empty_answer(str(name), "load"))
+                    return
+                self._answer(body, model, num_ctx, options, script, started + waited,
+                             load_ns)
+            except _Refused as refused:
+                self._json(refused.status, {"error": refused.message})
             except _ClientGone:
                 server.record_hangup()
+            finally:
+                if entry is not None:
+                    self._release(model, entry, keep_alive)
             self.close_connection = True
 
-        def _stream_chat(self, body: dict[str, Any], script: Script) -> None:
-            started = time.monotonic_ns()
+        def _schedule(self, model: str, num_ctx: int,
+                      keep_alive: float | None) -> tuple[LoadedModel, bool]:
+            """The loaded model (loading it first if need be) and whether it was loaded now."""
+            server.expire()
+            with server._load_lock:
+                with server._lock:
+                    entry = server.loaded.get(model)
+                reloaded = entry is None or entry.num_ctx != num_ctx
+                if reloaded:
+                    self._wait(server.reload_delay)  # raises _ClientGone: nothing loaded
+                    entry = LoadedModel(num_ctx, _expiry(keep_alive))
+                    with server._lock:
+                        server.loaded[model] = entry
+                        server.loads.append((model, num_ctx))
+                assert entry is not None
+                with server._lock:
+                    entry.active += 1
+                return entry, reloaded
+
+        def _release(self, model: str, entry: LoadedModel, keep_alive: float | None) -> None:
+            with server._lock:
+                entry.active -= 1
+                entry.expires_at = _expiry(keep_alive)
+                if keep_alive == 0 and entry.active == 0 and server.loaded.get(model) is entry:
+                    del server.loaded[model]
+
+        def _answer(self, body: dict[str, Any], model: str, num_ctx: int,
+                    options: Mapping[str, Any], script: Script, ready_ns: int,
+                    load_ns: int) -> None:
+            messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+            num_keep = options.get("num_keep")
+            shift = body.get("shift")
+            fit = fit_prompt(messages, num_ctx, server.version,
+                             truncate=body.get("truncate") is not False,
+                             shift=server.context_shift if shift is None else bool(shift),
+                             num_keep=num_keep if isinstance(num_keep, int) else NUM_KEEP)
+            if fit.error is not None:
+                raise _Refused(400, fit.error)
+            if fit.kept < fit.prompt_tokens:
+                with server._lock:
+                    server.cuts.append({"model": model, "prompt_tokens": fit.prompt_tokens,
+                                        "kept": fit.kept, "num_ctx": num_ctx,
+                                        "dropped_messages": fit.dropped_messages})
+            count = fit.kept if script.prompt_eval_count is None else script.prompt_eval_count
+            with server._lock:
+                server.prompt_counts.append(count)
+                server.load_durations_ns.append(load_ns)
+            stats = _Stats(ready_ns, load_ns, count)
+            self._stream_chat(body, script, stats)
+
+        def _stream_chat(self, body: dict[str, Any], script: Script, stats: _Stats) -> None:
             model = body["model"]
             limit = (body.get("options") or {}).get("num_predict")
             tokens = script.tokens
@@ -205,14 +635,10 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
             if isinstance(limit, int) and 0 <= limit < len(tokens):
                 tokens, done_reason = tokens[:limit], "length"
             if body.get("stream") is False:
-                self._json(200, _final(model, "".join(tokens), done_reason, len(tokens),
-                                       started, script))
+                self._json(200, _final(model, "".join(tokens), done_reason, len(tokens), stats))
                 return
             server.streams_started += 1
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
+            self._start_ndjson()
             for index, token in enumerate(tokens):
                 if index == script.error_after:
                     self._chunk(_encode({"error": script.error}, script.go_escape))
@@ -233,31 +659,118 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                         "message": {"role": "assistant", "content": token}, "done": False}
                 self._chunk(_encode(line, script.go_escape))
             if not script.end_without_done:
-                final = _final(model, "", done_reason, len(tokens), started, script)
+                final = _final(model, "", done_reason, len(tokens), stats)
                 self._chunk(_encode(final, script.go_escape))
             self._chunk(b"")  # the terminating zero-length chunk
+
+        # -- /api/pull --------------------------------------------------------------------
+        def _pull(self, body: dict[str, Any]) -> None:
+            name = str(body.get("model") or body.get("name") or "")
+            if not name:
+                self._json(400, {"error": "invalid model name"})
+                return
+            with server._lock:
+                server.pulls.append(name)
+            stream = body.get("stream") is not False
+            full = _with_tag(name)
+            layers = server.pullable.get(name, server.pullable.get(full))
+            cached = server.resolve(name) is not None
+            try:
+                if stream:
+                    self._start_ndjson()
+                self._progress(stream, {"status": "pulling manifest"})
+                if layers is None:
+                    if stream:
+                        self._chunk(_encode({"error": PULL_NOT_FOUND}, True))
+                        self._chunk(b"")
+                    else:
+                        self._json(500, {"error": PULL_NOT_FOUND})
+                    return
+                for index, size in enumerate(layers):
+                    digest = _digest(full, index, size)
+                    status = {"status": f"pulling {digest[:12]}", "digest": f"sha256:{digest}",
+                              "total": size}
+                    if cached:  # the blob is there already: one line, total = completed
+                        self._progress(stream, {**status, "completed": size})
+                        continue
+                    self._progress(stream, status)  # completed 0 is omitted (omitempty)
+                    for step in range(1, 5):
+                        self._wait(server.pull_delay)
+                        self._progress(stream, {**status, "completed": size * step // 4})
+                for status_text in ("verifying sha256 digest", "writing manifest"):
+                    self._wait(server.pull_delay)
+                    self._progress(stream, {"status": status_text})
+                with server._lock:
+                    if full not in server.models and name not in server.models:
+                        server.models.append(full)
+                if stream:
+                    self._progress(stream, {"status": "success"})
+                    self._chunk(b"")
+                else:
+                    self._json(200, {"status": "success"})
+            except _ClientGone:
+                with server._lock:
+                    server.pull_cancels += 1
+            self.close_connection = True
+
+        def _progress(self, stream: bool, line: dict[str, Any]) -> None:
+            if stream:
+                self._chunk(_encode(line, True))
+            else:  # nothing to write yet: still notice a client that gave up waiting
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                try:
+                    if readable and self.connection.recv(1, socket.MSG_PEEK) == b"":
+                        raise _ClientGone
+                except OSError as exc:
+                    raise _ClientGone from exc
 
     return Handler
 
 
-def _final(model: str, content: str, done_reason: str, eval_count: int, started_ns: int,
-           script: Script) -> dict[str, Any]:
-    total = time.monotonic_ns() - started_ns + script.load_duration_ns
-    eval_ns = max(total - script.load_duration_ns - 24_573_166, 1)
+@dataclass
+class _Stats:
+    ready_ns: int  # when the model was ready (monotonic)
+    load_ns: int
+    prompt_eval_count: int
+
+
+def _expiry(keep_alive: float | None) -> datetime:
+    now = datetime.now(UTC)
+    return now + (FOREVER if keep_alive is None else timedelta(seconds=keep_alive))
+
+
+def _empty_answer(model: str, done_reason: str) -> dict[str, Any]:
+    return {"model": model, "created_at": _now(),
+            "message": {"role": "assistant", "content": ""}, "done_reason": done_reason,
+            "done": True}
+
+
+def _final(model: str, content: str, done_reason: str, eval_count: int,
+           stats: _Stats) -> dict[str, Any]:
+    """The done line: load + prompt evaluation + generation, generation as it really took."""
+    eval_ns = max(time.monotonic_ns() - stats.ready_ns, 1)
     return {"model": model, "created_at": _now(),
             "message": {"role": "assistant", "content": content}, "done": True,
-            "done_reason": done_reason, "total_duration": total,
-            "load_duration": script.load_duration_ns,
-            "prompt_eval_count": script.prompt_eval_count, "prompt_eval_duration": 24_573_166,
+            "done_reason": done_reason,
+            "total_duration": stats.load_ns + PROMPT_EVAL_NS + eval_ns,
+            "load_duration": stats.load_ns,
+            "prompt_eval_count": stats.prompt_eval_count, "prompt_eval_duration": PROMPT_EVAL_NS,
             "eval_count": eval_count, "eval_duration": eval_ns}
 
 
 def _tag(name: str) -> dict[str, Any]:
     return {"name": name, "model": name, "modified_at": "2025-06-27T13:46:49.045595241-07:00",
-            "size": 4920734272, "digest": "a" * 64,
+            "size": MODEL_SIZE, "digest": "a" * 64,
             "details": {"parent_model": "", "format": "gguf", "family": "llama",
                         "families": ["llama"], "parameter_size": "8.0B",
                         "quantization_level": "Q4_K_M"}}
+
+
+_TEMPLATE = ("{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n"
+             "{{ .Content }}<|eot_id|>{{ end }}<|start_header_id|>assistant<|end_header_id|>\n\n")
+_STOPS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+_PARAMETERS = "\n".join(f'stop{" " * 27}"{stop}"' for stop in _STOPS)
+_MODELFILE_PARAMETERS = "\n".join(f"PARAMETER stop {stop}" for stop in _STOPS)
 
 
 def main() -> None:
@@ -266,11 +779,30 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds between tokens")
     parser.add_argument("--answer-file", help="markdown file to stream as the answer")
     parser.add_argument("--models", default="llama3.1:8b,mistral:7b")
+    parser.add_argument("--version", default=DEFAULT_VERSION, help="the Ollama version to be")
+    parser.add_argument("--default-num-ctx", type=int,
+                        help="window of a request without num_ctx (OLLAMA_CONTEXT_LENGTH); "
+                             "default 2048 up to v0.6.6, else 4096")
+    parser.add_argument("--trained-context", type=int, default=TRAINED_CONTEXT,
+                        help="every model's trained context length")
+    parser.add_argument("--reload-delay", type=float, default=0.0,
+                        help="seconds a model takes to load")
+    parser.add_argument("--pullable", default="",
+                        help="NAME[,NAME]: models /api/pull can fetch (3 layers of a few MB)")
+    parser.add_argument("--pull-delay", type=float, default=0.2,
+                        help="seconds between pull progress lines")
     args = parser.parse_args()
     answer = Path(args.answer_file).read_text() if args.answer_file else SAMPLE_ANSWER
-    server = FakeOllama(args.models.split(","), Script(tokens=tokenize(answer), delay=args.delay),
-                        port=args.port)
-    print(f"Fake Ollama on {server.url} (models: {args.models})", flush=True)
+    models = args.models.split(",")
+    pullable = {name: [4_200_000, 2_100_000, 485] for name in args.pullable.split(",") if name}
+    server = FakeOllama(models, Script(tokens=tokenize(answer), delay=args.delay),
+                        port=args.port, version=args.version,
+                        default_num_ctx=args.default_num_ctx,
+                        trained_context={name: args.trained_context for name in models},
+                        reload_delay=args.reload_delay, pullable=pullable,
+                        pull_delay=args.pull_delay)
+    print(f"Fake Ollama {args.version} on {server.url} (models: {args.models}; default window "
+          f"{server.default_num_ctx})", flush=True)
     server.start()
     try:
         threading.Event().wait()
