@@ -32,7 +32,6 @@ TEMPLATE_TOKENS = 5  # per chat message: role header and end-of-turn markers
 BOS_TOKENS = 1
 VOCAB_SIZE = 49152  # SmolLM2's, for plausible-looking token ids
 SPECIAL_IDS = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}  # as in SmolLM2
-BOS = "<|endoftext|>"
 
 _PIECE = re.compile(r"(\s*)(?:([^\W\d_]+)|(\d+)|((\S)\5{0,2}))|(\s+)")
 

@@ -3,6 +3,22 @@
 Real vLLM's bodies, byte for byte where it matters (../shared/reference/wire-protocols.md):
 a whole chat completion after a delay, the 404 of v0.10.1+ and the flat one before it, 401 for
 a missing API key, 400 for a prompt over the context length.
+
+With ``check_context=True`` a chat is measured against ``max_model_len`` as vLLM 0.32.0 does
+(vllm/renderers/params.py ``TokenizeParams``, vllm/entrypoints/serve/utils/api_utils.py
+``get_max_tokens``), with the fake tokenizer of tests/servers/tokens.py:
+- ``max_tokens`` (or ``max_completion_tokens``) over ``max_model_len``: 400;
+- a prompt over ``max_model_len`` tokens: 400. vLLM tokenizes with truncation at
+  ``max_model_len + 1``, so its message says "at least <max_model_len + 1>" whatever the
+  real length (and a prompt over ``max_model_len`` x 81 characters, SmolLM2's longest token,
+  is refused on its characters before tokenizing);
+- a prompt that fits but leaves less room than ``max_tokens``: no error, the answer is cut
+  to the room left (``finish_reason: "length"``); no room at all: 400 "max_tokens must be at
+  least 1, got 0.";
+- ``usage.prompt_tokens`` is the computed count.
+``POST /tokenize`` answers as 0.32.0's (vllm/entrypoints/serve/tokenize/), counting the same
+way: ``{"count", "max_model_len", "tokens", "token_strs"}``; it needs no API key (only
+/v1/... is guarded). ``GET /version`` and ``GET /health`` answer too.
 """
 
 from __future__ import annotations
@@ -15,17 +31,62 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.servers.base import LocalServer
+from tests.servers.tokens import (
+    BOS_TOKENS,
+    byte_level,
+    count_tokens,
+    prompt_tokens,
+    split_tokens,
+    token_id,
+)
 
 NOT_FOUND_NEW = {"error": {"message": "The model `{model}` does not exist. Valid aliases: "
                            "smollm2.", "type": "NotFoundError", "param": "model", "code": 404}}
 NOT_FOUND_OLD = {"object": "error", "message": "The model `{model}` does not exist.",
                  "type": "NotFoundError", "param": None, "code": 404}
 UNAUTHORIZED = {"error": "Unauthorized"}
+# The wording of vLLM before the 0.3x renderer (the 0.32.0 one is context_error() below).
 CONTEXT_TOO_LONG = {"error": {
     "message": "This model's maximum context length is 2048 tokens. However, you requested "
                "9000 tokens (7000 in the messages, 2000 in the completion). Please reduce the "
                "length of the messages or completion.",
     "type": "BadRequestError", "param": None, "code": 400}}
+
+
+MAX_CHARS_PER_TOKEN = 81  # SmolLM2's longest vocabulary entry (vLLM's max_chars_per_token)
+VERSION = "0.32.0"
+
+
+def validation_error(message: str, param: str | None, value: object = None) -> dict[str, Any]:
+    """A 400 body for a VLLMValidationError: str() of it appends (parameter=..., value=...)."""
+    extras = [f"parameter={param}"] if param is not None else []
+    extras += [f"value={value}"] if value is not None else []
+    text = f"{message} ({', '.join(extras)})" if extras else message
+    return {"error": {"message": text, "type": "BadRequestError", "param": param, "code": 400}}
+
+
+def context_error(max_model_len: int, prompt_tokens: int) -> dict[str, Any]:
+    """vLLM 0.32.0's 400 for a prompt over the window (renderers/params.py
+    ``_token_len_check``); the prompt was tokenized with truncation at max_model_len + 1."""
+    count = min(prompt_tokens, max_model_len + 1)
+    qualifier = "at least " if count == max_model_len + 1 else ""
+    return validation_error(
+        f"This model's maximum context length is {max_model_len} tokens. However, your prompt "
+        f"contains {qualifier}{count} input tokens, which exceeds this limit even without any "
+        f"output tokens. Please reduce the length of the input prompt.", "input_tokens", count)
+
+
+DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def rendered_chars(messages: list[dict[str, Any]]) -> int:
+    """The length of the text SmolLM2's chat template makes of the messages: ChatML, its
+    default system message when the first is not one, and the generation prompt."""
+    if not messages or messages[0].get("role") != "system":
+        messages = [{"role": "system", "content": DEFAULT_SYSTEM}, *messages]
+    per_message = len("<|im_start|>\n<|im_end|>\n")
+    return sum(per_message + len(str(m.get("role", ""))) + len(str(m.get("content") or ""))
+               for m in messages) + len("<|im_start|>assistant\n")
 
 
 def completion(text: str, model: str = "smollm2", finish_reason: str = "stop",
@@ -48,9 +109,14 @@ class FakeVLLM(LocalServer):
     def __init__(self, status: int, body: dict[str, Any], served: tuple[str, ...] = ("smollm2",),
                  api_key: str | None = None, delay: float = 0.0,
                  tokens: tuple[str, ...] = ("The", " capital", " is", " Paris", "."),
-                 token_delay: float = 0.0, error_after: int | None = None) -> None:
+                 token_delay: float = 0.0, error_after: int | None = None, *,
+                 max_model_len: int = 2048, check_context: bool = False,
+                 version: str = VERSION) -> None:
         self.status, self.body, self.served, self.api_key = status, body, served, api_key
         self.delay = delay
+        self.max_model_len, self.check_context, self.version = max_model_len, check_context, version
+        self.tokenize_requests: list[dict[str, Any]] = []
+        self.context_errors = 0  # chats refused for the window (check_context)
         # Streaming requests ("stream": true) get these tokens as server-sent events.
         self.tokens, self.token_delay, self.error_after = tokens, token_delay, error_after
         self.chat_calls = 0
@@ -83,17 +149,31 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if self.path == "/v1/models" and self._authorized():
                 self._reply(200, {"object": "list", "data": [
-                    {"id": name, "object": "model", "owned_by": "vllm", "max_model_len": 2048}
+                    {"id": name, "object": "model", "owned_by": "vllm",
+                     "max_model_len": server.max_model_len}
                     for name in server.served]})
+            elif self.path == "/version":
+                self._reply(200, {"version": server.version})
+            elif self.path == "/health":
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
             elif self.path != "/v1/models":
                 self._reply(404, {"detail": "Not Found"})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+            if self.path == "/tokenize":
+                self._tokenize(body)
+                return
             server.chat_calls += 1
             server.chat_requests.append(body)
             if not self._authorized():
                 return
+            if server.check_context:
+                body = self._fit(body)
+                if not body:
+                    return
             if not self._wait(server.delay):
                 server.hangups += 1  # the client gave up while vLLM was still generating
                 return
@@ -101,7 +181,85 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 self._stream(body)
                 return
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
-            self._reply(server.status, json.loads(text))
+            reply = json.loads(text)
+            if server.check_context and server.status == 200:
+                reply = _fitted(reply, body)
+            self._reply(server.status, reply)
+
+        def _not_served(self, model: object) -> bool:
+            if model is None or model in server.served:
+                return False
+            self._reply(404, {"error": {
+                "message": f"The model `{model}` does not exist. Valid aliases: "
+                           f"{', '.join(server.served)}.",
+                "type": "NotFoundError", "param": "model", "code": 404}})
+            return True
+
+        def _fit(self, body: dict[str, Any]) -> dict[str, Any]:
+            """vLLM 0.32.0's checks of a chat against the window; {} once refused. The body
+            that goes on carries the prompt count and the output room it has."""
+            if self._not_served(body.get("model")):
+                return {}
+            window = server.max_model_len
+            param = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
+                else "max_tokens"
+            wanted = body.get(param)
+            messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+            error = None
+            if isinstance(wanted, int) and wanted > window:
+                error = validation_error(f"{param}={wanted} cannot be greater than "
+                                         f"max_model_len={window}. Please request fewer "
+                                         f"output tokens.", param, wanted)
+            elif (chars := rendered_chars(messages)) > window * MAX_CHARS_PER_TOKEN:
+                error = validation_error(
+                    f"This model's maximum context length is {window} tokens. However, your "
+                    f"prompt contains {chars} characters (more than "
+                    f"{window * MAX_CHARS_PER_TOKEN} characters, which is the upper bound for "
+                    f"{window} input tokens). Please reduce the length of the input prompt.",
+                    "input_text", chars)
+            elif (count := prompt_tokens(messages)) > window:
+                error = context_error(window, count)
+            elif window - count < 1:
+                error = validation_error("max_tokens must be at least 1, got 0.", "max_tokens", 0)
+            if error is not None:
+                server.context_errors += 1
+                self._reply(400, error)
+                return {}
+            room = window - count
+            return {**body, "_prompt_tokens": count,
+                    "_max_tokens": min(room, wanted) if isinstance(wanted, int) else room}
+
+        def _tokenize(self, body: dict[str, Any]) -> None:
+            """POST /tokenize: a chat (messages) or a completion prompt, counted."""
+            server.tokenize_requests.append(body)
+            if self._not_served(body.get("model")):
+                return
+            if isinstance(body.get("messages"), list):
+                messages = [m for m in body["messages"] if isinstance(m, dict)]
+                pieces = [piece for m in messages for piece in
+                          ["<|im_start|>", str(m.get("role", "")), "\n",
+                           *split_tokens(str(m.get("content") or "")), "<|im_end|>", "\n"]]
+                # prompt_tokens()'s extra token, here as the generation prompt (1 token here,
+                # 3 in SmolLM2's template, which also adds no BOS)
+                if body.get("add_generation_prompt", True):
+                    pieces += ["<|im_start|>"] * BOS_TOKENS
+                    assert len(pieces) == prompt_tokens(messages)
+            elif isinstance(body.get("prompt"), str):
+                pieces = split_tokens(body["prompt"])  # SmolLM2 adds no BOS
+                assert len(pieces) == count_tokens(body["prompt"])
+            else:  # pydantic's words, as vLLM 0.32.0 passes them on
+                items = f"<dict of {len(body)} items>"
+                missing = [f"{{'type': 'missing', 'loc': 'body.{field}', 'msg': 'Field "
+                           f"required', 'input': '{items}'}}" for field in ("prompt", "messages")]
+                self._reply(400, {"error": {
+                    "message": "2 validation errors:\n  " + "\n  ".join(missing),
+                    "type": "Bad Request", "param": "body.prompt", "code": 400}})
+                return
+            ids = [token_id(piece) for piece in pieces]
+            self._reply(200, {"count": len(ids), "max_model_len": server.max_model_len,
+                              "tokens": ids,
+                              "token_strs": [byte_level(piece) for piece in pieces]
+                              if body.get("return_token_strs") else None})
 
         def _wait(self, seconds: float) -> bool:
             """Sleep like a generating server; False as soon as the client hangs up."""
@@ -129,7 +287,8 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             try:
                 self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
                                                                       "content": ""}}]})
-                for index, token in enumerate(server.tokens):
+                tokens = list(server.tokens)[:body.get("_max_tokens", len(server.tokens))]
+                for index, token in enumerate(tokens):
                     if index == server.error_after:
                         self._event({"error": {"message": "engine crashed mid-stream",
                                                "type": "InternalServerError", "code": 500}})
@@ -138,12 +297,14 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                     time.sleep(server.token_delay)
                     self._event({**base, "choices": [{"index": 0, "delta": {"content": token},
                                                       "finish_reason": None}]})
+                finish = "length" if len(tokens) < len(server.tokens) else "stop"
                 self._event({**base, "choices": [{"index": 0, "delta": {},
-                                                  "finish_reason": "stop"}]})
+                                                  "finish_reason": finish}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
+                    prompt = body.get("_prompt_tokens", 12)
                     self._event({**base, "choices": [], "usage": {
-                        "prompt_tokens": 12, "completion_tokens": len(server.tokens),
-                        "total_tokens": 12 + len(server.tokens)}})
+                        "prompt_tokens": prompt, "completion_tokens": len(tokens),
+                        "total_tokens": prompt + len(tokens)}})
                 self._event("[DONE]")
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
@@ -151,3 +312,19 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
 
     return Handler
+
+
+def _fitted(reply: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+    """A staged completion with the computed prompt count, its answer cut to the room left."""
+    usage = reply.get("usage")
+    if not isinstance(usage, dict):
+        return reply
+    prompt, room = body["_prompt_tokens"], body["_max_tokens"]
+    completion_tokens = int(usage.get("completion_tokens") or 0)
+    if completion_tokens > room:
+        completion_tokens = room
+        for choice in reply.get("choices") or []:
+            choice["finish_reason"] = "length"
+    reply["usage"] = {**usage, "prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt + completion_tokens}
+    return reply
