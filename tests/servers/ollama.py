@@ -530,6 +530,11 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
         def _chat(self, body: dict[str, Any]) -> None:
             started = time.monotonic_ns()
             server.chat_requests.append(body)
+            try:  # a bad keep_alive fails the JSON binding, before anything else
+                keep_alive = parse_keep_alive(body.get("keep_alive"))
+            except ValueError as exc:
+                self._json(400, {"error": str(exc)})
+                return
             name = body.get("model")
             if not name:
                 self._json(400, {"error": "model is required"})
@@ -543,11 +548,6 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
             script = server.script
             if script.status != 200:
                 self._json(script.status, {"error": script.error})
-                return
-            try:
-                keep_alive = parse_keep_alive(body.get("keep_alive"))
-            except ValueError as exc:
-                self._json(400, {"error": str(exc)})
                 return
             messages = body.get("messages") or []
             if not messages and keep_alive == 0:
