@@ -142,6 +142,10 @@ def prompt_was_cut(reported: int | None, expected: int, window: int | None) -> b
         return True  # the prompt filled the window: cut, or no room left for an answer
     if reported < expected * 0.5:
         return True
+    if window is not None and expected > window and reported < expected * 0.92:
+        # A prompt over the window whose count came back short: before v0.15.5 Ollama drops
+        # whole messages first, the system prompt among them (server/prompt.go chatPrompt).
+        return True
     if window is None or reported >= expected * 0.85:
         return False
     half = window - (window - NUM_KEEP) // 2

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pandas as pd
 import streamlit as st
 
+from backends.base import BackendError
 from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
 from studio.connection import build
 from studio.presets import (
@@ -19,9 +20,13 @@ from studio.presets import (
 from studio.render import literal
 from studio.request import RunParams
 from studio.store import GroupSummary, RunStore
+from ui import fit_check
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings
 
+PAGE = "batch"
+FITTING = "fitting"
+OVER_WINDOW = "over the context window (flagged before the start)"
 MAX_UPLOAD_BYTES = 1_000_000
 REFRESH_S = 0.5
 
@@ -44,11 +49,25 @@ def main() -> None:
 
     batch: Batch | None = st.session_state.get("batch")
     running = batch is not None and not batch.done
+    spec = BatchSpec(**asdict(selection), scenarios=scenarios,
+                     system=system_prompts[system_name], concurrency=concurrency)
     buttons = st.columns([1, 1, 4])
     if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
-                         width="stretch"):
-        begin(store, BatchSpec(**asdict(selection), scenarios=scenarios,
-                               system=system_prompts[system_name], concurrency=concurrency))
+                         width="stretch") and fits(spec):
+        begin(store, spec)
+    # Max tokens aside (one choice lowers it), a held-back batch is still the one on screen.
+    pending = fit_check.current(PAGE, replace(spec, max_tokens=0))
+    if pending is not None and not running:
+        over = {misfit.index for misfit in pending.misfits}
+        choice = fit_check.ask(PAGE, pending, lower_max_tokens, extra={
+            FITTING: f"Run the {len(scenarios) - len(over)} rows that fit"})
+        if choice == FITTING:
+            begin(store, replace(spec, scenarios=[s for index, s in enumerate(scenarios)
+                                                  if index not in over]))
+        elif choice == fit_check.ANYWAY:
+            begin(store, spec, flagged=dict.fromkeys(over, OVER_WINDOW))
+        elif choice == fit_check.LOWER:
+            begin(store, spec)
     if running and batch is not None:
         buttons[1].button("Stop", on_click=batch.stop, width="stretch")
     if store is not None and not running:
@@ -99,12 +118,32 @@ def scenarios_picker() -> list[Location]:
     return scenarios
 
 
-def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None) -> None:
+def fits(spec: BatchSpec) -> bool:
+    """Check every row's window before the start; hold the batch back to ask when some
+    rows do not fit (they are flagged)."""
+    try:
+        backend = build(settings(), spec.backend, spec.host, spec.model)
+    except (BackendError, ValueError):
+        return True  # the batch's rows will say why it cannot run
+    misfits = fit_check.misfits([(f"#{index + 1} {location.name}", backend,
+                                  spec.request(location))
+                                 for index, location in enumerate(spec.scenarios)])
+    if misfits:
+        fit_check.hold(PAGE, fit_check.Pending(replace(spec, max_tokens=0), misfits))
+    return not misfits
+
+
+def lower_max_tokens(max_tokens: int) -> None:
+    st.session_state.max_tokens = max_tokens  # the sidebar's value: before it is drawn
+
+
+def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None,
+          flagged: dict[int, str] | None = None) -> None:
     """Start (or resume) a batch for this session; say so when a live worker has it."""
     config = settings()
     try:
         st.session_state.batch = launch(
-            spec, store=store, group_id=group_id,
+            spec, store=store, group_id=group_id, flagged=flagged,
             # Built here: the batch's threads make no Streamlit calls.
             build=lambda: build(config, spec.backend, spec.host, spec.model))
     except BatchRunning as exc:

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
+
 import pandas as pd
 import streamlit as st
 
-from backends import BACKENDS, backend_class
-from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison
+from backends import BACKENDS, BackendError, backend_class
+from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, pane_labels
 from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
-from studio.request import STATUS_LABELS, RunParams
+from studio.request import STATUS_LABELS, RunParams, RunRequest
 from studio.runner import Recording
+from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, show_answer
 from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings
 
+PAGE = "compare"
 DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new panes: embedded first, it always answers
 
 
@@ -35,9 +39,17 @@ def main() -> None:
     running = comparison is not None and not comparison.done
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
+    go = False
     if clicked and (problem := prompt_problem(prompts.user)):
         st.warning(problem, icon="✏️")
     elif clicked:
+        go = fits(config, panes, prompts)
+    # Max tokens aside (one choice lowers it), a held-back comparison is the one on screen.
+    what = ([replace(pane, max_tokens=0) for pane in panes], prompts.system, prompts.user)
+    pending = fit_check.current(PAGE, what)
+    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens):
+        go = True
+    if go:
         comparison = state.comparison = start(config, panes, prompts, repeats)
         running = True
     if running and comparison is not None:
@@ -97,6 +109,32 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
                                    temperature, selection.repeat_penalty,
                                    sse=sse and backend_class(picked.kind).can_stream_sse))
     return panes, repeats
+
+
+def fits(config: Settings, panes: list[RunParams], prompts: Prompts) -> bool:
+    """Check every pane's window; hold the comparison back to ask when one does not fit."""
+    checks = []
+    for pane, label in zip(panes, pane_labels(panes), strict=True):
+        try:
+            backend = build(config, pane.backend, pane.host, pane.model)
+        except (BackendError, ValueError):
+            continue  # the pane will show why it cannot run
+        request = RunRequest(**asdict(pane), system=prompts.system, prompt=prompts.user)
+        checks.append((label, backend, request))
+    misfits = fit_check.misfits(checks)
+    if misfits:
+        what = ([replace(pane, max_tokens=0) for pane in panes], prompts.system, prompts.user)
+        fit_check.hold(PAGE, fit_check.Pending(what, misfits))
+    return not misfits
+
+
+def lower_max_tokens(max_tokens: int) -> None:
+    """Every pane's max tokens, and the sidebar's (synced panes use it): before they are
+    drawn."""
+    state = st.session_state
+    state.max_tokens = max_tokens
+    for index in range(MAX_PANES):
+        state[f"pane{index}_max_tokens"] = max_tokens
 
 
 def start(config: Settings, panes: list[RunParams], prompts: Prompts,

@@ -11,9 +11,9 @@ import streamlit as st
 
 from backends.base import GenerationStats
 from studio.grounding import check
-from studio.request import INTERRUPTED, STATUS_LABELS
+from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from ui.output import answer_pane, show_answer, show_stats
+from ui.output import answer_pane, show_answer, show_notes, show_stats
 from ui.prompt_editor import load_prompts
 from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings
@@ -72,7 +72,8 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
     st.dataframe(pd.DataFrame([{
         "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
         "backend": run.backend, "model": run.model, "preset": run.preset,
-        "status": status_label(run.status), "output tokens": run.output_tokens,
+        "status": status_label(run.status), "notes": ", ".join(run_notes(run.stats)),
+        "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
         "answer": run.text[:90].replace("\n", " "),
     } for run in runs]), hide_index=True, width="stretch")
@@ -131,6 +132,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
         st.text_area("User prompt", run.prompt, height=250, disabled=True, key=f"usr_{run.id}")
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty())
+    show_notes(run.stats)
     show_stats(stats_of(run), status_label(run.status), streamed=run.streamed)
     actions = st.columns([1, 1, 4])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),

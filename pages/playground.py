@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import streamlit as st
 
@@ -12,10 +12,13 @@ from studio.grounding import check
 from studio.prompts import prompt_problem
 from studio.request import RunRequest
 from studio.runner import Run
+from ui import fit_check
 from ui.output import follow, show_answer, show_outcome
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
+
+PAGE = "playground"
 
 
 def main() -> None:
@@ -26,17 +29,23 @@ def main() -> None:
     state = st.session_state
     run: Run | None = state.get("playground_run")
     running = run is not None and not run.done
+    request = RunRequest(**asdict(current_selection()), system=prompts.system,
+                         prompt=prompts.user, preset=prompts.preset)
     buttons = st.columns([1, 1, 4])
     generate = buttons[0].button("Generate", type="primary", disabled=running,
                                  width="stretch")
+    started = None
     if generate and (problem := prompt_problem(prompts.user)):
         st.warning(problem, icon="✏️")
     elif generate:
-        started = start(RunRequest(**asdict(current_selection()), system=prompts.system,
-                                   prompt=prompts.user, preset=prompts.preset))
-        if started is not None:
-            run = state.playground_run = started
-            running = True
+        started = start(request, check=True)
+    # Max tokens aside (one choice lowers it), a held-back run is still the one on screen.
+    pending = fit_check.current(PAGE, replace(request, max_tokens=0))
+    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens):
+        started = start(request, check=False)
+    if started is not None:
+        run = state.playground_run = started
+        running = True
     if running and run is not None:
         # Drawn above the answer; the click runs the callback first, which closes the stream.
         buttons[1].button("Stop", on_click=run.stop, width="stretch")
@@ -44,14 +53,22 @@ def main() -> None:
         answer(run, running)
 
 
-def start(request: RunRequest) -> Run | None:
-    """Build the backend and start the run; say why not when the backend cannot be used."""
+def start(request: RunRequest, check: bool) -> Run | None:
+    """Build the backend and start the run; say why not when the backend cannot be used.
+    With ``check``, a prompt and answer over the model's window are held back to ask."""
     try:
         backend = build(settings(), request.backend, request.host, request.model)
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
         st.error(f"Cannot use this backend: {exc}", icon="⚠️")
         return None
-    return Run(backend, request, recording("playground")).start()
+    if check and (misfits := fit_check.misfits([("", backend, request)])):
+        fit_check.hold(PAGE, fit_check.Pending(replace(request, max_tokens=0), misfits))
+        return None
+    return Run(backend, request, recording(PAGE)).start()
+
+
+def lower_max_tokens(max_tokens: int) -> None:
+    st.session_state.max_tokens = max_tokens  # the sidebar's value: before it is drawn
 
 
 def answer(run: Run, running: bool) -> None:

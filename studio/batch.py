@@ -34,7 +34,7 @@ from studio.grounding import check
 from studio.job import Job
 from studio.presets import Location, build_user_prompt
 from studio.render import html_document
-from studio.request import ANSWERED, STOPPED, RunParams, RunRequest
+from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
 from studio.spreadsheet import csv_text
 from studio.store import RunStore, StoredRun
@@ -87,6 +87,7 @@ class BatchRow:
     output_tokens: int | None = None
     tokens_per_s: float | None = None
     grounding: float | None = None
+    notes: str = ""  # a prompt the server cut, a cold start; or flagged before the start
     text: str = ""
     resumed: bool = False  # finished in an earlier session of this batch
     run: Run | None = field(default=None, repr=False)
@@ -116,7 +117,8 @@ class Batch(Job):
                  finished_before: Mapping[int, StoredRun] | None = None,
                  attempts_before: Mapping[int, int] | None = None, max_retries: int = 2,
                  backoff_s: float = 1.0, group_id: int | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None,
+                 flagged: Mapping[int, str] | None = None) -> None:
         """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
         maps row indexes already done in an earlier session to their stored runs, and
         ``attempts_before`` counts the attempts recorded for each row. ``on_end`` runs once
@@ -133,6 +135,8 @@ class Batch(Job):
             if index < len(self.rows):
                 self.rows[index].attempts = attempts
         self.max_retries, self.backoff_s = max_retries, backoff_s
+        # Rows the window check flagged before the start (run anyway): row index -> note.
+        self.flagged: Mapping[int, str] = flagged or {}
         self._build, self._recording, self._on_end = build, recording, on_end
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -208,6 +212,7 @@ class Batch(Job):
         row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
         row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
         row.grounding = check(run.text, run.request.prompt).score if run.text else None
+        row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row)])
         if run.status in ANSWERED:
             row.error = ""
 
@@ -217,6 +222,11 @@ class Batch(Job):
         row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
         row.tokens_per_s = stored.tokens_per_s
         row.grounding = check(stored.text, stored.prompt).score if stored.text else None
+        row.notes = "; ".join(run_notes(stored.stats))
+
+    def _flags(self, row: BatchRow) -> list[str]:
+        flag = self.flagged.get(row.index)
+        return [flag] if flag else []
 
     # -- progress and results ---------------------------------------------------------------
     def progress(self) -> dict[str, Any]:
@@ -254,7 +264,8 @@ class Batch(Job):
         return [{"#": row.index + 1, "location": row.location.name, "status": row.status,
                  "attempts": row.attempts, "time s": _rounded(row.seconds),
                  "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
-                 "grounding": _rounded(row.grounding), "error": row.error}
+                 "grounding": _rounded(row.grounding),
+                 "notes": row.notes or self.flagged.get(row.index, ""), "error": row.error}
                 for row in self.rows]
 
     def to_csv(self) -> str:
@@ -295,7 +306,7 @@ def live_batch(group_id: int) -> Batch | None:
 
 
 def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
-           group_id: int | None = None) -> Batch:
+           group_id: int | None = None, flagged: Mapping[int, str] | None = None) -> Batch:
     """Start a batch, recorded in a new history group, or resume the one recorded as
     ``group_id`` (its finished rows are kept, not run again). The group is claimed for this
     process first: a batch that a live worker still runs raises ``BatchRunning`` instead of
@@ -323,7 +334,8 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
     recording = (lambda index: Recording(store, "batch", group_id, index)) \
         if store is not None else None
     batch = Batch(spec, build=build, recording=recording, finished_before=finished,
-                  attempts_before=attempts, group_id=group_id, on_end=ended)
+                  attempts_before=attempts, group_id=group_id, on_end=ended,
+                  flagged=flagged)
     if group_id is not None:
         with _live_lock:
             _live[group_id] = batch

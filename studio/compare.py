@@ -24,7 +24,7 @@ from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
 from studio.render import markdown_to_safe_html, report_page
-from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest
+from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
 
 MAX_PANES = 4
@@ -38,6 +38,7 @@ FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] 
     ("server_tps", "Tokens/s (server)", lambda s: s.server_tokens_per_s),
     ("prompt_tokens", "Prompt tokens", lambda s: s.prompt_tokens),
     ("load", "Model load (s)", lambda s: s.server_load_s),
+    ("window", "Context window", lambda s: s.context_window),
 ]
 
 
@@ -80,6 +81,14 @@ def _run_counts(runs: list[Run]) -> str:
                        if run.done and run.status not in ANSWERED)
     return " · ".join([f"{measured} measured",
                        *(f"{count} {label}" for label, count in sorted(left_out.items()))])
+
+
+def _notes(runs: list[Run]) -> str:
+    """The marks of a pane's finished runs: 'prompt truncated by the server (2 of 3)'."""
+    done = [run for run in runs if run.done]
+    counts = Counter(note for run in done for note in run_notes(run.stats.to_dict()))
+    return ", ".join(note if len(done) == 1 else f"{note} ({count} of {len(done)})"
+                     for note, count in counts.items()) or "–"
 
 
 def _number(value: float) -> str:
@@ -182,6 +191,7 @@ class Comparison(Job):
             if pane.delivery == "one piece" and figures["ttft"] is not None:
                 row["Time to first token (s)"] += " = total"
             row["Stop reason"] = ", ".join(sorted({run.status_label for run in runs})) or "–"
+            row["Notes"] = _notes(runs)
             report = self.grounding(index)
             row["Grounding"] = report.summary() if report else "–"
             rows.append(row)

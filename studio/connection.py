@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from backends import backend_class, create_backend
-from backends.base import Backend, BackendError, InvalidHostError
+from backends.base import Backend, BackendError, InvalidHostError, ModelState
 from studio.config import Settings, load_config, parse_config
 
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
@@ -18,6 +18,7 @@ PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
 # not read "not reachable" (and switch new sessions to the embedded model) for long.
 REACHABLE_TTL_S = 20.0
 UNREACHABLE_TTL_S = 2.0
+STATE_TTL_S = 5.0  # loaded or not changes with every run: asked again after a few seconds
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,15 @@ def probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
     return BackendStatus(True, models)
 
 
+def model_state(settings: Settings, kind: str, host: str, model: str) -> ModelState | None:
+    """The server's version and the model's state, or None when it cannot be asked."""
+    try:
+        backend = build(settings, kind, host, model, connect_timeout=PROBE_CONNECT_TIMEOUT)
+        return backend.model_state()
+    except (BackendError, ValueError, KeyError, TypeError, ImportError):
+        return None
+
+
 class ProbeCache:
     """Probes shared by every session of the app: a reachable server's model list is reused
     for ``REACHABLE_TTL_S``, a failure only for ``UNREACHABLE_TTL_S``."""
@@ -78,6 +88,7 @@ class ProbeCache:
         self.reachable_ttl, self.unreachable_ttl = reachable_ttl, unreachable_ttl
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str, str], tuple[float, BackendStatus]] = {}
+        self._states: dict[tuple[str, str, str, str], tuple[float, ModelState | None]] = {}
 
     def get(self, settings: Settings, kind: str, host: str = "") -> BackendStatus:
         key = (settings.path, kind, host)
@@ -93,6 +104,19 @@ class ProbeCache:
             self._entries[key] = (time.monotonic() + ttl, status)
         return status
 
+    def state(self, settings: Settings, kind: str, host: str, model: str) -> ModelState | None:
+        """``model_state``, reused for ``STATE_TTL_S``."""
+        key = (settings.path, kind, host, model)
+        with self._lock:
+            entry = self._states.get(key)
+        if entry is not None and time.monotonic() < entry[0]:
+            return entry[1]
+        found = model_state(settings, kind, host, model)
+        with self._lock:
+            self._states[key] = (time.monotonic() + STATE_TTL_S, found)
+        return found
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._states.clear()

@@ -29,16 +29,14 @@ STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
 
 # Marks beside a run's status: what went wrong around the answer without ending it.
 PROMPT_TRUNCATED = "prompt truncated by the server"
+COLD_START = "cold start"  # the server loaded the model for this run
 
 
 def run_notes(stats: Mapping[str, Any]) -> list[str]:
     """The marks of a run, from its statistics (live or stored): a prompt the server cut,
     a cold start. Every page and export shows these same words."""
-    notes = [PROMPT_TRUNCATED] if stats.get("prompt_truncated") else []
-    load = stats.get("server_load_s")
-    if stats.get("cold_start") and isinstance(load, int | float):
-        notes.append(f"cold start (model loaded in {load:.1f} s)")
-    return notes
+    marks = ((PROMPT_TRUNCATED, "prompt_truncated"), (COLD_START, "cold_start"))
+    return [note for note, key in marks if stats.get(key)]
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from typing import Any
 
 from backends.base import DELIVERY_ONE_PIECE, GenerationStats
 from backends.http import redact
-from studio.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest
+from studio.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest, run_notes
 from studio.spreadsheet import csv_lines
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
@@ -550,7 +550,8 @@ class RunStore:
 CSV_COLUMNS = ("id", "created_at", "updated_at", "page", "group_id", "position", "backend",
                "host", "model", "preset", "max_tokens", "temperature", "status", "error",
                "time_to_first_token_s", "total_time_s", "prompt_tokens", "output_tokens",
-               "tokens_per_s", "system_prompt", "user_prompt", "answer")
+               "tokens_per_s", "context_window", "notes", "system_prompt", "user_prompt",
+               "answer")
 
 
 def _csv_row(run: StoredRun) -> list[Any]:
@@ -558,7 +559,8 @@ def _csv_row(run: StoredRun) -> list[Any]:
             run.backend, run.host, run.model, run.preset, run.max_tokens, run.temperature,
             run.status, run.error or "", run.stats.get("time_to_first_token_s"),
             run.total_time_s, run.stats.get("prompt_tokens"), run.output_tokens,
-            run.tokens_per_s, run.system, run.prompt, run.text]
+            run.tokens_per_s, run.stats.get("context_window"), "; ".join(run_notes(run.stats)),
+            run.system, run.prompt, run.text]
 
 
 def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:

@@ -69,7 +69,9 @@ def test_generate_streams_an_answer_with_statistics(app: AppFactory,
     (request,) = fake_ollama.chat_requests
     assert request["messages"][0]["content"].startswith("You are an expert power grid")
     assert "## DATA CONTEXT" in request["messages"][1]["content"]
-    assert request["options"] == {"num_predict": 2048, "temperature": 0.2}
+    # The window for ~2,600 prompt tokens and 2,048 max tokens (Ollama's default is 4,096).
+    assert request["options"] == {"num_predict": 2048, "temperature": 0.2, "num_ctx": 8192}
+    assert metrics["Context window"] == "8,192"
     assert at.session_state["playground_run"].text == SAMPLE_ANSWER
 
 
@@ -82,7 +84,7 @@ def test_sidebar_parameters_reach_the_request(app: AppFactory,
     at = click(at.run(), "Generate")
     request = fake_ollama.chat_requests[-1]
     assert request["model"] == "mistral:7b"
-    assert request["options"] == {"num_predict": 5, "temperature": 0.7}
+    assert request["options"] == {"num_predict": 5, "temperature": 0.7, "num_ctx": 4096}
     assert {m.label: m.value for m in at.metric}["Stop reason"] == "Hit max tokens"
     assert at.sidebar.number_input[0].value == 5  # kept across reruns
 

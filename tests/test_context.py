@@ -12,7 +12,7 @@ from backends.context import (
     prompt_was_cut,
 )
 from studio.config import ConfigError, parse_config
-from studio.request import PROMPT_TRUNCATED, run_notes
+from studio.request import COLD_START, PROMPT_TRUNCATED, run_notes
 from studio.window import fit_problem
 
 TEXT = "Average daily consumption: 53.76 kWh. " * 100  # 3,800 characters
@@ -64,6 +64,7 @@ def test_choose_window(needed: int, limit: int | None, loaded: int | None,
     (2_044, 2_000, 2048, True),  # filled it although the estimate said it would fit
     (1_026, 2_500, 2048, True),  # about half the window (0.30+ with context shift)
     (700, 2_500, 8192, True),  # far below the prompt's size
+    (2_010, 2_300, 2048, True),  # whole messages dropped (the system prompt) to fit
     (None, 2_500, 2048, False),  # no count: no evidence
     (1_800, 2_000, None, False),
 ])
@@ -100,8 +101,7 @@ def test_a_fit_or_an_unknown_window_is_no_problem() -> None:
 
 def test_run_notes_name_a_cut_prompt_and_a_cold_start() -> None:
     assert run_notes({"prompt_truncated": True}) == [PROMPT_TRUNCATED]
-    assert run_notes({"cold_start": True, "server_load_s": 12.34}) == [
-        "cold start (model loaded in 12.3 s)"]
+    assert run_notes({"cold_start": True, "server_load_s": 12.3}) == [COLD_START]
     assert run_notes({}) == []
 
 

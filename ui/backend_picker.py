@@ -9,8 +9,14 @@ from dataclasses import dataclass
 import streamlit as st
 
 from backends import backend_class, needs_server
+from backends.base import ModelPuller
+from backends.http import redact
 from studio.config import BACKEND_KINDS, Settings
-from studio.connection import BackendStatus, ProbeCache
+from studio.connection import BackendStatus, ProbeCache, build
+from studio.pull import pull as start_pull
+from studio.pull import pull_of
+
+PULL_REFRESH_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,12 @@ def backend_picker(settings: Settings, prefix: str = "",
     if needs_server(backend_class(kind)):
         host = st.text_input("Host", key=f"{prefix}host_{kind}").strip().rstrip("/")
     status = cached_probe(settings, kind, host)
-    model = _model_picker(kind, status, f"{prefix}model_{kind}")
+    model = _model_picker(settings, kind, host, status, f"{prefix}model_{kind}")
     if status.reachable:
         count = len(status.models)
-        st.success(f"Reachable · {count} model{'s' if count != 1 else ''}", icon="🟢")
+        found = probes().state(settings, kind, host, model) if model in status.models else None
+        notes = "".join(f" · {note}" for note in (found.notes() if found else []))
+        st.success(f"Reachable · {count} model{'s' if count != 1 else ''}{notes}", icon="🟢")
     elif status.bad_host:
         st.error(f"Check the host: {status.message}", icon="✏️")
     else:
@@ -70,18 +78,67 @@ def backend_picker(settings: Settings, prefix: str = "",
     return Picked(kind, host, model, status)
 
 
-def _model_picker(kind: str, status: BackendStatus, key: str) -> str:
+def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatus,
+                  key: str) -> str:
     state = st.session_state
+    cls = backend_class(kind)
+    pullable = cls.can_pull_models and status.reachable
     if not status.models:
-        return str(st.text_input("Model", key=key))
+        model = str(st.text_input("Model", key=key)).strip()
+        if pullable and model:
+            _missing_model(settings, kind, host, model, key)
+        return model
     wanted = state.get(key)
-    if wanted and wanted not in status.models:
-        st.warning(f"{wanted} is not on the server. "
-                   f"{backend_class(kind).missing_model_hint(wanted)}", icon="⚠️")
-        state[key] = status.models[0]
+    options = list(status.models)
+    if wanted and wanted not in options:
+        if pullable:  # kept, so that it can be pulled
+            options.append(wanted)
+        else:
+            st.warning(f"{wanted} is not on the server. {cls.missing_model_hint(wanted)}",
+                       icon="⚠️")
+            state[key] = options[0]
     elif not wanted:
-        state[key] = status.models[0]
-    return str(st.selectbox("Model", status.models, key=key))
+        state[key] = options[0]
+    model = str(st.selectbox(
+        "Model", options, key=key, accept_new_options=pullable,
+        format_func=lambda name: name if name in status.models else f"{name} (not pulled)",
+        help="Type a model's name to pull it." if pullable else None))
+    if pullable and model not in status.models:
+        _missing_model(settings, kind, host, model, key)
+    return model
+
+
+def _missing_model(settings: Settings, kind: str, host: str, model: str, key: str) -> None:
+    """A model the server lacks: the Pull button, or the pull's progress and outcome."""
+    job = pull_of(redact(host), model)
+    if job is not None and not job.done:
+        _pull_progress(redact(host), model)
+        return
+    st.warning(f"{model} is not on the server. "
+               f"{backend_class(kind).missing_model_hint(model)} (or the button below)",
+               icon="⚠️")
+    if job is not None and job.error is not None:
+        st.error(f"{job.error.message}\n\n{job.error.hint}", icon="⚠️")
+    elif job is not None and job.stopped:
+        st.caption(f"Pull of {model} cancelled.")
+    if st.button(f"⬇ Pull {model}", key=f"{key}_pull", width="stretch"):
+        backend = build(settings, kind, host, model)
+        if isinstance(backend, ModelPuller):
+            start_pull(backend, redact(host), model, on_success=probes().clear)
+        st.rerun()
+
+
+@st.fragment(run_every=PULL_REFRESH_S)
+def _pull_progress(host: str, model: str) -> None:
+    """Repainted on its own while the pull runs; once it ends, the whole app runs again
+    (a pulled model joins the list)."""
+    job = pull_of(host, model)
+    if job is None or job.done:
+        st.rerun(scope="app")
+        return
+    st.progress(job.fraction, text=f"Pulling {model}: {job.describe()}")
+    st.button("Cancel pull", key=f"cancel_pull_{host}_{model}", on_click=job.stop,
+              width="stretch")
 
 
 def all_backends_status(settings: Settings, prefix: str = "") -> None:

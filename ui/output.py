@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -12,7 +13,16 @@ from streamlit.delta_generator import DeltaGenerator
 from backends.base import GenerationStats
 from studio.grounding import GroundingReport, highlight_not_found
 from studio.render import Throttle, html_document, safe_markdown, split_blocks, with_cursor
-from studio.request import ERROR, FINISHED, LENGTH, REPETITION, RUNNING, STOPPED
+from studio.request import (
+    ERROR,
+    FINISHED,
+    LENGTH,
+    PROMPT_TRUNCATED,
+    REPETITION,
+    RUNNING,
+    STOPPED,
+    run_notes,
+)
 from studio.runner import Run
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
@@ -131,11 +141,30 @@ def show_outcome(run: Run) -> None:
         st.warning("The answer started repeating itself, so it was stopped; the text so far "
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
+    show_notes(run.stats.to_dict())
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:
         st.caption(f"🗄️ {run.record_error}")
     if run.text:
         downloads(run)
+
+
+def show_notes(stats: Mapping[str, Any]) -> None:
+    """The run's marks (a prompt the server cut, a cold start), each with what it means."""
+    for note in run_notes(stats):
+        if note == PROMPT_TRUNCATED:
+            window = stats.get("context_window")
+            st.warning(
+                f"**Prompt truncated by the server.** It counted "
+                f"{stats.get('prompt_tokens') or 0:,} prompt tokens"
+                + (f" in a {window:,}-token window" if window else "")
+                + ": it cut the prompt to fit (its start, with the system prompt, goes first) "
+                "and answered from what was left. Lower max tokens, shorten the prompt, or "
+                "use a model with a longer window.", icon="✂️")
+        else:
+            load = stats.get("server_load_s") or 0.0
+            st.caption(f"🧊 {note.capitalize()}: the server loaded the model for this run "
+                       f"({load:.1f} s), so its times include the load.")
 
 
 def show_stats(stats: GenerationStats, stop_reason: str, streamed: bool) -> None:
@@ -150,10 +179,13 @@ def show_stats(stats: GenerationStats, stop_reason: str, streamed: bool) -> None
         [("Time to first token", fmt(stats.time_to_first_token_s, " s") + one_piece),
          ("Total time", fmt(stats.total_time_s, " s")),
          ("Output tokens", fmt(stats.output_tokens)),
-         ("Prompt tokens", fmt(stats.prompt_tokens))],
+         ("Prompt tokens", fmt(stats.prompt_tokens)
+          + (" (cut)" if stats.prompt_truncated else ""))],
         [("Tokens/s (client)", fmt(stats.client_tokens_per_s, digits=1)),
          ("Tokens/s (server)", fmt(stats.server_tokens_per_s, digits=1)),
-         ("Model load", fmt(stats.server_load_s, " s")),
+         ("Model load", fmt(stats.server_load_s, " s")
+          + (" (cold)" if stats.cold_start else "")),
+         ("Context window", fmt(stats.context_window)),
          ("Stop reason", stop_reason)],
     ]
     for row in rows:

@@ -1,0 +1,100 @@
+"""The context-window check before a run, shared by every page: a warning with the numbers
+and the choices (lower max tokens, shorten the prompt, run anyway).
+
+A page asks ``needs_confirming`` when Run is clicked. When something does not fit, the page
+keeps a ``Pending`` (what it was about to run) in the session, and ``ask`` draws the warning
+on every rerun until the analyst picks a choice or changes what would run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from backends.base import Backend
+from studio.request import RunRequest
+from studio.window import FitProblem, check_fit, fit_problem
+
+LOWER, ANYWAY = "lower", "anyway"
+
+
+@dataclass(frozen=True)
+class Misfit:
+    label: str  # which pane or row ("" for the Playground's single run)
+    problem: FitProblem
+    index: int = 0  # the pane's or row's position
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A run (or comparison, or batch) held back by the check, and why."""
+
+    what: Any  # the page's own description of what would run, to compare with the current
+    misfits: tuple[Misfit, ...]
+
+    @property
+    def lower_to(self) -> int | None:
+        """Max tokens that fit every misfit (None when a prompt alone is too long)."""
+        values = [m.problem.lower_to for m in self.misfits]
+        return min(v for v in values if v) if values and all(values) else None
+
+
+def misfits(checks: Sequence[tuple[str, Backend, RunRequest]]) -> tuple[Misfit, ...]:
+    """Check each (label, backend, request); the ones that do not fit."""
+    found: list[Misfit] = []
+    with st.spinner("Checking that the prompt fits the model's context window…"):
+        for index, (label, backend, request) in enumerate(checks):
+            problem = fit_problem(check_fit(backend, request), request.model)
+            if problem is not None:
+                found.append(Misfit(label, problem, index))
+    return tuple(found)
+
+
+def ask(key: str, pending: Pending, on_lower: Callable[[int], None],
+        extra: dict[str, str] | None = None) -> str | None:
+    """The warning and its buttons; the choice clicked (LOWER, ANYWAY, a key of ``extra``),
+    or None. ``on_lower(max_tokens)`` runs before the rerun, so it may set widget values."""
+    shown = pending.misfits[:10]
+    lines = [f"- **{m.label}**: {m.problem.message}" if m.label else m.problem.message
+             for m in shown]
+    more = len(pending.misfits) - len(shown)
+    if more:
+        lines.append(f"- … and {more} more")
+    lower = pending.lower_to
+    choices = (f"Lower max tokens to {lower:,}, shorten the prompt, or run anyway."
+               if lower else "Shorten the prompt, pick a model with a longer window, or run "
+                             "anyway.")
+    st.warning("**The context window is too small.**\n\n" + "\n".join(lines)
+               + f"\n\n{choices}", icon="📏")
+    options = [*([(LOWER, f"Lower max tokens to {lower:,} and run")] if lower else []),
+               *(extra or {}).items(), (ANYWAY, "Run anyway"), ("cancel", "Cancel")]
+    clicked = None
+    for column, (choice, label) in zip(st.columns(len(options) + 1), options, strict=False):
+        on_click = (lambda: on_lower(lower)) if choice == LOWER and lower else None
+        if column.button(label, key=f"{key}_fit_{choice}", on_click=on_click,
+                         width="stretch"):
+            clicked = choice
+    if clicked is not None:
+        st.session_state.pop(pending_key(key), None)
+    return None if clicked == "cancel" else clicked
+
+
+def pending_key(key: str) -> str:
+    return f"{key}_pending_fit"
+
+
+def current(key: str, what: Any) -> Pending | None:
+    """The pending check of this page, if it is still about ``what`` would run now (an
+    edited prompt or another model makes it stale: it is dropped)."""
+    pending: Pending | None = st.session_state.get(pending_key(key))
+    if pending is not None and pending.what != what:
+        st.session_state.pop(pending_key(key), None)
+        return None
+    return pending
+
+
+def hold(key: str, pending: Pending) -> None:
+    st.session_state[pending_key(key)] = pending
