@@ -59,8 +59,9 @@ def main() -> None:
     pending = fit_check.current(PAGE, replace(spec, max_tokens=0))
     if pending is not None and not running:
         over = {misfit.index for misfit in pending.misfits}
+        fitting = len(scenarios) - len(over)
         choice = fit_check.ask(PAGE, pending, lower_max_tokens, extra={
-            FITTING: f"Run the {len(scenarios) - len(over)} rows that fit"})
+            FITTING: f"Run the {fitting} rows that fit"} if fitting else None)
         if choice == FITTING:
             begin(store, replace(spec, scenarios=[s for index, s in enumerate(scenarios)
                                                   if index not in over]))

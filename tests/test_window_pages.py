@@ -1,0 +1,147 @@
+"""The context-window check on every page (AppTest of the real app): the warning with its
+numbers and choices before a run, and the mark of a prompt the server cut after it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backends.context import ESTIMATOR
+from studio.request import PROMPT_TRUNCATED
+from tests.servers.ollama import FakeOllama, Script
+
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+TOO_SMALL = "The context window is too small."
+ANSWER = Script(tokens=["Install", " 12", " panels", "."])
+
+
+@pytest.fixture(autouse=True)
+def fresh_estimates() -> Iterator[None]:
+    ESTIMATOR.forget()
+    yield
+    ESTIMATOR.forget()
+
+
+def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama,
+              page: str = "") -> AppTest:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: ollama\n  host: {server.url}\n  model: llama3.1:8b\n"
+                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                      "  fallback_to_embedded: false\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    at.run()
+    if page:
+        at.switch_page(str(PAGES / page)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    (button,) = [b for b in at.button if b.label == label]
+    return button.click().run()
+
+
+def labels(at: AppTest) -> list[str]:
+    return [b.label for b in at.button]
+
+
+def warnings(at: AppTest) -> str:
+    return "\n".join(w.value for w in at.warning)
+
+
+def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
+        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        assert TOO_SMALL in warnings(at)
+        assert "The prompt alone is about" in warnings(at)
+        assert "llama3.1:8b's 2,048-token window (the most it was trained for)" in warnings(at)
+        assert server.chat_requests == []  # held back: nothing sent
+        assert "Run anyway" in labels(at) and "Cancel" in labels(at)
+        assert not [label for label in labels(at) if label.startswith("Lower max tokens")]
+
+        at = click(at, "Run anyway")
+        assert not at.exception, at.exception
+        assert len(server.chat_requests) == 1 and server.cuts
+    assert TOO_SMALL not in warnings(at)
+    assert "Prompt truncated by the server." in warnings(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Prompt tokens"].endswith("(cut)")
+    assert metrics["Context window"] == "2,048"
+
+    at.switch_page(str(PAGES / "history.py")).run()
+    (table,) = at.dataframe
+    assert table.value["notes"].tolist() == [PROMPT_TRUNCATED]
+
+
+def test_playground_lowers_max_tokens_to_what_fits(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
+        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        (lower,) = [label for label in labels(at) if label.startswith("Lower max tokens")]
+        fits = int(lower.split(" to ")[1].split(" ")[0].replace(",", ""))
+        assert 0 < fits < 2048
+        assert f"lower max tokens to {fits:,}".lower() in warnings(at).lower()
+        at = click(at, lower)
+        assert not at.exception, at.exception
+        (request,) = server.chat_requests
+        assert server.cuts == []
+    assert request["options"]["num_predict"] == fits
+    assert request["options"]["num_ctx"] == 4096  # capped at the trained length
+    assert at.session_state["max_tokens"] == fits  # the sidebar says what was sent
+    assert TOO_SMALL not in warnings(at)
+
+
+def test_an_edited_prompt_drops_the_held_back_run(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
+        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        assert TOO_SMALL in warnings(at)
+        at.text_area(key="playground_user").set_value("How many panels for 20 kWh a day?")
+        at.run()
+        assert TOO_SMALL not in warnings(at)
+        at = click(at, "Generate")  # the short prompt fits: it runs at once
+        assert len(server.chat_requests) == 1 and not server.cuts
+
+
+def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server, "compare.py")
+        at.selectbox(key="pane1_backend_kind").set_value("ollama").run()
+        at.selectbox(key="pane1_model_ollama").set_value("mistral:7b").run()
+        at = click(at, "Compare")
+        assert TOO_SMALL in warnings(at)
+        assert "**1. Ollama · llama3.1:8b**" in warnings(at)
+        assert "mistral:7b" not in warnings(at)  # trained for 131,072 tokens: it fits
+        assert server.chat_requests == []
+        at = click(at, "Run anyway")
+        assert not at.exception, at.exception
+        assert len(server.chat_requests) == 2
+    (table,) = at.dataframe[:1]
+    notes = dict(zip(table.value["Pane"], table.value["Notes"], strict=True))
+    assert notes == {"1. Ollama · llama3.1:8b": PROMPT_TRUNCATED, "2. Ollama · mistral:7b": "–"}
+
+
+def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server, "batch.py")
+        names = at.multiselect(key="batch_locations").value[:2]
+        at.multiselect(key="batch_locations").set_value(names).run()
+        at = click(at, "Run batch")
+        assert TOO_SMALL in warnings(at)
+        assert f"**#1 {names[0]}**" in warnings(at) and f"**#2 {names[1]}**" in warnings(at)
+        assert not [label for label in labels(at) if label.startswith("Run the ")]  # none fit
+        assert server.chat_requests == []
+        at = click(at, "Run anyway")
+        batch = at.session_state["batch"]
+        assert batch.wait(30)
+        at.run()
+    notes = [row["notes"] for row in batch.table()]
+    assert notes == ["over the context window (flagged before the start)"] * 2
