@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import BackendError, ModelNotFoundError
+from backends.base import BackendError, ContextLengthError, ModelNotFoundError
 from backends.embedded_backend import (
     BUNDLED_NAME,
     EmbeddedBackend,
     _keep_aligned_prefix,
+    _load,
+    _prompt_tokens,
     bundled_model_path,
 )
 
@@ -130,8 +132,29 @@ def test_a_broken_gguf_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_prompt_longer_than_the_context_is_a_clear_error() -> None:
     small = EmbeddedBackend(n_ctx=256)
-    with pytest.raises(BackendError, match="context holds 256"):
+    with pytest.raises(ContextLengthError, match="context holds 256") as caught:
         small.generate("solar " * 400, max_tokens=5)
+    assert "backends.embedded.n_ctx" in caught.value.hint
+
+
+def test_context_fit_counts_with_the_models_own_tokenizer() -> None:
+    small = EmbeddedBackend(n_ctx=256)
+    fit = small.context_fit("solar " * 400, "Be brief.", max_tokens=5)
+    loaded = _load(small.model_path, small.n_ctx)
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "solar " * 400}]
+    assert fit.exact and fit.prompt_tokens == len(_prompt_tokens(loaded.llama, messages))
+    assert fit.window == 256 and not fit.prompt_fits
+    assert fit.model_limit == 8192  # SmolLM2's trained length, from the GGUF
+    roomy = small.context_fit("How many panels?", "", max_tokens=100)
+    assert roomy.fits and roomy.prompt_tokens < 40
+
+
+def test_model_state_is_in_process_on_the_cpu() -> None:
+    state = EmbeddedBackend(n_ctx=512).model_state()
+    assert state.server_version and state.server_version.startswith("llama-cpp-python ")
+    assert state.window == 512 and state.cpu_share == 1.0
+    assert "on CPU" in state.notes()
 
 
 class _Cache:

@@ -1,0 +1,80 @@
+"""vLLM's window: the prompt counted exactly with POST /tokenize against max_model_len, and
+the server's 400s as ContextLengthError (FakeVLLM measures chats as vLLM 0.32.0 does)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.base import ContextLengthError
+from backends.vllm_backend import VLLMBackend
+from studio.presets import build_user_prompt, load_locations, load_system_prompts
+from studio.window import fit_problem
+from tests.servers.latency import LatencyServer
+from tests.servers.tokens import chat_messages, prompt_tokens
+from tests.servers.vllm import FakeVLLM, completion
+
+PROMPT = build_user_prompt(load_locations()[0])
+SYSTEM = next(iter(load_system_prompts().values()))
+OK = completion("Install 12 panels.")
+
+
+def test_the_prompt_is_counted_exactly_against_max_model_len() -> None:
+    with FakeVLLM(200, OK, max_model_len=8192, check_context=True) as server:
+        fit = VLLMBackend(server.url, "smollm2").context_fit(PROMPT, SYSTEM, 2048)
+        (asked,) = server.tokenize_requests
+    assert fit.exact and fit.prompt_tokens == prompt_tokens(chat_messages(PROMPT, SYSTEM))
+    assert fit.window == fit.model_limit == 8192 and fit.fits
+    assert asked["messages"] == chat_messages(PROMPT, SYSTEM)
+
+
+def test_a_prompt_over_the_window_is_said_before_and_refused_clearly() -> None:
+    with FakeVLLM(200, OK, max_model_len=2048, check_context=True) as server:
+        vllm = VLLMBackend(server.url, "smollm2", use_openai_sdk=False)
+        problem = fit_problem(vllm.context_fit(PROMPT, SYSTEM, 512), vllm.model)
+        assert problem is not None and problem.lower_to is None
+        assert "The prompt alone is " in problem.message and "about" not in problem.message
+        with pytest.raises(ContextLengthError) as caught:
+            vllm.generate(PROMPT, SYSTEM, 512)
+    assert caught.value.status_code == 400
+    assert "This model's maximum context length is 2048 tokens" in str(caught.value)
+    assert "--max-model-len" in caught.value.hint
+
+
+@pytest.mark.parametrize("sdk", [True, False], ids=["openai-sdk", "requests"])
+def test_max_tokens_over_the_window_is_a_context_error_on_both_paths(sdk: bool) -> None:
+    with FakeVLLM(200, OK, max_model_len=2048, check_context=True) as server, \
+            pytest.raises(ContextLengthError, match="max_model_len=2048"):
+        VLLMBackend(server.url, "smollm2", use_openai_sdk=sdk).generate("Hi", "", 4096)
+
+
+def test_an_answer_without_room_is_offered_the_max_tokens_that_fit() -> None:
+    """vLLM shortens such an answer without a word (finish_reason length): say so before."""
+    with FakeVLLM(200, OK, max_model_len=4096, check_context=True) as server:
+        vllm = VLLMBackend(server.url, "smollm2")
+        fit = vllm.context_fit(PROMPT, SYSTEM, 2048)
+        problem = fit_problem(fit, vllm.model)
+        assert problem is not None and problem.lower_to == 4096 - fit.prompt_tokens
+        stream = vllm.stream(PROMPT, SYSTEM, 2048)
+        stream.read_all()
+    assert stream.stats.context_window == 4096
+
+
+def test_the_window_is_in_the_statistics_on_every_path() -> None:
+    with FakeVLLM(200, OK, max_model_len=4096) as server:
+        for sdk in (True, False):
+            answer = VLLMBackend(server.url, "smollm2", use_openai_sdk=sdk).generate("Hi")
+            assert answer.stats.context_window == 4096
+
+
+def test_model_state_is_the_version_and_the_served_window() -> None:
+    with FakeVLLM(200, OK, max_model_len=4096, version="0.32.0") as server:
+        state = VLLMBackend(server.url, "smollm2").model_state()
+    assert state.server_version == "0.32.0" and state.loaded and state.window == 4096
+    assert state.notes() == ["v0.32.0", "model loaded (4,096-token window)"]
+
+
+def test_a_server_without_tokenize_gets_an_estimate() -> None:
+    """An OpenAI-compatible server that is not vLLM (no /tokenize): the length estimate."""
+    with LatencyServer(latency=0.0) as server:
+        fit = VLLMBackend(server.url, "smollm2").context_fit(PROMPT, SYSTEM, 256)
+    assert not fit.exact and fit.prompt_tokens > 1000
