@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CHARS_PER_TOKEN = 4  # English prose with Llama-family tokenizers: a fair estimate
+from backends.context import ESTIMATOR
 
 
 @dataclass(frozen=True)
@@ -13,10 +13,11 @@ class PromptSize:
     tokens: int
 
 
-def prompt_size(system: str, user: str) -> PromptSize:
-    """Characters of both prompts, and an estimate of their tokens."""
-    characters = len(system) + len(user)
-    return PromptSize(characters, -(-characters // CHARS_PER_TOKEN))
+def prompt_size(system: str, user: str, host: str = "", model: str = "") -> PromptSize:
+    """Characters of both prompts, and the estimate of their tokens that the window check
+    uses (calibrated for ``model`` on ``host`` once it has run there)."""
+    texts = [text for text in (system, user) if text]
+    return PromptSize(len(system) + len(user), ESTIMATOR.estimate(host, model, texts))
 
 
 def prompt_problem(user: str) -> str | None:

@@ -121,11 +121,14 @@ def _missing_model(settings: Settings, kind: str, host: str, model: str, key: st
         st.error(f"{job.error.message}\n\n{job.error.hint}", icon="⚠️")
     elif job is not None and job.stopped:
         st.caption(f"Pull of {model} cancelled.")
-    if st.button(f"⬇ Pull {model}", key=f"{key}_pull", width="stretch"):
-        backend = build(settings, kind, host, model)
-        if isinstance(backend, ModelPuller):
-            start_pull(backend, redact(host), model, on_success=probes().clear)
-        st.rerun()
+    st.button(f"⬇ Pull {model}", key=f"{key}_pull", width="stretch", on_click=_start_pull,
+              args=(settings, kind, host, model))
+
+
+def _start_pull(settings: Settings, kind: str, host: str, model: str) -> None:
+    backend = build(settings, kind, host, model)
+    if isinstance(backend, ModelPuller):
+        start_pull(backend, redact(host), model, on_success=probes().clear)
 
 
 @st.fragment(run_every=PULL_REFRESH_S)

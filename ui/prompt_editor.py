@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
+from backends.http import redact
 from studio.presets import (
     Location,
     build_user_prompt,
@@ -14,7 +15,7 @@ from studio.presets import (
     preset_of,
 )
 from studio.prompts import prompt_size
-from ui.state import keep
+from ui.state import current_selection, keep
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,9 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
                     on_change=load_preset)
     st.text_area("System prompt", key=keys["system"], height=120)
     st.text_area("User prompt", key=keys["user"], height=user_height)
-    size = prompt_size(state[keys["system"]], state[keys["user"]])
+    selection = current_selection()
+    size = prompt_size(state[keys["system"]], state[keys["user"]], redact(selection.host),
+                       selection.model)
     st.caption(f"Prompt size: {size.characters:,} characters · about {size.tokens:,} tokens")
     user = state[keys["user"]]
     preset = preset_of(user, locations[state[keys["location"]]], state.get(_origin_key(prefix)))
