@@ -35,16 +35,60 @@ fake tokenizer is tests/servers/tokens.py):
   ``PullHandler``/``streamResponse``/``waitForStream``), ``/api/show``, ``/api/ps``,
   ``/api/version``.
 
+Thinking follows server/routes.go ``ChatHandler``, api/types.go ``ThinkValue`` and
+thinking/parser.go, tag by tag (v0.9.0 #10584 ... v0.33.0-rc2); ``think_plan`` decides:
+
+- ``think`` arrived in v0.9.0 as ``*bool`` ("Needs to be a pointer so we can distinguish
+  between false (request that thinking _not_ be used) and unset (use the old behavior before
+  this option was introduced)"); before v0.9.0 it is an unknown field, ignored. v0.9.0-0.10.x:
+  a string fails the binding, 400 ``json: cannot unmarshal string into Go struct field
+  ChatRequest.think of type bool``. From v0.11.0 (gpt-oss) ``ThinkValue`` is a bool or
+  "high"/"medium"/"low" ("max" from v0.22.0, #15787); another string is 400 ``invalid think
+  value: "x" (must be "high", "medium", "low", true, or false)``. JSON null = omitted.
+- Whether the model thinks: ``think`` true or a level -> on (``message.thinking``); false ->
+  off; omitted -> on from v0.12.4 (#12533: "if req.Think == nil { req.Think =
+  &api.ThinkValue{Value: true} }" for a model with the "thinking" capability), before that the
+  old behaviour: no parser, the template's raw output, so ``<think>...</think>`` stays inline
+  in ``content``. gpt-oss always goes through the harmony parser, whatever ``think`` says
+  (docs/capabilities/thinking.mdx: "Passing `true`/`false` is ignored for that model").
+  "thinking" in ``capabilities`` (/api/show) is what makes a model think here, on every
+  version (real servers list the capability only from v0.9.0).
+- A model without the capability: v0.9.0-0.12.3, ``think`` true (or a level) fails
+  scheduleRunner's capability check, 400 ``registry.ollama.ai/library/llama3.1:8b does not
+  support thinking`` (``fmt.Errorf("%s %w", name, err)``, the full name; qwen3-family and
+  deepseek-r1 models get ". Pull the model again to get the latest version with full
+  thinking support" appended); v0.12.4 does the same for any ``think``, false included (its
+  bug; #12555 fixed it in v0.12.5); from v0.12.5 true or a level is 400 ``"llama3.1:8b" does
+  not support thinking`` (``%q`` of the name as sent). Both come before the model loads.
+- A level on a thinking model other than gpt-oss: v0.11.0-0.17.6 answer 400 ``think value
+  "high" is not supported for this model`` once the model is loaded and the prompt built;
+  from v0.17.7 (#14625) a level is just "on".
+- The model generates ``<think>``, ``Script.thinking``, ``</think>`` (one token each), then
+  ``Script.tokens``. With thinking on, that goes through thinking/parser.go: whitespace after
+  each tag is eaten, a line goes out only when it holds thinking or content, so each thinking
+  token is its own line ``{"model":..,"created_at":..,"message":{"role":"assistant",
+  "content":"","thinking":"<token>"},"done":false}`` (``content`` has no omitempty,
+  ``thinking`` has), all before the content lines; the done line and the non-streaming body
+  hold ``thinking`` only when there is some. ``eval_count`` is every token generated, tags
+  and thinking included: the runner counts ``numPredicted`` before the server parses
+  anything, and ``num_predict`` cuts the same count (thinking uses it up; ``done_reason``
+  "length"). ``delay``, ``gate`` and the ``*_after`` counts go by lines, thinking ones too.
+- ``server.think_requests`` records each chat's ``think`` (``OMITTED`` when absent or null).
+
 Where this fake differs from the source, knowingly: real pull progress lines come from a
 60 ms ticker (server/download.go ``Wait``), so a layer's last line may stop short of
 ``completed == total``; here each layer ends on ``completed == total``. The real pull also
 fetches the config blob as a last layer: list it among the ``pullable`` sizes if it matters.
 A client that hangs up while its model loads leaves the model unloaded here. From v0.30,
 ``"truncate": false`` passes llama-server's own error body through (its wording is from the
-llama.cpp server, not checked against a real one).
+llama.cpp server, not checked against a real one). Real models also generate newlines
+around the tags (qwen3: ``<think>\n...\n</think>\n\n``) and gpt-oss uses harmony channels
+rather than ``<think>``; here the tags are bare, so ``eval_count`` is thinking + content + 2.
 
 Run it by hand for a demo: ``python -m tests.servers.ollama --port 11434 --delay 0.05``
-(``--help`` for the context, loading and pull options).
+(``--help`` for the context, loading and pull options); a thinking model:
+``--models qwen3:8b --capabilities qwen3:8b=completion,thinking --version 0.12.4
+--thinking "Let me size the array first."``.
 """
 
 from __future__ import annotations
@@ -218,12 +262,197 @@ def fit_prompt(messages: Sequence[Mapping[str, Any]], num_ctx: int,
     return Fit(total, limit, dropped)
 
 
+# -- thinking ("think", message.thinking) ------------------------------------------------
+class _Omitted:
+    """The ``think`` value of a request that has none (``server.think_requests``)."""
+
+    def __repr__(self) -> str:
+        return "OMITTED"
+
+
+OMITTED: Any = _Omitted()
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # one token each (qwen3, deepseek-r1)
+DEFAULT_HOST, DEFAULT_NAMESPACE = "registry.ollama.ai", "library"  # types/model/name.go
+
+
+@dataclass
+class ThinkPlan:
+    """What a chat's ``think`` means on a server: an error, or how the thinking comes out."""
+
+    mode: str = "off"  # "on": message.thinking; "inline": <think>...</think> in content
+    status: int = 200
+    error: str = ""
+    after_load: bool = False  # the error comes once the model is loaded
+
+
+def full_name(name: str) -> str:
+    """``model.ParseName(name).String()``: host/namespace/model:tag with the defaults."""
+    tag = "latest"
+    if name.rfind(":") > name.rfind("/"):
+        name, tag = name.rsplit(":", 1)
+    parts = name.split("/")
+    model = parts[-1]
+    namespace = parts[-2] if len(parts) >= 2 else DEFAULT_NAMESPACE
+    host = parts[-3] if len(parts) >= 3 else DEFAULT_HOST
+    return f"{host}/{namespace}/{model}:{tag}"
+
+
+def _go_quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, int | float):
+        return "number"
+    return "array" if isinstance(value, list) else "object"
+
+
+def think_binding_error(version: str, think: Any = OMITTED) -> str | None:
+    """The 400 text of a ``think`` value the JSON binding refuses (api/types.go), or None."""
+    v = parse_version(version)
+    if v < (0, 9, 0) or think is None or think is OMITTED or isinstance(think, bool):
+        return None
+    if v < (0, 11, 0):  # Think *bool
+        return (f"json: cannot unmarshal {_json_kind(think)} into Go struct field "
+                "ChatRequest.think of type bool")
+    levels = ("high", "medium", "low", "max") if v >= (0, 22, 0) else ("high", "medium", "low")
+    listed = ", ".join(f'"{level}"' for level in levels)
+    if not isinstance(think, str):  # ", true, or false" from #12533 (v0.12.4)
+        tail = ", true, or false" if v >= (0, 12, 4) else ""
+        return f"think must be a boolean or string ({listed}{tail})"
+    if think not in levels:
+        return f"invalid think value: {_go_quote(think)} (must be {listed}, true, or false)"
+    return None
+
+
+def think_plan(version: str, model: str, requested: str, capabilities: Sequence[str],
+               think: Any = OMITTED) -> ThinkPlan:
+    """How Ollama ``version`` treats ``think`` (OMITTED when the request has none or null)
+    for ``model`` (as listed; ``requested`` is the name as sent) with these capabilities."""
+    v = parse_version(version)
+    thinks = "thinking" in capabilities
+    if v < (0, 9, 0) or think is None:  # no such field before v0.9.0: ignored
+        think = OMITTED
+    present = think is not OMITTED
+    binding = think_binding_error(version, think)
+    if binding is not None:
+        return ThinkPlan(status=400, error=binding)
+    enabled = think is not OMITTED and think is not False  # ThinkValue.Bool()
+    base = model.split("/")[-1].split(":")[0].lower()
+    gpt_oss = base.startswith("gpt-oss")
+    if not thinks:
+        if v >= (0, 12, 5):
+            if enabled:
+                return ThinkPlan(status=400,
+                                 error=f"{_go_quote(requested)} does not support thinking")
+        elif enabled or (present and v >= (0, 12, 4)):  # scheduleRunner's capability check
+            error = f"{full_name(model)} does not support thinking"
+            if architecture(model) == "qwen3" or base == "deepseek-r1":
+                error += ". Pull the model again to get the latest version with full " \
+                         "thinking support"
+            return ThinkPlan(status=400, error=error)
+    if isinstance(think, str) and not gpt_oss and (0, 11, 0) <= v < (0, 17, 7):
+        return ThinkPlan(status=400, after_load=True,
+                         error=f"think value {_go_quote(think)} is not supported for this model")
+    if not thinks:
+        return ThinkPlan("off")
+    if gpt_oss:  # the harmony parser always splits the analysis channel off
+        return ThinkPlan("on")
+    if not present:
+        return ThinkPlan("on" if v >= (0, 12, 4) else "inline")
+    return ThinkPlan("on" if enabled else "off")
+
+
+class ThinkingParser:
+    """thinking/parser.go ``Parser.AddContent``: splits raw model output into (thinking,
+    content), eating the whitespace after each tag and holding back a possible partial
+    closing tag."""
+
+    def __init__(self, opening: str = THINK_OPEN, closing: str = THINK_CLOSE) -> None:
+        self.opening, self.closing = opening, closing
+        self.state = "looking"
+        self.acc = ""
+
+    def add(self, content: str) -> tuple[str, str]:
+        self.acc += content
+        thinking, remaining = "", ""
+        more = True
+        while more:
+            t, r, more = self._eat()
+            thinking += t
+            remaining += r
+        return thinking, remaining
+
+    def _eat(self) -> tuple[str, str, bool]:
+        if self.state == "looking":
+            trimmed = self.acc.lstrip()
+            if trimmed.startswith(self.opening):
+                after = trimmed[len(self.opening):].lstrip()
+                self.acc = after
+                self.state = "thinking" if after else "eating_start"
+                return "", "", True
+            if self.opening.startswith(trimmed):  # a partial tag, or whitespace only
+                return "", "", False
+            self.state, untrimmed, self.acc = "done", self.acc, ""
+            return "", untrimmed, False
+        if self.state == "eating_start":
+            trimmed, self.acc = self.acc.lstrip(), ""
+            if not trimmed:
+                return "", "", False
+            self.state, self.acc = "thinking", trimmed
+            return "", "", True
+        if self.state == "thinking":
+            acc = self.acc
+            if self.closing in acc:
+                thinking, _, remaining = acc.partition(self.closing)
+                remaining = remaining.lstrip()
+                self.acc = ""
+                self.state = "done" if remaining else "eating_end"
+                return thinking, remaining, False
+            overlap = next((n for n in range(min(len(acc), len(self.closing)), 0, -1)
+                            if acc.endswith(self.closing[:n])), 0)
+            self.acc = acc[len(acc) - overlap:] if overlap else ""
+            return acc[:len(acc) - overlap], "", False
+        if self.state == "eating_end":
+            trimmed, self.acc = self.acc.lstrip(), ""
+            if trimmed:
+                self.state = "done"
+            return "", trimmed, False
+        done, self.acc = self.acc, ""
+        return "", done, False
+
+
+def answer_pieces(tokens: Sequence[str], thinking: Sequence[str], mode: str,
+                  num_predict: Any = None) -> tuple[list[tuple[str, str]], int, str]:
+    """The (thinking, content) of each streamed line, eval_count and done_reason.
+
+    The model generates ``<think>``, the thinking tokens, ``</think>``, then the answer
+    (the tags one token each) unless thinking is off or there is no thinking; num_predict
+    cuts that. ``mode`` "on" parses it as routes.go does (a line only when it has thinking
+    or content); otherwise every token is content, tags included.
+    """
+    raw = list(tokens)
+    if mode != "off" and thinking:
+        raw = [THINK_OPEN, *thinking, THINK_CLOSE, *raw]
+    done_reason = "stop"
+    if isinstance(num_predict, int) and 0 <= num_predict < len(raw):
+        raw, done_reason = raw[:num_predict], "length"
+    if mode != "on" or not thinking:
+        return [("", token) for token in raw], len(raw), done_reason
+    parser = ThinkingParser()
+    pieces = [piece for piece in map(parser.add, raw) if piece[0] or piece[1]]
+    return pieces, len(raw), done_reason
+
+
 @dataclass
 class Script:
     """How the server answers a chat request. Counts are in tokens already sent."""
 
     tokens: list[str] = field(default_factory=lambda: tokenize(SAMPLE_ANSWER))
-    delay: float = 0.0  # seconds before each token line after the first
+    thinking: list[str] = field(default_factory=list)  # produced when thinking is on
+    delay: float = 0.0  # seconds before each line after the first (thinking ones too)
     status: int = 200  # not 200: answer {"error": error} with this status, before any token
     error: str = "model runner has unexpectedly stopped, this may be due to resource " \
                  "limitations or an internal error, check ollama server logs for details"
@@ -233,7 +462,7 @@ class Script:
     end_without_done: bool = False  # end the body cleanly but never send done:true
     blank_lines: bool = False  # an empty line (and a CRLF one) between token lines
     go_escape: bool = True  # escape < > & U+2028 U+2029 as Go's encoder does
-    gate: threading.Event | None = None  # hold the second token line until this is set
+    gate: threading.Event | None = None  # hold the second line (thinking or not) until set
     load_duration_ns: int | None = None  # None: as the server measured it
     prompt_eval_count: int | None = None  # None: the tokens of the prompt that were kept
 
@@ -275,6 +504,7 @@ class FakeOllama(LocalServer):
         self.loaded: dict[str, LoadedModel] = {}
         # What happened, for tests to check:
         self.chat_requests: list[dict[str, Any]] = []
+        self.think_requests: list[Any] = []  # each chat's "think" value, or OMITTED
         self.hangups: list[float] = []  # when a client closed a stream before its end
         self.client_closed = threading.Event()
         self.streams_started = 0
@@ -530,10 +760,16 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
         def _chat(self, body: dict[str, Any]) -> None:
             started = time.monotonic_ns()
             server.chat_requests.append(body)
+            think = body.get("think", OMITTED)
+            server.think_requests.append(OMITTED if think is None else think)
             try:  # a bad keep_alive fails the JSON binding, before anything else
                 keep_alive = parse_keep_alive(body.get("keep_alive"))
             except ValueError as exc:
                 self._json(400, {"error": str(exc)})
+                return
+            binding = think_binding_error(server.version, think)
+            if binding is not None:
+                self._json(400, {"error": binding})
                 return
             name = body.get("model")
             if not name:
@@ -554,6 +790,11 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 server.unload(model)
                 self._json(200, _empty_answer(str(name), "unload"))
                 return
+            plan = think_plan(server.version, model, str(name),
+                              server.capabilities.get(model, ["completion"]), think)
+            if plan.status != 200 and not plan.after_load:  # before the model loads
+                self._json(plan.status, {"error": plan.error})
+                return
             options = body.get("options") or {}
             num_ctx = server.window(model, options)
             entry: LoadedModel | None = None
@@ -567,7 +808,7 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     self._json(200, _empty_answer(str(name), "load"))
                     return
                 self._answer(body, model, num_ctx, options, script, started + waited,
-                             load_ns)
+                             load_ns, plan)
             except _Refused as refused:
                 self._json(refused.status, {"error": refused.message})
             except _ClientGone:
@@ -605,7 +846,7 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: dict[str, Any], model: str, num_ctx: int,
                     options: Mapping[str, Any], script: Script, ready_ns: int,
-                    load_ns: int) -> None:
+                    load_ns: int, plan: ThinkPlan) -> None:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             num_keep = options.get("num_keep")
             shift = body.get("shift")
@@ -615,6 +856,8 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                              num_keep=num_keep if isinstance(num_keep, int) else NUM_KEEP)
             if fit.error is not None:
                 raise _Refused(400, fit.error)
+            if plan.status != 200:  # the level check comes after the prompt is built
+                raise _Refused(plan.status, plan.error)
             if fit.kept < fit.prompt_tokens:
                 with server._lock:
                     server.cuts.append({"model": model, "prompt_tokens": fit.prompt_tokens,
@@ -625,21 +868,22 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 server.prompt_counts.append(count)
                 server.load_durations_ns.append(load_ns)
             stats = _Stats(ready_ns, load_ns, count)
-            self._stream_chat(body, script, stats)
+            self._stream_chat(body, script, stats, plan.mode)
 
-        def _stream_chat(self, body: dict[str, Any], script: Script, stats: _Stats) -> None:
+        def _stream_chat(self, body: dict[str, Any], script: Script, stats: _Stats,
+                         mode: str = "off") -> None:
             model = body["model"]
             limit = (body.get("options") or {}).get("num_predict")
-            tokens = script.tokens
-            done_reason = "stop"
-            if isinstance(limit, int) and 0 <= limit < len(tokens):
-                tokens, done_reason = tokens[:limit], "length"
+            pieces, eval_count, done_reason = answer_pieces(script.tokens, script.thinking,
+                                                            mode, limit)
             if body.get("stream") is False:
-                self._json(200, _final(model, "".join(tokens), done_reason, len(tokens), stats))
+                thinking = "".join(piece[0] for piece in pieces)
+                self._json(200, _final(model, "".join(piece[1] for piece in pieces),
+                                       done_reason, eval_count, stats, thinking))
                 return
             server.streams_started += 1
             self._start_ndjson()
-            for index, token in enumerate(tokens):
+            for index, (thinking, token) in enumerate(pieces):
                 if index == script.error_after:
                     self._chunk(_encode({"error": script.error}, script.go_escape))
                     self._chunk(b"")
@@ -655,11 +899,13 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     self._wait(script.delay)
                 if script.blank_lines:
                     self._chunk(b"\n\r\n")
-                line = {"model": model, "created_at": _now(),
-                        "message": {"role": "assistant", "content": token}, "done": False}
+                message = {"role": "assistant", "content": token}
+                if thinking:  # api.Message: "thinking" is omitempty, "content" is not
+                    message["thinking"] = thinking
+                line = {"model": model, "created_at": _now(), "message": message, "done": False}
                 self._chunk(_encode(line, script.go_escape))
             if not script.end_without_done:
-                final = _final(model, "", done_reason, len(tokens), stats)
+                final = _final(model, "", done_reason, eval_count, stats)
                 self._chunk(_encode(final, script.go_escape))
             self._chunk(b"")  # the terminating zero-length chunk
 
@@ -746,11 +992,13 @@ def _empty_answer(model: str, done_reason: str) -> dict[str, Any]:
 
 
 def _final(model: str, content: str, done_reason: str, eval_count: int,
-           stats: _Stats) -> dict[str, Any]:
+           stats: _Stats, thinking: str = "") -> dict[str, Any]:
     """The done line: load + prompt evaluation + generation, generation as it really took."""
     eval_ns = max(time.monotonic_ns() - stats.ready_ns, 1)
-    return {"model": model, "created_at": _now(),
-            "message": {"role": "assistant", "content": content}, "done": True,
+    message = {"role": "assistant", "content": content}
+    if thinking:
+        message["thinking"] = thinking
+    return {"model": model, "created_at": _now(), "message": message, "done": True,
             "done_reason": done_reason,
             "total_duration": stats.load_ns + PROMPT_EVAL_NS + eval_ns,
             "load_duration": stats.load_ns,
@@ -791,16 +1039,29 @@ def main() -> None:
                         help="NAME[,NAME]: models /api/pull can fetch (3 layers of a few MB)")
     parser.add_argument("--pull-delay", type=float, default=0.2,
                         help="seconds between pull progress lines")
+    thinking = parser.add_mutually_exclusive_group()
+    thinking.add_argument("--thinking", help="text the model thinks before answering, when "
+                                              "thinking is on (see --capabilities)")
+    thinking.add_argument("--thinking-file", help="file with that text")
+    parser.add_argument("--capabilities", action="append", default=[],
+                        metavar="MODEL=CAP[,CAP]",
+                        help="a model's /api/show capabilities, e.g. "
+                             "qwen3:8b=completion,thinking (repeatable; default completion)")
     args = parser.parse_args()
     answer = Path(args.answer_file).read_text() if args.answer_file else SAMPLE_ANSWER
+    thought = Path(args.thinking_file).read_text() if args.thinking_file else args.thinking
     models = args.models.split(",")
+    capabilities: dict[str, list[str]] = {}
+    for item in args.capabilities:
+        name, _, caps = item.partition("=")
+        capabilities[name] = [cap for cap in caps.split(",") if cap]
     pullable = {name: [4_200_000, 2_100_000, 485] for name in args.pullable.split(",") if name}
-    server = FakeOllama(models, Script(tokens=tokenize(answer), delay=args.delay),
-                        port=args.port, version=args.version,
+    script = Script(tokens=tokenize(answer), thinking=tokenize(thought or ""), delay=args.delay)
+    server = FakeOllama(models, script, port=args.port, version=args.version,
                         default_num_ctx=args.default_num_ctx,
                         trained_context={name: args.trained_context for name in models},
-                        reload_delay=args.reload_delay, pullable=pullable,
-                        pull_delay=args.pull_delay)
+                        reload_delay=args.reload_delay, capabilities=capabilities,
+                        pullable=pullable, pull_delay=args.pull_delay)
     print(f"Fake Ollama {args.version} on {server.url} (models: {args.models}; default window "
           f"{server.default_num_ctx})", flush=True)
     server.start()
