@@ -5,6 +5,7 @@ Plain ``requests`` against the fakes, no app code."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,9 +17,11 @@ import requests
 from studio.presets import build_user_prompt, load_locations, load_system_prompts
 from tests.servers.ollama import (
     INPUT_TOO_LONG,
+    OMITTED,
     PROMPT_TOO_LONG,
     PULL_NOT_FOUND,
     FakeOllama,
+    Script,
     chat_messages,
     count_tokens,
     fit_prompt,
@@ -354,3 +357,214 @@ def test_vllm_refuses_a_prompt_over_max_model_len_in_0_32_words() -> None:
         assert server.context_errors == 3
         neither = requests.post(f"{server.url}/tokenize", json={"model": "smollm2"}, timeout=5)
         assert neither.status_code == 400 and neither.json()["error"]["param"] == "body.prompt"
+
+
+# -- Ollama: thinking ----------------------------------------------------------------------
+QWEN = "qwen3:8b"
+THINKING = {QWEN: ["completion", "thinking"], "gpt-oss:20b": ["completion", "thinking"]}
+THOUGHT = ["Size", " the", " array", " first."]
+ANSWER = ["Use", " 12", " panels."]
+
+
+def thinker(version: str = "0.12.4", **script: Any) -> FakeOllama:
+    return FakeOllama([MODEL, QWEN, "gpt-oss:20b"], Script(tokens=ANSWER, thinking=THOUGHT,
+                                                          **script),
+                      version=version, capabilities=THINKING)
+
+
+def think_chat(server: FakeOllama, model: str = QWEN, stream: bool = True,
+               **extra: Any) -> tuple[int, list[dict[str, Any]]]:
+    """(status, every line) of one chat; a non-streamed answer or an error is one line."""
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream,
+            **extra}
+    with requests.post(f"{server.url}/api/chat", json=body, stream=stream, timeout=10) as r:
+        if r.status_code != 200 or not stream:
+            return r.status_code, [r.json()]
+        return r.status_code, list(lines(r))
+
+
+def test_ollama_thinking_lines_come_before_the_content() -> None:
+    with thinker() as server:
+        status, received = think_chat(server, think=True)
+    assert status == 200
+    *parts, final = received
+    assert [p["message"] for p in parts] == [
+        *({"role": "assistant", "content": "", "thinking": t} for t in THOUGHT),
+        *({"role": "assistant", "content": c} for c in ANSWER)]
+    assert final["message"] == {"role": "assistant", "content": ""} and final["done"]
+    assert server.think_requests == [True]
+
+
+def test_ollama_thinks_by_default_from_0_12_4_on_thinking_models_only() -> None:
+    with thinker("0.12.4") as server:
+        _, qwen = think_chat(server, stream=False)
+        _, llama = think_chat(server, model=MODEL, stream=False)
+        assert server.think_requests == [OMITTED, OMITTED]
+    assert qwen[0]["message"] == {"role": "assistant", "content": "Use 12 panels.",
+                                  "thinking": "Size the array first."}
+    assert llama[0]["message"] == {"role": "assistant", "content": "Use 12 panels."}
+
+
+def test_ollama_before_0_12_4_leaves_the_thinking_inline_when_think_is_omitted() -> None:
+    with thinker("0.12.3") as server:
+        _, received = think_chat(server)
+        *parts, final = received
+        assert "".join(p["message"]["content"] for p in parts) == \
+            "<think>Size the array first.</think>Use 12 panels."
+        assert all("thinking" not in p["message"] for p in parts)
+        assert final["eval_count"] == 4 + 3 + 2  # the tags are tokens too
+        _, on = think_chat(server, think=True, stream=False)  # asked for: parsed out
+        assert on[0]["message"]["thinking"] == "Size the array first."
+    with thinker("0.8.0") as server:  # no "think" field yet: ignored
+        _, old = think_chat(server, think=True, stream=False)
+        assert old[0]["message"]["content"].startswith("<think>Size")
+
+
+def test_ollama_think_false_turns_it_off_but_not_for_gpt_oss() -> None:
+    with thinker() as server:
+        _, off = think_chat(server, think=False, stream=False)
+        _, oss = think_chat(server, model="gpt-oss:20b", think=False, stream=False)
+        _, level = think_chat(server, model="gpt-oss:20b", think="low", stream=False)
+    assert off[0]["message"] == {"role": "assistant", "content": "Use 12 panels."}
+    assert off[0]["eval_count"] == 3
+    assert oss[0]["message"]["thinking"] == level[0]["message"]["thinking"] == \
+        "Size the array first."
+
+
+def test_ollama_think_on_a_model_that_cannot_think_is_a_400() -> None:
+    with thinker("0.12.5") as server:
+        assert think_chat(server, model=MODEL, think=True) == \
+            (400, [{"error": '"llama3.1:8b" does not support thinking'}])
+        assert think_chat(server, model=MODEL, think=False)[0] == 200
+        assert server.loads == [(MODEL, 4096)]  # refused before loading
+    with thinker("0.12.3") as server:  # scheduleRunner's error, with the full name
+        assert think_chat(server, model=MODEL, think=True) == \
+            (400, [{"error": "registry.ollama.ai/library/llama3.1:8b does not support "
+                             "thinking"}])
+    with thinker("0.12.4") as server:  # v0.12.4 refused even false (#12555 fixed it)
+        assert think_chat(server, model=MODEL, think=False)[0] == 400
+
+
+def test_ollama_think_levels_by_version() -> None:
+    with thinker("0.13.0") as server:  # levels were for gpt-oss only until v0.17.7
+        assert think_chat(server, think="high") == \
+            (400, [{"error": 'think value "high" is not supported for this model'}])
+        assert think_chat(server, think="extreme") == (400, [{"error": (
+            'invalid think value: "extreme" (must be "high", "medium", "low", true, or '
+            'false)')}])
+    with thinker("0.17.7") as server:
+        _, on = think_chat(server, think="high", stream=False)
+        assert on[0]["message"]["thinking"] == "Size the array first."
+    with thinker("0.10.0") as server:
+        assert think_chat(server, think="high") == (400, [{"error": (
+            "json: cannot unmarshal string into Go struct field ChatRequest.think of "
+            "type bool")}])
+
+
+def test_ollama_eval_count_and_num_predict_include_the_thinking() -> None:
+    with thinker() as server:
+        _, whole = think_chat(server)
+        _, cut = think_chat(server, options={"num_predict": 3})
+    assert whole[-1]["eval_count"] == 2 + 4 + 3  # <think>, thinking, </think>, answer
+    *parts, final = cut
+    assert [p["message"].get("thinking") for p in parts] == ["Size", " the"]
+    assert (final["done_reason"], final["eval_count"]) == ("length", 3)
+
+
+def test_ollama_stop_during_thinking_is_seen() -> None:
+    gate = threading.Event()
+    with thinker(gate=gate) as server:
+        with requests.post(f"{server.url}/api/chat", stream=True, timeout=10,
+                           json={"model": QWEN, "messages": [{"role": "user", "content": "hi"}]}
+                           ) as response:
+            first = next(lines(response))
+            assert first["message"]["thinking"] == "Size"
+        assert server.client_closed.wait(2)
+        gate.set()
+    assert len(server.hangups) == 1
+
+
+# -- vLLM: reasoning -------------------------------------------------------------------------
+REASONING = ("Capital", " of", " France")
+
+
+def sse(response: requests.Response) -> list[Any]:
+    """The data of every event ([DONE] as the string)."""
+    events = []
+    for block in response.text.split("\n\n"):
+        if block.startswith("data: "):
+            data = block[len("data: "):]
+            events.append(data if data == "[DONE]" else json.loads(data))
+    return events
+
+
+def vllm_chat(server: FakeVLLM, stream: bool = False, **extra: Any) -> Any:
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], **extra}
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    response = requests.post(f"{server.url}/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == 200
+    return sse(response) if stream else response.json()
+
+
+@pytest.mark.parametrize(("field", "keys"), [
+    ("reasoning", {"reasoning": "Capital of France"}),  # 0.32.0 (v0.16+)
+    ("both", {"reasoning": "Capital of France", "reasoning_content": "Capital of France"}),
+    ("reasoning_content", {"reasoning_content": "Capital of France"})])  # v0.10
+def test_vllm_reasoning_in_one_piece(field: str, keys: dict[str, str]) -> None:
+    with FakeVLLM(200, completion("Paris.", completion_tokens=2), reasoning=REASONING,
+                  reasoning_field=field) as server:
+        answer = vllm_chat(server)
+    message = answer["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "Paris.", "refusal": None, **keys}
+    usage = answer["usage"]
+    assert usage["completion_tokens"] == 2 + 3 + 2  # answer, reasoning, the two tags
+    assert usage["total_tokens"] == usage["prompt_tokens"] + 7
+    details = {"reasoning_tokens": 3} if field == "reasoning" else None
+    assert usage.get("completion_tokens_details") == details
+
+
+def test_vllm_streams_reasoning_deltas_before_the_content() -> None:
+    with FakeVLLM(200, completion("ok"), reasoning=REASONING) as server:
+        *events, done = vllm_chat(server, stream=True)
+    assert done == "[DONE]"
+    deltas = [e["choices"][0]["delta"] for e in events if e["choices"]]
+    assert deltas == [{"role": "assistant", "content": ""},
+                      *({"reasoning": t} for t in REASONING),
+                      *({"content": t} for t in server.tokens), {}]
+    assert events[-1]["usage"] == {"prompt_tokens": 12, "completion_tokens": 3 + 2 + 5,
+                                   "total_tokens": 22,
+                                   "completion_tokens_details": {"reasoning_tokens": 3}}
+    with FakeVLLM(200, completion("ok"), reasoning=REASONING, reasoning_field="both") as old:
+        both = [e["choices"][0]["delta"] for e in vllm_chat(old, stream=True)[:-1]
+                if e["choices"]]
+    assert both[1] == {"reasoning": "Capital", "reasoning_content": "Capital"}
+    assert both[4] == {"content": "The", "reasoning_content": None}  # the validator's copy
+
+
+def test_vllm_enable_thinking_false_means_no_reasoning() -> None:
+    off: dict[str, Any] = {"chat_template_kwargs": {"enable_thinking": False}}
+    with FakeVLLM(200, completion("Paris.", completion_tokens=2), reasoning=REASONING) as server:
+        answer = vllm_chat(server, **off)
+        events = vllm_chat(server, stream=True, **off)
+        assert server.chat_requests[0]["chat_template_kwargs"] == {"enable_thinking": False}
+    assert answer["choices"][0]["message"]["reasoning"] is None
+    assert answer["usage"]["completion_tokens"] == 2
+    assert answer["usage"]["completion_tokens_details"] == {"reasoning_tokens": 0}
+    deltas = [e["choices"][0]["delta"] for e in events[:-1] if e["choices"]]
+    assert not any("reasoning" in d for d in deltas)
+    assert events[-2]["usage"]["completion_tokens"] == 5
+
+
+def test_vllm_without_a_parser_sends_the_tags_inline_and_split() -> None:
+    with FakeVLLM(200, completion("Paris."), reasoning=REASONING,
+                  reasoning_parser=False) as server:
+        answer = vllm_chat(server)
+        events = vllm_chat(server, stream=True)
+    assert answer["choices"][0]["message"]["content"] == "<think>Capital of France</think>Paris."
+    assert answer["choices"][0]["message"]["reasoning"] is None
+    pieces = [e["choices"][0]["delta"].get("content") for e in events[1:-2]]
+    assert pieces[:2] == ["<th", "ink>"] and "</th" in pieces
+    assert "".join(p or "" for p in pieces) == "<think>Capital of France</think>The capital " \
+                                               "is Paris."
+    assert "completion_tokens_details" not in events[-2]["usage"]
