@@ -317,7 +317,7 @@ def test_vllm_tokenize_counts_like_the_chat_does() -> None:
 
 def test_vllm_refuses_a_prompt_over_max_model_len_in_0_32_words() -> None:
     messages = [{"role": "user", "content": words(3000)}]
-    with FakeVLLM(200, completion("ok"), check_context=True) as server:
+    with FakeVLLM(200, completion("ok"), check_context=True, max_model_len=2048) as server:
         response = requests.post(f"{server.url}/v1/chat/completions",
                                  json={"model": "smollm2", "messages": messages,
                                        "max_tokens": 20}, timeout=5)

@@ -154,7 +154,7 @@ class FakeVLLM(LocalServer):
                  api_key: str | None = None, delay: float = 0.0,
                  tokens: tuple[str, ...] = ("The", " capital", " is", " Paris", "."),
                  token_delay: float = 0.0, error_after: int | None = None, *,
-                 max_model_len: int = 2048, check_context: bool = False,
+                 max_model_len: int = 8192, check_context: bool = False,
                  version: str = VERSION, reasoning: tuple[str, ...] = (),
                  reasoning_parser: bool = True, reasoning_field: str = "reasoning",
                  split_tags: bool = True,
