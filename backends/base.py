@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from .context import ContextFit
 from .repetition import RepetitionGuard
+from .thinking import Thinking, ThinkSplitter
 
 # How a run ended. "stop" and "length" are the servers' own words; the others are ours.
 DONE_STOP = "stop"
@@ -106,9 +107,11 @@ class TruncatedStreamError(StreamError):
 @dataclass
 class GenerationStats:
     """Figures of one run. Times are seconds measured by the client; ``server_*`` are the
-    server's own (Ollama reports integer nanoseconds, converted here to seconds)."""
+    server's own (Ollama reports integer nanoseconds, converted here to seconds). A reasoning
+    model's thinking has its own figures; ``output_tokens`` counts thinking and answer (the
+    servers count them together)."""
 
-    time_to_first_token_s: float | None = None
+    time_to_first_token_s: float | None = None  # the first token of the answer
     total_time_s: float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
@@ -120,6 +123,19 @@ class GenerationStats:
     fragments: int = 0
     context_window: int | None = None  # tokens the run's context held (prompt + answer)
     prompt_truncated: bool = False  # the server cut the prompt to fit (it said nothing)
+    time_to_first_thinking_s: float | None = None
+    thinking_chars: int = 0
+    thinking_tokens: int | None = None  # as the server counts them (None: not reported)
+
+    @property
+    def thinking_s(self) -> float | None:
+        """From the first thinking token to the first answer token (or the end)."""
+        if self.time_to_first_thinking_s is None:
+            return None
+        until = self.time_to_first_token_s
+        if until is None:
+            until = self.total_time_s
+        return None if until is None else max(until - self.time_to_first_thinking_s, 0.0)
 
     @property
     def cold_start(self) -> bool:
@@ -133,7 +149,10 @@ class GenerationStats:
         (over the whole wait for an answer that arrived in one piece)."""
         if not self.output_tokens or self.total_time_s is None:
             return None
-        span = self.total_time_s - (self.time_to_first_token_s or 0.0)
+        # From the first token of either channel: output_tokens counts thinking too.
+        firsts = [t for t in (self.time_to_first_token_s, self.time_to_first_thinking_s)
+                  if t is not None]
+        span = self.total_time_s - (min(firsts) if firsts else 0.0)
         if self.fragments == 1 or span <= 0:
             span = self.total_time_s  # one piece: every token came with the whole wait
         return self.output_tokens / span if span > 0 else None
@@ -150,6 +169,7 @@ class GenerationStats:
         data["client_tokens_per_s"] = self.client_tokens_per_s
         data["server_tokens_per_s"] = self.server_tokens_per_s
         data["cold_start"] = self.cold_start
+        data["thinking_s"] = self.thinking_s
         return data
 
 
@@ -162,6 +182,8 @@ class ModelState:
     window: int | None = None  # the window the model is loaded with, or serves
     cpu_share: float | None = None  # share of the loaded model held in CPU memory (0..1)
     expires_at: str | None = None  # when an idle model will be unloaded
+    # The Think settings this backend and model take (THINK_* values); () for no control.
+    think_options: tuple[str, ...] = ()
 
     def notes(self) -> list[str]:
         """Short phrases for a status line: version, loaded or cold start, partly on CPU."""
@@ -198,13 +220,16 @@ class PullProgress:
 
 class Answer(str):
     """What ``generate()`` returns: the answer text (a plain ``str`` to any caller) that also
-    carries the run's statistics as ``.stats``, so concurrent callers never share state."""
+    carries the run's statistics as ``.stats`` and a reasoning model's ``.thinking``, so
+    concurrent callers never share state."""
 
     stats: GenerationStats
+    thinking: str
 
-    def __new__(cls, text: str, stats: GenerationStats) -> Answer:
+    def __new__(cls, text: str, stats: GenerationStats, thinking: str = "") -> Answer:
         answer = super().__new__(cls, text)
         answer.stats = stats
+        answer.thinking = thinking
         return answer
 
 
@@ -219,12 +244,19 @@ class TokenStream:
     Every backend's stream passes through here, so the repetition guard lives here too: when
     the answer's tail loops, the stream ends after that fragment (the server is told to stop,
     as on a close) with stop reason ``repetition``, and the text is kept.
+
+    Thinking never comes out of the iteration: a backend yields it as ``Thinking`` fragments,
+    inline ``<think>`` tags are taken out of the content here, and it grows ``thinking``
+    (which a page polls, as it polls ``text``).
     """
 
     def __init__(self, fragments: Callable[[TokenStream], Iterator[str]],
                  abort: Callable[[], None] | None = None) -> None:
         self.stats = GenerationStats()
         self._parts: list[str] = []
+        self._thinking: list[str] = []
+        self._splitter = ThinkSplitter()
+        self._input_over = False
         self._abort = abort
         self._cancelled = threading.Event()
         self._guard = RepetitionGuard()
@@ -238,6 +270,11 @@ class TokenStream:
         return "".join(self._parts)
 
     @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking so far (never part of ``text``)."""
+        return "".join(self._thinking)
+
+    @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
@@ -249,28 +286,51 @@ class TokenStream:
         return self
 
     def __next__(self) -> str:
-        if self._looping:
-            self._end_generation()
-            self._finish(DONE_REPETITION)
-            raise StopIteration
-        try:
-            fragment = next(self._iterator)
-        except StopIteration:
-            self._finish(DONE_CANCELLED if self.cancelled else None)
-            raise
-        except Exception:
-            if self.cancelled:
-                # A socket we shut ourselves breaks the read: that is the cancel, not an error.
-                self._finish(DONE_CANCELLED)
-                raise StopIteration from None
-            self._finish(DONE_ERROR)
-            raise
-        if not self._parts:
-            self.stats.time_to_first_token_s = time.perf_counter() - self._started
-        self._parts.append(fragment)
-        self.stats.fragments += 1
-        self._looping = self._guard.feed(fragment)
-        return fragment
+        while True:
+            if self._looping:
+                self._end_generation()
+                self._finish(DONE_REPETITION)
+                raise StopIteration
+            if self._input_over:
+                self._finish(DONE_CANCELLED if self.cancelled else None)
+                raise StopIteration
+            try:
+                fragment = next(self._iterator)
+                parts: list[str] = [fragment] if isinstance(fragment, Thinking) \
+                    else self._splitter.feed(fragment)
+            except StopIteration:
+                self._input_over = True
+                parts = self._splitter.flush()  # text held back in case it was a tag
+            except Exception:
+                self._take(self._splitter.flush())
+                if self.cancelled:
+                    # A socket we shut ourselves breaks the read: the cancel, not an error.
+                    self._finish(DONE_CANCELLED)
+                    raise StopIteration from None
+                self._finish(DONE_ERROR)
+                raise
+            answer = self._take(parts)
+            if not answer:
+                continue  # thinking only: it grew ``thinking``; wait for answer text
+            if not self._parts:
+                self.stats.time_to_first_token_s = time.perf_counter() - self._started
+            self._parts.append(answer)
+            self.stats.fragments += 1
+            self._looping = self._guard.feed(answer)
+            return answer
+
+    def _take(self, parts: list[str]) -> str:
+        """Record the thinking parts; the answer text among ``parts``."""
+        answer = []
+        for part in parts:
+            if isinstance(part, Thinking):
+                if not self._thinking:
+                    self.stats.time_to_first_thinking_s = time.perf_counter() - self._started
+                self._thinking.append(part)
+                self.stats.thinking_chars += len(part)
+            else:
+                answer.append(part)
+        return "".join(answer)
 
     def close(self) -> None:
         """Cancel the run. Safe to call twice, from another thread, or after the end."""
@@ -293,7 +353,7 @@ class TokenStream:
         """Drain the stream and return the whole answer with its statistics."""
         for _ in self:
             pass
-        return Answer(self.text.strip(), self.stats)
+        return Answer(self.text.strip(), self.stats, self.thinking.strip())
 
     def _finish(self, outcome: str | None) -> None:
         """Record the end once: ``outcome`` is cancelled/error, or None for a normal end."""
@@ -335,11 +395,12 @@ class Backend(Protocol):
     host: str
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> str: ...
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
+                 think: str = "") -> str: ...
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
                temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False) -> TokenStream: ...
+               sse: bool = False, think: str = "") -> TokenStream: ...
 
     def list_models(self) -> list[str]: ...
 
@@ -393,6 +454,12 @@ class PullStream:
         self.cancelled = True
         with contextlib.suppress(OSError):
             self._abort()
+
+
+# Think settings a run may ask for. "" (the default) sends nothing: the server decides.
+THINK_OFF, THINK_ON = "off", "on"
+THINK_LEVELS = ("low", "medium", "high")
+THINK_SETTINGS = ("", THINK_OFF, THINK_ON, *THINK_LEVELS)
 
 
 def needs_server(backend: type[Backend] | Backend) -> bool:

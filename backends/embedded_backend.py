@@ -150,17 +150,19 @@ class EmbeddedBackend:
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
+                 think: str = "") -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
         return self.stream(prompt, system, max_tokens, temperature,
                            repeat_penalty=repeat_penalty).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
                temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False) -> TokenStream:
+               sse: bool = False, think: str = "") -> TokenStream:
         """Generate token by token; ``close()`` stops after the current token.
         ``repeat_penalty`` None means Ollama's default, 1.1 (1.0 turns it off). It always
-        streams (``sse`` changes nothing)."""
+        streams (``sse`` changes nothing). A GGUF reasoning model's inline ``<think>`` is
+        split off by the stream; ``think`` has no switch here (the chat template decides)."""
         messages = chat_messages(prompt, system)
         options = {"max_tokens": max_tokens, "temperature": temperature,
                    "repeat_penalty": DEFAULT_REPEAT_PENALTY if repeat_penalty is None

@@ -19,6 +19,9 @@ import requests
 
 from . import http
 from .base import (
+    THINK_LEVELS,
+    THINK_OFF,
+    THINK_ON,
     Answer,
     BackendConnectionError,
     BackendStatusError,
@@ -33,6 +36,7 @@ from .base import (
     chat_messages,
 )
 from .context import ESTIMATOR, ContextFit, choose_window, prompt_was_cut, sized_prompt
+from .thinking import Thinking
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
@@ -42,6 +46,11 @@ SHOW_TTL_S = 300.0  # a model's trained length and capabilities change only when
 # Ollama's 400s for a prompt over the window: 0.30+ without context shift, and the 0.12-0.2x
 # runners when the request says ``truncate: false``.
 CONTEXT_ERRORS = ("longer than the context length", "exceeds the context length")
+THINKING_HINT = ("Set Think to 'server default' in the sidebar: this model does not think, "
+                 "or does not take that setting.")
+# Thinking levels for models other than gpt-oss arrived in v0.17.7 (#14625); before, a level
+# was refused with HTTP 400 ("think value ... is not supported for this model").
+LEVELS_FOR_ALL = (0, 17, 7)
 CONTEXT_HINT = ("Lower max tokens, shorten the prompt, or pick a model with a longer window "
                 "(backends.ollama.num_ctx in config.yaml sets the window the app asks for).")
 
@@ -189,7 +198,23 @@ class OllamaBackend:
         window = loaded.get("context_length")
         return ModelState(server_version=version, loaded=bool(loaded),
                           window=window if isinstance(window, int) else None,
-                          cpu_share=cpu_share, expires_at=loaded.get("expires_at"))
+                          cpu_share=cpu_share, expires_at=loaded.get("expires_at"),
+                          think_options=self._think_options(version))
+
+    def _think_options(self, version: str | None) -> tuple[str, ...]:
+        """From ``/api/show`` capabilities: gpt-oss takes only levels (it always thinks);
+        other thinking models on/off, and levels from v0.17.7."""
+        try:
+            info = self.show()
+        except (BackendConnectionError, BackendStatusError, ValueError):
+            return ()
+        if "thinking" not in (info.get("capabilities") or []):
+            return ()
+        arch = (info.get("model_info") or {}).get("general.architecture", "")
+        if arch == "gptoss" or self.model.startswith("gpt-oss"):
+            return THINK_LEVELS
+        levels = THINK_LEVELS if _version(version) >= LEVELS_FOR_ALL else ()
+        return (THINK_OFF, THINK_ON, *levels)
 
     # -- pulling a model ----------------------------------------------------------------------
     def pull(self, model: str) -> PullStream:
@@ -237,14 +262,15 @@ class OllamaBackend:
 
     # -- generating -------------------------------------------------------------------------
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
+                 think: str = "") -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
         return self.stream(prompt, system, max_tokens, temperature,
-                           repeat_penalty=repeat_penalty).read_all()
+                           repeat_penalty=repeat_penalty, think=think).read_all()
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
                temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False) -> TokenStream:
+               sse: bool = False, think: str = "") -> TokenStream:
         """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.
         ``repeat_penalty`` None leaves the model's own setting (Ollama's default is 1.1).
         Ollama always streams (``sse`` changes nothing)."""
@@ -259,6 +285,8 @@ class OllamaBackend:
         }
         if self.keep_alive is not None:
             payload["keep_alive"] = self.keep_alive
+        if think:  # "" sends nothing: from v0.12.4 a thinking model then thinks by default
+            payload["think"] = {THINK_ON: True, THINK_OFF: False}.get(think, think)
         abort = http.Abort()
         return TokenStream(lambda handle: self._fragments(handle, payload, abort), abort=abort)
 
@@ -291,7 +319,11 @@ class OllamaBackend:
                         hint="The text received so far is kept. Check `ollama serve`'s log.",
                         backend="Ollama", host=self.host, server_message=str(chunk["error"]),
                         status_code=200, partial_text=handle.text)
-                content = (chunk.get("message") or {}).get("content") or ""
+                message = chunk.get("message") or {}
+                if message.get("thinking"):  # v0.9.0+: thinking lines come first
+                    handle.stats.thinking_tokens = (handle.stats.thinking_tokens or 0) + 1
+                    yield Thinking(message["thinking"])
+                content = message.get("content") or ""
                 if content:
                     yield content
                 if chunk.get("done"):
@@ -333,7 +365,9 @@ class OllamaBackend:
                 f"The prompt does not fit {self.model}'s context window on Ollama: {text}",
                 hint=CONTEXT_HINT, status_code=status, server_message=text, backend="Ollama",
                 host=self.host)
-        if status == 503:
+        if status == 400 and ("support thinking" in text or "think value" in text):
+            hint = THINKING_HINT
+        elif status == 503:
             hint = "Ollama is busy with other requests; try again in a moment."
         elif status == 404:
             hint = f"Is {self.host} an Ollama server? Check the host (sidebar or config.yaml)."
@@ -363,3 +397,12 @@ def _record_final_stats(handle: TokenStream, chunk: dict[str, Any]) -> None:
 
 def _texts(prompt: str, system: str) -> list[str]:
     return [message["content"] for message in chat_messages(prompt, system)]
+
+
+def _version(text: str | None) -> tuple[int, ...]:
+    """'0.12.3' -> (0, 12, 3); unknown -> (0,)."""
+    parts = []
+    for piece in (text or "0").split("-")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

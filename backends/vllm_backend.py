@@ -19,6 +19,8 @@ from . import http
 from .base import (
     DONE_REPETITION,
     DONE_STOP,
+    THINK_OFF,
+    THINK_ON,
     Answer,
     AuthenticationError,
     BackendConnectionError,
@@ -35,6 +37,7 @@ from .base import (
 )
 from .context import ESTIMATOR, ContextFit
 from .repetition import repeating_unit
+from .thinking import Thinking, ThinkSplitter
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
     import openai
@@ -152,14 +155,18 @@ class VLLMBackend:
                 version = None
         served = self.served()
         window = served.get(self.model, {}).get("max_model_len")
+        # Whether the model thinks is not served anywhere: offer the switch Qwen3-style
+        # templates read (chat_template_kwargs.enable_thinking); others ignore it.
         return ModelState(server_version=version, loaded=self.model in served,
-                          window=window if isinstance(window, int) else None)
+                          window=window if isinstance(window, int) else None,
+                          think_options=(THINK_OFF, THINK_ON))
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None) -> Answer:
+                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
+                 think: str = "") -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``).
         ``repeat_penalty`` is vLLM's ``repetition_penalty``; None leaves the server's."""
-        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty)
+        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty, think)
         started = time.perf_counter()
         body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
             else self._complete_with_requests(payload)
@@ -169,21 +176,25 @@ class VLLMBackend:
         return answer
 
     def _payload(self, prompt: str, system: str, max_tokens: int, temperature: float,
-                 repeat_penalty: float | None) -> dict[str, Any]:
+                 repeat_penalty: float | None, think: str = "") -> dict[str, Any]:
         """The chat completion request both paths and ``stream()`` send."""
         payload: dict[str, Any] = {"model": self.model,
                                    "messages": chat_messages(prompt, system),
                                    "max_tokens": max_tokens, "temperature": temperature}
         if repeat_penalty is not None:
             payload["repetition_penalty"] = repeat_penalty  # a vLLM extension to OpenAI's API
+        if think:  # "" sends nothing: the template's default (Qwen3 thinks)
+            payload["chat_template_kwargs"] = {"enable_thinking": think != THINK_OFF}
+            if think not in (THINK_ON, THINK_OFF):
+                payload["reasoning_effort"] = think  # gpt-oss's levels
         return payload
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
                temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False) -> TokenStream:
+               sse: bool = False, think: str = "") -> TokenStream:
         """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
         generation. One fragment (the whole answer) unless ``sse``: then token by token."""
-        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty)
+        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty, think)
         if sse:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
@@ -203,7 +214,10 @@ class VLLMBackend:
                 answer = _answer_from_body(response.json(), 0.0)
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
+                handle.stats.thinking_tokens = answer.stats.thinking_tokens
                 handle.stats.done_reason = answer.stats.done_reason
+                if answer.thinking:
+                    yield Thinking(answer.thinking)
                 yield str(answer)
                 return
             yield from self._server_sent_events(handle, response)
@@ -236,8 +250,13 @@ class VLLMBackend:
             if usage:
                 handle.stats.prompt_tokens = usage.get("prompt_tokens")
                 handle.stats.output_tokens = usage.get("completion_tokens")
+                handle.stats.thinking_tokens = _reasoning_tokens(usage)
             for choice in chunk.get("choices") or ():
-                content = (choice.get("delta") or {}).get("content")
+                delta = choice.get("delta") or {}
+                reasoning = _reasoning(delta)
+                if reasoning:
+                    yield Thinking(reasoning)
+                content = delta.get("content")
                 if content:
                     yield content
                 if choice.get("finish_reason"):
@@ -336,8 +355,32 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
         output_tokens=usage.get("completion_tokens"),
         done_reason=choice.get("finish_reason") or DONE_STOP,
         fragments=1,
+        thinking_tokens=_reasoning_tokens(usage),
     )
-    text = (choice.get("message") or {}).get("content") or ""
+    message = choice.get("message") or {}
+    thinking = _reasoning(message)
+    text = message.get("content") or ""
+    if not thinking:  # no reasoning parser on the server: the thinking is inline
+        split = ThinkSplitter()
+        parts = [*split.feed(text), *split.flush()]
+        thinking = "".join(part for part in parts if isinstance(part, Thinking))
+        text = "".join(part for part in parts if not isinstance(part, Thinking))
+    if thinking:
+        stats.time_to_first_thinking_s = elapsed
+        stats.thinking_chars = len(thinking)
     if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
         stats.done_reason = DONE_REPETITION
-    return Answer(text.strip(), stats)
+    return Answer(text.strip(), stats, thinking.strip())
+
+
+def _reasoning(message: dict[str, Any]) -> str:
+    """The reasoning of a message or delta: ``reasoning`` (vLLM 0.11.2+; the only field from
+    0.16) or ``reasoning_content`` (before; both in between, the old one sometimes null)."""
+    return str(message.get("reasoning") or message.get("reasoning_content") or "")
+
+
+def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
+    """``usage.completion_tokens_details.reasoning_tokens`` (vLLM with a reasoning parser)."""
+    details = usage.get("completion_tokens_details") or {}
+    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return value if isinstance(value, int) else None

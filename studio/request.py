@@ -51,6 +51,7 @@ class RunParams:
     temperature: float = 0.2
     repeat_penalty: float | None = None  # None: the server's own default
     sse: bool = False  # a one-piece backend asked to stream (server-sent events)
+    think: str = ""  # Think setting (backends.base.THINK_SETTINGS); "": the server decides
 
     def params(self) -> RunParams:
         """Just the parameters (of a request, a batch definition, a stored run)."""

@@ -72,6 +72,7 @@ class Run:
         self.error: BackendError | None = None
         self._stats = GenerationStats()
         self._text = ""
+        self._thinking = ""
         self._stream: TokenStream | None = None
         self._stop = threading.Event()
         self._done = threading.Event()
@@ -100,13 +101,14 @@ class Run:
         """Written as it grows, so a closed tab or a killed app loses at most a moment."""
         run_id = self.run_id
         assert run_id is not None
-        saved, saved_at = "", time.monotonic()
+        saved, saved_at = ("", ""), time.monotonic()
         while not self._done.wait(SAVE_EVERY_S):
-            text, now = self.text, time.monotonic()
-            if text != saved or now - saved_at >= HEARTBEAT_S:
-                if not self._store(partial(_save_progress, run_id=run_id, text=text)):
+            both, now = (self.text, self.thinking), time.monotonic()
+            if both != saved or now - saved_at >= HEARTBEAT_S:
+                if not self._store(partial(_save_progress, run_id=run_id, text=both[0],
+                                           thinking=both[1])):
                     return
-                saved, saved_at = text, now
+                saved, saved_at = both, now
         # The final write is _finish()'s, before the run reports done.
 
     def _store(self, action: Callable[[RunStore], object]) -> bool:
@@ -125,6 +127,12 @@ class Run:
         """The answer so far (all of it once done)."""
         stream = self._stream
         return stream.text if stream is not None else self._text
+
+    @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking so far (never part of ``text``)."""
+        stream = self._stream
+        return stream.thinking if stream is not None else self._thinking
 
     @property
     def stats(self) -> GenerationStats:
@@ -190,7 +198,7 @@ class Run:
             stream = getattr(self.backend, "stream", None)
             if stream is not None:
                 self._stream = stream(*args, repeat_penalty=request.repeat_penalty,
-                                      sse=request.sse)
+                                      sse=request.sse, think=request.think)
                 if self._stop.is_set():
                     self._stream.close()
                 received = 0
@@ -201,6 +209,7 @@ class Run:
                 answer = self.backend.generate(*args)  # a backend without stream()
                 if not self._stop.is_set():
                     self._text = str(answer)
+                    self._thinking = str(getattr(answer, "thinking", ""))
                     self._stats = getattr(answer, "stats", GenerationStats())
                     self.timeline.append((time.monotonic() - self._started, len(self._text)))
         except BackendError as exc:
@@ -229,7 +238,8 @@ class Run:
             if run_id is not None:  # stored before the run says done: waiters see it saved
                 self._store(lambda store: store.finish_run(
                     run_id, self.text, self._outcome(),
-                    str(self.error) if self.error else None, self.stats.to_dict()))
+                    str(self.error) if self.error else None, self.stats.to_dict(),
+                    thinking=self.thinking))
             self._done.set()
 
     # -- export -----------------------------------------------------------------------------
@@ -242,13 +252,14 @@ class Run:
             "preset": request.preset,
             "parameters": {"max_tokens": request.max_tokens,
                            "temperature": request.temperature,
-                           "repeat_penalty": request.repeat_penalty},
+                           "repeat_penalty": request.repeat_penalty,
+                           "think": request.think},
             "system_prompt": request.system, "user_prompt": request.prompt,
-            "answer": self.text, "status": self.status,
+            "thinking": self.thinking, "answer": self.text, "status": self.status,
             "error": str(self.error) if self.error else None,
             "statistics": self.stats.to_dict(),
         }
 
 
-def _save_progress(store: RunStore, run_id: int, text: str) -> None:
-    store.save_progress(run_id, text)
+def _save_progress(store: RunStore, run_id: int, text: str, thinking: str) -> None:
+    store.save_progress(run_id, text, thinking)

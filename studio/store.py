@@ -97,7 +97,14 @@ SCHEMA_V3_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN sse INTEGER NOT NULL DEFAULT 0",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS)
+# v4: a reasoning model's thinking, kept apart from the answer, and the Think setting asked.
+SCHEMA_V4_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN thinking TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE runs ADD COLUMN think TEXT NOT NULL DEFAULT ''",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
+                                           SCHEMA_V4_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Reported status: a running row whose owner is dead, or that is stale, reads as interrupted
@@ -133,6 +140,7 @@ class StoredRun(RunRequest):
     group_id: int | None = None
     position: int = 0
     delivered: str = ""  # how the answer arrived; '' for runs recorded before v3
+    thinking: str = ""  # a reasoning model's thinking; '' before v4
 
     @property
     def streamed(self) -> bool:
@@ -165,10 +173,11 @@ class StoredRun(RunRequest):
             "backend": self.backend, "host": self.host, "model": self.model,
             "preset": self.preset,
             "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                           "repeat_penalty": self.repeat_penalty},
+                           "repeat_penalty": self.repeat_penalty, "think": self.think},
             "delivery": self.delivered or self.delivery,
             "system_prompt": self.system, "user_prompt": self.prompt,
-            "answer": self.text, "status": self.status, "error": self.error,
+            "thinking": self.thinking, "answer": self.text, "status": self.status,
+            "error": self.error,
             "statistics": dict(self.stats),
         }
 
@@ -250,7 +259,8 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         # v1 rows may lack the parameters: the defaults of a request stand in.
         max_tokens=row["max_tokens"] if row["max_tokens"] is not None else 2048,
         temperature=row["temperature"] if row["temperature"] is not None else 0.2,
-        repeat_penalty=row["repeat_penalty"], sse=bool(row["sse"]), text=row["answer"],
+        repeat_penalty=row["repeat_penalty"], sse=bool(row["sse"]), think=row["think"],
+        thinking=row["thinking"], text=row["answer"],
         status=row["shown_status"], error=row["error"],
         stats=stats if isinstance(stats, dict) else {},
         group_id=row["group_id"], position=row["position"], delivered=row["delivery"])
@@ -422,35 +432,37 @@ class RunStore:
             cursor = conn.execute(
                 "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
                 "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
-                "sse, delivery, answer, status, group_id, position, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
+                "sse, think, delivery, answer, status, group_id, position, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
                 (now, now, page, request.backend, redact(request.host), request.model,
                  request.system, request.prompt, request.preset, request.max_tokens,
-                 request.temperature, request.repeat_penalty, request.sse, request.delivery,
-                 RUNNING, group_id, position, process_owner()))
+                 request.temperature, request.repeat_penalty, request.sse, request.think,
+                 request.delivery, RUNNING, group_id, position, process_owner()))
         return int(cursor.lastrowid or 0)
 
-    def save_progress(self, run_id: int, text: str) -> None:
+    def save_progress(self, run_id: int, text: str, thinking: str = "") -> None:
         """Save the text so far. Also the heartbeat: call it even when the text has not
         changed, or the run reads as interrupted after ``STALE_AFTER_S``."""
         with self._write() as conn:
             # Only a live run takes progress, so a late save never reverts a final answer; an
             # interrupted one that still saves was alive after all and runs again (owned by
             # the process that saves).
-            conn.execute("UPDATE runs SET answer = ?, updated_at = ?, status = 'running', "
-                         "owner = ? WHERE id = ? AND status IN ('running', 'interrupted')",
-                         (text, _now(), process_owner(), run_id))
+            conn.execute("UPDATE runs SET answer = ?, thinking = ?, updated_at = ?, "
+                         "status = 'running', owner = ? "
+                         "WHERE id = ? AND status IN ('running', 'interrupted')",
+                         (text, thinking, _now(), process_owner(), run_id))
 
     def finish_run(self, run_id: int, text: str, status: str, error: str | None = None,
-                   stats: Mapping[str, Any] | GenerationStats | None = None) -> None:
+                   stats: Mapping[str, Any] | GenerationStats | None = None,
+                   thinking: str = "") -> None:
         """Record the end: the whole (or partial) text, final status, error and statistics."""
         if status not in FINAL_STATUSES:
             raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
         stats_json = json.dumps(_stats_dict(stats), default=str)
         with self._write() as conn:
-            conn.execute("UPDATE runs SET answer = ?, status = ?, error = ?, stats_json = ?, "
-                         "updated_at = ? WHERE id = ?",
-                         (text, status, error, stats_json, _now(), run_id))
+            conn.execute("UPDATE runs SET answer = ?, thinking = ?, status = ?, error = ?, "
+                         "stats_json = ?, updated_at = ? WHERE id = ?",
+                         (text, thinking, status, error, stats_json, _now(), run_id))
 
     def mark_interrupted(self, older_than_s: float = STALE_AFTER_S) -> int:
         """Turn runs still ``running`` whose owner process is gone, or that were silent for
@@ -550,8 +562,8 @@ class RunStore:
 CSV_COLUMNS = ("id", "created_at", "updated_at", "page", "group_id", "position", "backend",
                "host", "model", "preset", "max_tokens", "temperature", "status", "error",
                "time_to_first_token_s", "total_time_s", "prompt_tokens", "output_tokens",
-               "tokens_per_s", "context_window", "notes", "system_prompt", "user_prompt",
-               "answer")
+               "tokens_per_s", "context_window", "notes", "think", "thinking_s",
+               "system_prompt", "user_prompt", "thinking", "answer")
 
 
 def _csv_row(run: StoredRun) -> list[Any]:
@@ -560,7 +572,8 @@ def _csv_row(run: StoredRun) -> list[Any]:
             run.status, run.error or "", run.stats.get("time_to_first_token_s"),
             run.total_time_s, run.stats.get("prompt_tokens"), run.output_tokens,
             run.tokens_per_s, run.stats.get("context_window"), "; ".join(run_notes(run.stats)),
-            run.system, run.prompt, run.text]
+            run.think, run.stats.get("thinking_s"), run.system, run.prompt, run.thinking,
+            run.text]
 
 
 def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:

@@ -187,7 +187,8 @@ def test_json_download_has_everything(app: AppFactory, fake_ollama: FakeOllama) 
     assert data["answer"] == SAMPLE_ANSWER
     assert data["statistics"]["output_tokens"] == 36
     assert data["parameters"] == {"max_tokens": 2048, "temperature": 0.2,
-                                  "repeat_penalty": None}
+                                  "repeat_penalty": None, "think": ""}
+    assert data["thinking"] == ""
 
 
 def test_malformed_config_is_one_clear_message(app: AppFactory) -> None:

@@ -204,7 +204,10 @@ def test_keep_alive_forever_and_zero() -> None:
         (row,) = requests.get(f"{server.url}/api/ps", timeout=5).json()["models"]
         assert datetime.fromisoformat(row["expires_at"]).year > 2300
         chat(server, [{"role": "user", "content": "hi"}], keep_alive=0)  # unload after it
-        assert requests.get(f"{server.url}/api/ps", timeout=5).json() == {"models": []}
+        deadline = time.monotonic() + 3  # the unload follows the answer's last line
+        while requests.get(f"{server.url}/api/ps", timeout=5).json() != {"models": []}:
+            assert time.monotonic() < deadline, "the model was never unloaded"
+            time.sleep(0.01)
         assert chat(server, [], keep_alive="5m", stream=False)[1]["done_reason"] == "load"
         assert chat(server, [], keep_alive=0, stream=False)[1]["done_reason"] == "unload"
         assert server.loaded == {}

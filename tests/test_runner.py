@@ -355,7 +355,8 @@ def test_to_dict_has_everything_and_is_json_serialisable(ollama: OllamaBackend,
     assert data["model"] == "llama3.1:8b"
     assert data["preset"] == "san-diego"
     assert data["system_prompt"] == SYSTEM and data["user_prompt"] == PROMPT
-    assert data["parameters"] == {"max_tokens": 512, "temperature": 0.3, "repeat_penalty": None}
+    assert data["parameters"] == {"max_tokens": 512, "temperature": 0.3, "repeat_penalty": None,
+                                  "think": ""}
     assert data["answer"] == SAMPLE_ANSWER
     assert data["status"] == "finished" and data["error"] is None
     stats = data["statistics"]

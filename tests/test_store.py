@@ -76,7 +76,7 @@ def test_new_database_in_missing_folders_is_wal_at_current_schema(tmp_path: Path
     path = tmp_path / "a" / "b" / "history.sqlite3"
     store = RunStore(path)
     assert path.exists()
-    assert store.schema_version() == SCHEMA_VERSION == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert DEFAULT_DB_PATH == ROOT / "data" / "history.sqlite3"
     RunStore(path)  # opening again is a no-op
@@ -525,7 +525,7 @@ def test_export_json_parses_back_with_everything(store: RunStore) -> None:
     assert newest == runs[0].to_dict()
     assert newest["answer"] == runs[0].text and newest["status"] == LENGTH
     assert newest["parameters"] == {"max_tokens": 512, "temperature": 0.3,
-                                    "repeat_penalty": None}
+                                    "repeat_penalty": None, "think": ""}
     assert newest["statistics"]["output_tokens"] == 10
     assert newest["statistics"]["client_tokens_per_s"] == 5.0
     assert data[1]["system_prompt"] == SYSTEM and data[1]["answer"] == SAMPLE_ANSWER
