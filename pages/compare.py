@@ -16,7 +16,7 @@ from studio.request import STATUS_LABELS, RunParams, RunRequest
 from studio.runner import Recording
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
-from ui.output import answer_pane, follow_all, show_answer
+from ui.output import answer_pane, follow_all, show_answer, show_thinking
 from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings
@@ -107,7 +107,8 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
                                               key=f"{prefix}temperature"))
             panes.append(RunParams(picked.kind, picked.host, picked.model, max_tokens,
                                    temperature, selection.repeat_penalty,
-                                   sse=sse and backend_class(picked.kind).can_stream_sse))
+                                   sse=sse and backend_class(picked.kind).can_stream_sse,
+                                   think=picked.think))
     return panes, repeats
 
 
@@ -152,21 +153,21 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
 def answers(comparison: Comparison, running: bool) -> None:
     """The panes' answers side by side: live while they run, then highlighted."""
     shown = comparison.panes
-    progress_slots, answer_slots, footers = [], [], []
+    panes = []
     for index, column in enumerate(st.columns(len(shown))):
         with column:
-            progress, answer, footer = answer_pane(
-                f"**{comparison.labels[index]}** · {shown[index].delivery}",
-                key=f"pane_answer_{index}")
-        progress_slots.append(progress)
-        answer_slots.append(answer)
-        footers.append(footer)
+            panes.append(answer_pane(f"**{comparison.labels[index]}** · {shown[index].delivery}",
+                                     key=f"pane_answer_{index}"))
+    progress_slots = [pane.progress for pane in panes]
+    footers = [pane.footer for pane in panes]
+    answer_slots = [pane.answer for pane in panes]
     if running:
         follow_all(lambda: comparison.current_round, answer_slots, progress_slots,
-                   comparison.wait)
+                   comparison.wait, [pane.thinking for pane in panes])
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
     for index, run in enumerate(comparison.current_round):
         report = comparison.grounding(index)
+        show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
                                       + (f" · {run.error}" if run.error else ""))

@@ -13,7 +13,7 @@ from backends.base import GenerationStats
 from studio.grounding import check
 from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from ui.output import answer_pane, show_answer, show_notes, show_stats
+from ui.output import answer_pane, show_answer, show_notes, show_stats, show_thinking
 from ui.prompt_editor import load_prompts
 from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings
@@ -130,6 +130,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     with st.expander("Prompts"):
         st.text_area("System prompt", run.system, disabled=True, key=f"sys_{run.id}")
         st.text_area("User prompt", run.prompt, height=250, disabled=True, key=f"usr_{run.id}")
+    show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty())
     show_notes(run.stats)
@@ -149,15 +150,16 @@ def one_run(store: RunStore, run: StoredRun) -> None:
 def side_by_side(runs: list[StoredRun]) -> None:
     for index, (column, run) in enumerate(zip(st.columns(2), runs, strict=True)):
         with column:
-            progress, answer, footer = answer_pane(
-                f"**Run {run.id}** · {run.backend} · {run.model}", key=f"history_pane_{index}")
-            progress.caption(f"{status_label(run.status)} · "
-                             f"{run.created_at[:19].replace('T', ' ')} UTC")
+            pane = answer_pane(f"**Run {run.id}** · {run.backend} · {run.model}",
+                               key=f"history_pane_{index}")
+            pane.progress.caption(f"{status_label(run.status)} · "
+                                  f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(run.error, icon="⚠️")
             report = check(run.text, run.prompt)
-            show_answer(run.text, answer, report)
-            footer.caption(f"Grounding: {report.summary()}")
+            show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
+            show_answer(run.text, pane.answer, report)
+            pane.footer.caption(f"Grounding: {report.summary()}")
 
 
 # -- callbacks (run before the page's next run) -------------------------------------------

@@ -13,7 +13,7 @@ from studio.prompts import prompt_problem
 from studio.request import RunRequest
 from studio.runner import Run
 from ui import fit_check
-from ui.output import follow, show_answer, show_outcome
+from ui.output import follow, show_answer, show_outcome, show_thinking
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
@@ -72,13 +72,16 @@ def lower_max_tokens(max_tokens: int) -> None:
 
 
 def answer(run: Run, running: bool) -> None:
-    """The answer panel: live while the run goes on, then whole with its outcome."""
+    """The answer panel: live while the run goes on, then whole with its outcome. A reasoning
+    model's thinking has its own panel above it."""
+    thinking_slot = st.empty()
     with st.container(key="answer", border=True):
         answer_slot = st.empty()
     progress_slot = st.empty()
     if running:
-        follow(run, answer_slot, progress_slot)
+        follow(run, answer_slot, progress_slot, thinking_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button
+    show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
     show_answer(run.text, answer_slot)  # whole at once; the marks follow
     # Figures the answer states that the prompt's data does not hold are highlighted.
     report = check(run.text, run.request.prompt) if run.text else None

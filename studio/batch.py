@@ -33,7 +33,7 @@ from backends.http import redact
 from studio.grounding import check
 from studio.job import Job
 from studio.presets import Location, build_user_prompt
-from studio.render import html_document
+from studio.render import html_document, markdown_with_thinking
 from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
 from studio.spreadsheet import csv_text
@@ -88,6 +88,8 @@ class BatchRow:
     tokens_per_s: float | None = None
     grounding: float | None = None
     notes: str = ""  # a prompt the server cut, a cold start; or flagged before the start
+    thinking_s: float | None = None
+    thinking: str = ""  # a reasoning model's thinking, apart from the answer
     text: str = ""
     resumed: bool = False  # finished in an earlier session of this batch
     run: Run | None = field(default=None, repr=False)
@@ -208,8 +210,9 @@ class Batch(Job):
 
     def _fill_from_run(self, row: BatchRow, run: Run) -> None:
         stats = run.stats
-        row.status, row.text = run.status, run.text
+        row.status, row.text, row.thinking = run.status, run.text, run.thinking
         row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
+        row.thinking_s = stats.thinking_s
         row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
         row.grounding = check(run.text, run.request.prompt).score if run.text else None
         row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row)])
@@ -219,6 +222,7 @@ class Batch(Job):
     @staticmethod
     def _fill_from_store(row: BatchRow, stored: StoredRun) -> None:
         row.status, row.text, row.resumed = stored.status, stored.text, True
+        row.thinking, row.thinking_s = stored.thinking, stored.stats.get("thinking_s")
         row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
         row.tokens_per_s = stored.tokens_per_s
         row.grounding = check(stored.text, stored.prompt).score if stored.text else None
@@ -263,6 +267,7 @@ class Batch(Job):
     def table(self) -> list[dict[str, Any]]:
         return [{"#": row.index + 1, "location": row.location.name, "status": row.status,
                  "attempts": row.attempts, "time s": _rounded(row.seconds),
+                 "thinking s": _rounded(row.thinking_s),
                  "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
                  "grounding": _rounded(row.grounding),
                  "notes": row.notes or self.flagged.get(row.index, ""), "error": row.error}
@@ -280,13 +285,13 @@ class Batch(Job):
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr("batch.csv", self.to_csv())
             for row in self.rows:
-                if not row.text:
+                if not (row.text or row.thinking):
                     continue
                 stem = f"{row.index + 1:02d}-{_slug(row.location.name)}"
-                archive.writestr(f"{stem}.md", row.text)
+                archive.writestr(f"{stem}.md", markdown_with_thinking(row.text, row.thinking))
                 archive.writestr(f"{stem}.html", html_document(
                     row.text, f"PV recommendation: {row.location.name}",
-                    f"{self.spec.backend} · {self.spec.model} · {row.status}"))
+                    f"{self.spec.backend} · {self.spec.model} · {row.status}", row.thinking))
         return buffer.getvalue()
 
 

@@ -23,7 +23,7 @@ from backends.context import ContextFit
 from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
-from studio.render import markdown_to_safe_html, report_page
+from studio.render import markdown_to_safe_html, report_page, thinking_html
 from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
 
@@ -32,6 +32,7 @@ MAX_REPEATS = 10
 # Figures of the measurement table: (key, label, how to read it from a run).
 FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] = [
     ("ttft", "Time to first token (s)", lambda s: s.time_to_first_token_s),
+    ("thinking", "Thinking (s)", lambda s: s.thinking_s),  # a reasoning model's, beside it
     ("total", "Total time (s)", lambda s: s.total_time_s),
     ("output_tokens", "Output tokens", lambda s: s.output_tokens),
     ("client_tps", "Tokens/s (client)", lambda s: s.client_tokens_per_s),
@@ -231,7 +232,7 @@ class Comparison(Job):
         columns = "".join(
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
-            f"{markdown_to_safe_html(run.text)}</section>"
+            f"{thinking_html(run.thinking)}{markdown_to_safe_html(run.text)}</section>"
             for pane, label, run in zip(self.panes, self.labels, self.current_round,
                                         strict=False))
         rows = self.table()

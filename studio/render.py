@@ -212,6 +212,7 @@ header p, .meta {{ color: #6b7280; font-size: .9rem; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; }}
 pre {{ background: #f3f4f6; padding: .8rem; overflow-x: auto; }}
+details.thinking {{ color: #4b5563; border-left: 3px solid #d1d5db; padding-left: .8rem; }}
 .panes {{ display: flex; gap: 1rem; align-items: flex-start; }}
 .panes section {{ flex: 1; border: 1px solid #d1d5db; border-radius: 8px; padding: 0 1rem;
                   min-width: 0; }}
@@ -228,9 +229,27 @@ def report_page(title: str, subtitle: str, body_html: str, *, wide: bool = False
                         body=body_html, width="wide" if wide else "")
 
 
-def html_document(answer: str, title: str, subtitle: str = "") -> str:
-    """A standalone, sanitized HTML page of one answer (the HTML download)."""
-    return report_page(title, subtitle, markdown_to_safe_html(answer))
+def html_document(answer: str, title: str, subtitle: str = "", thinking: str = "") -> str:
+    """A standalone, sanitized HTML page of one answer (the HTML download); a reasoning
+    model's thinking folded above it."""
+    return report_page(title, subtitle, thinking_html(thinking) + markdown_to_safe_html(answer))
+
+
+def thinking_html(thinking: str) -> str:
+    """The thinking as a folded, sanitized ``<details>`` block ('' when there is none)."""
+    if not thinking.strip():
+        return ""
+    return (f"<details class=thinking><summary>Thinking</summary>"
+            f"{markdown_to_safe_html(thinking)}</details>")
+
+
+def markdown_with_thinking(answer: str, thinking: str = "") -> str:
+    """The Markdown download: the thinking folded in a ``<details>`` block, then the answer.
+    The thinking's own text is escaped, so no HTML in it opens in a Markdown viewer."""
+    if not thinking.strip():
+        return answer
+    return (f"<details>\n<summary>Thinking</summary>\n\n{html.escape(thinking.strip())}\n\n"
+            f"</details>\n\n{answer}")
 
 
 def split_blocks(text: str) -> list[str]:

@@ -553,7 +553,8 @@ class RunStore:
             # and case-insensitive beyond ASCII, which SQLite's LIKE is not.
             clauses.append("(instr(casefold(system_prompt), :search) > 0 "
                            "OR instr(casefold(user_prompt), :search) > 0 "
-                           "OR instr(casefold(answer), :search) > 0)")
+                           "OR instr(casefold(answer), :search) > 0 "
+                           "OR instr(casefold(thinking), :search) > 0)")
             params["search"] = search.casefold()
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 

@@ -25,6 +25,7 @@ class Picked:
     host: str
     model: str
     status: BackendStatus
+    think: str = ""  # the Think setting ("" = the server decides)
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,7 +41,7 @@ def cached_probe(settings: Settings, kind: str, host: str = "") -> BackendStatus
 def picker_keys(prefix: str) -> list[str]:
     """Session-state keys of one picker (to seed them and to keep them across pages)."""
     return [f"{prefix}backend_kind", *(f"{prefix}{what}_{kind}" for kind in BACKEND_KINDS
-                                       for what in ("host", "model"))]
+                                       for what in ("host", "model", "think"))]
 
 
 def seed_picker(prefix: str, settings: Settings, kind: str, host: str = "",
@@ -71,11 +72,28 @@ def backend_picker(settings: Settings, prefix: str = "",
         found = probes().state(settings, kind, host, model) if model in status.models else None
         notes = "".join(f" · {note}" for note in (found.notes() if found else []))
         st.success(f"Reachable · {count} model{'s' if count != 1 else ''}{notes}", icon="🟢")
-    elif status.bad_host:
+        think = _think_picker(found.think_options if found else (), f"{prefix}think_{kind}")
+        return Picked(kind, host, model, status, think)
+    if status.bad_host:
         st.error(f"Check the host: {status.message}", icon="✏️")
     else:
         st.error(f"Not reachable. {status.message}\n\n{status.hint}", icon="🔴")
     return Picked(kind, host, model, status)
+
+
+def _think_picker(options: tuple[str, ...], key: str) -> str:
+    """The Think control, where the backend and model take one; by default nothing is sent
+    and the server decides (Ollama 0.12.4+ thinks with a thinking model)."""
+    if not options:
+        return ""
+    choices = ["", *options]
+    if st.session_state.get(key) not in choices:
+        st.session_state[key] = ""
+    return str(st.selectbox(
+        "Think", choices, key=key,
+        format_func=lambda value: value or "server default",
+        help="A reasoning model's thinking: off, on, or a level. Server default sends "
+             "nothing and lets the server decide."))
 
 
 def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatus,

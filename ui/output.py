@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import GenerationStats
 from studio.grounding import GroundingReport, highlight_not_found
-from studio.render import Throttle, html_document, safe_markdown, split_blocks, with_cursor
+from studio.render import (
+    Throttle,
+    html_document,
+    markdown_with_thinking,
+    safe_markdown,
+    split_blocks,
+    with_cursor,
+)
 from studio.request import (
     ERROR,
     FINISHED,
@@ -30,67 +37,109 @@ STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: 
                 RUNNING: "⏳"}
 
 
-def follow(run: Run, answer_slot: DeltaGenerator, progress_slot: DeltaGenerator) -> None:
-    """Repaint one run's growing answer until it ends, then paint it once more, whole."""
-    follow_all(lambda: [run], [answer_slot], [progress_slot], run.wait)
+def follow(run: Run, answer_slot: DeltaGenerator, progress_slot: DeltaGenerator,
+           thinking_slot: DeltaGenerator | None = None) -> None:
+    """Repaint one run's growing answer (and thinking) until it ends, then once more, whole."""
+    follow_all(lambda: [run], [answer_slot], [progress_slot], run.wait,
+               None if thinking_slot is None else [thinking_slot])
 
 
 def follow_all(runs: Callable[[], Sequence[Run]], answer_slots: Sequence[DeltaGenerator],
-               progress_slots: Sequence[DeltaGenerator],
-               wait: Callable[[float], bool]) -> None:
+               progress_slots: Sequence[DeltaGenerator], wait: Callable[[float], bool],
+               thinking_slots: Sequence[DeltaGenerator] | None = None) -> None:
     """Repaint several growing answers (the Compare panes) until ``wait`` says all ended.
 
     ``runs()`` gives the runs to show now (a comparison starts new ones each round). Not
     ``st.write_stream``: that re-sends the whole text per token (17 MB for a 4,000-token
     answer). Here each answer is painted at most ten times a second, and in blocks: a
-    finished paragraph is sent once, only the growing last one is repainted.
+    finished paragraph is sent once, only the growing last one is repainted. A reasoning
+    model's thinking streams the same way into its own panel, folded once the answer starts.
     """
     throttle = Throttle(REPAINT_INTERVAL_S)
     panes: dict[int, _LiveAnswer] = {}
+
+    def pane_of(index: int, run: Run) -> _LiveAnswer:
+        pane = panes.get(index)
+        if pane is None or pane.run is not run:  # a new round starts a new answer
+            thinking = thinking_slots[index] if thinking_slots is not None else None
+            pane = panes[index] = _LiveAnswer(run, answer_slots[index], thinking)
+        return pane
+
     while not wait(REPAINT_INTERVAL_S / 2):
         if not throttle.due():
             continue
         for index, run in enumerate(runs()):
-            pane = panes.get(index)
-            if pane is None or pane.run is not run:  # a new round starts a new answer
-                pane = panes[index] = _LiveAnswer(run, answer_slots[index])
-            pane.paint()
+            pane_of(index, run).paint()
             progress_slots[index].caption(_progress(run))
     for index, run in enumerate(runs()):
         progress_slots[index].empty()
-        pane = panes.get(index)
-        if pane is None or pane.run is not run:
-            pane = _LiveAnswer(run, answer_slots[index])
-        pane.paint()
+        pane_of(index, run).paint()
 
 
-class _LiveAnswer:
-    """One answer painted block by block while it grows."""
+class _Blocks:
+    """Markdown painted block by block while it grows: finished blocks are sent once."""
 
-    def __init__(self, run: Run, slot: DeltaGenerator) -> None:
-        self.run = run
+    def __init__(self, slot: DeltaGenerator) -> None:
         self.box = slot.container()
         self.slots: list[DeltaGenerator] = []
         self.painted: list[str] = []
 
-    def paint(self) -> None:
-        text, done = self.run.text, self.run.done
-        if not text:
-            return
-        # A one-piece answer is whole when it arrives: one element, so the page never
-        # shows its first paragraphs alone (blocks are sent as separate messages).
-        blocks = split_blocks(text) if self.run.streams else [text]
-        done = done or not self.run.streams
+    def paint(self, blocks: list[str], growing: bool) -> None:
         for number, block in enumerate(blocks):
-            growing = not done and number == len(blocks) - 1
-            shown = with_cursor(block) if growing else safe_markdown(block)
+            last = growing and number == len(blocks) - 1
+            shown = with_cursor(block) if last else safe_markdown(block)
             if number < len(self.painted) and self.painted[number] == shown:
-                continue  # finished blocks are sent once
+                continue
             if number == len(self.slots):
                 self.slots.append(self.box.empty())
                 self.painted.append("")
             self.slots[number].markdown(shown)
             self.painted[number] = shown
+
+
+class _LiveAnswer:
+    """One answer painted while it grows; its thinking live above it, folded once the answer
+    starts."""
+
+    def __init__(self, run: Run, slot: DeltaGenerator,
+                 thinking_slot: DeltaGenerator | None = None) -> None:
+        self.run = run
+        self.answer = _Blocks(slot)
+        self.thinking_slot = thinking_slot
+        self.thinking: _Blocks | None = None
+        self.folded = False
+
+    def paint(self) -> None:
+        run = self.run
+        thinking, text, done = run.thinking, run.text, run.done
+        if thinking and self.thinking_slot is not None and not self.folded:
+            if text or done:
+                show_thinking(self.thinking_slot, thinking, run.stats.thinking_s)
+                self.folded = True
+            else:
+                if self.thinking is None:
+                    live = self.thinking_slot.container(border=True)
+                    live.caption("💭 Thinking…")
+                    self.thinking = _Blocks(live.empty())
+                self.thinking.paint(split_blocks(thinking), growing=True)
+        if not text:
+            return
+        # A one-piece answer is whole when it arrives: one element, so the page never
+        # shows its first paragraphs alone (blocks are sent as separate messages).
+        if run.streams:
+            self.answer.paint(split_blocks(text), growing=not done)
+        else:
+            self.answer.paint([text], growing=False)
+
+
+def show_thinking(slot: DeltaGenerator, thinking: str, seconds: float | None) -> None:
+    """A reasoning model's thinking, folded (nothing when there is none)."""
+    if not thinking.strip():
+        slot.empty()
+        return
+    took = f" · {seconds:.1f} s" if seconds is not None else ""
+    with slot.container(), st.expander(f"💭 Thinking{took} · {len(thinking):,} characters"):
+        st.markdown(safe_markdown(thinking))
 
 
 def _progress(run: Run) -> str:
@@ -99,6 +148,8 @@ def _progress(run: Run) -> str:
         return f"{STATUS_ICONS.get(run.status, '')} {run.status_label} · {run.elapsed:.1f} s"
     if run.text:
         return f"⏳ Streaming from {label}… {run.elapsed:.1f} s"
+    if run.thinking:
+        return f"💭 {label} is thinking… {run.elapsed:.1f} s"
     verb = "Waiting for the first token from" if run.streams else "Waiting for"
     return f"⏳ {verb} {label}… {run.elapsed:.1f} s"
 
@@ -113,15 +164,23 @@ def show_answer(text: str, answer_slot: DeltaGenerator,
     answer_slot.markdown(shown)
 
 
-def answer_pane(title: str, key: str,
-                height: int = 640) -> tuple[DeltaGenerator, DeltaGenerator, DeltaGenerator]:
-    """One column of answers side by side (Compare, History): a title, a progress line, a
-    bordered scrolling answer box and a footer line. Returns (progress, answer, footer)."""
+class Pane(NamedTuple):
+    """The slots of one answer column: progress line, thinking, answer box, footer line."""
+
+    progress: DeltaGenerator
+    thinking: DeltaGenerator
+    answer: DeltaGenerator
+    footer: DeltaGenerator
+
+
+def answer_pane(title: str, key: str, height: int = 640) -> Pane:
+    """One column of answers side by side (Compare, History): a title, a progress line, the
+    thinking (a reasoning model's), a bordered scrolling answer box and a footer line."""
     st.markdown(title)
-    progress = st.empty()
+    progress, thinking = st.empty(), st.empty()
     with st.container(key=key, border=True, height=height):
         answer = st.empty()
-    return progress, answer, st.empty()
+    return Pane(progress, thinking, answer, st.empty())
 
 
 def show_outcome(run: Run) -> None:
@@ -133,6 +192,8 @@ def show_outcome(run: Run) -> None:
         st.error(f"{run.error.message}{kept}\n\n{run.error.hint}", icon="⚠️")
     elif status == STOPPED:
         st.info("Stopped. The partial answer above is kept." if run.text
+                else "Stopped while the model was thinking: its thinking so far is kept."
+                if run.thinking
                 else "Stopped before any text arrived.", icon=icon)
     elif status == LENGTH:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
@@ -145,7 +206,7 @@ def show_outcome(run: Run) -> None:
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:
         st.caption(f"🗄️ {run.record_error}")
-    if run.text:
+    if run.text or run.thinking:
         downloads(run)
 
 
@@ -175,19 +236,30 @@ def show_stats(stats: GenerationStats, stop_reason: str, streamed: bool) -> None
         return f"{value:,}{unit}" if isinstance(value, int) else f"{value:,.{digits}f}{unit}"
 
     one_piece = "" if streamed else " (one piece)"
+    thought = stats.time_to_first_thinking_s is not None
+    with_thinking = ", with thinking" if thought else ""
     rows = [
-        [("Time to first token", fmt(stats.time_to_first_token_s, " s") + one_piece),
+        [("Time to first answer token" if thought else "Time to first token",
+          fmt(stats.time_to_first_token_s, " s") + one_piece),
          ("Total time", fmt(stats.total_time_s, " s")),
-         ("Output tokens", fmt(stats.output_tokens)),
+         # The servers count thinking and answer tokens together: said, not hidden.
+         ("Output tokens (with thinking)" if thought else "Output tokens",
+          fmt(stats.output_tokens)),
          ("Prompt tokens", fmt(stats.prompt_tokens)
           + (" (cut)" if stats.prompt_truncated else ""))],
-        [("Tokens/s (client)", fmt(stats.client_tokens_per_s, digits=1)),
-         ("Tokens/s (server)", fmt(stats.server_tokens_per_s, digits=1)),
+        [(f"Tokens/s (client{with_thinking})", fmt(stats.client_tokens_per_s, digits=1)),
+         (f"Tokens/s (server{with_thinking})", fmt(stats.server_tokens_per_s, digits=1)),
          ("Model load", fmt(stats.server_load_s, " s")
           + (" (cold)" if stats.cold_start else "")),
          ("Context window", fmt(stats.context_window)),
          ("Stop reason", stop_reason)],
     ]
+    if thought:
+        rows.append([("Time to first thinking token",
+                      fmt(stats.time_to_first_thinking_s, " s") + one_piece),
+                     ("Thinking time", fmt(stats.thinking_s, " s")),
+                     ("Thinking tokens", fmt(stats.thinking_tokens)),
+                     ("Thinking characters", fmt(stats.thinking_chars))])
     for row in rows:
         for column, (label, value) in zip(st.columns(len(row)), row, strict=True):
             column.metric(label, value)
@@ -201,10 +273,10 @@ def downloads(run: Run) -> None:
     subtitle = (f"{request.backend_class.label} · {request.model} · "
                 f"{run.started_at:%Y-%m-%d %H:%M} UTC · {run.status_label}")
     md, html, js = st.columns(3)
-    md.download_button("⬇ Markdown", run.text, f"{stem}.md", "text/markdown",
-                       width="stretch")
-    html.download_button("⬇ HTML", html_document(run.text, title, subtitle), f"{stem}.html",
-                         "text/html", width="stretch")
+    md.download_button("⬇ Markdown", markdown_with_thinking(run.text, run.thinking),
+                       f"{stem}.md", "text/markdown", width="stretch")
+    html.download_button("⬇ HTML", html_document(run.text, title, subtitle, run.thinking),
+                         f"{stem}.html", "text/html", width="stretch")
     js.download_button("⬇ JSON", json.dumps(run.to_dict(), indent=2), f"{stem}.json",
                        "application/json", width="stretch")
 

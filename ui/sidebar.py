@@ -55,6 +55,7 @@ def load_selection(settings: Settings, params: RunParams) -> None:
     state = st.session_state
     state.max_tokens, state.temperature = params.max_tokens, params.temperature
     state.repeat_penalty = params.repeat_penalty
+    state[f"think_{params.backend}"] = params.think
     state.fallback_notice = ""  # the analyst picked this backend
 
 
@@ -80,7 +81,8 @@ def sidebar(settings: Settings) -> RunParams:
             help="Above 1 discourages repeating the same words. Empty: the server's own "
                  "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
     return RunParams(picked.kind, picked.host, picked.model, int(max_tokens), float(temperature),
-                     None if repeat_penalty is None else float(repeat_penalty))
+                     None if repeat_penalty is None else float(repeat_penalty),
+                     think=picked.think)
 
 
 def show_fallback_notice() -> None:
