@@ -1,0 +1,91 @@
+"""Reasoning models in the app (AppTest): the thinking in its own folded panel, never in the
+answer; its figures; the Think control; History and the exports keep it apart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from studio.store import RunStore
+from tests.servers.ollama import FakeOllama, Script, tokenize
+
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+QWEN = "qwen3:8b"
+THOUGHT = "Daily use 53.76 kWh; each 400 W panel gives about 1.7 kWh a day."
+ANSWER = "## RECOMMENDATION\n\nInstall **32 panels**."
+
+
+@pytest.fixture
+def server() -> FakeOllama:
+    with FakeOllama(models=[QWEN, "llama3.1:8b"], version="0.18.0",
+                    capabilities={QWEN: ["completion", "thinking"]},
+                    script=Script(tokens=tokenize(ANSWER), thinking=tokenize(THOUGHT))) as fake:
+        yield fake
+
+
+def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
+              model: str = QWEN) -> AppTest:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
+                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                      "  fallback_to_embedded: false\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def generate(at: AppTest) -> AppTest:
+    (button,) = [b for b in at.button if b.label == "Generate"]
+    at = button.click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_the_thinking_is_folded_apart_from_the_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
+    at = generate(start_app(tmp_path, monkeypatch, server.url))
+    (expander,) = [e for e in at.expander if e.label.startswith("💭 Thinking")]
+    assert THOUGHT in "".join(m.value for m in expander.markdown)
+    answer = "".join(m.value for m in at.markdown if "RECOMMENDATION" in m.value)
+    assert "32 panels" in answer and THOUGHT not in answer
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Time to first thinking token"] != "–"
+    assert metrics["Thinking tokens"] == str(len(tokenize(THOUGHT)))
+    assert "Output tokens (with thinking)" in metrics
+    assert "Tokens/s (server, with thinking)" in metrics
+
+    run = at.session_state["playground_run"]
+    assert run.thinking == THOUGHT and run.text == ANSWER
+    (stored,) = RunStore(str(tmp_path / "history.sqlite3")).list_runs()
+    assert stored.thinking == THOUGHT and stored.text == ANSWER
+    assert run.to_dict()["thinking"] == THOUGHT
+
+    at.switch_page(str(PAGES / "history.py")).run()
+    at.multiselect(key="history_open").set_value([stored.id]).run()
+    assert [e for e in at.expander if e.label.startswith("💭 Thinking")]
+
+
+def test_the_think_control_offers_the_models_settings_and_sends_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
+    at = start_app(tmp_path, monkeypatch, server.url)
+    think = at.sidebar.selectbox(key="think_ollama")
+    assert think.options == ["server default", "off", "on", "low", "medium", "high"]
+    assert think.value == ""
+    generate(at)
+    assert "think" not in server.chat_requests[-1]  # by default: nothing, the server decides
+    think.set_value("off").run()
+    at = generate(at)
+    assert server.chat_requests[-1]["think"] is False
+    assert not [e for e in at.expander if e.label.startswith("💭 Thinking")]
+    assert at.session_state["playground_run"].request.think == "off"
+
+
+def test_a_model_that_does_not_think_has_no_think_control(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
+    at = start_app(tmp_path, monkeypatch, server.url, model="llama3.1:8b")
+    assert not [s for s in at.sidebar.selectbox if s.label == "Think"]
