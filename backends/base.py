@@ -430,6 +430,13 @@ class ModelPuller(Protocol):
     def pull(self, model: str) -> PullStream: ...
 
 
+@runtime_checkable
+class PrefixCacheReporter(Protocol):
+    """A backend whose server counts prefix-cache lookups and hits (vLLM's ``/metrics``)."""
+
+    def prefix_cache_counters(self) -> tuple[float, float] | None: ...
+
+
 class PullStream:
     """A model pull's progress lines, in order; ``close()`` (any thread) cancels it, and an
     error line from the server raises ``BackendStatusError``."""

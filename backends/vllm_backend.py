@@ -177,17 +177,19 @@ class VLLMBackend:
 
     def _payload(self, prompt: str, system: str, max_tokens: int, temperature: float,
                  repeat_penalty: float | None, think: str = "") -> dict[str, Any]:
-        """The chat completion request both paths and ``stream()`` send."""
-        payload: dict[str, Any] = {"model": self.model,
-                                   "messages": chat_messages(prompt, system),
-                                   "max_tokens": max_tokens, "temperature": temperature}
-        if repeat_penalty is not None:
-            payload["repetition_penalty"] = repeat_penalty  # a vLLM extension to OpenAI's API
-        if think:  # "" sends nothing: the template's default (Qwen3 thinks)
-            payload["chat_template_kwargs"] = {"enable_thinking": think != THINK_OFF}
-            if think not in (THINK_ON, THINK_OFF):
-                payload["reasoning_effort"] = think  # gpt-oss's levels
-        return payload
+        return chat_body(self.model, prompt, system, max_tokens, temperature, repeat_penalty,
+                         think)
+
+    def prefix_cache_counters(self) -> tuple[float, float] | None:
+        """(tokens looked up, tokens found) in vLLM's prefix cache since the server started,
+        from ``/metrics``; None when the server does not report them."""
+        response = self._request("GET", "/metrics")
+        if response.status_code != 200:
+            return None
+        text = response.text
+        queries = prometheus_sum(text, "vllm:prefix_cache_queries_total")
+        hits = prometheus_sum(text, "vllm:prefix_cache_hits_total")
+        return None if queries is None or hits is None else (queries, hits)
 
     def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
                temperature: float = 0.2, *, repeat_penalty: float | None = None,
@@ -342,6 +344,33 @@ class VLLMBackend:
             return self.list_models()
         except (BackendConnectionError, BackendStatusError, ValueError, KeyError):
             return None
+
+
+def chat_body(model: str, prompt: str, system: str, max_tokens: int, temperature: float,
+              repeat_penalty: float | None = None, think: str = "") -> dict[str, Any]:
+    """The chat completion request body both paths, ``stream()`` and batch files send."""
+    payload: dict[str, Any] = {"model": model, "messages": chat_messages(prompt, system),
+                               "max_tokens": max_tokens, "temperature": temperature}
+    if repeat_penalty is not None:
+        payload["repetition_penalty"] = repeat_penalty  # a vLLM extension to OpenAI's API
+    if think:  # "" sends nothing: the template's default (Qwen3 thinks)
+        payload["chat_template_kwargs"] = {"enable_thinking": think != THINK_OFF}
+        if think not in (THINK_ON, THINK_OFF):
+            payload["reasoning_effort"] = think  # gpt-oss's levels
+    return payload
+
+
+def prometheus_sum(text: str, name: str) -> float | None:
+    """Sum of a metric's samples over its label sets in Prometheus text; None if absent."""
+    total, found = 0.0, False
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "):
+            try:
+                total += float(line.rsplit("}", 1)[-1].split()[0])
+            except (ValueError, IndexError):
+                continue
+            found = True
+    return total if found else None
 
 
 def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
