@@ -9,16 +9,18 @@ import streamlit as st
 
 from backends.base import BackendError
 from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
+from studio.batch_files import MAX_FILE_BYTES, BatchFileError, export_jsonl, import_results
 from studio.connection import build
 from studio.presets import (
     COLUMNS,
+    LAYOUTS,
     Location,
     load_locations,
     load_system_prompts,
     parse_locations_csv,
 )
 from studio.render import literal
-from studio.request import RunParams
+from studio.request import ERROR, RunParams
 from studio.store import GroupSummary, RunStore
 from ui import fit_check
 from ui.sidebar import show_fallback_notice
@@ -41,8 +43,14 @@ def main() -> None:
                f"temperature {selection.temperature}.")
     scenarios = scenarios_picker()
     system_prompts = load_system_prompts()
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     system_name = left.selectbox("System prompt", list(system_prompts), key="batch_system")
+    if "batch_layout" not in st.session_state:
+        st.session_state.batch_layout = settings().prompt_layout
+    layout = middle.selectbox(
+        "Prompt layout", list(LAYOUTS), key="batch_layout", format_func=LAYOUTS.__getitem__,
+        help="Static first: every row's prompt starts with the same knowledge base and "
+             "instructions, which the server's prefix cache then serves once for the batch.")
     concurrency = int(right.number_input(
         "Concurrency", 1, MAX_CONCURRENCY, value=4, key="batch_concurrency",
         help="Requests in flight at once. 1 = one after another, as the seed's batch ran."))
@@ -50,8 +58,14 @@ def main() -> None:
     batch: Batch | None = st.session_state.get("batch")
     running = batch is not None and not batch.done
     spec = BatchSpec(**asdict(selection), scenarios=scenarios,
-                     system=system_prompts[system_name], concurrency=concurrency)
-    buttons = st.columns([1, 1, 4])
+                     system=system_prompts[system_name], concurrency=concurrency,
+                     layout=layout)
+    buttons = st.columns([1, 1, 2, 2])
+    buttons[3].download_button(
+        "⬇ Batch file (JSONL)", lambda: export_jsonl(spec), "pv-batch-input.jsonl",
+        "application/jsonl", disabled=not scenarios, width="stretch",
+        help="OpenAI batch input: run it with vLLM's run_batch on any node, or any "
+             "OpenAI-compatible Batch API (README: Beyond one machine).")
     if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
                          width="stretch") and fits(spec):
         begin(store, spec)
@@ -73,6 +87,7 @@ def main() -> None:
         buttons[1].button("Stop", on_click=batch.stop, width="stretch")
     if store is not None and not running:
         earlier_batches(store, selection)
+        import_results_file(store)
     if batch is not None:
         progress(batch, running)
 
@@ -189,6 +204,41 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
             begin(store, saved.with_host(selection.host), chosen)
 
 
+def import_results_file(store: RunStore) -> None:
+    """A batch runner's output file (with the input file it ran) into the history."""
+    with st.expander("Import batch results (JSONL)"):
+        st.caption("The batch file you exported and the output file of vLLM's run_batch (or "
+                   "an OpenAI-compatible Batch API): each result becomes a History run.")
+        left, right = st.columns(2)
+        sent = left.file_uploader("Batch input (.jsonl)", type=["jsonl", "json"],
+                                  key="batch_import_input")
+        results = right.file_uploader("Results (.jsonl)", type=["jsonl", "json"],
+                                      key="batch_import_output")
+        if st.button("Import into History", disabled=not (sent and results),
+                     key="batch_import"):
+            assert sent is not None and results is not None
+            if max(sent.size, results.size) > MAX_FILE_BYTES:
+                st.error(f"The files may be at most {MAX_FILE_BYTES:,} bytes each.", icon="⚠️")
+                return
+            try:
+                imported = import_results(store, _text(sent.getvalue()),
+                                          _text(results.getvalue()), label=results.name)
+            except (BatchFileError, UnicodeDecodeError) as exc:
+                st.error(literal(str(exc)), icon="⚠️")
+                return
+            failed = sum(row.status == ERROR for row in imported.rows)
+            st.success(f"Imported {len(imported.rows)} results into History (group "
+                       f"#{imported.group_id}); {failed} failed.", icon="📥")
+            if imported.missing:
+                st.warning(f"{len(imported.missing)} rows have no result: "
+                           + literal(", ".join(imported.missing[:20])), icon="⚠️")
+            st.dataframe(pd.DataFrame(imported.table()), hide_index=True, width="stretch")
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8-sig")
+
+
 def progress(batch: Batch, running: bool) -> None:
     """Progress and the rows' table, live while it runs; then the summary and downloads."""
     progress_slot, table_slot = st.empty(), st.empty()
@@ -197,9 +247,11 @@ def progress(batch: Batch, running: bool) -> None:
         figures = batch.progress()
         eta = f" · about {figures['eta_s']:.0f} s left" if figures["eta_s"] else ""
         stopped = f" · {figures['stopped']} stopped" if figures["stopped"] else ""
+        cache = batch.prefix_cache()
+        cached = f" · {cache}" if cache is not None else ""
         progress_slot.progress(figures["fraction"], text=(
             f"{figures['done']} done · {figures['failed']} failed{stopped} · "
-            f"{figures['running']} running · {figures['remaining']} waiting{eta}"))
+            f"{figures['running']} running · {figures['remaining']} waiting{eta}{cached}"))
         table_slot.dataframe(pd.DataFrame(batch.table()), hide_index=True, width="stretch")
 
     if running:

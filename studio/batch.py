@@ -27,12 +27,13 @@ from backends.base import (
     BackendConnectionError,
     BackendError,
     BackendStatusError,
+    PrefixCacheReporter,
     StreamError,
 )
 from backends.http import redact
 from studio.grounding import check
 from studio.job import Job
-from studio.presets import Location, build_user_prompt
+from studio.presets import SEED_ORDER, STATIC_FIRST, Location, build_user_prompt
 from studio.render import html_document, markdown_with_thinking
 from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
@@ -43,6 +44,26 @@ PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
 IN_FLIGHT = (RUNNING, RETRYING)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+CACHE_READ_EVERY_S = 2.0  # /metrics is read at most this often while the page repaints
+
+
+@dataclass(frozen=True)
+class PrefixCacheUse:
+    """Prompt tokens the server looked up in its prefix cache during a batch, and found."""
+
+    queries: float
+    hits: float
+
+    @property
+    def hit_rate(self) -> float | None:
+        return self.hits / self.queries if self.queries > 0 else None
+
+    def __str__(self) -> str:
+        rate = self.hit_rate
+        if rate is None:
+            return "no prompt tokens looked up yet"
+        return (f"{rate:.0%} of {self.queries:,.0f} prompt tokens came from the server's "
+                "prefix cache")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +74,7 @@ class BatchSpec(RunParams):
     scenarios: list[Location]
     system: str
     concurrency: int = 1
+    layout: str = STATIC_FIRST  # the user prompt's section order (studio.presets.LAYOUTS)
 
     def to_json(self) -> str:
         """The definition as stored with its history group: the host without credentials
@@ -69,11 +91,13 @@ class BatchSpec(RunParams):
     def from_json(cls, text: str) -> BatchSpec:
         data = json.loads(text)
         data["scenarios"] = [Location(**row) for row in data["scenarios"]]
+        data.setdefault("layout", SEED_ORDER)  # batches stored before layouts had the seed's
         return cls(**data)
 
     def request(self, location: Location) -> RunRequest:
         return RunRequest(**asdict(self.params()), system=self.system,
-                          prompt=build_user_prompt(location), preset=location.name)
+                          prompt=build_user_prompt(location, layout=self.layout),
+                          preset=location.name)
 
 
 @dataclass
@@ -145,6 +169,10 @@ class Batch(Job):
         self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
         self.started: float | None = None
         self.ended: float | None = None
+        self._cache: PrefixCacheReporter | None = None
+        self._cache_before: tuple[float, float] | None = None
+        self._cache_use: PrefixCacheUse | None = None
+        self._cache_read_at = 0.0
 
     def start(self) -> Self:
         self.started = time.monotonic()
@@ -164,6 +192,9 @@ class Batch(Job):
                 if not row.done:
                     row.status, row.error = FAILED, str(exc)
             return
+        if isinstance(backend, PrefixCacheReporter):
+            self._cache = backend
+            self._cache_before = self._cache_counters()
         todo = [row for row in self.rows if not row.done]
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="batch-row") as pool:
@@ -172,6 +203,7 @@ class Batch(Job):
 
     def _finished(self) -> None:
         self.ended = time.monotonic()
+        self.prefix_cache(fresh=True)  # the batch's final figure, read once more
         if self._on_end is not None:
             self._on_end()
 
@@ -231,6 +263,27 @@ class Batch(Job):
     def _flags(self, row: BatchRow) -> list[str]:
         flag = self.flagged.get(row.index)
         return [flag] if flag else []
+
+    def _cache_counters(self) -> tuple[float, float] | None:
+        try:
+            return self._cache.prefix_cache_counters() if self._cache is not None else None
+        except (BackendError, ValueError):
+            return None
+
+    def prefix_cache(self, fresh: bool = False) -> PrefixCacheUse | None:
+        """The server's prefix-cache use since the batch started (vLLM's counters, which
+        also count any other client's requests meanwhile); None where not reported."""
+        if self._cache_before is None:
+            return None
+        now = time.monotonic()
+        if (fresh or now - self._cache_read_at >= CACHE_READ_EVERY_S) and (
+                self.ended is None or fresh):
+            self._cache_read_at = now
+            after = self._cache_counters()
+            if after is not None:
+                self._cache_use = PrefixCacheUse(after[0] - self._cache_before[0],
+                                                 after[1] - self._cache_before[1])
+        return self._cache_use
 
     # -- progress and results ---------------------------------------------------------------
     def progress(self) -> dict[str, Any]:

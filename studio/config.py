@@ -83,6 +83,7 @@ class Settings:
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
     fallback_to_embedded: bool = True
     history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
+    prompt_layout: str = "static-first"  # studio.presets.LAYOUTS
     path: str = ""
 
     @property
@@ -177,6 +178,14 @@ class _Backends(_Block):
 class _App(_Block):
     fallback_to_embedded: bool = True
     history_db: str | None = None
+    prompt_layout: str = "static-first"
+
+    @field_validator("prompt_layout")
+    @classmethod
+    def _known_layout(cls, value: str) -> str:
+        if value not in ("static-first", "seed"):  # studio.presets.LAYOUTS
+            raise ValueError(f"must be static-first or seed (got {value!r})")
+        return value
 
 
 class _ConfigFile(_Block):
@@ -268,6 +277,7 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
             keep_alive=ollama.keep_alive),
         fallback_to_embedded=app.fallback_to_embedded,
         history_db=str(REPO_DIR / (app.history_db or "data/history.sqlite3")),
+        prompt_layout=app.prompt_layout,
         path=source,
     )
 

@@ -512,22 +512,58 @@ def _data_context(loc: Location, fig: DerivedFigures) -> str:
     return "\n".join(lines)
 
 
+# How the user prompt's sections are ordered. Static first: the knowledge base and the
+# instructions, the same for every location, come before the location's data and question,
+# so that a server's prefix cache (vLLM, llama.cpp and Ollama reuse the longest common
+# prefix) holds them once for a whole batch: 49% of a 30-location batch's prompt tokens came
+# from vLLM's cache, against 4% in the seed's order (data first). The seed's order stays.
+STATIC_FIRST, SEED_ORDER = "static-first", "seed"
+LAYOUTS = {STATIC_FIRST: "Static first (knowledge base, instructions, then the data)",
+           SEED_ORDER: "Seed's order (data, knowledge base, question)"}
+
+
 def build_user_prompt(
-    location: Location, knowledge_base: str | None = None, question: str | None = None
+    location: Location, knowledge_base: str | None = None, question: str | None = None,
+    layout: str = STATIC_FIRST,
 ) -> str:
-    """Build the user prompt: DATA CONTEXT, KNOWLEDGE BASE and QUESTION sections, in order.
+    """Build the user prompt from the DATA CONTEXT, KNOWLEDGE BASE and QUESTION sections.
 
     `knowledge_base` and `question` default to the shipped presets; '{location}' in the
-    question is replaced with the location name.
+    question is replaced with the location name. ``STATIC_FIRST`` puts the knowledge base
+    and the question's location-free paragraphs (INSTRUCTIONS) first, the data and the
+    paragraphs naming the location (QUESTION) last; ``SEED_ORDER`` is the seed's.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     kb = load_knowledge_base() if knowledge_base is None else knowledge_base.strip()
     template = load_question_template() if question is None else question.strip()
-    # str.replace rather than str.format: user-edited questions may contain other braces.
-    question_text = template.replace("{location}", location.name)
     data = _data_context(location, derive_figures(location))
-    return (f"## DATA CONTEXT\n\n{data}\n\n"
-            f"## KNOWLEDGE BASE\n\n{kb}\n\n"
-            f"## QUESTION\n\n{question_text}\n")
+    if layout == SEED_ORDER:
+        # str.replace rather than str.format: user-edited questions may contain other braces.
+        question_text = template.replace("{location}", location.name)
+        return (f"## DATA CONTEXT\n\n{data}\n\n"
+                f"## KNOWLEDGE BASE\n\n{kb}\n\n"
+                f"## QUESTION\n\n{question_text}\n")
+    paragraphs = [p.strip() for p in template.split("\n\n") if p.strip()]
+    instructions = "\n\n".join(p for p in paragraphs if "{location}" not in p)
+    asked = "\n\n".join(p for p in paragraphs if "{location}" in p).replace(
+        "{location}", location.name)
+    static = f"## KNOWLEDGE BASE\n\n{kb}\n\n"
+    if instructions:
+        static += f"## INSTRUCTIONS\n\n{instructions}\n\n"
+        asked = f"{asked}\n\nFollow the INSTRUCTIONS above." if asked else \
+            "Follow the INSTRUCTIONS above for this household."
+    return f"{static}## DATA CONTEXT\n\n{data}\n\n## QUESTION\n\n{asked}\n"
+
+
+def shared_prefix(texts: list[str]) -> str:
+    """The longest start every text shares (what a prefix cache can serve for all)."""
+    if not texts:
+        return ""
+    first, last = min(texts), max(texts)  # the lexical extremes bound every common prefix
+    size = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b),
+                min(len(first), len(last)))
+    return first[:size]
 
 
 CUSTOM = "custom"  # the preset of a prompt that no longer matches the one it came from
@@ -535,9 +571,10 @@ CUSTOM = "custom"  # the preset of a prompt that no longer matches the one it ca
 
 def preset_of(prompt: str, location: Location, origin: tuple[str, str] | None = None) -> str:
     """The preset a prompt came from: ``origin`` (name, prompt) while the prompt is still that
-    one, the picked location while it is still that location's, else ``custom``."""
+    one, the picked location while it is still that location's (in either layout), else
+    ``custom``."""
     if origin is not None and prompt == origin[1]:
         return origin[0] or CUSTOM
-    if prompt == build_user_prompt(location):
+    if any(prompt == build_user_prompt(location, layout=layout) for layout in LAYOUTS):
         return location.name
     return CUSTOM

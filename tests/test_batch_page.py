@@ -95,7 +95,7 @@ def test_three_presets_at_concurrency_three(server: LatencyServer, db: Path) -> 
     assert 2 <= server.max_seen <= 3  # rows went together, never more than 3 at once
     assert "3 done · 0 failed" in at.get("progress")[0].proto.text
     downloads = [getattr(element, "label", "") for element in at.get("download_button")]
-    assert downloads == ["⬇ Table (CSV)", "⬇ Answers (ZIP)"]
+    assert downloads == ["⬇ Batch file (JSONL)", "⬇ Table (CSV)", "⬇ Answers (ZIP)"]
 
     # Every row is in the history, under one batch group that can be resumed.
     store = RunStore(db)

@@ -8,8 +8,11 @@ import pytest
 from studio.presets import (
     COLUMNS,
     CUSTOM,
+    LAYOUTS,
     MAX_ROWS,
     PRESET_DIR,
+    SEED_ORDER,
+    STATIC_FIRST,
     Location,
     LocationRow,
     PresetError,
@@ -20,6 +23,7 @@ from studio.presets import (
     load_system_prompts,
     parse_locations_csv,
     preset_of,
+    shared_prefix,
 )
 
 HEADER = ",".join(COLUMNS)
@@ -90,25 +94,48 @@ def test_san_diego_prompt_quotes_the_seed_figures(locations: list[Location]) -> 
     assert SAMPLE_NOTE not in prompt
 
 
+@pytest.mark.parametrize(("layout", "order"), [
+    (SEED_ORDER, ("DATA CONTEXT", "KNOWLEDGE BASE", "QUESTION")),
+    (STATIC_FIRST, ("KNOWLEDGE BASE", "INSTRUCTIONS", "DATA CONTEXT", "QUESTION")),
+])
 def test_every_prompt_has_sections_in_order_and_about_8000_chars(
-    locations: list[Location],
+    locations: list[Location], layout: str, order: tuple[str, ...],
 ) -> None:
     for loc in locations:
-        prompt = build_user_prompt(loc)
-        positions = [prompt.find(f"## {s}\n") for s in ("DATA CONTEXT", "KNOWLEDGE BASE",
-                                                         "QUESTION")]
+        prompt = build_user_prompt(loc, layout=layout)
+        positions = [prompt.find(f"## {s}\n") for s in order]
         assert positions[0] == 0, loc.name
-        assert positions[0] < positions[1] < positions[2], loc.name
+        assert positions == sorted(positions) and -1 not in positions, loc.name
         assert 7000 <= len(prompt) <= 9000, (loc.name, len(prompt))
         # The question is filled with this location and no placeholder is left behind.
-        assert loc.name in prompt[positions[2]:], loc.name
+        assert loc.name in prompt[positions[-1]:], loc.name
         assert "{location}" not in prompt
+
+
+def test_static_first_prompts_share_a_common_prefix(locations: list[Location]) -> None:
+    """Every preset prompt starts with the same >= 40% of its text (a prefix cache holds it
+    once per batch); in the seed's order they part after the first line."""
+    prompts = [build_user_prompt(loc) for loc in locations]
+    common = shared_prefix(prompts)
+    assert min(len(common) / len(prompt) for prompt in prompts) >= 0.40
+    assert common.endswith("## DATA CONTEXT\n\nLocation: ")
+    seed = shared_prefix([build_user_prompt(loc, layout=SEED_ORDER) for loc in locations])
+    assert len(seed) < 40
+
+
+def test_both_layouts_hold_the_same_sections(locations: list[Location]) -> None:
+    for loc in locations[:5]:
+        static, seed = (build_user_prompt(loc, layout=layout) for layout in LAYOUTS)
+        assert abs(len(static) - len(seed)) < 100
+        for line in seed.splitlines():  # every line of the seed's prompt is in the new one
+            assert line.replace("## QUESTION", "") in static or line.startswith("Using only")
+        assert preset_of(static, loc) == preset_of(seed, loc) == loc.name
 
 
 def test_sample_rows_are_marked_in_the_prompt(locations: list[Location]) -> None:
     for loc in locations[1:]:
-        data_context = build_user_prompt(loc).split("## KNOWLEDGE BASE")[0]
-        assert SAMPLE_NOTE in data_context, loc.name
+        data_context = build_user_prompt(loc).split("## DATA CONTEXT")[1]
+        assert SAMPLE_NOTE in data_context.split("## QUESTION")[0], loc.name
 
 
 def test_prompt_is_deterministic(locations: list[Location]) -> None:
@@ -210,9 +237,14 @@ def test_exact_fit_with_float_noise_is_not_rounded_up(locations: list[Location])
 
 def test_custom_knowledge_base_and_question(locations: list[Location]) -> None:
     prompt = build_user_prompt(locations[1], knowledge_base="KB TEXT",
-                               question="Size PV for {location} {json: 1}")
+                               question="Size PV for {location} {json: 1}", layout=SEED_ORDER)
     assert "## KNOWLEDGE BASE\n\nKB TEXT\n\n## QUESTION" in prompt
     assert prompt.endswith("Size PV for Phoenix, AZ {json: 1}\n")
+    static = build_user_prompt(locations[1], knowledge_base="KB TEXT",
+                               question="Be brief.\n\nSize PV for {location} {json: 1}")
+    assert static.startswith("## KNOWLEDGE BASE\n\nKB TEXT\n\n## INSTRUCTIONS\n\nBe brief.")
+    assert static.endswith("Size PV for Phoenix, AZ {json: 1}\n\nFollow the INSTRUCTIONS "
+                           "above.\n")
 
 
 # --- CSV validation -----------------------------------------------------------------------------
