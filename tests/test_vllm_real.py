@@ -21,10 +21,23 @@ import requests
 from backends.base import (
     AuthenticationError,
     BackendStatusError,
+    ContextLengthError,
     ModelNotFoundError,
     chat_messages,
 )
 from backends.vllm_backend import VLLMBackend
+from studio.batch import Batch, BatchSpec
+from studio.batch_files import export_jsonl, import_results
+from studio.grounding import check
+from studio.presets import (
+    SEED_ORDER,
+    STATIC_FIRST,
+    Location,
+    build_user_prompt,
+    load_locations,
+    load_system_prompts,
+)
+from studio.store import RunStore
 from tests.servers import vllm_real
 from tests.servers.vllm_real import VLLMServer, metric_value
 
@@ -42,9 +55,12 @@ RUNNING = "vllm:num_requests_running"
 CONVERTER = Path(__file__).resolve().parents[1] / "scripts" / "convert_smollm2.py"
 
 
+WINDOW = 4096  # --max-model-len: the PV prompts are ~2,800 SmolLM2 tokens
+
+
 @pytest.fixture(scope="module")
 def vllm_server() -> Iterator[VLLMServer]:
-    with VLLMServer(served_name="smollm2", api_key="") as server:
+    with VLLMServer(served_name="smollm2", api_key="", max_model_len=WINDOW) as server:
         yield server
 
 
@@ -166,16 +182,17 @@ def test_unknown_model_is_404_with_the_served_models(vllm_server: VLLMServer,
 @pytest.mark.parametrize("sdk", PATHS)
 def test_prompt_over_the_context_length_is_a_readable_400(vllm_server: VLLMServer,
                                                           sdk: bool) -> None:
-    prompt = " ".join(["solar"] * 3000)  # > 2048 tokens with --max-model-len 2048
+    prompt = " ".join(["solar"] * 5000)  # > 4096 tokens
     with pytest.raises(BackendStatusError) as info:
         make_backend(vllm_server, sdk).generate(prompt, max_tokens=20)
     error = info.value
     assert not isinstance(error, (ModelNotFoundError, AuthenticationError))
     assert error.status_code == 400
-    # vLLM 0.32.0's words: "This model's maximum context length is 2048 tokens. However,
-    # your prompt contains at least 2049 input tokens, ..."
-    assert "maximum context length is 2048 tokens" in error.server_message
-    assert "maximum context length is 2048 tokens" in str(error)
+    # vLLM 0.32.0's words: "This model's maximum context length is 4096 tokens. However,
+    # your prompt contains at least 4097 input tokens, ..."
+    assert isinstance(error, ContextLengthError)
+    assert f"maximum context length is {WINDOW} tokens" in error.server_message
+    assert f"maximum context length is {WINDOW} tokens" in str(error)
     assert "Shorten the prompt" in error.hint
     assert len(str(error)) < 600  # one readable message, not a dump
 
@@ -255,3 +272,63 @@ def test_closing_a_one_piece_stream_while_it_waits_frees_the_request(
     assert received == []
     assert stream.stats.done_reason == "cancelled"
     assert wait_for_running(vllm_server, 0, within=5) == 0
+
+
+# -- windows, prefix caching and batch files (issues #13, #15) ------------------------------
+PV_SYSTEM = next(iter(load_system_prompts().values()))
+LOCATIONS = load_locations()
+
+
+def test_context_fit_is_the_servers_own_count_against_its_window(vllm_server: VLLMServer) -> None:
+    prompt = build_user_prompt(LOCATIONS[0])
+    fit = make_backend(vllm_server, False).context_fit(prompt, PV_SYSTEM, 2048)
+    assert fit.exact and fit.window == WINDOW
+    assert fit.prompt_tokens == count_tokens(vllm_server,
+                                             messages=chat_messages(prompt, PV_SYSTEM))
+    assert not fit.fits and fit.max_tokens_that_fit == WINDOW - fit.prompt_tokens
+
+
+def _batch_cache_use(server: VLLMServer, locations: list[Location], layout: str) -> float:
+    spec = BatchSpec(backend="vllm", host=server.url, model=server.served_name, max_tokens=4,
+                     temperature=0.0, scenarios=locations, system=PV_SYSTEM, concurrency=1,
+                     layout=layout)
+    batch = Batch(spec, build=lambda: make_backend(server, False)).start()
+    assert batch.wait(300)
+    assert [row.status for row in batch.rows] == ["length"] * len(locations)
+    use = batch.prefix_cache()
+    assert use is not None and use.queries > 0 and use.hit_rate is not None
+    return use.hit_rate
+
+
+def test_a_static_first_batch_comes_mostly_from_the_prefix_cache(
+        vllm_server: VLLMServer) -> None:
+    """vLLM caches full blocks of a common prefix: rows that start alike share them."""
+    seed = _batch_cache_use(vllm_server, LOCATIONS[3:6], SEED_ORDER)
+    static = _batch_cache_use(vllm_server, LOCATIONS[6:9], STATIC_FIRST)
+    assert static > 0.3 and static > seed + 0.2, (static, seed)
+
+
+def test_a_batch_file_runs_through_vllms_run_batch_and_back_into_history(
+        tmp_path: Path) -> None:
+    """The exported file as vLLM's own batch runner reads it; its output file imported."""
+    spec = BatchSpec(backend="vllm", host="http://node:8000", model="smollm2", max_tokens=12,
+                     temperature=0.0, scenarios=LOCATIONS[:2], system=PV_SYSTEM)
+    batch_input, batch_output = tmp_path / "batch.jsonl", tmp_path / "results.jsonl"
+    batch_input.write_text(export_jsonl(spec))
+    command = [str(vllm_real.PYTHON), "-m", "vllm.entrypoints.openai.run_batch",
+               "-i", str(batch_input), "-o", str(batch_output),
+               "--model", str(vllm_real.MODEL), "--served-model-name", "smollm2",
+               "--max-model-len", str(WINDOW)]
+    done = subprocess.run(command, env=vllm_real.reference_env(VLLM_CPU_KVCACHE_SPACE="1"),
+                          capture_output=True, text=True, timeout=420, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    imported = import_results(store, batch_input.read_text(), batch_output.read_text())
+    assert imported.missing == [] and len(imported.rows) == 2
+    for row in imported.rows:
+        assert row.status in ("finished", "length") and row.text, row.error
+        assert 0 < (row.stats.output_tokens or 0) <= 12
+        assert row.stats.prompt_tokens and row.stats.prompt_tokens > 2000
+        assert row.grounding == check(row.text, row.request.prompt).score
+    runs = store.group_runs(imported.group_id)
+    assert [run.preset for run in runs] == [location.name for location in LOCATIONS[:2]]
