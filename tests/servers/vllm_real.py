@@ -21,6 +21,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -68,15 +69,18 @@ class VLLMServer:
     ``api_key=None`` serves without a key; pass ``api_key=""`` for a random one. The server's
     output goes to a temporary log file (``log_path``), removed on exit unless ``keep_log``
     (or ``PV_STUDIO_KEEP_VLLM_LOG=1``); a failed start raises ``RuntimeError`` with the log's
-    path and tail, and keeps the log.
+    path and tail, and keeps the log. ``env`` adds to (or overrides) the server's environment,
+    e.g. ``{"VLLM_SERVER_DEV_MODE": "1"}`` for ``POST /reset_prefix_cache``.
     """
 
     def __init__(self, served_name: str = "smollm2", api_key: str | None = "",
                  max_model_len: int = 2048, startup_timeout: float = 300.0,
-                 keep_log: bool = False, extra_args: tuple[str, ...] = ()) -> None:
+                 keep_log: bool = False, extra_args: tuple[str, ...] = (),
+                 env: Mapping[str, str] | None = None) -> None:
         self.served_name = served_name
         self.api_key = secrets.token_hex(12) if api_key == "" else api_key
         self.max_model_len = max_model_len
+        self.env = dict(env or {})
         self.startup_timeout = startup_timeout
         self.keep_log = keep_log or bool(os.environ.get("PV_STUDIO_KEEP_VLLM_LOG"))
         self.port = free_port()
@@ -99,7 +103,8 @@ class VLLMServer:
         reason = not_ready_reason()
         if reason:
             raise RuntimeError(reason)
-        env = reference_env(VLLM_CPU_KVCACHE_SPACE="1", PYTHONUNBUFFERED="1")
+        env = reference_env(**{"VLLM_CPU_KVCACHE_SPACE": "1", "PYTHONUNBUFFERED": "1",
+                               **self.env})
         handle, name = tempfile.mkstemp(prefix="vllm-server-", suffix=".log")
         self.log_path = Path(name)
         started = time.monotonic()
