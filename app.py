@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
 
+from studio.capacity import CAPACITY, Limits
 from studio.config import ConfigError, load_config
+from ui.auth import access, gate, logout_button
 from ui.sidebar import init_session, sidebar
+from ui.state import Viewer
 
 st.set_page_config(page_title="PV LLM Studio", page_icon="☀️", layout="wide")
 
@@ -18,9 +22,18 @@ except ConfigError as exc:
     st.caption("Fix the file and reload this page.")
     st.stop()
 
+rules = access(settings)
+user = gate(rules)  # on a shared server nothing else renders before a login
+# Typed hosts only where no login is configured (or config.yaml allows them explicitly).
+settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)
+CAPACITY.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user))
+
 init_session(settings)
 st.session_state["_settings"] = settings
+st.session_state["_viewer"] = Viewer(user, rules.sees_all(user))
 st.session_state["_selection"] = sidebar(settings)
+with st.sidebar:
+    logout_button(rules, user)
 
 PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation([

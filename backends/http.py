@@ -163,8 +163,10 @@ def request(
         session.mount("https://", adapter)
         _on_connect.callback = abort.attach
     try:
+        # No redirects: an LLM server never needs one, and following it would let a server
+        # send us to a host nobody chose (on a shared app: into the internal network).
         return session.request(method, url, json=json_body, headers=headers, stream=stream,
-                               timeout=timeout)
+                               timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
         raise BackendConnectionError(
             f"{backend} at {host} did not accept a connection within {timeout[0]:g} s.",

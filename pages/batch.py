@@ -24,7 +24,7 @@ from studio.request import ERROR, RunParams
 from studio.store import GroupSummary, RunStore
 from ui import fit_check
 from ui.sidebar import show_fallback_notice
-from ui.state import current_selection, history, require_frame, settings
+from ui.state import current_selection, history, require_frame, settings, viewer
 
 PAGE = "batch"
 FITTING = "fitting"
@@ -159,7 +159,7 @@ def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None,
     config = settings()
     try:
         st.session_state.batch = launch(
-            spec, store=store, group_id=group_id, flagged=flagged,
+            spec, store=store, group_id=group_id, flagged=flagged, user=viewer().user,
             # Built here: the batch's threads make no Streamlit calls.
             build=lambda: build(config, spec.backend, spec.host, spec.model))
     except BatchRunning as exc:
@@ -180,7 +180,7 @@ def describe(summary: GroupSummary) -> str:
 
 def earlier_batches(store: RunStore, selection: RunParams) -> None:
     """Running batches to watch (another tab's, a closed tab's); stopped ones to resume."""
-    summaries = store.group_summaries("batch", limit=20)
+    summaries = store.group_summaries("batch", limit=20, user=viewer().only)
     for busy in (earlier for earlier in summaries if earlier.running):
         live = live_batch(busy.group.id)
         line, action = st.columns([5, 1])
@@ -222,7 +222,8 @@ def import_results_file(store: RunStore) -> None:
                 return
             try:
                 imported = import_results(store, _text(sent.getvalue()),
-                                          _text(results.getvalue()), label=results.name)
+                                          _text(results.getvalue()), label=results.name,
+                                          user=viewer().user)
             except (BatchFileError, UnicodeDecodeError) as exc:
                 st.error(literal(str(exc)), icon="⚠️")
                 return

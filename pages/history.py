@@ -16,7 +16,7 @@ from studio.store import RunStore, StoredRun, export_csv_lines, export_json_line
 from ui.output import answer_pane, show_answer, show_notes, show_stats, show_thinking
 from ui.prompt_editor import load_prompts
 from ui.sidebar import load_selection
-from ui.state import history, require_frame, settings
+from ui.state import history, require_frame, settings, viewer
 
 PLAYGROUND = Path(__file__).resolve().parent / "playground.py"
 ALL = "All"
@@ -46,9 +46,10 @@ def main() -> None:
 def filters(store: RunStore) -> dict[str, Any]:
     """The filter row; the filters chosen, as ``RunStore.list_runs`` takes them."""
     columns = st.columns([1, 1, 1, 1, 2])
-    chosen: dict[str, Any] = {}
+    only = viewer().only  # on a shared server: this user's runs (admins: everyone's)
+    chosen: dict[str, Any] = {"user": only}
     for column, name in zip(columns, ("backend", "model", "preset", "status"), strict=False):
-        options = [ALL, *store.distinct_values(name)]
+        options = [ALL, *store.distinct_values(name, user=only)]
         value = column.selectbox(name.capitalize(), options, key=f"history_{name}",
                                  format_func=status_label if name == "status" else str)
         chosen[name] = None if value == ALL else value
@@ -71,6 +72,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
                if runs else "No runs match.")
     st.dataframe(pd.DataFrame([{
         "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
+        **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
         "backend": run.backend, "model": run.model, "preset": run.preset,
         "status": status_label(run.status), "notes": ", ".join(run_notes(run.stats)),
         "output tokens": run.output_tokens,
@@ -86,7 +88,7 @@ def open_runs(store: RunStore, runs: list[StoredRun]) -> list[StoredRun]:
     by_id = {run.id: run for run in runs}
     # Open runs stay open across pages and filters; deleted ones leave the selection.
     for run_id in state.get("history_open", []):
-        if run_id not in by_id and (kept := store.get(run_id)) is not None:
+        if run_id not in by_id and (kept := store.get(run_id, viewer().only)) is not None:
             by_id[run_id] = kept
     state.history_open = [run_id for run_id in state.get("history_open", []) if run_id in by_id]
     chooser, by_number = st.columns([4, 1])
@@ -176,7 +178,7 @@ def open_by_id(store: RunStore) -> None:
     wanted = state.get("history_open_id")
     if wanted is None:
         return
-    found = store.get(int(wanted))
+    found = store.get(int(wanted), viewer().only)
     state.history_open_missing = None if found else int(wanted)
     if found is not None:
         state.history_open = [*state.get("history_open", []), found.id][-2:]
@@ -187,7 +189,7 @@ def confirm_delete(run_id: int | None) -> None:
 
 
 def delete(store: RunStore, run_id: int) -> None:
-    store.delete(run_id)
+    store.delete(run_id, viewer().only)
     st.session_state.history_deleting = None
 
 

@@ -364,7 +364,8 @@ def live_batch(group_id: int) -> Batch | None:
 
 
 def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
-           group_id: int | None = None, flagged: Mapping[int, str] | None = None) -> Batch:
+           group_id: int | None = None, flagged: Mapping[int, str] | None = None,
+           user: str = "") -> Batch:
     """Start a batch, recorded in a new history group, or resume the one recorded as
     ``group_id`` (its finished rows are kept, not run again). The group is claimed for this
     process first: a batch that a live worker still runs raises ``BatchRunning`` instead of
@@ -373,7 +374,7 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
     attempts: Counter[int] = Counter()
     if store is not None:
         if group_id is None:
-            group_id = store.create_group("batch", spec.to_json())
+            group_id = store.create_group("batch", spec.to_json(), user)
         else:
             earlier = store.group_runs(group_id)
             attempts.update(run.position for run in earlier)
@@ -389,7 +390,7 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
             if store is not None:
                 store.release_group(group_id)
 
-    recording = (lambda index: Recording(store, "batch", group_id, index)) \
+    recording = (lambda index: Recording(store, "batch", group_id, index, user)) \
         if store is not None else None
     batch = Batch(spec, build=build, recording=recording, finished_before=finished,
                   attempts_before=attempts, group_id=group_id, on_end=ended,

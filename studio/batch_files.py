@@ -142,7 +142,7 @@ def _preset(cid: str, presets: dict[str, str]) -> str:
 
 
 def import_results(store: RunStore | None, input_text: str, output_text: str,
-                   label: str = "") -> ImportedBatch:
+                   label: str = "", user: str = "") -> ImportedBatch:
     """Match the output lines to the input's requests and record each row in the history as a
     run of one new batch group (answers, token counts, errors); grounding checked per row."""
     requests = read_input(input_text)
@@ -160,9 +160,9 @@ def import_results(store: RunStore | None, input_text: str, output_text: str,
     group_id = None
     if store is not None:
         group_id = store.create_group(IMPORT_KIND, json.dumps(
-            {"label": label, "rows": len(requests), "results": len(ordered)}))
+            {"label": label, "rows": len(requests), "results": len(ordered)}), user)
         for position, row in enumerate(ordered):
-            row.run_id = store.start_run(row.request, "batch", group_id, position)
+            row.run_id = store.start_run(row.request, "batch", group_id, position, user)
             store.finish_run(row.run_id, row.text, row.status, row.error or None,
                              row.stats, thinking=row.thinking)
     return ImportedBatch(group_id, ordered, missing)

@@ -52,6 +52,12 @@ class BackendSettings:
     host: str
     model: str
     api_key_env: str = ""
+    hosts: tuple[str, ...] = ()  # more servers of this kind to pick from (shared mode)
+
+    @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """The hosts config.yaml names for this backend: the only ones on a shared server."""
+        return tuple(dict.fromkeys((self.host, *self.hosts))) if self.host else self.hosts
 
     def api_key(self) -> str | None:
         """The API key from the environment, if a variable is named and set."""
@@ -84,6 +90,11 @@ class Settings:
     fallback_to_embedded: bool = True
     history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
     prompt_layout: str = "static-first"  # studio.presets.LAYOUTS
+    # A shared server (studio.access): typed hosts allowed? None: only while no login is set.
+    allow_custom_hosts: bool | None = None
+    admins: tuple[str, ...] = ()  # users who see every run
+    max_runs_per_backend: int = 0  # fair capacity (studio.capacity); 0: no cap
+    max_runs_per_user: int = 0
     path: str = ""
 
     @property
@@ -132,6 +143,13 @@ class _Backend(_Block):
 
 
 class _Server(_Backend):
+    hosts: list[str] = []
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts_are_urls(cls, hosts: list[str]) -> list[str]:
+        return [check_host(host) for host in hosts]
+
     @field_validator("host")
     @classmethod
     def _host_is_a_url(cls, host: str | None) -> str | None:
@@ -179,6 +197,10 @@ class _App(_Block):
     fallback_to_embedded: bool = True
     history_db: str | None = None
     prompt_layout: str = "static-first"
+    allow_custom_hosts: bool | None = None
+    admins: list[str] = []
+    max_runs_per_backend: Annotated[int, _between(0, 1000)] = 0
+    max_runs_per_user: Annotated[int, _between(0, 1000)] = 0
 
     @field_validator("prompt_layout")
     @classmethod
@@ -260,7 +282,8 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
             kind=name,
             host=_first([b.host for b in given], DEFAULT_HOSTS[name]),
             model=_first([b.model for b in given], DEFAULT_MODELS[name]),
-            api_key_env=block.api_key_env or "")
+            api_key_env=block.api_key_env or "",
+            hosts=tuple(getattr(block, "hosts", ())))
 
     embedded, ollama = config.backends.embedded, config.backends.ollama
     return Settings(
@@ -278,6 +301,10 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         fallback_to_embedded=app.fallback_to_embedded,
         history_db=str(REPO_DIR / (app.history_db or "data/history.sqlite3")),
         prompt_layout=app.prompt_layout,
+        allow_custom_hosts=app.allow_custom_hosts,
+        admins=tuple(app.admins),
+        max_runs_per_backend=app.max_runs_per_backend,
+        max_runs_per_user=app.max_runs_per_user,
         path=source,
     )
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends import backend_class, create_backend
+from backends import backend_class, create_backend, needs_server
 from backends.base import Backend, BackendError, InvalidHostError, ModelState
+from backends.http import redact
 from studio.config import Settings, load_config, parse_config
 
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
@@ -32,8 +33,17 @@ class BackendStatus:
 
 def build(settings: Settings, kind: str, host: str = "", model: str = "",
           connect_timeout: float | None = None) -> Backend:
-    """A backend of ``kind`` with the config's settings, host and model overridden."""
+    """A backend of ``kind`` with the config's settings, host and model overridden. Where
+    hosts are fixed by config (a shared server), any other host is refused before anything
+    is sent to it."""
     configured = settings.backends[kind]
+    if host and settings.allow_custom_hosts is False and needs_server(backend_class(kind)) \
+            and redact(host.strip().rstrip("/")) not in {redact(h) for h in
+                                                         configured.allowed_hosts}:
+        raise InvalidHostError(
+            f"{redact(host)!r} is not one of the hosts config.yaml names for "
+            f"{backend_class(kind).label}: on this shared server pick one of "
+            f"{', '.join(redact(h) for h in configured.allowed_hosts) or 'none'}.")
     return create_backend(
         kind, host=host or configured.host, model=model or configured.model,
         api_key=configured.api_key(),

@@ -27,6 +27,7 @@ from backends.base import (
     TokenStream,
 )
 from backends.http import redact
+from studio.capacity import CAPACITY, Capacity, Ticket
 from studio.request import (
     ERROR,
     FINISHED,
@@ -53,16 +54,20 @@ class Recording:
     page: str
     group_id: int | None = None
     position: int = 0
+    user: str = ""  # who runs it, on a shared server ('' without a login)
 
 
 class Run:
     """Start with ``Run(backend, request).start()``; poll ``text``, ``done``; ``stop()``."""
 
     def __init__(self, backend: Backend, request: RunRequest,
-                 recording: Recording | None = None) -> None:
+                 recording: Recording | None = None, capacity: Capacity = CAPACITY) -> None:
         self.backend = backend
         self.request = request
         self.recording = recording
+        # A slot on the shared server (studio.capacity); no caps configured: always one.
+        self.capacity = capacity
+        self._ticket: Ticket | None = None
         self.run_id: int | None = None  # its row in the history, once recorded
         self.record_error: str | None = None
         # Whether text arrives piece by piece (vLLM answers whole unless asked for SSE; a
@@ -90,7 +95,8 @@ class Run:
         recording = self.recording
         if recording is not None:
             self._store(lambda store: setattr(self, "run_id", store.start_run(
-                self.request, recording.page, recording.group_id, recording.position)))
+                self.request, recording.page, recording.group_id, recording.position,
+                recording.user)))
         self._thread.start()
         if self.run_id is not None:
             threading.Thread(target=self._save_while_running, name="recorder",
@@ -191,9 +197,27 @@ class Run:
         else:  # a plain generate() cannot be interrupted: abandon it
             self._finish()
 
+    @property
+    def queue_position(self) -> int:
+        """Runs ahead of this one for its backend while it waits for a slot (0: not waiting)."""
+        ticket = self._ticket
+        return self.capacity.position(ticket) if ticket is not None else 0
+
     def _work(self) -> None:
         request = self.request
         args = (request.prompt, request.system, request.max_tokens, request.temperature)
+        user = self.recording.user if self.recording is not None else ""
+        self._ticket = self.capacity.enter(f"{request.backend} {redact(request.host)}", user)
+        try:
+            if not self.capacity.wait(self._ticket, give_up=self._stop.is_set):
+                return  # stopped while queued: nothing was sent
+            self._call(args)
+        finally:
+            self.capacity.leave(self._ticket)
+            self._finish()
+
+    def _call(self, args: tuple[str, str, int, float]) -> None:
+        request = self.request
         try:
             stream = getattr(self.backend, "stream", None)
             if stream is not None:
@@ -223,8 +247,6 @@ class Run:
                 return
             self.error = BackendError(f"Unexpected error: {type(exc).__name__}: {exc}",
                                       backend=request.backend, host=redact(request.host))
-        finally:
-            self._finish()
 
     def _finish(self) -> None:
         with self._finish_lock:

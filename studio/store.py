@@ -103,8 +103,16 @@ SCHEMA_V4_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN think TEXT NOT NULL DEFAULT ''",
 )
 
+# v5: the user a run and a group belong to, on a shared server ('' before: only admins see
+# those, and everyone where no login is configured).
+SCHEMA_V5_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN user TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE groups ADD COLUMN user TEXT NOT NULL DEFAULT ''",
+    "CREATE INDEX runs_user ON runs (user, created_at)",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
-                                           SCHEMA_V4_STEPS)
+                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # Reported status: a running row whose owner is dead, or that is stale, reads as interrupted
@@ -141,6 +149,7 @@ class StoredRun(RunRequest):
     position: int = 0
     delivered: str = ""  # how the answer arrived; '' for runs recorded before v3
     thinking: str = ""  # a reasoning model's thinking; '' before v4
+    user: str = ""  # who ran it on a shared server; '' without a login (or before v5)
 
     @property
     def streamed(self) -> bool:
@@ -260,7 +269,7 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         max_tokens=row["max_tokens"] if row["max_tokens"] is not None else 2048,
         temperature=row["temperature"] if row["temperature"] is not None else 0.2,
         repeat_penalty=row["repeat_penalty"], sse=bool(row["sse"]), think=row["think"],
-        thinking=row["thinking"], text=row["answer"],
+        thinking=row["thinking"], user=row["user"], text=row["answer"],
         status=row["shown_status"], error=row["error"],
         stats=stats if isinstance(stats, dict) else {},
         group_id=row["group_id"], position=row["position"], delivered=row["delivery"])
@@ -360,11 +369,11 @@ class RunStore:
         return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
 
     # -- writing ----------------------------------------------------------------------------
-    def create_group(self, kind: str, label: str = "") -> int:
+    def create_group(self, kind: str, label: str = "", user: str = "") -> int:
         """A group for the panes of one Compare or the rows of one Batch; returns its id."""
         with self._write() as conn:
-            cursor = conn.execute("INSERT INTO groups (kind, label, created_at) VALUES (?, ?, ?)",
-                                  (kind, label, _now()))
+            cursor = conn.execute("INSERT INTO groups (kind, label, created_at, user) "
+                                  "VALUES (?, ?, ?, ?)", (kind, label, _now(), user))
         return int(cursor.lastrowid or 0)
 
     def list_groups(self, kind: str) -> list[Group]:
@@ -393,13 +402,15 @@ class RunStore:
         with self._write() as conn:
             conn.execute("UPDATE groups SET running = 0 WHERE id = ?", (group_id,))
 
-    def group_summaries(self, kind: str, limit: int = 20) -> list[GroupSummary]:
+    def group_summaries(self, kind: str, limit: int = 20,
+                        user: str | None = None) -> list[GroupSummary]:
         """The newest groups of one kind with their done and failed row counts, in one query
-        (a row counts once, however many attempts it took)."""
+        (a row counts once, however many attempts it took); ``user``: only theirs."""
         answered = ", ".join(f"'{status}'" for status in ANSWERED)  # fixed names, no input
         rows = self._conn().execute(f"""
             WITH chosen AS (SELECT *, {_LIVE_GROUP_SQL} AS live FROM groups
-                            WHERE kind = :kind ORDER BY id DESC LIMIT :limit),
+                            WHERE kind = :kind AND (:user IS NULL OR user = :user)
+                            ORDER BY id DESC LIMIT :limit),
                  per_row AS (SELECT group_id, position,
                                     max(status IN ({answered})) AS answered,
                                     max(status = 'error') AS errored
@@ -411,7 +422,7 @@ class RunStore:
                    coalesce(sum(per_row.errored AND NOT per_row.answered), 0) AS failed
             FROM chosen LEFT JOIN per_row ON per_row.group_id = chosen.id
             GROUP BY chosen.id ORDER BY chosen.id DESC""",
-            {"kind": kind, "limit": limit, "stale": _ago(STALE_AFTER_S)})
+            {"kind": kind, "limit": limit, "user": user, "stale": _ago(STALE_AFTER_S)})
         return [GroupSummary(Group(row["id"], row["kind"], row["label"], row["created_at"]),
                              int(row["done"]), int(row["failed"]), bool(row["live"]),
                              row["owner"] if row["live"] else "")
@@ -423,7 +434,7 @@ class RunStore:
         return Group(row["id"], row["kind"], row["label"], row["created_at"]) if row else None
 
     def start_run(self, request: RunRequest, page: str, group_id: int | None = None,
-                  position: int = 0) -> int:
+                  position: int = 0, user: str = "") -> int:
         """Record a run as it starts (status ``running``, no text yet); returns its id."""
         if page not in PAGES:
             raise ValueError(f"page must be one of {PAGES}, not {page!r}")
@@ -432,12 +443,12 @@ class RunStore:
             cursor = conn.execute(
                 "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
                 "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
-                "sse, think, delivery, answer, status, group_id, position, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
+                "sse, think, delivery, answer, status, group_id, position, owner, user) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
                 (now, now, page, request.backend, redact(request.host), request.model,
                  request.system, request.prompt, request.preset, request.max_tokens,
                  request.temperature, request.repeat_penalty, request.sse, request.think,
-                 request.delivery, RUNNING, group_id, position, process_owner()))
+                 request.delivery, RUNNING, group_id, position, process_owner(), user))
         return int(cursor.lastrowid or 0)
 
     def save_progress(self, run_id: int, text: str, thinking: str = "") -> None:
@@ -474,16 +485,21 @@ class RunStore:
                                   {"stale": _ago(older_than_s)})
         return cursor.rowcount
 
-    def delete(self, run_id: int) -> bool:
-        """Delete one run; True when it existed."""
+    def delete(self, run_id: int, user: str | None = None) -> bool:
+        """Delete one run (``user``: only theirs); True when it existed."""
         with self._write() as conn:
-            cursor = conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+            cursor = conn.execute("DELETE FROM runs WHERE id = :id AND "
+                                  "(:user IS NULL OR user = :user)",
+                                  {"id": run_id, "user": user})
         return cursor.rowcount > 0
 
     # -- reading ----------------------------------------------------------------------------
-    def get(self, run_id: int) -> StoredRun | None:
-        row = self._conn().execute(f"{_SELECT} WHERE id = :id",
-                                   {"id": run_id, "stale": _ago(STALE_AFTER_S)}).fetchone()
+    def get(self, run_id: int, user: str | None = None) -> StoredRun | None:
+        """One run by id (``user``: only if it is theirs)."""
+        row = self._conn().execute(f"{_SELECT} WHERE id = :id AND "
+                                   "(:user IS NULL OR user = :user)",
+                                   {"id": run_id, "user": user,
+                                    "stale": _ago(STALE_AFTER_S)}).fetchone()
         return _from_row(row) if row is not None else None
 
     def group_runs(self, group_id: int) -> list[StoredRun]:
@@ -495,20 +511,24 @@ class RunStore:
     def list_runs(self, *, backend: str | None = None, model: str | None = None,
                   preset: str | None = None, status: str | None = None,
                   search: str | None = None, page: str | None = None,
-                  limit: int | None = 200, offset: int = 0) -> list[StoredRun]:
+                  user: str | None = None, limit: int | None = 200,
+                  offset: int = 0) -> list[StoredRun]:
         """Runs newest first. Each filter given must match exactly (``preset=""``: runs
         without a preset); ``search`` is a case-insensitive substring of the system prompt,
-        user prompt or answer. ``limit=None`` returns all (for export)."""
+        user prompt or answer; ``user``: only that user's runs (None: everyone's).
+        ``limit=None`` returns all (for export)."""
         return list(self.iter_runs(backend=backend, model=model, preset=preset, status=status,
-                                   search=search, page=page, limit=limit, offset=offset))
+                                   search=search, page=page, user=user, limit=limit,
+                                   offset=offset))
 
     def iter_runs(self, *, backend: str | None = None, model: str | None = None,
                   preset: str | None = None, status: str | None = None,
                   search: str | None = None, page: str | None = None,
-                  limit: int | None = None, offset: int = 0) -> Iterator[StoredRun]:
+                  user: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> Iterator[StoredRun]:
         """``list_runs`` one run at a time, read as it goes (exports of every run)."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
-                                    search=search, page=page)
+                                    search=search, page=page, user=user)
         params.update(limit=-1 if limit is None else limit, offset=offset)
         rows = self._conn().execute(
             f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
@@ -518,23 +538,25 @@ class RunStore:
 
     def count_runs(self, *, backend: str | None = None, model: str | None = None,
                    preset: str | None = None, status: str | None = None,
-                   search: str | None = None, page: str | None = None) -> int:
+                   search: str | None = None, page: str | None = None,
+                   user: str | None = None) -> int:
         """How many runs ``list_runs`` with the same filters would return without a limit."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
-                                    search=search, page=page)
+                                    search=search, page=page, user=user)
         return int(self._conn().execute(f"SELECT count(*) FROM runs{where}", params)
                    .fetchone()[0])
 
-    def distinct_values(self, column: str) -> list[str]:
+    def distinct_values(self, column: str, user: str | None = None) -> list[str]:
         """The sorted non-empty values of one filter column (backend, model, preset, status,
-        page) for the filter dropdowns."""
+        page) for the filter dropdowns (``user``: among their runs)."""
         if column not in FILTER_COLUMNS:
             raise ValueError(f"column must be one of {FILTER_COLUMNS}, not {column!r}")
         # The name is from the whitelist above, never from the caller, so it is safe to format.
         expression = _STATUS_SQL if column == "status" else column
         rows = self._conn().execute(
-            f"SELECT DISTINCT {expression} AS value FROM runs WHERE value != '' ORDER BY value",
-            {"stale": _ago(STALE_AFTER_S)})
+            f"SELECT DISTINCT {expression} AS value FROM runs WHERE value != '' "
+            "AND (:user IS NULL OR user = :user) ORDER BY value",
+            {"stale": _ago(STALE_AFTER_S), "user": user})
         return [row["value"] for row in rows]
 
     @staticmethod
@@ -547,6 +569,9 @@ class RunStore:
                 column = f"({_STATUS_SQL})" if name == "status" else name
                 clauses.append(f"{column} = :{name}")
                 params[name] = value
+        if filters.get("user") is not None:
+            clauses.append("user = :user")
+            params["user"] = filters["user"]
         search = filters.get("search")
         if search:
             # instr() on casefolded text: a literal substring (no LIKE wildcards to escape)

@@ -63,7 +63,9 @@ def backend_picker(settings: Settings, prefix: str = "",
     kind = st.selectbox("Backend", BACKEND_KINDS, format_func=_label,
                         key=f"{prefix}backend_kind", on_change=on_change)
     host = ""
-    if needs_server(backend_class(kind)):
+    if needs_server(backend_class(kind)) and settings.allow_custom_hosts is False:
+        host = _fixed_host(settings.backends[kind].allowed_hosts, f"{prefix}host_{kind}")
+    elif needs_server(backend_class(kind)):
         host = st.text_input("Host", key=f"{prefix}host_{kind}").strip().rstrip("/")
     status = cached_probe(settings, kind, host)
     model = _model_picker(settings, kind, host, status, f"{prefix}model_{kind}")
@@ -94,6 +96,15 @@ def _think_picker(options: tuple[str, ...], key: str) -> str:
         format_func=lambda value: value or "server default",
         help="A reasoning model's thinking: off, on, or a level. Server default sends "
              "nothing and lets the server decide."))
+
+
+def _fixed_host(allowed: tuple[str, ...], key: str) -> str:
+    """A shared server's host: one of those config.yaml names, picked, never typed."""
+    state = st.session_state
+    if state.get(key) not in allowed:
+        state[key] = allowed[0] if allowed else ""
+    return str(st.selectbox("Host", allowed, key=key, format_func=redact,
+                            help="On this shared server the hosts are set in config.yaml."))
 
 
 def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatus,

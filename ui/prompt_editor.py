@@ -15,7 +15,7 @@ from studio.presets import (
     preset_of,
 )
 from studio.prompts import prompt_size
-from ui.state import current_selection, keep
+from ui.state import current_selection, keep, settings
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,8 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
 
     def load_preset() -> None:
         state[keys["system"]] = system_prompts[state[keys["system_preset"]]]
-        state[keys["user"]] = build_user_prompt(locations[state[keys["location"]]])
+        state[keys["user"]] = build_user_prompt(locations[state[keys["location"]]],
+                                                layout=settings().prompt_layout)
         state.pop(_origin_key(prefix), None)
 
     if keys["user"] not in state:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
@@ -25,6 +27,25 @@ def require_frame() -> None:
 
 def settings() -> Settings:
     value: Settings = st.session_state["_settings"]
+    return value
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who uses this session: their name ('' without a login), and whether they see every
+    run (no login, or an admin) or only their own."""
+
+    user: str = ""
+    sees_all: bool = True
+
+    @property
+    def only(self) -> str | None:
+        """The user filter for the history's queries: None for everyone's runs."""
+        return None if self.sees_all else self.user
+
+
+def viewer() -> Viewer:
+    value: Viewer = st.session_state.get("_viewer", Viewer())
     return value
 
 
@@ -66,4 +87,5 @@ def history() -> RunStore | None:
 def recording(page: str, group_id: int | None = None, position: int = 0) -> Recording | None:
     """How a run of this page is recorded in the history (None when it is unavailable)."""
     store = history()
-    return Recording(store, page, group_id, position) if store is not None else None
+    return Recording(store, page, group_id, position, viewer().user) \
+        if store is not None else None
