@@ -68,11 +68,13 @@ class Capacity:
 
     def wait(self, ticket: Ticket, give_up: Callable[[], bool], poll_s: float = 0.1) -> bool:
         """Block until admitted (True) or until ``give_up()`` says stop (False, place left)."""
-        while not ticket.admitted.wait(poll_s):
-            if give_up():
+        while True:
+            admitted = ticket.admitted.wait(poll_s)
+            if give_up():  # also when admitted meanwhile: the slot goes to the next
                 self.leave(ticket)
                 return False
-        return True
+            if admitted:
+                return True
 
     def position(self, ticket: Ticket) -> int:
         """0 when admitted; else the waiters ahead of it for the same backend, plus one."""

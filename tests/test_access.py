@@ -1,0 +1,203 @@
+"""A shared server: who may log in, what the server may contact, whose runs each user sees,
+and the fair-capacity queue a run waits in."""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.base import InvalidHostError
+from backends.ollama_backend import OllamaBackend
+from studio.access import OPEN, PASSWORD, SSO, Access, Throttle, access_from, check_login
+from studio.capacity import Capacity, Limits
+from studio.config import parse_config
+from studio.connection import build, probe
+from studio.request import RunRequest
+from studio.runner import Recording, Run
+from studio.store import RunStore
+from tests.servers.base import LocalServer
+from tests.servers.ollama import FakeOllama, Script
+
+
+class Canary(LocalServer):
+    """A server that must never be contacted: it counts every request it gets."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+        canary = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                canary.hits.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_POST = do_GET
+
+        super().__init__(Handler)
+
+
+class Redirector(LocalServer):
+    """A configured host that answers every request with a redirect to ``target``."""
+
+    def __init__(self, target: str) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", target + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_GET
+
+        super().__init__(Handler)
+
+
+def test_modes_come_from_the_environment_and_secrets() -> None:
+    assert access_from({}, {}).mode == OPEN
+    assert access_from({}, {}).allow_custom_hosts and not access_from({}, {}).shared
+    by_env = access_from({}, {"PV_STUDIO_PASSWORD": "s3cret"})
+    assert by_env.mode == PASSWORD and by_env.shared and not by_env.allow_custom_hosts
+    assert access_from({"password": "x"}, {}).mode == PASSWORD
+    assert access_from({"passwords": {"ann": "a"}}, {}).passwords == {"ann": "a"}
+    sso = access_from({"auth": {"redirect_uri": "https://x/oauth2callback"}}, {})
+    assert sso.mode == SSO and sso.shared
+    assert access_from({}, {}, allow_custom_hosts=False).shared  # no login, hosts fixed
+
+
+def test_the_shared_password_wants_a_name_and_the_right_password() -> None:
+    rules = Access(PASSWORD, password="s3cret")
+    assert check_login(rules, "Ann ", "s3cret") == "Ann"
+    assert check_login(rules, "Ann", "wrong") is None
+    assert check_login(rules, "", "s3cret") is None
+    assert check_login(rules, "Ann", "") is None
+
+
+def test_per_user_passwords_check_the_name_too() -> None:
+    rules = Access(PASSWORD, passwords={"ann": "a-pass", "bob": "b-pass"})
+    assert check_login(rules, "ann", "a-pass") == "ann"
+    assert check_login(rules, "ann", "b-pass") is None
+    assert check_login(rules, "eve", "a-pass") is None
+
+
+def test_admins_see_everything_users_their_own_and_no_login_everyone() -> None:
+    rules = Access(PASSWORD, password="x", admins=("root",))
+    assert rules.sees_all("root") and not rules.sees_all("ann")
+    assert Access().sees_all("")
+
+
+def test_repeated_failures_slow_every_attempt_down() -> None:
+    throttle = Throttle(window_s=60, max_delay=8)
+    assert throttle.delay() == 0
+    delays = []
+    for _ in range(6):
+        throttle.failed()
+        delays.append(throttle.delay())
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+
+
+def shared_settings(host: str, *more: str) -> Any:
+    settings = parse_config({"llm": {"backend": "ollama", "host": host},
+                             "backends": {"ollama": {"hosts": list(more)}},
+                             "app": {"allow_custom_hosts": False}})
+    assert settings.backends["ollama"].allowed_hosts == (host, *more)
+    return settings
+
+
+def test_a_host_config_does_not_name_is_never_contacted() -> None:
+    with FakeOllama() as allowed, Canary() as canary:
+        settings = shared_settings(allowed.url)
+        assert build(settings, "ollama", allowed.url).host == allowed.url
+        with pytest.raises(InvalidHostError, match=r"not one of the hosts config\.yaml names"):
+            build(settings, "ollama", canary.url)
+        status = probe(settings, "ollama", canary.url)  # the status line's probe too
+        assert not status.reachable and status.bad_host
+        for metadata in ("http://169.254.169.254", "http://user:pw@10.0.0.1:8080"):
+            with pytest.raises(InvalidHostError) as caught:
+                build(settings, "vllm", metadata)
+            assert "pw" not in str(caught.value)
+    assert canary.hits == []
+
+
+def test_a_redirect_to_another_host_is_not_followed() -> None:
+    with Canary() as canary, Redirector(canary.url) as configured:
+        backend = OllamaBackend(configured.url)
+        with pytest.raises(Exception):  # noqa: B017 - whatever the 302 becomes, no request
+            backend.list_models()
+        with pytest.raises(Exception):  # noqa: B017
+            backend.generate("Hi")
+    assert canary.hits == []
+
+
+def test_each_user_sees_and_deletes_only_their_runs(tmp_path: Path) -> None:
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    request = RunRequest(backend="ollama", host="h", model="m", system="", prompt="p")
+    legacy = store.start_run(request, "playground")  # before users: belongs to no one
+    ann = store.start_run(request, "playground", user="ann")
+    bob = store.start_run(request, "playground", user="bob")
+    assert [run.id for run in store.list_runs(user="ann")] == [ann]
+    assert store.count_runs(user="bob") == 1
+    assert {run.id for run in store.list_runs()} == {legacy, ann, bob}  # admins
+    assert store.get(bob, user="ann") is None and store.get(bob, user="bob") is not None
+    assert not store.delete(bob, user="ann") and store.get(bob) is not None
+    assert [run.user for run in store.iter_runs(user="ann")] == ["ann"]
+    group = store.create_group("batch", "{}", user="ann")
+    assert store.group_summaries("batch", user="bob") == []
+    assert [s.group.id for s in store.group_summaries("batch", user="ann")] == [group]
+
+
+def test_a_run_waits_for_a_slot_and_says_where_it_is_in_the_queue(tmp_path: Path) -> None:
+    gate = threading.Event()
+    capacity = Capacity(Limits(per_backend=1))
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    with FakeOllama(script=Script(tokens=["a", "b", "c"], gate=gate)) as server:
+        request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
+                             system="", prompt="Hi", max_tokens=5)
+        first = Run(OllamaBackend(server.url), request, Recording(store, "playground",
+                                                                  user="ann"),
+                    capacity=capacity).start()
+        while not first.text:
+            assert not first.wait(0.01)
+        second = Run(OllamaBackend(server.url), request, Recording(store, "playground",
+                                                                   user="bob"),
+                     capacity=capacity).start()
+        while second.queue_position == 0 and not second.done:
+            assert not second.wait(0.01)
+        assert second.queue_position == 1 and len(server.chat_requests) == 1
+        gate.set()
+        assert first.wait(10) and second.wait(10)
+        assert second.text == "abc" and len(server.chat_requests) == 2
+    assert [run.user for run in store.list_runs()] == ["bob", "ann"]
+
+
+def test_stop_while_queued_sends_nothing() -> None:
+    capacity = Capacity(Limits(per_backend=1))
+    holder = capacity.enter("ollama http://x", "ann")
+    with FakeOllama() as server:
+        request = RunRequest(backend="ollama", host="http://x", model="llama3.1:8b",
+                             system="", prompt="Hi")
+        run = Run(OllamaBackend(server.url), request, capacity=capacity).start()
+        while run.queue_position == 0:
+            assert not run.wait(0.01)
+        run.stop()
+        assert run.wait(5) and run.status == "stopped"
+        assert server.chat_requests == []
+        capacity.leave(holder)
+        deadline = time.monotonic() + 3  # the stopped run's worker gives its place back
+        while capacity.running() or capacity.position(holder):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert server.chat_requests == []  # admitted after its Stop: still nothing sent
