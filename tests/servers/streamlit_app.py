@@ -25,7 +25,10 @@ class AppServer:
     ``stop()`` ends the process and removes the folder; ``kill()`` is a crash (SIGKILL)."""
 
     def __init__(self, script: str = "app.py", config: str = "",
-                 env: dict[str, str] | None = None, history_db: Path | None = None) -> None:
+                 env: dict[str, str] | None = None, history_db: Path | None = None,
+                 secrets: str = "") -> None:
+        """``secrets``: a secrets.toml for this app only; ``{url}`` in it becomes the app's
+        own URL (an OIDC redirect_uri)."""
         self._tmp = tempfile.TemporaryDirectory(prefix="pv-bench-")
         folder = Path(self._tmp.name)
         data = yaml.safe_load(config) or {}
@@ -36,10 +39,13 @@ class AppServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = (folder / "streamlit.log").open("wb")
+        secrets_path = folder / "secrets.toml"  # none given: an empty file, never the repo's
+        secrets_path.write_text(secrets.replace("{url}", self.url))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+             "--secrets.files", str(secrets_path)],
             cwd=REPO, env={**os.environ, "PV_STUDIO_CONFIG": str(config_path), **(env or {})},
             stdout=subprocess.DEVNULL, stderr=self._log)
         deadline = time.monotonic() + 60
