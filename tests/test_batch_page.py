@@ -3,6 +3,7 @@ locations, an uploaded CSV with bad rows, the results table and summary, and Res
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Button
 
 from studio.batch import BatchSpec
+from studio.batch_files import export_jsonl
 from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
 from studio.request import FINISHED
 from studio.store import RunStore
@@ -222,3 +224,46 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
     assert list(table["status"]) == [FINISHED] * 3
     assert list(table["output tokens"]) == [150, 200, 200]
     assert server.requests == Counter(THREE[1:])  # the finished row is not asked again
+
+
+def test_a_batch_runners_results_are_imported_into_history(server: LatencyServer,
+                                                           db: Path) -> None:
+    """The JSONL the page exports, answered by a batch runner, uploaded back: History runs."""
+    at = batch_page()
+    at.multiselect(key="batch_locations").set_value(THREE).run()
+    spec = BatchSpec(backend="vllm", host=server.url, model=MODEL, max_tokens=2048,
+                     temperature=0.2, scenarios=[loc for loc in LOCATIONS if loc.name in THREE],
+                     system=next(iter(load_system_prompts().values())))
+    exported = export_jsonl(spec)
+    results = "".join(json.dumps({
+        "id": f"r{index}", "custom_id": json.loads(line)["custom_id"], "error": None,
+        "response": {"status_code": 200, "request_id": f"q{index}", "body": {
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": f"Install {index + 10} panels."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2800, "completion_tokens": 6}}}}) + "\n"
+        for index, line in enumerate(exported.splitlines()))
+    at.file_uploader(key="batch_import_input").set_value(
+        ("pv-batch-input.jsonl", exported.encode(), "application/jsonl")).run()
+    at.file_uploader(key="batch_import_output").set_value(
+        ("results.jsonl", results.encode(), "application/jsonl")).run()
+    at = button(at, "Import into History").click().run()
+    assert not at.exception, at.exception
+    assert "Imported 3 results into History" in texts(at.success)
+    runs = RunStore(db).list_runs()
+    assert sorted(run.text for run in runs) == [f"Install {n} panels." for n in (10, 11, 12)]
+    assert {run.preset for run in runs} == set(THREE)
+
+
+def test_a_results_file_of_another_batch_is_refused_clearly(server: LatencyServer,
+                                                            db: Path) -> None:
+    at = batch_page()
+    at.file_uploader(key="batch_import_input").set_value(
+        ("in.jsonl", b'{"custom_id": "a", "body": {"messages": [{"role": "user", '
+                     b'"content": "x"}]}}\n', "application/jsonl")).run()
+    at.file_uploader(key="batch_import_output").set_value(
+        ("out.jsonl", b'{"custom_id": "zzz"}\n', "application/jsonl")).run()
+    at = button(at, "Import into History").click().run()
+    assert not at.exception, at.exception
+    assert "custom_id 'zzz' is not in the batch input file" in texts(at.error)
+    assert RunStore(db).list_runs() == []
