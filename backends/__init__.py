@@ -35,11 +35,22 @@ __all__ = [
     "EmbeddedBackend",
     "GenerationStats", "InvalidHostError", "ModelNotFoundError", "OllamaBackend",
     "StreamError", "TokenStream", "TruncatedStreamError", "VLLMBackend", "backend_class",
-    "create_backend", "delivery", "needs_server",
+    "create_backend", "delivery", "forget_server_facts", "needs_server",
 ]
 
 BACKENDS: dict[str, type[Backend]] = {
     cls.name: cls for cls in (OllamaBackend, VLLMBackend, EmbeddedBackend)}
+
+
+def forget_server_facts() -> None:
+    """Drop what the backends learnt about servers (model info, windows, token ratios): a
+    server restarted on the same address may serve other models."""
+    from . import ollama_backend, vllm_backend
+    from .context import ESTIMATOR
+
+    ESTIMATOR.forget()
+    ollama_backend._SHOWN.clear()
+    vllm_backend._WINDOWS.clear()
 
 
 def backend_class(kind: str) -> type[Backend]:

@@ -77,6 +77,10 @@ class _ShowCache:
         with self._lock:
             self._entries.pop(key, None)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
 
 _SHOWN = _ShowCache()
 

@@ -85,11 +85,13 @@ def main() -> None:
             begin(store, spec)
     if running and batch is not None:
         buttons[1].button("Stop", on_click=batch.stop, width="stretch")
+    # The progress first: at the same place on the page whether the batch runs or has ended,
+    # so the rerun at its end replaces it rather than showing a second one for a moment.
+    if batch is not None:
+        progress(batch, running)
     if store is not None and not running:
         earlier_batches(store, selection)
         import_results_file(store)
-    if batch is not None:
-        progress(batch, running)
 
 
 def scenarios_picker() -> list[Location]:

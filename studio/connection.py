@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends import backend_class, create_backend, needs_server
+from backends import backend_class, create_backend, forget_server_facts, needs_server
 from backends.base import Backend, BackendError, InvalidHostError, ModelState
 from backends.http import redact
 from studio.config import Settings, load_config, parse_config
@@ -127,6 +127,8 @@ class ProbeCache:
         return found
 
     def clear(self) -> None:
+        """Forget every probe (Refresh models), and what the backends learnt of servers."""
         with self._lock:
             self._entries.clear()
             self._states.clear()
+        forget_server_facts()

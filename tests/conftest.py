@@ -7,8 +7,18 @@ from collections.abc import Iterator
 
 import pytest
 
+from backends import forget_server_facts
 from backends.ollama_backend import OllamaBackend
 from tests.servers.ollama import FakeOllama, Script
+
+
+@pytest.fixture(autouse=True)
+def fresh_server_facts() -> Iterator[None]:
+    """Each test starts with nothing learnt about servers: a later test's server may get an
+    earlier one's port, with other models and windows."""
+    forget_server_facts()
+    yield
+    forget_server_facts()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ cuts, loads and pulls as the ollama/ollama source does (tests/servers/ollama.py)
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -19,14 +19,6 @@ from tests.servers.ollama import FakeOllama, Script
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
 MAX_TOKENS = 2048  # config.yaml's default
-
-
-@pytest.fixture(autouse=True)
-def fresh_estimates() -> Iterator[None]:
-    """Each test starts uncalibrated: what one learns must not help the next."""
-    ESTIMATOR.forget()
-    yield
-    ESTIMATOR.forget()
 
 
 def backend(server: FakeOllama, **options: object) -> OllamaBackend:

@@ -3,13 +3,11 @@ numbers and choices before a run, and the mark of a prompt the server cut after 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backends.context import ESTIMATOR
 from studio.request import PROMPT_TRUNCATED
 from tests.servers.ollama import FakeOllama, Script
 
@@ -17,13 +15,6 @@ ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 PAGES = Path(__file__).resolve().parents[1] / "pages"
 TOO_SMALL = "The context window is too small."
 ANSWER = Script(tokens=["Install", " 12", " panels", "."])
-
-
-@pytest.fixture(autouse=True)
-def fresh_estimates() -> Iterator[None]:
-    ESTIMATOR.forget()
-    yield
-    ESTIMATOR.forget()
 
 
 def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama,

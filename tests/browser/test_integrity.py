@@ -203,7 +203,8 @@ def test_uploaded_names_that_look_like_formulas_are_neutralised_in_the_csv(
     app = serve_app(vllm_config(latency_server.url))
     open_page(page, app, "batch", "Run batch")
     page.get_by_text("Upload a CSV").click()
-    page.locator("input[type='file']").set_input_files(str(upload))
+    page.locator("[data-testid='stFileUploader']").filter(has_text="Scenarios CSV") \
+        .locator("input[type='file']").set_input_files(str(upload))
     page.wait_for_selector("text=4 scenario(s) ready.", timeout=15_000)
     page.get_by_role("button", name="Run batch").click()
     wait_for(lambda: "4 done" in progress_text(page))
