@@ -294,7 +294,7 @@ def _batch_cache_use(server: VLLMServer, locations: list[Location], layout: str)
                      layout=layout)
     batch = Batch(spec, build=lambda: make_backend(server, False)).start()
     assert batch.wait(300)
-    assert [row.status for row in batch.rows] == ["length"] * len(locations)
+    assert all(row.status in ("finished", "length") for row in batch.rows), batch.table()
     use = batch.prefix_cache()
     assert use is not None and use.queries > 0 and use.hit_rate is not None
     return use.hit_rate
