@@ -210,10 +210,9 @@ class VLLMBackend:
         try:
             if response.status_code != 200:
                 raise self._status_error(response.status_code, http.error_text(response))
-            # Asked once the server has answered: a down host costs one timeout, not two.
-            handle.stats.context_window = self._window_or_none()
             if not payload.get("stream"):
                 answer = _answer_from_body(response.json(), 0.0)
+                handle.stats.context_window = self._window_or_none()
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
                 handle.stats.thinking_tokens = answer.stats.thinking_tokens
@@ -235,6 +234,10 @@ class VLLMBackend:
                 continue  # comments, event names, ids
             data = line[5:].strip()
             if data == b"[DONE]":
+                # Asked once the answer is whole: llama-cpp-python's server interrupts a
+                # running generation when another request arrives, and a down host would
+                # cost a second timeout before the chat.
+                handle.stats.context_window = self._window_or_none()
                 return
             try:
                 chunk = json.loads(data)
