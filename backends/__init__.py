@@ -25,7 +25,7 @@ from .base import (
     delivery,
     needs_server,
 )
-from .embedded_backend import EmbeddedBackend
+from .embedded_backend import DEFAULT_N_CTX, EmbeddedBackend
 from .ollama_backend import OllamaBackend
 from .vllm_backend import VLLMBackend
 
@@ -63,7 +63,7 @@ def backend_class(kind: str) -> type[Backend]:
 
 def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str | None = None,
                    connect_timeout: float = 5.0, read_timeout: float = 600.0,
-                   model_dirs: tuple[str, ...] = (), n_ctx: int = 4096,
+                   model_dirs: tuple[str, ...] = (), n_ctx: int = DEFAULT_N_CTX,
                    num_ctx: int | None = None, keep_alive: str | int | None = None) -> Backend:
     """One backend by kind; empty host or model means that backend's default."""
     cls = backend_class(kind)

@@ -35,6 +35,9 @@ BUNDLED_NAME = "SmolLM2-135M-Instruct.Q4_1"
 # it the 135M model loops on the PV prompt ("- Monthly load: ..." to the token limit).
 DEFAULT_REPEAT_PENALTY = 1.1
 REPEAT_WINDOW = 64
+# SmolLM2's trained length: the PV prompt (~2,850 tokens) and a 2,048-token answer fit, where
+# 4,096 made the out-of-the-box run ask to lower max tokens. Its KV cache takes ~190 MB.
+DEFAULT_N_CTX = 8192
 
 
 def bundled_model_path() -> Path | None:
@@ -104,7 +107,7 @@ class EmbeddedBackend:
     host = "in process"
 
     def __init__(self, model: str | None = None, *, model_dirs: Sequence[str | Path] = (),
-                 n_ctx: int = 4096) -> None:
+                 n_ctx: int = DEFAULT_N_CTX) -> None:
         self.model_dirs = tuple(Path(d).expanduser() for d in model_dirs)
         self.n_ctx = n_ctx
         self.model = model or BUNDLED_NAME

@@ -26,6 +26,7 @@ from pydantic import (
 
 from backends import BACKENDS
 from backends.base import InvalidHostError
+from backends.embedded_backend import DEFAULT_N_CTX
 from backends.http import check_host
 
 REPO_DIR = Path(__file__).resolve().parent.parent
@@ -68,7 +69,7 @@ class BackendSettings:
 class EmbeddedSettings:
     model: str | None = None  # None = the bundled SmolLM2 GGUF
     model_dirs: tuple[str, ...] = ()
-    n_ctx: int = 4096
+    n_ctx: int = DEFAULT_N_CTX
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ class _Ollama(_Server):
 
 class _Embedded(_Backend):
     model_dirs: list[str] = []
-    n_ctx: Annotated[int, _between(256, 131_072)] = 4096
+    n_ctx: Annotated[int, _between(256, 131_072)] = DEFAULT_N_CTX
 
 
 class _Backends(_Block):

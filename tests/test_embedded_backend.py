@@ -16,6 +16,8 @@ from backends.embedded_backend import (
     _prompt_tokens,
     bundled_model_path,
 )
+from studio.config import load_config
+from studio.presets import build_user_prompt, load_locations, load_system_prompts
 
 PROMPT = "List five benefits of rooftop solar panels for a household."
 
@@ -195,3 +197,13 @@ def test_a_long_prompt_gives_the_same_answer_whatever_ran_before(
         answers.append("".join(stream))
         assert stream.stats.prompt_tokens is not None and stream.stats.prompt_tokens > 512
     assert answers[0] and answers[0] == answers[2] == answers[3]
+
+
+def test_the_pv_prompt_and_the_default_answer_fit_the_default_context() -> None:
+    """Out of the box (no LLM server): the San Diego preset with config.yaml's 2,048 max
+    tokens runs without the window warning."""
+    settings = load_config()
+    backend = EmbeddedBackend(n_ctx=settings.embedded.n_ctx)
+    fit = backend.context_fit(build_user_prompt(load_locations()[0]),
+                              next(iter(load_system_prompts().values())), settings.max_tokens)
+    assert fit.exact and fit.fits, fit.summary()
