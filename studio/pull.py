@@ -107,8 +107,3 @@ def pull_of(host: str, model: str) -> Pull | None:
     """The latest pull of ``model`` on ``host`` in this app (running or ended), if any."""
     with _pulls_lock:
         return _pulls.get((host, model))
-
-
-def forget(host: str, model: str) -> None:
-    with _pulls_lock:
-        _pulls.pop((host, model), None)
