@@ -200,6 +200,17 @@ def error_text(response: requests.Response) -> str:
     return message_from_body(body)
 
 
+def json_value(response: requests.Response, key: str) -> Any:
+    """``key`` of a 200 answer's JSON object (a server's ``/version``, say); None otherwise."""
+    if response.status_code != 200:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body.get(key) if isinstance(body, dict) else None
+
+
 def message_from_body(body: Any) -> str:
     """``{"error": "..."}`` (Ollama), ``{"error": {"message": ...}}`` (vLLM, OpenAI) or the
     older flat ``{"message": ...}`` (vLLM before 0.10.1)."""

@@ -187,13 +187,7 @@ class OllamaBackend:
 
     def model_state(self) -> ModelState:
         """Version (``/api/version``), and from ``/api/ps``: loaded, window, share on CPU."""
-        response = self._request("GET", "/api/version")
-        version = None
-        if response.status_code == 200:
-            try:
-                version = response.json().get("version")
-            except (ValueError, AttributeError):
-                version = None
+        version = http.json_value(self._request("GET", "/api/version"), "version")
         loaded = self._loaded()
         size, in_vram = loaded.get("size"), loaded.get("size_vram")
         cpu_share = None

@@ -146,13 +146,7 @@ class VLLMBackend:
 
     def model_state(self) -> ModelState:
         """vLLM serves the model it was started with: always loaded; window from /v1/models."""
-        response = self._request("GET", "/version")
-        version = None
-        if response.status_code == 200:
-            try:
-                version = response.json().get("version")
-            except (ValueError, AttributeError):
-                version = None
+        version = http.json_value(self._request("GET", "/version"), "version")
         served = self.served()
         window = served.get(self.model, {}).get("max_model_len")
         # Whether the model thinks is not served anywhere: offer the switch Qwen3-style

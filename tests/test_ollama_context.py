@@ -3,9 +3,6 @@ cuts, loads and pulls as the ollama/ollama source does (tests/servers/ollama.py)
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 
 from backends.base import BackendStatusError, ContextLengthError
@@ -15,6 +12,7 @@ from studio.presets import build_user_prompt, load_locations, load_system_prompt
 from studio.request import PROMPT_TRUNCATED, run_notes
 from studio.window import fit_problem
 from tests.servers.ollama import FakeOllama, Script
+from tests.test_compare import wait_until
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
@@ -164,14 +162,6 @@ def test_a_pull_closed_midway_stops_the_download() -> None:
             if line.completed:
                 stream.close()
         assert list(stream) == []
-        assert _eventually(lambda: server.pull_cancels == 1)
+        assert wait_until(lambda: server.pull_cancels == 1)
         assert "qwen3:8b" not in server.models
 
-
-def _eventually(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
