@@ -93,7 +93,8 @@ class Settings:
     prompt_layout: str = "static-first"  # studio.presets.LAYOUTS
     # A shared server (studio.access): typed hosts allowed? None: only while no login is set.
     allow_custom_hosts: bool | None = None
-    admins: tuple[str, ...] = ()  # users who see every run
+    admins: tuple[str, ...] = ()  # users who see every run (where names are proven)
+    pull_allow: tuple[str, ...] = ()  # models anyone may pull on a shared server
     max_runs_per_backend: int = 0  # fair capacity (studio.capacity); 0: no cap
     max_runs_per_user: int = 0
     path: str = ""
@@ -157,6 +158,9 @@ class _Server(_Backend):
         return None if host is None else check_host(host)
 
 
+# A model name as Ollama takes it: [host/][namespace/]model[:tag] (app.pull_allow).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,254}")
+
 # Go durations as Ollama parses keep_alive ("5m", "1h30m", "-1m"); a number is seconds.
 _DURATION = re.compile(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+")
 
@@ -200,8 +204,18 @@ class _App(_Block):
     prompt_layout: str = "static-first"
     allow_custom_hosts: bool | None = None
     admins: list[str] = []
+    pull_allow: list[str] = []
     max_runs_per_backend: Annotated[int, _between(0, 1000)] = 0
     max_runs_per_user: Annotated[int, _between(0, 1000)] = 0
+
+    @field_validator("pull_allow")
+    @classmethod
+    def _model_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _MODEL_NAME.fullmatch(name):
+                raise ValueError(f"must list model names such as qwen3 or qwen3:8b "
+                                 f"(letters, digits and . _ - : / only; got {name!r})")
+        return names
 
     @field_validator("prompt_layout")
     @classmethod
@@ -304,6 +318,7 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         prompt_layout=app.prompt_layout,
         allow_custom_hosts=app.allow_custom_hosts,
         admins=tuple(app.admins),
+        pull_allow=tuple(app.pull_allow),
         max_runs_per_backend=app.max_runs_per_backend,
         max_runs_per_user=app.max_runs_per_user,
         path=source,

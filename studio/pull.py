@@ -1,7 +1,8 @@
 """Pulling a model the server lacks (Ollama's ``POST /api/pull``), on a thread of its own.
 
 One pull per server and model for the whole app: a second tab that asks for the same model
-watches the pull already going rather than starting another download.
+watches the pull already going rather than starting another download. Each pull records who
+started it (on a shared server Cancel is theirs, or an admin's: studio.access).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ class Pull(Job):
     name = "pull"
 
     def __init__(self, backend: ModelPuller, model: str,
-                 on_success: Callable[[], None] | None = None) -> None:
+                 on_success: Callable[[], None] | None = None, started_by: str = "") -> None:
         """``on_success`` runs on the pull's thread once the model is there (to drop cached
-        model lists)."""
+        model lists); ``started_by``: the user who asked for it."""
         super().__init__()
-        self.backend, self.model = backend, model
+        self.backend, self.model, self.started_by = backend, model, started_by
         self._on_success = on_success
         self.status = "starting"
         self.error: BackendError | None = None
@@ -93,13 +94,14 @@ _pulls_lock = threading.Lock()
 
 
 def pull(backend: ModelPuller, host: str, model: str,
-         on_success: Callable[[], None] | None = None) -> Pull:
-    """The pull of ``model`` on ``host``: the one going on, or a new one started."""
+         on_success: Callable[[], None] | None = None, started_by: str = "") -> Pull:
+    """The pull of ``model`` on ``host``: the one going on, or a new one started (by
+    ``started_by``)."""
     with _pulls_lock:
         going = _pulls.get((host, model))
         if going is not None and not going.done:
             return going
-        started = _pulls[(host, model)] = Pull(backend, model, on_success).start()
+        started = _pulls[(host, model)] = Pull(backend, model, on_success, started_by).start()
         return started
 
 
@@ -107,3 +109,22 @@ def pull_of(host: str, model: str) -> Pull | None:
     """The latest pull of ``model`` on ``host`` in this app (running or ended), if any."""
     with _pulls_lock:
         return _pulls.get((host, model))
+
+
+def registry_host(model: str) -> str:
+    """The registry a model name points at, '' for Ollama's own. Ollama reads
+    ``[host/][namespace/]model[:tag]`` (types/model/name.go, after dropping ``http(s)://``):
+    three segments name a host; like Docker, a first segment with '.' or ':', or
+    ``localhost``, is taken as a host too. ``127.0.0.1:11798/library/evil:latest`` ->
+    ``127.0.0.1:11798``."""
+    name = model.strip()
+    scheme = next((prefix for prefix in ("http://", "https://")
+                   if name.lower().startswith(prefix)), "")
+    segments = name[len(scheme):].split("/")
+    if len(segments) < 2:
+        return ""
+    first = segments[0]
+    if scheme or len(segments) >= 3 or "." in first or ":" in first \
+            or first.lower() == "localhost":
+        return first
+    return ""

@@ -13,7 +13,17 @@ import pytest
 
 from backends.base import InvalidHostError
 from backends.ollama_backend import OllamaBackend
-from studio.access import OPEN, PASSWORD, SSO, Access, Throttle, access_from, check_login
+from studio.access import (
+    OPEN,
+    PASSWORD,
+    SSO,
+    Access,
+    Logins,
+    LoginThrottle,
+    access_from,
+    check_login,
+    login_keys,
+)
 from studio.capacity import Capacity, Limits
 from studio.config import parse_config
 from studio.connection import build, probe
@@ -94,19 +104,91 @@ def test_per_user_passwords_check_the_name_too() -> None:
 
 
 def test_admins_see_everything_users_their_own_and_no_login_everyone() -> None:
-    rules = Access(PASSWORD, password="x", admins=("root",))
+    rules = Access(PASSWORD, passwords={"root": "r", "ann": "a"}, admins=("root",))
     assert rules.sees_all("root") and not rules.sees_all("ann")
+    assert Access(SSO, admins=("ops@example.com",)).sees_all("ops@example.com")
     assert Access().sees_all("")
 
 
-def test_repeated_failures_slow_every_attempt_down() -> None:
-    throttle = Throttle(window_s=60, max_delay=8)
-    assert throttle.delay() == 0
-    delays = []
-    for _ in range(6):
-        throttle.failed()
-        delays.append(throttle.delay())
-    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+def test_with_a_shared_password_an_admins_name_is_only_a_label() -> None:
+    """Anyone with the shared password can type any name: app.admins does not apply."""
+    rules = Access(PASSWORD, password="x", admins=("root",))
+    assert not rules.names_proven and not rules.is_admin("root")
+    assert not rules.sees_all("root") and not rules.sees_all("ann")
+
+
+def test_a_clients_failures_slow_down_its_next_attempts_then_refuse_them() -> None:
+    """Each failure doubles the gap before the next answer, counted from the previous answer;
+    past the longest wait an attempt is refused without a check."""
+    throttle = LoginThrottle(window_s=60, max_delay=8)
+    keys = login_keys("session-1", "198.51.100.7", "ann")
+    waits = []
+    for _ in range(5):
+        attempt = throttle.begin(keys)
+        waits.append(attempt.wait)
+        throttle.end(attempt, ok=False)
+    assert waits == pytest.approx([0, 0.5, 1.5, 3.5, 7.5], abs=0.05)
+    refused = throttle.begin(keys)
+    assert refused.refused and refused.retry_in >= 7
+    assert throttle.failures(keys) == 5
+    throttle.end(refused, ok=False)  # a refused attempt was not checked: it counts nothing
+    assert throttle.failures(keys) == 5
+
+
+def test_parallel_attempts_count_before_their_answer() -> None:
+    """Twenty sessions of one client at once: they queue behind each other, and only the few
+    that fit in the longest wait are checked at all."""
+    throttle = LoginThrottle(window_s=60, max_delay=8)
+    attempts = [throttle.begin(login_keys(f"session-{n}", "198.51.100.7", f"guess-{n}"))
+                for n in range(20)]
+    admitted = [attempt for attempt in attempts if not attempt.refused]
+    assert [a.wait for a in admitted] == pytest.approx([0, 0.5, 1.5, 3.5, 7.5], abs=0.05)
+    for attempt in attempts:
+        throttle.end(attempt, ok=False)
+    assert throttle.failures(["client 198.51.100.7"]) == 5
+
+
+def test_an_attacker_slows_down_only_their_own_client_and_the_names_they_try() -> None:
+    throttle = LoginThrottle(window_s=60, max_delay=8)
+    for n in range(10):  # sessions one after another from one address, all on ann
+        attempt = throttle.begin(login_keys(f"attacker-{n}", "203.0.113.66", "ann"))
+        throttle.end(attempt, ok=False)
+    bob = throttle.begin(login_keys("bob-tab", "198.51.100.7", "bob"))
+    assert not bob.refused and bob.wait == 0  # another client, another name: no wait
+    throttle.end(bob, ok=True)
+    same_client = throttle.begin(login_keys("attacker-new", "203.0.113.66", "carol"))
+    same_name = throttle.begin(login_keys("ann-tab", "198.51.100.8", "Ann "))
+    assert same_client.refused or same_client.wait > 0
+    assert same_name.refused or same_name.wait > 0
+
+
+def test_failures_are_forgotten_after_the_window_and_memory_stays_bounded() -> None:
+    throttle = LoginThrottle(window_s=0.05, max_delay=0.01, max_keys=50)
+    for n in range(500):  # a new name, session and address each time
+        attempt = throttle.begin(login_keys(f"s{n}", f"10.0.{n // 250}.{n % 250}", f"n{n}"))
+        throttle.end(attempt, ok=False)
+        assert len(throttle) <= 50 + 3
+    time.sleep(0.1)
+    keys = login_keys("s1", "10.0.0.1", "n1")
+    assert throttle.failures(keys) == 0 and throttle.begin(keys).wait == 0
+
+
+def test_a_loopback_client_is_one_client() -> None:
+    throttle = LoginThrottle()
+    keys = login_keys("s", None, "")
+    assert keys == ("session s", "client loopback")
+    attempt = throttle.begin(keys)
+    throttle.end(attempt, ok=False)
+    assert throttle.failures(login_keys("another-session", None, "")) == 1
+
+
+def test_log_out_ends_every_session_of_that_user() -> None:
+    logins = Logins()
+    first_tab, second_tab, bobs = logins.log_in("ann"), logins.log_in("ann"), logins.log_in("bob")
+    logins.log_out("ann")
+    assert not logins.is_current("ann", first_tab) and not logins.is_current("ann", second_tab)
+    assert logins.is_current("bob", bobs)
+    assert logins.is_current("ann", logins.log_in("ann"))  # a new login stands
 
 
 def shared_settings(host: str, *more: str) -> Any:

@@ -3,8 +3,12 @@ error, Cancel (tests/servers/ollama.py pulls as ollama/ollama's server/images.go
 
 from __future__ import annotations
 
+import pytest
+
 from backends.ollama_backend import OllamaBackend
-from studio.pull import Pull, pull, pull_of
+from studio.access import PASSWORD, Access
+from studio.config import ConfigError, parse_config
+from studio.pull import Pull, pull, pull_of, registry_host
 from tests.servers.ollama import FakeOllama
 
 LAYERS = [3_000_000_000, 2_000_000]
@@ -53,3 +57,73 @@ def test_a_second_tab_watches_the_pull_already_going() -> None:
         assert second is first and pull_of(server.url, "qwen3:8b") is first
         assert first.wait(10)
         assert server.pulls == ["qwen3:8b"]  # one download, not two
+
+
+# -- who may pull on a shared server (studio.access) ---------------------------------------
+SHARED = Access(PASSWORD, password="s3cret", admins=("root",))  # names are labels here
+NAMED = Access(PASSWORD, passwords={"root": "r", "ann": "a"}, admins=("root",))
+
+
+@pytest.mark.parametrize(("model", "host"), [
+    ("qwen3:8b", ""), ("library/qwen3", ""), ("huihui_ai/qwen3-abliterated:8b", ""),
+    ("127.0.0.1:11798/library/evil:latest", "127.0.0.1:11798"),
+    ("registry.example.com/team/model", "registry.example.com"),
+    ("hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q4_K_M", "hf.co"),
+    ("localhost/evil", "localhost"), ("evil.example.com/model", "evil.example.com"),
+    ("https://registry.example.com/library/m", "registry.example.com"),
+    ("host/ns/model", "host"),  # three segments: Ollama reads the first as the host
+])
+def test_a_registry_host_is_read_from_the_name_as_ollama_reads_it(model: str,
+                                                                 host: str) -> None:
+    assert registry_host(model) == host
+
+
+def test_locally_anyone_pulls_anything() -> None:
+    assert Access().pull_refusal("", "127.0.0.1:11798/library/evil:latest") == ""
+
+
+def test_on_a_shared_server_only_admins_pull_unless_config_lists_the_model() -> None:
+    refusal = NAMED.pull_refusal("ann", "qwen3:8b")
+    assert "only an admin" in refusal and "qwen3:8b" in refusal
+    assert NAMED.pull_refusal("root", "qwen3:8b") == ""
+    assert SHARED.pull_refusal("root", "qwen3:8b") != ""  # a typed name is no admin
+    assert NAMED.pull_refusal("ann", "qwen3:8b", ("qwen3",)) == ""  # any tag of qwen3
+    assert NAMED.pull_refusal("ann", "QWEN3:latest", ("qwen3:latest",)) == ""
+    assert NAMED.pull_refusal("ann", "qwen3", ("qwen3:latest",)) == ""  # no tag: latest
+    assert NAMED.pull_refusal("ann", "qwen3:32b", ("qwen3:8b",)) != ""
+    assert NAMED.pull_refusal("ann", "qwen3-evil", ("qwen3",)) != ""
+    no_login_fixed_hosts = Access(allow_custom_hosts=False)
+    assert no_login_fixed_hosts.pull_refusal("", "qwen3:8b") != ""
+
+
+def test_a_model_from_another_registry_is_refused_unless_listed_admins_too() -> None:
+    evil = "127.0.0.1:11798/library/evil:latest"
+    for rules, user in ((NAMED, "root"), (NAMED, "ann"), (SHARED, "root")):
+        refusal = rules.pull_refusal(user, evil)
+        assert "another registry (127.0.0.1:11798)" in refusal and "app.pull_allow" in refusal
+    assert NAMED.pull_refusal("ann", evil, (evil,)) == ""
+    assert NAMED.pull_refusal("root", evil, ("127.0.0.1:11798/library/evil",)) == ""
+    assert NAMED.pull_refusal("root", evil, ("library/evil",)) != ""  # not that registry's
+
+
+def test_cancel_is_for_whoever_started_the_pull_or_an_admin() -> None:
+    assert NAMED.may_cancel_pull("ann", "ann") and NAMED.may_cancel_pull("root", "ann")
+    assert not NAMED.may_cancel_pull("bob", "ann")
+    assert not SHARED.may_cancel_pull("root", "ann")  # a typed admin name proves nothing
+    assert Access().may_cancel_pull("", "")
+
+
+def test_a_pull_records_who_started_it() -> None:
+    with FakeOllama(models=[], pullable={"qwen3:8b": LAYERS}, pull_delay=0.05) as server:
+        first = pull(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="ann")
+        second = pull(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="bob")
+        assert second is first and first.started_by == "ann"  # bob watches ann's pull
+        first.stop()
+        assert first.wait(10)
+
+
+def test_config_lists_the_models_anyone_may_pull() -> None:
+    settings = parse_config({"app": {"pull_allow": ["qwen3", "llama3.1:8b"]}})
+    assert settings.pull_allow == ("qwen3", "llama3.1:8b")
+    with pytest.raises(ConfigError, match="pull_allow"):
+        parse_config({"app": {"pull_allow": ["qwen3 ; rm -rf"]}})

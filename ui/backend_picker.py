@@ -13,8 +13,11 @@ from backends.base import ModelPuller
 from backends.http import redact
 from studio.config import BACKEND_KINDS, Settings
 from studio.connection import BackendStatus, ProbeCache, build
+from studio.pull import Pull, pull_of
 from studio.pull import pull as start_pull
-from studio.pull import pull_of
+from studio.render import literal
+from ui.auth import current_rules
+from ui.state import viewer
 
 PULL_REFRESH_S = 0.5
 
@@ -138,39 +141,56 @@ def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatu
 
 
 def _missing_model(settings: Settings, kind: str, host: str, model: str, key: str) -> None:
-    """A model the server lacks: the Pull button, or the pull's progress and outcome."""
+    """A model the server lacks: the Pull button, or the pull's progress and outcome. On a
+    shared server only those studio.access allows get the button; the others, why not."""
     job = pull_of(redact(host), model)
     if job is not None and not job.done:
         _pull_progress(redact(host), model)
         return
+    refusal = current_rules().pull_refusal(viewer().user, model, settings.pull_allow)
     st.warning(f"{model} is not on the server. "
-               f"{backend_class(kind).missing_model_hint(model)} (or the button below)",
+               f"{backend_class(kind).missing_model_hint(model)}"
+               f"{'' if refusal else ' (or the button below)'}",
                icon="⚠️")
     if job is not None and job.error is not None:
         st.error(f"{job.error.message}\n\n{job.error.hint}", icon="⚠️")
     elif job is not None and job.stopped:
         st.caption(f"Pull of {model} cancelled.")
+    if refusal:
+        st.info(literal(refusal), icon="🔒")
+        return
     st.button(f"⬇ Pull {model}", key=f"{key}_pull", width="stretch", on_click=_start_pull,
               args=(settings, kind, host, model))
 
 
 def _start_pull(settings: Settings, kind: str, host: str, model: str) -> None:
+    user = viewer().user
+    if current_rules().pull_refusal(user, model, settings.pull_allow):
+        return  # the rules changed since the button was drawn
     backend = build(settings, kind, host, model)
     if isinstance(backend, ModelPuller):
-        start_pull(backend, redact(host), model, on_success=probes().clear)
+        start_pull(backend, redact(host), model, on_success=probes().clear, started_by=user)
 
 
 @st.fragment(run_every=PULL_REFRESH_S)
 def _pull_progress(host: str, model: str) -> None:
     """Repainted on its own while the pull runs; once it ends, the whole app runs again
-    (a pulled model joins the list)."""
+    (a pulled model joins the list). Cancel is for whoever started it, or an admin."""
     job = pull_of(host, model)
     if job is None or job.done:
         st.rerun(scope="app")
         return
     st.progress(job.fraction, text=f"Pulling {model}: {job.describe()}")
-    st.button("Cancel pull", key=f"cancel_pull_{host}_{model}", on_click=job.stop,
-              width="stretch")
+    if current_rules().may_cancel_pull(viewer().user, job.started_by):
+        st.button("Cancel pull", key=f"cancel_pull_{host}_{model}", on_click=_cancel_pull,
+                  args=(job,), width="stretch")
+    else:
+        st.caption("Another user started this pull: only they or an admin can cancel it.")
+
+
+def _cancel_pull(job: Pull) -> None:
+    if current_rules().may_cancel_pull(viewer().user, job.started_by):
+        job.stop()
 
 
 def all_backends_status(settings: Settings, prefix: str = "") -> None:
