@@ -28,7 +28,9 @@ from studio.store import RunStore
 
 URL = "/v1/chat/completions"
 IMPORT_KIND = "batch-import"  # the history group of an imported batch
-MAX_FILE_BYTES = 50_000_000
+# A batch file's size limit: .streamlit/config.toml's server.maxUploadSize (32 MB, where the
+# reasoning is), which Streamlit enforces on every upload.
+MAX_FILE_BYTES = 32 * 1024 * 1024
 
 
 class BatchFileError(ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import tomllib
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from studio.access import (
     check_login,
     login_keys,
 )
+from studio.batch_files import MAX_FILE_BYTES
 from studio.capacity import Capacity, Limits
 from studio.config import parse_config
 from studio.connection import build, probe
@@ -32,6 +34,8 @@ from studio.runner import Recording, Run
 from studio.store import RunStore
 from tests.servers.base import LocalServer
 from tests.servers.ollama import FakeOllama, Script
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Canary(LocalServer):
@@ -189,6 +193,15 @@ def test_log_out_ends_every_session_of_that_user() -> None:
     assert not logins.is_current("ann", first_tab) and not logins.is_current("ann", second_tab)
     assert logins.is_current("bob", bobs)
     assert logins.is_current("ann", logins.log_in("ann"))  # a new login stands
+
+
+def test_streamlits_upload_cap_is_the_batch_imports_limit() -> None:
+    """Streamlit takes uploads before any login: .streamlit/config.toml caps them at what
+    the app reads at most (a batch file), not Streamlit's default 200 MB."""
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())
+    cap_mb = config["server"]["maxUploadSize"]
+    assert cap_mb * 1024 * 1024 == MAX_FILE_BYTES and cap_mb < 200
+    assert MAX_FILE_BYTES > 2_000 * 12_000  # 2,000 results of 2,048-token answers
 
 
 def shared_settings(host: str, *more: str) -> Any:
