@@ -30,7 +30,7 @@ def config(url: str, **app: Any) -> str:
 def login(page: Page, url: str, name: str, password: str) -> None:
     page.goto(url)
     page.wait_for_selector("text=Log in", timeout=30_000)
-    page.locator("input[aria-label='Your name']").fill(name)
+    page.locator("input[aria-label='Your name'], input[aria-label='User name']").fill(name)
     page.locator("input[aria-label='Password']").fill(password)
     page.get_by_role("button", name="Log in").click()
 
@@ -96,9 +96,12 @@ def test_hosts_are_picked_from_config_and_a_typed_one_is_never_contacted(
 
 
 def test_each_user_sees_only_their_own_runs(browser: Browser, serve_app: ServeApp) -> None:
+    """Per-user passwords (with a shared password a name proves nothing, so it makes no
+    admin: tests/test_shared_pages.py)."""
     with FakeOllama(script=ANSWER) as server:
         app = serve_app(config(server.url, admins=["root"]),
-                        env={"PV_STUDIO_PASSWORD": PASSWORD})
+                        secrets="[passwords]\n" + "".join(f'{name} = "{PASSWORD}"\n'
+                                                          for name in ("ann", "bob", "root")))
         for name in ("ann", "bob"):
             page = new_page(browser)
             login(page, app.url, name, PASSWORD)
@@ -151,5 +154,18 @@ def test_single_sign_on_through_a_local_oidc_provider(browser: Browser,
         page.wait_for_function(
             "document.querySelector('.st-key-answer')?.innerText.includes('panels')",
             timeout=20_000)
+        page.wait_for_selector(IDLE)
+        # Log out ends the user's other sessions too: another tab, at its next click.
+        other = page.context.new_page()
+        other.goto(app.url)
+        other.wait_for_selector("text=Generate", timeout=30_000)
+        other.wait_for_selector(IDLE)
+        page.get_by_role("button", name="Log out").click()
+        other.get_by_role("button", name="↻ Refresh models").click()
+        other.wait_for_function("!document.body.innerText.includes('Logged in as')",
+                                timeout=20_000)
+        other.goto(app.url)
+        other.wait_for_selector("text=Log in", timeout=30_000)
+        assert "Generate" not in other.inner_text("body")
     with sqlite3.connect(app.history_db) as db:
         assert db.execute("SELECT user FROM runs").fetchall() == [("ann@example.com",)]
