@@ -40,7 +40,8 @@ def main() -> None:
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
     go = False
-    if clicked and (problem := prompt_problem(prompts.user)):
+    if clicked and (problem := prompt_problem(prompts.system, prompts.user,
+                                                   config.max_prompt_chars)):
         st.warning(problem, icon="✏️")
     elif clicked:
         go = fits(config, panes, prompts)
