@@ -11,6 +11,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
+from studio.capacity import CAPACITY
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -252,6 +253,27 @@ def test_a_prompt_over_the_size_cap_is_refused_unsent_and_unrecorded(
     if history.exists():
         with sqlite3.connect(history) as db:
             assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
+        app: AppFactory, fake_ollama: FakeOllama) -> None:
+    """One slot, taken by someone else, and this user's one place in the queue taken: the
+    next Generate is refused on the page, and nothing is sent."""
+    config = ollama_config(fake_ollama.url) + (
+        "app:\n  max_runs_per_backend: 1\n  max_queued_per_user: 1\n")
+    at = app(config)
+    backend = f"ollama {fake_ollama.url}"
+    holder = CAPACITY.enter(backend, "someone else")
+    waiting = CAPACITY.enter(backend, "")  # this user (no login: '') already waits once
+    try:
+        at = click(at, "Generate")
+        assert not at.exception
+        assert any("app.max_queued_per_user" in e.value and "Nothing was sent" in e.value
+                   for e in at.error)
+        assert fake_ollama.chat_requests == []
+    finally:
+        CAPACITY.leave(waiting)
+        CAPACITY.leave(holder)
 
 
 def test_the_pages_folder_workaround_still_applies() -> None:
