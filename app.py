@@ -26,7 +26,8 @@ rules = access(settings)
 user = gate(rules)  # on a shared server nothing else renders before a login
 # Typed hosts only where no login is configured (or config.yaml allows them explicitly).
 settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)
-CAPACITY.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user))
+CAPACITY.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user,
+                          settings.max_queued_per_user))
 
 init_session(settings)
 st.session_state["_settings"] = settings

@@ -13,6 +13,7 @@ import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,9 +21,11 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util import parse_url
 
 from .base import (
     BackendConnectionError,
+    BackendStatusError,
     BackendTimeoutError,
     InvalidHostError,
     TruncatedStreamError,
@@ -55,6 +58,12 @@ def check_host(url: str, example: str = "http://localhost:11434") -> str:
 
     if not url:
         raise invalid(f"The host is empty. Type the server's address, e.g. {example}.")
+    if "\\" in url or any(char.isspace() or not char.isprintable() for char in url):
+        # requests (urllib3) ends the host at a backslash, other parsers do not: the host
+        # checked would not be the host contacted. Not quoted: its redacted form would hide it.
+        raise InvalidHostError(f"The host has a backslash, a space or a control character, "
+                               f"which clients read in different ways: type the server's "
+                               f"address without it, as in {example}.")
     if "://" not in url:
         raise invalid(f"has no scheme. Add http:// (or https://): http://{shown.rstrip('/')}.")
     try:
@@ -72,6 +81,26 @@ def check_host(url: str, example: str = "http://localhost:11434") -> str:
         base = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], "", "", ""))
         raise invalid(f"has a path; the host is only scheme, name and port: {base}.")
     return url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a checked host's requests go, as requests (urllib3) reads the URL."""
+
+    scheme: str
+    host: str
+    port: int
+    credentials: str | None  # "user:password", None when the URL has none
+
+
+def address(url: str) -> Address:
+    """``url`` checked (``check_host``), then parsed as urllib3 parses it for requests: the
+    scheme, host and port it connects to (the scheme's port when none is given) and the
+    credentials it sends."""
+    parsed = parse_url(check_host(url))
+    scheme = parsed.scheme or "http"
+    return Address(scheme, (parsed.host or "").lower(),
+                   parsed.port or (443 if scheme == "https" else 80), parsed.auth)
 
 
 _on_connect = threading.local()
@@ -165,8 +194,8 @@ def request(
     try:
         # No redirects: an LLM server never needs one, and following it would let a server
         # send us to a host nobody chose (on a shared app: into the internal network).
-        return session.request(method, url, json=json_body, headers=headers, stream=stream,
-                               timeout=timeout, allow_redirects=False)
+        response = session.request(method, url, json=json_body, headers=headers,
+                                   stream=stream, timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
         raise BackendConnectionError(
             f"{backend} at {host} did not accept a connection within {timeout[0]:g} s.",
@@ -189,6 +218,23 @@ def request(
         _on_connect.callback = None
         if not stream:
             session.close()
+    if is_redirect(response.status_code):
+        response.close()
+        raise redirect_error(response.status_code, backend=backend, host=host)
+    return response
+
+
+def is_redirect(status: int) -> bool:
+    return 300 <= status < 400
+
+
+def redirect_error(status: int, *, backend: str, host: str) -> BackendStatusError:
+    """A server answered with a redirect: never followed (by requests or the openai SDK)."""
+    return BackendStatusError(
+        f"{backend} at {host} answered with a redirect (HTTP {status}), and the app follows "
+        f"no redirects: a server could send its requests to a host nobody chose.",
+        hint="Set the host to the server's own address (scheme, name and port).",
+        status_code=status, backend=backend, host=host)
 
 
 def error_text(response: requests.Response) -> str:

@@ -10,6 +10,7 @@ yields the answer in one piece or, with ``sse=True``, token by token as server-s
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -48,6 +49,8 @@ DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 WINDOW_TTL_S = 60.0
 _WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
+_KEY_WINS_SAID: set[str] = set()
+log = logging.getLogger(__name__)
 
 
 class VLLMBackend:
@@ -70,6 +73,11 @@ class VLLMBackend:
         self.host = http.redact(self._base_url)
         self.model = model
         self._api_key = api_key  # never logged: __repr__ leaves it out
+        if api_key and self._base_url != self.host:
+            # vLLM's --api-key (Bearer) and a URL's user:password (Basic) would both be the
+            # Authorization header: only one can be sent. The key wins, it is vLLM's own.
+            self._base_url = self.host
+            _say_the_key_wins(self.host)
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
         if use_openai_sdk and openai is None:
             raise ImportError("use_openai_sdk=True but the openai package is not installed")
@@ -270,8 +278,12 @@ class VLLMBackend:
         connect, read = self.timeout
         # max_retries=0: the SDK would otherwise retry a down server twice with backoff,
         # turning one clear failure into a long silent wait.
+        # Its own HTTP client: no redirects (the SDK's default follows them) and, as in
+        # backends.http, no proxy from the environment.
         client = openai.OpenAI(base_url=f"{self._base_url}/v1", api_key=self._api_key or "EMPTY",
-                               max_retries=0, timeout=openai.Timeout(read, connect=connect))
+                               max_retries=0, timeout=openai.Timeout(read, connect=connect),
+                               http_client=openai.DefaultHttpxClient(follow_redirects=False,
+                                                                     trust_env=False))
         known = ("model", "messages", "max_tokens", "temperature")
         extra = {key: value for key, value in payload.items() if key not in known}
         try:
@@ -287,6 +299,9 @@ class VLLMBackend:
                                          hint=self.unreachable_hint, backend="vLLM",
                                          host=self.host) from exc
         except openai.APIStatusError as exc:
+            if http.is_redirect(exc.status_code):
+                raise http.redirect_error(exc.status_code, backend="vLLM",
+                                          host=self.host) from exc
             try:
                 message = http.message_from_body(exc.response.json())
             except ValueError:
@@ -341,6 +356,14 @@ class VLLMBackend:
             return self.list_models()
         except (BackendConnectionError, BackendStatusError, ValueError, KeyError):
             return None
+
+
+def _say_the_key_wins(host: str) -> None:
+    """Logged once per host: its user:password is not sent, the API key is."""
+    if host not in _KEY_WINS_SAID:
+        _KEY_WINS_SAID.add(host)
+        log.warning("vLLM at %s: the API key is sent (Authorization: Bearer) and the host's "
+                    "user:password is not: both would use the Authorization header.", host)
 
 
 def chat_body(model: str, prompt: str, system: str, max_tokens: int, temperature: float,

@@ -19,6 +19,7 @@ from studio.presets import (
     load_system_prompts,
     parse_locations_csv,
 )
+from studio.prompts import prompt_problem
 from studio.render import literal
 from studio.request import ERROR, RunParams
 from studio.store import GroupSummary, RunStore
@@ -67,7 +68,7 @@ def main() -> None:
         help="OpenAI batch input: run it with vLLM's run_batch on any node, or any "
              "OpenAI-compatible Batch API (README: Beyond one machine).")
     if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
-                         width="stretch") and fits(spec):
+                         width="stretch") and sendable(spec) and fits(spec):
         begin(store, spec)
     # Max tokens aside (one choice lowers it), a held-back batch is still the one on screen.
     pending = fit_check.current(PAGE, replace(spec, max_tokens=0))
@@ -134,6 +135,17 @@ def scenarios_picker() -> list[Location]:
                                default=[s.name for s in scenarios], key="batch_locations")
         scenarios = [s for s in scenarios if s.name in names]
     return scenarios
+
+
+def sendable(spec: BatchSpec) -> bool:
+    """Every row's prompt is under app.max_prompt_chars; else say which row is not."""
+    for index, location in enumerate(spec.scenarios):
+        request = spec.request(location)
+        if problem := prompt_problem(request.system, request.prompt,
+                                     settings().max_prompt_chars):
+            st.warning(f"Row {literal(f'#{index + 1} {location.name}')}: {problem}", icon="✏️")
+            return False
+    return True
 
 
 def fits(spec: BatchSpec) -> bool:

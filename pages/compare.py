@@ -19,7 +19,7 @@ from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, show_answer, show_thinking
 from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import show_fallback_notice
-from ui.state import current_selection, history, keep, require_frame, settings, viewer
+from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
 
 PAGE = "compare"
 DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new panes: embedded first, it always answers
@@ -40,7 +40,8 @@ def main() -> None:
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
     go = False
-    if clicked and (problem := prompt_problem(prompts.user)):
+    if clicked and (problem := prompt_problem(prompts.system, prompts.user,
+                                                   config.max_prompt_chars)):
         st.warning(problem, icon="✏️")
     elif clicked:
         go = fits(config, panes, prompts)
@@ -141,13 +142,13 @@ def lower_max_tokens(max_tokens: int) -> None:
 def start(config: Settings, panes: list[RunParams], prompts: Prompts,
           repeats: int) -> Comparison:
     store = history()
-    user = viewer().user
+    user, watching = viewer().user, watcher()
     group = store.create_group("compare", prompts.preset, user) if store is not None else None
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
         build=lambda pane: build(config, pane.backend, pane.host, pane.model),
         # Built here: the coordinator thread must make no Streamlit calls.
-        record=lambda index: Recording(store, "compare", group, index, user)
+        record=lambda index: Recording(store, "compare", group, index, user, watching)
         if store else None,
     ).start()
 

@@ -35,7 +35,8 @@ def main() -> None:
     generate = buttons[0].button("Generate", type="primary", disabled=running,
                                  width="stretch")
     started = None
-    if generate and (problem := prompt_problem(prompts.user)):
+    if generate and (problem := prompt_problem(prompts.system, prompts.user,
+                                                    settings().max_prompt_chars)):
         st.warning(problem, icon="✏️")
     elif generate:
         started = start(request, check=True)

@@ -4,7 +4,9 @@ queued in order of arrival, so that one visitor's 30-row batch cannot starve a l
 A run asks for a slot before it calls the server and gives it back when it ends. Waiters are
 served first come, first served, except that a waiter whose user is at the user cap is
 passed over (it does not hold up other users behind it). ``position()`` is what the page
-shows while a run waits.
+shows while a run waits: how many runs are ahead of it. A user may have at most
+``Limits.queued_per_user`` runs waiting (a Batch's rows aside: they are bounded by the batch's
+concurrency); one more is refused with ``QueueFull`` before it is recorded or sent.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ from dataclasses import dataclass, field
 class Limits:
     per_backend: int = 0  # runs at once against one backend (kind and host); 0: no cap
     per_user: int = 0  # runs at once by one user; 0: no cap
+    queued_per_user: int = 0  # runs one user may have waiting (capped ones); 0: no cap
+
+
+class QueueFull(Exception):
+    """A user already has ``Limits.queued_per_user`` runs waiting: this one is refused."""
 
 
 @dataclass(eq=False)
@@ -29,6 +36,7 @@ class Ticket:
     backend: str
     user: str
     number: int
+    capped: bool = True  # counts against the user's queue cap (a Batch row does not)
     admitted: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
 
@@ -48,12 +56,22 @@ class Capacity:
             self.limits = limits
             self._admit()
 
-    def enter(self, backend: str, user: str) -> Ticket:
-        """Queue a run; admitted at once when there is room (``ticket.admitted`` is set)."""
+    def enter(self, backend: str, user: str, capped: bool = True) -> Ticket:
+        """Queue a run; admitted at once when there is room (``ticket.admitted`` is set).
+        Raises ``QueueFull`` when it would wait and ``user`` already has the most runs
+        waiting that a user may (only ``capped`` runs count and are refused)."""
         with self._lock:
-            ticket = Ticket(backend, user, next(self._numbers))
+            ticket = Ticket(backend, user, next(self._numbers), capped)
             self._waiting.append(ticket)
             self._admit()
+            cap = self.limits.queued_per_user
+            if capped and cap and not ticket.admitted.is_set() and sum(
+                    t.capped and t.user == user for t in self._waiting) > cap:
+                self._waiting.remove(ticket)
+                raise QueueFull(
+                    f"You already have {cap} run{'s' if cap != 1 else ''} waiting for a slot "
+                    f"on this server, the most one user may queue (app.max_queued_per_user). "
+                    f"Wait for one to start, or stop one. Nothing was sent.")
             return ticket
 
     def leave(self, ticket: Ticket) -> None:
@@ -76,14 +94,14 @@ class Capacity:
             if admitted:
                 return True
 
-    def position(self, ticket: Ticket) -> int:
-        """0 when admitted; else the waiters ahead of it for the same backend, plus one."""
+    def position(self, ticket: Ticket) -> int | None:
+        """How many runs for the same backend wait ahead of this one (0: it is next); None
+        when it is not waiting (admitted, or gone)."""
         with self._lock:
             if ticket.admitted.is_set() or ticket not in self._waiting:
-                return 0
-            ahead = [t for t in self._waiting[:self._waiting.index(ticket)]
-                     if t.backend == ticket.backend]
-            return len(ahead) + 1
+                return None
+            return sum(t.backend == ticket.backend
+                       for t in self._waiting[:self._waiting.index(ticket)])
 
     def running(self, backend: str | None = None) -> int:
         with self._lock:

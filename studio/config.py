@@ -97,6 +97,10 @@ class Settings:
     pull_allow: tuple[str, ...] = ()  # models anyone may pull on a shared server
     max_runs_per_backend: int = 0  # fair capacity (studio.capacity); 0: no cap
     max_runs_per_user: int = 0
+    max_queued_per_user: int = 4  # runs one user may have waiting for a slot; 0: no cap
+    stop_unwatched_after_s: float = 10.0  # a closed tab's runs stop then; 0: never
+    max_prompt_chars: int = 200_000  # system + user prompt, far above a real one (PV: ~10,000)
+    max_import_rows: int = 2_000  # rows of one imported batch-results file (studio.batch_files)
     path: str = ""
 
     @property
@@ -109,9 +113,15 @@ class Settings:
 def _between(low: float, high: float) -> AfterValidator:
     def check(value: float) -> float:
         if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g} (got {value!r})")
+            raise ValueError(f"must be between {_plain(low)} and {_plain(high)} "
+                             f"(got {value!r})")
         return value
     return AfterValidator(check)
+
+
+def _plain(number: float) -> str:
+    """10000000 as written, not 1e+07."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 class _Block(BaseModel):
@@ -207,6 +217,10 @@ class _App(_Block):
     pull_allow: list[str] = []
     max_runs_per_backend: Annotated[int, _between(0, 1000)] = 0
     max_runs_per_user: Annotated[int, _between(0, 1000)] = 0
+    max_queued_per_user: Annotated[int, _between(0, 1000)] = 4
+    stop_unwatched_after_s: Annotated[float, _between(0, 3600)] = 10.0
+    max_prompt_chars: Annotated[int, _between(1_000, 10_000_000)] = 200_000
+    max_import_rows: Annotated[int, _between(1, 1_000_000)] = 2_000
 
     @field_validator("pull_allow")
     @classmethod
@@ -321,6 +335,10 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         pull_allow=tuple(app.pull_allow),
         max_runs_per_backend=app.max_runs_per_backend,
         max_runs_per_user=app.max_runs_per_user,
+        max_queued_per_user=app.max_queued_per_user,
+        stop_unwatched_after_s=app.stop_unwatched_after_s,
+        max_prompt_chars=app.max_prompt_chars,
+        max_import_rows=app.max_import_rows,
         path=source,
     )
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from backends import backend_class, create_backend, forget_server_facts, needs_server
 from backends.base import Backend, BackendError, InvalidHostError, ModelState
-from backends.http import redact
+from backends.http import address, redact
 from studio.config import Settings, load_config, parse_config
 
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
@@ -37,13 +37,8 @@ def build(settings: Settings, kind: str, host: str = "", model: str = "",
     hosts are fixed by config (a shared server), any other host is refused before anything
     is sent to it."""
     configured = settings.backends[kind]
-    if host and settings.allow_custom_hosts is False and needs_server(backend_class(kind)) \
-            and redact(host.strip().rstrip("/")) not in {redact(h) for h in
-                                                         configured.allowed_hosts}:
-        raise InvalidHostError(
-            f"{redact(host)!r} is not one of the hosts config.yaml names for "
-            f"{backend_class(kind).label}: on this shared server pick one of "
-            f"{', '.join(redact(h) for h in configured.allowed_hosts) or 'none'}.")
+    if host and settings.allow_custom_hosts is False and needs_server(backend_class(kind)):
+        host = allowed_host(host, configured.allowed_hosts, backend_class(kind).label)
     return create_backend(
         kind, host=host or configured.host, model=model or configured.model,
         api_key=configured.api_key(),
@@ -51,6 +46,26 @@ def build(settings: Settings, kind: str, host: str = "", model: str = "",
         read_timeout=settings.read_timeout, model_dirs=settings.embedded.model_dirs,
         n_ctx=settings.embedded.n_ctx, num_ctx=settings.ollama.num_ctx,
         keep_alive=settings.ollama.keep_alive)
+
+
+def allowed_host(host: str, allowed: tuple[str, ...], label: str) -> str:
+    """The configured URL ``host`` names, or ``InvalidHostError``. Compared as requests will
+    send them (``http.address``): scheme, host and port exactly; credentials none (the
+    configured ones are used) or exactly the configured ones. A host that is not a clean URL
+    (a backslash, a path) is refused as it is everywhere."""
+    wanted = address(host)
+    for url in allowed:
+        known = address(url)
+        if (wanted.scheme, wanted.host, wanted.port) != (known.scheme, known.host, known.port):
+            continue
+        if wanted.credentials in (None, known.credentials):
+            return url
+        raise InvalidHostError(
+            f"{redact(host)!r} carries a user or password that config.yaml does not give it: "
+            f"pick the host without them (the configured ones are used).")
+    raise InvalidHostError(
+        f"{redact(host)!r} is not one of the hosts config.yaml names for {label}: on this "
+        f"shared server pick one of {', '.join(redact(h) for h in allowed) or 'none'}.")
 
 
 def from_config(config: str | Path | dict[str, Any] | None = None,

@@ -3,6 +3,10 @@
 Streamlit allows no Streamlit calls from other threads, so the worker only talks to the
 backend; the page polls ``text``/``done`` and repaints. The same ``Run`` serves every page:
 streaming backends fill ``text`` fragment by fragment, one-piece backends (vLLM) all at once.
+
+A page's run (Playground, Compare) has a ``Watcher``: when nobody watches it any more (its
+browser tab closed), it is stopped, so that it gives its slot on a shared server back. A
+Batch's rows have none: a batch belongs to its process and goes on without a tab.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from backends.base import (
     TokenStream,
 )
 from backends.http import redact
-from studio.capacity import CAPACITY, Capacity, Ticket
+from studio.capacity import CAPACITY, Capacity, QueueFull, Ticket
 from studio.request import (
     ERROR,
     FINISHED,
@@ -44,17 +48,49 @@ if TYPE_CHECKING:
 
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
+WATCH_EVERY_S = 0.5  # how often a watched run asks whether anybody still watches it
+ABANDONED = ("Stopped: its browser tab closed, and nobody watched it for {grace:g} s "
+             "(app.stop_unwatched_after_s), so it gave its slot back.")
+
+
+class Watcher:
+    """Whether anybody still watches a page's runs. ``present()`` asks (for a Streamlit page:
+    is the browser session that started them still connected?); once it has said no for
+    ``grace_s`` seconds running (a tab that reconnects comes back within them), the runs are
+    abandoned. ``grace_s`` 0: never. One watcher serves every run its page starts."""
+
+    def __init__(self, present: Callable[[], bool], grace_s: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.present, self.grace_s, self._clock = present, grace_s, clock
+        self._lock = threading.Lock()
+        self._gone_since: float | None = None
+
+    def abandoned(self) -> bool:
+        if self.grace_s <= 0:
+            return False
+        present = self.present()
+        with self._lock:
+            if present:
+                self._gone_since = None
+                return False
+            now = self._clock()
+            if self._gone_since is None:
+                self._gone_since = now
+            return now - self._gone_since >= self.grace_s
 
 
 @dataclass(frozen=True)
 class Recording:
-    """Where a run is recorded: the history store, the page, and its Compare/Batch group."""
+    """Where a run is recorded: the history store, the page, and its Compare/Batch group;
+    and who watches it (a page's run stops once nobody does, and counts against its user's
+    queue cap; None: it belongs to its process, as a Batch's rows do)."""
 
     store: RunStore
     page: str
     group_id: int | None = None
     position: int = 0
     user: str = ""  # who runs it, on a shared server ('' without a login)
+    watcher: Watcher | None = None
 
 
 class Run:
@@ -84,15 +120,33 @@ class Run:
         self._finish_lock = threading.Lock()
         self._started = time.monotonic()
         self._ended: float | None = None
+        self.abandoned = False  # stopped because nobody watched it any more
         # (seconds since start, characters received): the Compare page's timeline chart.
         self.timeline: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._work, name="generation", daemon=True)
 
     def start(self) -> Run:
+        """Queue for a slot and run on a worker thread. Nothing is recorded or sent when the
+        run was stopped before, its page is no longer watched, or its user's queue is full
+        (then ``error`` says so)."""
         if self._done.is_set():  # stopped before it started: nothing to send
             return self
         self._started = time.monotonic()
         recording = self.recording
+        watcher = recording.watcher if recording is not None else None
+        if watcher is not None and watcher.abandoned():  # e.g. a Compare round after the tab
+            self._abandon()
+            return self
+        request = self.request
+        try:
+            self._ticket = self.capacity.enter(f"{request.backend} {redact(request.host)}",
+                                               recording.user if recording else "",
+                                               capped=watcher is not None)
+        except QueueFull as exc:
+            self.error = BackendError(str(exc), backend=request.backend,
+                                      host=redact(request.host))
+            self._finish()
+            return self
         if recording is not None:
             self._store(lambda store: setattr(self, "run_id", store.start_run(
                 self.request, recording.page, recording.group_id, recording.position,
@@ -101,7 +155,22 @@ class Run:
         if self.run_id is not None:
             threading.Thread(target=self._save_while_running, name="recorder",
                              daemon=True).start()
+        if watcher is not None:
+            threading.Thread(target=self._watch, args=(watcher,), name="watcher",
+                             daemon=True).start()
         return self
+
+    def _watch(self, watcher: Watcher) -> None:
+        """Stop the run once nobody watches it: queued, it leaves the queue; running, its
+        stream closes and its slot goes to the next run."""
+        while not self._done.wait(WATCH_EVERY_S):
+            if watcher.abandoned():
+                self._abandon()
+                return
+
+    def _abandon(self) -> None:
+        self.abandoned = True
+        self.stop()
 
     def _save_while_running(self) -> None:
         """Written as it grows, so a closed tab or a killed app loses at most a moment."""
@@ -198,22 +267,23 @@ class Run:
             self._finish()
 
     @property
-    def queue_position(self) -> int:
-        """Runs ahead of this one for its backend while it waits for a slot (0: not waiting)."""
+    def queue_position(self) -> int | None:
+        """Runs ahead of this one for its backend while it waits for a slot (0: it is next);
+        None when it is not waiting."""
         ticket = self._ticket
-        return self.capacity.position(ticket) if ticket is not None else 0
+        return self.capacity.position(ticket) if ticket is not None else None
 
     def _work(self) -> None:
         request = self.request
         args = (request.prompt, request.system, request.max_tokens, request.temperature)
-        user = self.recording.user if self.recording is not None else ""
-        self._ticket = self.capacity.enter(f"{request.backend} {redact(request.host)}", user)
+        ticket = self._ticket
+        assert ticket is not None  # start() took it
         try:
-            if not self.capacity.wait(self._ticket, give_up=self._stop.is_set):
+            if not self.capacity.wait(ticket, give_up=self._stop.is_set):
                 return  # stopped while queued: nothing was sent
             self._call(args)
         finally:
-            self.capacity.leave(self._ticket)
+            self.capacity.leave(ticket)
             self._finish()
 
     def _call(self, args: tuple[str, str, int, float]) -> None:
@@ -259,10 +329,16 @@ class Run:
             run_id = self.run_id
             if run_id is not None:  # stored before the run says done: waiters see it saved
                 self._store(lambda store: store.finish_run(
-                    run_id, self.text, self._outcome(),
-                    str(self.error) if self.error else None, self.stats.to_dict(),
-                    thinking=self.thinking))
+                    run_id, self.text, self._outcome(), self._error_text(),
+                    self.stats.to_dict(), thinking=self.thinking))
             self._done.set()
+
+    def _error_text(self) -> str | None:
+        """What the history keeps as the run's error (an abandoned run: why it stopped)."""
+        watcher = self.recording.watcher if self.recording is not None else None
+        if self.abandoned and watcher is not None:
+            return ABANDONED.format(grace=watcher.grace_s)
+        return str(self.error) if self.error else None
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -278,7 +354,7 @@ class Run:
                            "think": request.think},
             "system_prompt": request.system, "user_prompt": request.prompt,
             "thinking": self.thinking, "answer": self.text, "status": self.status,
-            "error": str(self.error) if self.error else None,
+            "error": self._error_text(),
             "statistics": self.stats.to_dict(),
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
+from studio.capacity import CAPACITY
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -230,6 +232,48 @@ def test_an_empty_prompt_is_not_sent(app: AppFactory, fake_ollama: FakeOllama) -
     assert "The user prompt is empty" in at.warning[0].value
     assert fake_ollama.chat_requests == []
     assert "playground_run" not in at.session_state
+
+
+def test_a_prompt_over_the_size_cap_is_refused_unsent_and_unrecorded(
+        app: AppFactory, fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    """A 20 MB prompt once made an 80 MB history: over app.max_prompt_chars (200,000 by
+    default) nothing is sent and nothing is recorded; the message gives the size and the cap."""
+    at = app(ollama_config(fake_ollama.url))
+    at.text_area[1].set_value("kWh " * 62_500)  # 250,000 characters
+    at = click(at.run(), "Generate")
+    assert not at.exception
+    (warning,) = [w.value for w in at.warning if "characters" in w.value]
+    size = len(at.text_area[0].value) + 250_000  # system and user prompt together
+    assert f"{size:,} characters" in warning and "at most 200,000" in warning
+    assert "app.max_prompt_chars" in warning
+    assert "Nothing was sent" in warning
+    assert fake_ollama.chat_requests == []
+    assert "playground_run" not in at.session_state
+    history = tmp_path / "history.sqlite3"
+    if history.exists():
+        with sqlite3.connect(history) as db:
+            assert db.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+
+
+def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
+        app: AppFactory, fake_ollama: FakeOllama) -> None:
+    """One slot, taken by someone else, and this user's one place in the queue taken: the
+    next Generate is refused on the page, and nothing is sent."""
+    config = ollama_config(fake_ollama.url) + (
+        "app:\n  max_runs_per_backend: 1\n  max_queued_per_user: 1\n")
+    at = app(config)
+    backend = f"ollama {fake_ollama.url}"
+    holder = CAPACITY.enter(backend, "someone else")
+    waiting = CAPACITY.enter(backend, "")  # this user (no login: '') already waits once
+    try:
+        at = click(at, "Generate")
+        assert not at.exception
+        assert any("app.max_queued_per_user" in e.value and "Nothing was sent" in e.value
+                   for e in at.error)
+        assert fake_ollama.chat_requests == []
+    finally:
+        CAPACITY.leave(waiting)
+        CAPACITY.leave(holder)
 
 
 def test_the_pages_folder_workaround_still_applies() -> None:

@@ -1,11 +1,14 @@
 """Fair capacity: runs per backend and per user capped, the rest queued first come, first
-served, except that a user at their cap does not hold up the users behind them."""
+served, except that a user at their cap does not hold up the users behind them; a user's
+queue is capped too."""
 
 from __future__ import annotations
 
 import threading
 
-from studio.capacity import Capacity, Limits
+import pytest
+
+from studio.capacity import Capacity, Limits, QueueFull
 
 
 def admitted(*tickets: object) -> list[bool]:
@@ -22,9 +25,9 @@ def test_the_backend_cap_queues_the_rest_in_order() -> None:
     capacity = Capacity(Limits(per_backend=2))
     a, b, c, d = (capacity.enter("ollama", user) for user in ("ann", "bob", "cy", "di"))
     assert admitted(a, b, c, d) == [True, True, False, False]
-    assert (capacity.position(c), capacity.position(d)) == (1, 2)
+    assert (capacity.position(c), capacity.position(d)) == (0, 1)
     capacity.leave(a)
-    assert admitted(c, d) == [True, False] and capacity.position(d) == 1
+    assert admitted(c, d) == [True, False] and capacity.position(d) == 0
     other = capacity.enter("vllm", "ann")  # another backend has its own slots
     assert other.admitted.is_set()
 
@@ -79,3 +82,42 @@ def test_raising_the_limits_admits_the_waiters() -> None:
     waiting = capacity.enter("vllm", "bob")
     capacity.configure(Limits(per_backend=2))
     assert waiting.admitted.is_set()
+
+
+def test_the_position_says_exactly_how_many_runs_are_ahead() -> None:
+    """The page says "N runs ahead": the first waiter has none ahead of it, not one."""
+    capacity = Capacity(Limits(per_backend=1))
+    running = capacity.enter("ollama", "ann")
+    first = capacity.enter("ollama", "bob")
+    other_backend = capacity.enter("vllm", "cy")  # not in the same queue
+    second = capacity.enter("ollama", "di")
+    assert capacity.position(running) is None and capacity.position(other_backend) is None
+    assert (capacity.position(first), capacity.position(second)) == (0, 1)
+    capacity.leave(first)  # gave up waiting
+    assert capacity.position(second) == 0
+
+
+def test_a_user_over_the_queue_cap_is_refused_and_others_are_not() -> None:
+    capacity = Capacity(Limits(per_backend=1, queued_per_user=2))
+    capacity.enter("ollama", "ann")  # runs: not queued
+    waiting = [capacity.enter("ollama", "ann") for _ in range(2)]
+    with pytest.raises(QueueFull, match=r"2 runs waiting.*app\.max_queued_per_user.*"
+                                        r"Nothing was sent"):
+        capacity.enter("ollama", "ann")
+    assert [capacity.position(t) for t in waiting] == [0, 1]  # the refused one left no place
+    bob = capacity.enter("ollama", "bob")  # another user still queues
+    assert capacity.position(bob) == 2
+    # A Batch's rows are not capped (its concurrency bounds them), nor counted.
+    rows = [capacity.enter("ollama", "ann", capped=False) for _ in range(5)]
+    assert all(capacity.position(row) is not None for row in rows)
+    capacity.leave(waiting[0])
+    assert capacity.position(capacity.enter("ollama", "ann")) is not None  # room again
+
+
+def test_the_queue_cap_refuses_only_runs_that_would_wait() -> None:
+    capacity = Capacity(Limits(per_backend=1, queued_per_user=1))
+    capacity.enter("ollama", "ann")
+    capacity.enter("ollama", "ann")  # her one place in the queue
+    assert capacity.enter("vllm", "ann").admitted.is_set()  # a free backend: no waiting
+    with pytest.raises(QueueFull, match="1 run waiting"):
+        capacity.enter("ollama", "ann")

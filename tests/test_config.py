@@ -98,6 +98,14 @@ def test_api_key_comes_from_the_named_environment_variable(
     ("backends:\n  ollama:\n    host: http://x:11434/api\n",
      "backends.ollama.host: 'http://x:11434/api' has a path"),
     ("backends: 3\n", "backends must be a mapping of keys to values (got int)"),
+    ("app:\n  max_prompt_chars: 10\n",
+     "app.max_prompt_chars must be between 1000 and 10000000 (got 10)"),
+    ("app:\n  max_prompt_chars: lots\n", "app.max_prompt_chars must be a whole number"),
+    ("app:\n  max_import_rows: 0\n", "app.max_import_rows must be between 1 and 1000000"),
+    ("app:\n  max_queued_per_user: -1\n", "app.max_queued_per_user must be between 0 and"),
+    ("app:\n  stop_unwatched_after_s: forever\n",
+     "app.stop_unwatched_after_s must be a number"),
+    ("llm:\n  host: http://127.0.0.1:1\\@127.0.0.1:2\n", "llm.host: The host has a backslash"),
 ])
 def test_bad_config_gives_one_clear_message_naming_the_key(tmp_path: Path, text: str,
                                                            expected: str) -> None:
@@ -123,6 +131,20 @@ def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
     assert settings.backend == "ollama"
     assert settings.max_tokens == 2048 and settings.temperature == 0.2
     assert settings.fallback_to_embedded is True
+
+
+def test_the_limits_have_defaults_far_above_real_use_and_can_be_set(tmp_path: Path) -> None:
+    shipped, empty = load_config(DEFAULT_CONFIG_PATH), load_config(write(tmp_path, ""))
+    for settings in (shipped, empty):
+        assert settings.max_prompt_chars == 200_000  # the PV prompt is ~10,000
+        assert settings.max_import_rows == 2_000
+        assert settings.max_queued_per_user == 4  # a Compare of 4 panes queues whole
+        assert settings.stop_unwatched_after_s == 10
+    settings = load_config(write(tmp_path, "app:\n  max_prompt_chars: 5000\n"
+                                           "  max_import_rows: 30\n  max_queued_per_user: 0\n"
+                                           "  stop_unwatched_after_s: 2.5\n"))
+    assert (settings.max_prompt_chars, settings.max_import_rows, settings.max_queued_per_user,
+            settings.stop_unwatched_after_s) == (5000, 30, 0, 2.5)
 
 
 def test_only_the_first_problem_is_reported_without_the_pydantic_traceback() -> None:

@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 
 from backends.base import BackendConnectionError, InvalidHostError
-from backends.http import check_host, redact
+from backends.http import Address, address, check_host, redact
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
-from studio.config import load_config
-from studio.connection import ProbeCache, probe
+from studio.config import Settings, load_config, parse_config
+from studio.connection import ProbeCache, build, probe
 from tests.servers.ollama import FakeOllama
+from tests.test_access import Canary
 
 
 @pytest.mark.parametrize(("typed", "fix"), [
@@ -85,3 +86,62 @@ def _config(tmp_path: Path) -> Path:
     path = tmp_path / "config.yaml"
     path.write_text("llm:\n  backend: ollama\n")
     return path
+
+
+# -- a shared server's allow-list, compared as requests will send -------------------------
+def shared(host: str, *more: str) -> Settings:
+    return parse_config({"llm": {"backend": "ollama", "host": host},
+                         "backends": {"ollama": {"hosts": list(more)}},
+                         "app": {"allow_custom_hosts": False}})
+
+
+@pytest.mark.parametrize("typed", [
+    "http://127.0.0.1:{canary}\\@127.0.0.1:{allowed}",  # urllib3 stops the host at the \
+    "http://127.0.0.1:{allowed}\\@127.0.0.1:{canary}",
+    "http://127.0.0.1:{canary}\\\\@127.0.0.1:{allowed}",
+    "http://127.0.0.1:{canary}\t@127.0.0.1:{allowed}",
+    "http://127.0.0.1:{canary} @127.0.0.1:{allowed}",
+])
+def test_a_backslash_never_smuggles_a_request_past_the_allow_list(typed: str) -> None:
+    with FakeOllama() as allowed, Canary() as canary:
+        host = typed.format(canary=canary.port, allowed=allowed.port)
+        settings = shared(allowed.url)
+        with pytest.raises(InvalidHostError, match="backslash, a space or a control"):
+            build(settings, "ollama", host)
+        status = probe(settings, "ollama", host)
+        assert status.bad_host and not status.reachable
+        with pytest.raises(InvalidHostError):  # refused everywhere, not only when shared
+            check_host(host)
+        with pytest.raises(InvalidHostError):
+            OllamaBackend(host)
+    assert canary.hits == [] and allowed.chat_requests == []
+
+
+def test_the_allow_list_compares_scheme_host_port_and_credentials_exactly() -> None:
+    with FakeOllama() as allowed, Canary() as canary:
+        port = allowed.port
+        configured = f"http://demo:s3cret@127.0.0.1:{port}"
+        settings = shared(configured)
+        for same in (configured, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/",
+                     f"HTTP://127.0.0.1:{port}"):
+            assert build(settings, "ollama", same)._base_url == configured  # type: ignore[attr-defined]
+        for other in (f"https://127.0.0.1:{port}", f"http://localhost:{port}",
+                      f"http://127.0.0.1:{canary.port}", "http://127.0.0.1",
+                      f"http://demo:s3cret@127.0.0.1:{canary.port}"):
+            with pytest.raises(InvalidHostError, match="not one of the hosts"):
+                build(settings, "ollama", other)
+        for credentials in ("demo:wrong", "eve:s3cret", "demo", "demo:"):
+            with pytest.raises(InvalidHostError, match="user or password") as info:
+                build(settings, "ollama", f"http://{credentials}@127.0.0.1:{port}")
+            assert "s3cret" not in str(info.value) and "wrong" not in str(info.value)
+        default_port = shared("http://127.0.0.1")
+        assert build(default_port, "ollama", "http://127.0.0.1:80")  # the scheme's port
+    assert canary.hits == []
+
+
+def test_backends_check_hosts_for_backslashes() -> None:
+    for backend in (OllamaBackend, VLLMBackend):
+        with pytest.raises(InvalidHostError, match="backslash"):
+            backend("http://127.0.0.1:1\\@127.0.0.1:2")
+    assert address("http://u:p@Example.org") == Address("http", "example.org", 80, "u:p")
+    assert address("https://gpu.lan:8443/") == Address("https", "gpu.lan", 8443, None)

@@ -6,6 +6,7 @@ import itertools
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,8 +22,10 @@ from backends.base import (
 )
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
+from studio.capacity import Capacity, Limits
 from studio.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
-from studio.runner import Run
+from studio.runner import Recording, Run, Watcher
+from studio.store import RunStore
 from tests.servers.ollama import (
     SAMPLE_ANSWER,
     FakeOllama,
@@ -378,3 +381,116 @@ def test_to_dict_of_a_failed_run_is_json_serialisable(ollama: OllamaBackend,
     assert data["answer"] == "".join(TOKENS[:2])
     assert "Ollama stopped with an error" in data["error"]
     assert data["statistics"]["done_reason"] == "error"
+
+
+# -- runs nobody watches, and the queue cap ------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_watcher_says_abandoned_only_after_the_grace_without_a_viewer() -> None:
+    present, clock = [True], Clock()
+    watcher = Watcher(lambda: present[0], grace_s=10, clock=clock)
+    assert not watcher.abandoned()
+    present[0] = False  # the tab closed
+    assert not watcher.abandoned()
+    clock.now += 9.9
+    assert not watcher.abandoned()
+    present[0] = True  # it reconnected within the grace: counted afresh next time
+    assert not watcher.abandoned()
+    present[0] = False
+    clock.now += 5
+    assert not watcher.abandoned()
+    clock.now += 10
+    assert watcher.abandoned()
+    assert not Watcher(lambda: False, grace_s=0).abandoned()  # 0: never
+
+
+def watched_recording(store: RunStore, user: str, watcher: Watcher) -> Recording:
+    return Recording(store, "playground", user=user, watcher=watcher)
+
+
+def test_a_run_nobody_watches_gives_its_slot_to_the_next(tmp_path: Path) -> None:
+    """Ann's tab closes mid-run: her run stops (its text so far kept, the reason recorded)
+    and Bob's queued run gets the slot, instead of waiting for her whole answer."""
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    capacity = Capacity(Limits(per_backend=1))
+    present = threading.Event()
+    present.set()
+    with FakeOllama(script=Script(tokens=["word "] * 400, delay=0.05)) as server:
+        request = ollama_request(server.url)
+        ann = Run(OllamaBackend(server.url), request,
+                  watched_recording(store, "ann", Watcher(present.is_set, grace_s=0.3)),
+                  capacity=capacity).start()
+        assert wait_until(lambda: ann.text)
+        bob = Run(OllamaBackend(server.url), request,
+                  watched_recording(store, "bob", Watcher(lambda: True, grace_s=0.3)),
+                  capacity=capacity).start()
+        assert bob.queue_position == 0
+        present.clear()  # Ann's tab closed; nobody polls her run any more
+        assert ann.wait(5) and ann.status == STOPPED and ann.abandoned
+        assert 0 < len(ann.text) < len("word " * 400)
+        assert wait_until(lambda: bob.text, timeout=5)  # Bob's run got the slot
+        bob.stop()
+        assert bob.wait(5)
+    stored = store.get(ann.run_id) if ann.run_id is not None else None
+    assert stored is not None and stored.status == STOPPED and stored.text == ann.text
+    assert stored.error is not None and "tab closed" in stored.error
+    assert capacity.running() == 0
+
+
+def test_a_queued_run_nobody_watches_leaves_the_queue_having_sent_nothing(
+        tmp_path: Path) -> None:
+    capacity = Capacity(Limits(per_backend=1))
+    with FakeOllama() as server:
+        request = ollama_request(server.url)
+        holder = capacity.enter(f"ollama {server.url}", "bob")
+        present = threading.Event()
+        present.set()
+        recording = Recording(RunStore(str(tmp_path / "h.sqlite3")), "compare", user="ann",
+                              watcher=Watcher(present.is_set, grace_s=0.2))
+        run = Run(OllamaBackend(server.url), request, recording, capacity=capacity).start()
+        assert run.queue_position == 0
+        present.clear()
+        assert run.wait(5) and run.status == STOPPED and run.abandoned
+        assert wait_until(lambda: run.queue_position is None)
+        # A run its page starts after the tab has gone (a Compare round) never starts.
+        later = Run(OllamaBackend(server.url), request, recording, capacity=capacity).start()
+        assert later.done and later.status == STOPPED and later.run_id is None
+        capacity.leave(holder)
+        assert wait_until(lambda: capacity.running() == 0)
+        assert server.chat_requests == []
+
+
+def test_a_batch_row_has_no_watcher_and_goes_on(tmp_path: Path) -> None:
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    with FakeOllama(script=Script(tokens=["a", "b"], delay=0.05)) as server:
+        run = Run(OllamaBackend(server.url), ollama_request(server.url),
+                  Recording(store, "batch", user="ann")).start()
+        assert run.wait(5) and run.status == FINISHED and not run.abandoned
+
+
+def test_a_run_over_the_users_queue_cap_is_refused_unsent_and_unrecorded(
+        tmp_path: Path) -> None:
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    capacity = Capacity(Limits(per_backend=1, queued_per_user=1))
+    with FakeOllama() as server:
+        request = ollama_request(server.url)
+        holder = capacity.enter(f"ollama {server.url}", "bob")
+        watcher = Watcher(lambda: True, grace_s=10)
+        queued = Run(OllamaBackend(server.url), request,
+                     watched_recording(store, "ann", watcher), capacity=capacity).start()
+        assert queued.queue_position == 0
+        refused = Run(OllamaBackend(server.url), request,
+                      watched_recording(store, "ann", watcher), capacity=capacity).start()
+        assert refused.done and refused.status == ERROR and refused.error is not None
+        assert "app.max_queued_per_user" in refused.error.message
+        assert refused.run_id is None and store.count_runs() == 1  # only the queued one
+        queued.stop()
+        capacity.leave(holder)
+        assert queued.wait(5)
+        assert server.chat_requests == []

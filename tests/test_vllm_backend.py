@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tests.servers.vllm import (
     NOT_FOUND_OLD,
     FakeVLLM,
 )
+from tests.test_access import Canary, Redirector
 
 PATHS = [pytest.param(True, id="openai-sdk"), pytest.param(False, id="requests")]
 QUESTION = "What is the capital of France? Answer in one sentence."
@@ -173,6 +175,54 @@ def test_connection_refused_gives_the_start_command_fast(closed_port: int, sdk: 
     assert "python -m vllm.entrypoints.openai.api_server --model smollm2" in message
     with pytest.raises(BackendConnectionError):
         backend.list_models()
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_a_redirect_is_an_error_on_both_paths_and_never_followed(sdk: bool) -> None:
+    """The openai SDK's own HTTP client follows redirects: Path A must not, like Path B."""
+    with Canary() as canary, Redirector(canary.url) as configured:
+        backend = VLLMBackend(configured.url, model="smollm2", use_openai_sdk=sdk)
+        with pytest.raises(BackendStatusError) as info:
+            backend.generate(QUESTION)
+        for sse in (False, True):
+            with pytest.raises(BackendStatusError) as streamed:
+                "".join(backend.stream(QUESTION, sse=sse))
+            assert streamed.value.status_code == 302
+        with pytest.raises(BackendStatusError):
+            backend.list_models()
+    assert info.value.status_code == 302
+    assert "answered with a redirect (HTTP 302)" in info.value.message
+    assert "follows no redirects" in info.value.message
+    assert "server's own address" in info.value.hint
+    assert canary.url not in str(info.value)
+    assert canary.hits == []
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_the_api_key_wins_over_a_hosts_user_and_password(sdk: bool) -> None:
+    """Both would be the Authorization header: the key is sent, the URL's user:password is
+    not; without a key, the URL's user:password is sent (Basic)."""
+    with FakeVLLM(200, vllm_completion("Paris."), api_key="vllm-key-1") as server:
+        host = server.url.replace("http://", "http://proxyuser:proxyPW@")
+        keyed = VLLMBackend(host, model="smollm2", api_key="vllm-key-1", use_openai_sdk=sdk)
+        assert keyed.generate(QUESTION) == "Paris."
+        assert "".join(keyed.stream(QUESTION)) == "Paris."
+        assert keyed.list_models() == ["smollm2"]
+        assert set(server.authorizations) == {"Bearer vllm-key-1"}
+        server.authorizations.clear()
+        unkeyed = VLLMBackend(host, model="smollm2", use_openai_sdk=sdk)
+        with pytest.raises(AuthenticationError):
+            unkeyed.generate(QUESTION)
+        basic = "Basic " + base64.b64encode(b"proxyuser:proxyPW").decode()
+        assert set(server.authorizations) == {basic}
+
+
+def vllm_completion(content: str) -> dict[str, object]:
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1751057209,
+            "model": "smollm2",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 12, "completion_tokens": 2, "total_tokens": 14}}
 
 
 # -- stream(): cancellable, one piece or server-sent events ---------------------------------

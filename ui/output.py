@@ -146,9 +146,11 @@ def _progress(run: Run) -> str:
     label = run.request.backend_class.label
     if run.done:
         return f"{STATUS_ICONS.get(run.status, '')} {run.status_label} · {run.elapsed:.1f} s"
-    if (ahead := run.queue_position):
-        return (f"⏳ Queued for {label}: {ahead} run{'s' if ahead != 1 else ''} ahead of this "
-                f"one (the server's fair-share cap)… {run.elapsed:.1f} s")
+    if (ahead := run.queue_position) is not None:
+        place = (f"{ahead} run{'s' if ahead != 1 else ''} ahead of this one" if ahead
+                 else "next in line")
+        return (f"⏳ Queued for {label}: {place} (the server's fair-share cap)… "
+                f"{run.elapsed:.1f} s")
     if run.text:
         return f"⏳ Streaming from {label}… {run.elapsed:.1f} s"
     if run.thinking:

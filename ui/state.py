@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import streamlit as st
+from streamlit.runtime import Runtime
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from studio.config import Settings
 from studio.request import RunParams
-from studio.runner import Recording
+from studio.runner import Recording, Watcher
 from studio.store import RunStore
 
 
@@ -87,5 +89,17 @@ def history() -> RunStore | None:
 def recording(page: str, group_id: int | None = None, position: int = 0) -> Recording | None:
     """How a run of this page is recorded in the history (None when it is unavailable)."""
     store = history()
-    return Recording(store, page, group_id, position, viewer().user) \
+    return Recording(store, page, group_id, position, viewer().user, watcher()) \
         if store is not None else None
+
+
+def watcher() -> Watcher:
+    """Watches this browser session for the runs its page starts: once the tab has closed
+    (its websocket gone) for ``app.stop_unwatched_after_s``, they stop. Streamlit's runtime
+    knows which sessions are connected; without one (AppTest) the session always counts."""
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return Watcher(lambda: True, settings().stop_unwatched_after_s)
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return Watcher(lambda: runtime.is_active_session(session_id),
+                   settings().stop_unwatched_after_s)

@@ -11,7 +11,7 @@ from typing import Any
 from oidc_provider_mock import User, run_server_in_thread
 from playwright.sync_api import Browser, Page
 
-from tests.browser.conftest import IDLE, answer_text
+from tests.browser.conftest import IDLE, answer_text, open_app
 from tests.servers.ollama import FakeOllama, Script
 from tests.servers.streamlit_app import AppServer
 from tests.test_access import Canary
@@ -169,3 +169,33 @@ def test_single_sign_on_through_a_local_oidc_provider(browser: Browser,
         assert "Generate" not in other.inner_text("body")
     with sqlite3.connect(app.history_db) as db:
         assert db.execute("SELECT user FROM runs").fetchall() == [("ann@example.com",)]
+
+
+def test_a_tab_closed_mid_run_gives_its_slot_to_the_queued_run(
+        browser: Browser, serve_app: ServeApp) -> None:
+    """One slot per backend: the second tab's run waits, "next in line". The first tab
+    closes mid-answer; its run stops once nobody watches it, and the second run starts."""
+    # Minutes of distinct words (a repeating answer would be stopped as a loop).
+    slow = Script(tokens=[f"word{number} " for number in range(3000)], delay=0.05)
+    with FakeOllama(script=slow) as server:
+        app = serve_app(config(server.url, max_runs_per_backend=1, stop_unwatched_after_s=2))
+        first = open_app(new_page(browser), app)
+        first.get_by_role("button", name="Generate").click()
+        first.wait_for_function(
+            "document.querySelector('.st-key-answer')?.innerText.includes('word')",
+            timeout=20_000)
+        second = open_app(new_page(browser), app)
+        second.get_by_role("button", name="Generate").click()
+        second.wait_for_selector("text=Queued for Ollama: next in line", timeout=20_000)
+        assert len(server.chat_requests) == 1
+        first.context.close()  # the tab goes; its run is still streaming
+        second.wait_for_function(
+            "document.querySelector('.st-key-answer')?.innerText.includes('word')",
+            timeout=30_000)
+        assert len(server.chat_requests) == 2
+        second.get_by_role("button", name="Stop").click()
+        second.wait_for_selector(IDLE, timeout=20_000)
+    with sqlite3.connect(app.history_db) as db:
+        rows = db.execute("SELECT status, error FROM runs ORDER BY id").fetchall()
+    assert [status for status, _ in rows] == ["stopped", "stopped"]
+    assert "tab closed" in rows[0][1] and rows[1][1] is None

@@ -176,6 +176,7 @@ class FakeVLLM(LocalServer):
         self.tokens, self.token_delay, self.error_after = tokens, token_delay, error_after
         self.chat_calls = 0
         self.chat_requests: list[dict[str, Any]] = []  # the bodies, as sent
+        self.authorizations: list[str | None] = []  # every request's Authorization header
         self.hangups = 0
         super().__init__(_handler(self))
 
@@ -237,6 +238,7 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             return True
 
         def do_GET(self) -> None:
+            server.authorizations.append(self.headers.get("Authorization"))
             if self.path == "/v1/models" and self._authorized():
                 self._reply(200, {"object": "list", "data": [
                     {"id": name, "object": "model", "owned_by": "vllm",
@@ -252,6 +254,7 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, {"detail": "Not Found"})
 
         def do_POST(self) -> None:
+            server.authorizations.append(self.headers.get("Authorization"))
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             if self.path == "/tokenize":
                 self._tokenize(body)
