@@ -12,6 +12,7 @@ import streamlit as st
 
 from studio.access import PASSWORD, SSO, Access, Throttle, access_from, check_login
 from studio.config import Settings
+from studio.render import literal
 
 USER_KEY = "_user"
 
@@ -78,8 +79,8 @@ def _password_form(rules: Access) -> None:
 def logout_button(rules: Access, user: str) -> None:
     """In the sidebar: who is logged in, and Log out."""
     if rules.mode == SSO:
-        st.caption(f"Logged in as {user}")
+        st.caption(f"Logged in as {literal(user)}")
         st.button("Log out", on_click=st.logout, width="stretch")
     elif rules.mode == PASSWORD:
-        st.caption(f"Logged in as {user}")
+        st.caption(f"Logged in as {literal(user)}")
         st.button("Log out", on_click=lambda: st.session_state.clear(), width="stretch")

@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
 from studio.config import Settings
+from studio.render import literal
 from studio.request import RunParams
 from studio.runner import Recording
 from studio.store import RunStore
@@ -79,7 +80,7 @@ def _open_history(path: str) -> RunStore | str:
 def history() -> RunStore | None:
     store = _open_history(settings().history_db)
     if isinstance(store, str):
-        st.warning(store, icon="🗄️")
+        st.warning(literal(store), icon="🗄️")
         return None
     return store
 
