@@ -9,6 +9,7 @@ import streamlit as st
 
 from studio.capacity import CAPACITY, Limits
 from studio.config import ConfigError, load_config
+from studio.render import literal
 from ui.auth import access, gate, logout_button
 from ui.sidebar import init_session, sidebar
 from ui.state import Viewer
@@ -18,7 +19,7 @@ st.set_page_config(page_title="PV LLM Studio", page_icon="☀️", layout="wide"
 try:
     settings = load_config()
 except ConfigError as exc:
-    st.error(f"**config.yaml has a problem.** {exc}", icon="🛠️")
+    st.error(f"**config.yaml has a problem.** {literal(str(exc))}", icon="🛠️")
     st.caption("Fix the file and reload this page.")
     st.stop()
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -43,6 +44,22 @@ def redact(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+_USERINFO = re.compile(r"(?<=//)[^\s/?#@'\"<>]*@")
+
+
+def scrub(text: str, *urls: str) -> str:
+    """``text`` (an exception's message, say) with the credentials taken out: every
+    ``user:password@`` of a URL in it, and the password of each of ``urls`` wherever it
+    still appears (percent-encoded or decoded)."""
+    for url in urls:
+        userinfo = url.partition("://")[2].split("/", 1)[0].rpartition("@")[0]
+        password = userinfo.partition(":")[2]
+        for secret in sorted({password, unquote(password)}, key=len, reverse=True):
+            if len(secret) >= 3:  # shorter would mangle the text, and guards little
+                text = text.replace(secret, "***")
+    return _USERINFO.sub("", text)
 
 
 def check_host(url: str, example: str = "http://localhost:11434") -> str:
@@ -211,7 +228,7 @@ def request(
             f"Cannot reach {backend} at {host}.", hint=unreachable_hint, backend=backend,
             host=host) from exc
     except requests.exceptions.RequestException as exc:
-        detail = str(exc).replace(url, redact(url))  # an exception may quote the whole URL
+        detail = scrub(str(exc), url)  # an exception may quote the whole URL
         raise BackendConnectionError(f"Request to {backend} at {host} failed: {detail}",
                                      hint=unreachable_hint, backend=backend, host=host) from exc
     finally:

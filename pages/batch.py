@@ -40,7 +40,7 @@ def main() -> None:
     st.title("📦 Batch")
     show_fallback_notice()
     st.caption(f"Backend, model and parameters come from the sidebar: {selection.backend} · "
-               f"{selection.model} · max tokens {selection.max_tokens} · "
+               f"{literal(selection.model)} · max tokens {selection.max_tokens} · "
                f"temperature {selection.temperature}.")
     scenarios = scenarios_picker()
     system_prompts = load_system_prompts()
@@ -198,7 +198,7 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
     for busy in (earlier for earlier in summaries if earlier.running):
         live = live_batch(busy.group.id)
         line, action = st.columns([5, 1])
-        line.info(f"Running: {describe(busy)}" + ("" if live else
+        line.info(f"Running: {literal(describe(busy))}" + ("" if live else
                   " (in another app process: watch or stop it there)"), icon="⏳")
         if live is not None and action.button("Watch", key=f"batch_watch_{busy.group.id}",
                                               width="stretch"):

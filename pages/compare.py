@@ -12,6 +12,7 @@ from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, pane_lab
 from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
+from studio.render import literal
 from studio.request import STATUS_LABELS, RunParams, RunRequest
 from studio.runner import Recording
 from ui import fit_check
@@ -159,8 +160,8 @@ def answers(comparison: Comparison, running: bool) -> None:
     panes = []
     for index, column in enumerate(st.columns(len(shown))):
         with column:
-            panes.append(answer_pane(f"**{comparison.labels[index]}** · {shown[index].delivery}",
-                                     key=f"pane_answer_{index}"))
+            panes.append(answer_pane(f"**{literal(comparison.labels[index])}** · "
+                                     f"{shown[index].delivery}", key=f"pane_answer_{index}"))
     progress_slots = [pane.progress for pane in panes]
     footers = [pane.footer for pane in panes]
     answer_slots = [pane.answer for pane in panes]
@@ -173,7 +174,7 @@ def answers(comparison: Comparison, running: bool) -> None:
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
-                                      + (f" · {run.error}" if run.error else ""))
+                                      + (f" · {literal(str(run.error))}" if run.error else ""))
         if report is not None:
             footers[index].caption(f"Grounding: {report.summary()} (not found: highlighted)")
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from backends.base import GenerationStats
 from studio.grounding import check
+from studio.render import literal
 from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
 from ui.output import answer_pane, show_answer, show_notes, show_stats, show_thinking
@@ -120,12 +121,13 @@ def exports(store: RunStore, matching: dict[str, Any], total: int) -> None:
 
 
 def one_run(store: RunStore, run: StoredRun) -> None:
-    st.subheader(f"Run {run.id} · {run.backend} · {run.model}")
-    st.caption(f"{run.created_at[:19].replace('T', ' ')} UTC · {run.page} · {run.host or '–'} "
-               f"· preset {run.preset or '–'} · max tokens {run.max_tokens} · "
-               f"temperature {run.temperature} · {run.delivered or run.delivery}")
+    st.subheader(f"Run {run.id} · {literal(run.backend)} · {literal(run.model)}")
+    st.caption(literal(f"{run.created_at[:19].replace('T', ' ')} UTC · {run.page} · "
+                       f"{run.host or '–'} · preset {run.preset or '–'} · max tokens "
+                       f"{run.max_tokens} · temperature {run.temperature} · "
+                       f"{run.delivered or run.delivery}"))
     if run.error:
-        st.error(run.error, icon="⚠️")
+        st.error(literal(run.error), icon="⚠️")
     elif run.status == INTERRUPTED:
         st.warning("Interrupted: the app stopped while this run was going. The partial "
                    "answer is kept.", icon="⏸️")
@@ -152,12 +154,12 @@ def one_run(store: RunStore, run: StoredRun) -> None:
 def side_by_side(runs: list[StoredRun]) -> None:
     for index, (column, run) in enumerate(zip(st.columns(2), runs, strict=True)):
         with column:
-            pane = answer_pane(f"**Run {run.id}** · {run.backend} · {run.model}",
-                               key=f"history_pane_{index}")
+            pane = answer_pane(f"**Run {run.id}** · {literal(run.backend)} · "
+                               f"{literal(run.model)}", key=f"history_pane_{index}")
             pane.progress.caption(f"{status_label(run.status)} · "
                                   f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
-                st.error(run.error, icon="⚠️")
+                st.error(literal(run.error), icon="⚠️")
             report = check(run.text, run.prompt)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
             show_answer(run.text, pane.answer, report)

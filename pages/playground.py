@@ -10,6 +10,7 @@ from backends.base import BackendError
 from studio.connection import build
 from studio.grounding import check
 from studio.prompts import prompt_problem
+from studio.render import literal
 from studio.request import RunRequest
 from studio.runner import Run
 from ui import fit_check
@@ -60,7 +61,7 @@ def start(request: RunRequest, check: bool) -> Run | None:
     try:
         backend = build(settings(), request.backend, request.host, request.model)
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
-        st.error(f"Cannot use this backend: {exc}", icon="⚠️")
+        st.error(f"Cannot use this backend: {literal(str(exc))}", icon="⚠️")
         return None
     if check and (misfits := fit_check.misfits([("", backend, request)])):
         fit_check.hold(PAGE, fit_check.Pending(replace(request, max_tokens=0), misfits))

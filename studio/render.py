@@ -4,7 +4,11 @@
 links other than http/https/mailto lose their target, images become plain links so nothing
 is fetched automatically (a remote image URL can carry data out: prompt injection), and ``$``
 is escaped so dollar amounts are not read as LaTeX. ``html_document`` renders the same text
-with the ``markdown`` package and sanitizes the result with nh3 for the HTML download.
+with the ``markdown`` package and sanitizes the result with nh3 for the HTML download;
+``markdown_file`` makes the Markdown download as safe (raw HTML escaped too).
+
+Text that is not a model's answer but that a user or a server controls (model names, hosts,
+presets, file names, custom ids, error messages) is never markdown: ``literal`` escapes it.
 """
 
 from __future__ import annotations
@@ -31,12 +35,20 @@ _LINK_TARGET = re.compile(r"\]\(")  # where any inline link's destination starts
 # [ref]: url - a link reference definition; the URL may be on the next line.
 _REF_DEF = re.compile(r"^( {0,3})\[((?:\\.|[^\[\]\\])+)\]:([^\n]*)", re.MULTILINE)
 _AUTOLINK = re.compile(r"<([A-Za-z][A-Za-z0-9+.\-]{1,31}:[^<>\s]*)>")
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-.!<>|~$:])")
+# Every ASCII punctuation character: CommonMark lets a backslash escape any of them, and
+# escaped, none starts markdown (links, images, emphasis, entities, HTML, setext headings,
+# autolinks, Streamlit's :color[] and $LaTeX$).
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# A "<" that no backslash escapes (an even number of backslashes before it).
+_BARE_ANGLE = re.compile(r"(?<!\\)((?:\\\\)*)<")
 
 # The verifier: a CommonMark parser, as the browser's renderer is. It accepts every link
 # scheme (markdown-it drops javascript: itself) so that it sees what a laxer renderer would.
 _commonmark = MarkdownIt("commonmark", {"html": False}).enable(["table", "strikethrough"])
 _commonmark.validateLink = lambda url: True  # type: ignore[method-assign]
+# The same, reading raw HTML as a Markdown viewer would: for the Markdown download.
+_commonmark_html = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+_commonmark_html.validateLink = lambda url: True  # type: ignore[method-assign]
 
 
 def is_safe_url(url: str) -> bool:
@@ -152,8 +164,13 @@ def _has_unsafe_link_or_image(text: str) -> bool:
 
 
 def literal(text: str) -> str:
-    """Untrusted text (a file name, a CSV cell) for a markdown message: every markdown
-    character escaped, so it shows as typed and never becomes a link or an image."""
+    """Text a user or a server controls (a model or file name, a host, an error message, a
+    custom id) for any Streamlit text that renders markdown (st.markdown, st.caption,
+    st.error/warning/info/success, subheaders, button, expander and progress labels): every
+    ASCII punctuation character backslash-escaped, so it shows exactly as typed and never
+    becomes a link, an image (fetched by the browser), emphasis, a heading or HTML. (A bare
+    URL in it stays a URL: Streamlit's GFM renderer may still link it, with the URL itself as
+    the link's text; nothing is fetched and no target is hidden.)"""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
@@ -243,13 +260,36 @@ def thinking_html(thinking: str) -> str:
             f"{markdown_to_safe_html(thinking)}</details>")
 
 
+def markdown_file(text: str) -> str:
+    """Markdown for a file opened elsewhere (a Markdown viewer, an editor's preview): unsafe
+    links disarmed and images made links, as on the page, and raw HTML escaped (``\\<``),
+    since viewers may render it. Checked with a CommonMark parser that reads HTML; if
+    anything active slipped through, the text is escaped whole (``literal``)."""
+
+    def transform(part: str) -> str:
+        return _BARE_ANGLE.sub(lambda m: f"{m.group(1)}\\<", _rewrite_links(part))
+
+    result = _outside_code(text, transform)
+    if _has_unsafe_link_or_image(result) or _has_html(result):
+        return literal(text)
+    return result
+
+
+def _has_html(text: str) -> bool:
+    for block in _commonmark_html.parse(text):
+        if block.type == "html_block" or any(token.type == "html_inline"
+                                             for token in block.children or ()):
+            return True
+    return False
+
+
 def markdown_with_thinking(answer: str, thinking: str = "") -> str:
-    """The Markdown download: the thinking folded in a ``<details>`` block, then the answer.
-    The thinking's own text is escaped, so no HTML in it opens in a Markdown viewer."""
+    """The Markdown download, sanitized (``markdown_file``): the thinking folded in a
+    ``<details>`` block, then the answer. The raw text is in the JSON download."""
     if not thinking.strip():
-        return answer
-    return (f"<details>\n<summary>Thinking</summary>\n\n{html.escape(thinking.strip())}\n\n"
-            f"</details>\n\n{answer}")
+        return markdown_file(answer)
+    return (f"<details>\n<summary>Thinking</summary>\n\n{markdown_file(thinking.strip())}\n\n"
+            f"</details>\n\n{markdown_file(answer)}")
 
 
 def split_blocks(text: str) -> list[str]:

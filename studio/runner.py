@@ -30,7 +30,7 @@ from backends.base import (
     GenerationStats,
     TokenStream,
 )
-from backends.http import redact
+from backends.http import redact, scrub
 from studio.capacity import CAPACITY, Capacity, QueueFull, Ticket
 from studio.request import (
     ERROR,
@@ -315,8 +315,10 @@ class Run:
         except Exception as exc:  # never let a worker die silently: the page shows it
             if self._stop.is_set():
                 return
-            self.error = BackendError(f"Unexpected error: {type(exc).__name__}: {exc}",
-                                      backend=request.backend, host=redact(request.host))
+            # Its text may quote the URL, with the host's credentials: taken out.
+            self.error = BackendError(
+                f"Unexpected error: {type(exc).__name__}: {scrub(str(exc), request.host)}",
+                backend=request.backend, host=redact(request.host))
 
     def _finish(self) -> None:
         with self._finish_lock:

@@ -12,6 +12,7 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from studio.capacity import CAPACITY
+from tests.plain import plain
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -119,7 +120,7 @@ def test_unreachable_server_falls_back_to_embedded_and_says_so(app: AppFactory,
                                                                 closed_port: int) -> None:
     at = app(ollama_config(f"http://127.0.0.1:{closed_port}"))
     assert at.sidebar.selectbox[0].value == "embedded"
-    notice = at.warning[0].value
+    notice = plain(at.warning[0].value)
     assert f"Cannot reach Ollama at http://127.0.0.1:{closed_port}." in notice
     assert notice.count(str(closed_port)) == 1  # said once
     assert notice.count("ollama serve") == 1
@@ -148,7 +149,7 @@ def test_embedded_backend_generates_for_real(app: AppFactory, closed_port: int) 
 def test_missing_model_shows_the_pull_command(app: AppFactory,
                                               fake_ollama: FakeOllama) -> None:
     at = app(ollama_config(fake_ollama.url, model="llama3.1:70b"))
-    assert "`ollama pull llama3.1:70b`" in at.sidebar.warning[0].value
+    assert "`ollama pull llama3.1:70b`" in plain(at.sidebar.warning[0].value)
 
 
 def test_server_error_is_a_message_not_a_traceback(app: AppFactory,
@@ -195,7 +196,7 @@ def test_json_download_has_everything(app: AppFactory, fake_ollama: FakeOllama) 
 
 def test_malformed_config_is_one_clear_message(app: AppFactory) -> None:
     at = app("llm:\n  backend: olama\n")
-    assert "llm.backend must be one of ollama, vllm, embedded" in at.error[0].value
+    assert "llm.backend must be one of ollama, vllm, embedded" in plain(at.error[0].value)
     assert not at.exception
 
 
@@ -203,7 +204,7 @@ def test_every_backend_shows_its_status_and_fix(app: AppFactory, fake_ollama: Fa
                                                 closed_port: int) -> None:
     at = app(ollama_config(fake_ollama.url) +
              f"backends:\n  vllm:\n    host: http://127.0.0.1:{closed_port}\n")
-    lines = [c.value for c in at.sidebar.caption]
+    lines = [plain(c.value) for c in at.sidebar.caption]
     (ollama,) = [line for line in lines if line.startswith("**Ollama**")]
     (vllm,) = [line for line in lines if line.startswith("**vLLM**")]
     (embedded,) = [line for line in lines if line.startswith("**Embedded")]
@@ -217,7 +218,8 @@ def test_a_host_typed_without_scheme_gets_the_fix(app: AppFactory,
     at.sidebar.text_input[0].set_value(f"127.0.0.1:{fake_ollama.port}").run()
     (error,) = at.sidebar.error
     assert error.value.startswith("Check the host:")
-    assert f"Add http:// (or https://): http://127.0.0.1:{fake_ollama.port}." in error.value
+    assert f"Add http:// (or https://): http://127.0.0.1:{fake_ollama.port}." \
+        in plain(error.value)
     assert "Not reachable" not in error.value
     at = click(at, "Generate")
     assert not at.exception

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.request import PROMPT_TRUNCATED
+from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -42,7 +43,7 @@ def labels(at: AppTest) -> list[str]:
 
 
 def warnings(at: AppTest) -> str:
-    return "\n".join(w.value for w in at.warning)
+    return plain("\n".join(w.value for w in at.warning))
 
 
 def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(

@@ -24,6 +24,7 @@ from studio.access import (
     login_keys,
 )
 from studio.config import Settings
+from studio.render import literal
 
 USER_KEY = "_user"
 LOGIN_KEY = "_login"  # the generation of this session's login (studio.access.Logins)
@@ -135,7 +136,7 @@ def _session_id() -> str:
 def logout_button(rules: Access, user: str) -> None:
     """In the sidebar: who is logged in, and Log out (of every session of this user)."""
     if rules.mode in (SSO, PASSWORD):
-        st.caption(f"Logged in as {user}")
+        st.caption(f"Logged in as {literal(user)}")
         st.button("Log out", on_click=_log_out, args=(user, rules.mode == SSO),
                   width="stretch", help=LOGOUT_HELP)
 

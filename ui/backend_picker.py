@@ -75,14 +75,15 @@ def backend_picker(settings: Settings, prefix: str = "",
     if status.reachable:
         count = len(status.models)
         found = probes().state(settings, kind, host, model) if model in status.models else None
-        notes = "".join(f" · {note}" for note in (found.notes() if found else []))
+        notes = "".join(f" · {literal(note)}" for note in (found.notes() if found else []))
         st.success(f"Reachable · {count} model{'s' if count != 1 else ''}{notes}", icon="🟢")
         think = _think_picker(found.think_options if found else (), f"{prefix}think_{kind}")
         return Picked(kind, host, model, status, think)
     if status.bad_host:
-        st.error(f"Check the host: {status.message}", icon="✏️")
+        st.error(f"Check the host: {literal(status.message)}", icon="✏️")
     else:
-        st.error(f"Not reachable. {status.message}\n\n{status.hint}", icon="🔴")
+        st.error(f"Not reachable. {literal(status.message)}\n\n{literal(status.hint)}",
+                 icon="🔴")
     return Picked(kind, host, model, status)
 
 
@@ -126,8 +127,8 @@ def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatu
         if pullable:  # kept, so that it can be pulled
             options.append(wanted)
         else:
-            st.warning(f"{wanted} is not on the server. {cls.missing_model_hint(wanted)}",
-                       icon="⚠️")
+            st.warning(literal(f"{wanted} is not on the server. "
+                               f"{cls.missing_model_hint(wanted)}"), icon="⚠️")
             state[key] = options[0]
     elif not wanted:
         state[key] = options[0]
@@ -148,18 +149,18 @@ def _missing_model(settings: Settings, kind: str, host: str, model: str, key: st
         _pull_progress(redact(host), model)
         return
     refusal = current_rules().pull_refusal(viewer().user, model, settings.pull_allow)
-    st.warning(f"{model} is not on the server. "
-               f"{backend_class(kind).missing_model_hint(model)}"
-               f"{'' if refusal else ' (or the button below)'}",
+    st.warning(literal(f"{model} is not on the server. "
+                       f"{backend_class(kind).missing_model_hint(model)}"
+                       f"{'' if refusal else ' (or the button below)'}"),
                icon="⚠️")
     if job is not None and job.error is not None:
-        st.error(f"{job.error.message}\n\n{job.error.hint}", icon="⚠️")
+        st.error(f"{literal(job.error.message)}\n\n{literal(job.error.hint)}", icon="⚠️")
     elif job is not None and job.stopped:
-        st.caption(f"Pull of {model} cancelled.")
+        st.caption(f"Pull of {literal(model)} cancelled.")
     if refusal:
         st.info(literal(refusal), icon="🔒")
         return
-    st.button(f"⬇ Pull {model}", key=f"{key}_pull", width="stretch", on_click=_start_pull,
+    st.button(f"⬇ Pull {literal(model)}", key=f"{key}_pull", width="stretch", on_click=_start_pull,
               args=(settings, kind, host, model))
 
 
@@ -180,7 +181,7 @@ def _pull_progress(host: str, model: str) -> None:
     if job is None or job.done:
         st.rerun(scope="app")
         return
-    st.progress(job.fraction, text=f"Pulling {model}: {job.describe()}")
+    st.progress(job.fraction, text=literal(f"Pulling {model}: {job.describe()}"))
     if current_rules().may_cancel_pull(viewer().user, job.started_by):
         st.button("Cancel pull", key=f"cancel_pull_{host}_{model}", on_click=_cancel_pull,
                   args=(job,), width="stretch")
@@ -194,13 +195,14 @@ def _cancel_pull(job: Pull) -> None:
 
 
 def all_backends_status(settings: Settings, prefix: str = "") -> None:
-    """One line per backend: reachable, or the fix."""
+    """One line per backend: reachable, or the fix. The host without its credentials."""
     for kind in BACKEND_KINDS:
         host = st.session_state.get(f"{prefix}host_{kind}", "") \
             if needs_server(backend_class(kind)) else ""
         found = cached_probe(settings, kind, host)
-        light = "🟢 reachable" if found.reachable else f"🔴 {found.hint or found.message}"
-        where = f" · {host}" if host else ""
+        light = "🟢 reachable" if found.reachable \
+            else f"🔴 {literal(found.hint or found.message)}"
+        where = f" · {literal(redact(host))}" if host else ""
         st.caption(f"**{_label(kind)}**{where}: {light}")
 
 

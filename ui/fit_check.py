@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from backends.base import Backend
+from studio.render import literal
 from studio.request import RunRequest
 from studio.window import FitProblem, check_fit, fit_problem
 
@@ -58,8 +59,8 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None],
     """The warning and its buttons; the choice clicked (LOWER, ANYWAY, a key of ``extra``),
     or None. ``on_lower(max_tokens)`` runs before the rerun, so it may set widget values."""
     shown = pending.misfits[:10]
-    lines = [f"- **{m.label}**: {m.problem.message}" if m.label else m.problem.message
-             for m in shown]
+    lines = [f"- **{literal(m.label)}**: {literal(m.problem.message)}" if m.label
+             else literal(m.problem.message) for m in shown]
     more = len(pending.misfits) - len(shown)
     if more:
         lines.append(f"- … and {more} more")

@@ -15,6 +15,7 @@ from studio.grounding import GroundingReport, highlight_not_found
 from studio.render import (
     Throttle,
     html_document,
+    literal,
     markdown_with_thinking,
     safe_markdown,
     split_blocks,
@@ -179,8 +180,9 @@ class Pane(NamedTuple):
 
 
 def answer_pane(title: str, key: str, height: int = 640) -> Pane:
-    """One column of answers side by side (Compare, History): a title, a progress line, the
-    thinking (a reasoning model's), a bordered scrolling answer box and a footer line."""
+    """One column of answers side by side (Compare, History): a title (markdown: names in it
+    go through ``literal``), a progress line, the thinking (a reasoning model's), a bordered
+    scrolling answer box and a footer line."""
     st.markdown(title)
     progress, thinking = st.empty(), st.empty()
     with st.container(key=key, border=True, height=height):
@@ -194,7 +196,7 @@ def show_outcome(run: Run) -> None:
     icon = STATUS_ICONS.get(status, "")
     if status == ERROR and run.error is not None:
         kept = " The partial answer above is kept." if run.text else ""
-        st.error(f"{run.error.message}{kept}\n\n{run.error.hint}", icon="⚠️")
+        st.error(f"{literal(run.error.message)}{kept}\n\n{literal(run.error.hint)}", icon="⚠️")
     elif status == STOPPED:
         st.info("Stopped. The partial answer above is kept." if run.text
                 else "Stopped while the model was thinking: its thinking so far is kept."
@@ -210,7 +212,7 @@ def show_outcome(run: Run) -> None:
     show_notes(run.stats.to_dict())
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:
-        st.caption(f"🗄️ {run.record_error}")
+        st.caption(f"🗄️ {literal(run.record_error)}")
     if run.text or run.thinking:
         downloads(run)
 
@@ -279,7 +281,10 @@ def downloads(run: Run) -> None:
                 f"{run.started_at:%Y-%m-%d %H:%M} UTC · {run.status_label}")
     md, html, js = st.columns(3)
     md.download_button("⬇ Markdown", markdown_with_thinking(run.text, run.thinking),
-                       f"{stem}.md", "text/markdown", width="stretch")
+                       f"{stem}.md", "text/markdown", width="stretch",
+                       help="Sanitized as on the page: images become links, links other "
+                            "than http(s) and mailto are removed, HTML is shown as text. "
+                            "The JSON holds the raw answer.")
     html.download_button("⬇ HTML", html_document(run.text, title, subtitle, run.thinking),
                          f"{stem}.html", "text/html", width="stretch")
     js.download_button("⬇ JSON", json.dumps(run.to_dict(), indent=2), f"{stem}.json",

@@ -9,6 +9,7 @@ import streamlit as st
 
 from backends import EmbeddedBackend, backend_class, needs_server
 from studio.config import Settings
+from studio.render import literal
 from studio.request import RunParams
 from ui.backend_picker import (
     all_backends_status,
@@ -90,7 +91,7 @@ def show_fallback_notice() -> None:
     the bundled demo model answers, what its answers are worth."""
     notice = st.session_state.get("fallback_notice")
     if notice:
-        st.warning(notice, icon="🔌")
+        st.warning(literal(notice), icon="🔌")
     selection: RunParams | None = st.session_state.get("_selection")
     if selection is not None and selection.backend_class.is_demo_model(selection.model):
         st.info(DEMO_MODEL_NOTICE, icon="🧪")

@@ -10,6 +10,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from studio.config import Settings
+from studio.render import literal
 from studio.request import RunParams
 from studio.runner import Recording, Watcher
 from studio.store import RunStore
@@ -81,7 +82,7 @@ def _open_history(path: str) -> RunStore | str:
 def history() -> RunStore | None:
     store = _open_history(settings().history_db)
     if isinstance(store, str):
-        st.warning(store, icon="🗄️")
+        st.warning(literal(store), icon="🗄️")
         return None
     return store
 
