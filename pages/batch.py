@@ -15,9 +15,11 @@ from studio.presets import (
     COLUMNS,
     LAYOUTS,
     Location,
+    UploadError,
     load_locations,
     load_system_prompts,
     parse_locations_csv,
+    read_upload,
 )
 from studio.render import literal
 from studio.request import ERROR, RunParams
@@ -104,29 +106,26 @@ def scenarios_picker() -> list[Location]:
                                   help=f"Columns as in presets/locations.csv: {', '.join(COLUMNS)}")
         scenarios = []
         if upload is not None:
-            if upload.size > MAX_UPLOAD_BYTES:
-                st.error(f"{literal(upload.name)} is {upload.size:,} bytes; the limit is "
-                         f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
-            else:
-                try:
-                    text: str | None = upload.getvalue().decode("utf-8-sig")
-                except UnicodeDecodeError:
-                    text = None
-                    st.error(f"{literal(upload.name)} is not UTF-8 text.", icon="⚠️")
-                parsed = parse_locations_csv(text) if text is not None else None
-                if parsed is not None and parsed.file_problem:
+            try:
+                text: str | None = read_upload(upload.name, upload.getvalue(),
+                                               MAX_UPLOAD_BYTES)
+            except UploadError as exc:
+                text = None
+                st.error(literal(str(exc)), icon="⚠️")
+            if text is not None:
+                parsed = parse_locations_csv(text)
+                if parsed.file_problem:
                     st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
                              icon="⚠️")
-                if parsed is not None:
-                    scenarios = parsed.locations
-                    for note in parsed.notes:
-                        st.info(note, icon="ℹ️")
-                    if parsed.row_problems:
-                        count = len(parsed.row_problems)
-                        st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
-                                   + "\n".join(f"- {literal(str(problem))}"
-                                               for problem in parsed.row_problems[:50])
-                                   + ("\n- …" if count > 50 else ""), icon="⚠️")
+                scenarios = parsed.locations
+                for note in parsed.notes:
+                    st.info(literal(note), icon="ℹ️")
+                if parsed.row_problems:
+                    count = len(parsed.row_problems)
+                    st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
+                               + "\n".join(f"- {literal(str(problem))}"
+                                           for problem in parsed.row_problems[:50])
+                               + ("\n- …" if count > 50 else ""), icon="⚠️")
                 if scenarios:
                     st.success(f"{len(scenarios)} scenario(s) ready.")
     else:
