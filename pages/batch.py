@@ -9,7 +9,14 @@ import streamlit as st
 
 from backends.base import BackendError
 from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
-from studio.batch_files import MAX_FILE_BYTES, BatchFileError, export_jsonl, import_results
+from studio.batch_files import (
+    MAX_FILE_BYTES,
+    MAX_IMPORT_ROWS,
+    UTF8_FIX,
+    BatchFileError,
+    export_jsonl,
+    import_results,
+)
 from studio.connection import build
 from studio.presets import (
     COLUMNS,
@@ -209,7 +216,9 @@ def import_results_file(store: RunStore) -> None:
     """A batch runner's output file (with the input file it ran) into the history."""
     with st.expander("Import batch results (JSONL)"):
         st.caption("The batch file you exported and the output file of vLLM's run_batch (or "
-                   "an OpenAI-compatible Batch API): each result becomes a History run.")
+                   "an OpenAI-compatible Batch API): each result becomes a History run, marked "
+                   f"imported. Up to {MAX_IMPORT_ROWS:,} results an import; the same files "
+                   "are imported once.")
         left, right = st.columns(2)
         sent = left.file_uploader("Batch input (.jsonl)", type=["jsonl", "json"],
                                   key="batch_import_input")
@@ -218,27 +227,33 @@ def import_results_file(store: RunStore) -> None:
         if st.button("Import into History", disabled=not (sent and results),
                      key="batch_import"):
             assert sent is not None and results is not None
-            if max(sent.size, results.size) > MAX_FILE_BYTES:
-                st.error(f"The files may be at most {MAX_FILE_BYTES:,} bytes each.", icon="⚠️")
-                return
             try:
-                imported = import_results(store, _text(sent.getvalue()),
-                                          _text(results.getvalue()), label=results.name,
-                                          user=viewer().user)
-            except (BatchFileError, UnicodeDecodeError) as exc:
+                imported = import_results(
+                    store, read_upload(sent.name, sent.getvalue(), MAX_FILE_BYTES, UTF8_FIX),
+                    read_upload(results.name, results.getvalue(), MAX_FILE_BYTES, UTF8_FIX),
+                    label=results.name, user=viewer().user, input_name=sent.name,
+                    output_name=results.name, max_rows=MAX_IMPORT_ROWS)
+            except (UploadError, BatchFileError) as exc:
                 st.error(literal(str(exc)), icon="⚠️")
                 return
             failed = sum(row.status == ERROR for row in imported.rows)
-            st.success(f"Imported {len(imported.rows)} results into History (group "
-                       f"#{imported.group_id}); {failed} failed.", icon="📥")
+            ids = imported.run_ids
+            runs = f"runs #{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"run #{ids[0]}"
+            st.success(f"Imported {len(imported.rows)} results into History ({runs}, marked "
+                       f"imported from {literal(' and '.join(imported.runners))}); {failed} "
+                       "failed.", icon="📥")
+            if imported.duplicates:
+                count = len(imported.duplicates)
+                st.warning(f"{count:,} custom_id{'s have' if count != 1 else ' has'} more than "
+                           "one result; one is kept (an answer before an error, else the "
+                           "later line):\n\n"
+                           + "\n".join(f"- {literal(str(duplicate))}"
+                                       for duplicate in imported.duplicates[:20])
+                           + ("\n- …" if count > 20 else ""), icon="⚠️")
             if imported.missing:
                 st.warning(f"{len(imported.missing)} rows have no result: "
                            + literal(", ".join(imported.missing[:20])), icon="⚠️")
             st.dataframe(pd.DataFrame(imported.table()), hide_index=True, width="stretch")
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8-sig")
 
 
 def progress(batch: Batch, running: bool) -> None:
