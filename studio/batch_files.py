@@ -323,17 +323,29 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _error_text(detail: Any) -> str:
+    """The message of an error as runners write it: a string, {"message"}, or vLLM 0.32's
+    ErrorResponse {"error": {"message", "type", "code"}}."""
+    for _ in range(3):
+        if not isinstance(detail, dict):
+            break
+        if isinstance(detail.get("message"), str):
+            return str(detail["message"])
+        if "error" not in detail:
+            break
+        detail = detail["error"]
+    return str(detail)
+
+
 def _row(cid: str, request: RunRequest, item: dict[str, Any], line: int) -> ImportedRow:
     """One output line as a row; a line of any shape is read (what it lacks is its error)."""
     row = ImportedRow(cid, request, line, runner_of(item))
     response = _dict(item.get("response"))
     body, status_code = response.get("body"), response.get("status_code")
     if item.get("error") or not isinstance(body, dict) or status_code not in (None, 200):
-        detail = item.get("error") or _dict(body).get("error") or body or "no response"
-        if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-            detail = detail["message"]
-        row.error = f"HTTP {status_code}: {detail}" if status_code else str(detail)
-        row.error = row.error[:2000]
+        detail = _error_text(item.get("error") or _dict(body).get("error") or body
+                             or "no response")
+        row.error = (f"HTTP {status_code}: {detail}" if status_code else detail)[:2000]
         return row
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None

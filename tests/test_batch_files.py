@@ -207,6 +207,19 @@ def test_imported_runs_are_marked_with_the_runner_the_file_names(tmp_path: Path)
     assert exported_json[0]["statistics"]["imported_from"] == "vLLM run_batch"
 
 
+def test_vllms_own_error_shape_gives_the_servers_message() -> None:
+    """vLLM 0.32's run_batch writes a failed request's ErrorResponse as the line's error."""
+    exported = export_jsonl(spec(1))
+    line = json.dumps({
+        "id": "vllm-1", "custom_id": ids_of(exported)[0], "response": {
+            "status_code": 400, "request_id": "vllm-batch-1", "body": None},
+        "error": {"error": {"message": "This model's maximum context length is 2048 tokens.",
+                            "type": "BadRequestError", "param": None, "code": 400}}})
+    (row,) = import_results(None, exported, line).rows
+    assert row.status == ERROR
+    assert row.error == "HTTP 400: This model's maximum context length is 2048 tokens."
+
+
 def test_an_error_line_is_marked_imported_too(tmp_path: Path) -> None:
     exported = export_jsonl(spec(1))
     store = RunStore(str(tmp_path / "history.sqlite3"))
