@@ -9,15 +9,23 @@ import streamlit as st
 
 from backends.base import BackendError
 from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
-from studio.batch_files import MAX_FILE_BYTES, BatchFileError, export_jsonl, import_results
+from studio.batch_files import (
+    MAX_FILE_BYTES,
+    UTF8_FIX,
+    BatchFileError,
+    export_jsonl,
+    import_results,
+)
 from studio.connection import build
 from studio.presets import (
     COLUMNS,
     LAYOUTS,
     Location,
+    UploadError,
     load_locations,
     load_system_prompts,
     parse_locations_csv,
+    read_upload,
 )
 from studio.prompts import prompt_problem
 from studio.render import literal
@@ -105,29 +113,26 @@ def scenarios_picker() -> list[Location]:
                                   help=f"Columns as in presets/locations.csv: {', '.join(COLUMNS)}")
         scenarios = []
         if upload is not None:
-            if upload.size > MAX_UPLOAD_BYTES:
-                st.error(f"{literal(upload.name)} is {upload.size:,} bytes; the limit is "
-                         f"{MAX_UPLOAD_BYTES:,}.", icon="⚠️")
-            else:
-                try:
-                    text: str | None = upload.getvalue().decode("utf-8-sig")
-                except UnicodeDecodeError:
-                    text = None
-                    st.error(f"{literal(upload.name)} is not UTF-8 text.", icon="⚠️")
-                parsed = parse_locations_csv(text) if text is not None else None
-                if parsed is not None and parsed.file_problem:
+            try:
+                text: str | None = read_upload(upload.name, upload.getvalue(),
+                                               MAX_UPLOAD_BYTES)
+            except UploadError as exc:
+                text = None
+                st.error(literal(str(exc)), icon="⚠️")
+            if text is not None:
+                parsed = parse_locations_csv(text)
+                if parsed.file_problem:
                     st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
                              icon="⚠️")
-                if parsed is not None:
-                    scenarios = parsed.locations
-                    for note in parsed.notes:
-                        st.info(note, icon="ℹ️")
-                    if parsed.row_problems:
-                        count = len(parsed.row_problems)
-                        st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
-                                   + "\n".join(f"- {literal(str(problem))}"
-                                               for problem in parsed.row_problems[:50])
-                                   + ("\n- …" if count > 50 else ""), icon="⚠️")
+                scenarios = parsed.locations
+                for note in parsed.notes:
+                    st.info(literal(note), icon="ℹ️")
+                if parsed.row_problems:
+                    count = len(parsed.row_problems)
+                    st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
+                               + "\n".join(f"- {literal(str(problem))}"
+                                           for problem in parsed.row_problems[:50])
+                               + ("\n- …" if count > 50 else ""), icon="⚠️")
                 if scenarios:
                     st.success(f"{len(scenarios)} scenario(s) ready.")
     else:
@@ -222,7 +227,9 @@ def import_results_file(store: RunStore) -> None:
     """A batch runner's output file (with the input file it ran) into the history."""
     with st.expander("Import batch results (JSONL)"):
         st.caption("The batch file you exported and the output file of vLLM's run_batch (or "
-                   "an OpenAI-compatible Batch API): each result becomes a History run.")
+                   "an OpenAI-compatible Batch API): each result becomes a History run, marked "
+                   f"imported. Up to {settings().max_import_rows:,} results an import; the "
+                   "same files are imported once.")
         left, right = st.columns(2)
         sent = left.file_uploader("Batch input (.jsonl)", type=["jsonl", "json"],
                                   key="batch_import_input")
@@ -231,27 +238,33 @@ def import_results_file(store: RunStore) -> None:
         if st.button("Import into History", disabled=not (sent and results),
                      key="batch_import"):
             assert sent is not None and results is not None
-            if max(sent.size, results.size) > MAX_FILE_BYTES:
-                st.error(f"The files may be at most {MAX_FILE_BYTES:,} bytes each.", icon="⚠️")
-                return
             try:
-                imported = import_results(store, _text(sent.getvalue()),
-                                          _text(results.getvalue()), label=results.name,
-                                          user=viewer().user)
-            except (BatchFileError, UnicodeDecodeError) as exc:
+                imported = import_results(
+                    store, read_upload(sent.name, sent.getvalue(), MAX_FILE_BYTES, UTF8_FIX),
+                    read_upload(results.name, results.getvalue(), MAX_FILE_BYTES, UTF8_FIX),
+                    label=results.name, user=viewer().user, input_name=sent.name,
+                    output_name=results.name, max_rows=settings().max_import_rows)
+            except (UploadError, BatchFileError) as exc:
                 st.error(literal(str(exc)), icon="⚠️")
                 return
             failed = sum(row.status == ERROR for row in imported.rows)
-            st.success(f"Imported {len(imported.rows)} results into History (group "
-                       f"#{imported.group_id}); {failed} failed.", icon="📥")
+            ids = imported.run_ids
+            runs = f"runs #{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"run #{ids[0]}"
+            st.success(f"Imported {len(imported.rows)} results into History ({runs}, marked "
+                       f"imported from {literal(' and '.join(imported.runners))}); {failed} "
+                       "failed.", icon="📥")
+            if imported.duplicates:
+                count = len(imported.duplicates)
+                st.warning(f"{count:,} custom_id{'s have' if count != 1 else ' has'} more than "
+                           "one result; one is kept (an answer before an error, else the "
+                           "later line):\n\n"
+                           + "\n".join(f"- {literal(str(duplicate))}"
+                                       for duplicate in imported.duplicates[:20])
+                           + ("\n- …" if count > 20 else ""), icon="⚠️")
             if imported.missing:
                 st.warning(f"{len(imported.missing)} rows have no result: "
                            + literal(", ".join(imported.missing[:20])), icon="⚠️")
             st.dataframe(pd.DataFrame(imported.table()), hide_index=True, width="stretch")
-
-
-def _text(data: bytes) -> str:
-    return data.decode("utf-8-sig")
 
 
 def progress(batch: Batch, running: bool) -> None:

@@ -10,6 +10,7 @@ are in the northern hemisphere.
 import csv
 import io
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated
@@ -21,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -61,6 +63,29 @@ SEASONS = tuple(SEASON_MONTHS)
 
 class PresetError(Exception):
     """A shipped preset file is missing or invalid."""
+
+
+class UploadError(ValueError):
+    """An uploaded file that cannot be read as text; the message names the file and why."""
+
+
+# What to do about a file that is not UTF-8, by kind of upload.
+CSV_UTF8_FIX = "save it as UTF-8 (in Excel: Save As, \"CSV UTF-8\")."
+
+
+def read_upload(name: str, data: bytes, max_bytes: int, fix: str = CSV_UTF8_FIX) -> str:
+    """The text of an uploaded file (UTF-8; a byte-order mark is dropped), or ``UploadError``
+    naming the file: over ``max_bytes``, or not UTF-8 text (another encoding, a binary file).
+    Every upload (the locations CSV, batch files) is read here, so all say the same."""
+    if len(data) > max_bytes:
+        raise UploadError(f"{name} is {len(data):,} bytes; the limit is {max_bytes:,}.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise UploadError(f"{name} is not UTF-8 text: {fix}") from None
+    if "\x00" in text:  # valid UTF-8, yet no text file holds NUL (a binary file, UTF-16)
+        raise UploadError(f"{name} is not UTF-8 text: {fix}")
+    return text
 
 
 @dataclass(frozen=True)
@@ -162,11 +187,40 @@ class LocationRow(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _strip(cls, cell: str) -> str:
+    def _strip(cls, cell: str, info: ValidationInfo) -> str:
         # Before any type check, so an empty cell says so rather than "not a number".
         if not cell.strip():
             raise PydanticCustomError("empty", "empty")
+        if info.field_name in NUMBER_COLUMNS and (info.context or {}).get(DECIMAL_COMMA):
+            return _decimal_comma_number(cell.strip())
         return cell.strip()
+
+
+# Decimal commas (a spreadsheet in a comma-decimal locale saves CSV with semicolons and
+# "53,76"). The rule, for a semicolon-separated file in which some number has a decimal comma:
+# in every number the comma is the decimal mark, and a dot or a space between groups of three
+# digits is a thousands separator ("1.234,5" = "1 234,5" = 1234.5); any other dot is refused
+# (is "0.25" a quarter, or a slip?). Files with other separators keep the decimal point.
+DECIMAL_COMMA = "decimal_comma"
+NUMBER_COLUMNS = frozenset(f.name for f in fields(Location) if f.type in (int, float))
+_COMMA_DECIMAL = re.compile(r"[+-]?(\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\2\d{3})*|\d+)"
+                            r"(?:,(\d+))?")
+_HAS_DECIMAL_COMMA = re.compile(r"\d,\d")
+
+
+def _decimal_comma_number(cell: str) -> str:
+    """A number written with a decimal comma, in Python's spelling ('1.234,5' -> '1234.5');
+    other text as it is (the type check says what is wrong with it)."""
+    match = _COMMA_DECIMAL.fullmatch(cell)
+    if match is None:
+        if "." in cell:
+            raise PydanticCustomError("decimal_point", "a decimal point in a decimal-comma file")
+        return cell
+    whole = match.group(1)
+    if match.group(2):
+        whole = whole.replace(match.group(2), "")
+    sign = "-" if cell.startswith("-") else ""
+    return f"{sign}{whole}" + (f".{match.group(3)}" if match.group(3) is not None else "")
 
 
 # What is wrong with a cell, by pydantic error type; {value} is the cell's text.
@@ -174,6 +228,8 @@ _CELL_PROBLEMS = {
     "empty": "column '{column}' is empty",
     "yes_no": "column '{column}': '{value}' is not a boolean (use true or false)",
     "float_parsing": "column '{column}': '{value}' is not a number",
+    "decimal_point": "column '{column}': '{value}' has a decimal point, but this file writes "
+                     "decimals with a comma (like '53,76'): write it with a comma",
     "int_parsing": "column '{column}': '{value}' is not a whole number",
     "finite_number": "column '{column}': '{value}' is not a finite number",
     "greater_than": "column '{column}': {value} must be greater than {gt:g}",
@@ -199,12 +255,16 @@ class LocationsImport:
     row_problems: list[RowProblem] = field(default_factory=list)
     dropped_rows: int = 0  # data rows past MAX_ROWS, not read
     delimiter: str = ","
+    decimal_comma: bool = False  # numbers written "1.234,5" (semicolon files only)
 
     @property
     def notes(self) -> list[str]:
         """What the analyst should know about a file that (partly) loaded."""
         notes = []
-        if self.delimiter != ",":
+        if self.decimal_comma:
+            notes.append(f"Read as {DELIMITER_NAMES[self.delimiter]}-separated values with "
+                         "decimal commas ('53,76' is 53.76; '1.234,5' is 1234.5).")
+        elif self.delimiter != ",":
             notes.append(f"Read as {DELIMITER_NAMES[self.delimiter]}-separated values.")
         if self.dropped_rows:
             notes.append(f"Too many rows: the first {MAX_ROWS} locations are loaded, "
@@ -248,7 +308,8 @@ def parse_locations_csv(text: str) -> LocationsImport:
             f"{', '.join(missing)}. The columns are those of presets/locations.csv."))
     index = {c: header.index(c) for c in COLUMNS}
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    result = LocationsImport(delimiter=delimiter)
+    result = LocationsImport(delimiter=delimiter,
+                             decimal_comma=_writes_decimal_commas(text, delimiter, index))
     seen: set[str] = set()
     data_rows = 0
     try:
@@ -260,7 +321,7 @@ def parse_locations_csv(text: str) -> LocationsImport:
             if data_rows > MAX_ROWS:
                 result.dropped_rows += 1
                 continue
-            location, error = _parse_row(cells, header, index)
+            location, error = _parse_row(cells, header, index, result.decimal_comma)
             if location is not None and location.name in seen:
                 error = f"duplicate location name '{location.name}'"
             if error is not None or location is None:
@@ -275,8 +336,27 @@ def parse_locations_csv(text: str) -> LocationsImport:
     return result
 
 
+def _writes_decimal_commas(text: str, delimiter: str, index: dict[str, int]) -> bool:
+    """Whether a semicolon-separated file writes a number with a decimal comma (the rows that
+    will be read); then every number in it is read that way (``DECIMAL_COMMA``)."""
+    if delimiter != ";":
+        return False
+    numbers = [index[column] for column in COLUMNS if column in NUMBER_COLUMNS]
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        for count, cells in enumerate(reader):
+            if count > MAX_ROWS:
+                break
+            if count and any(_HAS_DECIMAL_COMMA.search(cells[i]) for i in numbers
+                             if i < len(cells)):
+                return True
+    except csv.Error:
+        pass  # the rows up to the unreadable one decide; the parse reports it
+    return False
+
+
 def _parse_row(
-    cells: list[str], header: list[str], index: dict[str, int]
+    cells: list[str], header: list[str], index: dict[str, int], decimal_comma: bool = False
 ) -> tuple[Location | None, str | None]:
     """Build one Location from a CSV record, or explain every problem in it."""
     short = [c for c in COLUMNS if index[c] >= len(cells)]
@@ -285,7 +365,7 @@ def _parse_row(
                       "missing value(s) for: " + ", ".join(short))
     row = {column: cells[index[column]] for column in COLUMNS}
     try:
-        valid = LocationRow.model_validate(row)
+        valid = LocationRow.model_validate(row, context={DECIMAL_COMMA: decimal_comma})
     except ValidationError as exc:  # every bad cell of the row, in column order
         return None, "; ".join(_cell_problem(error, row) for error in exc.errors())
     return Location(**valid.model_dump()), None

@@ -30,13 +30,18 @@ STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
 # Marks beside a run's status: what went wrong around the answer without ending it.
 PROMPT_TRUNCATED = "prompt truncated by the server"
 COLD_START = "cold start"  # the server loaded the model for this run
+# Recorded from a batch runner's results file (the Batch page's import), not run by the app:
+# the statistics name the runner ("imported from vLLM run_batch").
+IMPORTED, IMPORTED_FROM = "imported", "imported_from"
 
 
 def run_notes(stats: Mapping[str, Any]) -> list[str]:
-    """The marks of a run, from its statistics (live or stored): a prompt the server cut,
-    a cold start. Every page and export shows these same words."""
+    """The marks of a run, from its statistics (live or stored): imported from a batch
+    runner, a prompt the server cut, a cold start. Every page and export shows these same
+    words."""
     marks = ((PROMPT_TRUNCATED, "prompt_truncated"), (COLD_START, "cold_start"))
-    return [note for note, key in marks if stats.get(key)]
+    imported = [f"{IMPORTED} from {stats[IMPORTED_FROM]}"] if stats.get(IMPORTED_FROM) else []
+    return imported + [note for note, key in marks if stats.get(key)]
 
 
 @dataclass(frozen=True)

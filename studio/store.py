@@ -186,7 +186,7 @@ class StoredRun(RunRequest):
             "delivery": self.delivered or self.delivery,
             "system_prompt": self.system, "user_prompt": self.prompt,
             "thinking": self.thinking, "answer": self.text, "status": self.status,
-            "error": self.error,
+            "error": self.error, "notes": run_notes(self.stats),
             "statistics": dict(self.stats),
         }
 

@@ -3,6 +3,8 @@ history (unit tests; tests/test_vllm_real.py runs a file through vLLM's own run_
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -11,14 +13,18 @@ import pytest
 from studio.batch import BatchSpec
 from studio.batch_files import (
     IMPORT_KIND,
+    MAX_IMPORT_ROWS,
+    UNNAMED_RUNNER,
+    AlreadyImported,
     BatchFileError,
+    Duplicate,
     export_jsonl,
     import_results,
     read_input,
 )
 from studio.presets import build_user_prompt, load_locations, load_system_prompts
-from studio.request import ERROR, FINISHED, LENGTH
-from studio.store import RunStore
+from studio.request import ERROR, FINISHED, LENGTH, run_notes
+from studio.store import RunStore, export_csv, export_json
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
@@ -121,3 +127,166 @@ def test_the_import_group_is_not_a_resumable_batch(tmp_path: Path) -> None:
     assert imported.group_id is not None
     assert store.group_summaries("batch") == []  # Resume lists only the page's own batches
     assert IMPORT_KIND != "batch"
+
+
+def ids_of(exported: str) -> list[str]:
+    return [json.loads(line)["custom_id"] for line in exported.splitlines()]
+
+
+def failure(custom_id: str, message: str = "The server is busy.") -> str:
+    """A failed line as vLLM's run_batch writes it: a non-200 response with the error."""
+    return json.dumps({"id": f"vllm-{custom_id}", "custom_id": custom_id, "error": None,
+                       "response": {"status_code": 500, "request_id": "vllm-batch-x",
+                                    "body": {"error": {"message": message}}}}) + "\n"
+
+
+def test_a_repeated_custom_id_keeps_the_answer_and_says_so(tmp_path: Path) -> None:
+    """A failed row run again and its output appended: one run per row, the answer kept, and
+    the import says which lines were left out."""
+    exported = export_jsonl(spec(2))
+    first, second = ids_of(exported)
+    output = (failure(first) + result(second, "Twice, the first.") + result(first, "Retried.")
+              + result(second, "Twice, the second."))
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    imported = import_results(store, exported, output)
+    assert [(row.custom_id, row.status, row.text, row.line) for row in imported.rows] == [
+        (first, FINISHED, "Retried.", 3), (second, FINISHED, "Twice, the second.", 4)]
+    assert imported.duplicates == [Duplicate(first, 3, (1,), "an answer, not an error"),
+                                   Duplicate(second, 4, (2,), "the later answer")]
+    assert str(imported.duplicates[0]) == (
+        f"{first}: line 3 kept (an answer, not an error); line 1 left out")
+    assert len(store.list_runs()) == 2
+    errors_only = import_results(None, exported, failure(first, "a") + failure(first, "b"))
+    assert errors_only.rows[0].error == "HTTP 500: b"
+    assert errors_only.duplicates[0].reason == "the later error"
+
+
+def test_the_same_files_are_imported_once(tmp_path: Path) -> None:
+    exported = export_jsonl(spec(2))
+    output = "".join(result(cid, "ok") for cid in ids_of(exported))
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    first = import_results(store, exported, output, user="ann")
+    with pytest.raises(AlreadyImported) as again:
+        import_results(store, exported, output, user="ann")
+    low, high = first.run_ids
+    assert f"History runs #{low}–#{high} (2 runs, import #{first.group_id})" in str(
+        again.value)
+    assert "imported already" in str(again.value)
+    assert len(store.list_runs()) == 2  # nothing recorded the second time
+    # Another file, another user's import, or the first import's runs deleted: imported.
+    import_results(store, exported, output + "\n", user="ann")
+    import_results(store, exported, output, user="bob")
+    for run_id in first.run_ids:
+        store.delete(run_id)
+    import_results(store, exported, output, user="ann")
+    assert len(store.list_runs()) == 6
+
+
+def test_imported_runs_are_marked_with_the_runner_the_file_names(tmp_path: Path) -> None:
+    exported = export_jsonl(spec(3))
+    vllm_id, openai_id, ray_id = ids_of(exported)
+    openai = json.loads(result(openai_id, "From OpenAI."))
+    openai.update(id="batch_req_123", response={**openai["response"], "request_id": "req_1"})
+    ray = json.loads(result(ray_id, "From Ray."))  # the README's pipeline writes no id
+    del ray["id"], ray["response"]["request_id"]
+    output = "\n".join([result(vllm_id, "From vLLM.").strip(), json.dumps(openai),
+                        json.dumps(ray)])
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    imported = import_results(store, exported, output)
+    assert imported.runners == ["vLLM run_batch", "OpenAI Batch API", UNNAMED_RUNNER]
+    runs = store.group_runs(imported.group_id)
+    assert [run_notes(run.stats) for run in runs] == [
+        ["imported from vLLM run_batch"], ["imported from OpenAI Batch API"],
+        [f"imported from {UNNAMED_RUNNER}"]]
+    csv_rows = list(csv.DictReader(io.StringIO(export_csv(runs))))
+    assert [row["notes"] for row in csv_rows] == [
+        "imported from vLLM run_batch", "imported from OpenAI Batch API",
+        f"imported from {UNNAMED_RUNNER}"]
+    exported_json = json.loads(export_json(runs))
+    assert exported_json[0]["notes"] == ["imported from vLLM run_batch"]
+    assert exported_json[0]["statistics"]["imported_from"] == "vLLM run_batch"
+
+
+def test_vllms_own_error_shape_gives_the_servers_message() -> None:
+    """vLLM 0.32's run_batch writes a failed request's ErrorResponse as the line's error."""
+    exported = export_jsonl(spec(1))
+    line = json.dumps({
+        "id": "vllm-1", "custom_id": ids_of(exported)[0], "response": {
+            "status_code": 400, "request_id": "vllm-batch-1", "body": None},
+        "error": {"error": {"message": "This model's maximum context length is 2048 tokens.",
+                            "type": "BadRequestError", "param": None, "code": 400}}})
+    (row,) = import_results(None, exported, line).rows
+    assert row.status == ERROR
+    assert row.error == "HTTP 400: This model's maximum context length is 2048 tokens."
+
+
+def test_an_error_line_is_marked_imported_too(tmp_path: Path) -> None:
+    exported = export_jsonl(spec(1))
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    imported = import_results(store, exported, failure(ids_of(exported)[0]))
+    (run,) = store.group_runs(imported.group_id)
+    assert run.status == ERROR and run.error == "HTTP 500: The server is busy."
+    assert run_notes(run.stats) == ["imported from vLLM run_batch"]
+
+
+def test_more_results_than_an_import_takes_are_refused(tmp_path: Path) -> None:
+    exported = export_jsonl(spec(3))
+    output = "".join(result(cid, "ok") for cid in ids_of(exported))
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    with pytest.raises(BatchFileError) as refused:
+        import_results(store, exported, output, output_name="results.jsonl", max_rows=2)
+    assert str(refused.value).startswith(
+        "Batch output (results.jsonl): 3 results; one import takes at most 2. Split the file")
+    assert store.list_runs() == []
+    assert MAX_IMPORT_ROWS == 2_000
+    assert len(import_results(store, exported, output, max_rows=3).rows) == 3
+
+
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_a_deeply_nested_line_is_one_clear_message(which: str) -> None:
+    exported = export_jsonl(spec(1))
+    nested = "[" * 100_000 + "]" * 100_000
+    good = result(ids_of(exported)[0], "ok")
+    input_text = exported + nested if which == "input" else exported
+    output_text = good + nested if which == "output" else good
+    with pytest.raises(BatchFileError) as raised:
+        import_results(None, input_text, output_text, input_name="in.jsonl",
+                       output_name="out.jsonl")
+    name = "Batch input (in.jsonl)" if which == "input" else "Batch output (out.jsonl)"
+    assert str(raised.value) == (f"{name}, line 2: JSON nested too deeply to read (a batch "
+                                 "line is one flat request or result).")
+
+
+INPUT_LINE = '{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "x"}]}}'
+
+
+@pytest.mark.parametrize("body", [
+    '{"max_tokens": "lots"}', '{"temperature": [1]}', '{"repetition_penalty": {}}',
+    '{"max_tokens": true}'])
+def test_an_input_line_with_a_field_of_the_wrong_kind_is_a_message(body: str) -> None:
+    extra = json.loads(body)
+    line = json.loads(INPUT_LINE)
+    line["body"].update(extra)
+    with pytest.raises(BatchFileError, match=rf"^Batch input, line 1: the body's "
+                                             rf"{next(iter(extra))} is not a number\.$"):
+        import_results(None, json.dumps(line), "")
+
+
+@pytest.mark.parametrize("line", [
+    '{"custom_id": "a", "response": {"status_code": 200, "body": [1]}}',
+    '{"custom_id": "a", "response": [], "error": null}',
+    '{"custom_id": "a", "response": {"body": {"choices": ["x"]}}}',
+    '{"custom_id": "a", "response": {"body": {"choices": [{"message": "x"}], "usage": []}}}',
+    '{"custom_id": "a", "response": {"body": {"choices": [{}], "usage": {"prompt_tokens": '
+    '"many"}}}}',
+    '{"custom_id": "a", "error": {"message": "quota"}}',
+])
+def test_a_result_line_of_any_shape_is_a_row(line: str) -> None:
+    """Odd shapes are read (what a line lacks is its row's error), never a traceback."""
+    (row,) = import_results(None, INPUT_LINE, line).rows
+    assert row.status in (ERROR, FINISHED) and row.stats.prompt_tokens is None
+
+
+def test_an_output_line_whose_custom_id_is_not_text_is_a_message() -> None:
+    with pytest.raises(BatchFileError, match=r"line 1: custom_id missing is not in the batch"):
+        import_results(None, INPUT_LINE, '{"custom_id": ["a"]}')

@@ -3,6 +3,7 @@ locations, an uploaded CSV with bad rows, the results table and summary, and Res
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from collections import Counter
@@ -16,7 +17,7 @@ from streamlit.testing.v1.element_tree import Button
 from studio.batch import BatchSpec
 from studio.batch_files import export_jsonl
 from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
-from studio.request import FINISHED
+from studio.request import FINISHED, run_notes
 from studio.store import RunStore
 from tests.servers.latency import Fail, LatencyServer
 
@@ -267,3 +268,95 @@ def test_a_results_file_of_another_batch_is_refused_clearly(server: LatencyServe
     assert not at.exception, at.exception
     assert "custom_id 'zzz' is not in the batch input file" in texts(at.error)
     assert RunStore(db).list_runs() == []
+
+
+def three_results(runner_id: str = "vllm-") -> tuple[bytes, bytes]:
+    """The page's batch file of three presets and a runner's answers to it."""
+    spec = BatchSpec(backend="vllm", host="", model=MODEL,
+                     scenarios=[loc for loc in LOCATIONS if loc.name in THREE],
+                     system=next(iter(load_system_prompts().values())))
+    exported = export_jsonl(spec)
+    results = "".join(json.dumps({
+        "id": f"{runner_id}{index}", "custom_id": json.loads(line)["custom_id"], "error": None,
+        "response": {"status_code": 200, "request_id": f"q{index}", "body": {
+            "choices": [{"index": 0, "message": {"role": "assistant",
+                                                 "content": f"Install {index + 10} panels."},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2800, "completion_tokens": 6}}}}) + "\n"
+        for index, line in enumerate(exported.splitlines()))
+    return exported.encode(), results.encode()
+
+
+def import_files(at: AppTest, sent: bytes, results: bytes, sent_name: str = "in.jsonl",
+                 results_name: str = "results.jsonl") -> AppTest:
+    at.file_uploader(key="batch_import_input").set_value(
+        (sent_name, sent, "application/jsonl")).run()
+    at.file_uploader(key="batch_import_output").set_value(
+        (results_name, results, "application/jsonl")).run()
+    at = button(at, "Import into History").click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_an_import_says_where_the_results_came_from(server: LatencyServer, db: Path) -> None:
+    at = import_files(batch_page(), *three_results("batch_req_"))
+    assert ("Imported 3 results into History (runs #1–#3, marked imported from OpenAI Batch "
+            "API); 0 failed.") in texts(at.success)
+    assert {note for run in RunStore(db).list_runs() for note in run_notes(run.stats)} == {
+        "imported from OpenAI Batch API"}
+
+
+def test_a_binary_results_file_is_refused_naming_it(server: LatencyServer, db: Path) -> None:
+    """A compressed results file under the .jsonl name: refused by name, as the CSV is."""
+    sent, results = three_results()
+    at = import_files(batch_page(), sent, gzip.compress(results), results_name="out.jsonl")
+    shown = texts(at.error)
+    assert shown.startswith("out.jsonl is not UTF-8 text: a batch runner writes UTF-8 JSON")
+    assert "codec" not in shown and "0x" not in shown
+    assert RunStore(db).list_runs() == []
+
+
+def test_the_same_files_twice_are_refused_naming_the_first_import(server: LatencyServer,
+                                                                 db: Path) -> None:
+    sent, results = three_results()
+    at = import_files(batch_page(), sent, results)
+    assert "marked imported from vLLM run_batch" in texts(at.success)
+    at = button(at, "Import into History").click().run()
+    assert "Imported" not in texts(at.success)
+    shown = texts(at.error)
+    assert "These two files were imported already" in shown
+    assert "History runs #1–#3 (3 runs, import #1)" in shown
+    assert len(RunStore(db).list_runs()) == 3
+
+
+def test_a_repeated_custom_id_is_reported(server: LatencyServer, db: Path) -> None:
+    sent, results = three_results()
+    first = json.loads(results.splitlines()[0])
+    failed = {**first, "response": {"status_code": 500, "body": {"error": {"message": "busy"}}}}
+    at = import_files(batch_page(), sent, json.dumps(failed).encode() + b"\n" + results)
+    assert "Imported 3 results" in texts(at.success)
+    (warning,) = at.warning
+    assert texts([warning]) == (
+        "1 custom_id has more than one result; one is kept (an answer before an error, else "
+        "the later line):\n\n"
+        f"- {first['custom_id']}: line 2 kept (an answer, not an error); line 1 left out")
+    assert len(RunStore(db).list_runs()) == 3
+
+
+def test_a_deeply_nested_results_line_is_a_clear_message(server: LatencyServer,
+                                                         db: Path) -> None:
+    sent, results = three_results()
+    nested = b"[" * 50_000 + b"]" * 50_000
+    at = import_files(batch_page(), sent, results + nested + b"\n", results_name="deep.jsonl")
+    assert texts(at.error) == ("Batch output (deep.jsonl), line 4: JSON nested too deeply to "
+                               "read (a batch line is one flat request or result).")
+    assert RunStore(db).list_runs() == []
+
+
+def test_a_european_excel_csv_is_read(server: LatencyServer, db: Path) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "locations-excel-de.csv"
+    at = upload(batch_page(), fixture.read_bytes(), fixture.name)
+    assert texts(at.info) == ("Read as semicolon-separated values with decimal commas "
+                              "('53,76' is 53.76; '1.234,5' is 1234.5).")
+    assert not at.warning and not at.error
+    assert "3 scenario(s) ready." in texts(at.main.success)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from studio.batch import BatchSpec
+from studio.batch_files import export_jsonl, import_results
+from studio.presets import load_locations
 from studio.request import RunRequest
 from studio.store import RunStore
 
@@ -169,3 +174,25 @@ def test_export_buttons_serve_the_filtered_list(seeded: RunStore) -> None:
         preset="San Diego, CA")))))
     assert [int(r["id"]) for r in rows] == shown_ids(at) == [3, 1]
     assert len(at.get("download_button")) == 2
+
+
+def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> None:
+    """A batch runner's result is no live run: the table's notes and the run itself say
+    where it came from."""
+    spec = BatchSpec(backend="vllm", host="", model="smollm2", scenarios=load_locations()[:1],
+                     system="system")
+    exported = export_jsonl(spec)
+    line = json.dumps({"id": "vllm-abc", "custom_id": json.loads(exported)["custom_id"],
+                       "error": None, "response": {"status_code": 200, "body": {
+                           "choices": [{"message": {"content": "Install 31 panels."},
+                                        "finish_reason": "stop"}]}}})
+    (run_id,) = import_results(seeded, exported, line).run_ids
+    at = history_page()
+    table = at.dataframe[0].value
+    notes = dict(zip(table["id"], table["notes"], strict=True))
+    assert notes[run_id] == "imported from vLLM run_batch" and notes[1] == ""
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    assert not at.exception
+    shown = [re.sub(r"\\(.)", r"\1", c.value) for c in at.caption]  # markdown escapes off
+    assert any(c.startswith("📥 Imported from vLLM run_batch: recorded from a batch runner's "
+                            "results file") for c in shown)

@@ -16,6 +16,7 @@ from studio.presets import (
     Location,
     LocationRow,
     PresetError,
+    UploadError,
     build_user_prompt,
     derive_figures,
     load_knowledge_base,
@@ -23,6 +24,7 @@ from studio.presets import (
     load_system_prompts,
     parse_locations_csv,
     preset_of,
+    read_upload,
     shared_prefix,
 )
 
@@ -276,6 +278,89 @@ def test_semicolon_separated_file_is_read_and_said() -> None:
     assert [loc.name for loc in parsed.locations] == ["A", "B"]
     assert parsed.delimiter == ";"
     assert parsed.notes == ["Read as semicolon-separated values."]
+
+
+EXCEL_DE = Path(__file__).parent / "fixtures" / "locations-excel-de.csv"
+
+
+def test_a_european_excel_file_reads_its_decimal_commas() -> None:
+    """German Excel's CSV: BOM, semicolons, CRLF, decimal commas, thousands dots ('12.000',
+    '1.150,00'), a name with a comma and one with a quoted semicolon."""
+    data = EXCEL_DE.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbf") and b";53,76;" in data and b"\r\n" in data
+    parsed = parse_locations_csv(read_upload(EXCEL_DE.name, data, 1_000_000))
+    assert parsed.file_problem is None and parsed.row_problems == []
+    san_diego, munich, paris = parsed.locations
+    assert san_diego == load_locations()[0]  # the same figures as the shipped file's
+    assert (munich.name, munich.avg_daily_kwh, munich.budget_usd) == ("München, DE", 12.5, 12000)
+    assert munich.cost_per_panel_usd == 1150.0 and munich.sunlight_cv == 0.45
+    assert (paris.name, paris.avg_daily_kwh, paris.cost_per_panel_usd) == (
+        "Île-de-France; Paris", 9.0, 950.5)
+    # Said once, with the rule; no cell is called "not a number".
+    assert parsed.notes == ["Read as semicolon-separated values with decimal commas "
+                            "('53,76' is 53.76; '1.234,5' is 1234.5)."]
+    assert parsed.decimal_comma
+
+
+def _de_csv(*rows: str) -> str:
+    return "\n".join([HEADER.replace(",", ";"), *rows]) + "\n"
+
+
+def _de_row(name: str, /, **overrides: str) -> str:
+    """A row as a comma-decimal spreadsheet saves it: semicolons, '28,40'."""
+    cells = dict(zip(COLUMNS, _row(name).split(","), strict=True))
+    cells = {column: cell.replace(".", ",") for column, cell in cells.items()}
+    return ";".join({**cells, **overrides}[column] for column in COLUMNS)
+
+
+@pytest.mark.parametrize(("cell", "value"), [
+    ("53,76", 53.76), ("1.234,5", 1234.5), ("1 234,5", 1234.5), ("1\u00a0234,5", 1234.5),
+    ("12.345.678", 12345678.0), ("7", 7.0), ("+0,5", 0.5), ("1,234", 1.234),
+])
+def test_decimal_comma_numbers(cell: str, value: float) -> None:
+    parsed = parse_locations_csv(_de_csv(_de_row("A", avg_daily_kwh=cell)))
+    assert parsed.row_problems == [] and parsed.decimal_comma
+    assert parsed.locations[0].avg_daily_kwh == value
+    assert parsed.locations[0].winter_summer_ratio == 1.18  # the row's other numbers too
+
+
+@pytest.mark.parametrize("cell", ["0.25", "1.23,5", "1.2345", "12.34.567"])
+def test_a_decimal_point_in_a_decimal_comma_file_is_one_clear_problem(cell: str) -> None:
+    """Neither a decimal comma nor a thousands dot: refused, not guessed."""
+    parsed = parse_locations_csv(_de_csv(_de_row("A", sunlight_cv=cell), _de_row("B")))
+    assert parsed.decimal_comma and [loc.name for loc in parsed.locations] == ["B"]
+    (problem,) = parsed.row_problems
+    assert problem.message == (f"column 'sunlight_cv': '{cell}' has a decimal point, but this "
+                               "file writes decimals with a comma (like '53,76'): write it "
+                               "with a comma")
+
+
+def test_a_semicolon_file_without_decimal_commas_keeps_the_point() -> None:
+    parsed = parse_locations_csv(_csv(_row("A"), _row("B", budget_usd="12000")).replace(",", ";"))
+    assert not parsed.decimal_comma and parsed.row_problems == []
+    assert parsed.locations[0].avg_daily_kwh == 28.4
+
+
+def test_decimal_commas_only_where_the_separator_is_a_semicolon() -> None:
+    """A comma-separated file keeps the decimal point: a quoted '53,76' is not a number."""
+    parsed = parse_locations_csv(_csv(_row("A", avg_daily_kwh='"53,76"')))
+    assert not parsed.decimal_comma
+    (problem,) = parsed.row_problems
+    assert "'53,76' is not a number" in problem.message
+    tabbed = parse_locations_csv(_csv(_row("A")).replace(",", "\t"))  # points, tabs
+    assert not tabbed.decimal_comma and tabbed.locations[0].avg_daily_kwh == 28.4
+
+
+def test_an_upload_that_is_not_text_names_the_file() -> None:
+    for data in (b"\x89PNG\r\n\x1a\n\x00\x00", "name;x\n".encode("utf-16"),
+                 "Zürich".encode("latin-1")):
+        with pytest.raises(UploadError) as raised:
+            read_upload("photo.png", data, 1_000)
+        assert str(raised.value).startswith("photo.png is not UTF-8 text: save it as UTF-8")
+        assert "codec" not in str(raised.value)
+    with pytest.raises(UploadError, match=r"^big.csv is 1,001 bytes; the limit is 1,000\.$"):
+        read_upload("big.csv", b"x" * 1_001, 1_000)
+    assert read_upload("ok.csv", "\ufeffname\n".encode(), 1_000) == "name\n"
 
 
 def test_row_with_missing_values_is_skipped_and_good_rows_load() -> None:

@@ -325,6 +325,7 @@ def test_a_batch_file_runs_through_vllms_run_batch_and_back_into_history(
     store = RunStore(str(tmp_path / "history.sqlite3"))
     imported = import_results(store, batch_input.read_text(), batch_output.read_text())
     assert imported.missing == [] and len(imported.rows) == 2
+    assert imported.runners == ["vLLM run_batch"]  # its lines' ids: "vllm-<uuid>"
     for row in imported.rows:
         assert row.status in ("finished", "length") and row.text, row.error
         assert 0 < (row.stats.output_tokens or 0) <= 12

@@ -24,6 +24,7 @@ from studio.render import (
 from studio.request import (
     ERROR,
     FINISHED,
+    IMPORTED,
     LENGTH,
     PROMPT_TRUNCATED,
     REPETITION,
@@ -218,9 +219,14 @@ def show_outcome(run: Run) -> None:
 
 
 def show_notes(stats: Mapping[str, Any]) -> None:
-    """The run's marks (a prompt the server cut, a cold start), each with what it means."""
+    """The run's marks (imported, a prompt the server cut, a cold start), each with what it
+    means."""
     for note in run_notes(stats):
-        if note == PROMPT_TRUNCATED:
+        if note.startswith(IMPORTED):
+            st.caption(f"📥 {literal(note[0].upper() + note[1:])}: recorded from a batch "
+                       "runner's results file (Batch page, Import batch results), not run by "
+                       "this app; no host or times were measured.")
+        elif note == PROMPT_TRUNCATED:
             window = stats.get("context_window")
             st.warning(
                 f"**Prompt truncated by the server.** It counted "
