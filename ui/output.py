@@ -23,6 +23,7 @@ from studio.render import (
 from studio.request import (
     ERROR,
     FINISHED,
+    INTERRUPTED,
     LENGTH,
     PROMPT_TRUNCATED,
     REPETITION,
@@ -168,22 +169,24 @@ def show_answer(text: str, answer_slot: DeltaGenerator,
 
 
 class Pane(NamedTuple):
-    """The slots of one answer column: progress line, thinking, answer box, footer line."""
+    """The slots of one answer column: progress line, thinking, answer box, footer line, and
+    a place for the pane's own controls (Compare's Stop)."""
 
     progress: DeltaGenerator
     thinking: DeltaGenerator
     answer: DeltaGenerator
     footer: DeltaGenerator
+    control: DeltaGenerator
 
 
 def answer_pane(title: str, key: str, height: int = 640) -> Pane:
-    """One column of answers side by side (Compare, History): a title, a progress line, the
-    thinking (a reasoning model's), a bordered scrolling answer box and a footer line."""
+    """One column of answers side by side (Compare, History): a title, a control, a progress
+    line, the thinking (a reasoning model's), a bordered scrolling answer box and a footer."""
     st.markdown(title)
-    progress, thinking = st.empty(), st.empty()
+    control, progress, thinking = st.empty(), st.empty(), st.empty()
     with st.container(key=key, border=True, height=height):
         answer = st.empty()
-    return Pane(progress, thinking, answer, st.empty())
+    return Pane(progress, thinking, answer, st.empty(), control)
 
 
 def show_outcome(run: Run) -> None:
@@ -198,6 +201,9 @@ def show_outcome(run: Run) -> None:
                 else "Stopped while the model was thinking: its thinking so far is kept."
                 if run.thinking
                 else "Stopped before any text arrived.", icon=icon)
+    elif status == INTERRUPTED:
+        st.warning("Interrupted: the app stopped while this run was going. The partial "
+                   "answer is kept.", icon="⏸️")
     elif status == LENGTH:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
                    icon=icon)
