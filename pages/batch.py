@@ -110,9 +110,12 @@ def main() -> None:
         buttons[1].button("Stop", on_click=batch.stop, width="stretch")
     # The progress first: at the same place on the page whether the batch runs or has ended,
     # so the rerun at its end replaces it rather than showing a second one for a moment.
+    # Below it, earlier batches and the import: drawn before the progress follows a running
+    # batch, and empty then, so nothing of the page before the start stays under it.
+    results, earlier = st.container(), st.empty()
     if batch is not None:
-        progress(batch, running)
-    earlier = st.empty()  # not while a batch runs here: then it is cleared at once
+        with results:
+            progress(batch, running)
     if store is not None and not running:
         with earlier.container():
             earlier_batches(store, selection)
