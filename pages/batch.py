@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 
 import pandas as pd
 import streamlit as st
 
 from backends.base import BackendError
-from studio.batch import MAX_CONCURRENCY, Batch, BatchRunning, BatchSpec, launch, live_batch
+from studio.batch import (
+    INTERRUPTED,
+    MAX_CONCURRENCY,
+    RESUMABLE,
+    RUNNING,
+    Batch,
+    BatchRunning,
+    BatchSpec,
+    earlier_rows,
+    earlier_state,
+    launch,
+    live_batch,
+)
 from studio.batch_files import (
     MAX_FILE_BYTES,
     UTF8_FIX,
@@ -36,8 +49,8 @@ from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings, viewer
 
 PAGE = "batch"
+RESUMING = "batch_resuming"  # the window check of a resume, held apart from a new batch's
 FITTING = "fitting"
-OVER_WINDOW = "over the context window (flagged before the start)"
 MAX_UPLOAD_BYTES = 1_000_000
 REFRESH_S = 0.5
 
@@ -78,29 +91,44 @@ def main() -> None:
     if buttons[0].button("Run batch", type="primary", disabled=running or not scenarios,
                          width="stretch") and sendable(spec) and fits(spec):
         begin(store, spec)
+    # One place for the window check, always drawn and cleared at a choice: what follows
+    # keeps its place, so a new batch's progress replaces the last one's results at once.
+    notice = st.empty()
     # Max tokens aside (one choice lowers it), a held-back batch is still the one on screen.
     pending = fit_check.current(PAGE, replace(spec, max_tokens=0))
+    resuming = fit_check.current(RESUMING, st.session_state.get("batch_resume"))
     if pending is not None and not running:
         over = {misfit.index for misfit in pending.misfits}
         fitting = len(scenarios) - len(over)
         choice = fit_check.ask(PAGE, pending, lower_max_tokens, extra={
-            FITTING: f"Run the {fitting} rows that fit"} if fitting else None)
+            FITTING: f"Run the {fitting} rows that fit"} if fitting else None, slot=notice)
         if choice == FITTING:
             begin(store, replace(spec, scenarios=[s for index, s in enumerate(scenarios)
                                                   if index not in over]))
         elif choice == fit_check.ANYWAY:
-            begin(store, spec, flagged=dict.fromkeys(over, OVER_WINDOW))
+            begin(store, spec.flag(over))
         elif choice == fit_check.LOWER:
             begin(store, spec)
+    elif (resuming is not None and not running and store is not None
+          and fit_check.ask(RESUMING, resuming, None, slot=notice) == fit_check.ANYWAY):
+        # A resume runs the stored definition: its rows, prompts and max tokens as they were.
+        group_id = resuming.what
+        begin(store, stored_spec(store, group_id, selection).flag(
+            misfit.index for misfit in resuming.misfits), group_id)
     if running and batch is not None:
         buttons[1].button("Stop", on_click=batch.stop, width="stretch")
     # The progress first: at the same place on the page whether the batch runs or has ended,
     # so the rerun at its end replaces it rather than showing a second one for a moment.
+    # Below it, earlier batches and the import: drawn before the progress follows a running
+    # batch, and empty then, so nothing of the page before the start stays under it.
+    results, earlier = st.container(), st.empty()
     if batch is not None:
-        progress(batch, running)
+        with results:
+            progress(batch, running)
     if store is not None and not running:
-        earlier_batches(store, selection)
-        import_results_file(store)
+        with earlier.container():
+            earlier_batches(store, selection)
+            import_results_file(store)
 
 
 def scenarios_picker() -> list[Location]:
@@ -156,29 +184,59 @@ def sendable(spec: BatchSpec) -> bool:
 def fits(spec: BatchSpec) -> bool:
     """Check every row's window before the start; hold the batch back to ask when some
     rows do not fit (they are flagged)."""
+    misfits = row_misfits(spec, range(len(spec.scenarios)))
+    if misfits:
+        st.session_state.pop(fit_check.pending_key(RESUMING), None)
+        fit_check.hold(PAGE, fit_check.Pending(replace(spec, max_tokens=0), misfits))
+    return not misfits
+
+
+def row_misfits(spec: BatchSpec, rows: Sequence[int]) -> tuple[fit_check.Misfit, ...]:
+    """The rows (indexes) whose prompt and answer do not fit the model's window; none when
+    the backend cannot be built (the batch's rows will say why it cannot run)."""
     try:
         backend = build(settings(), spec.backend, spec.host, spec.model)
     except (BackendError, ValueError):
-        return True  # the batch's rows will say why it cannot run
-    misfits = fit_check.misfits([(f"#{index + 1} {location.name}", backend,
-                                  spec.request(location))
-                                 for index, location in enumerate(spec.scenarios)])
-    if misfits:
-        fit_check.hold(PAGE, fit_check.Pending(replace(spec, max_tokens=0), misfits))
-    return not misfits
+        return ()
+    checks = [(f"#{index + 1} {spec.scenarios[index].name}", backend,
+               spec.request(spec.scenarios[index])) for index in rows]
+    return tuple(replace(misfit, index=rows[misfit.index])
+                 for misfit in fit_check.misfits(checks))
+
+
+def stored_spec(store: RunStore, group_id: int, selection: RunParams) -> BatchSpec:
+    """A recorded batch's definition; the stored host has no credentials: the sidebar's,
+    for the same server."""
+    group = store.get_group(group_id)
+    assert group is not None
+    return BatchSpec.from_json(group.label).with_host(selection.host)
+
+
+def resume(store: RunStore, group_id: int, selection: RunParams) -> None:
+    """Resume a batch: its rows not answered yet go through the window check first, as a new
+    batch's do (the rows that do not fit are held back to ask, then flagged)."""
+    spec = stored_spec(store, group_id, selection)
+    answered, _ = earlier_rows(store, group_id)
+    todo = [index for index in range(len(spec.scenarios)) if index not in answered]
+    misfits = row_misfits(spec, todo)
+    if not misfits:
+        begin(store, spec, group_id)
+        return
+    st.session_state.pop(fit_check.pending_key(PAGE), None)
+    fit_check.hold(RESUMING, fit_check.Pending(group_id, misfits))
+    st.rerun()  # the warning goes where a new batch's does, above the progress
 
 
 def lower_max_tokens(max_tokens: int) -> None:
     st.session_state.max_tokens = max_tokens  # the sidebar's value: before it is drawn
 
 
-def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None,
-          flagged: dict[int, str] | None = None) -> None:
+def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None) -> None:
     """Start (or resume) a batch for this session; say so when a live worker has it."""
     config = settings()
     try:
         st.session_state.batch = launch(
-            spec, store=store, group_id=group_id, flagged=flagged, user=viewer().user,
+            spec, store=store, group_id=group_id, user=viewer().user,
             # Built here: the batch's threads make no Streamlit calls.
             build=lambda: build(config, spec.backend, spec.host, spec.model))
     except BatchRunning as exc:
@@ -187,20 +245,23 @@ def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None,
         st.rerun()
 
 
-def describe(summary: GroupSummary) -> str:
-    """'#8 · 2026-12-01 22:30 UTC · ollama · llama3.1:8b · 2 done · 1 failed of 8'."""
+def describe(summary: GroupSummary, state: str = "") -> str:
+    """'#8 · 2026-12-01 22:30 UTC · ollama · llama3.1:8b · 2 done · 1 failed of 8 ·
+    interrupted'."""
     spec = BatchSpec.from_json(summary.group.label)
     when = summary.group.created_at[:16].replace("T", " ")
-    state_word = " · running" if summary.running else ""
+    state_word = f" · {state}" if state in (RUNNING, *RESUMABLE) else ""
     failed = f" · {summary.failed} failed" if summary.failed else ""
     return (f"#{summary.group.id} · {when} UTC · {spec.backend} · {spec.model} · "
             f"{summary.done} done{failed} of {len(spec.scenarios)}{state_word}")
 
 
 def earlier_batches(store: RunStore, selection: RunParams) -> None:
-    """Running batches to watch (another tab's, a closed tab's); stopped ones to resume."""
+    """Running batches to watch (another tab's, a closed tab's), interrupted ones (their
+    process ended) said so; the ones with rows left to run, to resume."""
     summaries = store.group_summaries("batch", limit=20, user=viewer().only)
-    for busy in (earlier for earlier in summaries if earlier.running):
+    states = {earlier.group.id: earlier_state(earlier) for earlier in summaries}
+    for busy in (earlier for earlier in summaries if states[earlier.group.id] == RUNNING):
         live = live_batch(busy.group.id)
         line, action = st.columns([5, 1])
         line.info(f"Running: {literal(describe(busy))}" + ("" if live else
@@ -209,18 +270,22 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
                                               width="stretch"):
             st.session_state.batch = live
             st.rerun()
-    resumable = {earlier.group.id: earlier for earlier in summaries if not earlier.running}
+    for cut in (earlier for earlier in summaries if states[earlier.group.id] == INTERRUPTED):
+        st.warning(f"Interrupted: {literal(describe(cut, INTERRUPTED))}. Its app process "
+                   "ended while it ran; its answered rows are kept. Resume it below to run "
+                   "the rest.", icon="⏸️")
+    resumable = {earlier.group.id: earlier for earlier in summaries
+                 if states[earlier.group.id] in RESUMABLE}
     with st.expander("Resume an earlier batch"):
         if not resumable:
             st.caption("No earlier batches to resume.")
             return
-        labels = {group_id: describe(earlier) for group_id, earlier in resumable.items()}
+        labels = {group_id: describe(earlier, states[group_id])
+                  for group_id, earlier in resumable.items()}
         chosen = st.selectbox("Batch", list(labels), format_func=labels.__getitem__,
                               key="batch_resume")
         if st.button("Resume", disabled=chosen is None) and chosen is not None:
-            saved = BatchSpec.from_json(resumable[chosen].group.label)
-            # The stored host has no credentials: the sidebar's, for the same server.
-            begin(store, saved.with_host(selection.host), chosen)
+            resume(store, chosen, selection)
 
 
 def import_results_file(store: RunStore) -> None:
@@ -268,40 +333,43 @@ def import_results_file(store: RunStore) -> None:
 
 
 def progress(batch: Batch, running: bool) -> None:
-    """Progress and the rows' table, live while it runs; then the summary and downloads."""
-    progress_slot, table_slot = st.empty(), st.empty()
+    """Progress and the rows' table, live while it runs; then the summary and downloads.
+    The summary's slot is drawn (empty) while it runs: the last batch's figures and
+    downloads go the moment this one starts."""
+    progress_slot, table_slot, outcome_slot = st.empty(), st.empty(), st.empty()
 
     def paint() -> None:
-        figures = batch.progress()
-        eta = f" · about {figures['eta_s']:.0f} s left" if figures["eta_s"] else ""
-        stopped = f" · {figures['stopped']} stopped" if figures["stopped"] else ""
         cache = batch.prefix_cache()
         cached = f" · {cache}" if cache is not None else ""
-        progress_slot.progress(figures["fraction"], text=(
-            f"{figures['done']} done · {figures['failed']} failed{stopped} · "
-            f"{figures['running']} running · {figures['remaining']} waiting{eta}{cached}"))
+        progress_slot.progress(batch.progress()["fraction"],
+                               text=batch.progress_line() + cached)
         table_slot.dataframe(pd.DataFrame(batch.table()), hide_index=True, width="stretch")
 
     if running:
+        paint()
         while not batch.wait(REFRESH_S):
             paint()
         st.rerun()  # redraw finished: summary and downloads
     paint()
     summary = batch.summary()
-    cells = st.columns(5)
-    cells[0].metric("Wall time", f"{summary['wall_s']:.1f} s" if summary["wall_s"] else "–")
-    cells[1].metric("Sum of row times", f"{summary['sum_row_s']:.1f} s")
-    cells[2].metric("Speedup", f"{summary['speedup']:.1f}×" if summary["speedup"] else "–")
-    cells[3].metric("Throughput", f"{summary['throughput_tokens_per_s']:.1f} tok/s"
-                    if summary["throughput_tokens_per_s"] else "–")
-    cells[4].metric("Failures", str(summary["failed"]))
-    if batch.stopped:
-        st.info("Stopped: finished rows are kept; resume it from 'Resume an earlier batch'.")
-    downloads = st.columns(2)
-    downloads[0].download_button("⬇ Table (CSV)", batch.to_csv(), "pv-batch.csv", "text/csv",
-                                 width="stretch")
-    downloads[1].download_button("⬇ Answers (ZIP)", batch.to_zip(), "pv-batch.zip",
-                                 "application/zip", width="stretch")
+    with outcome_slot.container():
+        cells = st.columns(5)
+        cells[0].metric("Wall time", f"{summary['wall_s']:.1f} s" if summary["wall_s"] else "–")
+        cells[1].metric("Sum of row times", f"{summary['sum_row_s']:.1f} s")
+        cells[2].metric("Speedup", f"{summary['speedup']:.1f}×" if summary["speedup"] else "–")
+        cells[3].metric("Throughput", f"{summary['throughput_tokens_per_s']:.1f} tok/s"
+                        if summary["throughput_tokens_per_s"] else "–")
+        cells[4].metric("Failures", str(summary["failed"]))
+        if (coverage := batch.coverage()) is not None:
+            st.caption(coverage)
+        if batch.stopped:
+            st.info("Stopped: finished rows are kept; resume it from 'Resume an earlier "
+                    "batch'.")
+        downloads = st.columns(2)
+        downloads[0].download_button("⬇ Table (CSV)", batch.to_csv(), "pv-batch.csv",
+                                     "text/csv", width="stretch")
+        downloads[1].download_button("⬇ Answers (ZIP)", batch.to_zip(), "pv-batch.zip",
+                                     "application/zip", width="stretch")
 
 
 main()

@@ -40,25 +40,28 @@ def main() -> None:
     running = comparison is not None and not comparison.done
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
+    # One place for a prompt problem or the window check, always drawn and cleared when the
+    # comparison starts: the new comparison's panes replace the last one's results at once.
+    notice = st.empty()
     go = False
     if clicked and (problem := prompt_problem(prompts.system, prompts.user,
                                                    config.max_prompt_chars)):
-        st.warning(problem, icon="✏️")
+        notice.warning(problem, icon="✏️")
     elif clicked:
         go = fits(config, panes, prompts)
     # Max tokens aside (one choice lowers it), a held-back comparison is the one on screen.
     what = ([replace(pane, max_tokens=0) for pane in panes], prompts.system, prompts.user)
     pending = fit_check.current(PAGE, what)
-    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens):
+    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens,
+                                                             slot=notice):
         go = True
     if go:
         comparison = state.comparison = start(config, panes, prompts, repeats)
         running = True
     if running and comparison is not None:
-        buttons[1].button("Stop", on_click=comparison.stop, width="stretch")
+        buttons[1].button("Stop all", on_click=comparison.stop, width="stretch")
     if comparison is not None:
         answers(comparison, running)
-        measurements(comparison)
 
 
 def seed_panes(config: Settings, selection: RunParams) -> None:
@@ -155,7 +158,8 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
 
 
 def answers(comparison: Comparison, running: bool) -> None:
-    """The panes' answers side by side: live while they run, then highlighted."""
+    """The panes' answers side by side, each with its own Stop: live while they run, then
+    highlighted, a failed pane's error with its fix; the measurements below once done."""
     shown = comparison.panes
     panes = []
     for index, column in enumerate(st.columns(len(shown))):
@@ -165,7 +169,12 @@ def answers(comparison: Comparison, running: bool) -> None:
     progress_slots = [pane.progress for pane in panes]
     footers = [pane.footer for pane in panes]
     answer_slots = [pane.answer for pane in panes]
+    figures_slot = st.empty()  # the last comparison's figures go as this one starts
     if running:
+        for index, pane in enumerate(panes):
+            if not comparison.pane_stopped(index):
+                pane.control.button(f"Stop pane {index + 1}", key=f"compare_stop_{index}",
+                                    on_click=comparison.stop_pane, args=(index,))
         follow_all(lambda: comparison.current_round, answer_slots, progress_slots,
                    comparison.wait, [pane.thinking for pane in panes])
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
@@ -173,10 +182,15 @@ def answers(comparison: Comparison, running: bool) -> None:
         report = comparison.grounding(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
-        progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
-                                      + (f" · {literal(str(run.error))}" if run.error else ""))
-        if report is not None:
-            footers[index].caption(f"Grounding: {report.summary()} (not found: highlighted)")
+        progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s")
+        with footers[index].container():
+            if run.error is not None:
+                st.error(f"{literal(run.error.message)}\n\n{literal(run.error.hint)}",
+                         icon="⚠️")
+            if report is not None:
+                st.caption(f"Grounding: {report.summary()} (not found: highlighted)")
+    with figures_slot.container():
+        measurements(comparison)
 
 
 def measurements(comparison: Comparison) -> None:
@@ -185,7 +199,9 @@ def measurements(comparison: Comparison) -> None:
     wall = comparison.wall_time
     if wall is not None:
         slowest = max((run.elapsed for run in comparison.current_round), default=0.0)
+        rounds = len(comparison.round_walls)
         st.caption(f"Wall time of the last round: {wall:.2f} s (slowest pane {slowest:.2f} s)"
+                   + (f" · all rounds: {comparison.wall_summary()}" if rounds > 1 else "")
                    + (" · round 1 may be a cold start" if comparison.repeats > 1 else "")
                    + (" · stopped" if comparison.stopped else ""))
     st.dataframe(pd.DataFrame(comparison.table()), hide_index=True, width="stretch")
@@ -197,8 +213,8 @@ def measurements(comparison: Comparison) -> None:
         for key, label, _ in FIGURES if key in ("ttft", "total", "client_tps", "server_tps")},
         index=comparison.labels)
     with charts[0]:
-        st.caption("Timings (s, median of the measured runs; stopped and failed runs are "
-                   "left out)")
+        st.caption("Timings (s, median of the measured runs: finished, with an answer; runs "
+                   "cut at max tokens, empty, stopped or failed are counted apart)")
         st.bar_chart(medians[["Time to first token (s)", "Total time (s)"]], stack=False)
         st.caption("Tokens/s (median)")
         st.bar_chart(medians[["Tokens/s (client)", "Tokens/s (server)"]], stack=False)

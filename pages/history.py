@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from backends.base import GenerationStats
 from studio.grounding import check
 from studio.render import literal
 from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
+from studio.runner import Run
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
 from ui.output import answer_pane, show_answer, show_notes, show_stats, show_thinking
 from ui.prompt_editor import load_prompts
@@ -22,7 +21,6 @@ from ui.state import history, require_frame, settings, viewer
 PLAYGROUND = Path(__file__).resolve().parent / "playground.py"
 ALL = "All"
 PAGE_SIZE = 100
-_STAT_FIELDS = {f.name for f in fields(GenerationStats)}
 
 
 def main() -> None:
@@ -138,7 +136,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty())
     show_notes(run.stats)
-    show_stats(stats_of(run), status_label(run.status), streamed=run.streamed)
+    show_stats(run.generation_stats(), status_label(run.status), streamed=run.streamed)
     actions = st.columns([1, 1, 4])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")
@@ -168,9 +166,11 @@ def side_by_side(runs: list[StoredRun]) -> None:
 
 # -- callbacks (run before the page's next run) -------------------------------------------
 def open_in_playground(run: StoredRun) -> None:
-    """The sidebar and the Playground's editors take this run's settings; then go there."""
+    """The sidebar and the Playground's editors take this run's settings, and its panel this
+    run as it ended (not the Playground's last run); then go there."""
     load_selection(settings(), run.params())
     load_prompts("playground", run.system, run.prompt, run.preset)
+    st.session_state.playground_run = Run.reopened_from(run)
     st.session_state.goto_playground = True
 
 
@@ -197,10 +197,6 @@ def delete(store: RunStore, run_id: int) -> None:
 
 def status_label(status: str) -> str:
     return STATUS_LABELS.get(status, status)
-
-
-def stats_of(run: StoredRun) -> GenerationStats:
-    return GenerationStats(**{k: v for k, v in run.stats.items() if k in _STAT_FIELDS})
 
 
 main()

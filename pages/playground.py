@@ -35,15 +35,20 @@ def main() -> None:
     buttons = st.columns([1, 1, 4])
     generate = buttons[0].button("Generate", type="primary", disabled=running,
                                  width="stretch")
+    # One place for what stands between Generate and a run (a prompt problem, the window
+    # check), always drawn: what follows keeps its place, so a new run replaces the old one's
+    # answer and figures on screen the moment it starts.
+    notice = st.empty()
     started = None
     if generate and (problem := prompt_problem(prompts.system, prompts.user,
                                                     settings().max_prompt_chars)):
-        st.warning(problem, icon="✏️")
+        notice.warning(problem, icon="✏️")
     elif generate:
         started = start(request, check=True)
     # Max tokens aside (one choice lowers it), a held-back run is still the one on screen.
     pending = fit_check.current(PAGE, replace(request, max_tokens=0))
-    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens):
+    if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens,
+                                                             slot=notice):
         started = start(request, check=False)
     if started is not None:
         run = state.playground_run = started
@@ -75,14 +80,21 @@ def lower_max_tokens(max_tokens: int) -> None:
 
 def answer(run: Run, running: bool) -> None:
     """The answer panel: live while the run goes on, then whole with its outcome. A reasoning
-    model's thinking has its own panel above it."""
+    model's thinking has its own panel above it. Every part is a slot drawn on every run of
+    the page, so a new run's empty slots replace the last run's outcome at once."""
+    origin_slot = st.empty()
     thinking_slot = st.empty()
     with st.container(key="answer", border=True):
         answer_slot = st.empty()
-    progress_slot = st.empty()
+    progress_slot, outcome_slot = st.empty(), st.empty()
     if running:
         follow(run, answer_slot, progress_slot, thinking_slot)
         st.rerun()  # redraw as finished: Generate enabled again, no Stop button
+    if run.reopened:
+        origin_slot.info(
+            f"Reopened from History: run #{run.run_id} of {run.started_at:%Y-%m-%d %H:%M} UTC "
+            f"({literal(run.request.label)}), as it ended then. Generate starts a new run.",
+            icon="🗂️")
     show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
     show_answer(run.text, answer_slot)  # whole at once; the marks follow
     # Figures the answer states that the prompt's data does not hold are highlighted.
@@ -91,7 +103,8 @@ def answer(run: Run, running: bool) -> None:
         if report.not_found:
             show_answer(run.text, answer_slot, report)
         progress_slot.caption(f"Grounding: {report.summary()} (not found: highlighted)")
-    show_outcome(run)
+    with outcome_slot.container():
+        show_outcome(run)
 
 
 main()

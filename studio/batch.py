@@ -17,7 +17,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Self
@@ -38,9 +38,13 @@ from studio.render import html_document, markdown_with_thinking
 from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes
 from studio.runner import Recording, Run
 from studio.spreadsheet import csv_text
-from studio.store import RunStore, StoredRun
+from studio.store import GroupSummary, RunStore, StoredRun
 
 PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
+# How an earlier batch of the history stands (earlier_state).
+COMPLETE, INTERRUPTED, STOPPED_PART, ENDED = "complete", "interrupted", "stopped", "ended"
+RESUMABLE = (INTERRUPTED, STOPPED_PART, ENDED)
+OVER_WINDOW = "over the context window (flagged before the start)"
 IN_FLIGHT = (RUNNING, RETRYING)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
@@ -75,6 +79,9 @@ class BatchSpec(RunParams):
     system: str
     concurrency: int = 1
     layout: str = STATIC_FIRST  # the user prompt's section order (studio.presets.LAYOUTS)
+    # Rows run although the window check said they do not fit: flagged OVER_WINDOW, kept
+    # with the definition so that a resumed batch still flags them.
+    over_window: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         """The definition as stored with its history group: the host without credentials
@@ -92,7 +99,12 @@ class BatchSpec(RunParams):
         data = json.loads(text)
         data["scenarios"] = [Location(**row) for row in data["scenarios"]]
         data.setdefault("layout", SEED_ORDER)  # batches stored before layouts had the seed's
+        data["over_window"] = tuple(data.get("over_window", ()))
         return cls(**data)
+
+    def flag(self, rows: Iterable[int]) -> BatchSpec:
+        """This spec with ``rows`` (indexes) flagged as run over the context window too."""
+        return replace(self, over_window=tuple(sorted({*self.over_window, *rows})))
 
     def request(self, location: Location) -> RunRequest:
         return RunRequest(**asdict(self.params()), system=self.system,
@@ -143,8 +155,7 @@ class Batch(Job):
                  finished_before: Mapping[int, StoredRun] | None = None,
                  attempts_before: Mapping[int, int] | None = None, max_retries: int = 2,
                  backoff_s: float = 1.0, group_id: int | None = None,
-                 on_end: Callable[[], None] | None = None,
-                 flagged: Mapping[int, str] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None) -> None:
         """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
         maps row indexes already done in an earlier session to their stored runs, and
         ``attempts_before`` counts the attempts recorded for each row. ``on_end`` runs once
@@ -156,13 +167,11 @@ class Batch(Job):
         self.rows = [BatchRow(index, location) for index, location in enumerate(spec.scenarios)]
         for index, stored in (finished_before or {}).items():
             if index < len(self.rows):
-                self._fill_from_store(self.rows[index], stored)
+                self._fill_from_store(self.rows[index], stored, self._flags(index))
         for index, attempts in (attempts_before or {}).items():
             if index < len(self.rows):
                 self.rows[index].attempts = attempts
         self.max_retries, self.backoff_s = max_retries, backoff_s
-        # Rows the window check flagged before the start (run anyway): row index -> note.
-        self.flagged: Mapping[int, str] = flagged or {}
         self._build, self._recording, self._on_end = build, recording, on_end
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -247,22 +256,22 @@ class Batch(Job):
         row.thinking_s = stats.thinking_s
         row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
         row.grounding = check(run.text, run.request.prompt).score if run.text else None
-        row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row)])
+        row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row.index)])
         if run.status in ANSWERED:
             row.error = ""
 
     @staticmethod
-    def _fill_from_store(row: BatchRow, stored: StoredRun) -> None:
+    def _fill_from_store(row: BatchRow, stored: StoredRun, flags: list[str]) -> None:
         row.status, row.text, row.resumed = stored.status, stored.text, True
         row.thinking, row.thinking_s = stored.thinking, stored.stats.get("thinking_s")
         row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
         row.tokens_per_s = stored.tokens_per_s
         row.grounding = check(stored.text, stored.prompt).score if stored.text else None
-        row.notes = "; ".join(run_notes(stored.stats))
+        row.notes = "; ".join([*run_notes(stored.stats), *flags])
 
-    def _flags(self, row: BatchRow) -> list[str]:
-        flag = self.flagged.get(row.index)
-        return [flag] if flag else []
+    def _flags(self, index: int) -> list[str]:
+        """The row's marks from before the start (run over the context window)."""
+        return [OVER_WINDOW] if index in self.spec.over_window else []
 
     def _cache_counters(self) -> tuple[float, float] | None:
         try:
@@ -301,6 +310,7 @@ class Batch(Job):
             eta = elapsed / len(fresh) * (remaining + running)  # this session's pace so far
         return {"total": len(self.rows), "done": done, "failed": failed, "running": running,
                 "remaining": remaining, "stopped": stopped, "eta_s": eta,
+                "resumed": sum(row.resumed for row in self.rows),
                 "fraction": (done + failed) / len(self.rows) if self.rows else 1.0}
 
     def summary(self) -> dict[str, Any]:
@@ -317,13 +327,34 @@ class Batch(Job):
                 "failed": sum(row.status == FAILED for row in self.rows),
                 "max_in_flight": self.max_in_flight, "concurrency": self.concurrency}
 
+    def progress_line(self) -> str:
+        """'30 done (8 before the resume) · 0 failed · 0 running · 0 waiting · about 4 s
+        left': the progress bar's text (the prefix cache's figure aside)."""
+        figures = self.progress()
+        resumed = f" ({figures['resumed']} before the resume)" if figures["resumed"] else ""
+        stopped = f" · {figures['stopped']} stopped" if figures["stopped"] else ""
+        eta = f" · about {figures['eta_s']:.0f} s left" if figures["eta_s"] else ""
+        return (f"{figures['done']} done{resumed} · {figures['failed']} failed{stopped} · "
+                f"{figures['running']} running · {figures['remaining']} waiting{eta}")
+
+    def coverage(self) -> str | None:
+        """What the summary's figures cover, when not the whole batch (after a resume)."""
+        summary = self.summary()
+        if not summary["resumed"]:
+            return None
+        now, before = summary["finished_now"], summary["resumed"]
+        return (f"Resumed batch: wall time, sum of row times, speedup and throughput are this "
+                f"session's, over the {now} row{'s' if now != 1 else ''} answered since the "
+                f"resume; the {before} row{'s' if before != 1 else ''} answered before it "
+                "count in “done” only.")
+
     def table(self) -> list[dict[str, Any]]:
         return [{"#": row.index + 1, "location": row.location.name, "status": row.status,
                  "attempts": row.attempts, "time s": _rounded(row.seconds),
                  "thinking s": _rounded(row.thinking_s),
                  "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
                  "grounding": _rounded(row.grounding),
-                 "notes": row.notes or self.flagged.get(row.index, ""), "error": row.error}
+                 "notes": row.notes or "; ".join(self._flags(row.index)), "error": row.error}
                 for row in self.rows]
 
     def to_csv(self) -> str:
@@ -363,25 +394,45 @@ def live_batch(group_id: int) -> Batch | None:
         return _live.get(group_id)
 
 
+def earlier_rows(store: RunStore, group_id: int) -> tuple[dict[int, StoredRun], Counter[int]]:
+    """A recorded batch's rows so far: the answered ones by position, and the attempts made
+    at each position."""
+    earlier = store.group_runs(group_id)
+    attempts = Counter(run.position for run in earlier)
+    return {run.position: run for run in earlier if run.status in ANSWERED}, attempts
+
+
+def earlier_state(summary: GroupSummary) -> str:
+    """How a recorded batch stands: RUNNING (a live worker has it: watch it), COMPLETE
+    (every row answered), INTERRUPTED (its process ended while it ran), STOPPED_PART (rows
+    never ran) or ENDED (every row ran, some failed). The last three can be resumed."""
+    rows = len(BatchSpec.from_json(summary.group.label).scenarios)
+    if summary.running:
+        return RUNNING
+    if summary.done >= rows:
+        return COMPLETE
+    if summary.interrupted:
+        return INTERRUPTED
+    return STOPPED_PART if summary.done + summary.failed < rows else ENDED
+
+
 def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
-           group_id: int | None = None, flagged: Mapping[int, str] | None = None,
-           user: str = "") -> Batch:
+           group_id: int | None = None, user: str = "") -> Batch:
     """Start a batch, recorded in a new history group, or resume the one recorded as
-    ``group_id`` (its finished rows are kept, not run again). The group is claimed for this
-    process first: a batch that a live worker still runs raises ``BatchRunning`` instead of
-    running its rows a second time."""
+    ``group_id`` (its finished rows are kept, not run again; ``spec`` is its definition,
+    with the rows flagged now). The group is claimed for this process first: a batch that a
+    live worker still runs raises ``BatchRunning`` instead of running its rows twice."""
     finished: dict[int, StoredRun] = {}
     attempts: Counter[int] = Counter()
     if store is not None:
         if group_id is None:
             group_id = store.create_group("batch", spec.to_json(), user)
         else:
-            earlier = store.group_runs(group_id)
-            attempts.update(run.position for run in earlier)
-            finished = {run.position: run for run in earlier if run.status in ANSWERED}
+            finished, attempts = earlier_rows(store, group_id)
         if not store.claim_group(group_id):
             raise BatchRunning(f"Batch #{group_id} is running in another session or app "
                                "process: watch or stop it there; resume it once it stopped.")
+        store.set_group_label(group_id, spec.to_json())  # a resume may flag more rows
 
     def ended() -> None:
         if group_id is not None:
@@ -393,8 +444,7 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
     recording = (lambda index: Recording(store, "batch", group_id, index, user)) \
         if store is not None else None
     batch = Batch(spec, build=build, recording=recording, finished_before=finished,
-                  attempts_before=attempts, group_id=group_id, on_end=ended,
-                  flagged=flagged)
+                  attempts_before=attempts, group_id=group_id, on_end=ended)
     if group_id is not None:
         with _live_lock:
             _live[group_id] = batch

@@ -24,7 +24,14 @@ from backends.http import redact
 from studio.grounding import GroundingReport, check
 from studio.job import Job
 from studio.render import markdown_to_safe_html, report_page, thinking_html
-from studio.request import ANSWERED, STATUS_LABELS, RunParams, RunRequest, run_notes
+from studio.request import (
+    ANSWERED,
+    FINISHED,
+    STATUS_LABELS,
+    RunParams,
+    RunRequest,
+    run_notes,
+)
 from studio.runner import Recording, Run
 
 MAX_PANES = 4
@@ -75,11 +82,30 @@ def pane_labels(panes: list[RunParams]) -> list[str]:
     return [f"{index + 1}. {label(pane)}" for index, pane in enumerate(panes)]
 
 
+def is_measured(run: Run) -> bool:
+    """Whether a run's figures count: it ended by the model's own stop, with an answer.
+
+    A run cut at max tokens is not (a thinking model may spend them all thinking and answer
+    nothing), nor an empty answer, a looping one, a stopped or a failed run: their times are
+    not the model's time to answer, so they stay out of the medians and charts."""
+    return run.done and run.status == FINISHED and bool(run.text.strip())
+
+
+def left_out_reason(run: Run) -> str:
+    """Why a finished run is not measured, in the table's words: 'hit max tokens', 'hit max
+    tokens before any answer', 'empty answer', 'stopped', 'error'."""
+    label = STATUS_LABELS[run.status].lower()
+    if run.status in ANSWERED and not run.text.strip():
+        return "empty answer" if run.status == FINISHED else f"{label} before any answer"
+    return label
+
+
 def _run_counts(runs: list[Run]) -> str:
-    """How many runs a pane's figures cover, and the ones left out: '2 measured · 1 stopped'."""
-    measured = sum(run.done and run.status in ANSWERED for run in runs)
-    left_out = Counter(STATUS_LABELS[run.status].lower() for run in runs
-                       if run.done and run.status not in ANSWERED)
+    """How many runs a pane's figures cover, and the ones left out, each with its reason:
+    '2 measured · 1 hit max tokens before any answer · 1 stopped'."""
+    measured = sum(is_measured(run) for run in runs)
+    left_out = Counter(left_out_reason(run) for run in runs
+                       if run.done and not is_measured(run))
     return " · ".join([f"{measured} measured",
                        *(f"{count} {label}" for label, count in sorted(left_out.items()))])
 
@@ -114,6 +140,9 @@ class Comparison(Job):
         self.started_at = datetime.now(UTC)
         self.rounds: list[list[Run]] = []
         self.round_walls: list[float] = []
+        self._stopped_panes: set[int] = set()  # panes stopped on their own (stop_pane)
+        self._began: float | None = None  # time.monotonic() as the first round started
+        self._ended: float | None = None  # and as the last one ended
         self._build = build
         self._record = record
 
@@ -121,6 +150,21 @@ class Comparison(Job):
         """Stop: cancel every pane still running; finished panes keep their answers."""
         for run in self.current_round:
             run.stop()
+
+    def stop_pane(self, index: int) -> None:
+        """Stop one pane: its run in flight ends (its partial text kept) and it sits out the
+        rounds still to come, while the other panes go on. The last pane stopped stops all."""
+        self._stopped_panes.add(index)
+        if len(self._stopped_panes) >= len(self.panes):
+            self.stop()
+            return
+        runs = self.current_round
+        if index < len(runs):
+            runs[index].stop()
+
+    def pane_stopped(self, index: int) -> bool:
+        """Whether the pane was stopped (on its own, or with all of them)."""
+        return self.stopped or index in self._stopped_panes
 
     @property
     def current_round(self) -> list[Run]:
@@ -139,15 +183,18 @@ class Comparison(Job):
             runs = [self._prepare_pane(index, pane) for index, pane in enumerate(self.panes)]
             self.rounds.append(runs)
             started = time.monotonic()
-            for run in runs:
-                if self._stop.is_set():
+            if self._began is None:
+                self._began = started
+            for index, run in enumerate(runs):
+                if self.pane_stopped(index):
                     run.stop()  # never started: it ends as stopped, nothing sent
                 else:
                     run.start()
             for run in runs:
                 run.wait()
             ends = [run.end_time for run in runs if run.end_time is not None]
-            self.round_walls.append((max(ends) if ends else time.monotonic()) - started)
+            self._ended = max(ends) if ends else time.monotonic()
+            self.round_walls.append(self._ended - started)
 
     def _prepare_pane(self, index: int, pane: RunParams) -> Run:
         try:
@@ -163,9 +210,10 @@ class Comparison(Job):
         return [runs[index] for runs in self.rounds if index < len(runs)]
 
     def measured_runs(self, index: int) -> list[Run]:
-        """The runs of a pane that count in its figures: those that answered. A stopped run's
-        times are the Stop's, not the model's; an error's are the failure's."""
-        return [run for run in self.pane_runs(index) if run.done and run.status in ANSWERED]
+        """The runs of a pane that count in its figures (``is_measured``): finished, with an
+        answer. A stopped run's times are the Stop's, not the model's; an error's are the
+        failure's; a run cut at max tokens was not done answering."""
+        return [run for run in self.pane_runs(index) if is_measured(run)]
 
     def figures(self, index: int) -> dict[str, Spread | None]:
         runs = self.measured_runs(index)
@@ -203,6 +251,25 @@ class Comparison(Job):
         """Wall time of the last finished round: the slowest pane's, not the sum."""
         return self.round_walls[-1] if self.round_walls else None
 
+    @property
+    def total_wall_time(self) -> float | None:
+        """Wall time of the whole comparison: from the first round's start to the last
+        finished round's end (every round, one after another)."""
+        if self._began is None or self._ended is None:
+            return None
+        return self._ended - self._began
+
+    def wall_summary(self) -> str:
+        """'117.11 s over 2 rounds (79.69 s, 37.42 s)', or '37.42 s' for one round."""
+        total = self.total_wall_time
+        if total is None:
+            return "–"
+        walls = self.round_walls
+        if len(walls) == 1:
+            return f"{total:.2f} s"
+        return (f"{total:.2f} s over {len(walls)} rounds ("
+                + ", ".join(f"{wall:.2f} s" for wall in walls) + ")")
+
     def timelines(self) -> dict[str, list[tuple[float, int]]]:
         """Characters received over time, per pane, in the latest round."""
         return {label: list(run.timeline)
@@ -214,7 +281,7 @@ class Comparison(Job):
             "started_at": self.started_at.isoformat(),
             "preset": self.preset, "system_prompt": self.system, "user_prompt": self.prompt,
             "repeats": self.repeats, "stopped": self.stopped,
-            "round_wall_times_s": self.round_walls,
+            "wall_time_s": self.total_wall_time, "round_wall_times_s": self.round_walls,
             "panes": [
                 {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
@@ -232,7 +299,8 @@ class Comparison(Job):
         columns = "".join(
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
-            f"{thinking_html(run.thinking)}{markdown_to_safe_html(run.text)}</section>"
+            f"{_error_html(run)}{thinking_html(run.thinking)}{markdown_to_safe_html(run.text)}"
+            "</section>"
             for pane, label, run in zip(self.panes, self.labels, self.current_round,
                                         strict=False))
         rows = self.table()
@@ -244,10 +312,10 @@ class Comparison(Job):
             + html.escape(", ".join(f"{t:.2f}s: {n}" for t, n in points[:: max(1, len(points)
                                                                         // 20)]))
             + "</td></tr>" for name, points in self.timelines().items())
-        wall = f"{self.wall_time:.2f} s" if self.wall_time is not None else "–"
         return report_page(
             f"PV LLM Studio comparison · {self.preset or 'custom prompt'}",
-            f"{self.started_at:%Y-%m-%d %H:%M} UTC · {len(self.panes)} panes · wall time {wall}",
+            f"{self.started_at:%Y-%m-%d %H:%M} UTC · {len(self.panes)} panes · "
+            f"wall time {self.wall_summary()}",
             f"<div class=panes>{columns}</div>"
             f"<h2>Measurements</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
             f"</table><h2>Characters received over time</h2><table><tbody>{timeline}</tbody>"
@@ -293,6 +361,13 @@ class _Unavailable:
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         return False
+
+
+def _error_html(run: Run) -> str:
+    """A failed run's error with its fix, escaped ('' for a run without one)."""
+    if run.error is None:
+        return ""
+    return f"<p class=error><strong>Error:</strong> {html.escape(str(run.error))}</p>"
 
 
 def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:

@@ -44,7 +44,7 @@ from studio.request import (
 )
 
 if TYPE_CHECKING:
-    from studio.store import RunStore
+    from studio.store import RunStore, StoredRun
 
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
@@ -96,8 +96,9 @@ class Recording:
 class Run:
     """Start with ``Run(backend, request).start()``; poll ``text``, ``done``; ``stop()``."""
 
-    def __init__(self, backend: Backend, request: RunRequest,
+    def __init__(self, backend: Backend | None, request: RunRequest,
                  recording: Recording | None = None, capacity: Capacity = CAPACITY) -> None:
+        """``backend`` None: a run that is never started (``reopened``)."""
         self.backend = backend
         self.request = request
         self.recording = recording
@@ -110,6 +111,8 @@ class Run:
         # backend with only the seed's generate() answers whole).
         self.streams = hasattr(backend, "stream") and request.delivery != DELIVERY_ONE_PIECE
         self.started_at = datetime.now(UTC)
+        self.reopened = False  # a run of the history shown again, not run now
+        self._recorded_status: str | None = None  # a reopened run's status, as recorded
         self.error: BackendError | None = None
         self._stats = GenerationStats()
         self._text = ""
@@ -124,6 +127,22 @@ class Run:
         # (seconds since start, characters received): the Compare page's timeline chart.
         self.timeline: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._work, name="generation", daemon=True)
+
+    @classmethod
+    def reopened_from(cls, stored: StoredRun) -> Run:
+        """A run of the history shown again (History's Open in Playground), ended as it was
+        recorded: its answer, thinking, statistics, status and error. Nothing is sent."""
+        run = cls(None, stored.to_request())
+        run.reopened, run.run_id, run.streams = True, stored.id, stored.streamed
+        run.started_at = datetime.fromisoformat(stored.created_at)
+        run._text, run._thinking = stored.text, stored.thinking
+        run._stats = stored.generation_stats()
+        run._recorded_status = stored.status
+        if stored.error:
+            run.error = BackendError(stored.error, backend=stored.backend)
+        run._ended = run._started + (run._stats.total_time_s or 0.0)
+        run._done.set()
+        return run
 
     def start(self) -> Run:
         """Queue for a slot and run on a worker thread. Nothing is recorded or sent when the
@@ -233,7 +252,9 @@ class Run:
 
     @property
     def status(self) -> str:
-        return self._outcome() if self.done else RUNNING
+        if not self.done:
+            return RUNNING
+        return self._recorded_status or self._outcome()
 
     def _outcome(self) -> str:
         """How the run ended (or would, if it ended now)."""
@@ -288,8 +309,10 @@ class Run:
 
     def _call(self, args: tuple[str, str, int, float]) -> None:
         request = self.request
+        backend = self.backend
+        assert backend is not None  # only a reopened run has none, and it never starts
         try:
-            stream = getattr(self.backend, "stream", None)
+            stream = getattr(backend, "stream", None)
             if stream is not None:
                 self._stream = stream(*args, repeat_penalty=request.repeat_penalty,
                                       sse=request.sse, think=request.think)
@@ -300,7 +323,7 @@ class Run:
                     received += len(fragment)
                     self.timeline.append((time.monotonic() - self._started, received))
             else:
-                answer = self.backend.generate(*args)  # a backend without stream()
+                answer = backend.generate(*args)  # a backend without stream()
                 if not self._stop.is_set():
                     self._text = str(answer)
                     self._thinking = str(getattr(answer, "thinking", ""))

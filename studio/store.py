@@ -169,6 +169,11 @@ class StoredRun(RunRequest):
         """The server's decode speed where it reports one, else the client-measured one."""
         return self.stats.get("server_tokens_per_s") or self.stats.get("client_tokens_per_s")
 
+    def generation_stats(self) -> GenerationStats:
+        """The recorded statistics as the live run had them (keys it does not know skipped)."""
+        known = {f.name for f in fields(GenerationStats)}
+        return GenerationStats(**{k: v for k, v in self.stats.items() if k in known})
+
     def to_request(self) -> RunRequest:
         """The settings of this run, to run it again ("open in Playground")."""
         return RunRequest(**{f.name: getattr(self, f.name) for f in fields(RunRequest)})
@@ -295,6 +300,7 @@ class GroupSummary:
     failed: int  # rows whose every attempt failed
     running: bool  # a live worker owns it now: watch or stop it, do not resume it
     owner: str  # the worker's process (host:pid:start), while it runs
+    interrupted: bool = False  # its worker's process ended while it ran (killed, crashed)
 
 
 class RunStore:
@@ -397,6 +403,11 @@ class RunStore:
                          (process_owner(), _now(), group_id))
         return True
 
+    def set_group_label(self, group_id: int, label: str) -> None:
+        """Rewrite a group's label (a resumed batch's definition, with its new flags)."""
+        with self._write() as conn:
+            conn.execute("UPDATE groups SET label = ? WHERE id = ?", (label, group_id))
+
     def release_group(self, group_id: int) -> None:
         """The group's worker has ended (finished, stopped or failed)."""
         with self._write() as conn:
@@ -417,7 +428,7 @@ class RunStore:
                              FROM runs WHERE group_id IN (SELECT id FROM chosen)
                              GROUP BY group_id, position)
             SELECT chosen.id, chosen.kind, chosen.label, chosen.created_at, chosen.owner,
-                   chosen.live,
+                   chosen.live, chosen.running AND NOT chosen.live AS interrupted,
                    coalesce(sum(per_row.answered), 0) AS done,
                    coalesce(sum(per_row.errored AND NOT per_row.answered), 0) AS failed
             FROM chosen LEFT JOIN per_row ON per_row.group_id = chosen.id
@@ -425,7 +436,7 @@ class RunStore:
             {"kind": kind, "limit": limit, "user": user, "stale": _ago(STALE_AFTER_S)})
         return [GroupSummary(Group(row["id"], row["kind"], row["label"], row["created_at"]),
                              int(row["done"]), int(row["failed"]), bool(row["live"]),
-                             row["owner"] if row["live"] else "")
+                             row["owner"] if row["live"] else "", bool(row["interrupted"]))
                 for row in rows]
 
     def get_group(self, group_id: int) -> Group | None:

@@ -40,12 +40,19 @@ from backends.base import (
 )
 from backends.vllm_backend import VLLMBackend
 from studio.batch import (
+    COMPLETE,
+    ENDED,
     FAILED,
+    INTERRUPTED,
     MAX_CONCURRENCY,
+    OVER_WINDOW,
+    RESUMABLE,
+    STOPPED_PART,
     Batch,
     BatchRow,
     BatchRunning,
     BatchSpec,
+    earlier_state,
     is_retryable,
     launch,
     live_batch,
@@ -133,7 +140,7 @@ def test_wall_time_follows_the_concurrency(concurrency: int, latency: float) -> 
     assert summary["max_in_flight"] == batch.max_in_flight
     assert batch.progress() == {"total": 30, "done": 30, "failed": 0, "running": 0,
                                 "remaining": 0, "stopped": 0, "eta_s": None,
-                                "fraction": 1.0}
+                                "resumed": 0, "fraction": 1.0}
 
 
 def test_a_server_with_fewer_slots_queues_the_rest() -> None:
@@ -615,3 +622,98 @@ def test_a_batch_claimed_on_another_host_is_judged_by_its_heartbeat(tmp_path: Pa
     store.save_progress(run_id, "still writing")
     (summary,) = store.group_summaries("batch")
     assert summary.running  # a row saved just now: it works on
+
+
+# -- a resumed batch: what its figures cover, its flags, the list of earlier batches ----------
+def record_answered(store: RunStore, spec: BatchSpec, group: int, index: int) -> None:
+    """An earlier session's answered row (before a kill or a stop)."""
+    run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group, index)
+    store.finish_run(run_id, "## Earlier\n\nInstall 12 panels.", FINISHED, None,
+                     {"output_tokens": 150, "total_time_s": 2.0})
+
+
+def test_a_resumed_batch_says_what_its_figures_cover(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "history.sqlite3")
+    with LatencyServer(latency=0.05) as server:
+        spec = make_spec(server.url, LOCATIONS[:4], concurrency=2)
+        group = store.create_group("batch", spec.to_json())
+        record_answered(store, spec, group, 0)
+        batch = launch(spec, store=store, group_id=group,
+                       build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10))
+        assert batch.wait(20)
+    assert batch.progress_line().startswith("4 done (1 before the resume) · 0 failed")
+    coverage = batch.coverage()
+    assert coverage is not None
+    assert "over the 3 rows answered since the resume" in coverage
+    assert "the 1 row answered before it count in “done” only" in coverage
+    assert batch.summary()["output_tokens"] == 3 * TOKENS  # the throughput's tokens: 3 rows
+
+
+def test_a_batch_run_in_one_go_needs_no_word_on_coverage() -> None:
+    with LatencyServer(latency=0.02) as server:
+        batch = run_to_end(make_batch(server, LOCATIONS[:2], 2))
+    assert batch.coverage() is None
+    assert batch.progress_line().startswith("2 done · 0 failed")
+
+
+def test_rows_flagged_over_the_window_keep_their_flag_after_a_resume(tmp_path: Path) -> None:
+    """Rows 0 and 2 were run anyway over the window; the batch died after row 0. Resumed,
+    row 0 (answered before) and row 2 (run now) still say so; a row flagged at the resume
+    is added to the stored definition."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    with LatencyServer(latency=0.02) as server:
+        spec = make_spec(server.url, LOCATIONS[:4], concurrency=2).flag([0, 2])
+        group = store.create_group("batch", spec.to_json())
+        record_answered(store, spec, group, 0)
+        stored = store.get_group(group)
+        assert stored is not None
+        resumed_spec = BatchSpec.from_json(stored.label).with_host(server.url).flag([3])
+        batch = launch(resumed_spec, store=store, group_id=group,
+                       build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10))
+        assert batch.wait(20)
+    notes = [row["notes"] for row in batch.table()]
+    assert notes == [OVER_WINDOW, "", OVER_WINDOW, OVER_WINDOW]
+    assert batch.rows[0].resumed
+    stored = store.get_group(group)
+    assert stored is not None and BatchSpec.from_json(stored.label).over_window == (0, 2, 3)
+
+
+def test_the_flags_travel_with_the_stored_definition() -> None:
+    spec = make_spec("http://127.0.0.1:9", LOCATIONS[:3], concurrency=1)
+    assert BatchSpec.from_json(spec.to_json()).over_window == ()
+    flagged = spec.flag([2, 0]).flag([2])
+    assert flagged.over_window == (0, 2)
+    assert BatchSpec.from_json(flagged.to_json()) == flagged
+
+
+def test_the_state_of_earlier_batches(tmp_path: Path) -> None:
+    """Complete batches are not offered for resuming; a batch whose process died reads
+    'interrupted', one stopped with rows left 'stopped'."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
+
+    def group_with(answered: list[int], failed: tuple[int, ...] = ()) -> int:
+        group = store.create_group("batch", spec.to_json())
+        for index in answered:
+            record_answered(store, spec, group, index)
+        for index in failed:
+            run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group,
+                                     index)
+            store.finish_run(run_id, "", ERROR, "HTTP 400")
+        return group
+
+    complete, stopped, ended = group_with([0, 1]), group_with([0]), group_with([0], (1,))
+    killed = group_with([0])
+    assert store.claim_group(killed)
+    host, _, start = process_owner().rsplit(":", 2)
+    with sqlite3.connect(store.path) as conn:  # its owner died without releasing it
+        conn.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                     (f"{host}:999999999:{start}", killed))
+    live = group_with([])
+    assert store.claim_group(live)
+    states = {summary.group.id: earlier_state(summary)
+              for summary in store.group_summaries("batch")}
+    assert states == {complete: COMPLETE, stopped: STOPPED_PART, ended: ENDED,
+                      killed: INTERRUPTED, live: RUNNING}
+    assert {group for group, state in states.items() if state in RESUMABLE} == {
+        stopped, ended, killed}

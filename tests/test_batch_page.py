@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,9 @@ from studio.batch import BatchSpec
 from studio.batch_files import export_jsonl
 from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
 from studio.request import FINISHED, run_notes
-from studio.store import RunStore
+from studio.store import RunStore, process_owner
 from tests.servers.latency import Fail, LatencyServer
+from tests.servers.ollama import FakeOllama, Script
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 BATCH_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
@@ -218,12 +220,17 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
                      {"output_tokens": 150, "total_time_s": 2.0})
     at.run()  # the expander now lists the earlier batch
     (label,) = at.selectbox(key="batch_resume").options
-    assert label.startswith(f"#{group} ·") and label.endswith(f"vllm · {MODEL} · 1 done of 3")
+    assert label.startswith(f"#{group} ·")
+    assert label.endswith(f"vllm · {MODEL} · 1 done of 3 · stopped")
     button(at, "Resume").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert list(table["status"]) == [FINISHED] * 3
     assert list(table["output tokens"]) == [150, 200, 200]
+    # The figures say what they cover: this session's two rows, not the three done.
+    assert "3 done (1 before the resume)" in at.get("progress")[0].proto.text
+    assert any("over the 2 rows answered since the resume" in caption.value
+               and "the 1 row answered before it" in caption.value for caption in at.caption)
     assert server.requests == Counter(THREE[1:])  # the finished row is not asked again
 
 
@@ -360,3 +367,80 @@ def test_a_european_excel_csv_is_read(server: LatencyServer, db: Path) -> None:
                               "('53,76' is 53.76; '1.234,5' is 1234.5).")
     assert not at.warning and not at.error
     assert "3 scenario(s) ready." in texts(at.main.success)
+
+
+def seed_batch(store: RunStore, spec: BatchSpec, answered: list[int]) -> int:
+    group = store.create_group("batch", spec.to_json())
+    for index in answered:
+        run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group, index)
+        store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", FINISHED, None,
+                         {"output_tokens": 150, "total_time_s": 2.0})
+    return group
+
+
+def test_an_interrupted_batch_is_shown_and_a_complete_one_is_not_offered(
+        server: LatencyServer, db: Path) -> None:
+    """A batch whose process was killed reads 'Interrupted' on the page, outside Resume; a
+    complete batch is not in the Resume list."""
+    store = RunStore(db)
+    spec = BatchSpec(scenarios=LOCATIONS[:3], backend="vllm", host=server.url, model=MODEL,
+                     system="You are a PV analyst.", concurrency=2)
+    complete = seed_batch(store, spec, [0, 1, 2])
+    killed = seed_batch(store, spec, [0])
+    assert store.claim_group(killed)
+    host, _, start = process_owner().rsplit(":", 2)
+    with sqlite3.connect(store.path) as conn:  # its process died (SIGKILL) while it ran
+        conn.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                     (f"{host}:999999999:{start}", killed))
+    at = batch_page()
+    (warning,) = [w.value for w in at.warning if "Interrupted" in w.value]
+    assert warning.startswith(f"Interrupted: \\#{killed} ·")
+    assert "1 done of 3 · interrupted" in texts([*at.warning])
+    options = at.selectbox(key="batch_resume").options
+    assert len(options) == 1 and options[0].startswith(f"#{killed} ·")
+    assert options[0].endswith("· interrupted")
+    assert not any(option.startswith(f"#{complete} ") for option in options)
+
+
+@pytest.fixture
+def small_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOllama]:
+    with FakeOllama(trained_context={"llama3.1:8b": 4096},
+                    script=Script(tokens=["Install", " 12", " panels", "."])) as running:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"llm:\n  backend: ollama\n  host: {running.url}\n"
+                          f"  model: llama3.1:8b\napp:\n  history_db: {tmp_path / 'h.sqlite3'}\n"
+                          "  fallback_to_embedded: false\n")
+        monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+        yield running
+
+
+def test_a_resume_checks_the_window_and_keeps_the_rows_flags(small_window: FakeOllama,
+                                                             tmp_path: Path) -> None:
+    """Row 1 was run anyway over the window and answered, then the batch stopped. Resume
+    checks the rows left (row 2 only) before sending anything; run anyway, both rows are
+    flagged, the one answered before included."""
+    store = RunStore(tmp_path / "h.sqlite3")
+    spec = BatchSpec(scenarios=LOCATIONS[:2], backend="ollama", host=small_window.url,
+                     model="llama3.1:8b", system="You are a PV analyst.",
+                     max_tokens=2048).flag([0])
+    group = seed_batch(store, spec, [0])
+    at = batch_page()
+    button(at, "Resume").click().run()
+    assert not at.exception, at.exception
+    warning = texts(at.warning)
+    assert "The context window is too small." in warning
+    assert f"#2 {LOCATIONS[1].name}" in warning and f"#1 {LOCATIONS[0].name}" not in warning
+    assert small_window.chat_requests == []  # held back: nothing sent
+    labels = [b.label for b in at.button]
+    assert "Run anyway" in labels and not [b for b in labels if b.startswith("Lower max")]
+    button(at, "Run anyway").click().run()
+    assert not at.exception, at.exception
+    batch = at.session_state["batch"]
+    assert batch.wait(30)
+    at.run()
+    assert len(small_window.chat_requests) == 1  # the row left, not the one answered before
+    assert [row["notes"] for row in batch.table()] == [
+        "over the context window (flagged before the start)"] * 2
+    stored = store.get_group(group)
+    assert stored is not None and BatchSpec.from_json(stored.label).over_window == (0, 1)
+    assert "The context window is too small." not in texts(at.warning)

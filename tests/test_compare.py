@@ -15,10 +15,10 @@ from backends.base import Answer, Backend, BackendError, GenerationStats
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
 from studio import connection
-from studio.compare import Comparison, Spread, pane_labels, spread
+from studio.compare import Comparison, Spread, is_measured, pane_labels, spread
 from studio.config import load_config
 from studio.presets import build_user_prompt, load_locations
-from studio.request import ERROR, FINISHED, STOPPED, RunParams
+from studio.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
@@ -483,3 +483,123 @@ def test_panes_of_one_model_on_two_hosts_are_told_apart() -> None:
     assert pane_labels(panes) == ["1. Ollama · llama3.1:8b · http://gpu-a:11434",
                                   "2. Ollama · llama3.1:8b · http://gpu-b:11434",
                                   "3. vLLM · smollm2"]
+
+
+# -- what counts as measured; per-pane Stop; the report's wall time -------------------------
+class Answering:
+    """A backend that answers from a script of (answer, thinking, stats), one per call."""
+
+    name = "answering"
+    model = "answering-1"
+
+    def __init__(self, results: list[tuple[str, str, GenerationStats]]) -> None:
+        self.results = results
+        self.calls = 0
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str:
+        text, thinking, stats = self.results[self.calls]
+        self.calls += 1
+        return Answer(text, stats, thinking)
+
+    def list_models(self) -> list[str]:
+        return [self.model]
+
+
+def answered(total: float, done_reason: str = "stop") -> GenerationStats:
+    return GenerationStats(total_time_s=total, time_to_first_token_s=total / 4,
+                           output_tokens=150, done_reason=done_reason, fragments=5)
+
+
+def test_runs_cut_at_max_tokens_or_empty_are_counted_apart_from_the_measured() -> None:
+    """A thinking model that spent all its tokens thinking answered nothing: it is not
+    'measured', and its time stays out of the medians; so do a cut answer and an empty one."""
+    backend = Answering([
+        ("Install 12 panels.", "", answered(2.0)),
+        ("", "Let me think about the panels... " * 20, answered(9.0, "length")),
+        ("Install 12 pan", "", answered(7.0, "length")),
+        ("   ", "", answered(8.0)),
+        ("Install 14 panels.", "", answered(4.0)),
+    ])
+    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    comparison = compare([pane], repeats=5, builder=lambda _: backend)
+    assert comparison.wait(5)
+    assert [run.status for run in comparison.pane_runs(0)] == [
+        FINISHED, LENGTH, LENGTH, FINISHED, FINISHED]
+    assert [is_measured(run) for run in comparison.pane_runs(0)] == [
+        True, False, False, False, True]
+    total = comparison.figures(0)["total"]
+    assert total == Spread(3.0, 2.0, 4.0, 2)  # the two finished answers only
+    (row,) = comparison.table()
+    assert row["Runs"] == ("2 measured · 1 empty answer · 1 hit max tokens · "
+                           "1 hit max tokens before any answer")
+    assert row["Total time (s)"] == "3 (2–4)"
+
+
+def test_a_pane_that_only_thought_has_no_figures() -> None:
+    backend = Answering([("", "thinking " * 40, answered(9.0, "length"))] * 2)
+    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    comparison = compare([pane], repeats=2, builder=lambda _: backend)
+    assert comparison.wait(5)
+    (row,) = comparison.table()
+    assert row["Runs"] == "0 measured · 2 hit max tokens before any answer"
+    assert all(value is None for value in comparison.figures(0).values())
+
+
+def test_one_pane_is_stopped_on_its_own_and_sits_out_the_next_rounds(
+        vllm_server: FakeVLLM) -> None:
+    slow = Script(tokens=tokenize(OLLAMA_ANSWER * 4), delay=0.2)
+    with FakeOllama(script=slow) as ollama:
+        comparison = compare([ollama_pane(ollama.url), vllm_pane(vllm_server.url)],
+                             repeats=3)
+        assert wait_until(lambda: len(comparison.rounds) == 1)
+        stream, _ = comparison.current_round
+        assert wait_until(lambda: stream.text != "")
+        comparison.stop_pane(0)
+        assert ollama.client_closed.wait(5), "Ollama never saw the connection close"
+        assert comparison.wait(10)
+        assert len(ollama.chat_requests) == 1  # rounds 2 and 3 sent nothing to it
+    assert not comparison.stopped and comparison.pane_stopped(0)
+    assert not comparison.pane_stopped(1)
+    assert len(comparison.rounds) == 3
+    assert [run.status for run in comparison.pane_runs(0)] == [STOPPED] * 3
+    assert [run.status for run in comparison.pane_runs(1)] == [FINISHED] * 3
+    assert vllm_server.chat_calls == 3
+    assert stream.text and len(stream.text) < len(OLLAMA_ANSWER * 4)  # partial text kept
+    assert [row["Runs"] for row in comparison.table()] == ["0 measured · 3 stopped",
+                                                           "3 measured"]
+
+
+def test_stopping_every_pane_one_by_one_stops_the_comparison(vllm_server: FakeVLLM) -> None:
+    vllm_server.delay = 2
+    comparison = compare([vllm_pane(vllm_server.url), vllm_pane(vllm_server.url)], repeats=3)
+    assert wait_until(lambda: vllm_server.chat_calls == 2)
+    comparison.stop_pane(1)
+    comparison.stop_pane(0)
+    assert comparison.wait(3)
+    assert comparison.stopped and len(comparison.rounds) == 1
+
+
+def test_the_reports_wall_time_covers_every_round(ollama_server: FakeOllama) -> None:
+    ollama_server.script.delay = 0.02
+    comparison = compare([ollama_pane(ollama_server.url)], repeats=2)
+    assert comparison.wait(10)
+    first, second = comparison.round_walls
+    total = comparison.total_wall_time
+    assert total is not None and total >= first + second
+    header = re.search(r"<header>.*?</header>", comparison.to_html(), re.DOTALL)
+    assert header is not None
+    assert (f"wall time {total:.2f} s over 2 rounds ({first:.2f} s, {second:.2f} s)"
+            in header.group(0))
+    assert json.loads(comparison.to_json())["wall_time_s"] == pytest.approx(total)
+
+
+def test_the_report_shows_a_failed_panes_error_and_its_fix(ollama_server: FakeOllama) -> None:
+    missing = RunParams("embedded", "", "/models/missing.gguf", max_tokens=64,
+                        temperature=0.2)
+    comparison = compare([ollama_pane(ollama_server.url), missing])
+    assert comparison.wait(10)
+    sections = re.findall(r"<section>(.*?)</section>", comparison.to_html(), re.DOTALL)
+    assert "No GGUF model named &#x27;/models/missing.gguf&#x27;." in sections[1]
+    assert "Pick a served model." in sections[1]
+    assert "Error:" not in sections[0]

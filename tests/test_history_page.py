@@ -111,6 +111,43 @@ def test_open_in_playground_takes_the_runs_settings(seeded: RunStore) -> None:
     assert [t.value for t in at.title] == ["☀️ PV Playground"]
 
 
+def test_open_in_playground_shows_that_run_as_it_ended(seeded: RunStore) -> None:
+    """The Playground's panel holds the reopened run, said so, with its own answer, figures,
+    grounding and downloads; not the Playground's last run, not an empty panel."""
+    request = RunRequest(backend="vllm", host="http://h", model="smollm2", system="system",
+                         prompt="prompt for Phoenix, AZ: 53.76 kWh a day", max_tokens=300,
+                         temperature=0.3, preset="Phoenix, AZ")
+    run_id = seeded.start_run(request, "playground")
+    seeded.finish_run(run_id, "Use 53.76 kWh a day; install 31 panels.", "length", None,
+                      {"output_tokens": 300, "total_time_s": 4.25, "prompt_tokens": 262,
+                       "done_reason": "length", "context_window": 2048})
+    at = history_page()
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    at = click(at, "Open in Playground")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["☀️ PV Playground"]
+    (origin,) = [i.value for i in at.info if "Reopened from History" in i.value]
+    assert f"run #{run_id} of " in origin and "smollm2" in origin
+    assert any("install :red-background[31 panels]" in m.value for m in at.markdown)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Prompt tokens"] == "262" and metrics["Output tokens"] == "300"
+    assert metrics["Total time"] == "4.25 s" and metrics["Context window"] == "2,048"
+    assert metrics["Stop reason"] == "Hit max tokens"
+    assert any("The answer hit the max tokens limit" in w.value for w in at.warning)
+    assert any(c.value.startswith("Grounding: 1 grounded · 1 not found") for c in at.caption)
+    labels = [b.label for b in at.get("download_button")]
+    assert labels == ["⬇ Markdown", "⬇ HTML", "⬇ JSON"]
+
+
+def test_a_reopened_error_run_shows_its_error(seeded: RunStore) -> None:
+    at = history_page()
+    at.multiselect(key="history_open").set_value([3]).run()
+    at = click(at, "Open in Playground")
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == ["boom"]
+    assert {m.label: m.value for m in at.metric}["Stop reason"] == "Error"
+
+
 def click(at: AppTest, label: str) -> AppTest:
     (button,) = [b for b in at.button if b.label == label]
     return button.click().run()

@@ -494,3 +494,34 @@ def test_a_run_over_the_users_queue_cap_is_refused_unsent_and_unrecorded(
         capacity.leave(holder)
         assert queued.wait(5)
         assert server.chat_requests == []
+
+
+def test_a_run_of_the_history_reopened_is_ended_as_recorded(tmp_path: Path) -> None:
+    """History's Open in Playground: the stored run, done, never started, nothing sent."""
+    store = RunStore(tmp_path / "history.sqlite3")
+    request = RunRequest(backend="ollama", host="http://127.0.0.1:9", model="llama3.1:8b",
+                         system="system", prompt="prompt", max_tokens=64, temperature=0.1,
+                         preset="San Diego, CA")
+    run_id = store.start_run(request, "playground")
+    store.save_progress(run_id, "Install 12 pan", "Thinking about panels")
+    store.finish_run(run_id, "Install 12 pan", STOPPED, None,
+                     {"output_tokens": 5, "total_time_s": 1.5, "prompt_tokens": 262,
+                      "unknown_key": 1}, thinking="Thinking about panels")
+    stored = store.get(run_id)
+    assert stored is not None
+    run = Run.reopened_from(stored)
+    assert run.done and run.reopened and run.run_id == run_id
+    assert (run.status, run.status_label) == (STOPPED, "Stopped")
+    assert (run.text, run.thinking) == ("Install 12 pan", "Thinking about panels")
+    assert run.stats.prompt_tokens == 262 and run.stats.total_time_s == 1.5
+    assert run.elapsed == pytest.approx(1.5)
+    assert run.started_at.isoformat() == stored.created_at
+    assert run.to_dict()["statistics"]["prompt_tokens"] == 262
+    assert run.start() is run and run.done  # nothing runs
+    errored = store.start_run(request, "playground")
+    store.finish_run(errored, "", ERROR, "Cannot reach Ollama. Make sure it runs.")
+    failed = store.get(errored)
+    assert failed is not None
+    reopened = Run.reopened_from(failed)
+    assert reopened.status == ERROR and reopened.error is not None
+    assert str(reopened.error) == "Cannot reach Ollama. Make sure it runs."

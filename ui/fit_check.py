@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import Backend
 from studio.render import literal
@@ -54,32 +56,39 @@ def misfits(checks: Sequence[tuple[str, Backend, RunRequest]]) -> tuple[Misfit, 
     return tuple(found)
 
 
-def ask(key: str, pending: Pending, on_lower: Callable[[int], None],
-        extra: dict[str, str] | None = None) -> str | None:
+def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
+        extra: dict[str, str] | None = None, slot: DeltaGenerator | None = None) -> str | None:
     """The warning and its buttons; the choice clicked (LOWER, ANYWAY, a key of ``extra``),
-    or None. ``on_lower(max_tokens)`` runs before the rerun, so it may set widget values."""
+    or None. ``on_lower(max_tokens)`` runs before the rerun, so it may set widget values
+    (None: lowering is not offered). Drawn in ``slot`` (the page's place for it, or a new
+    placeholder), which is cleared at the click: the run that starts does not run under it."""
+    box = slot if slot is not None else st.empty()
     shown = pending.misfits[:10]
     lines = [f"- **{literal(m.label)}**: {literal(m.problem.message)}" if m.label
              else literal(m.problem.message) for m in shown]
     more = len(pending.misfits) - len(shown)
     if more:
         lines.append(f"- … and {more} more")
-    lower = pending.lower_to
+    lower = pending.lower_to if on_lower is not None else None
     choices = (f"Lower max tokens to {lower:,}, shorten the prompt, or run anyway."
                if lower else "Shorten the prompt, pick a model with a longer window, or run "
                              "anyway.")
-    st.warning("**The context window is too small.**\n\n" + "\n".join(lines)
-               + f"\n\n{choices}", icon="📏")
+    inside = box.container()
+    inside.warning("**The context window is too small.**\n\n" + "\n".join(lines)
+                   + f"\n\n{choices}", icon="📏")
     options = [*([(LOWER, f"Lower max tokens to {lower:,} and run")] if lower else []),
                *(extra or {}).items(), (ANYWAY, "Run anyway"), ("cancel", "Cancel")]
     clicked = None
-    for column, (choice, label) in zip(st.columns(len(options) + 1), options, strict=False):
-        on_click = (lambda: on_lower(lower)) if choice == LOWER and lower else None
+    for column, (choice, label) in zip(inside.columns(len(options) + 1), options,
+                                       strict=False):
+        on_click = partial(on_lower, lower) if choice == LOWER and lower and on_lower \
+            else None
         if column.button(label, key=f"{key}_fit_{choice}", on_click=on_click,
                          width="stretch"):
             clicked = choice
     if clicked is not None:
         st.session_state.pop(pending_key(key), None)
+        box.empty()
     return None if clicked == "cancel" else clicked
 
 

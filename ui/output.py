@@ -25,6 +25,7 @@ from studio.request import (
     ERROR,
     FINISHED,
     IMPORTED,
+    INTERRUPTED,
     LENGTH,
     PROMPT_TRUNCATED,
     REPETITION,
@@ -172,23 +173,25 @@ def show_answer(text: str, answer_slot: DeltaGenerator,
 
 
 class Pane(NamedTuple):
-    """The slots of one answer column: progress line, thinking, answer box, footer line."""
+    """The slots of one answer column: progress line, thinking, answer box, footer line, and
+    a place for the pane's own controls (Compare's Stop)."""
 
     progress: DeltaGenerator
     thinking: DeltaGenerator
     answer: DeltaGenerator
     footer: DeltaGenerator
+    control: DeltaGenerator
 
 
 def answer_pane(title: str, key: str, height: int = 640) -> Pane:
     """One column of answers side by side (Compare, History): a title (markdown: names in it
-    go through ``literal``), a progress line, the thinking (a reasoning model's), a bordered
-    scrolling answer box and a footer line."""
+    go through ``literal``), a control, a progress line, the thinking (a reasoning model's),
+    a bordered scrolling answer box and a footer."""
     st.markdown(title)
-    progress, thinking = st.empty(), st.empty()
+    control, progress, thinking = st.empty(), st.empty(), st.empty()
     with st.container(key=key, border=True, height=height):
         answer = st.empty()
-    return Pane(progress, thinking, answer, st.empty())
+    return Pane(progress, thinking, answer, st.empty(), control)
 
 
 def show_outcome(run: Run) -> None:
@@ -203,6 +206,9 @@ def show_outcome(run: Run) -> None:
                 else "Stopped while the model was thinking: its thinking so far is kept."
                 if run.thinking
                 else "Stopped before any text arrived.", icon=icon)
+    elif status == INTERRUPTED:
+        st.warning("Interrupted: the app stopped while this run was going. The partial "
+                   "answer is kept.", icon="⏸️")
     elif status == LENGTH:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
                    icon=icon)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
@@ -12,7 +13,7 @@ from playwright.sync_api import Locator, Page, expect
 from tests.browser.conftest import IDLE
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
-from tests.servers.vllm import FakeVLLM, completion
+from tests.servers.vllm import UNAUTHORIZED, FakeVLLM, completion
 
 ServeApp = Callable[[str], AppServer]
 
@@ -167,7 +168,7 @@ def test_stop_cancels_both_server_connections(page: Page, serve_app: ServeApp) -
             "the comparison did not start on both servers"
         assert not ollama.client_closed.is_set() and vllm.hangups == 0
         clicked = time.monotonic()
-        page.get_by_role("button", name="Stop", exact=True).click()
+        page.get_by_role("button", name="Stop all", exact=True).click()
         assert ollama.client_closed.wait(5), "Ollama never saw the connection close"
         assert ollama.hangups[0] - clicked < 3
         assert wait_until(lambda: vllm.hangups >= 1, 5), "vLLM never saw the connection close"
@@ -182,3 +183,123 @@ def test_stop_cancels_both_server_connections(page: Page, serve_app: ServeApp) -
         assert "VLLM-END" not in answer(page, 1)
         assert page.get_by_text(re.compile(r"^Stopped · ")).count() == 2
         assert len(ollama.chat_requests) == 1 and vllm.chat_calls == 1
+
+
+def download(page: Page, label: str) -> tuple[str, str]:
+    page.wait_for_selector(IDLE, timeout=30_000)
+    time.sleep(0.3)
+    with page.expect_download(timeout=30_000) as info:
+        page.get_by_role("button", name=label).click()
+    got = info.value
+    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")
+
+
+def set_repeats(page: Page, repeats: int) -> None:
+    box = page.locator("input[aria-label='Repeat']")
+    box.fill(str(repeats))
+    box.press("Enter")
+    page.wait_for_selector(IDLE, timeout=30_000)
+
+
+def test_a_pane_that_only_thought_is_counted_apart_and_the_report_covers_every_round(
+        page: Page, serve_app: ServeApp, ollama_server: FakeOllama) -> None:
+    """A thinking model spent all its tokens thinking (no answer, cut at max tokens): the
+    table says so instead of 'measured', its figures stay empty; the report's wall time is
+    the whole comparison's, both rounds."""
+    body = completion("", finish_reason="length", completion_tokens=150)
+    body["choices"][0]["message"].update(content=None,
+                                         reasoning="Let me think about the panels. " * 30)
+    with FakeVLLM(200, body, delay=0.5) as vllm:
+        open_compare(page, serve_app(config(ollama_server.url, vllm.url)))
+        set_up_panes(page, (ollama_server.url, vllm.url))
+        set_repeats(page, 2)
+        page.get_by_role("button", name="Compare", exact=True).click()
+        page.wait_for_selector("text=Wall time of the last round", timeout=40_000)
+        page.wait_for_selector(IDLE, timeout=20_000)
+        assert vllm.chat_calls == 2
+    caption = page.get_by_text("Wall time of the last round").inner_text()
+    assert re.search(r"all rounds: [\d.]+ s over 2 rounds \([\d.]+ s, [\d.]+ s\)", caption)
+    _, report = download(page, "⬇ Report (HTML)")
+    header = re.search(r"<header>.*?</header>", report, re.DOTALL)
+    assert header is not None
+    walls = re.search(r"wall time ([\d.]+) s over 2 rounds \(([\d.]+) s, ([\d.]+) s\)",
+                      header.group(0))
+    assert walls, header.group(0)
+    total, first, second = (float(value) for value in walls.groups())
+    assert total >= first + second - 0.02 and total > max(first, second)
+    rows = re.findall(r"<tr>(.*?)</tr>", report.split("<h2>Measurements</h2>")[1])
+    ollama_row = next(row for row in rows if "Ollama" in row)
+    vllm_row = next(row for row in rows if "vLLM" in row)
+    assert "<td>2 measured</td>" in ollama_row
+    assert "<td>0 measured · 2 hit max tokens before any answer</td>" in vllm_row
+    assert "<td>–</td><td>–</td><td>–</td>" in vllm_row  # no time, no tokens/s
+
+
+def test_one_pane_is_stopped_on_its_own_and_the_other_answers(
+        page: Page, serve_app: ServeApp) -> None:
+    tokens = tokenize(" ".join(f"word{i}" for i in range(300)))
+    with FakeOllama(script=Script(tokens=tokens, delay=0.1)) as ollama, \
+            FakeVLLM(200, completion(VLLM_ANSWER), delay=4) as vllm:
+        open_compare(page, serve_app(config(ollama.url, vllm.url)))
+        set_up_panes(page, (ollama.url, vllm.url))
+        page.get_by_role("button", name="Compare", exact=True).click()
+        assert wait_until(lambda: "word3" in answer(page, 0) and vllm.chat_calls == 1, 15)
+        assert page.get_by_role("button", name="Stop all", exact=True).count() == 1
+        page.get_by_role("button", name="Stop pane 1", exact=True).click()
+        assert ollama.client_closed.wait(5), "Ollama never saw the connection close"
+        assert vllm.hangups == 0  # the other pane goes on
+        page.wait_for_selector("text=Wall time of the last round", timeout=15_000)
+        page.wait_for_selector(IDLE, timeout=15_000)
+        assert vllm.hangups == 0 and vllm.chat_calls == 1
+    partial = answer(page, 0)
+    assert "word3" in partial and "word299" not in partial
+    assert "VLLM-END" in answer(page, 1)
+    assert page.get_by_text(re.compile(r"^Stopped · ")).count() == 1
+    assert page.get_by_text(re.compile(r"^Finished · ")).count() == 1
+    assert page.get_by_role("button", name=re.compile("^Stop")).count() == 0
+
+
+def test_a_failed_pane_shows_its_error_and_the_fix(page: Page, serve_app: ServeApp,
+                                                   ollama_server: FakeOllama) -> None:
+    with FakeVLLM(401, UNAUTHORIZED) as vllm:
+        open_compare(page, serve_app(config(ollama_server.url, vllm.url)))
+        set_up_panes(page, (ollama_server.url, vllm.url))
+        page.get_by_role("button", name="Compare", exact=True).click()
+        page.wait_for_selector("text=Wall time of the last round", timeout=30_000)
+        page.wait_for_selector(IDLE, timeout=20_000)
+    box = page.locator("[data-testid='stColumn']").filter(
+        has=page.locator(".st-key-pane_answer_1")).locator("[data-testid='stAlert']")
+    assert box.count() == 1
+    text = box.inner_text()
+    assert "refused the API key (HTTP 401: Unauthorized)" in text
+    assert "Set the key in the environment variable named by backends.vllm.api_key_env" in text
+    _, report = download(page, "⬇ Report (HTML)")
+    assert "refused the API key" in report and "api_key_env" in report
+
+
+def test_a_new_comparison_clears_the_window_warning_and_the_last_figures_at_once(
+        page: Page, serve_app: ServeApp) -> None:
+    """Run anyway starts the comparison: the warning and its buttons go at once, and a
+    second comparison does not run under the first one's measurements."""
+    tokens = tokenize(" ".join(f"word{i}" for i in range(60)))
+    with FakeOllama(script=Script(tokens=tokens, delay=0.05),
+                    trained_context={"llama3.1:8b": 2048}) as ollama, \
+            FakeVLLM(200, completion(VLLM_ANSWER)) as vllm:
+        open_compare(page, serve_app(config(ollama.url, vllm.url)))
+        set_up_panes(page, (ollama.url, vllm.url))
+        main = page.locator("[data-testid='stMain']")
+        for attempt in (1, 2):
+            page.get_by_role("button", name="Compare", exact=True).click()
+            page.wait_for_selector("text=The context window is too small", timeout=20_000)
+            page.wait_for_selector(IDLE, timeout=20_000)
+            page.get_by_role("button", name="Run anyway").click()
+            assert wait_until(lambda: len(ollama.chat_requests) == attempt  # noqa: B023
+                              and "word3" in answer(page, 0), 15)
+            assert "word59" not in answer(page, 0)  # still streaming
+            assert "The context window is too small" not in main.inner_text()
+            assert page.get_by_role("button", name="Run anyway").count() == 0
+            assert page.get_by_role("button", name="Cancel").count() == 0
+            assert "Measurements" not in main.inner_text()
+            assert page.get_by_role("button", name="⬇ Report (HTML)").count() == 0
+            page.wait_for_selector("text=Wall time of the last round", timeout=20_000)
+            page.wait_for_selector(IDLE, timeout=20_000)

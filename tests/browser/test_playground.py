@@ -177,3 +177,24 @@ def test_hostile_answer_runs_nothing_and_fetches_nothing(page: Page, serve_app: 
         assert "<script>" in answer.inner_text()  # shown as text, harmlessly
     finally:
         leak.close()
+
+
+def test_a_new_run_clears_the_last_runs_figures_the_moment_it_starts(
+        page: Page, serve_app: ServeApp, slow_ollama: FakeOllama) -> None:
+    """While a new run streams, no statistic, note or download of the last run is on the
+    page (the last run's window under the new run's answer)."""
+    open_app(page, serve_app(ollama_config(slow_ollama.url)))
+    generate(page)
+    page.wait_for_selector("text=Context window", timeout=30_000)
+    page.wait_for_selector(IDLE, timeout=20_000)
+    assert page.locator("[data-testid='stMetric']").count() >= 9
+    generate(page)
+    deadline = time.monotonic() + 20
+    while len(slow_ollama.chat_requests) < 2 or "Point 3" not in answer_text(page) \
+            or "Point 39" in answer_text(page):  # the new run's answer, still streaming
+        assert time.monotonic() < deadline, answer_text(page)[-200:]
+        time.sleep(0.05)
+    assert page.locator("[data-testid='stMetric']").count() == 0
+    assert page.get_by_role("button", name="⬇ JSON").count() == 0
+    assert page.get_by_text("Grounding:").count() == 0
+    page.wait_for_selector("text=Context window", timeout=30_000)
