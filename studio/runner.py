@@ -28,6 +28,7 @@ from backends.base import (
 )
 from backends.http import redact
 from studio.capacity import CAPACITY, Capacity, Ticket
+from studio.connection import run_ended
 from studio.request import (
     ERROR,
     FINISHED,
@@ -262,6 +263,8 @@ class Run:
                     run_id, self.text, self._outcome(),
                     str(self.error) if self.error else None, self.stats.to_dict(),
                     thinking=self.thinking))
+            # The run may have loaded the model: its status line asks the server again.
+            run_ended(self.request.backend, self.request.host, self.request.model)
             self._done.set()
 
     # -- export -----------------------------------------------------------------------------

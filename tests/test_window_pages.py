@@ -136,3 +136,21 @@ def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
         at.run()
     notes = [row["notes"] for row in batch.table()]
     assert notes == ["over the context window (flagged before the start)"] * 2
+
+
+def test_the_status_line_says_loaded_right_after_the_run_that_loaded_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "model not loaded: the next run starts cold" until Refresh (the model's state
+    is kept 5 s, and a run is shorter)."""
+    with FakeOllama(script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server)
+
+        def status() -> str:
+            return "\n".join(s.value for s in at.sidebar.success if "Reachable" in s.value)
+
+        assert "model not loaded: the next run starts cold" in status()
+        at.text_area(key="playground_user").set_value("How many panels for 20 kWh a day?")
+        at = click(at.run(), "Generate")
+        assert not at.exception, at.exception
+        assert len(server.chat_requests) == 1 and "llama3.1:8b" in server.loaded
+        assert "model loaded" in status() and "not loaded" not in status()
