@@ -12,7 +12,7 @@ from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, pane_lab
 from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
-from studio.request import STATUS_LABELS, RunParams, RunRequest
+from studio.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_note
 from studio.runner import Recording
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
@@ -173,8 +173,12 @@ def answers(comparison: Comparison, running: bool) -> None:
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
                                       + (f" · {run.error}" if run.error else ""))
-        if report is not None:
-            footers[index].caption(f"Grounding: {report.summary()} (not found: highlighted)")
+        lines = [] if report is None else [
+            f"Grounding: {report.summary()} (not found: highlighted)"]
+        if (missing := no_thinking_note(run.request.think, run.thinking, run.status)):
+            lines.append(f"💭 {missing}")
+        if lines:
+            footers[index].caption("\n\n".join(lines))
 
 
 def measurements(comparison: Comparison) -> None:

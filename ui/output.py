@@ -28,6 +28,7 @@ from studio.request import (
     REPETITION,
     RUNNING,
     STOPPED,
+    no_thinking_note,
     run_notes,
 )
 from studio.runner import Run
@@ -206,6 +207,8 @@ def show_outcome(run: Run) -> None:
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
     show_notes(run.stats.to_dict())
+    if (missing := no_thinking_note(run.request.think, run.thinking, status)) is not None:
+        st.caption(f"💭 {missing}")
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:
         st.caption(f"🗄️ {run.record_error}")
