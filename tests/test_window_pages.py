@@ -3,6 +3,7 @@ numbers and choices before a run, and the mark of a prompt the server cut after 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.request import PROMPT_TRUNCATED
 from tests.servers.ollama import FakeOllama, Script
+from tests.servers.vllm import FakeVLLM, completion
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -43,6 +45,10 @@ def labels(at: AppTest) -> list[str]:
 
 def warnings(at: AppTest) -> str:
     return "\n".join(w.value for w in at.warning)
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
 
 
 def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(
@@ -136,6 +142,36 @@ def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
         at.run()
     notes = [row["notes"] for row in batch.table()]
     assert notes == ["over the context window (flagged before the start)"] * 2
+
+
+def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"smollm2's 2,048-token window (the most it was trained for)" was the server's
+    --max-model-len; the caption said about 2,542 tokens while /tokenize counted 2,860."""
+    with FakeVLLM(200, completion("Install 12 panels."), max_model_len=2048,
+                  check_context=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"llm:\n  backend: vllm\n  host: {server.url}\n  model: smollm2\n"
+                          f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                          "  fallback_to_embedded: false\n")
+        monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+        at = AppTest.from_file(ENTRY, default_timeout=60)
+        at.run()
+        assert "(estimated from its length)" in captions(at)
+        at = click(at, "Generate")
+        assert not at.exception, at.exception
+        assert TOO_SMALL in warnings(at)
+        (counted,) = [int(n.replace(",", "")) for n in
+                      re.findall(r"The prompt alone is ([\d,]+) tokens \(counted exactly\)",
+                                 warnings(at))]
+        assert "the most it was trained for" not in warnings(at)
+        assert "this vLLM server's --max-model-len" in warnings(at)
+        assert "restart the vLLM server with --max-model-len" in warnings(at)
+        assert "cut" not in warnings(at)
+        assert server.chat_requests == []  # held back: nothing sent
+        at.run()  # any rerun: the editor now shows the count the check made
+        (size,) = [c for c in at.caption if c.value.startswith("Prompt size:")]
+        assert f"· {counted:,} tokens (counted exactly)" in size.value
 
 
 def test_the_status_line_says_loaded_right_after_the_run_that_loaded_it(
