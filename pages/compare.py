@@ -174,7 +174,8 @@ def answers(comparison: Comparison, running: bool) -> None:
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s"
                                       + (f" · {run.error}" if run.error else ""))
         lines = [] if report is None else [
-            f"Grounding: {report.summary()} (not found: highlighted)"]
+            f"Grounding: {report.summary()}"
+            + ("" if report.not_graded else " (not found: highlighted)")]
         if (missing := no_thinking_note(run.request.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")
         if lines:

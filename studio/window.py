@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from backends.base import Backend, BackendError
 from backends.context import ContextFit, choose_window
@@ -102,6 +104,16 @@ def _window_words(fit: ContextFit, model: str) -> tuple[str, str]:
     fix = fit.raise_limit.format(tokens=size)
     caveat = "" if fit.model_limit else " (if the model was trained for that many)"
     return window, f"To fit prompt and answer, {fix}{caveat}."
+
+
+def cut_prompt_advice(stats: Mapping[str, Any]) -> str:
+    """What to do about a prompt the server cut. A server cuts a prompt only when the prompt
+    alone is longer than the window, so lowering max tokens would not help (with an app-sized
+    window it would even shrink it)."""
+    window = stats.get("context_window")
+    within = f" the {window:,}-token window" if window else " the window"
+    return (f"The prompt alone was longer than{within}: shorten the prompt, or use a model "
+            "(or a server setting) with a longer window.")
 
 
 class _Counts:

@@ -16,6 +16,7 @@ from studio.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, 
 from studio.window import (
     check_fit,
     counted_tokens,
+    cut_prompt_advice,
     fit_problem,
     prompt_tokens_text,
 )
@@ -156,6 +157,16 @@ def test_an_exact_count_is_kept_for_the_prompt_editor() -> None:
     estimate = RunRequest(backend="ollama", host="h", model="m", system="", prompt="Q")
     check_fit(Counting(99, exact=False), estimate)
     assert counted_tokens(RunParams("ollama", "h", "m"), "", "Q") is None
+
+
+def test_a_cut_prompt_is_not_advised_to_lower_max_tokens() -> None:
+    """A server cuts a prompt only when the prompt alone is over the window: lowering max
+    tokens cannot help (with Ollama's window sized per run it would shrink the window)."""
+    advice = cut_prompt_advice({"prompt_truncated": True, "context_window": 2_048,
+                                "prompt_tokens": 2_048})
+    assert "max tokens" not in advice.lower()
+    assert "2,048-token window" in advice and "shorten the prompt" in advice
+    assert "longer window" in advice
 
 
 def test_a_fit_or_an_unknown_window_is_no_problem() -> None:

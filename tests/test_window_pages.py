@@ -67,6 +67,12 @@ def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_c
         assert len(server.chat_requests) == 1 and server.cuts
     assert TOO_SMALL not in warnings(at)
     assert "Prompt truncated by the server." in warnings(at)
+    # The prompt alone was over the window: lowering max tokens would not help; and the
+    # answer is not graded against data the model never saw.
+    assert "max tokens" not in warnings(at).lower()
+    assert "shorten the prompt" in warnings(at)
+    assert "Grounding: prompt cut: not graded" in captions(at)
+    assert not any(":red-background[" in m.value for m in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Prompt tokens"].endswith("(cut)")
     assert metrics["Context window"] == "2,048"
@@ -123,6 +129,20 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
     (table,) = at.dataframe[:1]
     notes = dict(zip(table.value["Pane"], table.value["Notes"], strict=True))
     assert notes == {"1. Ollama · llama3.1:8b": PROMPT_TRUNCATED, "2. Ollama · mistral:7b": "–"}
+    grounding = dict(zip(table.value["Pane"], table.value["Grounding"], strict=True))
+    assert grounding["1. Ollama · llama3.1:8b"] == "prompt cut: not graded"
+    assert grounding["2. Ollama · mistral:7b"] != "prompt cut: not graded"
+    assert "Grounding: prompt cut: not graded" in captions(at)
+
+    # History, the two runs side by side: the cut one is not graded there either.
+    at.switch_page(str(PAGES / "history.py")).run()
+    runs = at.dataframe[0].value
+    cut = {row["model"]: row["id"] for _, row in runs.iterrows()}
+    at.multiselect(key="history_open").set_value([cut["llama3.1:8b"], cut["mistral:7b"]]).run()
+    assert not at.exception, at.exception
+    footers = [c.value for c in at.caption if c.value.startswith("Grounding:")]
+    assert footers[0] == "Grounding: prompt cut: not graded"
+    assert footers[1] != "Grounding: prompt cut: not graded"
 
 
 def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
@@ -142,6 +162,21 @@ def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
         at.run()
     notes = [row["notes"] for row in batch.table()]
     assert notes == ["over the context window (flagged before the start)"] * 2
+
+
+def test_batch_does_not_grade_the_rows_whose_prompt_was_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server, "batch.py")
+        names = at.multiselect(key="batch_locations").value[:1]
+        at.multiselect(key="batch_locations").set_value(names).run()
+        at = click(click(at, "Run batch"), "Run anyway")
+        batch = at.session_state["batch"]
+        assert batch.wait(30)
+        at.run()
+        assert server.cuts
+    (row,) = batch.table()
+    assert PROMPT_TRUNCATED in row["notes"] and row["grounding"] == "prompt cut: not graded"
 
 
 def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
