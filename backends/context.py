@@ -38,6 +38,11 @@ class ContextFit:
     max_tokens: int
     window: int | None  # the tokens the run's context holds; None when unknown
     model_limit: int | None = None  # the most the model can hold (its trained length)
+    # A window fixed by a setting rather than sized for the run: which setting ("this vLLM
+    # server's --max-model-len"), and how to raise it, with ``{tokens}`` for the size.
+    limit_by: str = ""
+    raise_limit: str = ""
+    refuses: bool = False  # the server refuses a prompt over the window (not cut it)
 
     @property
     def needed(self) -> int:

@@ -141,7 +141,10 @@ class EmbeddedBackend:
         trained = loaded.llama.metadata.get(
             f"{loaded.llama.metadata.get('general.architecture', 'llama')}.context_length")
         return ContextFit(count, True, max_tokens, self.n_ctx,
-                          int(trained) if trained and str(trained).isdigit() else None)
+                          int(trained) if trained and str(trained).isdigit() else None,
+                          limit_by="backends.embedded.n_ctx in config.yaml",
+                          raise_limit="set backends.embedded.n_ctx: {tokens} in config.yaml",
+                          refuses=True)
 
     def model_state(self) -> ModelState:
         """In process, on this machine's CPU: loaded once the first run (or check) needs it."""

@@ -132,7 +132,12 @@ class OllamaBackend:
         texts = _texts(prompt, system)
         estimate = ESTIMATOR.estimate(self.host, self.model, texts)
         window, limit = self._window(estimate, max_tokens)
-        return ContextFit(estimate, False, max_tokens, window, limit)
+        if self.num_ctx is None:  # sized for this run, up to the model's trained length
+            return ContextFit(estimate, False, max_tokens, window, limit)
+        return ContextFit(estimate, False, max_tokens, window, limit,
+                          limit_by="backends.ollama.num_ctx in config.yaml",
+                          raise_limit="set backends.ollama.num_ctx: {tokens} (or auto) in "
+                                      "config.yaml")
 
     def _window(self, estimate: int, max_tokens: int) -> tuple[int, int | None]:
         """(the num_ctx to send, the model's trained length if known)."""

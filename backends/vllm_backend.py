@@ -48,9 +48,21 @@ except ImportError:  # pragma: no cover - exercised by a test that hides the mod
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
 WINDOW_TTL_S = 60.0
+
 _WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
 _KEY_WINS_SAID: set[str] = set()
 log = logging.getLogger(__name__)
+
+
+def _server_fit(prompt_tokens: int, exact: bool, max_tokens: int,
+                window: int | None) -> ContextFit:
+    """The window is the server's ``--max-model-len``, not what the model was trained for
+    (which vLLM does not report); vLLM refuses a prompt over it (HTTP 400) and shortens an
+    answer that has less room than max tokens."""
+    return ContextFit(prompt_tokens, exact, max_tokens, window,
+                      limit_by="this vLLM server's --max-model-len",
+                      raise_limit="restart the vLLM server with --max-model-len {tokens}",
+                      refuses=True)
 
 
 class VLLMBackend:
@@ -140,8 +152,9 @@ class VLLMBackend:
                                  json_body={"model": self.model, "messages": messages})
         if response.status_code == 200:
             body = response.json()
-            return ContextFit(int(body["count"]), True, max_tokens, body.get("max_model_len"),
-                              body.get("max_model_len"))
+            window = body.get("max_model_len")
+            return _server_fit(int(body["count"]), True, max_tokens,
+                               window if isinstance(window, int) else None)
         if response.status_code == 404 and "json" in response.headers.get("Content-Type", ""):
             body_text = http.error_text(response)
             if "model" in body_text.lower():  # the model, not the route, is missing
@@ -149,8 +162,8 @@ class VLLMBackend:
         # A server without /tokenize (an OpenAI-compatible server that is not vLLM): estimate.
         window = self.max_model_len()
         texts = [message["content"] for message in messages]
-        return ContextFit(ESTIMATOR.estimate(self.host, self.model, texts), False, max_tokens,
-                          window, window)
+        return _server_fit(ESTIMATOR.estimate(self.host, self.model, texts), False, max_tokens,
+                           window)
 
     def model_state(self) -> ModelState:
         """vLLM serves the model it was started with: always loaded; window from /v1/models."""

@@ -13,7 +13,7 @@ from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
 from studio.render import literal
-from studio.request import STATUS_LABELS, RunParams, RunRequest
+from studio.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_note
 from studio.runner import Recording
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
@@ -183,12 +183,17 @@ def answers(comparison: Comparison, running: bool) -> None:
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s")
+        lines = [] if report is None else [
+            f"Grounding: {report.summary()}"
+            + ("" if report.not_graded else " (not found: highlighted)")]
+        if (missing := no_thinking_note(run.request.think, run.thinking, run.status)):
+            lines.append(f"💭 {missing}")
         with footers[index].container():
             if run.error is not None:
                 st.error(f"{literal(run.error.message)}\n\n{literal(run.error.hint)}",
                          icon="⚠️")
-            if report is not None:
-                st.caption(f"Grounding: {report.summary()} (not found: highlighted)")
+            if lines:
+                st.caption("\n\n".join(lines))
     with figures_slot.container():
         measurements(comparison)
 

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from studio.grounding import check
+from studio.grounding import check_run
 from studio.render import literal
 from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
 from studio.runner import Run
@@ -158,7 +158,7 @@ def side_by_side(runs: list[StoredRun]) -> None:
                                   f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(literal(run.error), icon="⚠️")
-            report = check(run.text, run.prompt)
+            report = check_run(run.text, run.prompt, run.stats)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
             show_answer(run.text, pane.answer, report)
             pane.footer.caption(f"Grounding: {report.summary()}")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from backends.base import BackendError
 from studio.connection import build
-from studio.grounding import check
+from studio.grounding import check_run
 from studio.prompts import prompt_problem
 from studio.render import literal
 from studio.request import RunRequest
@@ -97,12 +97,14 @@ def answer(run: Run, running: bool) -> None:
             icon="🗂️")
     show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
     show_answer(run.text, answer_slot)  # whole at once; the marks follow
-    # Figures the answer states that the prompt's data does not hold are highlighted.
-    report = check(run.text, run.request.prompt) if run.text else None
+    # Figures the answer states that the prompt's data does not hold are highlighted (not
+    # graded when the server cut the prompt: the model never saw all of the data).
+    report = check_run(run.text, run.request.prompt, run.stats.to_dict()) if run.text else None
     if report is not None:
         if report.not_found:
             show_answer(run.text, answer_slot, report)
-        progress_slot.caption(f"Grounding: {report.summary()} (not found: highlighted)")
+        progress_slot.caption(f"Grounding: {report.summary()}"
+                              + ("" if report.not_graded else " (not found: highlighted)"))
     with outcome_slot.container():
         show_outcome(run)
 

@@ -31,7 +31,7 @@ from backends.base import (
     StreamError,
 )
 from backends.http import redact
-from studio.grounding import check
+from studio.grounding import check_run
 from studio.job import Job
 from studio.presets import SEED_ORDER, STATIC_FIRST, Location, build_user_prompt
 from studio.render import html_document, markdown_with_thinking
@@ -123,6 +123,7 @@ class BatchRow:
     output_tokens: int | None = None
     tokens_per_s: float | None = None
     grounding: float | None = None
+    not_graded: str = ""  # why the answer was not graded (a prompt the server cut)
     notes: str = ""  # a prompt the server cut, a cold start; or flagged before the start
     thinking_s: float | None = None
     thinking: str = ""  # a reasoning model's thinking, apart from the answer
@@ -133,6 +134,13 @@ class BatchRow:
     @property
     def done(self) -> bool:
         return self.status in (*ANSWERED, FAILED, STOPPED)
+
+
+def _grade(row: BatchRow, text: str, prompt: str, stats: dict[str, Any]) -> None:
+    """The row's grounding score, or why it is not graded (the server cut the prompt)."""
+    report = check_run(text, prompt, stats) if text else None
+    row.grounding = report.score if report is not None else None
+    row.not_graded = (report.not_graded or "") if report is not None else ""
 
 
 def is_retryable(error: BackendError | None) -> bool:
@@ -255,7 +263,7 @@ class Batch(Job):
         row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
         row.thinking_s = stats.thinking_s
         row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
-        row.grounding = check(run.text, run.request.prompt).score if run.text else None
+        _grade(row, run.text, run.request.prompt, stats.to_dict())
         row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row.index)])
         if run.status in ANSWERED:
             row.error = ""
@@ -266,7 +274,7 @@ class Batch(Job):
         row.thinking, row.thinking_s = stored.thinking, stored.stats.get("thinking_s")
         row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
         row.tokens_per_s = stored.tokens_per_s
-        row.grounding = check(stored.text, stored.prompt).score if stored.text else None
+        _grade(row, stored.text, stored.prompt, stored.stats)
         row.notes = "; ".join([*run_notes(stored.stats), *flags])
 
     def _flags(self, index: int) -> list[str]:
@@ -353,7 +361,7 @@ class Batch(Job):
                  "attempts": row.attempts, "time s": _rounded(row.seconds),
                  "thinking s": _rounded(row.thinking_s),
                  "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
-                 "grounding": _rounded(row.grounding),
+                 "grounding": row.not_graded or _rounded(row.grounding),
                  "notes": row.notes or "; ".join(self._flags(row.index)), "error": row.error}
                 for row in self.rows]
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from backends.base import Backend, BackendError, GenerationStats, ModelState, TokenStream
 from backends.context import ContextFit
 from backends.http import redact
-from studio.grounding import GroundingReport, check
+from studio.grounding import GroundingReport, check_run
 from studio.job import Job
 from studio.render import markdown_to_safe_html, report_page, thinking_html
 from studio.request import (
@@ -225,7 +225,7 @@ class Comparison(Job):
 
     def grounding(self, index: int) -> GroundingReport | None:
         runs = [run for run in self.pane_runs(index) if run.done and run.text]
-        return check(runs[-1].text, self.prompt) if runs else None
+        return check_run(runs[-1].text, self.prompt, runs[-1].stats.to_dict()) if runs else None
 
     def table(self) -> list[dict[str, str]]:
         """The measurement table: one row per pane, figures as 'median (min–max)'."""
@@ -374,6 +374,6 @@ def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:
     if report is None:
         return None
     return {"score": report.score, "grounded": [f.text for f in report.grounded],
-            "not_found": [f.text for f in report.not_found]}
+            "not_found": [f.text for f in report.not_found], "not_graded": report.not_graded}
 
 

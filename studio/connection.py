@@ -21,6 +21,23 @@ REACHABLE_TTL_S = 20.0
 UNREACHABLE_TTL_S = 2.0
 STATE_TTL_S = 5.0  # loaded or not changes with every run: asked again after a few seconds
 
+# When the last run on each (backend, host, model) ended: a model state asked for before then
+# is stale (the run may have loaded the model, or changed its window).
+_runs_ended: dict[tuple[str, str, str], float] = {}
+_runs_ended_lock = threading.Lock()
+
+
+def run_ended(kind: str, host: str, model: str) -> None:
+    """A run on this backend, host and model has ended: every cached state of the model is
+    asked again at its next use (the sidebar says "model loaded" right after a cold run)."""
+    with _runs_ended_lock:
+        _runs_ended[(kind, host, model)] = time.monotonic()
+
+
+def _last_run_end(kind: str, host: str, model: str) -> float | None:
+    with _runs_ended_lock:
+        return _runs_ended.get((kind, host, model))
+
 
 @dataclass(frozen=True)
 class BackendStatus:
@@ -113,7 +130,9 @@ class ProbeCache:
         self.reachable_ttl, self.unreachable_ttl = reachable_ttl, unreachable_ttl
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str, str], tuple[float, BackendStatus]] = {}
-        self._states: dict[tuple[str, str, str, str], tuple[float, ModelState | None]] = {}
+        # (config, kind, host, model) -> (expires, asked at, state)
+        self._states: dict[tuple[str, str, str, str],
+                           tuple[float, float, ModelState | None]] = {}
 
     def get(self, settings: Settings, kind: str, host: str = "") -> BackendStatus:
         key = (settings.path, kind, host)
@@ -130,15 +149,19 @@ class ProbeCache:
         return status
 
     def state(self, settings: Settings, kind: str, host: str, model: str) -> ModelState | None:
-        """``model_state``, reused for ``STATE_TTL_S``."""
+        """``model_state``, reused for ``STATE_TTL_S`` unless a run on the model has ended
+        since it was asked (``run_ended``)."""
         key = (settings.path, kind, host, model)
         with self._lock:
             entry = self._states.get(key)
-        if entry is not None and time.monotonic() < entry[0]:
-            return entry[1]
+        ended = _last_run_end(kind, host, model)
+        if entry is not None and time.monotonic() < entry[0] and (
+                ended is None or ended < entry[1]):
+            return entry[2]
+        asked = time.monotonic()
         found = model_state(settings, kind, host, model)
         with self._lock:
-            self._states[key] = (time.monotonic() + STATE_TTL_S, found)
+            self._states[key] = (asked + STATE_TTL_S, asked, found)
         return found
 
     def clear(self) -> None:

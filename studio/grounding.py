@@ -5,14 +5,21 @@ compared with the numbers in the prompt's ``## DATA CONTEXT``. A figure counts a
 when some context number, rounded to the precision the answer shows, equals it (53.8 and 54
 match 53.76), also across the %/ratio forms (70.23% and 0.7023). Bare integers below 10 are
 not judged: they are list counts and section numbers far more often than data.
+
+An answer to a prompt the server cut is not graded at all: the model never saw the data it
+would be graded against (``not_graded``, which any other check of an answer against the
+prompt's data asks first, as ``check_run`` does).
 """
 
 from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+NOT_GRADED_CUT = "prompt cut: not graded"
 
 # A number with optional $ before, thousands separators, decimals, and % or a unit after.
 NUMBER = re.compile(
@@ -39,6 +46,7 @@ class Figure:
 @dataclass
 class GroundingReport:
     figures: list[Figure] = field(default_factory=list)
+    not_graded: str | None = None  # why the answer was not judged (NOT_GRADED_CUT), if so
 
     @property
     def grounded(self) -> list[Figure]:
@@ -54,6 +62,8 @@ class GroundingReport:
         return len(self.grounded) / len(self.figures) if self.figures else None
 
     def summary(self) -> str:
+        if self.not_graded:
+            return self.not_graded
         if not self.figures:
             return "no figures to check"
         return f"{len(self.grounded)} grounded · {len(self.not_found)} not found"
@@ -79,6 +89,20 @@ def context_numbers(prompt: str) -> list[float]:
                 and value < 10:
             numbers.append(value * 100)  # a ratio (0.94, 1.36) said as 94%, 136%
     return numbers
+
+
+def not_graded(stats: Mapping[str, Any]) -> str | None:
+    """Why a run's answer must not be judged against its prompt's data (None: it may be).
+    The hook every such check asks first (grounding here; a figure check alike): a prompt
+    the server cut lost data the model never saw."""
+    return NOT_GRADED_CUT if stats.get("prompt_truncated") else None
+
+
+def check_run(answer: str, prompt: str, stats: Mapping[str, Any]) -> GroundingReport:
+    """``check`` for a run with these statistics (live or stored): not graded when the
+    server cut its prompt."""
+    reason = not_graded(stats)
+    return GroundingReport(not_graded=reason) if reason else check(answer, prompt)
 
 
 def check(answer: str, prompt: str) -> GroundingReport:

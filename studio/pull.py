@@ -3,15 +3,22 @@
 One pull per server and model for the whole app: a second tab that asks for the same model
 watches the pull already going rather than starting another download. Each pull records who
 started it (on a shared server Cancel is theirs, or an admin's: studio.access).
+
+The stream names a model's layers one after another (server/images.go ``PullModel``), so the
+bytes still to come are unknown until the last layer shows up: a new layer makes the total
+grow. The progress shown only grows, and reads 100% only once the server says ``success``.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable
 
 from backends.base import BackendError, ModelPuller, PullProgress, PullStream
 from studio.job import Job
+
+MOST_BEFORE_SUCCESS = 0.99  # the progress shown until the server says success
 
 
 class Pull(Job):
@@ -30,6 +37,8 @@ class Pull(Job):
         self.error: BackendError | None = None
         self.succeeded = False
         self._layers: dict[str, tuple[int, int]] = {}  # digest -> (completed, total) bytes
+        self._layer = ""  # the digest of the layer the last line was about
+        self._high = 0.0  # the most progress shown so far: it never goes back
         self._stream: PullStream | None = None
         self._lock = threading.Lock()
 
@@ -56,6 +65,14 @@ class Pull(Job):
             self.status = progress.status
             if progress.digest and progress.total:
                 self._layers[progress.digest] = (progress.completed or 0, progress.total)
+                self._layer = progress.digest
+            else:
+                self._layer = ""  # verifying, writing the manifest: no layer's bytes
+            done = sum(completed for completed, _ in self._layers.values())
+            total = sum(size for _, size in self._layers.values())
+            if total:
+                # More layers may follow the ones seen so far: never 100% before success.
+                self._high = max(self._high, min(done / total, MOST_BEFORE_SUCCESS))
 
     @property
     def bytes(self) -> tuple[int, int]:
@@ -66,20 +83,29 @@ class Pull(Job):
 
     @property
     def fraction(self) -> float:
-        done, total = self.bytes
-        return 1.0 if self.succeeded else (min(done / total, 1.0) if total else 0.0)
+        """The pull's progress (0..1): it only grows, and is 1 only once the model is there."""
+        if self.succeeded:
+            return 1.0
+        with self._lock:
+            return self._high
 
     def describe(self) -> str:
-        """'pulling 6a0746a1ec1a · 1.2 GB of 4.7 GB (25%)'."""
-        done, total = self.bytes
+        """'pulling 6a0746a1ec1a · 1.2 GB of 4.7 GB · 25% in all': the layer being fetched
+        and the whole pull's progress (the bar's)."""
         if self.succeeded:
+            total = self.bytes[1]
             return f"Pulled {self.model} ({_size(total)})." if total else f"Pulled {self.model}."
         if self.error is not None:
             return str(self.error)
         if self.stopped:
             return f"Pull of {self.model} cancelled."
-        sizes = f" · {_size(done)} of {_size(total)} ({done / total:.0%})" if total else ""
-        return f"{self.status}{sizes}"
+        with self._lock:
+            status, layer = self.status, self._layers.get(self._layer)
+            seen = bool(self._layers)
+        sizes = f" · {_size(layer[0])} of {_size(layer[1])}" if layer else ""
+        # Rounded down: 99.6% reads 99%, never 100% before the server says success.
+        overall = f" · {math.floor(self.fraction * 100)}% in all" if seen else ""
+        return f"{status}{sizes}{overall}"
 
 
 def _size(count: int) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from backends import BACKENDS, Backend, backend_class, delivery
-from backends.base import DELIVERY_ONE_PIECE
+from backends.base import DELIVERY_ONE_PIECE, THINK_OFF
 
 # How a run ended, or where it is. "length" and "repetition" answered, but were cut.
 RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
@@ -42,6 +42,16 @@ def run_notes(stats: Mapping[str, Any]) -> list[str]:
     marks = ((PROMPT_TRUNCATED, "prompt_truncated"), (COLD_START, "cold_start"))
     imported = [f"{IMPORTED} from {stats[IMPORTED_FROM]}"] if stats.get(IMPORTED_FROM) else []
     return imported + [note for note, key in marks if stats.get(key)]
+
+
+def no_thinking_note(think: str, thinking: str, status: str) -> str | None:
+    """What to say when Think asked for thinking and an answer came back without any (a
+    model that does not think takes the setting silently); None otherwise."""
+    if think in ("", THINK_OFF) or status not in ANSWERED or thinking.strip():
+        return None
+    return (f"Think was set to {think}, but no thinking came back: the model answered "
+            "without thinking (it may not be a reasoning model, or its chat template ignores "
+            "the setting).")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from backends.base import (
 )
 from backends.http import redact, scrub
 from studio.capacity import CAPACITY, Capacity, QueueFull, Ticket
+from studio.connection import run_ended
 from studio.request import (
     ERROR,
     FINISHED,
@@ -356,6 +357,8 @@ class Run:
                 self._store(lambda store: store.finish_run(
                     run_id, self.text, self._outcome(), self._error_text(),
                     self.stats.to_dict(), thinking=self.thinking))
+            # The run may have loaded the model: its status line asks the server again.
+            run_ended(self.request.backend, self.request.host, self.request.model)
             self._done.set()
 
     def _error_text(self) -> str | None:

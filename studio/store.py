@@ -596,21 +596,28 @@ class RunStore:
 
 
 # -- export ---------------------------------------------------------------------------------
-CSV_COLUMNS = ("id", "created_at", "updated_at", "page", "group_id", "position", "backend",
-               "host", "model", "preset", "max_tokens", "temperature", "status", "error",
-               "time_to_first_token_s", "total_time_s", "prompt_tokens", "output_tokens",
-               "tokens_per_s", "context_window", "notes", "think", "thinking_s",
-               "system_prompt", "user_prompt", "thinking", "answer")
+# One column per meaning: tokens/s as the client measured it (first token to the end, or
+# the whole wait for a one-piece answer) and as the server reports it (Ollama's eval rate;
+# empty where a server reports none); names as in the JSON's "statistics". ``user`` says
+# whose run it is when an admin exports several users' runs ('' without a login).
+CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "position",
+               "backend", "host", "model", "preset", "max_tokens", "temperature", "status",
+               "error", "time_to_first_token_s", "total_time_s", "prompt_tokens",
+               "output_tokens", "client_tokens_per_s", "server_tokens_per_s",
+               "server_load_s", "context_window", "notes", "think", "thinking_s",
+               "thinking_tokens", "system_prompt", "user_prompt", "thinking", "answer")
 
 
 def _csv_row(run: StoredRun) -> list[Any]:
-    return [run.id, run.created_at, run.updated_at, run.page, run.group_id, run.position,
-            run.backend, run.host, run.model, run.preset, run.max_tokens, run.temperature,
-            run.status, run.error or "", run.stats.get("time_to_first_token_s"),
-            run.total_time_s, run.stats.get("prompt_tokens"), run.output_tokens,
-            run.tokens_per_s, run.stats.get("context_window"), "; ".join(run_notes(run.stats)),
-            run.think, run.stats.get("thinking_s"), run.system, run.prompt, run.thinking,
-            run.text]
+    stats = run.stats
+    return [run.id, run.created_at, run.updated_at, run.user, run.page, run.group_id,
+            run.position, run.backend, run.host, run.model, run.preset, run.max_tokens,
+            run.temperature, run.status, run.error or "", stats.get("time_to_first_token_s"),
+            run.total_time_s, stats.get("prompt_tokens"), run.output_tokens,
+            stats.get("client_tokens_per_s"), stats.get("server_tokens_per_s"),
+            stats.get("server_load_s"), stats.get("context_window"),
+            "; ".join(run_notes(stats)), run.think, stats.get("thinking_s"),
+            stats.get("thinking_tokens"), run.system, run.prompt, run.thinking, run.text]
 
 
 def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:

@@ -9,16 +9,19 @@ import pytest
 
 from backends import forget_server_facts
 from backends.ollama_backend import OllamaBackend
+from studio.capacity import CAPACITY, Limits
 from tests.servers.ollama import FakeOllama, Script
 
 
 @pytest.fixture(autouse=True)
 def fresh_server_facts() -> Iterator[None]:
     """Each test starts with nothing learnt about servers: a later test's server may get an
-    earlier one's port, with other models and windows."""
+    earlier one's port, with other models and windows. The app's fair-capacity caps are
+    process-wide too: an AppTest's config.yaml must not cap the next test's runs."""
     forget_server_facts()
     yield
     forget_server_facts()
+    CAPACITY.configure(Limits())
 
 
 @pytest.fixture

@@ -419,7 +419,7 @@ def test_to_json_has_panes_runs_figures_and_grounding(ollama_server: FakeOllama,
     assert first["figures"]["total"]["count"] == 2
     assert first["grounding"] == {"score": pytest.approx(2 / 3),
                                   "grounded": ["53.76 kWh", "70.23%"],
-                                  "not_found": ["128 panels"]}
+                                  "not_found": ["128 panels"], "not_graded": None}
     assert second["grounding"]["not_found"] == []
 
 

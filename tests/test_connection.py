@@ -13,7 +13,9 @@ from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
 from studio.config import Settings, load_config, parse_config
 from studio.connection import ProbeCache, build, probe
-from tests.servers.ollama import FakeOllama
+from studio.request import RunRequest
+from studio.runner import Run
+from tests.servers.ollama import FakeOllama, Script
 from tests.test_access import Canary
 
 
@@ -80,6 +82,30 @@ def test_a_failed_probe_is_forgotten_fast_a_good_one_kept(tmp_path: Path,
     assert cache.get(settings, "ollama", host).reachable  # a good answer is reused
     cache.clear()
     assert not cache.get(settings, "ollama", host).reachable
+
+
+def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> None:
+    """Right after a run loaded the model, the status line said "model not loaded: the next
+    run starts cold" until Refresh (the state is kept a few seconds)."""
+    settings = load_config(_config(tmp_path))
+    with FakeOllama(script=Script(tokens=["Install", " 12", " panels."])) as server:
+        other = ProbeCache()  # another session's view (the cache is shared, but any copy)
+        for cache in (ProbeCache(), other):
+            state = cache.state(settings, "ollama", server.url, "llama3.1:8b")
+            assert state is not None and state.loaded is False
+        request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
+                             system="", prompt="How many panels?", max_tokens=16)
+        run = Run(OllamaBackend(server.url, "llama3.1:8b"), request).start()
+        assert run.wait(10) and run.error is None
+        state = other.state(settings, "ollama", server.url, "llama3.1:8b")
+        assert state is not None and state.loaded is True
+        assert "model loaded" in " ".join(state.notes())
+        assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state  # kept
+        # A run on another model leaves this one's state as it was asked.
+        mistral = RunRequest(backend="ollama", host=server.url, model="mistral:7b",
+                             system="", prompt="How many panels?", max_tokens=16)
+        assert Run(OllamaBackend(server.url, "mistral:7b"), mistral).start().wait(10)
+        assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state
 
 
 def _config(tmp_path: Path) -> Path:

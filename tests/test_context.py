@@ -12,8 +12,14 @@ from backends.context import (
     prompt_was_cut,
 )
 from studio.config import ConfigError, parse_config
-from studio.request import COLD_START, PROMPT_TRUNCATED, run_notes
-from studio.window import fit_problem
+from studio.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, run_notes
+from studio.window import (
+    check_fit,
+    counted_tokens,
+    cut_prompt_advice,
+    fit_problem,
+    prompt_tokens_text,
+)
 
 TEXT = "Average daily consumption: 53.76 kWh. " * 100  # 3,800 characters
 
@@ -91,6 +97,76 @@ def test_a_prompt_over_the_whole_window_offers_no_lower_max_tokens() -> None:
     assert "The prompt alone is 3,000 tokens" in problem.message
     assert "the most it was trained for" in problem.message
     assert "lower max tokens" not in problem.choices
+
+
+def embedded_fit(prompt_tokens: int, n_ctx: int, trained: int) -> ContextFit:
+    """As the embedded backend says it: a window set by n_ctx in config.yaml, refused."""
+    return ContextFit(prompt_tokens, True, 512, n_ctx, trained,
+                      limit_by="backends.embedded.n_ctx in config.yaml",
+                      raise_limit="set backends.embedded.n_ctx: {tokens} in config.yaml",
+                      refuses=True)
+
+
+def test_a_window_set_by_a_setting_is_named_with_its_fix() -> None:
+    problem = fit_problem(embedded_fit(3_000, 2_048, 8_192), "smollm2")
+    assert problem is not None and problem.lower_to is None
+    assert "the 2,048-token window set by backends.embedded.n_ctx in config.yaml" in \
+        problem.message
+    assert "set backends.embedded.n_ctx: 4096 in config.yaml" in problem.message
+    assert "refuses it" in problem.message and "cut" not in problem.message
+    assert "trained for" not in problem.message  # 8,192 is known: no "if" about it
+
+
+def test_a_setting_at_the_trained_length_asks_for_another_model() -> None:
+    problem = fit_problem(embedded_fit(9_000, 8_192, 8_192), "smollm2")
+    assert problem is not None
+    assert "smollm2's 8,192-token window (the most it was trained for)" in problem.message
+    assert "A model with a longer window" in problem.message and "n_ctx: " not in \
+        problem.message
+
+
+def test_one_way_to_say_a_prompts_size() -> None:
+    assert prompt_tokens_text(2_860, True) == "2,860 tokens (counted exactly)"
+    assert prompt_tokens_text(2_542, False) == "about 2,542 tokens (estimated from its length)"
+    fit = ContextFit(2_542, False, 2_048, 4_096, 4_096)
+    problem = fit_problem(fit, "m")
+    assert problem is not None and prompt_tokens_text(2_542, False) in problem.message
+
+
+class Counting:
+    """A backend whose window check counts exactly (like vLLM's /tokenize)."""
+
+    def __init__(self, count: int, exact: bool = True) -> None:
+        self.count, self.exact = count, exact
+
+    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+        return ContextFit(self.count, self.exact, max_tokens, 8_192)
+
+
+def test_an_exact_count_is_kept_for_the_prompt_editor() -> None:
+    """The editor's caption said "about 2,542 tokens" while /tokenize said 2,860: once a check
+    has counted this prompt for this model, the editor shows that count."""
+    request = RunRequest(backend="vllm", host="http://h:8000", model="smollm2", system="S",
+                         prompt="P " * 400)
+    params = RunParams("vllm", "http://h:8000", "smollm2")
+    assert counted_tokens(params, "S", "P " * 400) is None
+    check_fit(Counting(2_860), request)
+    assert counted_tokens(params, "S", "P " * 400) == 2_860
+    assert counted_tokens(params, "S", "P " * 401) is None  # another prompt
+    assert counted_tokens(RunParams("vllm", "http://h:8000", "other"), "S", "P " * 400) is None
+    estimate = RunRequest(backend="ollama", host="h", model="m", system="", prompt="Q")
+    check_fit(Counting(99, exact=False), estimate)
+    assert counted_tokens(RunParams("ollama", "h", "m"), "", "Q") is None
+
+
+def test_a_cut_prompt_is_not_advised_to_lower_max_tokens() -> None:
+    """A server cuts a prompt only when the prompt alone is over the window: lowering max
+    tokens cannot help (with Ollama's window sized per run it would shrink the window)."""
+    advice = cut_prompt_advice({"prompt_truncated": True, "context_window": 2_048,
+                                "prompt_tokens": 2_048})
+    assert "max tokens" not in advice.lower()
+    assert "2,048-token window" in advice and "shorten the prompt" in advice
+    assert "longer window" in advice
 
 
 def test_a_fit_or_an_unknown_window_is_no_problem() -> None:

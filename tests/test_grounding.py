@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from studio.grounding import check, context_numbers, data_context, highlight_not_found
+from studio.grounding import (
+    NOT_GRADED_CUT,
+    check,
+    check_run,
+    context_numbers,
+    data_context,
+    highlight_not_found,
+    not_graded,
+)
 from studio.presets import build_user_prompt, load_locations
 from studio.render import safe_markdown
 
@@ -293,3 +301,18 @@ def test_highlight_survives_a_figure_removed_by_sanitizing() -> None:
     assert [f.text for f in report.not_found] == ["2024", "128 panels"]
     shown = highlight_not_found(safe_markdown(answer), report)
     assert shown == "see (link removed) then install :red-background[128 panels].\n"
+
+
+def test_an_answer_to_a_cut_prompt_is_not_graded() -> None:
+    """The grounding line graded an answer against data the model never saw (the server cut
+    the prompt): not graded, and the hook says why for any other check of the figures."""
+    prompt = build_user_prompt(load_locations()[0])
+    cut = {"prompt_truncated": True, "prompt_tokens": 2_048, "context_window": 2_048}
+    report = check_run(SAMPLE_ANSWER, prompt, cut)
+    assert report.not_graded == NOT_GRADED_CUT == not_graded(cut) == "prompt cut: not graded"
+    assert report.summary() == "prompt cut: not graded"
+    assert report.score is None and not report.figures and not report.not_found
+    assert highlight_not_found(SAMPLE_ANSWER, report) == SAMPLE_ANSWER
+    whole = check_run(SAMPLE_ANSWER, prompt, {"prompt_truncated": False})
+    assert not_graded({}) is None and whole.not_graded is None
+    assert whole.figures == check(SAMPLE_ANSWER, prompt).figures and whole.figures

@@ -16,8 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import GenerationStats
+from backends.base import Backend, GenerationStats
+from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend
+from backends.ollama_backend import OllamaBackend
+from backends.vllm_backend import VLLMBackend
 from studio.request import ERROR, FINISHED, INTERRUPTED, LENGTH, RUNNING, STOPPED, RunRequest
+from studio.runner import Recording, Run
 from studio.store import (
     CSV_COLUMNS,
     DEFAULT_DB_PATH,
@@ -34,6 +38,7 @@ from studio.store import (
     process_owner,
 )
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
+from tests.servers.vllm import FakeVLLM, completion
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "You are a PV sizing analyst."
@@ -510,11 +515,63 @@ def test_export_csv_parses_back(store: RunStore) -> None:
     assert newest["id"] == str(runs[0].id)
     assert (newest["backend"], newest["status"], newest["page"]) == ("vllm", LENGTH, "compare")
     assert newest["answer"] == newest["user_prompt"] == runs[0].text
-    assert (newest["output_tokens"], newest["total_time_s"], newest["tokens_per_s"]) == (
-        "10", "3.0", "5.0")
+    assert (newest["output_tokens"], newest["total_time_s"], newest["client_tokens_per_s"],
+            newest["server_tokens_per_s"]) == ("10", "3.0", "5.0", "")
     assert oldest["answer"] == SAMPLE_ANSWER and oldest["preset"] == "san-diego"
     assert oldest["error"] == "" and oldest["group_id"] == ""
     assert export_csv([]).strip() == ",".join(CSV_COLUMNS)
+
+
+def _recorded_run(store: RunStore, backend: Backend, kind: str, host: str, model: str,
+                  user: str) -> tuple[Run, dict[str, str]]:
+    """A real run of ``backend`` recorded as ``user``, and its row of the History CSV."""
+    req = RunRequest(backend=kind, host=host, model=model, system="Be brief.",
+                     prompt="How many panels for 20 kWh a day?", max_tokens=12,
+                     temperature=0.0)
+    run = Run(backend, req, Recording(store, "playground", user=user)).start()
+    assert run.wait(120) and run.error is None, run.error
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(export_csv(
+        store.iter_runs())))}
+    return run, rows[str(run.run_id)]
+
+
+def _number(cell: str) -> float | None:
+    return float(cell) if cell else None
+
+
+def test_csv_says_whose_tokens_per_second_on_every_backend(tmp_path: Path) -> None:
+    """`tokens_per_s` was the server's figure for Ollama and the client's for vLLM: one
+    column per meaning, on a real run of each kind; with thinking tokens, load time, user."""
+    store = RunStore(tmp_path / "h.sqlite3")
+    thought = "Daily use 20 kWh; each panel gives about 1.7 kWh."
+    script = Script(tokens=["Install", " 12", " panels."], thinking=tokenize(thought))
+    with FakeOllama(models=["qwen3:8b"], version="0.18.0", script=script, reload_delay=1.1,
+                    capabilities={"qwen3:8b": ["completion", "thinking"]}) as ollama:
+        run, row = _recorded_run(store, OllamaBackend(ollama.url, "qwen3:8b"), "ollama",
+                                 ollama.url, "qwen3:8b", "ana")
+    stats = run.stats
+    assert stats.server_tokens_per_s and stats.client_tokens_per_s
+    assert stats.server_tokens_per_s != pytest.approx(stats.client_tokens_per_s)
+    assert _number(row["server_tokens_per_s"]) == pytest.approx(stats.server_tokens_per_s)
+    assert _number(row["client_tokens_per_s"]) == pytest.approx(stats.client_tokens_per_s)
+    assert row["thinking_tokens"] == str(len(tokenize(thought))) == str(stats.thinking_tokens)
+    load = _number(row["server_load_s"])
+    assert load is not None and load >= 1.0 and load == pytest.approx(stats.server_load_s)
+    assert row["user"] == "ana"
+
+    # vLLM answers in one piece: the server reports no speed of its own.
+    with FakeVLLM(200, completion("Install 12 panels.")) as vllm:
+        run, row = _recorded_run(store, VLLMBackend(vllm.url, "smollm2"), "vllm", vllm.url,
+                                 "smollm2", "bo")
+    assert run.stats.server_tokens_per_s is None and run.stats.client_tokens_per_s
+    assert row["server_tokens_per_s"] == "" and row["server_load_s"] == ""
+    assert _number(row["client_tokens_per_s"]) == pytest.approx(run.stats.client_tokens_per_s)
+    assert row["user"] == "bo" and row["thinking_tokens"] == ""
+
+    run, row = _recorded_run(store, EmbeddedBackend(), "embedded", "", BUNDLED_NAME, "")
+    assert run.stats.client_tokens_per_s and row["server_tokens_per_s"] == ""
+    assert _number(row["client_tokens_per_s"]) == pytest.approx(run.stats.client_tokens_per_s)
+    assert row["user"] == ""
 
 
 def test_export_json_parses_back_with_everything(store: RunStore) -> None:

@@ -12,6 +12,7 @@ from backends.base import BackendStatusError, TokenStream
 from backends.ollama_backend import OllamaBackend
 from backends.thinking import Thinking, ThinkSplitter
 from backends.vllm_backend import VLLMBackend
+from studio.request import ERROR, FINISHED, LENGTH, STOPPED, no_thinking_note
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
@@ -169,3 +170,20 @@ def test_vllm_think_setting_goes_to_the_chat_template(think: str, kwargs: dict[s
         (request,) = server.chat_requests
     assert request["chat_template_kwargs"] == kwargs
     assert bool(answer.thinking) is (think == "on")
+
+
+@pytest.mark.parametrize(("think", "thinking", "status", "said"), [
+    ("on", "", FINISHED, True),  # asked to think, answered without: say so
+    ("high", "  \n", LENGTH, True),  # a level is asked thinking too; blank is none
+    ("on", THOUGHT, FINISHED, False),  # it thought
+    ("", "", FINISHED, False),  # the server decides: nothing was asked
+    ("off", "", FINISHED, False),
+    ("on", "", STOPPED, False),  # stopped or failed: no answer to judge
+    ("on", "", ERROR, False),
+])
+def test_a_think_setting_that_brought_no_thinking_is_said(think: str, thinking: str,
+                                                          status: str, said: bool) -> None:
+    note = no_thinking_note(think, thinking, status)
+    assert (note is not None) is said
+    if note is not None:
+        assert f"Think was set to {think}" in note and "no thinking came back" in note

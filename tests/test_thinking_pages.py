@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from studio.store import RunStore
 from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.servers.vllm import FakeVLLM, completion
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -89,3 +90,52 @@ def test_a_model_that_does_not_think_has_no_think_control(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
     at = start_app(tmp_path, monkeypatch, server.url, model="llama3.1:8b")
     assert not [s for s in at.sidebar.selectbox if s.label == "Think"]
+
+
+NO_THINKING = "no thinking came back"
+
+
+def start_vllm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: vllm\n  host: {url}\n  model: smollm2\n"
+                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                      "  fallback_to_embedded: false\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_think_on_for_a_model_that_does_not_think_is_said_in_the_playground(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM offers Think for any model (the template may ignore it): a model that does not
+    think took "on" silently."""
+    with FakeVLLM(200, completion(ANSWER)) as server:
+        at = start_vllm_app(tmp_path, monkeypatch, server.url)
+        at = generate(at)
+        assert NO_THINKING not in "\n".join(c.value for c in at.caption)  # nothing asked
+        at.sidebar.selectbox(key="think_vllm").set_value("on").run()
+        at = generate(at)
+        assert server.chat_requests[-1]["chat_template_kwargs"] == {"enable_thinking": True}
+    run = at.session_state["playground_run"]
+    assert run.request.think == "on" and run.thinking == "" and run.text
+    notes = [c.value for c in at.caption if NO_THINKING in c.value]
+    assert len(notes) == 1 and "Think was set to on" in notes[0]
+
+
+def test_think_on_that_brought_no_thinking_is_said_in_its_compare_pane(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeVLLM(200, completion(ANSWER)) as server:
+        at = start_vllm_app(tmp_path, monkeypatch, server.url)
+        at.switch_page(str(PAGES / "compare.py")).run()
+        at.selectbox(key="pane1_backend_kind").set_value("vllm").run()
+        at.selectbox(key="pane0_think_vllm").set_value("on").run()
+        (button,) = [b for b in at.button if b.label == "Compare"]
+        at = button.click().run()
+        assert not at.exception, at.exception
+        comparison = at.session_state["comparison"]
+        assert comparison.wait(30)
+        at.run()
+    notes = [c.value for c in at.caption if NO_THINKING in c.value]
+    assert len(notes) == 1 and "Think was set to on" in notes[0]  # pane 1 only

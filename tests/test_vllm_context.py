@@ -23,7 +23,10 @@ def test_the_prompt_is_counted_exactly_against_max_model_len() -> None:
         fit = VLLMBackend(server.url, "smollm2").context_fit(PROMPT, SYSTEM, 2048)
         (asked,) = server.tokenize_requests
     assert fit.exact and fit.prompt_tokens == prompt_tokens(chat_messages(PROMPT, SYSTEM))
-    assert fit.window == fit.model_limit == 8192 and fit.fits
+    assert fit.window == 8192 and fit.fits
+    # The window is the server's --max-model-len; vLLM does not say what the model was
+    # trained for.
+    assert fit.model_limit is None and "--max-model-len" in fit.limit_by
     assert asked["messages"] == chat_messages(PROMPT, SYSTEM)
 
 
@@ -38,6 +41,33 @@ def test_a_prompt_over_the_window_is_said_before_and_refused_clearly() -> None:
     assert caught.value.status_code == 400
     assert "This model's maximum context length is 2048 tokens" in str(caught.value)
     assert "--max-model-len" in caught.value.hint
+
+
+def test_the_check_names_the_servers_limit_and_its_fix_before_the_run() -> None:
+    """It said "smollm2's 2,048-token window (the most it was trained for)": the 2,048 is
+    the server's --max-model-len (SmolLM2 was trained for 8,192), and vLLM refuses an
+    over-long prompt rather than cutting it."""
+    with FakeVLLM(200, OK, max_model_len=2048, check_context=True) as server:
+        vllm = VLLMBackend(server.url, "smollm2")
+        fit = vllm.context_fit(PROMPT, SYSTEM, 512)
+        problem = fit_problem(fit, vllm.model)
+    assert problem is not None and not fit.prompt_fits
+    message = problem.message
+    assert "the most it was trained for" not in message
+    assert "the 2,048-token window set by this vLLM server's --max-model-len" in message
+    assert f"The prompt alone is {fit.prompt_tokens:,} tokens (counted exactly)" in message
+    assert "refuses it (HTTP 400)" in message and "cut" not in message
+    assert "restart the vLLM server with --max-model-len 4096" in message  # prompt + 512
+
+
+def test_an_answer_short_of_room_on_vllm_is_said_to_stop_not_to_cut_the_prompt() -> None:
+    with FakeVLLM(200, OK, max_model_len=4096, check_context=True) as server:
+        vllm = VLLMBackend(server.url, "smollm2")
+        problem = fit_problem(vllm.context_fit(PROMPT, SYSTEM, 2048), vllm.model)
+    assert problem is not None and problem.lower_to
+    assert f"The answer would stop at {problem.lower_to:,} tokens." in problem.message
+    assert "cut" not in problem.message and "trained for)" not in problem.message
+    assert "--max-model-len 8192" in problem.message
 
 
 @pytest.mark.parametrize("sdk", [True, False], ids=["openai-sdk", "requests"])

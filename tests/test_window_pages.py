@@ -3,6 +3,7 @@ numbers and choices before a run, and the mark of a prompt the server cut after 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from streamlit.testing.v1 import AppTest
 from studio.request import PROMPT_TRUNCATED
 from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script
+from tests.servers.vllm import FakeVLLM, completion
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 PAGES = Path(__file__).resolve().parents[1] / "pages"
@@ -46,6 +48,10 @@ def warnings(at: AppTest) -> str:
     return plain("\n".join(w.value for w in at.warning))
 
 
+def captions(at: AppTest) -> str:
+    return "\n".join(c.value for c in at.caption)
+
+
 def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
@@ -62,6 +68,12 @@ def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_c
         assert len(server.chat_requests) == 1 and server.cuts
     assert TOO_SMALL not in warnings(at)
     assert "Prompt truncated by the server." in warnings(at)
+    # The prompt alone was over the window: lowering max tokens would not help; and the
+    # answer is not graded against data the model never saw.
+    assert "max tokens" not in warnings(at).lower()
+    assert "shorten the prompt" in warnings(at)
+    assert "Grounding: prompt cut: not graded" in captions(at)
+    assert not any(":red-background[" in m.value for m in at.markdown)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Prompt tokens"].endswith("(cut)")
     assert metrics["Context window"] == "2,048"
@@ -118,6 +130,20 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
     (table,) = at.dataframe[:1]
     notes = dict(zip(table.value["Pane"], table.value["Notes"], strict=True))
     assert notes == {"1. Ollama · llama3.1:8b": PROMPT_TRUNCATED, "2. Ollama · mistral:7b": "–"}
+    grounding = dict(zip(table.value["Pane"], table.value["Grounding"], strict=True))
+    assert grounding["1. Ollama · llama3.1:8b"] == "prompt cut: not graded"
+    assert grounding["2. Ollama · mistral:7b"] != "prompt cut: not graded"
+    assert "Grounding: prompt cut: not graded" in captions(at)
+
+    # History, the two runs side by side: the cut one is not graded there either.
+    at.switch_page(str(PAGES / "history.py")).run()
+    runs = at.dataframe[0].value
+    cut = {row["model"]: row["id"] for _, row in runs.iterrows()}
+    at.multiselect(key="history_open").set_value([cut["llama3.1:8b"], cut["mistral:7b"]]).run()
+    assert not at.exception, at.exception
+    footers = [c.value for c in at.caption if c.value.startswith("Grounding:")]
+    assert footers[0] == "Grounding: prompt cut: not graded"
+    assert footers[1] != "Grounding: prompt cut: not graded"
 
 
 def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
@@ -137,3 +163,66 @@ def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
         at.run()
     notes = [row["notes"] for row in batch.table()]
     assert notes == ["over the context window (flagged before the start)"] * 2
+
+
+def test_batch_does_not_grade_the_rows_whose_prompt_was_cut(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server, "batch.py")
+        names = at.multiselect(key="batch_locations").value[:1]
+        at.multiselect(key="batch_locations").set_value(names).run()
+        at = click(click(at, "Run batch"), "Run anyway")
+        batch = at.session_state["batch"]
+        assert batch.wait(30)
+        at.run()
+        assert server.cuts
+    (row,) = batch.table()
+    assert PROMPT_TRUNCATED in row["notes"] and row["grounding"] == "prompt cut: not graded"
+
+
+def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"smollm2's 2,048-token window (the most it was trained for)" was the server's
+    --max-model-len; the caption said about 2,542 tokens while /tokenize counted 2,860."""
+    with FakeVLLM(200, completion("Install 12 panels."), max_model_len=2048,
+                  check_context=True) as server:
+        config = tmp_path / "config.yaml"
+        config.write_text(f"llm:\n  backend: vllm\n  host: {server.url}\n  model: smollm2\n"
+                          f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                          "  fallback_to_embedded: false\n")
+        monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+        at = AppTest.from_file(ENTRY, default_timeout=60)
+        at.run()
+        assert "(estimated from its length)" in captions(at)
+        at = click(at, "Generate")
+        assert not at.exception, at.exception
+        assert TOO_SMALL in warnings(at)
+        (counted,) = [int(n.replace(",", "")) for n in
+                      re.findall(r"The prompt alone is ([\d,]+) tokens \(counted exactly\)",
+                                 warnings(at))]
+        assert "the most it was trained for" not in warnings(at)
+        assert "this vLLM server's --max-model-len" in warnings(at)
+        assert "restart the vLLM server with --max-model-len" in warnings(at)
+        assert "cut" not in warnings(at)
+        assert server.chat_requests == []  # held back: nothing sent
+        at.run()  # any rerun: the editor now shows the count the check made
+        (size,) = [c for c in at.caption if c.value.startswith("Prompt size:")]
+        assert f"· {counted:,} tokens (counted exactly)" in size.value
+
+
+def test_the_status_line_says_loaded_right_after_the_run_that_loaded_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It said "model not loaded: the next run starts cold" until Refresh (the model's state
+    is kept 5 s, and a run is shorter)."""
+    with FakeOllama(script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server)
+
+        def status() -> str:
+            return "\n".join(plain(s.value) for s in at.sidebar.success if "Reachable" in s.value)
+
+        assert "model not loaded: the next run starts cold" in status()
+        at.text_area(key="playground_user").set_value("How many panels for 20 kWh a day?")
+        at = click(at.run(), "Generate")
+        assert not at.exception, at.exception
+        assert len(server.chat_requests) == 1 and "llama3.1:8b" in server.loaded
+        assert "model loaded" in status() and "not loaded" not in status()

@@ -1,5 +1,5 @@
 """The context-window check before a run, shared by every page: a warning with the numbers
-and the choices (lower max tokens, shorten the prompt, run anyway).
+and the choices (lower max tokens, shorten the prompt, a longer window, run anyway).
 
 A page asks ``needs_confirming`` when Run is clicked. When something does not fit, the page
 keeps a ``Pending`` (what it was about to run) in the session, and ``ask`` draws the warning
@@ -70,9 +70,9 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
     if more:
         lines.append(f"- … and {more} more")
     lower = pending.lower_to if on_lower is not None else None
-    choices = (f"Lower max tokens to {lower:,}, shorten the prompt, or run anyway."
-               if lower else "Shorten the prompt, pick a model with a longer window, or run "
-                             "anyway.")
+    choices = (f"Lower max tokens to {lower:,}, shorten the prompt, get a longer window "
+               "(above), or run anyway." if lower else
+               "Shorten the prompt, get a longer window (above), or run anyway.")
     inside = box.container()
     inside.warning("**The context window is too small.**\n\n" + "\n".join(lines)
                    + f"\n\n{choices}", icon="📏")

@@ -31,9 +31,11 @@ from studio.request import (
     REPETITION,
     RUNNING,
     STOPPED,
+    no_thinking_note,
     run_notes,
 )
 from studio.runner import Run
+from studio.window import cut_prompt_advice
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
 STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: "⏹️", ERROR: "⚠️",
@@ -217,6 +219,8 @@ def show_outcome(run: Run) -> None:
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
     show_notes(run.stats.to_dict())
+    if (missing := no_thinking_note(run.request.think, run.thinking, status)) is not None:
+        st.caption(f"💭 {missing}")
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:
         st.caption(f"🗄️ {literal(run.record_error)}")
@@ -239,8 +243,8 @@ def show_notes(stats: Mapping[str, Any]) -> None:
                 f"{stats.get('prompt_tokens') or 0:,} prompt tokens"
                 + (f" in a {window:,}-token window" if window else "")
                 + ": it cut the prompt to fit (its start, with the system prompt, goes first) "
-                "and answered from what was left. Lower max tokens, shorten the prompt, or "
-                "use a model with a longer window.", icon="✂️")
+                "and answered from what was left, so the grounding check does not grade it. "
+                + cut_prompt_advice(stats), icon="✂️")
         else:
             load = stats.get("server_load_s") or 0.0
             st.caption(f"🧊 {note.capitalize()}: the server loaded the model for this run "

@@ -15,6 +15,7 @@ from studio.presets import (
     preset_of,
 )
 from studio.prompts import prompt_size
+from studio.window import counted_tokens, prompt_tokens_text
 from ui.state import current_selection, keep, settings
 
 
@@ -65,7 +66,11 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     selection = current_selection()
     size = prompt_size(state[keys["system"]], state[keys["user"]], redact(selection.host),
                        selection.model)
-    st.caption(f"Prompt size: {size.characters:,} characters · about {size.tokens:,} tokens")
+    # Once a window check has counted this prompt exactly, the count; else the estimate,
+    # said as one (the check's warning uses the same words).
+    counted = counted_tokens(selection, state[keys["system"]], state[keys["user"]])
+    tokens = prompt_tokens_text(size.tokens if counted is None else counted, counted is not None)
+    st.caption(f"Prompt size: {size.characters:,} characters · {tokens}")
     user = state[keys["user"]]
     preset = preset_of(user, locations[state[keys["location"]]], state.get(_origin_key(prefix)))
     return Prompts(state[keys["system"]], user, preset)
