@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 import streamlit as st
 
@@ -38,9 +40,7 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     keys = {name: f"{prefix}_{name}" for name in ("location", "system_preset", "system", "user")}
 
     def load_preset() -> None:
-        state[keys["system"]] = system_prompts[state[keys["system_preset"]]]
-        state[keys["user"]] = build_user_prompt(locations[state[keys["location"]]],
-                                                layout=settings().prompt_layout)
+        fill_from_presets(state, keys, locations, system_prompts, settings().prompt_layout)
         state.pop(_origin_key(prefix), None)
 
     if keys["user"] not in state:
@@ -74,6 +74,18 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     user = state[keys["user"]]
     preset = preset_of(user, locations[state[keys["location"]]], state.get(_origin_key(prefix)))
     return Prompts(state[keys["system"]], user, preset)
+
+
+def fill_from_presets(state: MutableMapping[Any, Any], keys: Mapping[str, str],
+                      locations: Mapping[str, Location], system_prompts: Mapping[str, str],
+                      layout: str) -> None:
+    """Fill the editors from the pickers' presets. A picker without a value (Streamlit's
+    ``clear_cache`` message empties a session's state before the next widget event) takes
+    its first preset: a callback must not fail on a state a client can wipe."""
+    location = locations.get(state.get(keys["location"], ""), next(iter(locations.values())))
+    state[keys["system"]] = system_prompts.get(state.get(keys["system_preset"], ""),
+                                               next(iter(system_prompts.values())))
+    state[keys["user"]] = build_user_prompt(location, layout=layout)
 
 
 def _origin_key(prefix: str) -> str:
