@@ -153,7 +153,7 @@ def test_single_sign_on_through_a_local_oidc_provider(browser: Browser,
         page.get_by_role("button", name="Generate").click()
         page.wait_for_function(
             "document.querySelector('.st-key-answer')?.innerText.includes('panels')",
-            timeout=20_000)
+            timeout=60_000)
         page.wait_for_selector(IDLE)
         # Log out ends the user's other sessions too: another tab, at its next click.
         other = page.context.new_page()

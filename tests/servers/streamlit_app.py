@@ -36,11 +36,25 @@ class AppServer:
         data.setdefault("app", {})["history_db"] = str(self.history_db)
         config_path = folder / "config.yaml"
         config_path.write_text(yaml.safe_dump(data))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = (folder / "streamlit.log").open("wb")
         secrets_path = folder / "secrets.toml"  # none given: an empty file, never the repo's
-        secrets_path.write_text(secrets.replace("{url}", self.url))
+        self._log = (folder / "streamlit.log").open("wb")
+        # free_port() closes its probe socket before streamlit binds: another process may
+        # take the port between the two (several test runs on one machine); then again.
+        for _attempt in range(3):
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            secrets_path.write_text(secrets.replace("{url}", self.url))
+            if self._start(script, config_path, secrets_path, env):
+                return
+            log = (folder / "streamlit.log").read_text(errors="replace")[-2000:]
+            if f"Port {self.port} is not available" not in log:
+                break
+        self.stop()
+        raise RuntimeError(f"streamlit run {script} did not start: {log}")
+
+    def _start(self, script: str, config_path: Path, secrets_path: Path,
+               env: dict[str, str] | None) -> bool:
+        """Start streamlit on ``self.port``; whether it answers its health check."""
         self.process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true",
@@ -52,15 +66,13 @@ class AppServer:
         while time.monotonic() < deadline:
             try:
                 if requests.get(f"{self.url}/_stcore/health", timeout=1).text == "ok":
-                    return
+                    return True
             except requests.RequestException:
                 pass
             if self.process.poll() is not None:
-                break
+                return False
             time.sleep(0.2)
-        log = (folder / "streamlit.log").read_text(errors="replace")[-2000:]
-        self.stop()
-        raise RuntimeError(f"streamlit run {script} did not start: {log}")
+        return False
 
     @property
     def pid(self) -> int:
