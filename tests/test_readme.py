@@ -14,6 +14,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -406,10 +407,18 @@ def test_the_ray_data_llm_pipeline_runs_on_vllms_cpu_build(tmp_path: Path,
     env = vllm_real.reference_env(VLLM_CPU_KVCACHE_SPACE="1", RAY_TMPDIR=str(ray_tmp),
                                   RAY_USAGE_STATS_ENABLED="0")
     with (tmp_path / "pipeline.log").open("w") as log:
-        done = subprocess.run([str(vllm_real.PYTHON), str(script)], cwd=tmp_path, env=env,
-                              stdout=log, stderr=subprocess.STDOUT, timeout=540, check=False)
+        # Its own process group: Ray's GCS and raylet stay in it, and go with it on a timeout.
+        pipeline = subprocess.Popen([str(vllm_real.PYTHON), str(script)], cwd=tmp_path,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            returncode = pipeline.wait(timeout=540)
+        finally:
+            if pipeline.poll() is None:
+                os.killpg(pipeline.pid, signal.SIGKILL)
+                pipeline.wait(timeout=30)
     output = (tmp_path / "pipeline.log").read_text(errors="replace")
-    assert done.returncode == 0, output[-4000:]
+    assert returncode == 0, output[-4000:]
     joined = subprocess.run(["bash", "-c", command("cat results/*.json")], cwd=tmp_path,
                             check=False, capture_output=True, text=True)
     assert joined.returncode == 0, joined.stderr
