@@ -278,6 +278,9 @@ def test_a_batch_runners_results_are_imported_into_history(server: LatencyServer
     at = button(at, "Import into History").click().run()
     assert not at.exception, at.exception
     assert "Imported 3 results into History" in texts(at.success)
+    table = at.dataframe[0].value  # statuses in words, a dash for a figure not reported
+    assert list(table["status"]) == ["Finished"] * 3
+    assert "None" not in table.to_string()
     runs = RunStore(db).list_runs()
     assert sorted(run.text for run in runs) == [f"Install {n} panels." for n in (10, 11, 12)]
     assert {run.preset for run in runs} == set(THREE)
