@@ -51,8 +51,10 @@ THINKING_HINT = ("Set Think to 'server default' in the sidebar: this model does 
 # Thinking levels for models other than gpt-oss arrived in v0.17.7 (#14625); before, a level
 # was refused with HTTP 400 ("think value ... is not supported for this model").
 LEVELS_FOR_ALL = (0, 17, 7)
-CONTEXT_HINT = ("Lower max tokens, shorten the prompt, or pick a model with a longer window "
-                "(backends.ollama.num_ctx in config.yaml sets the window the app asks for).")
+# Both say the prompt alone is over the window: lower max tokens cannot help.
+CONTEXT_HINT = ("Shorten the prompt (it alone is over the window: lower max tokens cannot "
+                "help), or pick a model with a longer window (backends.ollama.num_ctx in "
+                "config.yaml sets the window the app asks for).")
 
 
 class _ShowCache:

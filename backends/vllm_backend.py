@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -63,6 +64,39 @@ def _server_fit(prompt_tokens: int, exact: bool, max_tokens: int,
                       limit_by="this vLLM server's --max-model-len",
                       raise_limit="restart the vLLM server with --max-model-len {tokens}",
                       refuses=True)
+
+
+# The numbers in vLLM's 400s for a request over the window: the window, then the prompt's
+# size (0.32.0: "your prompt contains [at least] N input tokens" or "N characters"; before:
+# "you requested T tokens (P in the messages, C in the completion)"), or max tokens alone.
+_WINDOW = re.compile(r"maximum context length is (\d+) tokens")
+_PROMPT_ALONE = re.compile(r"your prompt contains (?:at least )?(\d+) (input tokens|characters)")
+_REQUESTED = re.compile(r"(\d+) in the messages, (\d+) in the completion")
+_MAX_TOKENS_OVER = re.compile(r"max_(?:completion_)?tokens=(\d+) cannot be greater than "
+                              r"max_model_len=(\d+)")
+
+
+def context_hint(message: str) -> str:
+    """What can help a request vLLM refused for its window, from the numbers in its message:
+    a prompt that alone is over the window is not helped by lower max tokens."""
+    fix = "serve the model with a larger --max-model-len"
+    if (over := _MAX_TOKENS_OVER.search(message)) is not None:
+        return (f"Lower max tokens below {int(over.group(2)):,} (the server's window, prompt "
+                f"included), or {fix}.")
+    window = _WINDOW.search(message)
+    alone = _PROMPT_ALONE.search(message)
+    requested = _REQUESTED.search(message)
+    if window is not None and requested is not None:
+        room = int(window.group(1)) - int(requested.group(1))
+        if room > 0:
+            return (f"Lower max tokens to {room:,} or less (the window's room after the "
+                    f"prompt), shorten the prompt, or {fix}.")
+        alone = requested
+    if alone is not None:
+        size = ("the prompt alone is over the window" if window is None else
+                f"the prompt alone is over the {int(window.group(1)):,}-token window")
+        return f"Shorten the prompt ({size}: lower max tokens cannot help), or {fix}."
+    return f"Shorten the prompt or lower max tokens, or {fix}."
 
 
 class VLLMBackend:
@@ -358,8 +392,7 @@ class VLLMBackend:
         if status == 400 and ("context length" in message or "max_model_len" in message):
             return ContextLengthError(
                 f"The prompt does not fit {self.model}'s context window on vLLM: {message}",
-                hint="Shorten the prompt or lower max tokens, or serve the model with a larger "
-                     "--max-model-len.", status_code=status, **common)
+                hint=context_hint(message), status_code=status, **common)
         return BackendStatusError(f"vLLM answered HTTP {status}: {message}",
                                   hint="The server's message is above.",
                                   status_code=status, **common)

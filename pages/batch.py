@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, replace
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -32,6 +33,7 @@ from studio.batch_files import (
 from studio.connection import build
 from studio.presets import (
     COLUMNS,
+    LAYOUT_HELP,
     LAYOUTS,
     Location,
     UploadError,
@@ -53,6 +55,24 @@ RESUMING = "batch_resuming"  # the window check of a resume, held apart from a n
 FITTING = "fitting"
 MAX_UPLOAD_BYTES = 1_000_000
 REFRESH_S = 0.5
+# Every column in view at 1280 px with the sidebar open; the tokens/s columns named as the
+# History CSV names them, shown shorter.
+BATCH_COLUMNS: dict[str, Any] = {
+    "#": st.column_config.Column(width=36),
+    "location": st.column_config.Column(width=104),
+    "status": st.column_config.Column(width=100),
+    "attempts": st.column_config.Column("tries", width=44, help="Attempts"),
+    "time s": st.column_config.Column(width=56, help="Total time, seconds"),
+    "thinking s": st.column_config.Column(width=64, help="Thinking time, seconds"),
+    "output tokens": st.column_config.Column("tokens", width=52, help="Output tokens"),
+    "client_tokens_per_s": st.column_config.Column(
+        "client tok/s", width=72, help="Tokens/s measured by the app (client_tokens_per_s)"),
+    "server_tokens_per_s": st.column_config.Column(
+        "server tok/s", width=76, help="Tokens/s the server reports (server_tokens_per_s)"),
+    "grounding": st.column_config.Column(width=72),
+    "notes": st.column_config.Column(width=60),
+    "error": st.column_config.Column(width=80),
+}
 
 
 def main() -> None:
@@ -71,8 +91,7 @@ def main() -> None:
         st.session_state.batch_layout = settings().prompt_layout
     layout = middle.selectbox(
         "Prompt layout", list(LAYOUTS), key="batch_layout", format_func=LAYOUTS.__getitem__,
-        help="Static first: every row's prompt starts with the same knowledge base and "
-             "instructions, which the server's prefix cache then serves once for the batch.")
+        help=LAYOUT_HELP)
     concurrency = int(right.number_input(
         "Concurrency", 1, MAX_CONCURRENCY, value=4, key="batch_concurrency",
         help="Requests in flight at once. 1 = one after another, as the seed's batch ran."))
@@ -336,14 +355,28 @@ def progress(batch: Batch, running: bool) -> None:
     """Progress and the rows' table, live while it runs; then the summary and downloads.
     The summary's slot is drawn (empty) while it runs: the last batch's figures and
     downloads go the moment this one starts."""
-    progress_slot, table_slot, outcome_slot = st.empty(), st.empty(), st.empty()
+    progress_slot, failures_slot = st.empty(), st.empty()
+    table_slot, outcome_slot = st.empty(), st.empty()
 
     def paint() -> None:
         cache = batch.prefix_cache()
         cached = f" · {cache}" if cache is not None else ""
-        progress_slot.progress(batch.progress()["fraction"],
-                               text=batch.progress_line() + cached)
-        table_slot.dataframe(pd.DataFrame(batch.table()), hide_index=True, width="stretch")
+        figures = batch.progress()
+        # The bar counts the rows that ended, answered or failed; the failures are said
+        # apart, in red when none answered, so a full bar never reads as all done.
+        ended = figures["done"] + figures["failed"]
+        total = figures["total"]
+        progress_slot.progress(figures["fraction"], text=f"{ended} of {total} "
+                               f"row{'s' if total != 1 else ''} ended: "
+                               f"{batch.progress_line()}{cached}")
+        if (failures := batch.failures()) is None:
+            failures_slot.empty()
+        elif figures["done"] == 0 and not figures["running"] and not figures["remaining"]:
+            failures_slot.error(failures, icon="⚠️")
+        else:
+            failures_slot.warning(failures, icon="⚠️")
+        table_slot.dataframe(pd.DataFrame(batch.page_table()), hide_index=True,
+                             width="stretch", column_config=BATCH_COLUMNS)
 
     if running:
         paint()

@@ -17,13 +17,15 @@ from studio.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_not
 from studio.runner import Recording
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
-from ui.output import answer_pane, follow_all, show_answer, show_thinking
+from ui.output import answer_pane, follow_all, grounding_line, show_answer, show_thinking
 from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
 
 PAGE = "compare"
 DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new panes: embedded first, it always answers
+PANES_PER_ROW = 2  # the pane settings: four across cut the backends' names short at 1280 px
+FIGURES_WIDTH, FIGURE_COLUMN = 800, 170  # the measurements table's width (px) at 1280 px
 
 
 def main() -> None:
@@ -95,11 +97,14 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
     sync = options[2].toggle("Sync settings", key="compare_sync",
                              help="All panes use the sidebar's max tokens and temperature. "
                                   "The sidebar's repeat penalty applies to every pane.")
-    sse = options[3].toggle("Stream vLLM too (SSE)", key="compare_sse",
-                            help="For a fair time-to-first-token comparison. Off: vLLM "
-                                 "answers in one piece, as in production.")
+    sse = options[3].toggle("Stream vLLM", key="compare_sse",
+                            help="Stream vLLM's answer too (server-sent events), for a fair "
+                                 "time-to-first-token comparison. Off: vLLM answers in one "
+                                 "piece, as in production.")
     panes: list[RunParams] = []
-    for index, column in enumerate(st.columns(pane_count)):
+    columns = [column for start in range(0, pane_count, PANES_PER_ROW)
+               for column in st.columns(PANES_PER_ROW)][:pane_count]
+    for index, column in enumerate(columns):
         prefix = f"pane{index}_"
         with column, st.container(border=True):
             st.markdown(f"**Pane {index + 1}**")
@@ -183,9 +188,7 @@ def answers(comparison: Comparison, running: bool) -> None:
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s")
-        lines = [] if report is None else [
-            f"Grounding: {report.summary()}"
-            + ("" if report.not_graded else " (not found: highlighted)")]
+        lines = [] if report is None else [grounding_line(report)]
         if (missing := no_thinking_note(run.request.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")
         with footers[index].container():
@@ -209,7 +212,12 @@ def measurements(comparison: Comparison) -> None:
                    + (f" · all rounds: {comparison.wall_summary()}" if rounds > 1 else "")
                    + (" · round 1 may be a cold start" if comparison.repeats > 1 else "")
                    + (" · stopped" if comparison.stopped else ""))
-    st.dataframe(pd.DataFrame(comparison.table()), hide_index=True, width="stretch")
+    # A row per figure, a column per pane: every figure in view at 1280 px, four panes too.
+    table = pd.DataFrame(comparison.table()).set_index("Pane").T.reset_index(names="Figure")
+    width = (FIGURES_WIDTH - FIGURE_COLUMN) // len(comparison.panes)
+    st.dataframe(table, hide_index=True, width="stretch", height="content", column_config={
+        "Figure": st.column_config.Column(width=FIGURE_COLUMN),
+        **{label: st.column_config.Column(width=width) for label in comparison.labels}})
 
     charts = st.columns(2)
     medians = pd.DataFrame({

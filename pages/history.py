@@ -9,11 +9,18 @@ import pandas as pd
 import streamlit as st
 
 from studio.grounding import check_run
-from studio.render import literal
-from studio.request import INTERRUPTED, STATUS_LABELS, run_notes
+from studio.render import dashes, literal
+from studio.request import INTERRUPTED, run_notes, status_label
 from studio.runner import Run
 from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from ui.output import answer_pane, show_answer, show_notes, show_stats, show_thinking
+from ui.output import (
+    answer_pane,
+    grounding_line,
+    show_answer,
+    show_notes,
+    show_stats,
+    show_thinking,
+)
 from ui.prompt_editor import load_prompts
 from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings, viewer
@@ -21,6 +28,22 @@ from ui.state import history, require_frame, settings, viewer
 PLAYGROUND = Path(__file__).resolve().parent / "playground.py"
 ALL = "All"
 PAGE_SIZE = 100
+# Widths (px) that fit every column in the page at 1280 px with the sidebar open.
+HISTORY_COLUMNS: dict[str, Any] = {
+    "id": st.column_config.Column(width=40),
+    "when (UTC)": st.column_config.Column(width=112),
+    "page": st.column_config.Column(width=80),
+    "user": st.column_config.Column(width=64),
+    "backend": st.column_config.Column(width=64),
+    "model": st.column_config.Column(width=86),
+    "preset": st.column_config.Column(width=86),
+    "status": st.column_config.Column(width=104),
+    "notes": st.column_config.Column(width=60),
+    "output tokens": st.column_config.Column("tokens", width=52, help="Output tokens"),
+    "total s": st.column_config.Column(width=50, help="Total time, seconds"),
+    "answer": st.column_config.Column(width=80, help="The answer's start: open the run "
+                                                     "to read it"),
+}
 
 
 def main() -> None:
@@ -69,15 +92,15 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
     first = (number - 1) * PAGE_SIZE + 1
     st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
                if runs else "No runs match.")
-    st.dataframe(pd.DataFrame([{
-        "id": run.id, "when (UTC)": run.created_at[:19].replace("T", " "), "page": run.page,
+    st.dataframe(pd.DataFrame(dashes([{
+        "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
         "backend": run.backend, "model": run.model, "preset": run.preset,
         "status": status_label(run.status), "notes": ", ".join(run_notes(run.stats)),
         "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
         "answer": run.text[:90].replace("\n", " "),
-    } for run in runs]), hide_index=True, width="stretch")
+    } for run in runs])), hide_index=True, width="stretch", column_config=HISTORY_COLUMNS)
     return runs
 
 
@@ -93,7 +116,7 @@ def open_runs(store: RunStore, runs: list[StoredRun]) -> list[StoredRun]:
     chooser, by_number = st.columns([4, 1])
     picked = chooser.multiselect(
         "Open runs: one to read it, two to see them side by side", list(by_id),
-        max_selections=2, key="history_open",
+        max_selections=2, select_all=False, key="history_open",
         format_func=lambda run_id: f"#{run_id} · {by_id[run_id].backend} · "
         f"{by_id[run_id].model} · {status_label(by_id[run_id].status)}")
     by_number.number_input("Open run by id", min_value=1, step=1, value=None,
@@ -133,11 +156,16 @@ def one_run(store: RunStore, run: StoredRun) -> None:
         st.text_area("System prompt", run.system, disabled=True, key=f"sys_{run.id}")
         st.text_area("User prompt", run.prompt, height=250, disabled=True, key=f"usr_{run.id}")
     show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
+    # Figures the answer states that the prompt's data does not hold are highlighted, as in
+    # the Playground (not graded when the server cut the prompt).
+    report = check_run(run.text, run.prompt, run.stats) if run.text else None
     with st.container(key="history_answer", border=True):
-        show_answer(run.text, st.empty())
+        show_answer(run.text, st.empty(), report)
+    if report is not None:
+        st.caption(grounding_line(report))
     show_notes(run.stats)
     show_stats(run.generation_stats(), status_label(run.status), streamed=run.streamed)
-    actions = st.columns([1, 1, 4])
+    actions = st.columns([2, 1, 3])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")
     if st.session_state.get("history_deleting") == run.id:
@@ -161,7 +189,7 @@ def side_by_side(runs: list[StoredRun]) -> None:
             report = check_run(run.text, run.prompt, run.stats)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
             show_answer(run.text, pane.answer, report)
-            pane.footer.caption(f"Grounding: {report.summary()}")
+            pane.footer.caption(grounding_line(report))
 
 
 # -- callbacks (run before the page's next run) -------------------------------------------
@@ -193,10 +221,6 @@ def confirm_delete(run_id: int | None) -> None:
 def delete(store: RunStore, run_id: int) -> None:
     store.delete(run_id, viewer().only)
     st.session_state.history_deleting = None
-
-
-def status_label(status: str) -> str:
-    return STATUS_LABELS.get(status, status)
 
 
 main()

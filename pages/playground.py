@@ -14,7 +14,7 @@ from studio.render import literal
 from studio.request import RunRequest
 from studio.runner import Run
 from ui import fit_check
-from ui.output import follow, show_answer, show_outcome, show_thinking
+from ui.output import follow, grounding_line, show_answer, show_outcome, show_thinking
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
@@ -103,8 +103,7 @@ def answer(run: Run, running: bool) -> None:
     if report is not None:
         if report.not_found:
             show_answer(run.text, answer_slot, report)
-        progress_slot.caption(f"Grounding: {report.summary()}"
-                              + ("" if report.not_graded else " (not found: highlighted)"))
+        progress_slot.caption(grounding_line(report))
     with outcome_slot.container():
         show_outcome(run)
 

@@ -34,8 +34,8 @@ from backends.http import redact
 from studio.grounding import check_run
 from studio.job import Job
 from studio.presets import SEED_ORDER, STATIC_FIRST, Location, build_user_prompt
-from studio.render import html_document, markdown_with_thinking
-from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes
+from studio.render import dashes, html_document, markdown_with_thinking
+from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes, status_label
 from studio.runner import Recording, Run
 from studio.spreadsheet import csv_text
 from studio.store import GroupSummary, RunStore, StoredRun
@@ -46,6 +46,7 @@ COMPLETE, INTERRUPTED, STOPPED_PART, ENDED = "complete", "interrupted", "stopped
 RESUMABLE = (INTERRUPTED, STOPPED_PART, ENDED)
 OVER_WINDOW = "over the context window (flagged before the start)"
 IN_FLIGHT = (RUNNING, RETRYING)
+ROW_LABELS = {PENDING: "Waiting", RETRYING: "Retrying", FAILED: "Failed"}
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 CACHE_READ_EVERY_S = 2.0  # /metrics is read at most this often while the page repaints
@@ -65,7 +66,7 @@ class PrefixCacheUse:
     def __str__(self) -> str:
         rate = self.hit_rate
         if rate is None:
-            return "no prompt tokens looked up yet"
+            return "prefix cache: no data yet"
         return (f"{rate:.0%} of {self.queries:,.0f} prompt tokens came from the server's "
                 "prefix cache")
 
@@ -121,7 +122,10 @@ class BatchRow:
     error: str = ""
     seconds: float | None = None
     output_tokens: int | None = None
-    tokens_per_s: float | None = None
+    # One column per meaning, named as the History CSV names them: the app's measure, and
+    # the server's own figure (Ollama reports one, vLLM none).
+    client_tokens_per_s: float | None = None
+    server_tokens_per_s: float | None = None
     grounding: float | None = None
     not_graded: str = ""  # why the answer was not graded (a prompt the server cut)
     notes: str = ""  # a prompt the server cut, a cold start; or flagged before the start
@@ -262,7 +266,8 @@ class Batch(Job):
         row.status, row.text, row.thinking = run.status, run.text, run.thinking
         row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
         row.thinking_s = stats.thinking_s
-        row.tokens_per_s = stats.server_tokens_per_s or stats.client_tokens_per_s
+        row.client_tokens_per_s = stats.client_tokens_per_s
+        row.server_tokens_per_s = stats.server_tokens_per_s
         _grade(row, run.text, run.request.prompt, stats.to_dict())
         row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row.index)])
         if run.status in ANSWERED:
@@ -273,7 +278,9 @@ class Batch(Job):
         row.status, row.text, row.resumed = stored.status, stored.text, True
         row.thinking, row.thinking_s = stored.thinking, stored.stats.get("thinking_s")
         row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
-        row.tokens_per_s = stored.tokens_per_s
+        recorded = stored.generation_stats()
+        row.client_tokens_per_s = recorded.client_tokens_per_s
+        row.server_tokens_per_s = recorded.server_tokens_per_s
         _grade(row, stored.text, stored.prompt, stored.stats)
         row.notes = "; ".join([*run_notes(stored.stats), *flags])
 
@@ -345,6 +352,19 @@ class Batch(Job):
         return (f"{figures['done']} done{resumed} · {figures['failed']} failed{stopped} · "
                 f"{figures['running']} running · {figures['remaining']} waiting{eta}")
 
+    def failures(self) -> str | None:
+        """What the failed rows come to, said apart from the progress bar (which counts the
+        rows that ended, failed or not); None when no row failed."""
+        figures = self.progress()
+        failed, total = figures["failed"], figures["total"]
+        if not failed:
+            return None
+        if failed == total:
+            return (f"All {total} rows failed" if total > 1 else "The only row failed") + (
+                ": the table's error column says why.")
+        return (f"{failed} of {total} row{'s' if total != 1 else ''} failed: the table's "
+                "error column says why.")
+
     def coverage(self) -> str | None:
         """What the summary's figures cover, when not the whole batch (after a resume)."""
         summary = self.summary()
@@ -357,13 +377,24 @@ class Batch(Job):
                 "count in “done” only.")
 
     def table(self) -> list[dict[str, Any]]:
+        """The rows as the CSV has them: machine values (status "length"), None for a
+        figure that is missing."""
         return [{"#": row.index + 1, "location": row.location.name, "status": row.status,
                  "attempts": row.attempts, "time s": _rounded(row.seconds),
-                 "thinking s": _rounded(row.thinking_s),
-                 "output tokens": row.output_tokens, "tokens/s": _rounded(row.tokens_per_s),
+                 "thinking s": _rounded(row.thinking_s), "output tokens": row.output_tokens,
+                 "client_tokens_per_s": _rounded(row.client_tokens_per_s),
+                 "server_tokens_per_s": _rounded(row.server_tokens_per_s),
                  "grounding": row.not_graded or _rounded(row.grounding),
                  "notes": row.notes or "; ".join(self._flags(row.index)), "error": row.error}
                 for row in self.rows]
+
+    def page_table(self) -> list[dict[str, Any]]:
+        """The rows as the page shows them: the statuses in the statistics' words ("Hit max
+        tokens"), a dash for a missing figure, and no column that no row has a figure in
+        (thinking time without a reasoning model, the server's tokens/s from vLLM)."""
+        return dashes([{**row, "status": row_status_label(row["status"])}
+                       for row in self.table()],
+                      optional=("thinking s", "server_tokens_per_s"))
 
     def to_csv(self) -> str:
         """The table, safe to open in a spreadsheet (no cell is read as a formula)."""
@@ -393,6 +424,11 @@ class BatchRunning(RuntimeError):
 
 _live: dict[int, Batch] = {}  # group id -> the batch working on it in this process
 _live_lock = threading.Lock()
+
+
+def row_status_label(status: str) -> str:
+    """A row's status in words: the run's ("Hit max tokens"), or the batch's ("Waiting")."""
+    return ROW_LABELS.get(status) or status_label(status)
 
 
 def live_batch(group_id: int) -> Batch | None:

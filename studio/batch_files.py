@@ -29,7 +29,8 @@ from studio.batch import BatchSpec
 from studio.config import Settings
 from studio.grounding import check
 from studio.presets import load_locations
-from studio.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest
+from studio.render import dashes
+from studio.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest, status_label
 from studio.store import Group, RunStore, StoredRun
 
 URL = "/v1/chat/completions"
@@ -143,11 +144,14 @@ class ImportedBatch:
         return [row.run_id for row in self.rows if row.run_id is not None]
 
     def table(self) -> list[dict[str, Any]]:
-        return [{"custom_id": row.custom_id, "line": row.line, "preset": row.request.preset,
-                 "status": row.status, "output tokens": row.stats.output_tokens,
-                 "prompt tokens": row.stats.prompt_tokens,
-                 "grounding": None if row.grounding is None else round(row.grounding, 2),
-                 "error": row.error} for row in self.rows]
+        """The imported rows as the page shows them: statuses in the statistics' words, a
+        dash for a missing figure."""
+        return dashes([{
+            "custom_id": row.custom_id, "line": row.line, "preset": row.request.preset,
+            "status": status_label(row.status), "output tokens": row.stats.output_tokens,
+            "prompt tokens": row.stats.prompt_tokens,
+            "grounding": None if row.grounding is None else round(row.grounding, 2),
+            "error": row.error} for row in self.rows])
 
 
 def _json_lines(text: str, what: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -268,7 +268,8 @@ class LocationsImport:
             notes.append(f"Read as {DELIMITER_NAMES[self.delimiter]}-separated values.")
         if self.dropped_rows:
             notes.append(f"Too many rows: the first {MAX_ROWS} locations are loaded, "
-                         f"{self.dropped_rows:,} more were left out.")
+                         f"{self.dropped_rows:,} more "
+                         f"{'was' if self.dropped_rows == 1 else 'were'} left out.")
         return notes
 
 
@@ -598,8 +599,10 @@ def _data_context(loc: Location, fig: DerivedFigures) -> str:
 # prefix) holds them once for a whole batch: 49% of a 30-location batch's prompt tokens came
 # from vLLM's cache, against 4% in the seed's order (data first). The seed's order stays.
 STATIC_FIRST, SEED_ORDER = "static-first", "seed"
-LAYOUTS = {STATIC_FIRST: "Static first (knowledge base, instructions, then the data)",
-           SEED_ORDER: "Seed's order (data, knowledge base, question)"}
+LAYOUTS = {STATIC_FIRST: "Static first", SEED_ORDER: "Seed's order"}
+LAYOUT_HELP = ("Static first: the knowledge base and instructions, then the row's data; every "
+               "row's prompt starts the same, which the server's prefix cache then serves once "
+               "for the batch. Seed's order: the data, the knowledge base, the question.")
 
 
 def build_user_prompt(

@@ -16,7 +16,8 @@ from __future__ import annotations
 import html
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
+from typing import Any
 
 import markdown as markdown_lib
 import nh3
@@ -172,6 +173,21 @@ def literal(text: str) -> str:
     URL in it stays a URL: Streamlit's GFM renderer may still link it, with the URL itself as
     the link's text; nothing is fetched and no target is hidden.)"""
     return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+
+
+DASH = "–"  # a figure that is missing, as every table and statistic shows it
+
+
+def dashes(rows: Iterable[Mapping[str, Any]],
+           optional: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Table rows as a page shows them: a dash where a value is missing (None), never the
+    word "None"; the ``optional`` columns left out when no row has a value in them. A column
+    with a dash is text throughout (a table column has one type)."""
+    rows = list(rows)
+    empty = {name for name in optional if all(row.get(name) is None for row in rows)}
+    dashed = {name for row in rows for name, value in row.items() if value is None}
+    return [{name: DASH if value is None else str(value) if name in dashed else value
+             for name, value in row.items() if name not in empty} for row in rows]
 
 
 def safe_markdown(text: str) -> str:

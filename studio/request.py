@@ -22,9 +22,17 @@ INTERRUPTED = "interrupted"  # only in the history: its process died while it ra
 STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
                  REPETITION: "Repetition", STOPPED: "Stopped", ERROR: "Error",
                  INTERRUPTED: "Interrupted"}
+
+
 ANSWERED = (FINISHED, LENGTH, REPETITION)  # a looping answer is cut, but what it said stands
 FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
 STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
+
+
+def status_label(status: str) -> str:
+    """The words every page and table shows for a status (the statistics' "Stop reason");
+    files keep the machine value."""
+    return STATUS_LABELS.get(status, status.capitalize())
 
 
 # Marks beside a run's status: what went wrong around the answer without ending it.

@@ -164,11 +164,6 @@ class StoredRun(RunRequest):
     def total_time_s(self) -> float | None:
         return self.stats.get("total_time_s")
 
-    @property
-    def tokens_per_s(self) -> float | None:
-        """The server's decode speed where it reports one, else the client-measured one."""
-        return self.stats.get("server_tokens_per_s") or self.stats.get("client_tokens_per_s")
-
     def generation_stats(self) -> GenerationStats:
         """The recorded statistics as the live run had them (keys it does not know skipped)."""
         known = {f.name for f in fields(GenerationStats)}

@@ -38,6 +38,7 @@ from backends.base import (
     StreamError,
     TruncatedStreamError,
 )
+from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
 from studio.batch import (
     COMPLETE,
@@ -52,16 +53,18 @@ from studio.batch import (
     BatchRow,
     BatchRunning,
     BatchSpec,
+    PrefixCacheUse,
     earlier_state,
     is_retryable,
     launch,
     live_batch,
 )
 from studio.presets import Location, load_locations
-from studio.request import ANSWERED, ERROR, FINISHED, RUNNING, STOPPED
+from studio.request import ANSWERED, ERROR, FINISHED, LENGTH, RUNNING, STOPPED
 from studio.runner import Recording
 from studio.store import RunStore, process_owner
 from tests.servers.latency import HANG, Fail, LatencyServer
+from tests.servers.ollama import FakeOllama, Script
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2"
@@ -455,9 +458,10 @@ def test_tokens_per_second_of_one_piece_answers_is_plausible() -> None:
         batch = run_to_end(make_batch(server, LOCATIONS[:2], 2))
     for row in batch.rows:
         assert row.seconds is not None and row.seconds >= 0.2
-        assert row.output_tokens == TOKENS and row.tokens_per_s is not None
+        assert row.output_tokens == TOKENS and row.client_tokens_per_s is not None
         # The answer came in one piece after row.seconds: no more than tokens / seconds.
-        assert row.tokens_per_s <= 1.05 * TOKENS / row.seconds, row.tokens_per_s
+        assert row.client_tokens_per_s <= 1.05 * TOKENS / row.seconds, row.client_tokens_per_s
+        assert row.server_tokens_per_s is None  # vLLM reports no speed of its own
 
 
 # -- exports ----------------------------------------------------------------------------------
@@ -717,3 +721,53 @@ def test_the_state_of_earlier_batches(tmp_path: Path) -> None:
                       killed: INTERRUPTED, live: RUNNING}
     assert {group for group, state in states.items() if state in RESUMABLE} == {
         stopped, ended, killed}
+
+
+# -- what the table says ----------------------------------------------------------------------
+def test_the_table_has_a_tokens_per_second_column_per_meaning() -> None:
+    """One "tokens/s" column held the server's figure for Ollama and the client's for vLLM;
+    now two, named as the History CSV names them."""
+    with FakeOllama(script=Script(tokens=["Install", " 12", " panels."])) as ollama:
+        spec = replace(make_spec(ollama.url, LOCATIONS[:1], 1), backend="ollama",
+                       model="llama3.1:8b")
+        from_ollama = run_to_end(Batch(spec, build=lambda: OllamaBackend(
+            ollama.url, model="llama3.1:8b")))
+    with LatencyServer(latency=0.05) as server:
+        from_vllm = run_to_end(make_batch(server, LOCATIONS[:1], 1))
+    (ollama_row,) = csv.DictReader(io.StringIO(from_ollama.to_csv()))
+    (vllm_row,) = csv.DictReader(io.StringIO(from_vllm.to_csv()))
+    for row in (ollama_row, vllm_row):
+        assert "tokens/s" not in row
+        assert float(row["client_tokens_per_s"]) > 0
+    assert float(ollama_row["server_tokens_per_s"]) > 0
+    assert vllm_row["server_tokens_per_s"] == ""  # vLLM reports no speed of its own
+    (ollama_shown,) = from_ollama.page_table()
+    (vllm_shown,) = from_vllm.page_table()
+    assert "server_tokens_per_s" in ollama_shown and "server_tokens_per_s" not in vllm_shown
+
+
+def test_the_page_table_says_statuses_in_words_and_never_none() -> None:
+    bad = LOCATIONS[1].name
+    with LatencyServer(latency=0.01, failures={bad: Fail(400)}) as server:
+        batch = run_to_end(make_batch(server, LOCATIONS[:2], 2))
+    batch.rows[0].status = LENGTH  # cut at max tokens: the statistics' "Hit max tokens"
+    shown = batch.page_table()
+    assert [row["status"] for row in shown] == ["Hit max tokens", "Failed"]
+    assert [row["status"] for row in batch.table()] == [LENGTH, FAILED]  # the CSV's values
+    assert all(value is not None for row in shown for value in row.values())
+    assert shown[1]["output tokens"] == "–" and shown[1]["grounding"] == "–"
+    assert "thinking s" not in shown[0]  # no reasoning model: no column of dashes
+    assert batch.failures() == "1 of 2 rows failed: the table's error column says why."
+
+
+def test_every_row_failed_is_said_so() -> None:
+    failures = {location.name: Fail(400) for location in LOCATIONS[:3]}
+    with LatencyServer(latency=0.01, failures=failures) as server:
+        batch = run_to_end(make_batch(server, LOCATIONS[:3], 3))
+    assert batch.failures() == "All 3 rows failed: the table's error column says why."
+    assert batch.progress()["fraction"] == 1.0  # every row ended
+
+
+def test_the_prefix_cache_without_data_says_so_plainly() -> None:
+    assert str(PrefixCacheUse(0, 0)) == "prefix cache: no data yet"
+    assert str(PrefixCacheUse(100, 49)).startswith("49% of 100 prompt tokens")

@@ -90,7 +90,7 @@ def test_results_come_back_into_the_history_in_input_order(tmp_path: Path) -> No
     assert [run.text for run in runs] == [answer, "", "Third."]
     assert runs[0].preset == "San Diego, CA" and runs[0].prompt == build_user_prompt(LOCATIONS[0])
     assert runs[0].stats["prompt_tokens"] == 2800 and runs[0].page == "batch"
-    assert imported.table()[1]["status"] == ERROR
+    assert imported.table()[1]["status"] == "Error"  # as the statistics say it
 
 
 def test_rows_without_a_result_are_reported_missing(tmp_path: Path) -> None:

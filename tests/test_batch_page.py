@@ -88,7 +88,7 @@ def test_three_presets_at_concurrency_three(server: LatencyServer, db: Path) -> 
 
     table = at.dataframe[0].value
     assert list(table["location"]) == THREE
-    assert list(table["status"]) == [FINISHED] * 3
+    assert list(table["status"]) == ["Finished"] * 3  # the statistics' words
     assert list(table["output tokens"]) == [200] * 3
     assert all(seconds >= 0.2 for seconds in table["time s"])
     metrics = {metric.label: metric.value for metric in at.metric}
@@ -134,10 +134,30 @@ def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServe
     assert not at.exception, at.exception
     table = at.dataframe[0].value
     assert list(table["location"]) == ["Testville, ZZ", "Brokenville, ZZ"]
-    assert list(table["status"]) == [FINISHED, "failed"]  # a 400 is not retried
+    assert list(table["status"]) == ["Finished", "Failed"]  # a 400 is not retried
     assert "HTTP 400" in table["error"][1]
     assert {metric.label: metric.value for metric in at.metric}["Failures"] == "1"
     assert server.requests == Counter(["Testville, ZZ", "Brokenville, ZZ"])
+    # The bar counts the rows that ended; the failure is said apart (one answered: amber).
+    assert at.get("progress")[0].proto.text.startswith("2 of 2 rows ended: 1 done · 1 failed")
+    assert "1 of 2 rows failed: the table's error column says why." in texts(at.warning)
+    assert not at.error
+
+
+def test_a_batch_whose_rows_all_failed_says_so_in_red(server: LatencyServer, db: Path) -> None:
+    """A full bar read "0 done · 30 failed" in the app's amber, as if all was well."""
+    at = upload(batch_page(), csv_bytes(GOOD_ROW.format(name="Brokenville, ZZ")))
+    button(at, "Run batch").click().run()
+    assert not at.exception, at.exception
+    assert at.get("progress")[0].proto.text.startswith("1 of 1 row ended: 0 done · 1 failed")
+    assert [e.value for e in at.error] == ["The only row failed: the table's error column "
+                                           "says why."]
+    table = at.dataframe[0].value
+    assert list(table["status"]) == ["Failed"]
+    # No figure came back: dashes, never Python's None; no empty optional column.
+    assert list(table["output tokens"]) == ["–"]
+    assert "thinking s" not in table.columns and "server_tokens_per_s" not in table.columns
+    assert "None" not in table.to_string()
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -225,7 +245,7 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
     button(at, "Resume").click().run()
     assert not at.exception, at.exception
     table = at.dataframe[0].value
-    assert list(table["status"]) == [FINISHED] * 3
+    assert list(table["status"]) == ["Finished"] * 3  # the statistics' words
     assert list(table["output tokens"]) == [150, 200, 200]
     # The figures say what they cover: this session's two rows, not the three done.
     assert "3 done (1 before the resume)" in at.get("progress")[0].proto.text
@@ -258,6 +278,9 @@ def test_a_batch_runners_results_are_imported_into_history(server: LatencyServer
     at = button(at, "Import into History").click().run()
     assert not at.exception, at.exception
     assert "Imported 3 results into History" in texts(at.success)
+    table = at.dataframe[0].value  # statuses in words, a dash for a figure not reported
+    assert list(table["status"]) == ["Finished"] * 3
+    assert "None" not in table.to_string()
     runs = RunStore(db).list_runs()
     assert sorted(run.text for run in runs) == [f"Install {n} panels." for n in (10, 11, 12)]
     assert {run.preset for run in runs} == set(THREE)

@@ -88,6 +88,46 @@ def test_one_run_read_in_full(seeded: RunStore) -> None:
     assert any(b.label == "Open in Playground" for b in at.button)
 
 
+def test_one_run_has_the_grounding_line_of_the_side_by_side_view(seeded: RunStore) -> None:
+    at = history_page()
+    at.multiselect(key="history_open").set_value([1]).run()
+    assert not at.exception
+    assert any("Install :red-background[31 panels]." in m.value for m in at.markdown)
+    assert [c.value for c in at.caption if c.value.startswith("Grounding:")] == [
+        "Grounding: 0 grounded · 1 not found (not found: highlighted)"]
+
+
+def test_a_cut_prompts_run_read_alone_is_not_graded(seeded: RunStore) -> None:
+    request = RunRequest(backend="ollama", host="http://h", model="m", system="s",
+                         prompt="prompt", max_tokens=10, temperature=0.1)
+    run_id = seeded.start_run(request, "playground")
+    seeded.finish_run(run_id, "Install 31 panels.", "finished", None,
+                      {"prompt_truncated": True, "prompt_tokens": 2047})
+    at = history_page()
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    assert [c.value for c in at.caption if c.value.startswith("Grounding:")] == [
+        "Grounding: prompt cut: not graded"]
+
+
+def test_the_two_run_picker_offers_no_select_all(seeded: RunStore) -> None:
+    """Streamlit's multiselect offers "Select all" by default: not for picking two."""
+    at = history_page()
+    picker = at.multiselect(key="history_open")
+    assert picker.proto.max_selections == 2 and picker.proto.select_all == 0
+
+
+def test_the_table_shows_statuses_in_words_and_no_none(seeded: RunStore) -> None:
+    run_id = seeded.start_run(RunRequest(backend="ollama", host="http://h", model="m",
+                                         system="s", prompt="p", max_tokens=10,
+                                         temperature=0.1), "playground")
+    seeded.finish_run(run_id, "cut", "length", None, {})  # no figures recorded
+    table = history_page().dataframe[0].value
+    row = table[table["id"] == run_id].iloc[0]
+    assert row["status"] == "Hit max tokens"
+    assert row["output tokens"] == "–" and row["total s"] == "–"
+    assert "None" not in table.to_string()
+
+
 def test_two_runs_side_by_side(seeded: RunStore) -> None:
     at = history_page()
     at.multiselect(key="history_open").set_value([1, 2]).run()
@@ -194,7 +234,8 @@ def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
     at.number_input(key="history_page").set_value(1).run()
     at.number_input(key="history_open_id").set_value(1).run()
     assert at.multiselect(key="history_open").value == [1]
-    assert any("Install 31 panels." in m.value for m in at.markdown)
+    # The answer, its figures not in the data highlighted (the grounding check).
+    assert any("Install :red-background[31 panels]." in m.value for m in at.markdown)
     at.number_input(key="history_open_id").set_value(9999).run()
     assert "There is no run #9999." in at.warning[0].value
     labels = [b.label for b in at.get("download_button")]

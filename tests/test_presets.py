@@ -412,6 +412,12 @@ def test_too_many_rows_counts_every_row_left_out() -> None:
                             "were left out."]
 
 
+def test_one_row_left_out_is_said_in_the_singular() -> None:
+    parsed = parse_locations_csv(_csv(*[_row(f"Town {i}") for i in range(MAX_ROWS + 1)]))
+    assert parsed.notes == [f"Too many rows: the first {MAX_ROWS} locations are loaded, 1 more "
+                            "was left out."]
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [

@@ -11,6 +11,7 @@ from markdown_it import MarkdownIt
 from studio.render import (
     CURSOR,
     Throttle,
+    dashes,
     html_document,
     is_safe_url,
     markdown_to_safe_html,
@@ -461,3 +462,12 @@ def test_split_blocks_keeps_an_unclosed_fence_whole_while_it_streams() -> None:
 def test_split_blocks_of_nothing_is_one_empty_block() -> None:
     assert split_blocks("") == [""]
     assert "\n\n".join(split_blocks("a\n\nb\n\nc")) == "a\n\nb\n\nc"
+
+
+def test_tables_show_a_dash_for_a_missing_figure_and_drop_empty_optional_columns() -> None:
+    rows = [{"n": 1, "seconds": None, "thinking": None, "note": ""},
+            {"n": 2, "seconds": 0.5, "thinking": None, "note": "cut"}]
+    shown = dashes(rows, optional=("thinking", "note"))
+    assert shown == [{"n": 1, "seconds": "–", "note": ""},
+                     {"n": 2, "seconds": "0.5", "note": "cut"}]  # one type per column
+    assert dashes(rows, optional=("seconds",))[1]["seconds"] == "0.5"

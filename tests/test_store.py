@@ -111,7 +111,7 @@ def test_round_trip_start_progress_finish_get(store: RunStore) -> None:
     assert (done.text, done.status, done.error) == (SAMPLE_ANSWER, FINISHED, None)
     assert done.stats == stats.to_dict()
     assert done.output_tokens == 40 and done.total_time_s == 2.2
-    assert done.tokens_per_s == pytest.approx(25.0)
+    assert done.stats["server_tokens_per_s"] == pytest.approx(25.0)
     assert done.created_at == run.created_at
     assert done.to_request() == request()
     assert store.get(run_id + 100) is None

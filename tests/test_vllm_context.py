@@ -3,6 +3,9 @@ the server's 400s as ContextLengthError (FakeVLLM measures chats as vLLM 0.32.0 
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from backends.base import ContextLengthError
@@ -11,7 +14,7 @@ from studio.presets import build_user_prompt, load_locations, load_system_prompt
 from studio.window import fit_problem
 from tests.servers.latency import LatencyServer
 from tests.servers.tokens import chat_messages, prompt_tokens
-from tests.servers.vllm import FakeVLLM, completion
+from tests.servers.vllm import CONTEXT_TOO_LONG, FakeVLLM, completion
 
 PROMPT = build_user_prompt(load_locations()[0])
 SYSTEM = next(iter(load_system_prompts().values()))
@@ -108,3 +111,40 @@ def test_a_server_without_tokenize_gets_an_estimate() -> None:
     with LatencyServer(latency=0.0) as server:
         fit = VLLMBackend(server.url, "smollm2").context_fit(PROMPT, SYSTEM, 256)
     assert not fit.exact and fit.prompt_tokens > 1000
+
+
+ADVISES_LOWER_MAX_TOKENS = re.compile(r"(?i)lower max tokens(?! cannot)")
+
+
+@pytest.mark.parametrize("sdk", [True, False], ids=["openai-sdk", "requests"])
+def test_a_prompt_alone_over_the_window_is_not_advised_lower_max_tokens(sdk: bool) -> None:
+    """vLLM's 400 says the prompt alone is over the window: only a shorter prompt or a
+    larger --max-model-len helps."""
+    with FakeVLLM(200, OK, max_model_len=2048, check_context=True) as server, \
+            pytest.raises(ContextLengthError) as caught:
+        VLLMBackend(server.url, "smollm2", use_openai_sdk=sdk).generate(PROMPT, SYSTEM, 64)
+    hint = caught.value.hint
+    assert "Shorten the prompt" in hint and "--max-model-len" in hint
+    assert "2,048-token window" in hint
+    assert not ADVISES_LOWER_MAX_TOKENS.search(hint), hint
+
+
+def test_max_tokens_alone_over_the_window_is_advised_lower_max_tokens() -> None:
+    with FakeVLLM(200, OK, max_model_len=2048, check_context=True) as server, \
+            pytest.raises(ContextLengthError) as caught:
+        VLLMBackend(server.url, "smollm2", use_openai_sdk=False).generate("Hi", "", 4096)
+    assert caught.value.hint.startswith("Lower max tokens below 2,048")
+    assert "Shorten the prompt" not in caught.value.hint
+
+
+@pytest.mark.parametrize(("messages", "advice"), [
+    (7000, "Shorten the prompt (the prompt alone is over the 2,048-token window"),
+    (1500, "Lower max tokens to 548 or less"),
+])
+def test_the_older_vllm_wording_is_read_for_what_can_help(messages: int, advice: str) -> None:
+    """Before 0.3x vLLM said "you requested T tokens (P in the messages, C in the
+    completion)": the room left after the prompt decides the advice."""
+    body = json.loads(json.dumps(CONTEXT_TOO_LONG).replace("7000", str(messages)))
+    with FakeVLLM(400, body) as server, pytest.raises(ContextLengthError) as caught:
+        VLLMBackend(server.url, "smollm2", use_openai_sdk=False).generate("Hi")
+    assert caught.value.hint.startswith(advice), caught.value.hint

@@ -128,9 +128,10 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
         assert not at.exception, at.exception
         assert len(server.chat_requests) == 2
     (table,) = at.dataframe[:1]
-    notes = dict(zip(table.value["Pane"], table.value["Notes"], strict=True))
+    figures = table.value.set_index("Figure")  # a row per figure, a column per pane
+    notes = figures.loc["Notes"].to_dict()
     assert notes == {"1. Ollama · llama3.1:8b": PROMPT_TRUNCATED, "2. Ollama · mistral:7b": "–"}
-    grounding = dict(zip(table.value["Pane"], table.value["Grounding"], strict=True))
+    grounding = figures.loc["Grounding"].to_dict()
     assert grounding["1. Ollama · llama3.1:8b"] == "prompt cut: not graded"
     assert grounding["2. Ollama · mistral:7b"] != "prompt cut: not graded"
     assert "Grounding: prompt cut: not graded" in captions(at)

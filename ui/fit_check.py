@@ -22,6 +22,7 @@ from studio.request import RunRequest
 from studio.window import FitProblem, check_fit, fit_problem
 
 LOWER, ANYWAY = "lower", "anyway"
+SHOWN = 3  # misfits listed: the warning and its buttons fit a laptop's screen (1280x800)
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
     (None: lowering is not offered). Drawn in ``slot`` (the page's place for it, or a new
     placeholder), which is cleared at the click: the run that starts does not run under it."""
     box = slot if slot is not None else st.empty()
-    shown = pending.misfits[:10]
+    shown = pending.misfits[:SHOWN]
     lines = [f"- **{literal(m.label)}**: {literal(m.problem.message)}" if m.label
              else literal(m.problem.message) for m in shown]
     more = len(pending.misfits) - len(shown)
@@ -73,7 +74,7 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
     choices = (f"Lower max tokens to {lower:,}, shorten the prompt, get a longer window "
                "(above), or run anyway." if lower else
                "Shorten the prompt, get a longer window (above), or run anyway.")
-    inside = box.container()
+    inside = box.container(key=f"{key}_fit_warning")
     inside.warning("**The context window is too small.**\n\n" + "\n".join(lines)
                    + f"\n\n{choices}", icon="📏")
     options = [*([(LOWER, f"Lower max tokens to {lower:,} and run")] if lower else []),
@@ -86,10 +87,22 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
         if column.button(label, key=f"{key}_fit_{choice}", on_click=on_click,
                          width="stretch"):
             clicked = choice
+    if st.session_state.pop(_new_key(key), False) and clicked is None:
+        # Just held back by a click low on the page (Generate sits under the prompts): the
+        # warning would be drawn below the fold, and nothing visible would change.
+        with inside:
+            _scroll_into_view(f"st-key-{key}_fit_warning")
     if clicked is not None:
         st.session_state.pop(pending_key(key), None)
         box.empty()
     return None if clicked == "cancel" else clicked
+
+
+def _scroll_into_view(css_class: str) -> None:
+    """Scroll the page so the element of ``css_class`` (ours, never a user's text) shows."""
+    st.html(f"<script>document.querySelector('.{css_class}')"
+            "?.scrollIntoView({block: 'center', behavior: 'smooth'});</script>",
+            unsafe_allow_javascript=True)
 
 
 def pending_key(key: str) -> str:
@@ -106,5 +119,10 @@ def current(key: str, what: Any) -> Pending | None:
     return pending
 
 
+def _new_key(key: str) -> str:
+    return f"{key}_pending_fit_new"
+
+
 def hold(key: str, pending: Pending) -> None:
     st.session_state[pending_key(key)] = pending
+    st.session_state[_new_key(key)] = True  # the first drawing brings it into view

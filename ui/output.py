@@ -174,6 +174,12 @@ def show_answer(text: str, answer_slot: DeltaGenerator,
     answer_slot.markdown(shown)
 
 
+def grounding_line(report: GroundingReport) -> str:
+    """The line under an answer that says how its figures check against the prompt's data."""
+    return (f"Grounding: {report.summary()}"
+            + ("" if report.not_graded or not report.not_found else " (not found: highlighted)"))
+
+
 class Pane(NamedTuple):
     """The slots of one answer column: progress line, thinking, answer box, footer line, and
     a place for the pane's own controls (Compare's Stop)."""
@@ -251,41 +257,67 @@ def show_notes(stats: Mapping[str, Any]) -> None:
                        f"({load:.1f} s), so its times include the load.")
 
 
+STATS_PER_ROW = 3  # at 1280 px with the sidebar open, four cut "Hit max tokens" short
+
+
 def show_stats(stats: GenerationStats, stop_reason: str, streamed: bool) -> None:
-    """One row of figures: timings, token counts and speeds (client and server)."""
+    """Rows of figures: how it ended, timings, token counts and speeds (client and server).
+    Three to a row, the detail of each in its tooltip, so that no label or value is cut
+    short on a laptop's screen."""
     def fmt(value: float | int | None, unit: str = "", digits: int = 2) -> str:
         if value is None:
             return "–"
         return f"{value:,}{unit}" if isinstance(value, int) else f"{value:,.{digits}f}{unit}"
 
     one_piece = "" if streamed else " (one piece)"
+    one_piece_help = ("" if streamed else " The answer came in one piece: its first token "
+                      "arrived with the last.")
     thought = stats.time_to_first_thinking_s is not None
     with_thinking = ", with thinking" if thought else ""
-    rows = [
-        [("Time to first answer token" if thought else "Time to first token",
-          fmt(stats.time_to_first_token_s, " s") + one_piece),
-         ("Total time", fmt(stats.total_time_s, " s")),
-         # The servers count thinking and answer tokens together: said, not hidden.
-         ("Output tokens (with thinking)" if thought else "Output tokens",
-          fmt(stats.output_tokens)),
-         ("Prompt tokens", fmt(stats.prompt_tokens)
-          + (" (cut)" if stats.prompt_truncated else ""))],
-        [(f"Tokens/s (client{with_thinking})", fmt(stats.client_tokens_per_s, digits=1)),
-         (f"Tokens/s (server{with_thinking})", fmt(stats.server_tokens_per_s, digits=1)),
-         ("Model load", fmt(stats.server_load_s, " s")
-          + (" (cold)" if stats.cold_start else "")),
-         ("Context window", fmt(stats.context_window)),
-         ("Stop reason", stop_reason)],
+    counted = (" The server counts thinking and answer tokens together." if thought else "")
+    figures = [
+        ("Stop reason", stop_reason, "How the run ended."),
+        (("Time to first answer token" if thought else "Time to first token") + one_piece,
+         fmt(stats.time_to_first_token_s, " s"),
+         "From sending the request to the first token of the answer." + one_piece_help),
+        ("Total time", fmt(stats.total_time_s, " s"), "From sending the request to the end."),
+        ("Prompt tokens", fmt(stats.prompt_tokens) + (" (cut)" if stats.prompt_truncated
+                                                      else ""),
+         "As the server counted them" + ("; it cut the prompt to fit its window."
+                                         if stats.prompt_truncated else ".")),
+        # The servers count thinking and answer tokens together: said, not hidden.
+        ("Output tokens (with thinking)" if thought else "Output tokens",
+         fmt(stats.output_tokens), "As the server counted them." + counted),
+        ("Context window", fmt(stats.context_window),
+         "The tokens the server gives this model for prompt and answer together."),
+        (f"Tokens/s (client{with_thinking})", fmt(stats.client_tokens_per_s, digits=1),
+         "Output tokens over the time the app saw them arrive (measured by the app)."
+         + counted),
+        (f"Tokens/s (server{with_thinking})", fmt(stats.server_tokens_per_s, digits=1),
+         "Output tokens over the generation time the server reports (– where it reports "
+         "none, as vLLM)." + counted),
+        ("Model load" + (" (cold start)" if stats.cold_start else ""),
+         fmt(stats.server_load_s, " s"),
+         "The time the server spent loading the model for this run"
+         + (": it was not loaded before." if stats.cold_start else ".")),
     ]
     if thought:
-        rows.append([("Time to first thinking token",
-                      fmt(stats.time_to_first_thinking_s, " s") + one_piece),
-                     ("Thinking time", fmt(stats.thinking_s, " s")),
-                     ("Thinking tokens", fmt(stats.thinking_tokens)),
-                     ("Thinking characters", fmt(stats.thinking_chars))])
-    for row in rows:
-        for column, (label, value) in zip(st.columns(len(row)), row, strict=True):
-            column.metric(label, value)
+        figures += [
+            ("Time to first thinking token" + one_piece,
+             fmt(stats.time_to_first_thinking_s, " s"),
+             "From sending the request to the first token of thinking." + one_piece_help),
+            ("Thinking time", fmt(stats.thinking_s, " s"),
+             "From the first thinking token to the first answer token."),
+            ("Thinking tokens", fmt(stats.thinking_tokens),
+             "Tokens of thinking, where the server counts them apart."),
+            ("Thinking characters", fmt(stats.thinking_chars),
+             "The length of the thinking that came back."),
+        ]
+    for start in range(0, len(figures), STATS_PER_ROW):
+        row = figures[start:start + STATS_PER_ROW]
+        for column, (label, value, detail) in zip(st.columns(STATS_PER_ROW), row,
+                                                   strict=False):
+            column.metric(label, value, help=detail)
 
 
 def downloads(run: Run) -> None:
