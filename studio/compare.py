@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -403,6 +403,10 @@ class _Unavailable:
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         return False
+
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        return model if model in models else None
 
 
 def _error_html(run: Run) -> str:
