@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -420,6 +420,13 @@ class Backend(Protocol):
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         """Whether this model only demonstrates the pipeline (its figures are no advice)."""
+        ...
+
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        """The server's name for ``model`` in its list ``models`` (Ollama: a name without a
+        tag is ``name:latest``), None when it is not there. Every check of a model against a
+        server's list goes through this."""
         ...
 
 

@@ -124,6 +124,10 @@ class EmbeddedBackend:
     def is_demo_model(cls, model: str) -> bool:
         return model in ("", BUNDLED_NAME)  # the 135M model that ships for the demo
 
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        return model if model in models else None
+
     def list_models(self) -> list[str]:
         """The bundled model's name, then every .gguf file in the configured folders."""
         names = [BUNDLED_NAME] if bundled_model_path() else []

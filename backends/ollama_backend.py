@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import requests
@@ -121,6 +121,14 @@ class OllamaBackend:
     def is_demo_model(cls, model: str) -> bool:
         return False
 
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        """Ollama reads a name without a tag as ``name:latest`` (``tinyllama`` is listed as
+        ``tinyllama:latest`` once pulled); the tag is the part after a ':' in the last path
+        segment (``host:11434/library/x`` has none)."""
+        wanted = _with_latest(model)
+        return next((name for name in models if _with_latest(name) == wanted), None)
+
     def list_models(self) -> list[str]:
         """Names of the models pulled on the server (``GET /api/tags``)."""
         response = self._request("GET", "/api/tags")
@@ -188,9 +196,8 @@ class OllamaBackend:
             raise
         except (BackendStatusError, ValueError, AttributeError):
             return {}
-        names = {self.model, f"{self.model}:latest"}
-        return next((m for m in models if isinstance(m, dict)
-                     and (m.get("name") in names or m.get("model") in names)), {})
+        return next((m for m in models if isinstance(m, dict) and self.find_model(
+            self.model, [str(m.get("name") or ""), str(m.get("model") or "")])), {})
 
     def model_state(self) -> ModelState:
         """Version (``/api/version``), and from ``/api/ps``: loaded, window, share on CPU."""
@@ -411,3 +418,10 @@ def _version(text: str | None) -> tuple[int, ...]:
         digits = "".join(ch for ch in piece if ch.isdigit())
         parts.append(int(digits or 0))
     return tuple(parts)
+
+
+def _with_latest(model: str) -> str:
+    """``model`` with Ollama's default tag when it has none: ``tinyllama`` ->
+    ``tinyllama:latest``."""
+    model = model.strip()
+    return model if not model or ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
@@ -146,6 +146,10 @@ class VLLMBackend:
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         return False
+
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        return model if model in models else None
 
     def list_models(self) -> list[str]:
         """Ids of the models the server serves (``GET /v1/models``)."""

@@ -80,9 +80,7 @@ def main() -> None:
     selection, store = current_selection(), history()
     st.title("📦 Batch")
     show_fallback_notice()
-    st.caption(f"Backend, model and parameters come from the sidebar: {selection.backend} · "
-               f"{literal(selection.model)} · max tokens {selection.max_tokens} · "
-               f"temperature {selection.temperature}.")
+    st.caption(header(selection, st.session_state.get("batch")))
     scenarios = scenarios_picker()
     system_prompts = load_system_prompts()
     left, middle, right = st.columns(3)
@@ -148,6 +146,22 @@ def main() -> None:
         with earlier.container():
             earlier_batches(store, selection)
             import_results_file(store)
+
+
+def header(selection: RunParams, batch: Batch | None) -> str:
+    """Where a batch's settings come from: the sidebar's for a new one; the batch on screen
+    (a resumed one too) runs with its own, as they were stored."""
+    sidebar = run_settings(selection)
+    if batch is None:
+        return f"Backend, model and parameters come from the sidebar: {sidebar}."
+    return (f"The batch below {'ran' if batch.done else 'runs'} with its own settings: "
+            f"{run_settings(batch.spec)}. A new batch takes the sidebar's: {sidebar}.")
+
+
+def run_settings(params: RunParams) -> str:
+    """'ollama · llama3.1:8b · max tokens 512 · temperature 0.2' (the model as literal text)."""
+    return (f"{params.backend} · {literal(params.model)} · max tokens {params.max_tokens} · "
+            f"temperature {params.temperature}")
 
 
 def scenarios_picker() -> list[Location]:

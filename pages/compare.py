@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from backends import BACKENDS, BackendError, backend_class
-from studio.compare import FIGURES, MAX_PANES, MAX_REPEATS, Comparison, pane_labels
+from studio.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.config import Settings
 from studio.connection import build
 from studio.prompts import prompt_problem
@@ -180,10 +180,10 @@ def answers(comparison: Comparison, running: bool) -> None:
             if not comparison.pane_stopped(index):
                 pane.control.button(f"Stop pane {index + 1}", key=f"compare_stop_{index}",
                                     on_click=comparison.stop_pane, args=(index,))
-        follow_all(lambda: comparison.current_round, answer_slots, progress_slots,
+        follow_all(lambda: comparison.shown_round, answer_slots, progress_slots,
                    comparison.wait, [pane.thinking for pane in panes])
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
-    for index, run in enumerate(comparison.current_round):
+    for index, run in enumerate(comparison.shown_round):
         report = comparison.grounding(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
@@ -219,25 +219,12 @@ def measurements(comparison: Comparison) -> None:
         "Figure": st.column_config.Column(width=FIGURE_COLUMN),
         **{label: st.column_config.Column(width=width) for label in comparison.labels}})
 
-    charts = st.columns(2)
-    medians = pd.DataFrame({
-        label: [value.median if (value := comparison.figures(i)[key]) else None
-                for i in range(len(comparison.panes))]
-        for key, label, _ in FIGURES if key in ("ttft", "total", "client_tps", "server_tps")},
-        index=comparison.labels)
-    with charts[0]:
-        st.caption("Timings (s, median of the measured runs: finished, with an answer; runs "
-                   "cut at max tokens, empty, stopped or failed are counted apart)")
-        st.bar_chart(medians[["Time to first token (s)", "Total time (s)"]], stack=False)
-        st.caption("Tokens/s (median)")
-        st.bar_chart(medians[["Tokens/s (client)", "Tokens/s (server)"]], stack=False)
-    with charts[1]:
-        st.caption("Characters received over time (latest round)")
-        series = [pd.Series({t: n for t, n in points}, name=name)
-                  for name, points in comparison.timelines().items() if points]
-        if series:
-            st.line_chart(pd.concat(series, axis=1).sort_index().ffill(), x_label="seconds",
-                          y_label="characters")
+    unmeasured = comparison.unmeasured()
+    if len(unmeasured) == len(comparison.panes):
+        st.caption("Nothing was measured: no run finished with an answer (see Runs in the "
+                   "table), so there is nothing to chart.")
+    else:
+        charts(comparison, unmeasured)
 
     downloads = st.columns(2)
     downloads[0].download_button("⬇ Report (HTML)", comparison.to_html(),
@@ -245,6 +232,29 @@ def measurements(comparison: Comparison) -> None:
     downloads[1].download_button("⬇ Report (JSON)", comparison.to_json(),
                                  "comparison.json", "application/json",
                                  width="stretch")
+
+
+def charts(comparison: Comparison, unmeasured: list[str]) -> None:
+    """The bar charts of the measured panes' medians, and the characters over time."""
+    columns = st.columns(2)
+    with columns[0]:
+        if unmeasured:
+            st.caption(literal("Nothing measured for " + ", ".join(unmeasured)
+                               + ": no run finished with an answer, so no bars."))
+        st.caption("Timings (s, median of the measured runs: finished, with an answer; runs "
+                   "cut at max tokens, empty, stopped or failed are counted apart)")
+        st.bar_chart(pd.DataFrame.from_dict(comparison.medians(TIMINGS), orient="index"),
+                     stack=False)
+        if speeds := comparison.medians(SPEEDS):
+            st.caption("Tokens/s (median)")
+            st.bar_chart(pd.DataFrame.from_dict(speeds, orient="index"), stack=False)
+    with columns[1]:
+        st.caption("Characters received over time (latest round)")
+        series = [pd.Series({t: n for t, n in points}, name=name)
+                  for name, points in comparison.timelines().items() if points]
+        if series:
+            st.line_chart(pd.concat(series, axis=1).sort_index().ffill(), x_label="seconds",
+                          y_label="characters")
 
 
 main()

@@ -141,6 +141,17 @@ def check_login(access: Access, name: str, password: str) -> str | None:
     return name if access.password and same_secret(password, access.password) else None
 
 
+def login_refusal(access: Access, name: str, password: str) -> str:
+    """What was wrong with a refused login, and only that: with a shared password the name
+    (missing) or the password (wrong or missing); with a ``[passwords]`` table the pair,
+    which does not tell whether a name exists."""
+    missing = [what for what, value in (("a name", name.strip()), ("the password", password))
+               if not value]
+    if missing:
+        return f"{' and '.join(missing).capitalize()} {'are' if len(missing) > 1 else 'is'} needed."
+    return "Wrong name or password." if access.passwords else "Wrong password."
+
+
 def login_keys(session_id: str, address: str | None, name: str) -> tuple[str, ...]:
     """What the throttle counts a login attempt against: this browser session, the client's
     address and the name tried. ``address``: Streamlit's ``st.context.ip_address``, None on a

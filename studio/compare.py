@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -36,6 +36,8 @@ from studio.runner import Recording, Run
 
 MAX_PANES = 4
 MAX_REPEATS = 10
+TIMINGS = ("ttft", "total")  # the keys of FIGURES in the Compare page's two bar charts
+SPEEDS = ("client_tps", "server_tps")
 # Figures of the measurement table: (key, label, how to read it from a run).
 FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] = [
     ("ttft", "Time to first token (s)", lambda s: s.time_to_first_token_s),
@@ -141,6 +143,8 @@ class Comparison(Job):
         self.rounds: list[list[Run]] = []
         self.round_walls: list[float] = []
         self._stopped_panes: set[int] = set()  # panes stopped on their own (stop_pane)
+        # (round, pane) of the runs a stopped pane sat out: never started, nothing sent
+        self._sat_out: set[tuple[int, int]] = set()
         self._began: float | None = None  # time.monotonic() as the first round started
         self._ended: float | None = None  # and as the last one ended
         self._build = build
@@ -187,6 +191,7 @@ class Comparison(Job):
                 self._began = started
             for index, run in enumerate(runs):
                 if self.pane_stopped(index):
+                    self._sat_out.add((len(self.rounds) - 1, index))
                     run.stop()  # never started: it ends as stopped, nothing sent
                 else:
                     run.start()
@@ -209,6 +214,23 @@ class Comparison(Job):
         """One pane's runs, round by round."""
         return [runs[index] for runs in self.rounds if index < len(runs)]
 
+    def shown_run(self, index: int) -> Run | None:
+        """The run a pane shows: its latest, or its last real one when it sat out the rounds
+        after its Stop (the stopped run with its partial answer, not an empty one)."""
+        runs = [runs[index] for number, runs in enumerate(self.rounds)
+                if index < len(runs) and (number, index) not in self._sat_out]
+        if runs:
+            return runs[-1]
+        current = self.current_round
+        return current[index] if index < len(current) else None
+
+    @property
+    def shown_round(self) -> list[Run]:
+        """The run each pane shows (``shown_run``): the latest round, but a pane that sat it
+        out keeps its last real run."""
+        shown = (self.shown_run(index) for index in range(len(self.current_round)))
+        return [run for run in shown if run is not None]
+
     def measured_runs(self, index: int) -> list[Run]:
         """The runs of a pane that count in its figures (``is_measured``): finished, with an
         answer. A stopped run's times are the Stop's, not the model's; an error's are the
@@ -219,13 +241,33 @@ class Comparison(Job):
         runs = self.measured_runs(index)
         return {key: spread([read(run.stats) for run in runs]) for key, _, read in FIGURES}
 
+    def medians(self, keys: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
+        """A chart's data: per pane with any of these figures measured, its label and
+        {figure label: median}, for the figures some pane has. A pane or a figure with
+        nothing measured is left out: no bar, not a zero or an empty one."""
+        names = {key: label for key, label, _ in FIGURES}
+        medians = [{names[key]: value.median for key in keys
+                    if (value := self.figures(index)[key]) is not None}
+                   for index in range(len(self.panes))]
+        present = [names[key] for key in keys if any(names[key] in m for m in medians)]
+        return {label: {name: values.get(name) for name in present}
+                for label, values in zip(self.labels, medians, strict=True) if values}
+
+    def unmeasured(self) -> list[str]:
+        """The labels of the panes with no measured run (``is_measured``)."""
+        return [label for index, label in enumerate(self.labels)
+                if not self.measured_runs(index)]
+
     @property
     def labels(self) -> list[str]:
         return pane_labels(self.panes)
 
     def grounding(self, index: int) -> GroundingReport | None:
-        runs = [run for run in self.pane_runs(index) if run.done and run.text]
-        return check_run(runs[-1].text, self.prompt, runs[-1].stats.to_dict()) if runs else None
+        """The grounding of the answer the pane shows (``shown_run``), once it has ended."""
+        run = self.shown_run(index)
+        if run is None or not run.done or not run.text:
+            return None
+        return check_run(run.text, self.prompt, run.stats.to_dict())
 
     def table(self) -> list[dict[str, str]]:
         """The measurement table: one row per pane, figures as 'median (min–max)'."""
@@ -271,9 +313,9 @@ class Comparison(Job):
                 + ", ".join(f"{wall:.2f} s" for wall in walls) + ")")
 
     def timelines(self) -> dict[str, list[tuple[float, int]]]:
-        """Characters received over time, per pane, in the latest round."""
+        """Characters received over time, per pane, in the run it shows (``shown_round``)."""
         return {label: list(run.timeline)
-                for label, run in zip(self.labels, self.current_round, strict=False)}
+                for label, run in zip(self.labels, self.shown_round, strict=False)}
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -301,7 +343,7 @@ class Comparison(Job):
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
             f"{_error_html(run)}{thinking_html(run.thinking)}{markdown_to_safe_html(run.text)}"
             "</section>"
-            for pane, label, run in zip(self.panes, self.labels, self.current_round,
+            for pane, label, run in zip(self.panes, self.labels, self.shown_round,
                                         strict=False))
         rows = self.table()
         head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0]) if rows else ""
@@ -361,6 +403,10 @@ class _Unavailable:
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         return False
+
+    @classmethod
+    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
+        return model if model in models else None
 
 
 def _error_html(run: Run) -> str:

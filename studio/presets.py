@@ -228,8 +228,8 @@ _CELL_PROBLEMS = {
     "empty": "column '{column}' is empty",
     "yes_no": "column '{column}': '{value}' is not a boolean (use true or false)",
     "float_parsing": "column '{column}': '{value}' is not a number",
-    "decimal_point": "column '{column}': '{value}' has a decimal point, but this file writes "
-                     "decimals with a comma (like '53,76'): write it with a comma",
+    # why is said once for the file (LocationsImport.notes), not per cell
+    "decimal_point": "column '{column}': '{value}' has a decimal point",
     "int_parsing": "column '{column}': '{value}' is not a whole number",
     "finite_number": "column '{column}': '{value}' is not a finite number",
     "greater_than": "column '{column}': {value} must be greater than {gt:g}",
@@ -256,6 +256,8 @@ class LocationsImport:
     dropped_rows: int = 0  # data rows past MAX_ROWS, not read
     delimiter: str = ","
     decimal_comma: bool = False  # numbers written "1.234,5" (semicolon files only)
+    # (row, column) of the cells written with a decimal point in a decimal-comma file
+    decimal_points: list[tuple[int, str]] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
@@ -266,6 +268,14 @@ class LocationsImport:
                          "decimal commas ('53,76' is 53.76; '1.234,5' is 1234.5).")
         elif self.delimiter != ",":
             notes.append(f"Read as {DELIMITER_NAMES[self.delimiter]}-separated values.")
+        if self.decimal_points:
+            by_row: dict[int, list[str]] = {}
+            for row, column in self.decimal_points:
+                by_row.setdefault(row, []).append(column)
+            notes.append("This file writes decimals with a comma (like '53,76'), but these "
+                         "cells have a decimal point: write them with a comma. "
+                         + "; ".join(f"Row {row}: {', '.join(columns)}"
+                                     for row, columns in by_row.items()) + ".")
         if self.dropped_rows:
             notes.append(f"Too many rows: the first {MAX_ROWS} locations are loaded, "
                          f"{self.dropped_rows:,} more "
@@ -322,7 +332,8 @@ def parse_locations_csv(text: str) -> LocationsImport:
             if data_rows > MAX_ROWS:
                 result.dropped_rows += 1
                 continue
-            location, error = _parse_row(cells, header, index, result.decimal_comma)
+            location, error, points = _parse_row(cells, header, index, result.decimal_comma)
+            result.decimal_points += [(reader.line_num, column) for column in points]
             if location is not None and location.name in seen:
                 error = f"duplicate location name '{location.name}'"
             if error is not None or location is None:
@@ -358,18 +369,21 @@ def _writes_decimal_commas(text: str, delimiter: str, index: dict[str, int]) -> 
 
 def _parse_row(
     cells: list[str], header: list[str], index: dict[str, int], decimal_comma: bool = False
-) -> tuple[Location | None, str | None]:
-    """Build one Location from a CSV record, or explain every problem in it."""
+) -> tuple[Location | None, str | None, list[str]]:
+    """Build one Location from a CSV record, or explain every problem in it; and the columns
+    of its cells with a decimal point in a decimal-comma file."""
     short = [c for c in COLUMNS if index[c] >= len(cells)]
     if short:
         return None, (f"has {len(cells)} values but the header has {len(header)} columns; "
-                      "missing value(s) for: " + ", ".join(short))
+                      "missing value(s) for: " + ", ".join(short)), []
     row = {column: cells[index[column]] for column in COLUMNS}
     try:
         valid = LocationRow.model_validate(row, context={DECIMAL_COMMA: decimal_comma})
     except ValidationError as exc:  # every bad cell of the row, in column order
-        return None, "; ".join(_cell_problem(error, row) for error in exc.errors())
-    return Location(**valid.model_dump()), None
+        errors = exc.errors()
+        return None, "; ".join(_cell_problem(error, row) for error in errors), [
+            str(error["loc"][0]) for error in errors if error["type"] == "decimal_point"]
+    return Location(**valid.model_dump()), None, []
 
 
 def _preset_path(path: Path | None, filename: str) -> Path:

@@ -114,6 +114,9 @@ class Run:
         self.started_at = datetime.now(UTC)
         self.reopened = False  # a run of the history shown again, not run now
         self._recorded_status: str | None = None  # a reopened run's status, as recorded
+        # A reopened run's statistics as recorded, with the marks GenerationStats does not
+        # hold (imported from a batch runner): see ``statistics``.
+        self._recorded_stats: dict[str, Any] = {}
         self.error: BackendError | None = None
         self._stats = GenerationStats()
         self._text = ""
@@ -139,6 +142,7 @@ class Run:
         run._text, run._thinking = stored.text, stored.thinking
         run._stats = stored.generation_stats()
         run._recorded_status = stored.status
+        run._recorded_stats = dict(stored.stats)
         if stored.error:
             run.error = BackendError(stored.error, backend=stored.backend)
         run._ended = run._started + (run._stats.total_time_s or 0.0)
@@ -232,6 +236,12 @@ class Run:
     @property
     def stats(self) -> GenerationStats:
         return self._stream.stats if self._stream is not None else self._stats
+
+    @property
+    def statistics(self) -> dict[str, Any]:
+        """The statistics as a dict, as the history records them: a reopened run's keep their
+        marks (``imported_from``: not run by this app) that ``stats`` has no field for."""
+        return {**self._recorded_stats, **self.stats.to_dict()}
 
     @property
     def done(self) -> bool:
@@ -383,7 +393,7 @@ class Run:
             "system_prompt": request.system, "user_prompt": request.prompt,
             "thinking": self.thinking, "answer": self.text, "status": self.status,
             "error": self._error_text(),
-            "statistics": self.stats.to_dict(),
+            "statistics": self.statistics,
         }
 
 

@@ -24,6 +24,7 @@ from studio.access import (
     access_from,
     check_login,
     login_keys,
+    login_refusal,
 )
 from studio.batch_files import MAX_FILE_BYTES
 from studio.capacity import Capacity, Limits
@@ -98,6 +99,17 @@ def test_the_shared_password_wants_a_name_and_the_right_password() -> None:
     assert check_login(rules, "Ann", "wrong") is None
     assert check_login(rules, "", "s3cret") is None
     assert check_login(rules, "Ann", "") is None
+
+
+def test_a_refused_login_says_only_what_was_wrong() -> None:
+    shared = Access(PASSWORD, password="s3cret")
+    assert login_refusal(shared, "alice", "wrong") == "Wrong password."
+    assert login_refusal(shared, " ", "s3cret") == "A name is needed."
+    assert login_refusal(shared, "alice", "") == "The password is needed."
+    assert login_refusal(shared, "", "") == "A name and the password are needed."
+    table = Access(PASSWORD, passwords={"ann": "a-pass"})
+    assert login_refusal(table, "eve", "a-pass") == "Wrong name or password."
+    assert login_refusal(table, "", "a-pass") == "A name is needed."
 
 
 def test_per_user_passwords_check_the_name_too() -> None:

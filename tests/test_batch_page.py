@@ -254,6 +254,26 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
     assert server.requests == Counter(THREE[1:])  # the finished row is not asked again
 
 
+def test_the_header_describes_a_resumed_batchs_own_settings(server: LatencyServer,
+                                                            db: Path) -> None:
+    """A resumed batch runs at its stored max tokens and temperature, not the sidebar's: the
+    header says so, and what a new batch would take."""
+    at = batch_page()
+    assert at.caption[0].value.startswith("Backend, model and parameters come from the sidebar")
+    spec = BatchSpec(scenarios=LOCATIONS[:2], backend="vllm", host=server.url, model=MODEL,
+                     system="You are a PV analyst.", max_tokens=100, temperature=0.7)
+    seed_batch(RunStore(db), spec, [0])
+    at.run()
+    button(at, "Resume").click().run()
+    assert not at.exception, at.exception
+    sidebar = at.session_state["max_tokens"]
+    assert sidebar != 100
+    header = texts([at.caption[0]])
+    assert header.startswith(f"The batch below ran with its own settings: vllm · {MODEL} · "
+                             "max tokens 100 · temperature 0.7.")
+    assert f"A new batch takes the sidebar's: vllm · {MODEL} · max tokens {sidebar}" in header
+
+
 def test_a_batch_runners_results_are_imported_into_history(server: LatencyServer,
                                                            db: Path) -> None:
     """The JSONL the page exports, answered by a batch runner, uploaded back: History runs."""

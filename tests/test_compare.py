@@ -17,7 +17,9 @@ from backends.vllm_backend import VLLMBackend
 from studio import connection
 from studio.compare import Comparison, Spread, is_measured, pane_labels, spread
 from studio.config import load_config
+from studio.grounding import check_run
 from studio.presets import build_user_prompt, load_locations
+from studio.render import markdown_to_safe_html
 from studio.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
@@ -568,6 +570,26 @@ def test_one_pane_is_stopped_on_its_own_and_sits_out_the_next_rounds(
     assert stream.text and len(stream.text) < len(OLLAMA_ANSWER * 4)  # partial text kept
     assert [row["Runs"] for row in comparison.table()] == ["0 measured · 3 stopped",
                                                            "3 measured"]
+    # The pane shows the run it stopped, partial answer and all, not the empty run of the
+    # last round it sat out; its grounding line is that answer's.
+    shown, other = comparison.shown_round
+    assert shown is stream and shown.status == STOPPED
+    assert other is comparison.current_round[1]
+    report = comparison.grounding(0)
+    assert report is not None
+    assert report == check_run(stream.text, PROMPT, stream.stats.to_dict())
+    assert comparison.timelines()[comparison.labels[0]] == stream.timeline
+    assert markdown_to_safe_html(stream.text) in comparison.to_html()
+
+
+def test_a_run_without_an_answer_has_no_grounding_line_from_an_earlier_round() -> None:
+    backend = Answering([("Install 12 panels for 53.76 kWh a day.", "", answered(2.0)),
+                         ("", "", answered(1.0))])
+    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    comparison = compare([pane], repeats=2, builder=lambda _: backend)
+    assert comparison.wait(5)
+    assert comparison.shown_round == comparison.current_round
+    assert comparison.grounding(0) is None  # the shown run (round 2) answered nothing
 
 
 def test_stopping_every_pane_one_by_one_stops_the_comparison(vllm_server: FakeVLLM) -> None:

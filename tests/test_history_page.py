@@ -274,3 +274,26 @@ def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> 
     shown = [re.sub(r"\\(.)", r"\1", c.value) for c in at.caption]  # markdown escapes off
     assert any(c.startswith("📥 Imported from vLLM run_batch: recorded from a batch runner's "
                             "results file") for c in shown)
+
+
+def test_an_imported_run_opened_in_the_playground_still_says_so(seeded: RunStore) -> None:
+    """History -> Open in Playground keeps the imported mark: the run was not run by this
+    app, so its missing times are not a live run's; its JSON download keeps the mark too."""
+    spec = BatchSpec(backend="vllm", host="", model="smollm2", scenarios=load_locations()[:1],
+                     system="system")
+    exported = export_jsonl(spec)
+    line = json.dumps({"id": "vllm-abc", "custom_id": json.loads(exported)["custom_id"],
+                       "error": None, "response": {"status_code": 200, "body": {
+                           "choices": [{"message": {"content": "Install 31 panels."},
+                                        "finish_reason": "stop"}]}}})
+    (run_id,) = import_results(seeded, exported, line).run_ids
+    at = history_page()
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    at = click(at, "Open in Playground")
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["☀️ PV Playground"]
+    shown = [re.sub(r"\\(.)", r"\1", c.value) for c in at.caption]
+    assert any(c.startswith("📥 Imported from vLLM run_batch: recorded from a batch runner's "
+                            "results file") and "not run by this app" in c for c in shown)
+    run = at.session_state["playground_run"]
+    assert run.to_dict()["statistics"]["imported_from"] == "vLLM run_batch"

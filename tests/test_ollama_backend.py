@@ -17,6 +17,7 @@ from backends.base import (
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from backends.vllm_backend import VLLMBackend
 from tests.servers.base import LocalServer
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, prompt_tokens, tokenize
 
@@ -276,3 +277,19 @@ def test_close_from_another_thread_while_waiting_for_the_first_token(
     assert received == tokenize(SAMPLE_ANSWER)[:1]
     assert stream.stats.done_reason == "cancelled"
     gate.set()
+
+
+def test_a_name_without_a_tag_is_found_as_its_latest_tag() -> None:
+    """Ollama lists ``tinyllama`` as ``tinyllama:latest`` once pulled; a registry host's
+    port is not a tag; other backends match names exactly."""
+    models = ["mistral:7b", "tinyllama:latest", "127.0.0.1:11798/library/evil:latest"]
+    assert OllamaBackend.find_model("tinyllama", models) == "tinyllama:latest"
+    assert OllamaBackend.find_model("tinyllama:latest", models) == "tinyllama:latest"
+    assert OllamaBackend.find_model("mistral:7b", models) == "mistral:7b"
+    assert OllamaBackend.find_model("mistral", models) is None  # only :7b is there
+    assert OllamaBackend.find_model("tinyllama:1.1b", models) is None
+    assert (OllamaBackend.find_model("127.0.0.1:11798/library/evil", models)
+            == "127.0.0.1:11798/library/evil:latest")
+    assert OllamaBackend.find_model("llama3.1:latest", ["llama3.1"]) == "llama3.1"
+    assert VLLMBackend.find_model("smollm2", ["smollm2:latest"]) is None
+    assert VLLMBackend.find_model("smollm2", ["smollm2"]) == "smollm2"

@@ -330,9 +330,25 @@ def test_a_decimal_point_in_a_decimal_comma_file_is_one_clear_problem(cell: str)
     parsed = parse_locations_csv(_de_csv(_de_row("A", sunlight_cv=cell), _de_row("B")))
     assert parsed.decimal_comma and [loc.name for loc in parsed.locations] == ["B"]
     (problem,) = parsed.row_problems
-    assert problem.message == (f"column 'sunlight_cv': '{cell}' has a decimal point, but this "
-                               "file writes decimals with a comma (like '53,76'): write it "
-                               "with a comma")
+    assert problem.message == f"column 'sunlight_cv': '{cell}' has a decimal point"
+    assert parsed.decimal_points == [(2, "sunlight_cv")]
+    assert parsed.notes[-1] == ("This file writes decimals with a comma (like '53,76'), but "
+                                "these cells have a decimal point: write them with a comma. "
+                                "Row 2: sunlight_cv.")
+
+
+def test_many_decimal_points_are_explained_once_with_their_cells() -> None:
+    """A semicolon file with a few dot decimals: why is said once, with every cell's row and
+    column; each skipped row names its cells without repeating why."""
+    points = {"sunlight_cv": "0.25", "peak_sun_hours": "5.1", "winter_summer_ratio": "1.18"}
+    parsed = parse_locations_csv(_de_csv(_de_row("A"), _de_row("B", **points),
+                                         _de_row("C", sunlight_cv="0.3")))
+    assert [loc.name for loc in parsed.locations] == ["A"]
+    text = " ".join([*parsed.notes, *(str(problem) for problem in parsed.row_problems)])
+    assert text.count("writes decimals with a comma") == 1
+    order = [c for c in COLUMNS if c in points]
+    assert parsed.notes[-1].endswith(f"Row 3: {', '.join(order)}; Row 4: sunlight_cv.")
+    assert [problem.row for problem in parsed.row_problems] == [3, 4]
 
 
 def test_a_semicolon_file_without_decimal_commas_keeps_the_point() -> None:

@@ -95,6 +95,14 @@ def test_the_login_page_says_a_shared_password_makes_names_labels(
     assert not any("label" in caption.value for caption in named.caption)
 
 
+def test_a_wrong_shared_password_with_a_name_says_only_the_password_is_wrong(
+        start: Start, fake_ollama: FakeOllama) -> None:
+    at = log_in(start(ollama(fake_ollama.url)), "alice", "wrong")
+    assert not logged_in(at)
+    (error,) = at.error
+    assert error.value.startswith("Wrong password.") and "name" not in error.value
+
+
 def test_an_admins_name_typed_with_the_shared_password_reads_and_deletes_nothing_else(
         start: Start, fake_ollama: FakeOllama, tmp_path: Path) -> None:
     at = start(ollama(fake_ollama.url, admins=["root"]))

@@ -22,6 +22,7 @@ from studio.access import (
     access_from,
     check_login,
     login_keys,
+    login_refusal,
 )
 from studio.config import Settings
 from studio.render import literal
@@ -115,8 +116,7 @@ def _password_form(rules: Access) -> None:
         THROTTLE.end(attempt, user is not None)  # also when the session went away meanwhile
     if user is None:
         failures = THROTTLE.failures(keys)
-        st.error(("Wrong name or password." if rules.passwords else
-                  "Wrong password (and a name is needed).")
+        st.error(login_refusal(rules, name, password)
                  + (f" {failures} failed logins here in the last minute: each one more makes "
                     f"the next wait longer (up to {THROTTLE.max_delay:.0f} s)."
                     if failures > 1 else ""), icon="🔒")

@@ -74,7 +74,8 @@ def backend_picker(settings: Settings, prefix: str = "",
     model = _model_picker(settings, kind, host, status, f"{prefix}model_{kind}")
     if status.reachable:
         count = len(status.models)
-        found = probes().state(settings, kind, host, model) if model in status.models else None
+        found = (probes().state(settings, kind, host, model)
+                 if backend_class(kind).find_model(model, status.models) else None)
         notes = "".join(f" · {literal(note)}" for note in (found.notes() if found else []))
         st.success(f"Reachable · {count} model{'s' if count != 1 else ''}{notes}", icon="🟢")
         think = _think_picker(found.think_options if found else (), f"{prefix}think_{kind}")
@@ -123,20 +124,23 @@ def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatu
         return model
     wanted = state.get(key)
     options = list(status.models)
-    if wanted and wanted not in options:
+    if wanted and (listed := cls.find_model(wanted, options)) is not None:
+        state[key] = listed  # the server's name: 'tinyllama' is 'tinyllama:latest' once pulled
+    elif wanted:
         if pullable:  # kept, so that it can be pulled
             options.append(wanted)
         else:
             st.warning(literal(f"{wanted} is not on the server. "
                                f"{cls.missing_model_hint(wanted)}"), icon="⚠️")
             state[key] = options[0]
-    elif not wanted:
+    else:
         state[key] = options[0]
     model = str(st.selectbox(
         "Model", options, key=key, accept_new_options=pullable,
-        format_func=lambda name: name if name in status.models else f"{name} (not pulled)",
+        format_func=lambda name: (name if cls.find_model(name, status.models) is not None
+                                  else f"{name} (not pulled)"),
         help="Type a model's name to pull it." if pullable else None))
-    if pullable and model not in status.models:
+    if pullable and cls.find_model(model, status.models) is None:
         _missing_model(settings, kind, host, model, key)
     return model
 

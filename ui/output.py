@@ -224,7 +224,7 @@ def show_outcome(run: Run) -> None:
         st.warning("The answer started repeating itself, so it was stopped; the text so far "
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
-    show_notes(run.stats.to_dict())
+    show_notes(run.statistics)
     if (missing := no_thinking_note(run.request.think, run.thinking, status)) is not None:
         st.caption(f"💭 {missing}")
     show_stats(run.stats, run.status_label, streamed=run.streams)

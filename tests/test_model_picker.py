@@ -1,0 +1,57 @@
+"""The model picker (AppTest) against a test Ollama: a name typed without a tag is the
+server's ``name:latest``, before and after a pull."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from studio.pull import pull_of
+from tests.servers.ollama import FakeOllama
+
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")
+
+
+def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
+              model: str) -> AppTest:
+    config = tmp_path / "config.yaml"
+    config.write_text(f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
+                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
+                      "  fallback_to_embedded: false\n")
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def missing(at: AppTest) -> list[str]:
+    return [w.value for w in at.sidebar.warning if "is not on the server" in w.value]
+
+
+def test_a_model_without_a_tag_is_its_latest_on_the_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(models=["mistral:7b", "tinyllama:latest"]) as server:
+        at = start_app(tmp_path, monkeypatch, server.url, "tinyllama")
+    assert missing(at) == []
+    assert not [b for b in at.button if b.label.startswith("⬇ Pull")]
+    assert at.sidebar.selectbox(key="model_ollama").value == "tinyllama:latest"
+
+
+def test_after_pulling_a_name_without_a_tag_the_pulled_model_is_selected(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeOllama(models=["mistral:7b"], pullable={"tinyllama": [1000]}) as server:
+        at = start_app(tmp_path, monkeypatch, server.url, "tinyllama")
+        assert missing(at)
+        (pull,) = [b for b in at.button if b.label.startswith("⬇ Pull")]
+        at = pull.click().run()
+        job = pull_of(server.url, "tinyllama")
+        assert job is not None and job.wait(10) and job.succeeded
+        at.run()
+        assert not at.exception, at.exception
+        assert server.models == ["mistral:7b", "tinyllama:latest"]
+    assert missing(at) == []
+    assert not [b for b in at.button if b.label.startswith("⬇ Pull")]
+    assert at.sidebar.selectbox(key="model_ollama").value == "tinyllama:latest"
