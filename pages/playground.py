@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import BackendError
 from studio.connection import build
@@ -40,16 +41,21 @@ def main() -> None:
     # answer and figures on screen the moment it starts.
     notice = st.empty()
     started = None
+    if generate:
+        # A new attempt: the last run's answer and figures leave the panel now, whether this
+        # one starts, is refused or is held back by the window check (History keeps them).
+        state.pop("playground_run", None)
+        run = None
     if generate and (problem := prompt_problem(prompts.system, prompts.user,
                                                     settings().max_prompt_chars)):
         notice.warning(problem, icon="✏️")
     elif generate:
-        started = start(request, check=True)
+        started = start(request, notice, check=True)
     # Max tokens aside (one choice lowers it), a held-back run is still the one on screen.
     pending = fit_check.current(PAGE, replace(request, max_tokens=0))
     if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens,
                                                              slot=notice):
-        started = start(request, check=False)
+        started = start(request, notice, check=False)
     if started is not None:
         run = state.playground_run = started
         running = True
@@ -60,17 +66,20 @@ def main() -> None:
         answer(run, running)
 
 
-def start(request: RunRequest, check: bool) -> Run | None:
-    """Build the backend and start the run; say why not when the backend cannot be used.
-    With ``check``, a prompt and answer over the model's window are held back to ask."""
+def start(request: RunRequest, notice: DeltaGenerator, check: bool) -> Run | None:
+    """Build the backend and start the run; say why not (in ``notice``) when the backend
+    cannot be used. With ``check``, a prompt and answer over the model's window are held
+    back to ask."""
     try:
         backend = build(settings(), request.backend, request.host, request.model)
     except (BackendError, ValueError) as exc:  # e.g. a GGUF path that does not exist
-        st.error(f"Cannot use this backend: {literal(str(exc))}", icon="⚠️")
+        notice.error(f"Cannot use this backend: {literal(str(exc))}", icon="⚠️")
         return None
     if check and (misfits := fit_check.misfits([("", backend, request)])):
         fit_check.hold(PAGE, fit_check.Pending(replace(request, max_tokens=0), misfits))
-        return None
+        # Drawn again from the top: the prompt editor, above, then shows the size the check
+        # counted, the same number as the warning.
+        st.rerun()
     return Run(backend, request, recording(PAGE)).start()
 
 

@@ -285,3 +285,19 @@ def test_the_pages_folder_workaround_still_applies() -> None:
     from streamlit.runtime.pages_manager import PagesManager
 
     assert isinstance(PagesManager.uses_pages_directory, bool | None)
+
+
+def test_a_refused_generate_leaves_nothing_of_the_last_run_on_screen(
+        app: AppFactory, fake_ollama: FakeOllama) -> None:
+    """A run, then a host typed with a path and Generate: the page said 'Cannot use this
+    backend' above the last run's answer, its figures and its advice."""
+    at = click(app(ollama_config(fake_ollama.url)), "Generate")
+    assert at.metric and "RECOMMENDATION FOR PV" in " ".join(m.value for m in at.markdown)
+    at.sidebar.text_input[0].set_value(f"{fake_ollama.url}/api").run()
+    at = click(at, "Generate")
+    assert not at.exception
+    (error,) = at.main.error  # the sidebar says what is wrong with the host as well
+    assert "Cannot use this backend" in plain(error.value)
+    assert not at.metric and not at.download_button
+    assert "RECOMMENDATION FOR PV" not in " ".join(m.value for m in at.markdown)
+    assert len(fake_ollama.chat_requests) == 1

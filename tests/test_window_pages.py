@@ -206,7 +206,7 @@ def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
         assert "restart the vLLM server with --max-model-len" in warnings(at)
         assert "cut" not in warnings(at)
         assert server.chat_requests == []  # held back: nothing sent
-        at.run()  # any rerun: the editor now shows the count the check made
+        # The editor shows the count the check made, on the same screen as the warning.
         (size,) = [c for c in at.caption if c.value.startswith("Prompt size:")]
         assert f"· {counted:,} tokens (counted exactly)" in size.value
 
@@ -227,3 +227,23 @@ def test_the_status_line_says_loaded_right_after_the_run_that_loaded_it(
         assert not at.exception, at.exception
         assert len(server.chat_requests) == 1 and "llama3.1:8b" in server.loaded
         assert "model loaded" in status() and "not loaded" not in status()
+
+
+def test_a_run_held_back_by_the_window_check_shows_nothing_of_the_last_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short prompt answered, then the long one held back: its warning stood above the
+    last run's answer, figures and advice ('raise max tokens'), which described another run."""
+    with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
+        at = start_app(tmp_path, monkeypatch, server)
+        editor = at.text_area(key="playground_user")
+        long_prompt = editor.value
+        editor.set_value("How many panels for 20 kWh a day?").run()
+        at = click(at, "Generate")
+        assert at.metric and len(server.chat_requests) == 1
+        at.text_area(key="playground_user").set_value(long_prompt).run()
+        at = click(at, "Generate")
+        assert not at.exception, at.exception
+        assert TOO_SMALL in warnings(at)
+        assert not at.metric and not at.download_button
+        assert not any("Install 12 panels" in m.value for m in at.markdown)
+        assert len(server.chat_requests) == 1  # held back: nothing more sent
