@@ -279,24 +279,7 @@ def test_a_batch_runners_results_are_imported_into_history(server: LatencyServer
     """The JSONL the page exports, answered by a batch runner, uploaded back: History runs."""
     at = batch_page()
     at.multiselect(key="batch_locations").set_value(THREE).run()
-    spec = BatchSpec(backend="vllm", host=server.url, model=MODEL, max_tokens=2048,
-                     temperature=0.2, scenarios=[loc for loc in LOCATIONS if loc.name in THREE],
-                     system=next(iter(load_system_prompts().values())))
-    exported = export_jsonl(spec)
-    results = "".join(json.dumps({
-        "id": f"r{index}", "custom_id": json.loads(line)["custom_id"], "error": None,
-        "response": {"status_code": 200, "request_id": f"q{index}", "body": {
-            "choices": [{"index": 0, "message": {"role": "assistant",
-                                                 "content": f"Install {index + 10} panels."},
-                         "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 2800, "completion_tokens": 6}}}}) + "\n"
-        for index, line in enumerate(exported.splitlines()))
-    at.file_uploader(key="batch_import_input").set_value(
-        ("pv-batch-input.jsonl", exported.encode(), "application/jsonl")).run()
-    at.file_uploader(key="batch_import_output").set_value(
-        ("results.jsonl", results.encode(), "application/jsonl")).run()
-    at = button(at, "Import into History").click().run()
-    assert not at.exception, at.exception
+    at = import_files(at, *three_results("r", host=server.url), sent_name="pv-batch-input.jsonl")
     assert "Imported 3 results into History" in texts(at.success)
     table = at.dataframe[0].value  # statuses in words, a dash for a figure not reported
     assert list(table["status"]) == ["Finished"] * 3
@@ -320,9 +303,9 @@ def test_a_results_file_of_another_batch_is_refused_clearly(server: LatencyServe
     assert RunStore(db).list_runs() == []
 
 
-def three_results(runner_id: str = "vllm-") -> tuple[bytes, bytes]:
+def three_results(runner_id: str = "vllm-", host: str = "") -> tuple[bytes, bytes]:
     """The page's batch file of three presets and a runner's answers to it."""
-    spec = BatchSpec(backend="vllm", host="", model=MODEL,
+    spec = BatchSpec(backend="vllm", host=host, model=MODEL,
                      scenarios=[loc for loc in LOCATIONS if loc.name in THREE],
                      system=next(iter(load_system_prompts().values())))
     exported = export_jsonl(spec)

@@ -254,9 +254,8 @@ def test_export_buttons_serve_the_filtered_list(seeded: RunStore) -> None:
     assert len(at.get("download_button")) == 2
 
 
-def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> None:
-    """A batch runner's result is no live run: the table's notes and the run itself say
-    where it came from."""
+def import_one_result(store: RunStore) -> int:
+    """One preset's row, answered by vLLM's run_batch, imported into ``store``: its run id."""
     spec = BatchSpec(backend="vllm", host="", model="smollm2", scenarios=load_locations()[:1],
                      system="system")
     exported = export_jsonl(spec)
@@ -264,7 +263,14 @@ def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> 
                        "error": None, "response": {"status_code": 200, "body": {
                            "choices": [{"message": {"content": "Install 31 panels."},
                                         "finish_reason": "stop"}]}}})
-    (run_id,) = import_results(seeded, exported, line).run_ids
+    (run_id,) = import_results(store, exported, line).run_ids
+    return run_id
+
+
+def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> None:
+    """A batch runner's result is no live run: the table's notes and the run itself say
+    where it came from."""
+    run_id = import_one_result(seeded)
     at = history_page()
     table = at.dataframe[0].value
     notes = dict(zip(table["id"], table["notes"], strict=True))
@@ -279,14 +285,7 @@ def test_an_imported_run_says_so_in_the_list_and_when_read(seeded: RunStore) -> 
 def test_an_imported_run_opened_in_the_playground_still_says_so(seeded: RunStore) -> None:
     """History -> Open in Playground keeps the imported mark: the run was not run by this
     app, so its missing times are not a live run's; its JSON download keeps the mark too."""
-    spec = BatchSpec(backend="vllm", host="", model="smollm2", scenarios=load_locations()[:1],
-                     system="system")
-    exported = export_jsonl(spec)
-    line = json.dumps({"id": "vllm-abc", "custom_id": json.loads(exported)["custom_id"],
-                       "error": None, "response": {"status_code": 200, "body": {
-                           "choices": [{"message": {"content": "Install 31 panels."},
-                                        "finish_reason": "stop"}]}}})
-    (run_id,) = import_results(seeded, exported, line).run_ids
+    run_id = import_one_result(seeded)
     at = history_page()
     at.multiselect(key="history_open").set_value([run_id]).run()
     at = click(at, "Open in Playground")
