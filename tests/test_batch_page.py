@@ -459,6 +459,9 @@ def test_a_resume_checks_the_window_and_keeps_the_rows_flags(small_window: FakeO
     assert small_window.chat_requests == []  # held back: nothing sent
     labels = [b.label for b in at.button]
     assert "Run anyway" in labels and not [b for b in labels if b.startswith("Lower max")]
+    # Only Run anyway and Cancel are offered: the sentence names no other choice.
+    assert "Run it anyway as it was defined, or cancel." in warning
+    assert "shorten the prompt" not in warning.lower()
     button(at, "Run anyway").click().run()
     assert not at.exception, at.exception
     batch = at.session_state["batch"]

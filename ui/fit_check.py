@@ -71,9 +71,13 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
     if more:
         lines.append(f"- … and {more} more")
     lower = pending.lower_to if on_lower is not None else None
-    choices = (f"Lower max tokens to {lower:,}, shorten the prompt, get a longer window "
-               "(above), or run anyway." if lower else
-               "Shorten the prompt, get a longer window (above), or run anyway.")
+    if on_lower is None:  # what runs is fixed (a resume runs the batch as it was stored)
+        choices = "Run it anyway as it was defined, or cancel."
+    elif lower:
+        choices = (f"Lower max tokens to {lower:,}, shorten the prompt, get a longer window "
+                   "(above), or run anyway.")
+    else:
+        choices = "Shorten the prompt, get a longer window (above), or run anyway."
     inside = box.container(key=f"{key}_fit_warning")
     inside.warning("**The context window is too small.**\n\n" + "\n".join(lines)
                    + f"\n\n{choices}", icon="📏")
