@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +67,34 @@ def open_app(page: Page, app: AppServer) -> Page:
 def answer_text(page: Page) -> str:
     locator = page.locator(".st-key-answer")
     return locator.inner_text() if locator.count() else ""
+
+
+def open_page(page: Page, app: AppServer, path: str, marker: str) -> Page:
+    """Open the app's page at ``path`` and wait for ``marker`` and an idle script."""
+    page.goto(f"{app.url}/{path}")
+    page.wait_for_selector(f"text={marker}", timeout=30_000)
+    page.wait_for_selector(IDLE, timeout=30_000)
+    return page
+
+
+def progress_text(page: Page) -> str:
+    bar = page.locator("[data-testid='stProgress']")
+    return bar.inner_text() if bar.count() else ""
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def download(page: Page, label: str | re.Pattern[str]) -> tuple[str, str]:
+    """Click a download button; (suggested file name, content). Only on an idle page: a
+    rerun draws the button anew, and a click on the old one is lost."""
+    page.wait_for_selector(IDLE, timeout=30_000)
+    time.sleep(0.3)
+    with page.expect_download(timeout=30_000) as info:
+        page.get_by_role("button", name=label).click()
+    got = info.value
+    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")

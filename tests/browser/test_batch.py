@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 
 from playwright.sync_api import Page
 
-from tests.browser.conftest import IDLE
+from tests.browser.conftest import IDLE, progress_text, wait_for
 from tests.servers.latency import Fail, LatencyServer
 from tests.servers.streamlit_app import AppServer
 
 ServeApp = Callable[..., AppServer]
 
 
-def progress_text(page: Page) -> str:
-    bar = page.locator("[data-testid='stProgress']")
-    return bar.inner_text() if bar.count() else ""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
 
 
 def test_a_new_batch_replaces_the_last_ones_figures_and_downloads_as_it_starts(

@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser.conftest import IDLE
+from tests.browser.conftest import IDLE, download
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import UNAUTHORIZED, FakeVLLM, completion
@@ -184,14 +183,6 @@ def test_stop_cancels_both_server_connections(page: Page, serve_app: ServeApp) -
         assert page.get_by_text(re.compile(r"^Stopped · ")).count() == 2
         assert len(ollama.chat_requests) == 1 and vllm.chat_calls == 1
 
-
-def download(page: Page, label: str) -> tuple[str, str]:
-    page.wait_for_selector(IDLE, timeout=30_000)
-    time.sleep(0.3)
-    with page.expect_download(timeout=30_000) as info:
-        page.get_by_role("button", name=label).click()
-    got = info.value
-    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")
 
 
 def set_repeats(page: Page, repeats: int) -> None:

@@ -6,14 +6,13 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 from playwright.sync_api import Page
 
 from studio.presets import build_user_prompt, load_locations
 from studio.request import FINISHED, RunRequest
 from studio.store import STALE_AFTER_S, RunStore
-from tests.browser.conftest import IDLE, answer_text, open_app
+from tests.browser.conftest import IDLE, answer_text, download, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import FakeVLLM, completion
@@ -159,12 +158,3 @@ def metric_values(page: Page) -> dict[str, str]:
         label = metric.locator("[data-testid='stMetricLabel']").inner_text().strip()
         values[label] = metric.locator("[data-testid='stMetricValue']").inner_text().strip()
     return values
-
-
-def download(page: Page, label: str) -> tuple[str, str]:
-    page.wait_for_selector(IDLE, timeout=30_000)
-    time.sleep(0.3)
-    with page.expect_download(timeout=30_000) as info:
-        page.get_by_role("button", name=label).click()
-    got = info.value
-    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ from playwright.sync_api import Locator, Page
 from studio.presets import COLUMNS, build_user_prompt, load_locations
 from studio.request import ANSWERED, FINISHED, RunRequest
 from studio.store import RunStore
-from tests.browser.conftest import IDLE
+from tests.browser.conftest import IDLE, download, open_page, progress_text, wait_for
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama
 from tests.servers.streamlit_app import AppServer
@@ -40,39 +40,13 @@ def vllm_config(url: str) -> str:
     return f"llm:\n  backend: vllm\n  host: {url}\n  model: smollm2\n"
 
 
-def open_page(page: Page, app: AppServer, path: str, marker: str) -> Page:
-    page.goto(f"{app.url}/{path}")
-    page.wait_for_selector(f"text={marker}", timeout=30_000)
-    page.wait_for_selector(IDLE, timeout=30_000)
-    return page
 
-
-def progress_text(page: Page) -> str:
-    bar = page.locator("[data-testid='stProgress']")
-    return bar.inner_text() if bar.count() else ""
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.2)
 
 
 def field(page: Page, label: str) -> Locator:
     """The input or text area a widget label names (not its help button)."""
     return page.locator(f"input[aria-label='{label}'], textarea[aria-label='{label}']")
 
-
-def download(page: Page, label: str | re.Pattern[str]) -> tuple[str, str]:
-    """Click a download button; (suggested file name, content). Only on an idle page: a
-    rerun draws the button anew, and a click on the old one is lost."""
-    page.wait_for_selector(IDLE, timeout=30_000)
-    time.sleep(0.3)
-    with page.expect_download(timeout=30_000) as info:
-        page.get_by_role("button", name=label).click()
-    got = info.value
-    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")
 
 
 def test_a_batch_left_running_is_watched_and_stopped_from_another_tab_never_rerun(
