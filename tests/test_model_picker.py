@@ -9,22 +9,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.pull import pull_of
+from tests import apptest
 from tests.servers.ollama import FakeOllama
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 
 
 def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
               model: str) -> AppTest:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
-                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                      "  fallback_to_embedded: false\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start_app(tmp_path, monkeypatch, "ollama", url, model)
 
 
 def missing(at: AppTest) -> list[str]:

@@ -9,11 +9,11 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.store import RunStore
+from tests import apptest
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = apptest.PAGES
 QWEN = "qwen3:8b"
 THOUGHT = "Daily use 53.76 kWh; each 400 W panel gives about 1.7 kWh a day."
 ANSWER = "## RECOMMENDATION\n\nInstall **32 panels**."
@@ -29,15 +29,7 @@ def server() -> FakeOllama:
 
 def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
               model: str = QWEN) -> AppTest:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
-                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                      "  fallback_to_embedded: false\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start_app(tmp_path, monkeypatch, "ollama", url, model)
 
 
 def generate(at: AppTest) -> AppTest:
@@ -96,15 +88,7 @@ NO_THINKING = "no thinking came back"
 
 
 def start_vllm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: vllm\n  host: {url}\n  model: smollm2\n"
-                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                      "  fallback_to_embedded: false\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start_app(tmp_path, monkeypatch, "vllm", url, "smollm2")
 
 
 def test_think_on_for_a_model_that_does_not_think_is_said_in_the_playground(

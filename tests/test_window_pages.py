@@ -10,29 +10,20 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.request import PROMPT_TRUNCATED
+from tests import apptest
 from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script
 from tests.servers.vllm import FakeVLLM, completion
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-PAGES = Path(__file__).resolve().parents[1] / "pages"
+PAGES = apptest.PAGES
 TOO_SMALL = "The context window is too small."
 ANSWER = Script(tokens=["Install", " 12", " panels", "."])
 
 
 def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama,
               page: str = "") -> AppTest:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: ollama\n  host: {server.url}\n  model: llama3.1:8b\n"
-                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                      "  fallback_to_embedded: false\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=60)
-    at.run()
-    if page:
-        at.switch_page(str(PAGES / page)).run()
-    assert not at.exception, at.exception
-    return at
+    return apptest.start_app(tmp_path, monkeypatch, "ollama", server.url, "llama3.1:8b",
+                             page)
 
 
 def click(at: AppTest, label: str) -> AppTest:
@@ -187,13 +178,7 @@ def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
     --max-model-len; the caption said about 2,542 tokens while /tokenize counted 2,860."""
     with FakeVLLM(200, completion("Install 12 panels."), max_model_len=2048,
                   check_context=True) as server:
-        config = tmp_path / "config.yaml"
-        config.write_text(f"llm:\n  backend: vllm\n  host: {server.url}\n  model: smollm2\n"
-                          f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                          "  fallback_to_embedded: false\n")
-        monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-        at = AppTest.from_file(ENTRY, default_timeout=60)
-        at.run()
+        at = apptest.start_app(tmp_path, monkeypatch, "vllm", server.url, "smollm2")
         assert "(estimated from its length)" in captions(at)
         at = click(at, "Generate")
         assert not at.exception, at.exception
