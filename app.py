@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from studio.capacity import CAPACITY, Limits
-from studio.config import ConfigError, load_config
-from studio.render import literal
+from studio.records.render import literal
+from studio.runs.capacity import CAPACITY, Limits
+from studio.settings.config import ConfigError, load_config
 from ui.auth import access, gate, logout_button
 from ui.sidebar import init_session, sidebar
 from ui.state import Viewer

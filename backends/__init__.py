@@ -2,31 +2,27 @@
 
 ``BACKENDS`` maps each kind to its class; a class says what it can do (``streams``,
 ``can_stream_sse``, ``can_pull_models``, ``default_host``...) before any is built.
-``studio.connection`` builds the one config.yaml names (``from_config()``).
+``studio.runs.connection`` builds the one config.yaml names (``from_config()``).
 """
 
 from __future__ import annotations
 
-from .base import (
-    Answer,
+from .base import Backend, delivery, needs_server
+from .embedded_backend import DEFAULT_N_CTX, EmbeddedBackend
+from .errors import (
     AuthenticationError,
-    Backend,
     BackendConnectionError,
     BackendError,
     BackendStatusError,
     BackendTimeoutError,
     ContextLengthError,
-    GenerationStats,
     InvalidHostError,
     ModelNotFoundError,
     StreamError,
-    TokenStream,
     TruncatedStreamError,
-    delivery,
-    needs_server,
 )
-from .embedded_backend import DEFAULT_N_CTX, EmbeddedBackend
 from .ollama_backend import OllamaBackend
+from .stream import Answer, GenerationStats, TokenStream
 from .vllm_backend import VLLMBackend
 
 __all__ = [

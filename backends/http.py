@@ -24,7 +24,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util import parse_url
 
-from .base import (
+from .errors import (
     BackendConnectionError,
     BackendStatusError,
     BackendTimeoutError,

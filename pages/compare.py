@@ -8,13 +8,13 @@ import pandas as pd
 import streamlit as st
 
 from backends import BACKENDS, BackendError, backend_class
-from studio.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
-from studio.config import Settings
-from studio.connection import build
-from studio.prompts import prompt_problem
-from studio.render import literal
-from studio.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_note
-from studio.runner import Recording
+from studio.records.render import literal
+from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
+from studio.runs.connection import build
+from studio.runs.prompt_check import prompt_problem
+from studio.runs.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_note
+from studio.runs.runner import Recording
+from studio.settings.config import Settings
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, grounding_line, show_answer, show_thinking

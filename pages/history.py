@@ -8,11 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from studio.grounding import check_run
-from studio.render import dashes, literal
-from studio.request import INTERRUPTED, run_notes, status_label
-from studio.runner import Run
-from studio.store import RunStore, StoredRun, export_csv_lines, export_json_lines
+from studio.pv.grounding import check_run
+from studio.records.render import dashes, literal
+from studio.records.store import RunStore, StoredRun, export_csv_lines, export_json_lines
+from studio.runs.request import INTERRUPTED, run_notes, status_label
+from studio.runs.runner import Run
 from ui.output import (
     answer_pane,
     grounding_line,

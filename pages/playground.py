@@ -7,13 +7,13 @@ from dataclasses import asdict, replace
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from backends.base import BackendError
-from studio.connection import build
-from studio.grounding import check_run
-from studio.prompts import prompt_problem
-from studio.render import literal
-from studio.request import RunRequest
-from studio.runner import Run
+from backends.errors import BackendError
+from studio.pv.grounding import check_run
+from studio.records.render import literal
+from studio.runs.connection import build
+from studio.runs.prompt_check import prompt_problem
+from studio.runs.request import RunRequest
+from studio.runs.runner import Run
 from ui import fit_check
 from ui.output import follow, grounding_line, show_answer, show_outcome, show_thinking
 from ui.prompt_editor import prompt_editor

@@ -13,9 +13,9 @@ from __future__ import annotations
 import sys
 
 from backends.vllm_backend import VLLMBackend
-from studio.batch import BatchSpec, launch
-from studio.presets import load_locations
-from studio.store import RunStore
+from studio.pv.library import load_locations
+from studio.records.store import RunStore
+from studio.runs.batch import BatchSpec, launch
 
 SYSTEM = "You are a PV sizing analyst."
 

@@ -9,7 +9,7 @@ import pytest
 
 from backends import forget_server_facts
 from backends.ollama_backend import OllamaBackend
-from studio.capacity import CAPACITY, Limits
+from studio.runs.capacity import CAPACITY, Limits
 from tests.servers.ollama import FakeOllama, Script
 
 

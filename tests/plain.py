@@ -1,4 +1,4 @@
-"""What a message drawn with ``studio.render.literal`` shows: its markdown source with the
+"""What a message drawn with ``studio.records.render.literal`` shows: its markdown source with the
 backslash escapes resolved. AppTest reads an element's markdown source, so tests compare
 messages that hold names, hosts or error texts through ``plain``."""
 

@@ -14,8 +14,8 @@ import sys
 import time
 
 from backends.ollama_backend import OllamaBackend
-from studio.request import FINISHED, RunRequest
-from studio.store import RunStore
+from studio.records.store import RunStore
+from studio.runs.request import FINISHED, RunRequest
 
 PROGRESS_EVERY_S = 0.2
 

@@ -12,9 +12,15 @@ from typing import Any
 
 import pytest
 
-from backends.base import InvalidHostError
+from backends.errors import InvalidHostError
 from backends.ollama_backend import OllamaBackend
-from studio.access import (
+from studio.records.batch_files import MAX_FILE_BYTES
+from studio.records.store import RunStore
+from studio.runs.capacity import Capacity, Limits
+from studio.runs.connection import build, probe
+from studio.runs.request import RunRequest
+from studio.runs.runner import Recording, Run
+from studio.settings.access import (
     OPEN,
     PASSWORD,
     SSO,
@@ -26,13 +32,7 @@ from studio.access import (
     login_keys,
     login_refusal,
 )
-from studio.batch_files import MAX_FILE_BYTES
-from studio.capacity import Capacity, Limits
-from studio.config import parse_config
-from studio.connection import build, probe
-from studio.request import RunRequest
-from studio.runner import Recording, Run
-from studio.store import RunStore
+from studio.settings.config import parse_config
 from tests.servers.base import LocalServer
 from tests.servers.ollama import FakeOllama, Script
 

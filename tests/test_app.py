@@ -11,7 +11,7 @@ import pytest
 import yaml
 from streamlit.testing.v1 import AppTest
 
-from studio.capacity import CAPACITY
+from studio.runs.capacity import CAPACITY
 from tests.plain import plain
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from backends.base import (
+from backends.errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendError,
@@ -40,7 +40,10 @@ from backends.base import (
 )
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
-from studio.batch import (
+from studio.pv.library import load_locations
+from studio.pv.location import Location
+from studio.records.store import RunStore, process_owner
+from studio.runs.batch import (
     COMPLETE,
     ENDED,
     FAILED,
@@ -59,10 +62,8 @@ from studio.batch import (
     launch,
     live_batch,
 )
-from studio.presets import Location, load_locations
-from studio.request import ANSWERED, ERROR, FINISHED, LENGTH, RUNNING, STOPPED
-from studio.runner import Recording
-from studio.store import RunStore, process_owner
+from studio.runs.request import ANSWERED, ERROR, FINISHED, LENGTH, RUNNING, STOPPED
+from studio.runs.runner import Recording
 from tests.servers.latency import HANG, Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 

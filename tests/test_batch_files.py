@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from studio.batch import BatchSpec
-from studio.batch_files import (
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
+from studio.records.batch_files import (
     IMPORT_KIND,
     MAX_IMPORT_ROWS,
     UNNAMED_RUNNER,
@@ -22,9 +23,9 @@ from studio.batch_files import (
     import_results,
     read_input,
 )
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
-from studio.request import ERROR, FINISHED, LENGTH, run_notes
-from studio.store import RunStore, export_csv, export_json
+from studio.records.store import RunStore, export_csv, export_json
+from studio.runs.batch import BatchSpec
+from studio.runs.request import ERROR, FINISHED, LENGTH, run_notes
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))

@@ -15,11 +15,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Button
 
-from studio.batch import BatchSpec
-from studio.batch_files import export_jsonl
-from studio.presets import COLUMNS, MAX_ROWS, load_locations, load_system_prompts
-from studio.request import FINISHED, run_notes
-from studio.store import RunStore, process_owner
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.location import COLUMNS
+from studio.pv.locations_csv import MAX_ROWS
+from studio.records.batch_files import export_jsonl
+from studio.records.store import RunStore, process_owner
+from studio.runs.batch import BatchSpec
+from studio.runs.request import FINISHED, run_notes
 from tests.servers.latency import Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from studio.capacity import Capacity, Limits, QueueFull
+from studio.runs.capacity import Capacity, Limits, QueueFull
 
 
 def admitted(*tickets: object) -> list[bool]:

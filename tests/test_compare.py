@@ -1,4 +1,4 @@
-"""studio/compare.py: panes run at once against real test servers; figures, Stop, exports."""
+"""studio/runs/compare.py: panes run at once against real test servers; figures, Stop, exports."""
 
 from __future__ import annotations
 
@@ -11,16 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import Answer, Backend, BackendError, GenerationStats
+from backends.base import Backend
+from backends.errors import BackendError
 from backends.ollama_backend import OllamaBackend
+from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
-from studio import connection
-from studio.compare import Comparison, Spread, is_measured, pane_labels, spread
-from studio.config import load_config
-from studio.grounding import check_run
-from studio.presets import build_user_prompt, load_locations
-from studio.render import markdown_to_safe_html
-from studio.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
+from studio.pv.grounding import check_run
+from studio.pv.library import load_locations
+from studio.pv.prompt import build_user_prompt
+from studio.records.render import markdown_to_safe_html
+from studio.runs import connection
+from studio.runs.compare import Comparison, Spread, is_measured, pane_labels, spread
+from studio.runs.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
+from studio.settings.config import load_config
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
@@ -43,7 +46,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
 
 
 def build(pane: RunParams) -> Backend:
-    """What the page's ``studio.connection.build`` does, for the two server backends."""
+    """What the page's ``studio.runs.connection.build`` does, for the two server backends."""
     if pane.backend == "ollama":
         return OllamaBackend(pane.host, pane.model, read_timeout=20)
     if pane.backend == "vllm":

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.compare import Comparison
-from studio.request import RunParams
+from studio.runs.compare import Comparison
+from studio.runs.request import RunParams
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 from tests.test_compare import (

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from backends import EmbeddedBackend, OllamaBackend, VLLMBackend
-from studio.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
-from studio.connection import from_config
+from studio.runs.connection import from_config
+from studio.settings.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import BackendConnectionError, InvalidHostError
+from backends.errors import BackendConnectionError, InvalidHostError
 from backends.http import Address, address, check_host, redact
 from backends.ollama_backend import OllamaBackend
 from backends.vllm_backend import VLLMBackend
-from studio.config import Settings, load_config, parse_config
-from studio.connection import ProbeCache, build, probe
-from studio.request import RunRequest
-from studio.runner import Run
+from studio.runs.connection import ProbeCache, build, probe
+from studio.runs.request import RunRequest
+from studio.runs.runner import Run
+from studio.settings.config import Settings, load_config, parse_config
 from tests.servers.ollama import FakeOllama, Script
 from tests.test_access import Canary
 

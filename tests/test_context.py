@@ -11,15 +11,15 @@ from backends.context import (
     choose_window,
     prompt_was_cut,
 )
-from studio.config import ConfigError, parse_config
-from studio.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, run_notes
-from studio.window import (
+from studio.runs.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, run_notes
+from studio.runs.window import (
     check_fit,
     counted_tokens,
     cut_prompt_advice,
     fit_problem,
     prompt_tokens_text,
 )
+from studio.settings.config import ConfigError, parse_config
 
 TEXT = "Average daily consumption: 53.76 kWh. " * 100  # 3,800 characters
 

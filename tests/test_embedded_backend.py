@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import BackendError, ContextLengthError, ModelNotFoundError
 from backends.embedded_backend import (
     BUNDLED_NAME,
     EmbeddedBackend,
@@ -16,8 +15,10 @@ from backends.embedded_backend import (
     _prompt_tokens,
     bundled_model_path,
 )
-from studio.config import load_config
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
+from backends.errors import BackendError, ContextLengthError, ModelNotFoundError
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
+from studio.settings.config import load_config
 
 PROMPT = "List five benefits of rooftop solar panels for a household."
 

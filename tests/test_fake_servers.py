@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import requests
 
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
 from tests.servers.ollama import (
     INPUT_TOO_LONG,
     OMITTED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio.grounding import (
+from studio.pv.grounding import (
     NOT_GRADED_CUT,
     check,
     check_run,
@@ -13,8 +13,9 @@ from studio.grounding import (
     highlight_not_found,
     not_graded,
 )
-from studio.presets import build_user_prompt, load_locations
-from studio.render import safe_markdown
+from studio.pv.library import load_locations
+from studio.pv.prompt import build_user_prompt
+from studio.records.render import safe_markdown
 
 # The seed's sample San Diego answer (shared/seed/llm-backends.md, "Sample LLM Response"),
 # verbatim. Its derived figures (panels, payback, ROI, savings) predate the current prompt.

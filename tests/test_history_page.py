@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.batch import BatchSpec
-from studio.batch_files import export_jsonl, import_results
-from studio.presets import load_locations
-from studio.request import RunRequest
-from studio.store import RunStore
+from studio.pv.library import load_locations
+from studio.records.batch_files import export_jsonl, import_results
+from studio.records.store import RunStore
+from studio.runs.batch import BatchSpec
+from studio.runs.request import RunRequest
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 HISTORY_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
@@ -246,7 +246,7 @@ def test_export_buttons_serve_the_filtered_list(seeded: RunStore) -> None:
     at = history_page()
     at.selectbox(key="history_preset").set_value("San Diego, CA").run()
     # The page exports exactly the filtered list it shows: the same query, through the store.
-    from studio.store import export_csv
+    from studio.records.store import export_csv
 
     rows = list(csv.DictReader(io.StringIO(export_csv(seeded.list_runs(
         preset="San Diego, CA")))))

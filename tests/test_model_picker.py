@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.pull import pull_of
+from studio.runs.pull import pull_of
 from tests import apptest
 from tests.servers.ollama import FakeOllama
 

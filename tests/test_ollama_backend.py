@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 
-from backends.base import (
+from backends.errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendStatusError,

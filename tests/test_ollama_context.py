@@ -7,12 +7,13 @@ import re
 
 import pytest
 
-from backends.base import BackendStatusError, ContextLengthError
 from backends.context import ESTIMATOR
+from backends.errors import BackendStatusError, ContextLengthError
 from backends.ollama_backend import OllamaBackend
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
-from studio.request import PROMPT_TRUNCATED, run_notes
-from studio.window import fit_problem
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
+from studio.runs.request import PROMPT_TRUNCATED, run_notes
+from studio.runs.window import fit_problem
 from tests.servers.ollama import FakeOllama, Script
 from tests.test_compare import wait_until
 

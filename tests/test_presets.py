@@ -1,32 +1,30 @@
-"""Unit tests for the PV preset library (studio/presets.py and the presets/ data files)."""
+"""Unit tests for the PV preset library (studio/pv/ and the presets/ data files)."""
 
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from studio.presets import (
-    COLUMNS,
-    CUSTOM,
-    LAYOUTS,
-    MAX_ROWS,
+from studio.pv.library import (
     PRESET_DIR,
-    SEED_ORDER,
-    STATIC_FIRST,
-    Location,
-    LocationRow,
     PresetError,
-    UploadError,
-    build_user_prompt,
-    derive_figures,
     load_knowledge_base,
     load_locations,
     load_system_prompts,
-    parse_locations_csv,
+)
+from studio.pv.location import COLUMNS, Location
+from studio.pv.locations_csv import MAX_ROWS, LocationRow, parse_locations_csv
+from studio.pv.prompt import (
+    CUSTOM,
+    LAYOUTS,
+    SEED_ORDER,
+    STATIC_FIRST,
+    build_user_prompt,
     preset_of,
-    read_upload,
     shared_prefix,
 )
+from studio.pv.sizing import derive_figures
+from studio.records.uploads import UploadError, read_upload
 
 HEADER = ",".join(COLUMNS)
 SAMPLE_NOTE = "Sample household data for demonstration — not measured"
@@ -513,8 +511,7 @@ def test_load_system_prompts_rejects_bad_yaml(tmp_path: Path) -> None:
         load_system_prompts(bad)
 
 
-def test_presets_module_has_no_streamlit_dependency() -> None:
-    source = (Path(__file__).resolve().parent.parent / "studio" / "presets.py").read_text(
-        encoding="utf-8")
-    assert "streamlit" not in source
+def test_pv_modules_have_no_streamlit_dependency() -> None:
+    for path in (Path(__file__).resolve().parent.parent / "studio" / "pv").glob("*.py"):
+        assert "streamlit" not in path.read_text(encoding="utf-8"), path
     assert PRESET_DIR.name == "presets" and PRESET_DIR.is_dir()

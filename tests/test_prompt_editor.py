@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
 from ui.prompt_editor import fill_from_presets
 
 KEYS = {name: f"playground_{name}" for name in ("location", "system_preset", "system", "user")}

@@ -1,8 +1,8 @@
-"""studio/prompts.py: what makes a prompt unfit to send (empty, or over the size cap)."""
+"""studio/runs/prompt_check.py: what makes a prompt unfit to send (empty, or over the size cap)."""
 
 from __future__ import annotations
 
-from studio.prompts import prompt_problem
+from studio.runs.prompt_check import prompt_problem
 
 
 def test_an_empty_question_is_not_sent() -> None:

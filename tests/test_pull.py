@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from backends.base import PullProgress, PullStream
 from backends.ollama_backend import OllamaBackend
-from studio.access import PASSWORD, Access
-from studio.config import ConfigError, parse_config
-from studio.pull import Pull, pull, pull_of, registry_host
+from backends.stream import PullProgress, PullStream
+from studio.runs.pull import Pull, pull, pull_of, registry_host
+from studio.settings.access import PASSWORD, Access
+from studio.settings.config import ConfigError, parse_config
 from tests.servers.ollama import FakeOllama
 
 LAYERS = [3_000_000_000, 2_000_000]
@@ -64,7 +64,7 @@ def test_a_second_tab_watches_the_pull_already_going() -> None:
         assert server.pulls == ["qwen3:8b"]  # one download, not two
 
 
-# -- who may pull on a shared server (studio.access) ---------------------------------------
+# -- who may pull on a shared server (studio.settings.access) --------------------------------------
 SHARED = Access(PASSWORD, password="s3cret", admins=("root",))  # names are labels here
 NAMED = Access(PASSWORD, passwords={"root": "r", "ann": "a"}, admins=("root",))
 

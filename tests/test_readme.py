@@ -27,14 +27,14 @@ import pytest
 import requests
 import yaml
 
-from backends.base import BackendConnectionError, ModelNotFoundError
+from backends.errors import BackendConnectionError, ModelNotFoundError
 from backends.ollama_backend import OllamaBackend
-from studio.batch import BatchSpec
-from studio.batch_files import export_jsonl, import_results
-from studio.config import load_config, parse_config
-from studio.presets import load_locations, load_system_prompts
-from studio.request import FINISHED, LENGTH
-from studio.store import RunStore
+from studio.pv.library import load_locations, load_system_prompts
+from studio.records.batch_files import export_jsonl, import_results
+from studio.records.store import RunStore
+from studio.runs.batch import BatchSpec
+from studio.runs.request import FINISHED, LENGTH
+from studio.settings.config import load_config, parse_config
 from tests import readme
 from tests.readme import ROOT, UNTESTED, block, command
 from tests.servers import vllm_real
@@ -310,23 +310,21 @@ def test_the_batch_file_line_is_what_the_export_writes() -> None:
 
 def test_the_map_names_every_module() -> None:
     """'How it fits together': every file it names exists, and it names every module of the
-    packages it details."""
+    packages it details (their subpackages too: a name indented under a folder is in it)."""
     named: set[Path] = set()
-    folder = Path(".")
+    folders: list[str] = []  # the folder at each depth of indentation (two spaces)
     for line in block("", "app.py").code.splitlines():
         if not line.strip() or line.startswith(" " * 6):
             continue  # a description's second line
         word = line.split()[0]
-        if not line.startswith(" "):
-            folder = Path(word) if word.endswith("/") else Path(".")
-            path = ROOT / word
-        else:
-            path = ROOT / folder / word
+        depth = (len(line) - len(line.lstrip())) // 2
+        path = ROOT.joinpath(*folders[:depth], word)
+        folders[depth:] = [word] if word.endswith("/") else []
         if word.endswith((".py", "/")):
             assert path.exists(), f"the map names {word}, which is not in the repository"
             named.add(path)
     for package in ("backends", "studio", "ui"):
-        for module in sorted((ROOT / package).glob("*.py")):
+        for module in sorted((ROOT / package).rglob("*.py")):
             code = ast.parse(module.read_text(encoding="utf-8")).body
             if module.stem != "__init__" or len(code) > 1:  # more than a docstring
                 assert module in named, f"{module.relative_to(ROOT)} is not in the map"

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from backends.ollama_backend import OllamaBackend
-from studio.request import RunRequest
-from studio.runner import Recording, Run
-from studio.store import RunStore
+from studio.records.store import RunStore
+from studio.runs.request import RunRequest
+from studio.runs.runner import Recording, Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 
 

@@ -1,4 +1,5 @@
-"""studio/render.py: hostile model output made safe for st.markdown and the HTML download."""
+"""studio/records/render.py: hostile model output made safe for st.markdown and the HTML
+download."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import pytest
 from markdown_it import MarkdownIt
 
-from studio.render import (
+from studio.records.render import (
     CURSOR,
     Throttle,
     dashes,

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import DONE_REPETITION
 from backends.embedded_backend import EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
 from backends.repetition import MIN_REPEATS, TAIL, RepetitionGuard, repeating_unit
+from backends.stream import DONE_REPETITION
 from backends.vllm_backend import VLLMBackend
-from studio.batch import Batch, BatchSpec
-from studio.presets import load_locations
-from studio.request import REPETITION, STATUS_LABELS, RunRequest
-from studio.runner import Recording, Run
-from studio.store import RunStore
+from studio.pv.library import load_locations
+from studio.records.store import RunStore
+from studio.runs.batch import Batch, BatchSpec
+from studio.runs.request import REPETITION, STATUS_LABELS, RunRequest
+from studio.runs.runner import Recording, Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 

@@ -1,4 +1,4 @@
-"""studio/runner.py: a generation on a worker thread, against wire-faithful test servers."""
+"""studio/runs/runner.py: a generation on a worker thread, against wire-faithful test servers."""
 
 from __future__ import annotations
 
@@ -10,22 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import (
-    Answer,
+from backends.errors import (
     BackendConnectionError,
     BackendError,
     BackendStatusError,
-    GenerationStats,
     ModelNotFoundError,
     StreamError,
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
-from studio.capacity import Capacity, Limits
-from studio.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
-from studio.runner import Recording, Run, Watcher
-from studio.store import RunStore
+from studio.records.store import RunStore
+from studio.runs.capacity import Capacity, Limits
+from studio.runs.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
+from studio.runs.runner import Recording, Run, Watcher
 from tests.servers.ollama import (
     SAMPLE_ANSWER,
     FakeOllama,

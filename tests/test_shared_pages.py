@@ -12,10 +12,10 @@ import yaml
 from streamlit.testing.v1 import AppTest
 
 from backends.ollama_backend import OllamaBackend
-from studio.access import THROTTLE
-from studio.pull import pull
-from studio.request import RunRequest
-from studio.store import RunStore
+from studio.records.store import RunStore
+from studio.runs.pull import pull
+from studio.runs.request import RunRequest
+from studio.settings.access import THROTTLE
 from tests.servers.ollama import FakeOllama
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")
@@ -78,7 +78,7 @@ def logged_in(at: AppTest) -> bool:
 
 
 def plain(markdown: str) -> str:
-    """Text shown literally (studio.render.literal) without its escapes."""
+    """Text shown literally (studio.records.render.literal) without its escapes."""
     return markdown.replace("\\", "")
 
 

@@ -1,4 +1,4 @@
-"""studio/store.py: the run history, on real SQLite files in temp dirs (no mocks)."""
+"""studio/records/store.py: the run history, on real SQLite files in temp dirs (no mocks)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from backends.base import Backend, GenerationStats
+from backends.base import Backend
 from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
+from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
-from studio.request import ERROR, FINISHED, INTERRUPTED, LENGTH, RUNNING, STOPPED, RunRequest
-from studio.runner import Recording, Run
-from studio.store import (
+from studio.records.store import (
     CSV_COLUMNS,
     DEFAULT_DB_PATH,
     SCHEMA_V1,
@@ -37,6 +36,8 @@ from studio.store import (
     owner_alive,
     process_owner,
 )
+from studio.runs.request import ERROR, FINISHED, INTERRUPTED, LENGTH, RUNNING, STOPPED, RunRequest
+from studio.runs.runner import Recording, Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 

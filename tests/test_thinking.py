@@ -8,11 +8,12 @@ import threading
 
 import pytest
 
-from backends.base import BackendStatusError, TokenStream
+from backends.errors import BackendStatusError
 from backends.ollama_backend import OllamaBackend
+from backends.stream import TokenStream
 from backends.thinking import Thinking, ThinkSplitter
 from backends.vllm_backend import VLLMBackend
-from studio.request import ERROR, FINISHED, LENGTH, STOPPED, no_thinking_note
+from studio.runs.request import ERROR, FINISHED, LENGTH, STOPPED, no_thinking_note
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 

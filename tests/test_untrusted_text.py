@@ -16,7 +16,7 @@ from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from backends.http import scrub
-from studio.render import literal, markdown_file, markdown_with_thinking, safe_markdown
+from studio.records.render import literal, markdown_file, markdown_with_thinking, safe_markdown
 from tests.servers.ollama import FakeOllama, Script
 
 ENTRY = str(Path(__file__).parent / "app" / "entry.py")

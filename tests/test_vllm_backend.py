@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from backends.base import (
+from backends.errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendStatusError,

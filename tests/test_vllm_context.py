@@ -8,10 +8,11 @@ import re
 
 import pytest
 
-from backends.base import ContextLengthError
+from backends.errors import ContextLengthError
 from backends.vllm_backend import VLLMBackend
-from studio.presets import build_user_prompt, load_locations, load_system_prompts
-from studio.window import fit_problem
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.prompt import build_user_prompt
+from studio.runs.window import fit_problem
 from tests.servers.latency import LatencyServer
 from tests.servers.tokens import chat_messages, prompt_tokens
 from tests.servers.vllm import CONTEXT_TOO_LONG, FakeVLLM, completion

@@ -20,26 +20,21 @@ from typing import Any
 import pytest
 import requests
 
-from backends.base import (
+from backends.base import chat_messages
+from backends.errors import (
     AuthenticationError,
     BackendStatusError,
     ContextLengthError,
     ModelNotFoundError,
-    chat_messages,
 )
 from backends.vllm_backend import VLLMBackend
-from studio.batch import Batch, BatchSpec
-from studio.batch_files import export_jsonl, import_results
-from studio.grounding import check
-from studio.presets import (
-    SEED_ORDER,
-    STATIC_FIRST,
-    Location,
-    build_user_prompt,
-    load_locations,
-    load_system_prompts,
-)
-from studio.store import RunStore
+from studio.pv.grounding import check
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.location import Location
+from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
+from studio.records.batch_files import export_jsonl, import_results
+from studio.records.store import RunStore
+from studio.runs.batch import Batch, BatchSpec
 from tests import readme
 from tests.servers import vllm_real
 from tests.servers.vllm_real import VLLMServer, metric_value

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.request import PROMPT_TRUNCATED
+from studio.runs.request import PROMPT_TRUNCATED
 from tests import apptest
 from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script

@@ -1,7 +1,7 @@
 """The login gate of a shared server: nothing but the form renders until this browser session
-has logged in (each session on its own). Rules and checks live in studio.access; the failure
-throttle and the current logins are studio.access's process-wide THROTTLE and LOGINS (not
-st.cache_*, which any client may clear)."""
+has logged in (each session on its own). Rules and checks live in studio.settings.access; the
+failure throttle and the current logins are studio.settings.access's process-wide THROTTLE and
+LOGINS (not st.cache_*, which any client may clear)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from studio.access import (
+from studio.records.render import literal
+from studio.settings.access import (
     LOGINS,
     PASSWORD,
     SSO,
@@ -24,11 +25,10 @@ from studio.access import (
     login_keys,
     login_refusal,
 )
-from studio.config import Settings
-from studio.render import literal
+from studio.settings.config import Settings
 
 USER_KEY = "_user"
-LOGIN_KEY = "_login"  # the generation of this session's login (studio.access.Logins)
+LOGIN_KEY = "_login"  # the generation of this session's login (studio.settings.access.Logins)
 RULES_KEY = "_access"
 LOGOUT_HELP = ("Logs out every session of this name on this server: this tab, your other "
                "tabs and browsers. Each shows the login form at its next click.")

@@ -11,11 +11,11 @@ import streamlit as st
 from backends import backend_class, needs_server
 from backends.base import ModelPuller
 from backends.http import redact
-from studio.config import BACKEND_KINDS, Settings
-from studio.connection import BackendStatus, ProbeCache, build
-from studio.pull import Pull, pull_of
-from studio.pull import pull as start_pull
-from studio.render import literal
+from studio.records.render import literal
+from studio.runs.connection import BackendStatus, ProbeCache, build
+from studio.runs.pull import Pull, pull_of
+from studio.runs.pull import pull as start_pull
+from studio.settings.config import BACKEND_KINDS, Settings
 from ui.auth import current_rules
 from ui.state import viewer
 
@@ -147,7 +147,7 @@ def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatu
 
 def _missing_model(settings: Settings, kind: str, host: str, model: str, key: str) -> None:
     """A model the server lacks: the Pull button, or the pull's progress and outcome. On a
-    shared server only those studio.access allows get the button; the others, why not."""
+    shared server only those studio.settings.access allows get the button; the others, why not."""
     job = pull_of(redact(host), model)
     if job is not None and not job.done:
         _pull_progress(redact(host), model)

@@ -17,9 +17,9 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import Backend
-from studio.render import literal
-from studio.request import RunRequest
-from studio.window import FitProblem, check_fit, fit_problem
+from studio.records.render import literal
+from studio.runs.request import RunRequest
+from studio.runs.window import FitProblem, check_fit, fit_problem
 
 LOWER, ANYWAY = "lower", "anyway"
 SHOWN = 3  # misfits listed: the warning and its buttons fit a laptop's screen (1280x800)

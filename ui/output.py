@@ -10,9 +10,9 @@ from typing import Any, NamedTuple
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from backends.base import GenerationStats
-from studio.grounding import GroundingReport, highlight_not_found
-from studio.render import (
+from backends.stream import GenerationStats
+from studio.pv.grounding import GroundingReport, highlight_not_found
+from studio.records.render import (
     Throttle,
     html_document,
     literal,
@@ -21,7 +21,7 @@ from studio.render import (
     split_blocks,
     with_cursor,
 )
-from studio.request import (
+from studio.runs.request import (
     ERROR,
     FINISHED,
     IMPORTED,
@@ -34,8 +34,8 @@ from studio.request import (
     no_thinking_note,
     run_notes,
 )
-from studio.runner import Run
-from studio.window import cut_prompt_advice
+from studio.runs.runner import Run
+from studio.runs.window import cut_prompt_advice
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
 STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: "⏹️", ERROR: "⚠️",

@@ -9,15 +9,11 @@ from typing import Any
 import streamlit as st
 
 from backends.http import redact
-from studio.presets import (
-    Location,
-    build_user_prompt,
-    load_locations,
-    load_system_prompts,
-    preset_of,
-)
-from studio.prompts import prompt_size
-from studio.window import counted_tokens, prompt_tokens_text
+from studio.pv.library import load_locations, load_system_prompts
+from studio.pv.location import Location
+from studio.pv.prompt import build_user_prompt, preset_of
+from studio.runs.prompt_check import prompt_size
+from studio.runs.window import counted_tokens, prompt_tokens_text
 from ui.state import current_selection, keep, settings
 
 

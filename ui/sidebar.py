@@ -8,9 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from backends import EmbeddedBackend, backend_class, needs_server
-from studio.config import Settings
-from studio.render import literal
-from studio.request import RunParams
+from studio.records.render import literal
+from studio.runs.request import RunParams
+from studio.settings.config import Settings
 from ui.backend_picker import (
     all_backends_status,
     backend_picker,

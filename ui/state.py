@@ -9,11 +9,11 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from studio.config import Settings
-from studio.render import literal
-from studio.request import RunParams
-from studio.runner import Recording, Watcher
-from studio.store import RunStore
+from studio.records.render import literal
+from studio.records.store import RunStore
+from studio.runs.request import RunParams
+from studio.runs.runner import Recording, Watcher
+from studio.settings.config import Settings
 
 
 def require_frame() -> None:

@@ -9,9 +9,10 @@ from datetime import UTC, datetime
 
 from playwright.sync_api import Page
 
-from studio.presets import build_user_prompt, load_locations
-from studio.request import FINISHED, RunRequest
-from studio.store import STALE_AFTER_S, RunStore
+from studio.pv.library import load_locations
+from studio.pv.prompt import build_user_prompt
+from studio.records.store import STALE_AFTER_S, RunStore
+from studio.runs.request import FINISHED, RunRequest
 from tests.browser.conftest import IDLE, answer_text, download, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page
 
-from studio.presets import COLUMNS, build_user_prompt, load_locations
-from studio.request import ANSWERED, FINISHED, RunRequest
-from studio.store import RunStore
+from studio.pv.library import load_locations
+from studio.pv.location import COLUMNS
+from studio.pv.prompt import build_user_prompt
+from studio.records.store import RunStore
+from studio.runs.request import ANSWERED, FINISHED, RunRequest
 from tests.browser.conftest import IDLE, download, open_page, progress_text, wait_for
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from playwright.sync_api import Browser, Locator, Page
 
-from studio.presets import load_locations
+from studio.pv.library import load_locations
 from tests.browser.conftest import IDLE, open_app
 from tests.browser.test_compare import pane
 from tests.servers.latency import Fail, LatencyServer

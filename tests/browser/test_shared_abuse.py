@@ -17,8 +17,8 @@ from playwright.sync_api import Browser, Page, WebSocketRoute
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from studio.request import RunRequest
-from studio.store import RunStore
+from studio.records.store import RunStore
+from studio.runs.request import RunRequest
 from tests.browser.conftest import IDLE
 from tests.servers.ollama import FakeOllama
 from tests.servers.streamlit_app import AppServer

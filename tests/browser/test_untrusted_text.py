@@ -14,8 +14,8 @@ from pathlib import Path
 from playwright.sync_api import Locator, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
-from studio.batch_files import import_results
-from studio.store import RunStore
+from studio.records.batch_files import import_results
+from studio.records.store import RunStore
 from tests.browser.conftest import IDLE
 from tests.servers.ollama import FakeOllama, Script
 from tests.servers.streamlit_app import AppServer

@@ -18,13 +18,15 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from backends.base import Backend, BackendError, GenerationStats, ModelState, TokenStream
+from backends.base import Backend, ModelState
 from backends.context import ContextFit
+from backends.errors import BackendError
 from backends.http import redact
-from studio.grounding import GroundingReport, check_run
-from studio.job import Job
-from studio.render import markdown_to_safe_html, report_page, thinking_html
-from studio.request import (
+from backends.stream import GenerationStats, TokenStream
+from studio.pv.grounding import GroundingReport, check_run
+from studio.records.render import markdown_to_safe_html, report_page, thinking_html
+from studio.runs.job import Job
+from studio.runs.request import (
     ANSWERED,
     FINISHED,
     STATUS_LABELS,
@@ -32,7 +34,7 @@ from studio.request import (
     RunRequest,
     run_notes,
 )
-from studio.runner import Recording, Run
+from studio.runs.runner import Recording, Run
 
 MAX_PANES = 4
 MAX_REPEATS = 10

@@ -20,20 +20,13 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from backends.base import (
-    DELIVERY_ONE_PIECE,
-    DONE_LENGTH,
-    DONE_REPETITION,
-    Backend,
-    BackendError,
-    BackendStatusError,
-    GenerationStats,
-    TokenStream,
-)
+from backends.base import DELIVERY_ONE_PIECE, Backend
+from backends.errors import BackendError, BackendStatusError
 from backends.http import redact, scrub
-from studio.capacity import CAPACITY, Capacity, QueueFull, Ticket
-from studio.connection import run_ended
-from studio.request import (
+from backends.stream import DONE_LENGTH, DONE_REPETITION, GenerationStats, TokenStream
+from studio.runs.capacity import CAPACITY, Capacity, QueueFull, Ticket
+from studio.runs.connection import run_ended
+from studio.runs.request import (
     ERROR,
     FINISHED,
     LENGTH,
@@ -45,7 +38,7 @@ from studio.request import (
 )
 
 if TYPE_CHECKING:
-    from studio.store import RunStore, StoredRun
+    from studio.records.store import RunStore, StoredRun
 
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
@@ -103,7 +96,7 @@ class Run:
         self.backend = backend
         self.request = request
         self.recording = recording
-        # A slot on the shared server (studio.capacity); no caps configured: always one.
+        # A slot on the shared server (studio.runs.capacity); no caps configured: always one.
         self.capacity = capacity
         self._ticket: Ticket | None = None
         self.run_id: int | None = None  # its row in the history, once recorded

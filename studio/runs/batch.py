@@ -22,23 +22,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Self
 
-from backends.base import (
-    Backend,
-    BackendConnectionError,
-    BackendError,
-    BackendStatusError,
-    PrefixCacheReporter,
-    StreamError,
-)
+from backends.base import Backend, PrefixCacheReporter
+from backends.errors import BackendConnectionError, BackendError, BackendStatusError, StreamError
 from backends.http import redact
-from studio.grounding import check_run
-from studio.job import Job
-from studio.presets import SEED_ORDER, STATIC_FIRST, Location, build_user_prompt
-from studio.render import dashes, html_document, markdown_with_thinking
-from studio.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes, status_label
-from studio.runner import Recording, Run
-from studio.spreadsheet import csv_text
-from studio.store import GroupSummary, RunStore, StoredRun
+from studio.pv.grounding import check_run
+from studio.pv.location import Location
+from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
+from studio.records.render import dashes, html_document, markdown_with_thinking
+from studio.records.spreadsheet import csv_text
+from studio.records.store import GroupSummary, RunStore, StoredRun
+from studio.runs.job import Job
+from studio.runs.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes, status_label
+from studio.runs.runner import Recording, Run
 
 PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
 # How an earlier batch of the history stands (earlier_state).
@@ -79,7 +74,7 @@ class BatchSpec(RunParams):
     scenarios: list[Location]
     system: str
     concurrency: int = 1
-    layout: str = STATIC_FIRST  # the user prompt's section order (studio.presets.LAYOUTS)
+    layout: str = STATIC_FIRST  # the user prompt's section order (studio.pv.prompt.LAYOUTS)
     # Rows run although the window check said they do not fit: flagged OVER_WINDOW, kept
     # with the definition so that a resumed batch still flags them.
     over_window: tuple[int, ...] = ()

@@ -25,11 +25,11 @@ from pydantic import (
 )
 
 from backends import BACKENDS
-from backends.base import InvalidHostError
 from backends.embedded_backend import DEFAULT_N_CTX
+from backends.errors import InvalidHostError
 from backends.http import check_host
 
-REPO_DIR = Path(__file__).resolve().parent.parent
+REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_DIR / "config.yaml"
 CONFIG_ENV = "PV_STUDIO_CONFIG"  # points the app (and tests) at another config file
 
@@ -90,17 +90,19 @@ class Settings:
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
     fallback_to_embedded: bool = True
     history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
-    prompt_layout: str = "static-first"  # studio.presets.LAYOUTS
-    # A shared server (studio.access): typed hosts allowed? None: only while no login is set.
+    prompt_layout: str = "static-first"  # studio.pv.prompt.LAYOUTS
+    # A shared server (studio.settings.access): typed hosts allowed? None: only while no login
+    # is set.
     allow_custom_hosts: bool | None = None
     admins: tuple[str, ...] = ()  # users who see every run (where names are proven)
     pull_allow: tuple[str, ...] = ()  # models anyone may pull on a shared server
-    max_runs_per_backend: int = 0  # fair capacity (studio.capacity); 0: no cap
+    max_runs_per_backend: int = 0  # fair capacity (studio.runs.capacity); 0: no cap
     max_runs_per_user: int = 0
     max_queued_per_user: int = 4  # runs one user may have waiting for a slot; 0: no cap
     stop_unwatched_after_s: float = 10.0  # a closed tab's runs stop then; 0: never
     max_prompt_chars: int = 200_000  # system + user prompt, far above a real one (PV: ~10,000)
-    max_import_rows: int = 2_000  # rows of one imported batch-results file (studio.batch_files)
+    # rows of one imported batch-results file (studio.records.batch_files)
+    max_import_rows: int = 2_000
     path: str = ""
 
     @property
@@ -234,7 +236,7 @@ class _App(_Block):
     @field_validator("prompt_layout")
     @classmethod
     def _known_layout(cls, value: str) -> str:
-        if value not in ("static-first", "seed"):  # studio.presets.LAYOUTS
+        if value not in ("static-first", "seed"):  # studio.pv.prompt.LAYOUTS
             raise ValueError(f"must be static-first or seed (got {value!r})")
         return value
 

@@ -2,7 +2,7 @@
 
 One pull per server and model for the whole app: a second tab that asks for the same model
 watches the pull already going rather than starting another download. Each pull records who
-started it (on a shared server Cancel is theirs, or an admin's: studio.access).
+started it (on a shared server Cancel is theirs, or an admin's: studio.settings.access).
 
 The stream names a model's layers one after another (server/images.go ``PullModel``), so the
 bytes still to come are unknown until the last layer shows up: a new layer makes the total
@@ -15,8 +15,10 @@ import math
 import threading
 from collections.abc import Callable
 
-from backends.base import BackendError, ModelPuller, PullProgress, PullStream
-from studio.job import Job
+from backends.base import ModelPuller
+from backends.errors import BackendError
+from backends.stream import PullProgress, PullStream
+from studio.runs.job import Job
 
 MOST_BEFORE_SUCCESS = 0.99  # the progress shown until the server says success
 

@@ -33,6 +33,8 @@ _CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
 
 
 @dataclass(frozen=True)
+
+
 class Figure:
     """One number as written in the answer, where it stands, and whether it is grounded."""
 
@@ -44,6 +46,8 @@ class Figure:
 
 
 @dataclass
+
+
 class GroundingReport:
     figures: list[Figure] = field(default_factory=list)
     not_graded: str | None = None  # why the answer was not judged (NOT_GRADED_CUT), if so

@@ -31,12 +31,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from backends.base import DELIVERY_ONE_PIECE, GenerationStats
+from backends.base import DELIVERY_ONE_PIECE
 from backends.http import redact
-from studio.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest, run_notes
-from studio.spreadsheet import csv_lines
+from backends.stream import GenerationStats
+from studio.records.spreadsheet import csv_lines
+from studio.runs.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest, run_notes
 
-DEFAULT_DB_PATH = Path(__file__).resolve().parent.parent / "data" / "history.sqlite3"
+DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "history.sqlite3"
 
 PAGES = ("playground", "compare", "batch")
 FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")

@@ -23,15 +23,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.base import DONE_LENGTH, GenerationStats
+from backends.stream import DONE_LENGTH, GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
-from studio.batch import BatchSpec
-from studio.config import Settings
-from studio.grounding import check
-from studio.presets import load_locations
-from studio.render import dashes
-from studio.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest, status_label
-from studio.store import Group, RunStore, StoredRun
+from studio.pv.grounding import check
+from studio.pv.library import load_locations
+from studio.records.render import dashes
+from studio.records.store import Group, RunStore, StoredRun
+from studio.runs.batch import BatchSpec
+from studio.runs.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest, status_label
+from studio.settings.config import Settings
 
 URL = "/v1/chat/completions"
 IMPORT_KIND = "batch-import"  # the history group of an imported batch

@@ -1,8 +1,8 @@
 """The vocabulary of a run, defined once: what it is asked for and how it can end.
 
 ``RunParams`` is what the sidebar (or a Compare pane) picks; ``RunRequest`` adds the prompts.
-The Batch definition and the stored run are built from these (``studio.batch.BatchSpec``,
-``studio.store.StoredRun``), so a field is named in one place. Everything imports this leaf
+The Batch definition and the stored run are built from these (``studio.runs.batch.BatchSpec``,
+``studio.records.store.StoredRun``), so a field is named in one place. Everything imports this leaf
 module; it imports nothing of the app but the backends' capabilities.
 """
 

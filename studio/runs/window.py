@@ -17,9 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from backends.base import Backend, BackendError
+from backends.base import Backend
 from backends.context import ContextFit, choose_window
-from studio.request import RunParams, RunRequest
+from backends.errors import BackendError
+from studio.runs.request import RunParams, RunRequest
 
 MIN_USEFUL_ANSWER = 64  # lowering max tokens below this leaves no room for a report
 COUNTS_KEPT = 256  # exact prompt counts remembered (per backend, host, model and prompt)

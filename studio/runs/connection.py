@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from backends import backend_class, create_backend, forget_server_facts, needs_server
-from backends.base import Backend, BackendError, InvalidHostError, ModelState
+from backends.base import Backend, ModelState
+from backends.errors import BackendError, InvalidHostError
 from backends.http import address, redact
-from studio.config import Settings, load_config, parse_config
+from studio.settings.config import Settings, load_config, parse_config
 
 PROBE_CONNECT_TIMEOUT = 2.0  # a status light must not hang the page
 # How long a probe's answer is reused. Short for a failure: a server started a moment ago must

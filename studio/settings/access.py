@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from studio.pull import registry_host
+from studio.runs.pull import registry_host
 
 PASSWORD_ENV = "PV_STUDIO_PASSWORD"
 OPEN, PASSWORD, SSO = "open", "password", "sso"

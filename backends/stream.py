@@ -1,0 +1,297 @@
+"""What a run produces while it runs: the stream handle every backend returns (TokenStream),
+its statistics (GenerationStats), the answer (Answer: str + .stats + .thinking), and a model
+pull's progress stream."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import BackendError
+from .repetition import RepetitionGuard
+from .thinking import Thinking, ThinkSplitter
+
+# How a run ended. "stop" and "length" are the servers' own words; the others are ours.
+DONE_STOP = "stop"
+DONE_LENGTH = "length"
+DONE_CANCELLED = "cancelled"
+DONE_ERROR = "error"
+DONE_REPETITION = "repetition"  # stopped by us: the answer's tail was looping
+
+
+COLD_START_S = 1.0  # a model load this long means the model was not loaded before the run
+
+@dataclass
+class GenerationStats:
+    """Figures of one run. Times are seconds measured by the client; ``server_*`` are the
+    server's own (Ollama reports integer nanoseconds, converted here to seconds). A reasoning
+    model's thinking has its own figures; ``output_tokens`` counts thinking and answer (the
+    servers count them together)."""
+
+    time_to_first_token_s: float | None = None  # the first token of the answer
+    total_time_s: float | None = None
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    done_reason: str | None = None  # stop | length | cancelled | error | repetition
+    server_total_s: float | None = None
+    server_load_s: float | None = None
+    server_prompt_eval_s: float | None = None
+    server_eval_s: float | None = None
+    fragments: int = 0
+    context_window: int | None = None  # tokens the run's context held (prompt + answer)
+    prompt_truncated: bool = False  # the server cut the prompt to fit (it said nothing)
+    time_to_first_thinking_s: float | None = None
+    thinking_chars: int = 0
+    thinking_tokens: int | None = None  # as the server counts them (None: not reported)
+
+    @property
+    def thinking_s(self) -> float | None:
+        """From the first thinking token to the first answer token (or the end)."""
+        if self.time_to_first_thinking_s is None:
+            return None
+        until = self.time_to_first_token_s
+        if until is None:
+            until = self.total_time_s
+        return None if until is None else max(until - self.time_to_first_thinking_s, 0.0)
+
+    @property
+    def cold_start(self) -> bool:
+        """The server loaded the model for this run (Ollama's load_duration: a few ms when
+        it was loaded already, seconds when not)."""
+        return (self.server_load_s or 0.0) >= COLD_START_S
+
+    @property
+    def client_tokens_per_s(self) -> float | None:
+        """Output tokens over the time from first token to the end, as the client saw it
+        (over the whole wait for an answer that arrived in one piece)."""
+        if not self.output_tokens or self.total_time_s is None:
+            return None
+        # From the first token of either channel: output_tokens counts thinking too.
+        firsts = [t for t in (self.time_to_first_token_s, self.time_to_first_thinking_s)
+                  if t is not None]
+        span = self.total_time_s - (min(firsts) if firsts else 0.0)
+        if self.fragments == 1 or span <= 0:
+            span = self.total_time_s  # one piece: every token came with the whole wait
+        return self.output_tokens / span if span > 0 else None
+
+    @property
+    def server_tokens_per_s(self) -> float | None:
+        """Decode speed the server reports (Ollama: eval_count / eval_duration)."""
+        if not self.output_tokens or not self.server_eval_s:
+            return None
+        return self.output_tokens / self.server_eval_s
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["client_tokens_per_s"] = self.client_tokens_per_s
+        data["server_tokens_per_s"] = self.server_tokens_per_s
+        data["cold_start"] = self.cold_start
+        data["thinking_s"] = self.thinking_s
+        return data
+
+
+@dataclass(frozen=True)
+class PullProgress:
+    """One line of a model pull: a status, and for a layer its bytes done and total."""
+
+    status: str
+    completed: int | None = None
+    total: int | None = None
+    digest: str = ""
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return min((self.completed or 0) / self.total, 1.0)
+
+
+class Answer(str):
+    """What ``generate()`` returns: the answer text (a plain ``str`` to any caller) that also
+    carries the run's statistics as ``.stats`` and a reasoning model's ``.thinking``, so
+    concurrent callers never share state."""
+
+    stats: GenerationStats
+    thinking: str
+
+    def __new__(cls, text: str, stats: GenerationStats, thinking: str = "") -> Answer:
+        answer = super().__new__(cls, text)
+        answer.stats = stats
+        answer.thinking = thinking
+        return answer
+
+
+class TokenStream:
+    """An iterable of text fragments, in order, with ``close()`` and, once exhausted,
+    ``stats``.
+
+    ``close()`` may be called from any thread: it marks the stream cancelled and runs the
+    backend's abort action (for HTTP backends: shut the socket, which stops generation on the
+    server). The text received so far stays in ``text``.
+
+    Every backend's stream passes through here, so the repetition guard lives here too: when
+    the answer's tail loops, the stream ends after that fragment (the server is told to stop,
+    as on a close) with stop reason ``repetition``, and the text is kept.
+
+    Thinking never comes out of the iteration: a backend yields it as ``Thinking`` fragments,
+    inline ``<think>`` tags are taken out of the content here, and it grows ``thinking``
+    (which a page polls, as it polls ``text``).
+    """
+
+    def __init__(self, fragments: Callable[[TokenStream], Iterator[str]],
+                 abort: Callable[[], None] | None = None) -> None:
+        self.stats = GenerationStats()
+        self._parts: list[str] = []
+        self._thinking: list[str] = []
+        self._splitter = ThinkSplitter()
+        self._input_over = False
+        self._abort = abort
+        self._cancelled = threading.Event()
+        self._guard = RepetitionGuard()
+        self._looping = False
+        self._started = time.perf_counter()
+        self._iterator = fragments(self)
+
+    @property
+    def text(self) -> str:
+        """All text received so far (the whole answer once exhausted)."""
+        return "".join(self._parts)
+
+    @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking so far (never part of ``text``)."""
+        return "".join(self._thinking)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def finished(self) -> bool:
+        return self.stats.total_time_s is not None
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while True:
+            if self._looping:
+                self._end_generation()
+                self._finish(DONE_REPETITION)
+                raise StopIteration
+            if self._input_over:
+                self._finish(DONE_CANCELLED if self.cancelled else None)
+                raise StopIteration
+            try:
+                fragment = next(self._iterator)
+                parts: list[str] = [fragment] if isinstance(fragment, Thinking) \
+                    else self._splitter.feed(fragment)
+            except StopIteration:
+                self._input_over = True
+                parts = self._splitter.flush()  # text held back in case it was a tag
+            except Exception:
+                self._take(self._splitter.flush())
+                if self.cancelled:
+                    # A socket we shut ourselves breaks the read: the cancel, not an error.
+                    self._finish(DONE_CANCELLED)
+                    raise StopIteration from None
+                self._finish(DONE_ERROR)
+                raise
+            answer = self._take(parts)
+            if not answer:
+                continue  # thinking only: it grew ``thinking``; wait for answer text
+            if not self._parts:
+                self.stats.time_to_first_token_s = time.perf_counter() - self._started
+            self._parts.append(answer)
+            self.stats.fragments += 1
+            self._looping = self._guard.feed(answer)
+            return answer
+
+    def _take(self, parts: list[str]) -> str:
+        """Record the thinking parts; the answer text among ``parts``."""
+        answer = []
+        for part in parts:
+            if isinstance(part, Thinking):
+                if not self._thinking:
+                    self.stats.time_to_first_thinking_s = time.perf_counter() - self._started
+                self._thinking.append(part)
+                self.stats.thinking_chars += len(part)
+            else:
+                answer.append(part)
+        return "".join(answer)
+
+    def close(self) -> None:
+        """Cancel the run. Safe to call twice, from another thread, or after the end."""
+        if self.finished:
+            return
+        self._cancelled.set()
+        self._end_generation()
+        self._finish(DONE_CANCELLED)
+
+    def _end_generation(self) -> None:
+        """Tell the server to stop (shut the socket) and close the backend's generator."""
+        if self._abort is not None:
+            with contextlib.suppress(OSError):
+                self._abort()
+        # ValueError: "generator already executing" - the iterating thread sees the flag.
+        with contextlib.suppress(ValueError, AttributeError):
+            self._iterator.close()  # type: ignore[attr-defined]
+
+    def read_all(self) -> Answer:
+        """Drain the stream and return the whole answer with its statistics."""
+        for _ in self:
+            pass
+        return Answer(self.text.strip(), self.stats, self.thinking.strip())
+
+    def _finish(self, outcome: str | None) -> None:
+        """Record the end once: ``outcome`` is cancelled/error, or None for a normal end."""
+        if self.stats.total_time_s is None:
+            self.stats.total_time_s = time.perf_counter() - self._started
+        if outcome is not None:
+            self.stats.done_reason = outcome
+        elif self.stats.done_reason is None:
+            self.stats.done_reason = DONE_STOP
+
+    def __enter__(self) -> TokenStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            if not self.finished:
+                self.close()
+        except Exception:
+            pass
+
+
+
+class PullStream:
+    """A model pull's progress lines, in order; ``close()`` (any thread) cancels it, and an
+    error line from the server raises ``BackendStatusError``."""
+
+    def __init__(self, lines: Iterator[PullProgress], abort: Callable[[], None]) -> None:
+        self._lines = lines
+        self._abort = abort
+        self.cancelled = False
+
+    def __iter__(self) -> Iterator[PullProgress]:
+        return self
+
+    def __next__(self) -> PullProgress:
+        try:
+            return next(self._lines)
+        except BackendError:
+            if self.cancelled:
+                raise StopIteration from None
+            raise
+
+    def close(self) -> None:
+        self.cancelled = True
+        with contextlib.suppress(OSError):
+            self._abort()

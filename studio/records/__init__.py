@@ -1,0 +1,2 @@
+"""Keeping things: the run history (SQLite), batch files in and out, uploads, and what the
+app writes (markdown, safe HTML, CSV)."""
