@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 
 from studio.records.render import (
     CURSOR,
-    Throttle,
+    RepaintThrottle,
     dashes,
     html_document,
     is_safe_url,
@@ -400,7 +400,7 @@ def test_html_document_of_a_hostile_answer_has_no_active_content() -> None:
     _assert_no_active_content(html_document(HOSTILE, "t", "s"))
 
 
-# -- Throttle --------------------------------------------------------------------------------
+# -- RepaintThrottle ------------------------------------------------------------------------
 class FakeClock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -411,7 +411,7 @@ class FakeClock:
 
 def test_throttle_first_call_is_due_then_once_per_interval() -> None:
     clock = FakeClock()
-    throttle = Throttle(0.5, clock)
+    throttle = RepaintThrottle(0.5, clock)
     assert throttle.due()
     assert not throttle.due()
     clock.now += 0.49
@@ -423,7 +423,7 @@ def test_throttle_first_call_is_due_then_once_per_interval() -> None:
 
 def test_throttle_is_due_at_most_once_per_interval_over_many_polls() -> None:
     clock = FakeClock()
-    throttle = Throttle(0.1, clock)
+    throttle = RepaintThrottle(0.1, clock)
     due_times = []
     for _ in range(1000):  # 1000 polls over 1 s
         if throttle.due():
@@ -436,7 +436,7 @@ def test_throttle_is_due_at_most_once_per_interval_over_many_polls() -> None:
 
 def test_throttle_interval_counts_from_the_last_due_not_the_last_poll() -> None:
     clock = FakeClock()
-    throttle = Throttle(1.0, clock)
+    throttle = RepaintThrottle(1.0, clock)
     assert throttle.due()
     for step in (0.3, 0.6, 0.9):
         clock.now = 1000.0 + step
@@ -446,7 +446,7 @@ def test_throttle_interval_counts_from_the_last_due_not_the_last_poll() -> None:
 
 
 def test_throttle_with_zero_interval_is_always_due() -> None:
-    throttle = Throttle(0.0, FakeClock())
+    throttle = RepaintThrottle(0.0, FakeClock())
     assert all(throttle.due() for _ in range(5))
 
 
