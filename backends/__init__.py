@@ -22,6 +22,7 @@ from .errors import (
     TruncatedStreamError,
 )
 from .ollama_backend import OllamaBackend
+from .shared import shared as _shared
 from .stream import Answer, GenerationStats, TokenStream
 from .vllm_backend import VLLMBackend
 
@@ -41,12 +42,7 @@ BACKENDS: dict[str, type[Backend]] = {
 def forget_server_facts() -> None:
     """Drop what the backends learnt about servers (model info, windows, token ratios): a
     server restarted on the same address may serve other models."""
-    from . import ollama_backend, vllm_backend
-    from .context import ESTIMATOR
-
-    ESTIMATOR.forget()
-    ollama_backend._SHOWN.clear()
-    vllm_backend._WINDOWS.clear()
+    _shared().forget_server_facts()
 
 
 def backend_class(kind: str) -> type[Backend]:

@@ -111,10 +111,6 @@ class TokenEstimator:
             self._seen.clear()
 
 
-# One estimator per process: every run teaches it, whichever page started the run.
-ESTIMATOR = TokenEstimator()
-
-
 def choose_window(needed: int, *, model_limit: int | None = None,
                   loaded: int | None = None) -> int:
     """The window to ask for: the one the model is loaded with if it is big enough (no

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from . import http
 from .base import THINK_OFF, THINK_ON, ModelState, chat_messages
-from .context import ESTIMATOR, ContextFit
+from .context import ContextFit
 from .errors import (
     AuthenticationError,
     BackendConnectionError,
@@ -31,6 +31,7 @@ from .errors import (
     TruncatedStreamError,
 )
 from .repetition import repeating_unit
+from .shared import shared
 from .stream import DONE_REPETITION, DONE_STOP, Answer, GenerationStats, TokenStream
 from .thinking import Thinking, ThinkSplitter
 
@@ -41,10 +42,7 @@ except ImportError:  # pragma: no cover - exercised by a test that hides the mod
 
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
-WINDOW_TTL_S = 60.0
 
-_WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
-_KEY_WINS_SAID: set[str] = set()
 log = logging.getLogger(__name__)
 
 
@@ -158,14 +156,11 @@ class VLLMBackend:
 
     def max_model_len(self) -> int | None:
         """The model's window (``--max-model-len``), from ``/v1/models``; cached a minute."""
-        key = (self._base_url, self.model)
-        cached = _WINDOWS.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        value = self.served().get(self.model, {}).get("max_model_len")
-        window = value if isinstance(value, int) else None
-        _WINDOWS[key] = (time.monotonic() + WINDOW_TTL_S, window)
-        return window
+        def ask() -> int | None:
+            value = self.served().get(self.model, {}).get("max_model_len")
+            return value if isinstance(value, int) else None
+
+        return shared().vllm_windows.remember((self._base_url, self.model), ask)
 
     def _window_or_none(self) -> int | None:
         """For the statistics: the window, or None when the server cannot say."""
@@ -193,8 +188,8 @@ class VLLMBackend:
         # A server without /tokenize (an OpenAI-compatible server that is not vLLM): estimate.
         window = self.max_model_len()
         texts = [message["content"] for message in messages]
-        return _server_fit(ESTIMATOR.estimate(self.host, self.model, texts), False, max_tokens,
-                           window)
+        estimate = shared().estimator.estimate(self.host, self.model, texts)
+        return _server_fit(estimate, False, max_tokens, window)
 
     def model_state(self) -> ModelState:
         """vLLM serves the model it was started with: always loaded; window from /v1/models."""
@@ -403,8 +398,9 @@ class VLLMBackend:
 
 def _say_the_key_wins(host: str) -> None:
     """Logged once per host: its user:password is not sent, the API key is."""
-    if host not in _KEY_WINS_SAID:
-        _KEY_WINS_SAID.add(host)
+    said = shared().key_wins_said
+    if host not in said:
+        said.add(host)
         log.warning("vLLM at %s: the API key is sent (Authorization: Bearer) and the host's "
                     "user:password is not: both would use the Authorization header.", host)
 

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from backends import BACKENDS, BackendError, backend_class
+from studio.process import process
 from studio.records.render import literal
 from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.runs.connection import build
@@ -151,7 +152,7 @@ def lower_max_tokens(max_tokens: int) -> None:
 def start(config: Settings, panes: list[RunParams], prompts: Prompts,
           repeats: int) -> Comparison:
     store = history()
-    user, watching = viewer().user, watcher()
+    user, watching, shared = viewer().user, watcher(), process()
     group = store.create_group("compare", prompts.preset, user) if store is not None else None
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
@@ -159,6 +160,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
         if store else None,
+        capacity=shared.capacity, probes=shared.probes,
     ).start()
 
 

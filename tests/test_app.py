@@ -8,14 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from streamlit.testing.v1 import AppTest
 
-from studio.runs.capacity import CAPACITY
+from studio.process import process
+from tests.conftest import open_app, use_config
 from tests.plain import plain
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 
 AppFactory = Callable[..., AppTest]
 
@@ -25,17 +23,8 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppFactory:
     """``app(config_text)`` -> an AppTest of the real app using that config.yaml."""
 
     def make(config: str) -> AppTest:
-        path = tmp_path / "config.yaml"
-        data = yaml.safe_load(config) or {}
-        if isinstance(data, dict):  # keep each test's history apart from the real one
-            data.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
-            config = yaml.safe_dump(data)
-        path.write_text(config)
-        monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
-        at = AppTest.from_file(ENTRY, default_timeout=60)
-        at.run()
-        assert not at.exception, at.exception
-        return at
+        use_config(tmp_path, monkeypatch, config)  # its history apart from the real one
+        return open_app()
 
     return make
 
@@ -265,8 +254,9 @@ def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
         "app:\n  max_runs_per_backend: 1\n  max_queued_per_user: 1\n")
     at = app(config)
     backend = f"ollama {fake_ollama.url}"
-    holder = CAPACITY.enter(backend, "someone else")
-    waiting = CAPACITY.enter(backend, "")  # this user (no login: '') already waits once
+    capacity = process().capacity
+    holder = capacity.enter(backend, "someone else")
+    waiting = capacity.enter(backend, "")  # this user (no login: '') already waits once
     try:
         at = click(at, "Generate")
         assert not at.exception
@@ -274,8 +264,8 @@ def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
         assert any("app.max_queued_per_user" in e and "Nothing was sent" in e for e in errors)
         assert fake_ollama.chat_requests == []
     finally:
-        CAPACITY.leave(waiting)
-        CAPACITY.leave(holder)
+        capacity.leave(waiting)
+        capacity.leave(holder)
 
 
 def test_the_pages_folder_workaround_still_applies() -> None:

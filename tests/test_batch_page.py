@@ -22,11 +22,10 @@ from studio.records.batch_files import export_jsonl
 from studio.records.store import RunStore, process_owner
 from studio.runs.batch import BatchSpec
 from studio.runs.request import FINISHED, run_notes
+from tests.conftest import batch_page
 from tests.servers.latency import Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-BATCH_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
 MODEL = "smollm2"
 LOCATIONS = load_locations()
 THREE = [location.name for location in LOCATIONS[:3]]
@@ -48,15 +47,6 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LatencyServer) -
                       f"app:\n  history_db: {path}\n  fallback_to_embedded: false\n")
     monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
     return path
-
-
-def batch_page() -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(BATCH_PAGE).run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "📦 Batch"
-    return at
 
 
 def button(at: AppTest, label: str) -> Button:

@@ -24,6 +24,7 @@ from studio.runs import connection
 from studio.runs.compare import Comparison, Spread, is_measured, pane_labels, spread
 from studio.runs.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
 from studio.settings.config import load_config
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
@@ -35,14 +36,6 @@ OLLAMA_ANSWER = ("## Recommendation\n\nAverage daily consumption: 53.76 kWh; ins
                  "~128 panels; nighttime load 70.23%.\n")
 VLLM_ANSWER = "## RECOMMENDATION\n\nInstall **31 panels** within the $15,000 budget."
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def build(pane: RunParams) -> Backend:

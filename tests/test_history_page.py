@@ -16,9 +16,7 @@ from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
 from studio.runs.batch import BatchSpec
 from studio.runs.request import RunRequest
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-HISTORY_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
+from tests.conftest import history_page
 
 
 @pytest.fixture
@@ -39,14 +37,6 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
         store.finish_run(run_id, text, status, "boom" if status == "error" else None,
                          {"output_tokens": 12, "total_time_s": 2.5})
     return store
-
-
-def history_page() -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(HISTORY_PAGE).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def shown_ids(at: AppTest) -> list[int]:

@@ -7,15 +7,15 @@ import re
 
 import pytest
 
-from backends.context import ESTIMATOR
 from backends.errors import BackendStatusError, ContextLengthError
 from backends.ollama_backend import OllamaBackend
+from backends.shared import shared
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
 from studio.runs.request import PROMPT_TRUNCATED, run_notes
 from studio.runs.window import fit_problem
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama, Script
-from tests.test_compare import wait_until
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
@@ -52,7 +52,7 @@ def test_the_estimate_is_calibrated_by_the_first_run() -> None:
         counted = ollama.generate(prompt, SYSTEM, MAX_TOKENS).stats.prompt_tokens
         assert counted is not None
         after = ollama.context_fit(prompt, SYSTEM, MAX_TOKENS).prompt_tokens
-        assert guess > 0 and ESTIMATOR.calibrated(ollama.host, ollama.model)
+        assert guess > 0 and shared().estimator.calibrated(ollama.host, ollama.model)
         assert abs(after - counted) <= counted * 0.01  # the server's own count, learnt
 
 

@@ -25,6 +25,7 @@ from studio.records.store import RunStore
 from studio.runs.capacity import Capacity, Limits
 from studio.runs.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
 from studio.runs.runner import Recording, Run, Watcher
+from tests.conftest import wait_until
 from tests.servers.ollama import (
     SAMPLE_ANSWER,
     FakeOllama,
@@ -51,14 +52,6 @@ def ollama_request(host: str, **changes: object) -> RunRequest:
 def start(backend: object, request: RunRequest) -> Run:
     return Run(backend, request).start()  # type: ignore[arg-type]
 
-
-def wait_until(condition: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.002)
-    return False
 
 
 def vllm_completion(content: str, finish_reason: str = "stop") -> dict[str, object]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from backends import EmbeddedBackend, backend_class, needs_server
+from studio.process import process
 from studio.records.render import literal
 from studio.runs.request import RunParams
 from studio.settings.config import Settings
@@ -16,7 +17,6 @@ from ui.backend_picker import (
     backend_picker,
     cached_probe,
     picker_keys,
-    probes,
     seed_picker,
 )
 from ui.state import keep
@@ -69,7 +69,7 @@ def sidebar(settings: Settings) -> RunParams:
     with st.sidebar:
         st.header("☀️ Model")
         picked = backend_picker(settings, "", on_change=_forget_notice)
-        st.button("↻ Refresh models", on_click=lambda: probes().clear(), width="stretch")
+        st.button("↻ Refresh models", on_click=lambda: process().probes.clear(), width="stretch")
         with st.expander("All backends"):
             all_backends_status(settings)
         st.header("Parameters")
