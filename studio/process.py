@@ -16,6 +16,10 @@ The backends cannot import the app, so their part is an object of their own
 (``backends.shared``) kept in their own slot: a ``Process`` makes a fresh one and puts it
 there.
 
+The history store is not here: it is one per database file, opened by ``ui.state`` through
+``st.cache_resource`` (opening it again is harmless: it only marks dead processes' runs
+interrupted, and a browser test takes that as the sign that a ``clear_cache`` arrived).
+
 A test starts from a fresh process with ``fresh_process()`` (tests/conftest.py does so for
 every test): nothing learnt, queued, pulled or logged in carries over.
 """
