@@ -33,6 +33,13 @@ def ollama_config(url: str, model: str = "llama3.1:8b") -> str:
     return f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
 
 
+def text(at: AppTest, index: int) -> str:
+    """What the page's text area at ``index`` holds (the system prompt, the user prompt)."""
+    value = at.text_area[index].value
+    assert value is not None
+    return value
+
+
 def click(at: AppTest, label: str) -> AppTest:
     (button,) = [b for b in at.button if b.label == label]
     return button.click().run()
@@ -162,11 +169,11 @@ def test_presets_fill_the_prompts(app: AppFactory, fake_ollama: FakeOllama) -> N
     at = app(ollama_config(fake_ollama.url))
     location = at.selectbox[0]
     assert location.value == "San Diego, CA"
-    assert "53.76 kWh" in at.text_area[1].value
+    assert "53.76 kWh" in text(at, 1)
     other = location.options[1]
     location.set_value(other.removesuffix(" (sample data)")).run()
-    assert "53.76 kWh" not in at.text_area[1].value
-    assert "Sample household data" in at.text_area[1].value
+    assert "53.76 kWh" not in text(at, 1)
+    assert "Sample household data" in text(at, 1)
     assert any("Prompt size:" in c.value and "tokens" in c.value for c in at.caption)
 
 
@@ -234,7 +241,7 @@ def test_a_prompt_over_the_size_cap_is_refused_unsent_and_unrecorded(
     at = click(at.run(), "Generate")
     assert not at.exception
     (warning,) = [w.value for w in at.warning if "characters" in w.value]
-    size = len(at.text_area[0].value) + 250_000  # system and user prompt together
+    size = len(text(at, 0)) + 250_000  # system and user prompt together
     assert f"{size:,} characters" in warning and "at most 200,000" in warning
     assert "app.max_prompt_chars" in warning
     assert "Nothing was sent" in warning

@@ -437,9 +437,9 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
         else:
             assert not row.resumed
             assert server.requests[name] == requested_before[name] + 1
-    summary = batch.summary()
-    assert summary["resumed"] == len(finished_before)
-    assert summary["finished_now"] == count - len(finished_before)
+    totals = batch.summary()
+    assert totals["resumed"] == len(finished_before)
+    assert totals["finished_now"] == count - len(finished_before)
     assert batch.progress()["done"] == count
     # The history now has a finished run at every position.
     assert wait_until(lambda: {run.position for run in store.group_runs(group)
@@ -519,7 +519,9 @@ def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
             launch(BatchSpec.from_json(summary.group.label), build=build, store=store,
                    group_id=group, live=live)
 
-        live.get(group).stop()  # type: ignore[union-attr]  # Stop from the other tab
+        watched = live.get(group)
+        assert watched is not None
+        watched.stop()  # Stop from the other tab
         assert batch.wait(10)
         assert live.get(group) is None
         (summary,) = store.group_summaries("batch")

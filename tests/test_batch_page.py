@@ -8,12 +8,12 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Button
+from streamlit.testing.v1.element_tree import Button, Element
 
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS
@@ -65,9 +65,9 @@ def csv_bytes(*rows: str) -> bytes:
     return ("\n".join([HEADER, *rows]) + "\n").encode()
 
 
-def texts(elements: object) -> str:
+def texts(elements: Iterable[Element]) -> str:
     """The messages' text as shown: markdown escapes (of untrusted file content) removed."""
-    shown = "\n".join(str(element.value) for element in elements)  # type: ignore[attr-defined]
+    shown = "\n".join(str(element.value) for element in elements)
     return re.sub(r"\\(.)", r"\1", shown)
 
 

@@ -152,7 +152,8 @@ def test_the_allow_list_compares_scheme_host_port_and_credentials_exactly() -> N
         settings = shared(configured)
         for same in (configured, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/",
                      f"HTTP://127.0.0.1:{port}"):
-            assert build(settings, "ollama", same)._base_url == configured  # type: ignore[attr-defined]
+            built = build(settings, "ollama", same)
+            assert isinstance(built, OllamaBackend) and built._base_url == configured
         for other in (f"https://127.0.0.1:{port}", f"http://localhost:{port}",
                       f"http://127.0.0.1:{canary.port}", "http://127.0.0.1",
                       f"http://demo:s3cret@127.0.0.1:{canary.port}"):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
+from backends.base import Backend
 from backends.context import (
     STABLE_WINDOWS,
     ContextFit,
@@ -152,13 +155,13 @@ def test_an_exact_count_is_kept_for_the_prompt_editor() -> None:
     counts = PromptCounts()
     params = RunParams("vllm", "http://h:8000", "smollm2")
     assert counted_tokens(counts, params, "S", "P " * 400) is None
-    check_fit(Counting(2_860), request, counts)
+    check_fit(cast(Backend, Counting(2_860)), request, counts)
     assert counted_tokens(counts, params, "S", "P " * 400) == 2_860
     assert counted_tokens(counts, params, "S", "P " * 401) is None  # another prompt
     other = RunParams("vllm", "http://h:8000", "other")
     assert counted_tokens(counts, other, "S", "P " * 400) is None
     estimate = RunRequest(backend="ollama", host="h", model="m", system="", prompt="Q")
-    check_fit(Counting(99, exact=False), estimate, counts)
+    check_fit(cast(Backend, Counting(99, exact=False)), estimate, counts)
     assert counted_tokens(counts, RunParams("ollama", "h", "m"), "", "Q") is None
 
 

@@ -7,9 +7,11 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Element
 
 from studio.pv.library import load_locations
 from studio.records.batch_files import export_jsonl, import_results
@@ -165,7 +167,7 @@ def test_open_in_playground_shows_that_run_as_it_ended(seeded: RunStore) -> None
     assert metrics["Stop reason"] == "Hit max tokens"
     assert any("The answer hit the max tokens limit" in w.value for w in at.warning)
     assert any(c.value.startswith("Grounding: 1 grounded · 1 not found") for c in at.caption)
-    labels = [b.label for b in at.get("download_button")]
+    labels = [b.label for b in cast("list[Element]", at.get("download_button"))]
     assert labels == ["⬇ Markdown", "⬇ HTML", "⬇ JSON"]
 
 
@@ -228,7 +230,7 @@ def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
     assert any("Install :red-background[31 panels]." in m.value for m in at.markdown)
     at.number_input(key="history_open_id").set_value(9999).run()
     assert "There is no run #9999." in at.warning[0].value
-    labels = [b.label for b in at.get("download_button")]
+    labels = [b.label for b in cast("list[Element]", at.get("download_button"))]
     assert labels == ["⬇ Export CSV (253 runs)", "⬇ Export JSON (253 runs)"]
 
 

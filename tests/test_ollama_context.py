@@ -4,6 +4,7 @@ cuts, loads and pulls as the ollama/ollama source does (tests/servers/ollama.py)
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
@@ -22,8 +23,8 @@ SYSTEM = next(iter(load_system_prompts().values()))
 MAX_TOKENS = 2048  # config.yaml's default
 
 
-def backend(server: FakeOllama, **options: object) -> OllamaBackend:
-    return OllamaBackend(server.url, "llama3.1:8b", **options)  # type: ignore[arg-type]
+def backend(server: FakeOllama, **options: Any) -> OllamaBackend:
+    return OllamaBackend(server.url, "llama3.1:8b", **options)
 
 
 @pytest.mark.parametrize("version", ["0.6.6", "0.12.3", "0.30.11"])
@@ -37,7 +38,7 @@ def test_the_30_presets_run_uncut_on_a_server_that_defaults_to_2048(version: str
             answer = ollama.generate(build_user_prompt(location), SYSTEM, MAX_TOKENS)
             stats = answer.stats
             assert not stats.prompt_truncated, location.name
-            assert stats.context_window is not None
+            assert stats.context_window is not None and stats.prompt_tokens is not None
             assert stats.prompt_tokens + MAX_TOKENS <= stats.context_window
         assert server.cuts == []
         # Stable sizes: the 30 runs shared one window, so the model loaded once.

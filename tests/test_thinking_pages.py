@@ -3,6 +3,7 @@ answer; its figures; the Think control; History and the exports keep it apart.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ ANSWER = "## RECOMMENDATION\n\nInstall **32 panels**."
 
 
 @pytest.fixture
-def server() -> FakeOllama:
+def server() -> Iterator[FakeOllama]:
     with FakeOllama(models=[QWEN, "llama3.1:8b"], version="0.18.0",
                     capabilities={QWEN: ["completion", "thinking"]},
                     script=Script(tokens=tokenize(ANSWER), thinking=tokenize(THOUGHT))) as fake:
