@@ -80,7 +80,7 @@ def test_the_defaults_everywhere_come_from_sampling() -> None:
     settings = Settings(backend="ollama", backends={})
     assert parsed.sampling == settings.sampling == DEFAULT_SAMPLING
     assert RunParams("ollama", "h", "m").sampling == DEFAULT_SAMPLING
-    classes: list[type[Backend]] = [*BACKENDS.values(), Backend]
+    classes: list[Any] = [*BACKENDS.values(), Backend]
     for cls in classes:
         fit = inspect.signature(cls.context_fit).parameters["max_tokens"]
         assert fit.default == DEFAULT_SAMPLING.max_tokens
