@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from backends import EmbeddedBackend, Sampling, backend_class, needs_server
-from backends.sampling import MAX_TOKENS_RANGE, REPEAT_PENALTY_RANGE, TEMPERATURE_RANGE
+from backends import EmbeddedBackend, backend_class, needs_server
+from backends.sampling import (
+    MAX_TOKENS_RANGE,
+    REPEAT_PENALTY_RANGE,
+    TEMPERATURE_RANGE,
+    Sampling,
+)
 from studio.records.render import literal
 from studio.runs.request import RunParams
 from studio.settings.config import Settings
