@@ -10,6 +10,7 @@ import pytest
 from backends.errors import BackendConnectionError, InvalidHostError
 from backends.http import Address, address, check_host, redact
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.runs.connection import ProbeCache, build, probe
 from studio.runs.request import RunRequest
@@ -96,7 +97,7 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
             state = cache.state(settings, "ollama", server.url, "llama3.1:8b")
             assert state is not None and state.loaded is False
         request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
-                             system="", prompt="How many panels?", max_tokens=16)
+                             system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
         run = Run(OllamaBackend(server.url, "llama3.1:8b"), request, probes=other).start()
         assert run.wait(10) and run.error is None
         state = other.state(settings, "ollama", server.url, "llama3.1:8b")
@@ -105,7 +106,7 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
         assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state  # kept
         # A run on another model leaves this one's state as it was asked.
         mistral = RunRequest(backend="ollama", host=server.url, model="mistral:7b",
-                             system="", prompt="How many panels?", max_tokens=16)
+                             system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
         assert Run(OllamaBackend(server.url, "mistral:7b"), mistral, probes=other).start().wait(10)
         assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state
 
