@@ -299,6 +299,12 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
     return record_of(StoredRun, columns)
 
 
+def _check_final(status: str) -> None:
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not "
+                         f"{str(status)!r}")
+
+
 def _set(values: Mapping[str, Any]) -> str:
     """'a = :a, b = :b': an UPDATE's assignments (the names are columns, never input)."""
     return ", ".join(f"{name} = :{name}" for name in values)
@@ -507,9 +513,7 @@ class RunStore:
 
     def finish(self, run_id: int, outcome: Outcome) -> None:
         """Record the end: the whole (or partial) text, final status, error and statistics."""
-        if outcome.status not in FINAL_STATUSES:
-            raise ValueError(f"status must be one of {FINAL_STATUSES}, not "
-                             f"{outcome.status!r}")
+        _check_final(outcome.status)
         values = _to_sql(columns_of(outcome))
         with self._write() as conn:
             conn.execute(f"UPDATE runs SET {_set(values)}, updated_at = :now WHERE id = :id",
@@ -518,10 +522,9 @@ class RunStore:
     def finish_run(self, run_id: int, text: str, status: str, error: str | None = None,
                    stats: Mapping[str, Any] | GenerationStats | None = None,
                    thinking: str = "") -> None:
-        """``finish`` from the outcome's parts; ``stats`` a dict as recorded or the live
-        figures."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
+        """``finish`` for a caller that holds the outcome's parts, not an ``Outcome`` (the
+        tests' seeding); ``stats`` a dict as recorded or the live figures."""
+        _check_final(status)
         statistics = stats.to_dict() if isinstance(stats, GenerationStats) else dict(stats or {})
         self.finish(run_id, Outcome(Status(status), text, thinking, error, statistics))
 
