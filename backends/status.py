@@ -8,9 +8,10 @@ The backends need the stop reasons, so it lives here; the app imports it.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import StrEnum, unique
 
 
+@unique  # no value listed twice: a second name for one would be an alias, refused here
 class Status(StrEnum):
     # A stream's stop reason: "stop" and "length" are the servers' own words, the rest ours.
     STOP = "stop"
