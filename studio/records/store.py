@@ -118,7 +118,8 @@ SCHEMA_V5_STEPS: tuple[str, ...] = (
 
 # v6: a group's label held three formats by kind; each has its own column now: a Batch's
 # definition (spec, JSON), an import's summary (JSON) and a Compare's preset. The kinds as
-# they were named when v6 shipped.
+# they were named when v6 shipped. The label goes; an SQLite before 3.35 cannot drop a column
+# (rebuilding the table would cascade through the runs' foreign key): there it stays, empty.
 SCHEMA_V6_STEPS: tuple[str, ...] = (
     "ALTER TABLE groups ADD COLUMN spec TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE groups ADD COLUMN summary TEXT NOT NULL DEFAULT ''",
@@ -126,7 +127,8 @@ SCHEMA_V6_STEPS: tuple[str, ...] = (
     "UPDATE groups SET spec = label WHERE kind = 'batch'",
     "UPDATE groups SET summary = label WHERE kind = 'batch-import'",
     "UPDATE groups SET preset = label WHERE kind = 'compare'",
-    "ALTER TABLE groups DROP COLUMN label",
+    "ALTER TABLE groups DROP COLUMN label" if sqlite3.sqlite_version_info >= (3, 35)
+    else "UPDATE groups SET label = ''",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
