@@ -132,9 +132,9 @@ class BatchRow:
     def take(self, outcome: Outcome) -> None:
         """The outcome of a run of this row, graded against its prompt (unless the server
         cut the prompt)."""
-        self.outcome = outcome
-        self.report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
+        report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
             if outcome.text else None
+        self.outcome, self.report = outcome, report  # graded first: a page reads both
 
     @property
     def text(self) -> str:
