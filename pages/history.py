@@ -12,7 +12,7 @@ from backends.status import Status
 from studio.pv.grounding import check_run
 from studio.records.render import dashes, literal
 from studio.records.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from studio.runs.request import run_notes, status_label
+from studio.runs.request import status_label
 from studio.runs.runner import Run
 from ui.output import (
     answer_pane,
@@ -97,7 +97,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
         "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
         "backend": run.backend, "model": run.model, "preset": run.preset,
-        "status": status_label(run.status), "notes": ", ".join(run_notes(run.stats)),
+        "status": status_label(run.status), "notes": ", ".join(run.outcome.notes),
         "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
         "answer": run.text[:90].replace("\n", " "),

@@ -27,7 +27,7 @@ from backends.stream import GenerationStats, TokenStream
 from studio.pv.grounding import GroundingReport, check_run
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.job import Job
-from studio.runs.request import ANSWERED, RunParams, RunRequest, run_notes
+from studio.runs.request import ANSWERED, RunParams, RunRequest
 from studio.runs.runner import Recording, Run
 
 MAX_PANES = 4
@@ -111,7 +111,7 @@ def _run_counts(runs: list[Run]) -> str:
 def _notes(runs: list[Run]) -> str:
     """The marks of a pane's finished runs: 'prompt truncated by the server (2 of 3)'."""
     done = [run for run in runs if run.done]
-    counts = Counter(note for run in done for note in run_notes(run.stats.to_dict()))
+    counts = Counter(note for run in done for note in run.outcome.notes)
     return ", ".join(note if len(done) == 1 else f"{note} ({count} of {len(done)})"
                      for note, count in counts.items()) or "–"
 
