@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from backends.sampling import DEFAULT_SAMPLING, Sampling
 from backends.status import Status
 from backends.stream import GenerationStats
 from studio.records.columns import JSON_KEYS, columns_of, json_of, record_of, request_columns
@@ -16,8 +17,9 @@ from studio.records.store import CSV_COLUMNS, RunStore, StoredRun, export_csv, e
 from studio.runs.request import IMPORTED_FROM, Outcome, RunRequest, status_label
 
 REQUEST = RunRequest(backend="vllm", host="http://ana:S3cret@gpu:8000", model="smollm2",
-                     max_tokens=300, temperature=0.4, repeat_penalty=1.1, sse=True,
-                     think="high", system="You size PV systems.", prompt="Berlin, 40 m²",
+                     sampling=Sampling(max_tokens=300, temperature=0.4, repeat_penalty=1.1,
+                                       think="high"),
+                     sse=True, system="You size PV systems.", prompt="Berlin, 40 m²",
                      preset="Berlin, DE")
 STATS = GenerationStats(time_to_first_token_s=0.5, total_time_s=4.0, prompt_tokens=120,
                         output_tokens=40, done_reason=Status.LENGTH, fragments=8,
@@ -55,10 +57,12 @@ def test_a_request_is_written_without_credentials_and_read_back() -> None:
     columns = request_columns(REQUEST)
     assert columns["host"] == "http://gpu:8000"
     assert (columns["system_prompt"], columns["user_prompt"]) == (REQUEST.system, REQUEST.prompt)
+    assert (columns["max_tokens"], columns["think"]) == (300, "high")  # a column per setting
     # As SQLite gives it back: the flag as 0/1, v1's missing parameters as NULL.
     read = record_of(RunRequest, {**columns, "sse": 1, "max_tokens": None})
-    assert read.sse is True and read.max_tokens == RunRequest.max_tokens
-    assert read == replace(REQUEST, host="http://gpu:8000", max_tokens=RunRequest.max_tokens)
+    assert read.sse is True and read.sampling.max_tokens == DEFAULT_SAMPLING.max_tokens
+    assert read == replace(REQUEST, host="http://gpu:8000", sampling=replace(
+        REQUEST.sampling, max_tokens=DEFAULT_SAMPLING.max_tokens))
 
 
 def test_the_history_keeps_an_outcome_whole(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_the_history_lists_and_exports_every_old_run(old_db: Path) -> None:
     assert [run.status for run in runs] == [Status.LENGTH] + [Status.FINISHED] * 6
     playground = runs[-1]
     assert playground.text.startswith("## RECOMMENDATION") and playground.output_tokens
-    assert playground.max_tokens == 512 and playground.temperature == 0.3
+    assert (playground.sampling.max_tokens, playground.sampling.temperature) == (512, 0.3)
     assert runs[0].outcome.notes == ["imported from vLLM run_batch"]
     assert [run.id for run in store.group_runs(1)] == [2, 3]
     exported = json.loads(export_json(runs))

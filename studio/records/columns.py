@@ -3,9 +3,10 @@ export and the CSV export derive from.
 
 Outside Python a field has one name: its column in the history's ``runs`` table, its key in the
 JSON export and its header in the CSV. Most keep their Python name; ``RENAMED`` lists the rest.
-``columns_of`` writes a record (a ``RunRequest``, an ``Outcome``, a stored run holding one) as
-``{column: value}``, and ``record_of`` reads one back; the JSON's layout (``json_of``) and the
-CSV's (``studio.records.store.CSV_COLUMNS``) only choose and order those columns.
+``columns_of`` writes a record (a ``RunRequest`` with its ``Sampling``, an ``Outcome``, a stored
+run holding one) as ``{column: value}``, and ``record_of`` reads one back; the JSON's layout
+(``json_of``) and the CSV's (``studio.records.store.CSV_COLUMNS``) only choose and order those
+columns.
 """
 
 from __future__ import annotations
@@ -16,13 +17,15 @@ from dataclasses import MISSING, Field, fields, is_dataclass
 from typing import Any, TypeVar, cast, get_type_hints
 
 from backends.http import redact
+from backends.sampling import Sampling
 from studio.runs.request import RunRequest
 
 # The fields whose name outside Python is not their name in Python.
 RENAMED = {"system": "system_prompt", "prompt": "user_prompt", "text": "answer",
            "delivered": "delivery"}
-# Grouped under "parameters" in the JSON.
-PARAMETERS = ("max_tokens", "temperature", "repeat_penalty", "think")
+# A request's Sampling is spread out among its columns, a column per setting; the JSON
+# groups them again under "parameters".
+PARAMETERS = tuple(f.name for f in fields(Sampling))
 # The JSON export's keys, in order; a live run's download has those it holds (no history
 # fields: id, page, the delivery recorded, notes).
 JSON_KEYS = ("id", "created_at", "updated_at", "page", "group_id", "position", "started_at",

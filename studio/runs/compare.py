@@ -27,7 +27,7 @@ from backends.stream import GenerationStats, TokenStream
 from studio.pv.grounding import GroundingReport, check_run
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.job import Job
-from studio.runs.request import ANSWERED, RunParams, RunRequest
+from studio.runs.request import ANSWERED, RunParams, RunRequest, flat_dict
 from studio.runs.runner import Recording, Run
 
 MAX_PANES = 4
@@ -171,7 +171,7 @@ class Comparison(Job):
         return self.rounds[-1] if self.rounds else []
 
     def request(self, pane: RunParams) -> RunRequest:
-        return RunRequest(**asdict(pane), system=self.system, prompt=self.prompt,
+        return RunRequest(**pane.param_fields(), system=self.system, prompt=self.prompt,
                           preset=self.preset)
 
     def _work(self) -> None:
@@ -321,7 +321,7 @@ class Comparison(Job):
             "repeats": self.repeats, "stopped": self.stopped,
             "wall_time_s": self.total_wall_time, "round_wall_times_s": self.round_walls,
             "panes": [
-                {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
+                {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  "grounding": _grounding_dict(self.grounding(index)),
