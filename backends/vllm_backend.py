@@ -33,7 +33,8 @@ from .errors import (
 from .repetition import repeating_unit
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
-from .stream import DONE_REPETITION, DONE_STOP, Answer, GenerationStats, TokenStream
+from .status import Status
+from .stream import Answer, GenerationStats, TokenStream
 from .thinking import Thinking, ThinkSplitter
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
@@ -451,7 +452,7 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
         total_time_s=elapsed,
         prompt_tokens=usage.get("prompt_tokens"),
         output_tokens=usage.get("completion_tokens"),
-        done_reason=choice.get("finish_reason") or DONE_STOP,
+        done_reason=choice.get("finish_reason") or Status.STOP,
         fragments=1,
         thinking_tokens=_reasoning_tokens(usage),
     )
@@ -467,7 +468,7 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
         stats.time_to_first_thinking_s = elapsed
         stats.thinking_chars = len(thinking)
     if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
-        stats.done_reason = DONE_REPETITION
+        stats.done_reason = Status.REPETITION
     return Answer(text.strip(), stats, thinking.strip())
 
 
