@@ -6,10 +6,10 @@ Ollama's ``/api/show`` answers, vLLM's windows, the hosts already warned about, 
 llama.cpp models loaded in this process. They live in one ``Shared`` object.
 
 The backends know nothing of the app, so they reach it through one slot of their own:
-``shared()`` returns the current one and ``use(state)`` replaces it. The app's process object
-(``studio.process.Process``) makes its ``Shared`` and puts it in the slot; a test starts from a
-fresh one the same way. A caller of the backend layer without the app (the bench, a script)
-gets the one made when this module is imported.
+``shared()`` returns the current one and ``use(state)`` replaces it. The one made when this
+module is imported serves every caller: the app's process object (``studio.process.Process``)
+holds it, and so does a caller of the backend layer without the app (the bench, a script). A
+test's fresh process object puts a fresh one in the slot.
 """
 
 from __future__ import annotations

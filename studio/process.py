@@ -13,8 +13,8 @@ Who reaches it: only the top of the app (``app.py``, ``pages/``, ``ui/``). The m
 (``studio.runs`` ...) hold no process-wide state: they define the classes, and the pages pass
 the process's objects in (``Run(..., capacity=..., probes=...)``, ``launch(..., live=...)``).
 The backends cannot import the app, so their part is an object of their own
-(``backends.shared``) kept in their own slot: a ``Process`` makes a fresh one and puts it
-there.
+(``backends.shared``) kept in their own slot: the app's ``Process`` holds the one in the slot,
+and a fresh ``Process`` puts a fresh one there.
 
 The history store is not here: it is one per database file, opened by ``ui.state`` through
 ``st.cache_resource`` (opening it again is harmless: it only marks dead processes' runs
@@ -29,7 +29,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from backends.shared import Shared, use
+from backends.shared import Shared, shared, use
 from studio.runs.batch import LiveBatches
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
@@ -64,8 +64,8 @@ def process() -> Process:
     """This process's ``Process``: made on the first call, the same one after."""
     global _current
     with _lock:
-        if _current is None:
-            _current = _install(Process())
+        if _current is None:  # the backends' Shared already made is kept: nothing is lost
+            _current = _install(Process(backends=shared()))
         return _current
 
 

@@ -20,7 +20,7 @@ from tests.servers.ollama import FakeOllama, Script
 
 
 @pytest.fixture(autouse=True)
-def process() -> Iterator[Process]:
+def app_process() -> Iterator[Process]:
     """Each test starts from a fresh process object (studio.process): nothing learnt about
     servers (a later test's server may get an earlier one's port, with other models and
     windows), no capacity caps from an AppTest's config.yaml, no pulls, batches or logins."""
