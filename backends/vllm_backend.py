@@ -30,8 +30,7 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .repetition import repeating_unit
-from .stream import DONE_REPETITION, DONE_STOP, Answer, GenerationStats, TokenStream
+from .stream import DONE_STOP, Answer, GenerationStats, TokenStream
 from .thinking import Thinking, ThinkSplitter
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
@@ -456,8 +455,6 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
     if thinking:
         stats.time_to_first_thinking_s = elapsed
         stats.thinking_chars = len(thinking)
-    if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
-        stats.done_reason = DONE_REPETITION
     return Answer(text.strip(), stats, thinking.strip())
 
 
