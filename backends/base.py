@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .context import ContextFit
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import PullStream, TokenStream
 
 
@@ -79,20 +80,21 @@ class Backend(ABC):
         raise NotImplementedError(f"{cls.label} is not built from config.yaml.")
 
     @abstractmethod
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
-                 think: str = "") -> str: ...
+    def generate(self, prompt: str, system: str = "",
+                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+                 temperature: float = DEFAULT_SAMPLING.temperature) -> str:
+        """The seed's interface: the whole answer (the other settings: the server's)."""
 
     @abstractmethod
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False, think: str = "") -> TokenStream: ...
+    def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
+               *, sse: bool = False) -> TokenStream: ...
 
     @abstractmethod
     def list_models(self) -> list[str]: ...
 
     @abstractmethod
-    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+    def context_fit(self, prompt: str, system: str = "",
+                    max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """Whether prompt and answer fit the window this run would get (asks the server)."""
 
     @abstractmethod
