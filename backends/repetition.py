@@ -11,7 +11,8 @@ backend's answer, a stream (``guard_stream``) or one piece (``mark_looping``).
 
 from __future__ import annotations
 
-from .stream import DONE_REPETITION, GenerationStats, TokenStream
+from .status import Status
+from .stream import GenerationStats, TokenStream
 
 MIN_REPEATS = 4  # the same unit four times running
 MIN_INLINE_SPAN = 200  # a unit inside one line must fill this many characters to count
@@ -94,10 +95,10 @@ class RepetitionGuard:
 def guard_stream(stream: TokenStream) -> TokenStream:
     """``stream``, ended once its answer's tail loops: after that fragment the server is told
     to stop (as on a close), the text is kept, and the done reason is ``repetition``."""
-    return stream.stop_when(RepetitionGuard().feed, DONE_REPETITION)
+    return stream.stop_when(RepetitionGuard().feed, Status.REPETITION)
 
 
 def mark_looping(text: str, stats: GenerationStats) -> None:
     """A whole answer (one piece) that looped to its end: its done reason is ``repetition``."""
     if repeating_unit(text) is not None:
-        stats.done_reason = DONE_REPETITION
+        stats.done_reason = Status.REPETITION

@@ -31,7 +31,8 @@ from .errors import (
     TruncatedStreamError,
 )
 from .sampling import DEFAULT_SAMPLING, Sampling
-from .stream import DONE_STOP, Answer, GenerationStats, TokenStream
+from .status import Status
+from .stream import Answer, GenerationStats, TokenStream
 from .thinking import Thinking, ThinkSplitter
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
@@ -450,7 +451,7 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
         total_time_s=elapsed,
         prompt_tokens=usage.get("prompt_tokens"),
         output_tokens=usage.get("completion_tokens"),
-        done_reason=choice.get("finish_reason") or DONE_STOP,
+        done_reason=choice.get("finish_reason") or Status.STOP,
         fragments=1,
         thinking_tokens=_reasoning_tokens(usage),
     )

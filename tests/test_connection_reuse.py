@@ -12,11 +12,11 @@ from typing import Any, ClassVar
 
 from backends import http
 from backends.ollama_backend import OllamaBackend
+from backends.status import Status
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
 from studio.runs.batch import MAX_CONCURRENCY, Batch, BatchSpec
 from studio.runs.connection import model_state, probe
-from studio.runs.request import FINISHED
 from studio.settings.config import Settings, parse_config
 from tests.servers.base import LocalServer
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
@@ -57,7 +57,7 @@ def test_batch_rows_reuse_connections() -> None:
                          model="smollm2", system="", concurrency=2)
         batch = Batch(spec, build=lambda: VLLMBackend(server.url, "smollm2")).start()
         assert batch.wait(20)
-    assert [row.status for row in batch.rows] == [FINISHED] * 10
+    assert [row.status for row in batch.rows] == [Status.FINISHED] * 10
     assert server.chat_calls == 10
     assert server.connections <= 2
 

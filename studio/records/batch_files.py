@@ -24,14 +24,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.sampling import Sampling
-from backends.stream import DONE_LENGTH, GenerationStats
+from backends.status import Status
+from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
 from studio.pv.library import load_locations
 from studio.records.render import dashes
 from studio.records.store import Group, RunStore, StoredRun
 from studio.runs.batch import BatchSpec
-from studio.runs.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest, status_label
+from studio.runs.request import IMPORTED_FROM, Outcome, RunRequest, status_label
 from studio.settings.config import Settings
 
 URL = "/v1/chat/completions"
@@ -97,17 +98,32 @@ def export_jsonl(spec: BatchSpec) -> str:
 
 @dataclass
 class ImportedRow:
+    """One result of a batch runner: the request it answered and what came of it, marked
+    imported from the runner the line names."""
+
     custom_id: str
     request: RunRequest
+    outcome: Outcome
     line: int = 0  # the results file's line it came from
     runner: str = UNNAMED_RUNNER
-    status: str = ERROR
-    text: str = ""
-    thinking: str = ""
-    error: str = ""
-    stats: GenerationStats = field(default_factory=GenerationStats)
     grounding: float | None = None
     run_id: int | None = None
+
+    @property
+    def status(self) -> Status:
+        return self.outcome.status
+
+    @property
+    def text(self) -> str:
+        return self.outcome.text
+
+    @property
+    def error(self) -> str:
+        return self.outcome.error or ""
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.outcome.stats
 
 
 @dataclass(frozen=True)
@@ -239,10 +255,10 @@ def earlier_import(store: RunStore, digest: str,
     """The import of the same two files by this user whose runs are still in the history."""
     for group in store.list_groups(IMPORT_KIND):
         try:
-            label = json.loads(group.label)
+            summary = json.loads(group.summary)
         except ValueError:
             continue
-        if isinstance(label, dict) and label.get("digest") == digest:
+        if isinstance(summary, dict) and summary.get("digest") == digest:
             runs = [run for run in store.group_runs(group.id) if run.user == user]
             if runs:
                 return group, runs
@@ -288,15 +304,13 @@ def import_results(store: RunStore | None, input_text: str, output_text: str,
     missing = [cid for cid in requests if cid not in rows]
     group_id = None
     if store is not None:
-        group_id = store.create_group(IMPORT_KIND, json.dumps(
+        group_id = store.create_group(IMPORT_KIND, summary=json.dumps(
             {"label": label, "input": input_name, "output": output_name,
              "rows": len(requests), "results": len(ordered), "digest": digest,
-             "runners": list(dict.fromkeys(row.runner for row in ordered))}), user)
+             "runners": list(dict.fromkeys(row.runner for row in ordered))}), user=user)
         for position, row in enumerate(ordered):
             row.run_id = store.start_run(row.request, "batch", group_id, position, user)
-            store.finish_run(row.run_id, row.text, row.status, row.error or None,
-                             {**row.stats.to_dict(), IMPORTED_FROM: row.runner},
-                             thinking=row.thinking)
+            store.finish(row.run_id, row.outcome)
     return ImportedBatch(group_id, ordered, missing, duplicates)
 
 
@@ -304,7 +318,7 @@ def _keep_one(cid: str, candidates: list[ImportedRow]) -> tuple[ImportedRow, Dup
     """One result per row (see ``Duplicate``)."""
     if len(candidates) == 1:
         return candidates[0], None
-    answers = [row for row in candidates if row.status != ERROR]
+    answers = [row for row in candidates if row.status != Status.ERROR]
     kept = (answers or candidates)[-1]
     if answers and len(answers) < len(candidates):
         reason = "an answer, not an error"
@@ -348,27 +362,31 @@ def _error_text(detail: Any) -> str:
 
 def _row(cid: str, request: RunRequest, item: dict[str, Any], line: int) -> ImportedRow:
     """One output line as a row; a line of any shape is read (what it lacks is its error)."""
-    row = ImportedRow(cid, request, line, runner_of(item))
+    runner = runner_of(item)
+
+    def row(status: Status, text: str = "", thinking: str = "", error: str | None = None,
+            stats: GenerationStats | None = None) -> ImportedRow:
+        statistics = {**(stats or GenerationStats()).to_dict(), IMPORTED_FROM: runner}
+        grounding = check(text, request.prompt).score if text else None
+        return ImportedRow(cid, request, Outcome(status, text, thinking, error, statistics),
+                           line, runner, grounding)
+
     response = _dict(item.get("response"))
     body, status_code = response.get("body"), response.get("status_code")
     if item.get("error") or not isinstance(body, dict) or status_code not in (None, 200):
         detail = _error_text(item.get("error") or _dict(body).get("error") or body
                              or "no response")
-        row.error = (f"HTTP {status_code}: {detail}" if status_code else detail)[:2000]
-        return row
+        return row(Status.ERROR,
+                   error=(f"HTTP {status_code}: {detail}" if status_code else detail)[:2000])
     choices = body.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices else None
     if not isinstance(choice, dict):
-        row.error = "The result has no choices."
-        return row
+        return row(Status.ERROR, error="The result has no choices.")
     message, usage = _dict(choice.get("message")), _dict(body.get("usage"))
-    row.text = str(message.get("content") or "").strip()
-    row.thinking = str(message.get("reasoning") or message.get("reasoning_content") or "")
-    reason = str(choice.get("finish_reason") or "stop")
-    row.stats = GenerationStats(prompt_tokens=_count(usage.get("prompt_tokens")),
-                                output_tokens=_count(usage.get("completion_tokens")),
-                                done_reason=reason, fragments=1,
-                                thinking_chars=len(row.thinking))
-    row.status = LENGTH if reason == DONE_LENGTH else FINISHED
-    row.grounding = check(row.text, request.prompt).score if row.text else None
-    return row
+    text = str(message.get("content") or "").strip()
+    thinking = str(message.get("reasoning") or message.get("reasoning_content") or "")
+    reason = str(choice.get("finish_reason") or Status.STOP)
+    stats = GenerationStats(prompt_tokens=_count(usage.get("prompt_tokens")),
+                            output_tokens=_count(usage.get("completion_tokens")),
+                            done_reason=reason, fragments=1, thinking_chars=len(thinking))
+    return row(Status.of_answer(reason), text, thinking, stats=stats)
