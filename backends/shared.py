@@ -2,8 +2,9 @@
 
 A backend object is cheap and made often (every probe and run builds one), but some of what it
 learns or loads must outlive it: the token estimate calibrated per model (``TokenEstimator``),
-Ollama's ``/api/show`` answers, vLLM's windows, the hosts already warned about, and the
-llama.cpp models loaded in this process. They live in one ``Shared`` object.
+Ollama's ``/api/show`` answers, vLLM's windows, the hosts already warned about, the pooled HTTP
+session (``backends.http`` makes it) and the llama.cpp models loaded in this process. They live
+in one ``Shared`` object.
 
 The backends know nothing of the app, so they reach it through one slot of their own:
 ``shared()`` returns the current one and ``use(state)`` replaces it. The one made when this
@@ -19,6 +20,8 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+import requests
 
 from .context import TokenEstimator
 
@@ -113,6 +116,24 @@ class Shared:
     # vLLM hosts already warned that the API key wins over their user:password (logged once).
     key_wins_said: set[str] = field(default_factory=set)
     models: LoadedModels = field(default_factory=LoadedModels)  # the embedded backend's
+    _session: requests.Session | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def session(self, make: Callable[[], requests.Session]) -> requests.Session:
+        """The pooled HTTP session (keep-alive connections per server, for every backend
+        object and thread); ``make()`` (``backends.http``) makes it on first use."""
+        with self._lock:
+            if self._session is None:
+                self._session = make()
+            return self._session
+
+    def close(self) -> None:
+        """Free the loaded models and the pooled connections (a test's, once replaced)."""
+        self.models.close()
+        with self._lock:
+            session, self._session = self._session, None
+        if session is not None:
+            session.close()
 
     def forget_server_facts(self) -> None:
         """Drop what was learnt about servers (model info, windows, token ratios): a server

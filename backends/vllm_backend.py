@@ -13,12 +13,12 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from . import http
-from .base import THINK_OFF, THINK_ON, ModelState, chat_messages
+from .base import THINK_OFF, THINK_ON, Backend, BackendOptions, ModelState, chat_messages
 from .context import ContextFit
 from .errors import (
     AuthenticationError,
@@ -30,7 +30,6 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .repetition import repeating_unit
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
 from .status import Status
@@ -92,7 +91,7 @@ def context_hint(message: str) -> str:
     return f"Shorten the prompt or lower max tokens, or {fix}."
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` picks Path A when possible."""
 
     name: ClassVar[str] = "vllm"
@@ -101,7 +100,6 @@ class VLLMBackend:
     default_model: ClassVar[str] = DEFAULT_MODEL
     streams: ClassVar[bool] = False  # one piece, as in production, unless stream(sse=True)
     can_stream_sse: ClassVar[bool] = True
-    can_pull_models: ClassVar[bool] = False
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
                  api_key: str | None = None, *, connect_timeout: float = 5.0,
@@ -122,6 +120,11 @@ class VLLMBackend:
             raise ImportError("use_openai_sdk=True but the openai package is not installed")
         self.uses_openai_sdk = openai is not None if use_openai_sdk is None else use_openai_sdk
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> VLLMBackend:
+        return cls(options.host, options.model, options.api_key,
+                   connect_timeout=options.connect_timeout, read_timeout=options.read_timeout)
+
     def __repr__(self) -> str:
         path = "openai" if self.uses_openai_sdk else "requests"
         return f"VLLMBackend(host={self.host!r}, model={self.model!r}, path={path!r})"
@@ -135,14 +138,6 @@ class VLLMBackend:
     @classmethod
     def missing_model_hint(cls, model: str) -> str:
         return "Pick one of the served models (vLLM serves the model it was started with)."
-
-    @classmethod
-    def is_demo_model(cls, model: str) -> bool:
-        return False
-
-    @classmethod
-    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
-        return model if model in models else None
 
     def list_models(self) -> list[str]:
         """Ids of the models the server serves (``GET /v1/models``)."""
@@ -467,8 +462,6 @@ def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
     if thinking:
         stats.time_to_first_thinking_s = elapsed
         stats.thinking_chars = len(thinking)
-    if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
-        stats.done_reason = Status.REPETITION
     return Answer(text.strip(), stats, thinking.strip())
 
 

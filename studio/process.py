@@ -52,8 +52,9 @@ class Process:
     backends: Shared = field(default_factory=Shared)
 
     def close(self) -> None:
-        """Free what it loaded (the embedded models): a test's process, once replaced."""
-        self.backends.models.close()
+        """Free what it holds (the embedded models, the pooled connections): a test's
+        process, once replaced."""
+        self.backends.close()
 
 
 _lock = threading.Lock()

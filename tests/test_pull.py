@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
+from backends.base import Backend
 from backends.ollama_backend import OllamaBackend
 from backends.stream import PullProgress, PullStream
 from studio.runs.pull import Pull, Pulls, registry_host
@@ -175,7 +177,7 @@ def test_progress_only_grows_and_reads_100_only_once_pulled() -> None:
     """A new layer made the bar go back (75% -> 67%), and a finished first layer read 100%
     while the rest was still to come."""
     puller = SteppedPuller(REAL_PULL)
-    job = Pull(puller, "llava:7b").start()
+    job = Pull(cast(Backend, puller), "llava:7b").start()
     shown: list[tuple[float, str]] = []
     for _ in REAL_PULL:
         assert puller.recorded.acquire(timeout=5)
@@ -196,7 +198,7 @@ def test_progress_only_grows_and_reads_100_only_once_pulled() -> None:
 def test_a_pull_that_ends_before_success_never_reads_100() -> None:
     lines = REAL_PULL[:6]  # the first layer whole, then the stream ends
     puller = SteppedPuller(lines)
-    job = Pull(puller, "llava:7b").start()
+    job = Pull(cast(Backend, puller), "llava:7b").start()
     for _ in lines:
         assert puller.recorded.acquire(timeout=5)
         assert job.fraction < 1.0 and "100%" not in job.describe()
