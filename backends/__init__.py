@@ -21,9 +21,10 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
+from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from .ollama_backend import OllamaBackend
 from .stream import Answer, GenerationStats, TokenStream
-from .vllm_backend import VLLMBackend
+from .vllm_backend import CLIENT_OPENAI, VLLMBackend
 
 __all__ = [
     "BACKENDS", "Answer", "AuthenticationError", "Backend", "BackendConnectionError",
@@ -58,16 +59,20 @@ def backend_class(kind: str) -> type[Backend]:
 
 
 def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str | None = None,
-                   connect_timeout: float = 5.0, read_timeout: float = 600.0,
+                   connect_timeout: float = CONNECT_TIMEOUT_S,
+                   read_timeout: float = READ_TIMEOUT_S,
                    model_dirs: tuple[str, ...] = (), n_ctx: int = DEFAULT_N_CTX,
-                   num_ctx: int | None = None, keep_alive: str | int | None = None) -> Backend:
-    """One backend by kind; empty host or model means that backend's default."""
+                   num_ctx: int | None = None, keep_alive: str | int | None = None,
+                   vllm_client: str = CLIENT_OPENAI) -> Backend:
+    """One backend by kind; empty host or model means that backend's default.
+    ``vllm_client``: openai (the SDK where installed, else requests) or requests."""
     cls = backend_class(kind)
     model = model or cls.default_model
     if cls is EmbeddedBackend:
         return EmbeddedBackend(model, model_dirs=model_dirs, n_ctx=n_ctx)
     if cls is VLLMBackend:
         return VLLMBackend(host or cls.default_host, model, api_key,
-                           connect_timeout=connect_timeout, read_timeout=read_timeout)
+                           connect_timeout=connect_timeout, read_timeout=read_timeout,
+                           use_openai_sdk=None if vllm_client == CLIENT_OPENAI else False)
     return OllamaBackend(host or cls.default_host, model, connect_timeout=connect_timeout,
                          read_timeout=read_timeout, num_ctx=num_ctx, keep_alive=keep_alive)

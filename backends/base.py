@@ -22,6 +22,7 @@ class ModelState:
     expires_at: str | None = None  # when an idle model will be unloaded
     # The Think settings this backend and model take (THINK_* values); () for no control.
     think_options: tuple[str, ...] = ()
+    note: str = ""  # the backend's own remark (vLLM: the openai SDK asked for, not installed)
 
     def notes(self) -> list[str]:
         """Short phrases for a status line: version, loaded or cold start, partly on CPU."""
@@ -37,6 +38,8 @@ class ModelState:
         if self.cpu_share:
             notes.append("on CPU" if self.cpu_share >= 0.999
                          else f"partly on CPU ({self.cpu_share:.0%})")
+        if self.note:
+            notes.append(self.note)
         return notes
 
 

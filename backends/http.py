@@ -13,7 +13,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -33,6 +33,11 @@ from .errors import (
 )
 
 Timeout = tuple[float, float]  # (connect, read) seconds
+# config.yaml's llm.connect_timeout and llm.read_timeout when it sets none; defined here, once,
+# for every backend and the config. A down server fails fast; a CPU host's answer takes
+# ~144 s (the seed's figures) and a long one more: the read timeout is generous.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 600.0
 
 
 def redact(url: str) -> str:
@@ -180,6 +185,11 @@ class Abort:
         if sock is not None:
             _shutdown(sock)
 
+    def release(self) -> None:
+        """The request is over: its connection may serve others, so forget its socket."""
+        with self._lock:
+            self._socket = None
+
 
 def _shutdown(sock: socket.socket) -> None:
     # shutdown (not close) wakes a thread blocked in recv() and sends FIN to the server.
@@ -214,19 +224,11 @@ def request(
         response = session.request(method, url, json=json_body, headers=headers,
                                    stream=stream, timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
-        raise BackendConnectionError(
-            f"{backend} at {host} did not accept a connection within {timeout[0]:g} s.",
-            hint=unreachable_hint, backend=backend, host=host) from exc
+        raise connect_timeout_error(backend, host, timeout[0], unreachable_hint) from exc
     except requests.exceptions.ReadTimeout as exc:
-        raise BackendTimeoutError(
-            f"{backend} at {host} sent nothing for {timeout[1]:g} s.",
-            hint="The server may still be loading the model; raise the read timeout in "
-                 "config.yaml (llm.read_timeout) for slow CPU hosts.",
-            backend=backend, host=host) from exc
+        raise read_timeout_error(backend, host, timeout[1]) from exc
     except requests.exceptions.ConnectionError as exc:
-        raise BackendConnectionError(
-            f"Cannot reach {backend} at {host}.", hint=unreachable_hint, backend=backend,
-            host=host) from exc
+        raise unreachable_error(backend, host, unreachable_hint) from exc
     except requests.exceptions.RequestException as exc:
         detail = scrub(str(exc), url)  # an exception may quote the whole URL
         raise BackendConnectionError(f"Request to {backend} at {host} failed: {detail}",
@@ -299,29 +301,64 @@ def iter_lines(response: requests.Response, *, backend: str, host: str,
     so a line is never held back waiting for more bytes.
     """
     raw = response.raw
-    pending = b""
     try:
-        while True:
-            chunk = raw.read1(65536)
-            if not chunk:
-                break
-            pending += chunk
-            if b"\n" not in chunk:
-                continue
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                line = line.rstrip(b"\r")
-                if line.strip():
-                    yield line
+        yield from split_lines(iter(lambda: raw.read1(65536), b""))
     except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-        raise BackendTimeoutError(
-            f"{backend} at {host} stopped sending in the middle of the answer.",
-            hint="Raise llm.read_timeout in config.yaml for slow hosts.", backend=backend,
-            host=host) from exc
+        raise stalled_error(backend, host) from exc
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
-        raise TruncatedStreamError(
-            f"The connection to {backend} at {host} broke in the middle of the answer.",
-            hint="The text received so far is kept. Check the server's log.",
-            backend=backend, host=host, partial_text=partial_text()) from exc
+        raise broken_error(backend, host, partial_text()) from exc
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Each non-empty line of a body read as ``chunks`` arrive, yielded as soon as it is
+    whole (split on ``\\n`` only; see ``iter_lines``); any client's chunks."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.strip():
+                yield line
     if pending.strip():
         yield pending.rstrip(b"\r")
+
+
+# The words of a transport failure, the same whichever client met it (requests, or the
+# openai SDK's httpx on vLLM's Path A).
+def connect_timeout_error(backend: str, host: str, seconds: float,
+                          hint: str) -> BackendConnectionError:
+    return BackendConnectionError(
+        f"{backend} at {host} did not accept a connection within {seconds:g} s.", hint=hint,
+        backend=backend, host=host)
+
+
+def read_timeout_error(backend: str, host: str, seconds: float) -> BackendTimeoutError:
+    return BackendTimeoutError(
+        f"{backend} at {host} sent nothing for {seconds:g} s.",
+        hint="The server may still be loading the model; raise the read timeout in "
+             "config.yaml (llm.read_timeout) for slow CPU hosts.",
+        backend=backend, host=host)
+
+
+def unreachable_error(backend: str, host: str, hint: str) -> BackendConnectionError:
+    return BackendConnectionError(f"Cannot reach {backend} at {host}.", hint=hint,
+                                  backend=backend, host=host)
+
+
+def stalled_error(backend: str, host: str) -> BackendTimeoutError:
+    """The server went silent in the middle of a streamed answer."""
+    return BackendTimeoutError(
+        f"{backend} at {host} stopped sending in the middle of the answer.",
+        hint="Raise llm.read_timeout in config.yaml for slow hosts.", backend=backend,
+        host=host)
+
+
+def broken_error(backend: str, host: str, partial_text: str) -> TruncatedStreamError:
+    """The connection broke in the middle of a streamed answer."""
+    return TruncatedStreamError(
+        f"The connection to {backend} at {host} broke in the middle of the answer.",
+        hint="The text received so far is kept. Check the server's log.",
+        backend=backend, host=host, partial_text=partial_text)

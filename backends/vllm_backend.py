@@ -1,43 +1,49 @@
 """vLLM client: OpenAI-compatible ``POST /v1/chat/completions``, the answer in one piece.
 
-``generate()`` takes Path A, the ``openai`` SDK, when it can be imported, and Path B, the same
-request with ``requests``, when it cannot. Both give the same ``Answer`` and raise the same
-errors. ``stream()`` is for callers that must be able to cancel: it goes through the project's
-HTTP layer, whose socket can be shut from another thread (the SDK gives no such handle), and
-yields the answer in one piece or, with ``sse=True``, token by token as server-sent events.
+Chat completions take one of the seed's two paths, by config (``backends.vllm.client``):
+Path A, the ``openai`` SDK (``backends.openai_sdk``), preferred and taken when it can be
+imported, or Path B, the same request with ``requests`` (``backends.http``). Both read the
+same body (``backends.completion``) and the same server-sent events, so they give the same
+``Answer`` and statistics, the same thinking, the same Stop (the socket shut at once, even
+before the first byte) and the same errors. ``stream()`` is for callers that must be able to
+cancel: it yields the answer in one piece or, with ``sse=True``, token by token. The server's
+other routes (``/v1/models``, ``/tokenize``, ``/metrics``, ``/version``) go through
+``backends.http`` on both paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from . import http
+from . import http, openai_sdk
 from .base import THINK_OFF, THINK_ON, ModelState, chat_messages
+from .completion import read_completion, reasoning, reasoning_tokens
 from .context import ESTIMATOR, ContextFit
 from .errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendStatusError,
-    BackendTimeoutError,
     ContextLengthError,
     ModelNotFoundError,
     StreamError,
     TruncatedStreamError,
 )
 from .repetition import repeating_unit
-from .stream import DONE_REPETITION, DONE_STOP, Answer, GenerationStats, TokenStream
-from .thinking import Thinking, ThinkSplitter
+from .stream import DONE_REPETITION, Answer, GenerationStats, TokenStream
+from .thinking import Thinking
 
-try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
-    import openai
-except ImportError:  # pragma: no cover - exercised by a test that hides the module
-    openai = None  # type: ignore[assignment]
+# backends.vllm.client in config.yaml: how chat completions are sent.
+CLIENT_OPENAI, CLIENT_REQUESTS = "openai", "requests"
+CLIENTS = (CLIENT_OPENAI, CLIENT_REQUESTS)
+SDK_MISSING = "openai SDK not installed: plain requests used"
 
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -45,6 +51,7 @@ WINDOW_TTL_S = 60.0
 
 _WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
 _KEY_WINS_SAID: set[str] = set()
+_SDK_MISSING_SAID: list[bool] = []
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +100,9 @@ def context_hint(message: str) -> str:
 
 
 class VLLMBackend:
-    """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` picks Path A when possible."""
+    """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` (config's ``client: openai``)
+    picks Path A when the SDK is installed, Path B otherwise; False (``client: requests``)
+    Path B."""
 
     name: ClassVar[str] = "vllm"
     label: ClassVar[str] = "vLLM"
@@ -105,7 +114,8 @@ class VLLMBackend:
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
                  api_key: str | None = None, *, connect_timeout: float = 5.0,
-                 read_timeout: float = 300.0, use_openai_sdk: bool | None = None) -> None:
+                 read_timeout: float = http.READ_TIMEOUT_S,
+                 use_openai_sdk: bool | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
         # repr and record shows ``host``, the same URL without credentials.
         self._base_url = http.check_host(host, DEFAULT_HOST)
@@ -118,12 +128,17 @@ class VLLMBackend:
             self._base_url = self.host
             _say_the_key_wins(self.host)
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
-        if use_openai_sdk and openai is None:
+        if use_openai_sdk and not openai_sdk.available:
             raise ImportError("use_openai_sdk=True but the openai package is not installed")
-        self.uses_openai_sdk = openai is not None if use_openai_sdk is None else use_openai_sdk
+        self.uses_openai_sdk = openai_sdk.available if use_openai_sdk is None else use_openai_sdk
+        # The SDK was asked for and is missing: Path B serves, and the status line says so.
+        self.client_note = SDK_MISSING if use_openai_sdk is None and not self.uses_openai_sdk \
+            else ""
+        if self.client_note:
+            _say_the_sdk_is_missing()
 
     def __repr__(self) -> str:
-        path = "openai" if self.uses_openai_sdk else "requests"
+        path = CLIENT_OPENAI if self.uses_openai_sdk else CLIENT_REQUESTS
         return f"VLLMBackend(host={self.host!r}, model={self.model!r}, path={path!r})"
 
     @property
@@ -205,7 +220,7 @@ class VLLMBackend:
         # templates read (chat_template_kwargs.enable_thinking); others ignore it.
         return ModelState(server_version=version, loaded=self.model in served,
                           window=window if isinstance(window, int) else None,
-                          think_options=(THINK_OFF, THINK_ON))
+                          think_options=(THINK_OFF, THINK_ON), note=self.client_note)
 
     def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
                  temperature: float = 0.2, *, repeat_penalty: float | None = None,
@@ -214,8 +229,8 @@ class VLLMBackend:
         ``repeat_penalty`` is vLLM's ``repetition_penalty``; None leaves the server's."""
         payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty, think)
         started = time.perf_counter()
-        body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
-            else self._complete_with_requests(payload)
+        with self._post_chat(payload) as reply:
+            body = reply.body()
         elapsed = time.perf_counter() - started
         answer = _answer_from_body(body, elapsed)
         answer.stats.context_window = self._window_or_none()
@@ -251,13 +266,10 @@ class VLLMBackend:
 
     def _fragments(self, handle: TokenStream, payload: dict[str, Any],
                    abort: http.Abort) -> Iterator[str]:
-        response = self._request("POST", "/v1/chat/completions", json_body=payload,
-                                 stream=True, abort=abort)
-        try:
-            if response.status_code != 200:
-                raise self._status_error(response.status_code, http.error_text(response))
+        with self._post_chat(payload, abort, partial_text=lambda: handle.text) as reply:
             if not payload.get("stream"):
-                answer = _answer_from_body(response.json(), 0.0)
+                answer = _answer_from_body(reply.body(), 0.0)
+                abort.release()  # the answer is in: its connection may serve others
                 handle.stats.context_window = self._window_or_none()
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
@@ -267,19 +279,17 @@ class VLLMBackend:
                     yield Thinking(answer.thinking)
                 yield str(answer)
                 return
-            yield from self._server_sent_events(handle, response)
-        finally:
-            response.close()
+            yield from self._server_sent_events(handle, reply.lines(), abort)
 
-    def _server_sent_events(self, handle: TokenStream, response: Any) -> Iterator[str]:
+    def _server_sent_events(self, handle: TokenStream, lines: Iterator[bytes],
+                            abort: http.Abort) -> Iterator[str]:
         """``data: {chunk}`` lines until ``data: [DONE]``; usage comes in a last chunk."""
-        lines = http.iter_lines(response, backend="vLLM", host=self.host,
-                                partial_text=lambda: handle.text)
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # comments, event names, ids
             data = line[5:].strip()
             if data == b"[DONE]":
+                abort.release()  # the answer is whole: its connection may serve others
                 # Asked once the answer is whole: llama-cpp-python's server interrupts a
                 # running generation when another request arrives, and a down host would
                 # cost a second timeout before the chat.
@@ -301,12 +311,12 @@ class VLLMBackend:
             if usage:
                 handle.stats.prompt_tokens = usage.get("prompt_tokens")
                 handle.stats.output_tokens = usage.get("completion_tokens")
-                handle.stats.thinking_tokens = _reasoning_tokens(usage)
+                handle.stats.thinking_tokens = reasoning_tokens(usage)
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
-                reasoning = _reasoning(delta)
-                if reasoning:
-                    yield Thinking(reasoning)
+                thought = reasoning(delta)
+                if thought:
+                    yield Thinking(thought)
                 content = delta.get("content")
                 if content:
                     yield content
@@ -317,51 +327,52 @@ class VLLMBackend:
             hint="The text received so far is kept.", backend="vLLM", host=self.host,
             partial_text=handle.text)
 
+    def _post_chat(self, payload: dict[str, Any], abort: http.Abort | None = None,
+                   partial_text: Callable[[], str] = str
+                   ) -> contextlib.AbstractContextManager[_Reply]:
+        """``POST /v1/chat/completions`` on this backend's path, its reply open while inside;
+        an error status raises. ``abort`` gets the request's socket; ``partial_text`` is the
+        text a broken stream keeps."""
+        if self.uses_openai_sdk:
+            return self._post_with_sdk(payload, abort, partial_text)
+        return self._post_with_requests(payload, abort, partial_text)
+
     # -- Path A -----------------------------------------------------------------------------
-    def _complete_with_sdk(self, payload: dict[str, Any]) -> dict[str, Any]:
-        connect, read = self.timeout
-        # max_retries=0: the SDK would otherwise retry a down server twice with backoff,
-        # turning one clear failure into a long silent wait.
-        # Its own HTTP client: no redirects (the SDK's default follows them) and, as in
-        # backends.http, no proxy from the environment.
-        client = openai.OpenAI(base_url=f"{self._base_url}/v1", api_key=self._api_key or "EMPTY",
-                               max_retries=0, timeout=openai.Timeout(read, connect=connect),
-                               http_client=openai.DefaultHttpxClient(follow_redirects=False,
-                                                                     trust_env=False))
-        known = ("model", "messages", "max_tokens", "temperature")
-        extra = {key: value for key, value in payload.items() if key not in known}
-        try:
-            completion = client.chat.completions.create(
-                **{key: payload[key] for key in known}, extra_body=extra or None)
-        except openai.APITimeoutError as exc:
-            raise BackendTimeoutError(
-                f"vLLM at {self.host} sent no answer within {read:g} s.",
-                hint="Raise llm.read_timeout in config.yaml.", backend="vLLM",
-                host=self.host) from exc
-        except openai.APIConnectionError as exc:
-            raise BackendConnectionError(f"Cannot reach vLLM at {self.host}.",
-                                         hint=self.unreachable_hint, backend="vLLM",
-                                         host=self.host) from exc
-        except openai.APIStatusError as exc:
-            if http.is_redirect(exc.status_code):
-                raise http.redirect_error(exc.status_code, backend="vLLM",
-                                          host=self.host) from exc
-            try:
-                message = http.message_from_body(exc.response.json())
-            except ValueError:
-                message = exc.response.text.strip()[:500]
-            raise self._status_error(exc.status_code, message) from exc
-        finally:
-            client.close()
-        return completion.model_dump()
+    @contextlib.contextmanager
+    def _post_with_sdk(self, payload: dict[str, Any], abort: http.Abort | None,
+                       partial_text: Callable[[], str]) -> Iterator[_Reply]:
+        client = openai_sdk.client(self._base_url, self._api_key, self.timeout)
+        typed = {key: value for key, value in payload.items() if key in _SDK_ARGUMENTS}
+        extra = {key: value for key, value in payload.items() if key not in _SDK_ARGUMENTS}
+        errors = openai_sdk.map_errors(
+            backend="vLLM", host=self.host, timeout=self.timeout,
+            unreachable_hint=self.unreachable_hint, status_error=self._status_error,
+            partial_text=partial_text)
+        # Every failure, sending or reading, in Path B's words; the response closed inside.
+        with errors, contextlib.ExitStack() as opened:
+            with openai_sdk.hangup_on(abort):
+                response = opened.enter_context(
+                    client.chat.completions.with_streaming_response.create(
+                        **typed, extra_body=extra or None))
+            # The SDK's typed ChatCompletion, as the same dict as Path B's body.
+            yield _Reply(body=lambda: response.parse().model_dump(),
+                         lines=lambda: http.split_lines(response.iter_bytes()))
 
     # -- Path B -----------------------------------------------------------------------------
-    def _complete_with_requests(self, payload: dict[str, Any]) -> dict[str, Any]:
-        response = self._request("POST", "/v1/chat/completions", json_body=payload)
-        if response.status_code != 200:
-            raise self._status_error(response.status_code, http.error_text(response))
-        body: dict[str, Any] = response.json()
-        return body
+    @contextlib.contextmanager
+    def _post_with_requests(self, payload: dict[str, Any], abort: http.Abort | None,
+                            partial_text: Callable[[], str]) -> Iterator[_Reply]:
+        response = self._request("POST", "/v1/chat/completions", json_body=payload,
+                                 stream=True, abort=abort)
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response.status_code, http.error_text(response))
+            yield _Reply(body=response.json,
+                         lines=lambda: http.iter_lines(response, backend="vLLM",
+                                                       host=self.host,
+                                                       partial_text=partial_text))
+        finally:
+            response.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
@@ -401,6 +412,27 @@ class VLLMBackend:
             return None
 
 
+@dataclass(frozen=True)
+class _Reply:
+    """The answer to one chat completion request, on either path: its whole body (one
+    piece), or its lines as they arrive (server-sent events)."""
+
+    body: Callable[[], Any]
+    lines: Callable[[], Iterator[bytes]]
+
+
+# The request's keys the SDK's create() names; the others (vLLM's) go in its extra_body.
+_SDK_ARGUMENTS = ("model", "messages", "max_tokens", "temperature", "stream", "stream_options")
+
+
+def _say_the_sdk_is_missing() -> None:
+    """Logged once: config.yaml asks for the openai SDK, and it is not installed."""
+    if not _SDK_MISSING_SAID:
+        _SDK_MISSING_SAID.append(True)
+        log.warning("backends.vllm.client is openai, but the openai package is not installed: "
+                    "vLLM's chat completions go through plain requests (Path B).")
+
+
 def _say_the_key_wins(host: str) -> None:
     """Logged once per host: its user:password is not sent, the API key is."""
     if host not in _KEY_WINS_SAID:
@@ -436,43 +468,22 @@ def prometheus_sum(text: str, name: str) -> float | None:
     return total if found else None
 
 
-def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
-    """Text, finish reason and token counts (from ``usage``) of a chat completion body."""
-    choice = body["choices"][0]
-    usage = body.get("usage") or {}
+def _answer_from_body(body: Any, elapsed: float) -> Answer:
+    """A chat completion body as an ``Answer``: text, thinking, finish reason and token
+    counts (``backends.completion``), the whole wait as its time to the first token."""
+    completion = read_completion(body)
     stats = GenerationStats(
         time_to_first_token_s=elapsed,  # one piece: the first token arrives with the last
         total_time_s=elapsed,
-        prompt_tokens=usage.get("prompt_tokens"),
-        output_tokens=usage.get("completion_tokens"),
-        done_reason=choice.get("finish_reason") or DONE_STOP,
+        prompt_tokens=completion.prompt_tokens,
+        output_tokens=completion.output_tokens,
+        done_reason=completion.finish_reason,
         fragments=1,
-        thinking_tokens=_reasoning_tokens(usage),
+        thinking_tokens=completion.thinking_tokens,
     )
-    message = choice.get("message") or {}
-    thinking = _reasoning(message)
-    text = message.get("content") or ""
-    if not thinking:  # no reasoning parser on the server: the thinking is inline
-        split = ThinkSplitter()
-        parts = [*split.feed(text), *split.flush()]
-        thinking = "".join(part for part in parts if isinstance(part, Thinking))
-        text = "".join(part for part in parts if not isinstance(part, Thinking))
-    if thinking:
+    if completion.thinking:
         stats.time_to_first_thinking_s = elapsed
-        stats.thinking_chars = len(thinking)
-    if repeating_unit(text) is not None:  # a one-piece answer that looped to its end
+        stats.thinking_chars = len(completion.thinking)
+    if repeating_unit(completion.text) is not None:  # a one-piece answer that looped to its end
         stats.done_reason = DONE_REPETITION
-    return Answer(text.strip(), stats, thinking.strip())
-
-
-def _reasoning(message: dict[str, Any]) -> str:
-    """The reasoning of a message or delta: ``reasoning`` (vLLM 0.11.2+; the only field from
-    0.16) or ``reasoning_content`` (before; both in between, the old one sometimes null)."""
-    return str(message.get("reasoning") or message.get("reasoning_content") or "")
-
-
-def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
-    """``usage.completion_tokens_details.reasoning_tokens`` (vLLM with a reasoning parser)."""
-    details = usage.get("completion_tokens_details") or {}
-    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) else None
+    return Answer(completion.text, stats, completion.thinking)
