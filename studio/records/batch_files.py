@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.completion import CompletionShapeError, read_completion
 from backends.stream import DONE_LENGTH, GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
@@ -326,10 +327,6 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _error_text(detail: Any) -> str:
     """The message of an error as runners write it: a string, {"message"}, or vLLM 0.32's
     ErrorResponse {"error": {"message", "type", "code"}}."""
@@ -354,19 +351,17 @@ def _row(cid: str, request: RunRequest, item: dict[str, Any], line: int) -> Impo
                              or "no response")
         row.error = (f"HTTP {status_code}: {detail}" if status_code else detail)[:2000]
         return row
-    choices = body.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    if not isinstance(choice, dict):
-        row.error = "The result has no choices."
+    try:  # the reader a live run's answer goes through: its thinking split off the same way
+        completion = read_completion(body)
+    except CompletionShapeError as exc:
+        row.error = str(exc)
         return row
-    message, usage = _dict(choice.get("message")), _dict(body.get("usage"))
-    row.text = str(message.get("content") or "").strip()
-    row.thinking = str(message.get("reasoning") or message.get("reasoning_content") or "")
-    reason = str(choice.get("finish_reason") or "stop")
-    row.stats = GenerationStats(prompt_tokens=_count(usage.get("prompt_tokens")),
-                                output_tokens=_count(usage.get("completion_tokens")),
-                                done_reason=reason, fragments=1,
-                                thinking_chars=len(row.thinking))
-    row.status = LENGTH if reason == DONE_LENGTH else FINISHED
+    row.text, row.thinking = completion.text, completion.thinking
+    row.stats = GenerationStats(prompt_tokens=completion.prompt_tokens,
+                                output_tokens=completion.output_tokens,
+                                done_reason=completion.finish_reason, fragments=1,
+                                thinking_chars=len(row.thinking),
+                                thinking_tokens=completion.thinking_tokens)
+    row.status = LENGTH if completion.finish_reason == DONE_LENGTH else FINISHED
     row.grounding = check(row.text, request.prompt).score if row.text else None
     return row
