@@ -97,19 +97,28 @@ def test_api_key_on_a_real_server(keyed_server: LlamaCppServer, sdk: bool) -> No
 
 
 def test_requests_path_is_chosen_when_openai_is_missing(real_server: LlamaCppServer) -> None:
+    """config.yaml's default client is openai; without the SDK the backend built from it
+    answers through requests, says so once in the log, and its status line says so."""
     # A fresh interpreter in which `import openai` fails, as on a machine without the SDK.
     code = (
         "import sys, json; sys.modules['openai'] = None\n"
-        "from backends.vllm_backend import VLLMBackend\n"
-        f"b = VLLMBackend({real_server.url!r}, model='smollm2')\n"
+        "from studio.runs.connection import from_config\n"
+        f"b = from_config({{'llm': {{'backend': 'vllm', 'host': {real_server.url!r}, "
+        "'model': 'smollm2'}})\n"
+        "b = from_config({'llm': {'backend': 'vllm', 'host': b.host, 'model': b.model}})\n"
         "a = b.generate('Say hello.', max_tokens=10)\n"
-        "print(json.dumps([b.uses_openai_sdk, str(a), a.stats.output_tokens]))\n"
+        "s = b.stream('Say hello.', max_tokens=10, sse=True).read_all()\n"
+        "print(json.dumps([b.uses_openai_sdk, str(a), a.stats.output_tokens, str(s),\n"
+        "                  b.model_state().notes()]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=True)
-    uses_sdk, text, tokens = json.loads(result.stdout.strip().splitlines()[-1])
+    uses_sdk, text, tokens, streamed, notes = json.loads(
+        result.stdout.strip().splitlines()[-1])
     assert uses_sdk is False
-    assert text and tokens > 0
+    assert text and tokens > 0 and streamed
+    assert "openai SDK not installed: plain requests used" in notes
+    assert result.stderr.count("the openai package is not installed") == 1
 
 
 @pytest.mark.parametrize("sdk", PATHS)
