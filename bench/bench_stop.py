@@ -143,8 +143,8 @@ def run() -> Result:
             f"Runs: {listed(ollama_times)} ms.",
             f"vLLM: FakeVLLM answering in one piece after {VLLM_DELAY_S:.0f} s; Stop clicked "
             f"{VLLM_WAIT_S:.0f} s after the request reached the server; the hang-up seen by "
-            f"polling the server's counter every 2 ms; one app per `backends.vllm.client`, "
-            f"the same server and page steps. Runs: "
+            f"polling the server's counter every 2 ms; for each `backends.vllm.client` a server "
+            f"and an app of its own, the same steps (the chats' User-Agent checked). Runs: "
             + "; ".join(f"{paths[client]} {listed(times)} ms" for client, times
                         in vllm_times.items())
             + (f" (\"not closed\": no hang-up within {NO_CLOSE_S:.0f} s)"
