@@ -23,15 +23,17 @@ from .errors import (
 )
 from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from .ollama_backend import OllamaBackend
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import Answer, GenerationStats, TokenStream
 from .vllm_backend import CLIENT_OPENAI, VLLMBackend
 
 __all__ = [
-    "BACKENDS", "Answer", "AuthenticationError", "Backend", "BackendConnectionError",
-    "BackendError", "BackendStatusError", "BackendTimeoutError", "ContextLengthError",
-    "EmbeddedBackend",
+    "BACKENDS", "DEFAULT_SAMPLING", "Answer", "AuthenticationError", "Backend",
+    "BackendConnectionError", "BackendError", "BackendStatusError", "BackendTimeoutError",
+    "ContextLengthError", "EmbeddedBackend",
     "GenerationStats", "InvalidHostError", "ModelNotFoundError", "OllamaBackend",
-    "StreamError", "TokenStream", "TruncatedStreamError", "VLLMBackend", "backend_class",
+    "Sampling", "StreamError", "TokenStream", "TruncatedStreamError", "VLLMBackend",
+    "backend_class",
     "create_backend", "delivery", "forget_server_facts", "needs_server",
 ]
 

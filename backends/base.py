@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol, runtime_checkable
 
 from .context import ContextFit
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import PullStream, TokenStream
 
 
@@ -59,17 +60,19 @@ class Backend(Protocol):
     model: str
     host: str
 
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
-                 think: str = "") -> str: ...
+    def generate(self, prompt: str, system: str = "",
+                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+                 temperature: float = DEFAULT_SAMPLING.temperature) -> str:
+        """The seed's interface: the whole answer (the other settings: the server's)."""
+        ...
 
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False, think: str = "") -> TokenStream: ...
+    def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
+               *, sse: bool = False) -> TokenStream: ...
 
     def list_models(self) -> list[str]: ...
 
-    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+    def context_fit(self, prompt: str, system: str = "",
+                    max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """Whether prompt and answer fit the window this run would get (asks the server)."""
         ...
 

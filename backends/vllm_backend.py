@@ -37,6 +37,7 @@ from .errors import (
     TruncatedStreamError,
 )
 from .repetition import repeating_unit
+from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import DONE_REPETITION, Answer, GenerationStats, TokenStream
 from .thinking import Thinking
 
@@ -113,7 +114,7 @@ class VLLMBackend:
     can_pull_models: ClassVar[bool] = False
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
-                 api_key: str | None = None, *, connect_timeout: float = 5.0,
+                 api_key: str | None = None, *, connect_timeout: float = http.CONNECT_TIMEOUT_S,
                  read_timeout: float = http.READ_TIMEOUT_S,
                  use_openai_sdk: bool | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
@@ -189,7 +190,8 @@ class VLLMBackend:
         except (BackendConnectionError, BackendStatusError, ValueError, KeyError, TypeError):
             return None
 
-    def context_fit(self, prompt: str, system: str = "", max_tokens: int = 2048) -> ContextFit:
+    def context_fit(self, prompt: str, system: str = "",
+                    max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """The prompt's exact token count from ``POST /tokenize`` (the chat template applied)
         against ``max_model_len``. vLLM refuses a prompt over the window (HTTP 400) and
         silently shortens an answer that would not fit beside it."""
@@ -222,12 +224,16 @@ class VLLMBackend:
                           window=window if isinstance(window, int) else None,
                           think_options=(THINK_OFF, THINK_ON), note=self.client_note)
 
-    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
-                 temperature: float = 0.2, *, repeat_penalty: float | None = None,
-                 think: str = "") -> Answer:
-        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``).
-        ``repeat_penalty`` is vLLM's ``repetition_penalty``; None leaves the server's."""
-        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty, think)
+    def generate(self, prompt: str, system: str = "",
+                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
+                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
+        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
+        return self.complete(prompt, system, Sampling(max_tokens, temperature))
+
+    def complete(self, prompt: str, system: str = "",
+                 sampling: Sampling = DEFAULT_SAMPLING) -> Answer:
+        """``generate()`` with every sampling setting: one request, Path A or Path B."""
+        payload = chat_body(self.model, prompt, system, sampling)
         started = time.perf_counter()
         with self._post_chat(payload) as reply:
             body = reply.body()
@@ -235,11 +241,6 @@ class VLLMBackend:
         answer = _answer_from_body(body, elapsed)
         answer.stats.context_window = self._window_or_none()
         return answer
-
-    def _payload(self, prompt: str, system: str, max_tokens: int, temperature: float,
-                 repeat_penalty: float | None, think: str = "") -> dict[str, Any]:
-        return chat_body(self.model, prompt, system, max_tokens, temperature, repeat_penalty,
-                         think)
 
     def prefix_cache_counters(self) -> tuple[float, float] | None:
         """(tokens looked up, tokens found) in vLLM's prefix cache since the server started,
@@ -252,12 +253,11 @@ class VLLMBackend:
         hits = prometheus_sum(text, "vllm:prefix_cache_hits_total")
         return None if queries is None or hits is None else (queries, hits)
 
-    def stream(self, prompt: str, system: str = "", max_tokens: int = 2048,
-               temperature: float = 0.2, *, repeat_penalty: float | None = None,
-               sse: bool = False, think: str = "") -> TokenStream:
+    def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
+               *, sse: bool = False) -> TokenStream:
         """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
         generation. One fragment (the whole answer) unless ``sse``: then token by token."""
-        payload = self._payload(prompt, system, max_tokens, temperature, repeat_penalty, think)
+        payload = chat_body(self.model, prompt, system, sampling)
         if sse:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
@@ -441,18 +441,28 @@ def _say_the_key_wins(host: str) -> None:
                     "user:password is not: both would use the Authorization header.", host)
 
 
-def chat_body(model: str, prompt: str, system: str, max_tokens: int, temperature: float,
-              repeat_penalty: float | None = None, think: str = "") -> dict[str, Any]:
+def chat_body(model: str, prompt: str, system: str,
+              sampling: Sampling = DEFAULT_SAMPLING) -> dict[str, Any]:
     """The chat completion request body both paths, ``stream()`` and batch files send."""
-    payload: dict[str, Any] = {"model": model, "messages": chat_messages(prompt, system),
-                               "max_tokens": max_tokens, "temperature": temperature}
-    if repeat_penalty is not None:
-        payload["repetition_penalty"] = repeat_penalty  # a vLLM extension to OpenAI's API
-    if think:  # "" sends nothing: the template's default (Qwen3 thinks)
-        payload["chat_template_kwargs"] = {"enable_thinking": think != THINK_OFF}
+    return {"model": model, "messages": chat_messages(prompt, system),
+            **sampling_fields(sampling)}
+
+
+def sampling_fields(sampling: Sampling) -> dict[str, Any]:
+    """``Sampling`` as the body's fields: OpenAI's max_tokens and temperature, and vLLM's
+    extensions: ``repetition_penalty`` (None sends nothing: the server's, 1.0) and Think
+    ("" sends nothing: the chat template's default, Qwen3 thinks) as the template's
+    ``enable_thinking`` and, for a level, gpt-oss's ``reasoning_effort``."""
+    fields: dict[str, Any] = {"max_tokens": sampling.max_tokens,
+                              "temperature": sampling.temperature}
+    if sampling.repeat_penalty is not None:
+        fields["repetition_penalty"] = sampling.repeat_penalty
+    think = sampling.think
+    if think:
+        fields["chat_template_kwargs"] = {"enable_thinking": think != THINK_OFF}
         if think not in (THINK_ON, THINK_OFF):
-            payload["reasoning_effort"] = think  # gpt-oss's levels
-    return payload
+            fields["reasoning_effort"] = think
+    return fields
 
 
 def prometheus_sum(text: str, name: str) -> float | None:

@@ -28,6 +28,7 @@ from typing import Any
 import requests
 
 from backends.base import chat_messages
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from bench.common import Figure, Result, at_least
 from studio.pv.library import load_locations, load_system_prompts
@@ -279,8 +280,9 @@ def run() -> Result:
 
     def spec(layout: str, concurrency: int, scenarios: list[Location]) -> BatchSpec:
         return BatchSpec(scenarios=scenarios, backend="vllm", host=server.url,
-                         model=server.served_name, system=system, max_tokens=MAX_TOKENS,
-                         temperature=TEMPERATURE, concurrency=concurrency, layout=layout)
+                         model=server.served_name, system=system,
+                         sampling=Sampling(MAX_TOKENS, TEMPERATURE), concurrency=concurrency,
+                         layout=layout)
 
     arms = [Arm(layout, CONCURRENCY, rows) for layout in MEASURED_LAYOUTS] + \
         [Arm(layout, 1, sample) for layout in MEASURED_LAYOUTS]

@@ -22,6 +22,7 @@ import ollama
 import requests
 
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from bench.common import Figure, Result, at_least, median
 from bench.servers import (
     FAKE_OLLAMA_MODEL,
@@ -47,7 +48,7 @@ def _payload() -> dict[str, object]:
 
 
 def read_ours(backend: OllamaBackend) -> list[str]:
-    return list(backend.stream(PROMPT, "", max_tokens=TOKENS, temperature=0))
+    return list(backend.stream(PROMPT, "", Sampling(TOKENS, temperature=0)))
 
 
 def read_official(client: ollama.Client) -> list[str]:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from backends.embedded_backend import EmbeddedBackend, bundled_model_path
+from backends.sampling import Sampling
 from bench.common import Figure, Result, at_least, median
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
@@ -74,7 +75,7 @@ def run() -> Result:
     direct = Llama(model_path=str(path), n_ctx=N_CTX, n_threads=os.cpu_count(), verbose=False)
 
     def through_ours(text: str, max_tokens: int) -> Callable[[], Iterator[str]]:
-        return lambda: ours.stream(text, system, max_tokens=max_tokens, temperature=0)
+        return lambda: ours.stream(text, system, Sampling(max_tokens, temperature=0))
 
     def through_direct(text: str, max_tokens: int) -> Callable[[], Iterator[str]]:
         messages: Any = [{"role": "system", "content": system},

@@ -16,6 +16,7 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo, for backends/
 
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 
 URL = os.environ.get("PV_BENCH_OLLAMA_URL", "http://127.0.0.1:11434")
 MODEL = os.environ.get("PV_BENCH_MODEL", "llama3.1:8b")
@@ -25,4 +26,4 @@ st.title("st.write_stream baseline")
 if st.button("Generate", type="primary"):
     with st.container(key="answer", border=True):
         st.write_stream(OllamaBackend(URL, MODEL).stream(
-            "Size a PV system for this household.", max_tokens=MAX_TOKENS))
+            "Size a PV system for this household.", "", Sampling(max_tokens=MAX_TOKENS)))

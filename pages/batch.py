@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -90,7 +90,7 @@ def main() -> None:
 
     batch: Batch | None = st.session_state.get("batch")
     running = batch is not None and not batch.done
-    spec = BatchSpec(**asdict(selection), scenarios=scenarios,
+    spec = BatchSpec(**selection.param_fields(), scenarios=scenarios,
                      system=system_prompts[system_name], concurrency=concurrency,
                      layout=layout)
     buttons = st.columns([1, 1, 2, 2])
@@ -106,7 +106,7 @@ def main() -> None:
     # keeps its place, so a new batch's progress replaces the last one's results at once.
     notice = st.empty()
     # Max tokens aside (one choice lowers it), a held-back batch is still the one on screen.
-    pending = fit_check.current(PAGE, replace(spec, max_tokens=0))
+    pending = fit_check.current(PAGE, spec.with_sampling(max_tokens=0))
     resuming = fit_check.current(RESUMING, st.session_state.get("batch_resume"))
     if pending is not None and not running:
         over = {misfit.index for misfit in pending.misfits}
@@ -154,8 +154,9 @@ def header(selection: RunParams, batch: Batch | None) -> str:
 
 def run_settings(params: RunParams) -> str:
     """'ollama · llama3.1:8b · max tokens 512 · temperature 0.2' (the model as literal text)."""
-    return (f"{params.backend} · {literal(params.model)} · max tokens {params.max_tokens} · "
-            f"temperature {params.temperature}")
+    sampling = params.sampling
+    return (f"{params.backend} · {literal(params.model)} · max tokens {sampling.max_tokens} · "
+            f"temperature {sampling.temperature}")
 
 
 def scenarios_picker() -> list[Location]:
@@ -214,7 +215,7 @@ def fits(spec: BatchSpec) -> bool:
     misfits = row_misfits(spec, range(len(spec.scenarios)))
     if misfits:
         st.session_state.pop(fit_check.pending_key(RESUMING), None)
-        fit_check.hold(PAGE, fit_check.Pending(replace(spec, max_tokens=0), misfits))
+        fit_check.hold(PAGE, fit_check.Pending(spec.with_sampling(max_tokens=0), misfits))
     return not misfits
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
@@ -19,7 +19,7 @@ from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import answer_pane, follow_all, grounding_line, show_answer, show_thinking
 from ui.prompt_editor import Prompts, prompt_editor
-from ui.sidebar import show_fallback_notice
+from ui.sidebar import sampling_inputs, show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
 
 PAGE = "compare"
@@ -52,7 +52,7 @@ def main() -> None:
     elif clicked:
         go = fits(config, panes, prompts)
     # Max tokens aside (one choice lowers it), a held-back comparison is the one on screen.
-    what = ([replace(pane, max_tokens=0) for pane in panes], prompts.system, prompts.user)
+    what = ([pane.with_sampling(max_tokens=0) for pane in panes], prompts.system, prompts.user)
     pending = fit_check.current(PAGE, what)
     if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens,
                                                              slot=notice):
@@ -79,8 +79,8 @@ def seed_panes(config: Settings, selection: RunParams) -> None:
             else:
                 others = [k for k in DEFAULT_KINDS if k != selection.backend]
                 seed_picker(prefix, config, others[(index - 1) % len(others)])
-            state[f"{prefix}max_tokens"] = selection.max_tokens
-            state[f"{prefix}temperature"] = selection.temperature
+            state[f"{prefix}max_tokens"] = selection.sampling.max_tokens
+            state[f"{prefix}temperature"] = selection.sampling.temperature
     keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
          *(key for index in range(MAX_PANES) for key in (
              *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens",
@@ -109,16 +109,12 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
         with column, st.container(border=True):
             st.markdown(f"**Pane {index + 1}**")
             picked = backend_picker(config, prefix)
-            max_tokens, temperature = selection.max_tokens, selection.temperature
+            sampling = replace(selection.sampling, think=picked.think)
             if not sync:
-                max_tokens = int(st.number_input("Max tokens", 1, 32768, step=256,
-                                                 key=f"{prefix}max_tokens"))
-                temperature = float(st.slider("Temperature", 0.0, 2.0, step=0.05,
-                                              key=f"{prefix}temperature"))
-            panes.append(RunParams(picked.kind, picked.host, picked.model, max_tokens,
-                                   temperature, selection.repeat_penalty,
-                                   sse=sse and backend_class(picked.kind).can_stream_sse,
-                                   think=picked.think))
+                max_tokens, temperature = sampling_inputs(prefix)
+                sampling = replace(sampling, max_tokens=max_tokens, temperature=temperature)
+            panes.append(RunParams(picked.kind, picked.host, picked.model, sampling,
+                                   sse=sse and backend_class(picked.kind).can_stream_sse))
     return panes, repeats
 
 
@@ -130,11 +126,11 @@ def fits(config: Settings, panes: list[RunParams], prompts: Prompts) -> bool:
             backend = build(config, pane.backend, pane.host, pane.model)
         except (BackendError, ValueError):
             continue  # the pane will show why it cannot run
-        request = RunRequest(**asdict(pane), system=prompts.system, prompt=prompts.user)
+        request = RunRequest(**pane.param_fields(), system=prompts.system, prompt=prompts.user)
         checks.append((label, backend, request))
     misfits = fit_check.misfits(checks)
     if misfits:
-        what = ([replace(pane, max_tokens=0) for pane in panes], prompts.system, prompts.user)
+        what = ([pane.with_sampling(max_tokens=0) for pane in panes], prompts.system, prompts.user)
         fit_check.hold(PAGE, fit_check.Pending(what, misfits))
     return not misfits
 
@@ -189,7 +185,7 @@ def answers(comparison: Comparison, running: bool) -> None:
         show_answer(run.text, answer_slots[index], report)
         progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s")
         lines = [] if report is None else [grounding_line(report)]
-        if (missing := no_thinking_note(run.request.think, run.thinking, run.status)):
+        if (missing := no_thinking_note(run.request.sampling.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")
         with footers[index].container():
             if run.error is not None:

@@ -145,7 +145,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     st.subheader(f"Run {run.id} · {literal(run.backend)} · {literal(run.model)}")
     st.caption(literal(f"{run.created_at[:19].replace('T', ' ')} UTC · {run.page} · "
                        f"{run.host or '–'} · preset {run.preset or '–'} · max tokens "
-                       f"{run.max_tokens} · temperature {run.temperature} · "
+                       f"{run.sampling.max_tokens} · temperature {run.sampling.temperature} · "
                        f"{run.delivered or run.delivery}"))
     if run.error:
         st.error(literal(run.error), icon="⚠️")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
-
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
@@ -31,7 +29,7 @@ def main() -> None:
     state = st.session_state
     run: Run | None = state.get("playground_run")
     running = run is not None and not run.done
-    request = RunRequest(**asdict(current_selection()), system=prompts.system,
+    request = RunRequest(**current_selection().param_fields(), system=prompts.system,
                          prompt=prompts.user, preset=prompts.preset)
     buttons = st.columns([1, 1, 4])
     generate = buttons[0].button("Generate", type="primary", disabled=running,
@@ -52,7 +50,7 @@ def main() -> None:
     elif generate:
         started = start(request, notice, check=True)
     # Max tokens aside (one choice lowers it), a held-back run is still the one on screen.
-    pending = fit_check.current(PAGE, replace(request, max_tokens=0))
+    pending = fit_check.current(PAGE, request.with_sampling(max_tokens=0))
     if pending is not None and not running and fit_check.ask(PAGE, pending, lower_max_tokens,
                                                              slot=notice):
         started = start(request, notice, check=False)
@@ -76,7 +74,7 @@ def start(request: RunRequest, notice: DeltaGenerator, check: bool) -> Run | Non
         notice.error(f"Cannot use this backend: {literal(str(exc))}", icon="⚠️")
         return None
     if check and (misfits := fit_check.misfits([("", backend, request)])):
-        fit_check.hold(PAGE, fit_check.Pending(replace(request, max_tokens=0), misfits))
+        fit_check.hold(PAGE, fit_check.Pending(request.with_sampling(max_tokens=0), misfits))
         # Drawn again from the top: the prompt editor, above, then shows the size the check
         # counted, the same number as the warning.
         st.rerun()

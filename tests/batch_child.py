@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
 from studio.records.store import RunStore
@@ -23,7 +24,8 @@ SYSTEM = "You are a PV sizing analyst."
 def main(db: str, url: str, model: str, count: int, concurrency: int) -> None:
     store = RunStore(db)
     spec = BatchSpec(scenarios=load_locations()[:count], backend="vllm", host=url, model=model,
-                     system=SYSTEM, max_tokens=256, temperature=0.2, concurrency=concurrency)
+                     system=SYSTEM, sampling=Sampling(max_tokens=256, temperature=0.2),
+                     concurrency=concurrency)
     batch = launch(spec, build=lambda: VLLMBackend(url, model=model, read_timeout=30),
                    store=store)
     print(f"group {batch.group_id}", flush=True)

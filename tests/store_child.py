@@ -14,6 +14,7 @@ import sys
 import time
 
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from studio.records.store import RunStore
 from studio.runs.request import FINISHED, RunRequest
 
@@ -24,10 +25,10 @@ def stream(db: str, url: str) -> None:
     store = RunStore(db)
     request = RunRequest(backend="ollama", host=url, model="llama3.1:8b",
                          system="You are a PV sizing analyst.", prompt="Size a PV system.",
-                         max_tokens=4096, preset="san-diego")
+                         sampling=Sampling(max_tokens=4096), preset="san-diego")
     run_id = store.start_run(request, "playground")
     tokens = OllamaBackend(url, model="llama3.1:8b").stream(request.prompt, request.system,
-                                                            request.max_tokens)
+                                                            request.sampling)
     last = time.monotonic()
     for _ in tokens:
         if time.monotonic() - last >= PROGRESS_EVERY_S:

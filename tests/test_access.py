@@ -14,6 +14,7 @@ import pytest
 
 from backends.errors import InvalidHostError
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from studio.records.batch_files import MAX_FILE_BYTES
 from studio.records.store import RunStore
 from studio.runs.capacity import Capacity, Limits
@@ -272,7 +273,7 @@ def test_a_run_waits_for_a_slot_and_says_where_it_is_in_the_queue(tmp_path: Path
     store = RunStore(str(tmp_path / "history.sqlite3"))
     with FakeOllama(script=Script(tokens=["a", "b", "c"], gate=gate)) as server:
         request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
-                             system="", prompt="Hi", max_tokens=5)
+                             system="", prompt="Hi", sampling=Sampling(max_tokens=5))
         first = Run(OllamaBackend(server.url), request, Recording(store, "playground",
                                                                   user="ann"),
                     capacity=capacity).start()

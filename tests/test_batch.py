@@ -39,6 +39,7 @@ from backends.errors import (
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
 from studio.pv.location import Location
@@ -77,7 +78,8 @@ TOKENS = 200  # output tokens the latency server reports per answer
 def make_spec(url: str, scenarios: list[Location], concurrency: int,
               model: str = MODEL) -> BatchSpec:
     return BatchSpec(scenarios=list(scenarios), backend="vllm", host=url, model=model,
-                     system=SYSTEM, max_tokens=256, temperature=0.2, concurrency=concurrency)
+                     system=SYSTEM, sampling=Sampling(max_tokens=256, temperature=0.2),
+                     concurrency=concurrency)
 
 
 def make_batch(server: LatencyServer, scenarios: list[Location], concurrency: int, *,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from backends.sampling import Sampling
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
 from studio.records.batch_files import (
@@ -31,9 +32,10 @@ LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
 
 
-def spec(count: int = 3, **options: object) -> BatchSpec:
+def spec(count: int = 3, think: str = "", **options: object) -> BatchSpec:
     return BatchSpec(backend="vllm", host="http://user:secret@gpu-node:8000", model="smollm2",
-                     max_tokens=512, temperature=0.0, scenarios=LOCATIONS[:count],
+                     sampling=Sampling(max_tokens=512, temperature=0.0, think=think),
+                     scenarios=LOCATIONS[:count],
                      system=SYSTEM, **options)  # type: ignore[arg-type]
 
 
@@ -67,7 +69,7 @@ def test_the_think_setting_travels_in_the_body() -> None:
     (line, *_) = export_jsonl(spec(1, think="off")).splitlines()
     assert json.loads(line)["body"]["chat_template_kwargs"] == {"enable_thinking": False}
     (request,) = read_input(line).values()
-    assert request.think == "off"
+    assert request.sampling.think == "off"
 
 
 def test_results_come_back_into_the_history_in_input_order(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Button
 
+from backends.sampling import Sampling
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS
 from studio.pv.locations_csv import MAX_ROWS
@@ -263,7 +264,8 @@ def test_the_header_describes_a_resumed_batchs_own_settings(server: LatencyServe
     at = batch_page()
     assert at.caption[0].value.startswith("Backend, model and parameters come from the sidebar")
     spec = BatchSpec(scenarios=LOCATIONS[:2], backend="vllm", host=server.url, model=MODEL,
-                     system="You are a PV analyst.", max_tokens=100, temperature=0.7)
+                     system="You are a PV analyst.",
+                     sampling=Sampling(max_tokens=100, temperature=0.7))
     seed_batch(RunStore(db), spec, [0])
     at.run()
     button(at, "Resume").click().run()
@@ -450,7 +452,7 @@ def test_a_resume_checks_the_window_and_keeps_the_rows_flags(small_window: FakeO
     store = RunStore(tmp_path / "h.sqlite3")
     spec = BatchSpec(scenarios=LOCATIONS[:2], backend="ollama", host=small_window.url,
                      model="llama3.1:8b", system="You are a PV analyst.",
-                     max_tokens=2048).flag([0])
+                     sampling=Sampling(max_tokens=2048)).flag([0])
     group = seed_batch(store, spec, [0])
     at = batch_page()
     button(at, "Resume").click().run()

@@ -14,6 +14,7 @@ import pytest
 from backends.base import Backend
 from backends.errors import BackendError
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.pv.grounding import check_run
@@ -56,11 +57,12 @@ def build(pane: RunParams) -> Backend:
 
 
 def ollama_pane(url: str, model: str = "llama3.1:8b") -> RunParams:
-    return RunParams("ollama", url, model, max_tokens=512, temperature=0.2)
+    return RunParams("ollama", url, model, sampling=Sampling(max_tokens=512, temperature=0.2))
 
 
 def vllm_pane(url: str, sse: bool = False) -> RunParams:
-    return RunParams("vllm", url, "smollm2", max_tokens=512, temperature=0.2, sse=sse)
+    return RunParams("vllm", url, "smollm2", sampling=Sampling(max_tokens=512, temperature=0.2),
+                     sse=sse)
 
 
 def compare(panes: list[RunParams], repeats: int = 1,
@@ -131,7 +133,8 @@ def test_figures_are_median_min_max_over_rounds_without_failed_runs() -> None:
         GenerationStats(total_time_s=2.0, time_to_first_token_s=0.75, output_tokens=20,
                         prompt_tokens=100, done_reason="stop", fragments=5),
     ])
-    pane = RunParams("embedded", "", "scripted-1", max_tokens=64, temperature=0.0)
+    pane = RunParams("embedded", "", "scripted-1",
+                     sampling=Sampling(max_tokens=64, temperature=0.0))
     comparison = compare([pane], repeats=4, builder=lambda _: backend)
     assert comparison.wait(5)
     assert len(comparison.rounds) == 4 and backend.calls == 4
@@ -345,8 +348,8 @@ def test_no_request_reaches_a_server_after_stop(ollama_server: FakeOllama,
 # -- errors stay in their pane --------------------------------------------------------------
 def test_a_pane_whose_backend_cannot_be_built_shows_the_error(ollama_server: FakeOllama) -> None:
     ollama_server.script.delay = 0.02
-    missing = RunParams("embedded", "", "/models/missing.gguf", max_tokens=64,
-                         temperature=0.2)
+    missing = RunParams("embedded", "", "/models/missing.gguf",
+                        sampling=Sampling(max_tokens=64, temperature=0.2))
     comparison = compare([ollama_pane(ollama_server.url), missing])
     assert comparison.wait(10)
     good, broken = comparison.current_round
@@ -373,7 +376,7 @@ def test_the_apps_own_build_with_a_missing_gguf_file(ollama_server: FakeOllama,
     missing = str(tmp_path / "missing.gguf")
     comparison = compare(
         [ollama_pane(ollama_server.url),
-         RunParams("embedded", "", missing, max_tokens=64, temperature=0.2)],
+         RunParams("embedded", "", missing, sampling=Sampling(max_tokens=64, temperature=0.2))],
         builder=lambda pane: connection.build(settings, pane.backend, pane.host, pane.model))
     assert comparison.wait(10)
     good, broken = comparison.current_round
@@ -526,7 +529,8 @@ def test_runs_cut_at_max_tokens_or_empty_are_counted_apart_from_the_measured() -
         ("   ", "", answered(8.0)),
         ("Install 14 panels.", "", answered(4.0)),
     ])
-    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    pane = RunParams("embedded", "", "answering-1",
+                     sampling=Sampling(max_tokens=150, temperature=0.0))
     comparison = compare([pane], repeats=5, builder=lambda _: backend)
     assert comparison.wait(5)
     assert [run.status for run in comparison.pane_runs(0)] == [
@@ -543,7 +547,8 @@ def test_runs_cut_at_max_tokens_or_empty_are_counted_apart_from_the_measured() -
 
 def test_a_pane_that_only_thought_has_no_figures() -> None:
     backend = Answering([("", "thinking " * 40, answered(9.0, "length"))] * 2)
-    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    pane = RunParams("embedded", "", "answering-1",
+                     sampling=Sampling(max_tokens=150, temperature=0.0))
     comparison = compare([pane], repeats=2, builder=lambda _: backend)
     assert comparison.wait(5)
     (row,) = comparison.table()
@@ -588,7 +593,8 @@ def test_one_pane_is_stopped_on_its_own_and_sits_out_the_next_rounds(
 def test_a_run_without_an_answer_has_no_grounding_line_from_an_earlier_round() -> None:
     backend = Answering([("Install 12 panels for 53.76 kWh a day.", "", answered(2.0)),
                          ("", "", answered(1.0))])
-    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    pane = RunParams("embedded", "", "answering-1",
+                     sampling=Sampling(max_tokens=150, temperature=0.0))
     comparison = compare([pane], repeats=2, builder=lambda _: backend)
     assert comparison.wait(5)
     assert comparison.shown_round == comparison.current_round
@@ -620,8 +626,8 @@ def test_the_reports_wall_time_covers_every_round(ollama_server: FakeOllama) -> 
 
 
 def test_the_report_shows_a_failed_panes_error_and_its_fix(ollama_server: FakeOllama) -> None:
-    missing = RunParams("embedded", "", "/models/missing.gguf", max_tokens=64,
-                        temperature=0.2)
+    missing = RunParams("embedded", "", "/models/missing.gguf",
+                        sampling=Sampling(max_tokens=64, temperature=0.2))
     comparison = compare([ollama_pane(ollama_server.url), missing])
     assert comparison.wait(10)
     sections = re.findall(r"<section>(.*?)</section>", comparison.to_html(), re.DOTALL)

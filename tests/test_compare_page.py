@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from backends.sampling import Sampling
 from studio.runs.compare import Comparison
 from studio.runs.request import RunParams
 from tests.servers.ollama import FakeOllama, Script, tokenize
@@ -77,7 +78,8 @@ def test_a_pane_stopped_on_its_own_shows_its_stopped_run(
 def test_no_measured_run_draws_no_chart_but_says_so(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = Answering([("", "thinking " * 40, answered(9.0, "length"))] * 2)
-    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    pane = RunParams("embedded", "", "answering-1",
+                     sampling=Sampling(max_tokens=150, temperature=0.0))
     comparison = compare([pane, pane], builder=lambda _: backend)
     assert comparison.wait(5)
     at = show(tmp_path, monkeypatch, comparison)
@@ -89,7 +91,8 @@ def test_a_pane_with_nothing_measured_gets_no_bar(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backends = iter([Answering([("Install 12 panels.", "", answered(2.0))]),
                      Answering([("", "thinking " * 40, answered(9.0, "length"))])])
-    pane = RunParams("embedded", "", "answering-1", max_tokens=150, temperature=0.0)
+    pane = RunParams("embedded", "", "answering-1",
+                     sampling=Sampling(max_tokens=150, temperature=0.0))
     comparison = compare([pane, pane], builder=lambda _: next(backends))
     assert comparison.wait(5)
     first, _ = comparison.labels

@@ -10,6 +10,7 @@ import pytest
 from backends.errors import BackendConnectionError, InvalidHostError
 from backends.http import Address, address, check_host, redact
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.runs.connection import ProbeCache, build, probe
 from studio.runs.request import RunRequest
@@ -94,7 +95,7 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
             state = cache.state(settings, "ollama", server.url, "llama3.1:8b")
             assert state is not None and state.loaded is False
         request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
-                             system="", prompt="How many panels?", max_tokens=16)
+                             system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
         run = Run(OllamaBackend(server.url, "llama3.1:8b"), request).start()
         assert run.wait(10) and run.error is None
         state = other.state(settings, "ollama", server.url, "llama3.1:8b")
@@ -103,7 +104,7 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
         assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state  # kept
         # A run on another model leaves this one's state as it was asked.
         mistral = RunRequest(backend="ollama", host=server.url, model="mistral:7b",
-                             system="", prompt="How many panels?", max_tokens=16)
+                             system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
         assert Run(OllamaBackend(server.url, "mistral:7b"), mistral).start().wait(10)
         assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state
 
@@ -150,7 +151,8 @@ def test_the_allow_list_compares_scheme_host_port_and_credentials_exactly() -> N
         settings = shared(configured)
         for same in (configured, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/",
                      f"HTTP://127.0.0.1:{port}"):
-            assert build(settings, "ollama", same)._base_url == configured  # type: ignore[attr-defined]
+            assert build(settings, "ollama",
+                         same)._base_url == configured  # type: ignore[attr-defined]
         for other in (f"https://127.0.0.1:{port}", f"http://localhost:{port}",
                       f"http://127.0.0.1:{canary.port}", "http://127.0.0.1",
                       f"http://demo:s3cret@127.0.0.1:{canary.port}"):

@@ -16,6 +16,7 @@ from backends.embedded_backend import (
     bundled_model_path,
 )
 from backends.errors import BackendError, ContextLengthError, ModelNotFoundError
+from backends.sampling import Sampling
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
 from studio.settings.config import load_config
@@ -58,7 +59,7 @@ def test_same_prompt_at_temperature_zero_is_deterministic(embedded: EmbeddedBack
 
 
 def test_stream_arrives_in_many_fragments(embedded: EmbeddedBackend) -> None:
-    stream = embedded.stream(PROMPT, max_tokens=40, temperature=0.0)
+    stream = embedded.stream(PROMPT, sampling=Sampling(max_tokens=40, temperature=0.0))
     fragments = list(stream)
     assert "".join(fragments) == stream.text
     tokens = stream.stats.output_tokens
@@ -71,7 +72,7 @@ def test_stream_arrives_in_many_fragments(embedded: EmbeddedBackend) -> None:
 
 
 def test_close_cancels_the_generation(embedded: EmbeddedBackend) -> None:
-    stream = embedded.stream(PROMPT, max_tokens=200, temperature=0.0)
+    stream = embedded.stream(PROMPT, sampling=Sampling(max_tokens=200, temperature=0.0))
     received = [next(stream) for _ in range(3)]
     stream.close()
     assert list(stream) == []
@@ -101,9 +102,9 @@ def test_two_threads_at_once_queue_instead_of_crashing(embedded: EmbeddedBackend
 
 
 def test_a_queued_stream_can_be_cancelled_while_waiting(embedded: EmbeddedBackend) -> None:
-    running = embedded.stream(PROMPT, max_tokens=200)
+    running = embedded.stream(PROMPT, sampling=Sampling(max_tokens=200))
     next(running)  # holds the model
-    waiting = embedded.stream(PROMPT, max_tokens=10)
+    waiting = embedded.stream(PROMPT, sampling=Sampling(max_tokens=10))
     result: list[str] = []
     reader = threading.Thread(target=lambda: result.extend(waiting))
     reader.start()
@@ -194,7 +195,7 @@ def test_a_long_prompt_gives_the_same_answer_whatever_ran_before(
     other = long_prompt.replace("Household", "Office")
     answers = []
     for prompt in (long_prompt, other, long_prompt, long_prompt):
-        stream = embedded.stream(prompt, max_tokens=24, temperature=0.0)
+        stream = embedded.stream(prompt, sampling=Sampling(max_tokens=24, temperature=0.0))
         answers.append("".join(stream))
         assert stream.stats.prompt_tokens is not None and stream.stats.prompt_tokens > 512
     assert answers[0] and answers[0] == answers[2] == answers[3]

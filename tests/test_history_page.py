@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from backends.sampling import Sampling
 from studio.pv.library import load_locations
 from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
@@ -33,7 +34,8 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
             ("embedded", "SmolLM2", "San Diego, CA", "error", "")]
     for backend, model, preset, status, text in rows:
         request = RunRequest(backend=backend, host="http://h", model=model, system="system",
-                             prompt=f"prompt for {preset}", max_tokens=300, temperature=0.3,
+                             prompt=f"prompt for {preset}",
+                             sampling=Sampling(max_tokens=300, temperature=0.3),
                              preset=preset)
         run_id = store.start_run(request, "playground")
         store.finish_run(run_id, text, status, "boom" if status == "error" else None,
@@ -99,7 +101,7 @@ def test_one_run_has_the_grounding_line_of_the_side_by_side_view(seeded: RunStor
 
 def test_a_cut_prompts_run_read_alone_is_not_graded(seeded: RunStore) -> None:
     request = RunRequest(backend="ollama", host="http://h", model="m", system="s",
-                         prompt="prompt", max_tokens=10, temperature=0.1)
+                         prompt="prompt", sampling=Sampling(max_tokens=10, temperature=0.1))
     run_id = seeded.start_run(request, "playground")
     seeded.finish_run(run_id, "Install 31 panels.", "finished", None,
                       {"prompt_truncated": True, "prompt_tokens": 2047})
@@ -118,8 +120,9 @@ def test_the_two_run_picker_offers_no_select_all(seeded: RunStore) -> None:
 
 def test_the_table_shows_statuses_in_words_and_no_none(seeded: RunStore) -> None:
     run_id = seeded.start_run(RunRequest(backend="ollama", host="http://h", model="m",
-                                         system="s", prompt="p", max_tokens=10,
-                                         temperature=0.1), "playground")
+                                         system="s", prompt="p",
+                                         sampling=Sampling(max_tokens=10, temperature=0.1)),
+                                         "playground")
     seeded.finish_run(run_id, "cut", "length", None, {})  # no figures recorded
     table = history_page().dataframe[0].value
     row = table[table["id"] == run_id].iloc[0]
@@ -155,8 +158,8 @@ def test_open_in_playground_shows_that_run_as_it_ended(seeded: RunStore) -> None
     """The Playground's panel holds the reopened run, said so, with its own answer, figures,
     grounding and downloads; not the Playground's last run, not an empty panel."""
     request = RunRequest(backend="vllm", host="http://h", model="smollm2", system="system",
-                         prompt="prompt for Phoenix, AZ: 53.76 kWh a day", max_tokens=300,
-                         temperature=0.3, preset="Phoenix, AZ")
+                         prompt="prompt for Phoenix, AZ: 53.76 kWh a day",
+                         sampling=Sampling(max_tokens=300, temperature=0.3), preset="Phoenix, AZ")
     run_id = seeded.start_run(request, "playground")
     seeded.finish_run(run_id, "Use 53.76 kWh a day; install 31 panels.", "length", None,
                       {"output_tokens": 300, "total_time_s": 4.25, "prompt_tokens": 262,
@@ -222,7 +225,8 @@ def test_side_by_side_shows_an_error_runs_error(seeded: RunStore) -> None:
 def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
     for index in range(250):
         request = RunRequest(backend="ollama", host="http://h", model="m", system="s",
-                             prompt=f"bulk {index}", max_tokens=10, temperature=0.1)
+                             prompt=f"bulk {index}",
+                             sampling=Sampling(max_tokens=10, temperature=0.1))
         seeded.finish_run(seeded.start_run(request, "batch"), f"answer {index}", "finished")
     at = history_page()
     assert "Runs 1–100 of 253, newest first." in at.caption[0].value

@@ -17,6 +17,7 @@ from backends.errors import (
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from tests.servers.base import LocalServer
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, prompt_tokens, tokenize
@@ -24,7 +25,8 @@ from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, prompt_token
 
 def test_stream_yields_tokens_in_order_and_final_stats(ollama: OllamaBackend,
                                                        fake_ollama: FakeOllama) -> None:
-    stream = ollama.stream("How many panels?", system="You are an analyst.", max_tokens=500)
+    stream = ollama.stream("How many panels?", system="You are an analyst.",
+                           sampling=Sampling(max_tokens=500))
     fragments = list(stream)
 
     assert fragments == tokenize(SAMPLE_ANSWER)

@@ -29,6 +29,7 @@ import yaml
 
 from backends.errors import BackendConnectionError, ModelNotFoundError
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from studio.pv.library import load_locations, load_system_prompts
 from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
@@ -299,7 +300,8 @@ def test_the_batch_file_line_is_what_the_export_writes() -> None:
     shown = json.loads(block("json", '"custom_id"').code.replace("[...]", "null"))
     defaults = load_config(ROOT / "config.yaml")
     spec = BatchSpec(backend="vllm", host="http://localhost:8000", model="smollm2",
-                     max_tokens=defaults.max_tokens, temperature=defaults.temperature,
+                     sampling=Sampling(max_tokens=defaults.max_tokens,
+                                       temperature=defaults.temperature),
                      scenarios=load_locations(), system=next(iter(load_system_prompts().values())))
     first = json.loads(export_jsonl(spec).splitlines()[0])
     assert [m["role"] for m in first["body"]["messages"]] == ["system", "user"]
@@ -412,7 +414,7 @@ def test_the_ray_data_llm_pipeline_runs_on_vllms_cpu_build(tmp_path: Path,
     if problem:
         pytest.skip(f"Ray Data LLM on vLLM's CPU build: {problem}")
     spec = BatchSpec(backend="vllm", host="http://node:8000", model="smollm2",
-                     max_tokens=RAY_MAX_TOKENS, temperature=0.0,
+                     sampling=Sampling(max_tokens=RAY_MAX_TOKENS, temperature=0.0),
                      scenarios=load_locations()[:RAY_ROWS],
                      system=next(iter(load_system_prompts().values())))
     batch_input = tmp_path / "pv-batch-input.jsonl"

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from studio.records.store import RunStore
 from studio.runs.request import RunRequest
 from studio.runs.runner import Recording, Run
@@ -15,7 +16,7 @@ from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 
 def request(url: str) -> RunRequest:
     return RunRequest(backend="ollama", host=url, model="llama3.1:8b", system="system",
-                      prompt="prompt", max_tokens=100, preset="Preset")
+                      prompt="prompt", sampling=Sampling(max_tokens=100), preset="Preset")
 
 
 def test_text_is_saved_while_it_streams(fake_ollama: FakeOllama, tmp_path: Path) -> None:

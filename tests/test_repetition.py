@@ -10,6 +10,7 @@ import pytest
 from backends.embedded_backend import EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
 from backends.repetition import MIN_REPEATS, TAIL, RepetitionGuard, repeating_unit
+from backends.sampling import Sampling
 from backends.stream import DONE_REPETITION
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
@@ -55,7 +56,8 @@ def test_ordinary_answers_are_not_loops(text: str) -> None:
 def test_ollama_stream_that_loops_is_stopped_and_the_server_told() -> None:
     tokens = tokenize(LOOPING_ANSWER)
     with FakeOllama(script=Script(tokens=tokens, delay=0.002)) as server:
-        stream = OllamaBackend(server.url, "llama3.1:8b").stream("Size it.", max_tokens=4096)
+        stream = OllamaBackend(server.url, "llama3.1:8b").stream("Size it.",
+                                                                 sampling=Sampling(max_tokens=4096))
         text = "".join(stream)
         assert server.client_closed.wait(5)  # the connection was closed: generation stops
     assert stream.stats.done_reason == DONE_REPETITION
@@ -121,7 +123,7 @@ def test_a_looping_batch_row_counts_as_answered(tmp_path: Path) -> None:
 def test_ollama_sends_repeat_penalty_only_when_set(fake_ollama: FakeOllama,
                                                    ollama: OllamaBackend) -> None:
     ollama.generate("hi", max_tokens=3)
-    ollama.generate("hi", max_tokens=3, repeat_penalty=1.3)
+    ollama.stream("hi", sampling=Sampling(max_tokens=3, repeat_penalty=1.3)).read_all()
     default, set_ = (request["options"] for request in fake_ollama.chat_requests)
     assert "repeat_penalty" not in default  # Ollama's own default (1.1) applies
     assert set_["repeat_penalty"] == 1.3
@@ -132,8 +134,8 @@ def test_vllm_sends_repetition_penalty_only_when_set(sdk: bool) -> None:
     with FakeVLLM(200, completion("ok")) as server:
         backend = VLLMBackend(server.url, "smollm2", use_openai_sdk=sdk)
         backend.generate("hi")
-        backend.generate("hi", repeat_penalty=1.2)
-        list(backend.stream("hi", repeat_penalty=1.2, sse=True))
+        backend.complete("hi", sampling=Sampling(repeat_penalty=1.2))
+        list(backend.stream("hi", sampling=Sampling(repeat_penalty=1.2), sse=True))
     default, set_, streamed = server.chat_requests
     assert "repetition_penalty" not in default
     assert set_["repetition_penalty"] == 1.2 and streamed["repetition_penalty"] == 1.2
@@ -143,7 +145,8 @@ def test_embedded_uses_ollamas_default_penalty_unless_told() -> None:
     embedded = EmbeddedBackend()
     prompt = "List ten facts about solar panels, one per line."
     default = embedded.generate(prompt, max_tokens=48, temperature=0.0)
-    explicit = embedded.generate(prompt, max_tokens=48, temperature=0.0, repeat_penalty=1.1)
+    explicit = embedded.stream(prompt, sampling=Sampling(max_tokens=48, temperature=0.0,
+                                                         repeat_penalty=1.1)).read_all()
     assert default and default == explicit  # None means 1.1 over the last 64 tokens
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -19,6 +20,7 @@ from backends.errors import (
     TruncatedStreamError,
 )
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.records.store import RunStore
@@ -37,13 +39,17 @@ from tests.servers.vllm import NOT_FOUND_NEW, FakeVLLM
 
 TOKENS = tokenize(SAMPLE_ANSWER)
 SYSTEM = "You are a PV sizing analyst."
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(Sampling))
 PROMPT = "Size a PV system for San Diego. Budget $15,000."
 
 
 def ollama_request(host: str, **changes: object) -> RunRequest:
+    sampling: dict[str, object] = {"max_tokens": 512, "temperature": 0.3}
+    sampling.update({key: changes.pop(key) for key in SAMPLING_FIELDS if key in changes})
     fields: dict[str, object] = {"backend": "ollama", "host": host, "model": "llama3.1:8b",
-                                 "system": SYSTEM, "prompt": PROMPT, "max_tokens": 512,
-                                 "temperature": 0.3, "preset": "san-diego"}
+                                 "system": SYSTEM, "prompt": PROMPT,
+                                 "sampling": Sampling(**sampling),  # type: ignore[arg-type]
+                                 "preset": "san-diego"}
     fields.update(changes)
     return RunRequest(**fields)  # type: ignore[arg-type]
 
@@ -284,7 +290,8 @@ def test_one_piece_run_that_hits_max_tokens_has_status_length() -> None:
     with FakeVLLM(200, vllm_completion("Install 31", finish_reason="length")) as server:
         backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=False)
         run = start(backend, RunRequest(backend="vllm", host=server.url, model="smollm2",
-                                        system=SYSTEM, prompt=PROMPT, max_tokens=2))
+                                        system=SYSTEM, prompt=PROMPT,
+                                        sampling=Sampling(max_tokens=2)))
         assert run.wait(timeout=5)
     assert run.status == LENGTH and run.text == "Install 31"
 
@@ -499,7 +506,8 @@ def test_a_run_of_the_history_reopened_is_ended_as_recorded(tmp_path: Path) -> N
     """History's Open in Playground: the stored run, done, never started, nothing sent."""
     store = RunStore(tmp_path / "history.sqlite3")
     request = RunRequest(backend="ollama", host="http://127.0.0.1:9", model="llama3.1:8b",
-                         system="system", prompt="prompt", max_tokens=64, temperature=0.1,
+                         system="system", prompt="prompt",
+                         sampling=Sampling(max_tokens=64, temperature=0.1),
                          preset="San Diego, CA")
     run_id = store.start_run(request, "playground")
     store.save_progress(run_id, "Install 12 pan", "Thinking about panels")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -19,6 +20,7 @@ import pytest
 from backends.base import Backend
 from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.records.store import (
@@ -43,13 +45,17 @@ from tests.servers.vllm import FakeVLLM, completion
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "You are a PV sizing analyst."
+SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(Sampling))
 PROMPT = "Size a PV system for San Diego. Budget $15,000."
 
 
 def request(**changes: object) -> RunRequest:
+    sampling: dict[str, object] = {"max_tokens": 512, "temperature": 0.3}
+    sampling.update({key: changes.pop(key) for key in SAMPLING_FIELDS if key in changes})
     fields: dict[str, object] = {"backend": "ollama", "host": "http://localhost:11434",
                                  "model": "llama3.1:8b", "system": SYSTEM, "prompt": PROMPT,
-                                 "max_tokens": 512, "temperature": 0.3, "preset": "san-diego"}
+                                 "sampling": Sampling(**sampling),  # type: ignore[arg-type]
+                                 "preset": "san-diego"}
     fields.update(changes)
     return RunRequest(**fields)  # type: ignore[arg-type]
 
@@ -95,7 +101,8 @@ def test_round_trip_start_progress_finish_get(store: RunStore) -> None:
     assert (run.status, run.text, run.stats, run.error) == (RUNNING, "", {}, None)
     assert (run.backend, run.host, run.model, run.system, run.prompt, run.preset) == (
         "ollama", "http://localhost:11434", "llama3.1:8b", SYSTEM, PROMPT, "san-diego")
-    assert (run.max_tokens, run.temperature, run.page, run.group_id, run.position) == (
+    assert (run.sampling.max_tokens, run.sampling.temperature, run.page, run.group_id,
+            run.position) == (
         512, 0.3, "playground", None, 0)
 
     store.save_progress(run_id, "## RECOMMENDATION")
@@ -469,7 +476,7 @@ def test_upgrade_from_schema_v1_keeps_rows_and_adds_features(tmp_path: Path) -> 
     assert old.status == INTERRUPTED  # running in a database from before: long dead
     assert (older.system, older.prompt, older.preset, older.text, older.status) == (
         SYSTEM, PROMPT, "san-diego", SAMPLE_ANSWER, FINISHED)
-    assert (older.max_tokens, older.temperature) == (2048, 0.2)
+    assert (older.sampling.max_tokens, older.sampling.temperature) == (2048, 0.2)
     assert older.updated_at == older.created_at == "2025-06-01T09:00:00.000000+00:00"
     assert (older.stats, older.group_id, older.position) == ({}, None, 0)
     assert store.mark_interrupted() == 1
@@ -527,8 +534,8 @@ def _recorded_run(store: RunStore, backend: Backend, kind: str, host: str, model
                   user: str) -> tuple[Run, dict[str, str]]:
     """A real run of ``backend`` recorded as ``user``, and its row of the History CSV."""
     req = RunRequest(backend=kind, host=host, model=model, system="Be brief.",
-                     prompt="How many panels for 20 kWh a day?", max_tokens=12,
-                     temperature=0.0)
+                     prompt="How many panels for 20 kWh a day?",
+                     sampling=Sampling(max_tokens=12, temperature=0.0))
     run = Run(backend, req, Recording(store, "playground", user=user)).start()
     assert run.wait(120) and run.error is None, run.error
     rows = {row["id"]: row for row in csv.DictReader(io.StringIO(export_csv(

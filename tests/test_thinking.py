@@ -10,6 +10,7 @@ import pytest
 
 from backends.errors import BackendStatusError
 from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
 from backends.stream import TokenStream
 from backends.thinking import Thinking, ThinkSplitter
 from backends.vllm_backend import VLLMBackend
@@ -84,7 +85,8 @@ def test_ollama_sends_the_think_setting(think: str, sent: object) -> None:
                     capabilities={QWEN: ["completion", "thinking"],
                                   "gpt-oss:20b": ["completion", "thinking"]},
                     script=Script(tokens=tokenize(ANSWER), thinking=tokenize(THOUGHT))) as server:
-        answer = OllamaBackend(server.url, QWEN).generate("Hi", think=think)
+        answer = OllamaBackend(server.url, QWEN).stream("Hi", sampling=Sampling(think=think)
+                                                        ).read_all()
         assert server.chat_requests[0]["think"] == sent
         assert bool(answer.thinking) is (think != "off")
         assert OllamaBackend(server.url, QWEN).model_state().think_options == (
@@ -101,7 +103,8 @@ def test_ollama_before_0_17_7_offers_no_levels_and_a_plain_model_no_control() ->
 
 def test_ollama_refuses_think_on_a_model_that_cannot_think_with_the_fix() -> None:
     with thinking_ollama() as server, pytest.raises(BackendStatusError) as caught:
-        OllamaBackend(server.url, "llama3.1:8b").generate("Hi", think="on")
+        OllamaBackend(server.url, "llama3.1:8b").stream("Hi", sampling=Sampling(think="on")
+                                                        ).read_all()
     assert caught.value.status_code == 400
     assert '"llama3.1:8b" does not support thinking' in str(caught.value)
     assert "Think to 'server default'" in caught.value.hint
@@ -167,7 +170,7 @@ def test_vllm_without_a_parser_leaves_split_tags_inline_and_they_are_split_off()
                                                ("on", {"enable_thinking": True})])
 def test_vllm_think_setting_goes_to_the_chat_template(think: str, kwargs: dict[str, bool]) -> None:
     with FakeVLLM(200, completion(ANSWER), reasoning=tuple(tokenize(THOUGHT))) as server:
-        answer = VLLMBackend(server.url, "smollm2").generate("Hi", think=think)
+        answer = VLLMBackend(server.url, "smollm2").complete("Hi", sampling=Sampling(think=think))
         (request,) = server.chat_requests
     assert request["chat_template_kwargs"] == kwargs
     assert bool(answer.thinking) is (think == "on")

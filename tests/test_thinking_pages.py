@@ -75,7 +75,7 @@ def test_the_think_control_offers_the_models_settings_and_sends_them(
     at = generate(at)
     assert server.chat_requests[-1]["think"] is False
     assert not [e for e in at.expander if e.label.startswith("💭 Thinking")]
-    assert at.session_state["playground_run"].request.think == "off"
+    assert at.session_state["playground_run"].request.sampling.think == "off"
 
 
 def test_a_model_that_does_not_think_has_no_think_control(
@@ -103,7 +103,7 @@ def test_think_on_for_a_model_that_does_not_think_is_said_in_the_playground(
         at = generate(at)
         assert server.chat_requests[-1]["chat_template_kwargs"] == {"enable_thinking": True}
     run = at.session_state["playground_run"]
-    assert run.request.think == "on" and run.thinking == "" and run.text
+    assert run.request.sampling.think == "on" and run.thinking == "" and run.text
     notes = [c.value for c in at.caption if NO_THINKING in c.value]
     assert len(notes) == 1 and "Think was set to on" in notes[0]
 

@@ -23,6 +23,7 @@ from backends.errors import (
     ModelNotFoundError,
     StreamError,
 )
+from backends.sampling import Sampling
 from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
 from tests.servers.llama_server import LlamaCppServer
@@ -243,7 +244,7 @@ def vllm_completion(content: str) -> dict[str, object]:
 # -- stream(): cancellable, one piece or server-sent events ---------------------------------
 def test_stream_sse_on_a_real_server(real_server: LlamaCppServer) -> None:
     backend = VLLMBackend(real_server.url, model="smollm2")
-    stream = backend.stream(QUESTION, max_tokens=30, temperature=0.0, sse=True)
+    stream = backend.stream(QUESTION, sampling=Sampling(max_tokens=30, temperature=0.0), sse=True)
     fragments = list(stream)
     assert len(fragments) >= 2
     assert stream.text.strip()
@@ -252,7 +253,7 @@ def test_stream_sse_on_a_real_server(real_server: LlamaCppServer) -> None:
 
 def test_stream_one_piece_on_a_real_server(real_server: LlamaCppServer) -> None:
     backend = VLLMBackend(real_server.url, model="smollm2")
-    stream = backend.stream(QUESTION, max_tokens=30, temperature=0.0)
+    stream = backend.stream(QUESTION, sampling=Sampling(max_tokens=30, temperature=0.0))
     fragments = list(stream)
     assert len(fragments) == 1 and fragments[0].strip()
     assert stream.stats.output_tokens and stream.stats.prompt_tokens

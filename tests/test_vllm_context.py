@@ -9,6 +9,7 @@ import re
 import pytest
 
 from backends.errors import ContextLengthError
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
@@ -88,7 +89,7 @@ def test_an_answer_without_room_is_offered_the_max_tokens_that_fit() -> None:
         fit = vllm.context_fit(PROMPT, SYSTEM, 2048)
         problem = fit_problem(fit, vllm.model)
         assert problem is not None and problem.lower_to == 4096 - fit.prompt_tokens
-        stream = vllm.stream(PROMPT, SYSTEM, 2048)
+        stream = vllm.stream(PROMPT, SYSTEM, Sampling(max_tokens=2048))
         stream.read_all()
     assert stream.stats.context_window == 4096
 

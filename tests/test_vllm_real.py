@@ -27,6 +27,7 @@ from backends.errors import (
     ContextLengthError,
     ModelNotFoundError,
 )
+from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
 from studio.pv.grounding import check
 from studio.pv.library import load_locations, load_system_prompts
@@ -240,7 +241,8 @@ def test_metrics_see_a_raw_sse_request_end_when_its_connection_closes(
 @pytest.mark.parametrize("sdk", PATHS)
 def test_closing_an_sse_stream_frees_the_request(vllm_server: VLLMServer, sdk: bool) -> None:
     assert wait_for_running(vllm_server, 0, within=5) == 0
-    stream = make_backend(vllm_server, sdk).stream(ESSAY, max_tokens=1500, sse=True)
+    stream = make_backend(vllm_server, sdk).stream(ESSAY, sampling=Sampling(max_tokens=1500),
+                                                   sse=True)
     fragments = [next(stream) for _ in range(3)]
     assert "".join(fragments).strip()
     assert running(vllm_server) == 1
@@ -258,7 +260,7 @@ def test_closing_a_one_piece_stream_while_it_waits_frees_the_request(
     """Stop in a run: ``close()`` from another thread while the request waits for the whole
     answer (no byte has arrived yet)."""
     assert wait_for_running(vllm_server, 0, within=5) == 0
-    stream = make_backend(vllm_server, sdk).stream(ESSAY, max_tokens=1500)
+    stream = make_backend(vllm_server, sdk).stream(ESSAY, sampling=Sampling(max_tokens=1500))
     received: list[str] = []
     reader = threading.Thread(target=lambda: received.extend(stream), daemon=True)
     reader.start()
@@ -287,8 +289,9 @@ def test_context_fit_is_the_servers_own_count_against_its_window(vllm_server: VL
 
 
 def _batch_cache_use(server: VLLMServer, locations: list[Location], layout: str) -> float:
-    spec = BatchSpec(backend="vllm", host=server.url, model=server.served_name, max_tokens=4,
-                     temperature=0.0, scenarios=locations, system=PV_SYSTEM, concurrency=1,
+    spec = BatchSpec(backend="vllm", host=server.url, model=server.served_name,
+                     sampling=Sampling(max_tokens=4, temperature=0.0), scenarios=locations,
+    system=PV_SYSTEM, concurrency=1,
                      layout=layout)
     batch = Batch(spec, build=lambda: make_backend(server, False)).start()
     assert batch.wait(300)
@@ -323,8 +326,9 @@ def readme_run_batch_lines() -> str:
 def test_the_readmes_run_batch_lines_run_and_import(tmp_path: Path) -> None:
     """The README's three lines on a file the Batch page exports, as vLLM's own batch runner
     reads it: split into four parts, part-00 run, the results joined and imported."""
-    spec = BatchSpec(backend="vllm", host="http://node:8000", model="smollm2", max_tokens=12,
-                     temperature=0.0, scenarios=LOCATIONS[:4], system=PV_SYSTEM)
+    spec = BatchSpec(backend="vllm", host="http://node:8000", model="smollm2",
+                     sampling=Sampling(max_tokens=12, temperature=0.0), scenarios=LOCATIONS[:4],
+    system=PV_SYSTEM)
     batch_input = tmp_path / "pv-batch-input.jsonl"
     batch_input.write_text(export_jsonl(spec))
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", readme_run_batch_lines()],

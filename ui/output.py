@@ -225,7 +225,7 @@ def show_outcome(run: Run) -> None:
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
     show_notes(run.statistics)
-    if (missing := no_thinking_note(run.request.think, run.thinking, status)) is not None:
+    if (missing := no_thinking_note(run.request.sampling.think, run.thinking, status)) is not None:
         st.caption(f"💭 {missing}")
     show_stats(run.stats, run.status_label, streamed=run.streams)
     if run.record_error:

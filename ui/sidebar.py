@@ -8,6 +8,12 @@ from __future__ import annotations
 import streamlit as st
 
 from backends import EmbeddedBackend, backend_class, needs_server
+from backends.sampling import (
+    MAX_TOKENS_RANGE,
+    REPEAT_PENALTY_RANGE,
+    TEMPERATURE_RANGE,
+    Sampling,
+)
 from studio.records.render import literal
 from studio.runs.request import RunParams
 from studio.settings.config import Settings
@@ -22,6 +28,7 @@ from ui.backend_picker import (
 from ui.state import keep
 
 REPEAT_PENALTY_PLACEHOLDER = "server default"
+MAX_TOKENS_PICKABLE = 32768  # the widget's top (config.yaml may name more)
 DEMO_MODEL_NOTICE = (
     "**Demo model.** The embedded SmolLM2 has 135M parameters: the pipeline is real (prompt, "
     "streaming, statistics, history), but its figures are not advice. The grounding check "
@@ -35,9 +42,7 @@ def init_session(settings: Settings) -> None:
     state = st.session_state
     if "backend_kind" not in state:
         seed_picker("", settings, settings.backend)
-        state.max_tokens = settings.max_tokens
-        state.temperature = settings.temperature
-        state.repeat_penalty = None
+        _set_sampling(settings.sampling)
         state.fallback_notice = ""
         if needs_server(backend_class(settings.backend)) and settings.fallback_to_embedded:
             status = cached_probe(settings, settings.backend, settings.selected.host)
@@ -53,11 +58,17 @@ def init_session(settings: Settings) -> None:
 def load_selection(settings: Settings, params: RunParams) -> None:
     """Set the sidebar to a run's parameters (History -> Playground), before it is drawn."""
     seed_picker("", settings, params.backend, params.host, params.model)
+    _set_sampling(params.sampling, params.backend)
+    st.session_state.fallback_notice = ""  # the analyst picked this backend
+
+
+def _set_sampling(sampling: Sampling, backend: str | None = None) -> None:
+    """The sidebar's sampling widgets set to ``sampling`` (Think: ``backend``'s picker)."""
     state = st.session_state
-    state.max_tokens, state.temperature = params.max_tokens, params.temperature
-    state.repeat_penalty = params.repeat_penalty
-    state[f"think_{params.backend}"] = params.think
-    state.fallback_notice = ""  # the analyst picked this backend
+    state.max_tokens, state.temperature = sampling.max_tokens, sampling.temperature
+    state.repeat_penalty = sampling.repeat_penalty
+    if backend is not None:
+        state[f"think_{backend}"] = sampling.think
 
 
 def _forget_notice() -> None:
@@ -73,17 +84,26 @@ def sidebar(settings: Settings) -> RunParams:
         with st.expander("All backends"):
             all_backends_status(settings)
         st.header("Parameters")
-        max_tokens = st.number_input("Max tokens", min_value=1, max_value=32768, step=256,
-                                     key="max_tokens")
-        temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key="temperature")
+        max_tokens, temperature = sampling_inputs("")
+        low, high = REPEAT_PENALTY_RANGE
         repeat_penalty = st.number_input(
-            "Repeat penalty", min_value=0.5, max_value=2.0, step=0.05, format="%.2f",
+            "Repeat penalty", min_value=low, max_value=high, step=0.05, format="%.2f",
             key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
             help="Above 1 discourages repeating the same words. Empty: the server's own "
                  "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
-    return RunParams(picked.kind, picked.host, picked.model, int(max_tokens), float(temperature),
-                     None if repeat_penalty is None else float(repeat_penalty),
-                     think=picked.think)
+    penalty = None if repeat_penalty is None else float(repeat_penalty)
+    sampling = Sampling(max_tokens, temperature, penalty, picked.think)
+    return RunParams(picked.kind, picked.host, picked.model, sampling)
+
+
+def sampling_inputs(prefix: str) -> tuple[int, float]:
+    """The max tokens and temperature widgets (the sidebar's, a Compare pane's)."""
+    max_tokens = st.number_input("Max tokens", min_value=MAX_TOKENS_RANGE[0],
+                                 max_value=MAX_TOKENS_PICKABLE, step=256,
+                                 key=f"{prefix}max_tokens")
+    low, high = TEMPERATURE_RANGE
+    temperature = st.slider("Temperature", low, high, step=0.05, key=f"{prefix}temperature")
+    return int(max_tokens), float(temperature)
 
 
 def show_fallback_notice() -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.completion import CompletionShapeError, read_completion
+from backends.sampling import Sampling
 from backends.stream import DONE_LENGTH, GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
@@ -80,8 +81,7 @@ def custom_id(index: int, name: str) -> str:
 
 def request_body(request: RunRequest) -> dict[str, Any]:
     """The chat completion body of one row: what the Batch page sends vLLM."""
-    return chat_body(request.model, request.prompt, request.system, request.max_tokens,
-                     request.temperature, request.repeat_penalty, request.think)
+    return chat_body(request.model, request.prompt, request.system, request.sampling)
 
 
 def export_lines(spec: BatchSpec) -> Iterator[str]:
@@ -211,10 +211,12 @@ def read_input(text: str, name: str = "") -> dict[str, RunRequest]:
             think = body.get("reasoning_effort") or ("on" if kwargs["enable_thinking"] else "off")
         requests[cid] = RunRequest(
             backend=VLLMBackend.name, host="", model=str(body.get("model") or ""),
-            max_tokens=_number(body, "max_tokens", at, int, 0),
-            temperature=_number(body, "temperature", at, float, 0.0),
-            repeat_penalty=_number(body, "repetition_penalty", at, float, None),
-            think=str(think), system=system, prompt=prompt, preset=_preset(cid, presets))
+            sampling=Sampling(
+                max_tokens=_number(body, "max_tokens", at, int, 0),
+                temperature=_number(body, "temperature", at, float, 0.0),
+                repeat_penalty=_number(body, "repetition_penalty", at, float, None),
+                think=str(think)),
+            system=system, prompt=prompt, preset=_preset(cid, presets))
     if not requests:
         raise BatchFileError(f"{what}: the file has no requests.")
     return requests

@@ -33,6 +33,7 @@ from typing import Any
 
 from backends.base import DELIVERY_ONE_PIECE
 from backends.http import redact
+from backends.sampling import Sampling
 from backends.stream import GenerationStats
 from studio.records.spreadsheet import csv_lines
 from studio.runs.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest, run_notes
@@ -182,8 +183,7 @@ class StoredRun(RunRequest):
             "started_at": self.created_at,
             "backend": self.backend, "host": self.host, "model": self.model,
             "preset": self.preset,
-            "parameters": {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                           "repeat_penalty": self.repeat_penalty, "think": self.think},
+            "parameters": self.sampling.to_dict(),
             "delivery": self.delivered or self.delivery,
             "system_prompt": self.system, "user_prompt": self.prompt,
             "thinking": self.thinking, "answer": self.text, "status": self.status,
@@ -257,6 +257,20 @@ def _stats_dict(stats: Mapping[str, Any] | GenerationStats | None) -> dict[str, 
     return dict(stats)
 
 
+# A run's Sampling in its row: a column per setting, named as the setting. v1 rows may lack
+# the parameters (NULL): the defaults stand in.
+SAMPLING_COLUMNS = tuple(f.name for f in fields(Sampling))
+
+
+def _sampling_columns(sampling: Sampling) -> dict[str, Any]:
+    """``SAMPLING_COLUMNS`` and their values."""
+    return {name: getattr(sampling, name) for name in SAMPLING_COLUMNS}
+
+
+def _sampling_from_row(row: sqlite3.Row) -> Sampling:
+    return Sampling.from_dict({name: row[name] for name in SAMPLING_COLUMNS})
+
+
 def _from_row(row: sqlite3.Row) -> StoredRun:
     try:
         stats = json.loads(row["stats_json"] or "{}")
@@ -266,10 +280,7 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
         id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
         page=row["page"], backend=row["backend"], host=row["host"], model=row["model"],
         system=row["system_prompt"], prompt=row["user_prompt"], preset=row["preset"],
-        # v1 rows may lack the parameters: the defaults of a request stand in.
-        max_tokens=row["max_tokens"] if row["max_tokens"] is not None else 2048,
-        temperature=row["temperature"] if row["temperature"] is not None else 0.2,
-        repeat_penalty=row["repeat_penalty"], sse=bool(row["sse"]), think=row["think"],
+        sampling=_sampling_from_row(row), sse=bool(row["sse"]),
         thinking=row["thinking"], user=row["user"], text=row["answer"],
         status=row["shown_status"], error=row["error"],
         stats=stats if isinstance(stats, dict) else {},
@@ -447,15 +458,18 @@ class RunStore:
             raise ValueError(f"page must be one of {PAGES}, not {page!r}")
         now = _now()
         with self._write() as conn:
+            values = {
+                "created_at": now, "updated_at": now, "page": page,
+                "backend": request.backend, "host": redact(request.host),
+                "model": request.model, "system_prompt": request.system,
+                "user_prompt": request.prompt, "preset": request.preset,
+                **_sampling_columns(request.sampling), "sse": request.sse,
+                "delivery": request.delivery, "answer": "", "status": RUNNING,
+                "group_id": group_id, "position": position, "owner": process_owner(),
+                "user": user}
             cursor = conn.execute(
-                "INSERT INTO runs (created_at, updated_at, page, backend, host, model, "
-                "system_prompt, user_prompt, preset, max_tokens, temperature, repeat_penalty, "
-                "sse, think, delivery, answer, status, group_id, position, owner, user) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                (now, now, page, request.backend, redact(request.host), request.model,
-                 request.system, request.prompt, request.preset, request.max_tokens,
-                 request.temperature, request.repeat_penalty, request.sse, request.think,
-                 request.delivery, RUNNING, group_id, position, process_owner(), user))
+                f"INSERT INTO runs ({', '.join(values)}) "
+                f"VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
         return int(cursor.lastrowid or 0)
 
     def save_progress(self, run_id: int, text: str, thinking: str = "") -> None:
@@ -607,12 +621,13 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "po
 def _csv_row(run: StoredRun) -> list[Any]:
     stats = run.stats
     return [run.id, run.created_at, run.updated_at, run.user, run.page, run.group_id,
-            run.position, run.backend, run.host, run.model, run.preset, run.max_tokens,
-            run.temperature, run.status, run.error or "", stats.get("time_to_first_token_s"),
-            run.total_time_s, stats.get("prompt_tokens"), run.output_tokens,
+            run.position, run.backend, run.host, run.model, run.preset,
+            run.sampling.max_tokens, run.sampling.temperature, run.status, run.error or "",
+            stats.get("time_to_first_token_s"), run.total_time_s, stats.get("prompt_tokens"),
+            run.output_tokens,
             stats.get("client_tokens_per_s"), stats.get("server_tokens_per_s"),
             stats.get("server_load_s"), stats.get("context_window"),
-            "; ".join(run_notes(stats)), run.think, stats.get("thinking_s"),
+            "; ".join(run_notes(stats)), run.sampling.think, stats.get("thinking_s"),
             stats.get("thinking_tokens"), run.system, run.prompt, run.thinking, run.text]
 
 

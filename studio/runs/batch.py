@@ -19,12 +19,13 @@ import zipfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Self
 
 from backends.base import Backend, PrefixCacheReporter
 from backends.errors import BackendConnectionError, BackendError, BackendStatusError, StreamError
 from backends.http import redact
+from backends.sampling import Sampling
 from studio.pv.grounding import check_run
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
@@ -32,7 +33,15 @@ from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
 from studio.runs.job import Job
-from studio.runs.request import ANSWERED, STOPPED, RunParams, RunRequest, run_notes, status_label
+from studio.runs.request import (
+    ANSWERED,
+    STOPPED,
+    RunParams,
+    RunRequest,
+    flat_dict,
+    run_notes,
+    status_label,
+)
 from studio.runs.runner import Recording, Run
 
 PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
@@ -82,8 +91,7 @@ class BatchSpec(RunParams):
     def to_json(self) -> str:
         """The definition as stored with its history group: the host without credentials
         (nothing secret is written; ``with_host`` puts them back on resume)."""
-        return json.dumps({**asdict(self), "host": redact(self.host),
-                           "scenarios": [asdict(s) for s in self.scenarios]})
+        return json.dumps({**flat_dict(self), "host": redact(self.host)})
 
     def with_host(self, host: str) -> BatchSpec:
         """This spec with ``host`` when it is the same server (credentials aside): a stored
@@ -96,14 +104,17 @@ class BatchSpec(RunParams):
         data["scenarios"] = [Location(**row) for row in data["scenarios"]]
         data.setdefault("layout", SEED_ORDER)  # batches stored before layouts had the seed's
         data["over_window"] = tuple(data.get("over_window", ()))
-        return cls(**data)
+        sampling = Sampling.from_dict(data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known},
+                   sampling=sampling)
 
     def flag(self, rows: Iterable[int]) -> BatchSpec:
         """This spec with ``rows`` (indexes) flagged as run over the context window too."""
         return replace(self, over_window=tuple(sorted({*self.over_window, *rows})))
 
     def request(self, location: Location) -> RunRequest:
-        return RunRequest(**asdict(self.params()), system=self.system,
+        return RunRequest(**self.param_fields(), system=self.system,
                           prompt=build_user_prompt(location, layout=self.layout),
                           preset=location.name)
 

@@ -32,6 +32,7 @@ from studio.runs.request import (
     STATUS_LABELS,
     RunParams,
     RunRequest,
+    flat_dict,
     run_notes,
 )
 from studio.runs.runner import Recording, Run
@@ -177,7 +178,7 @@ class Comparison(Job):
         return self.rounds[-1] if self.rounds else []
 
     def request(self, pane: RunParams) -> RunRequest:
-        return RunRequest(**asdict(pane), system=self.system, prompt=self.prompt,
+        return RunRequest(**pane.param_fields(), system=self.system, prompt=self.prompt,
                           preset=self.preset)
 
     def _work(self) -> None:
@@ -327,7 +328,7 @@ class Comparison(Job):
             "repeats": self.repeats, "stopped": self.stopped,
             "wall_time_s": self.total_wall_time, "round_wall_times_s": self.round_walls,
             "panes": [
-                {"config": {**asdict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
+                {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  "grounding": _grounding_dict(self.grounding(index)),

@@ -9,10 +9,10 @@ module; it imports nothing of the app but the backends' capabilities.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Self
 
-from backends import BACKENDS, Backend, backend_class, delivery
+from backends import BACKENDS, DEFAULT_SAMPLING, Backend, Sampling, backend_class, delivery
 from backends.base import DELIVERY_ONE_PIECE, THINK_OFF
 
 # How a run ended, or where it is. "length" and "repetition" answered, but were cut.
@@ -70,15 +70,20 @@ class RunParams:
     backend: str  # a kind of backends.BACKENDS: ollama | vllm | embedded
     host: str
     model: str
-    max_tokens: int = 2048
-    temperature: float = 0.2
-    repeat_penalty: float | None = None  # None: the server's own default
+    sampling: Sampling = DEFAULT_SAMPLING  # max tokens, temperature, repeat penalty, Think
     sse: bool = False  # a one-piece backend asked to stream (server-sent events)
-    think: str = ""  # Think setting (backends.base.THINK_SETTINGS); "": the server decides
 
     def params(self) -> RunParams:
         """Just the parameters (of a request, a batch definition, a stored run)."""
-        return RunParams(**{f.name: getattr(self, f.name) for f in fields(RunParams)})
+        return RunParams(**self.param_fields())
+
+    def param_fields(self) -> dict[str, Any]:
+        """The parameters by name, as they are (``asdict`` would take ``sampling`` apart)."""
+        return {f.name: getattr(self, f.name) for f in fields(RunParams)}
+
+    def with_sampling(self, **changes: Any) -> Self:
+        """This one with some sampling settings changed (``max_tokens=0``, say)."""
+        return replace(self, sampling=replace(self.sampling, **changes))
 
     @property
     def backend_class(self) -> type[Backend]:
@@ -95,6 +100,14 @@ class RunParams:
         """'Ollama · llama3.1:8b'."""
         known = BACKENDS.get(self.backend)
         return f"{known.label if known else self.backend} · {self.model}"
+
+
+def flat_dict(params: RunParams) -> dict[str, Any]:
+    """Every field by name, the sampling settings beside the others (as in the files and
+    reports written before ``Sampling``): a batch definition, a Compare report's panes."""
+    data = asdict(params)
+    data.update(data.pop("sampling"))
+    return data
 
 
 @dataclass(frozen=True, kw_only=True)

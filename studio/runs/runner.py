@@ -299,27 +299,25 @@ class Run:
         return self.capacity.position(ticket) if ticket is not None else None
 
     def _work(self) -> None:
-        request = self.request
-        args = (request.prompt, request.system, request.max_tokens, request.temperature)
         ticket = self._ticket
         assert ticket is not None  # start() took it
         try:
             if not self.capacity.wait(ticket, give_up=self._stop.is_set):
                 return  # stopped while queued: nothing was sent
-            self._call(args)
+            self._call()
         finally:
             self.capacity.leave(ticket)
             self._finish()
 
-    def _call(self, args: tuple[str, str, int, float]) -> None:
+    def _call(self) -> None:
         request = self.request
         backend = self.backend
         assert backend is not None  # only a reopened run has none, and it never starts
         try:
             stream = getattr(backend, "stream", None)
             if stream is not None:
-                self._stream = stream(*args, repeat_penalty=request.repeat_penalty,
-                                      sse=request.sse, think=request.think)
+                self._stream = stream(request.prompt, request.system, request.sampling,
+                                      sse=request.sse)
                 if self._stop.is_set():
                     self._stream.close()
                 received = 0
@@ -327,7 +325,11 @@ class Run:
                     received += len(fragment)
                     self.timeline.append((time.monotonic() - self._started, received))
             else:
-                answer = backend.generate(*args)  # a backend without stream()
+                # A backend without stream() has the seed's generate(): max tokens and
+                # temperature are all it takes.
+                answer = backend.generate(request.prompt, request.system,
+                                          request.sampling.max_tokens,
+                                          request.sampling.temperature)
                 if not self._stop.is_set():
                     self._text = str(answer)
                     self._thinking = str(getattr(answer, "thinking", ""))
@@ -379,10 +381,7 @@ class Run:
             "started_at": self.started_at.isoformat(),
             "backend": request.backend, "host": redact(request.host), "model": request.model,
             "preset": request.preset,
-            "parameters": {"max_tokens": request.max_tokens,
-                           "temperature": request.temperature,
-                           "repeat_penalty": request.repeat_penalty,
-                           "think": request.think},
+            "parameters": request.sampling.to_dict(),
             "system_prompt": request.system, "user_prompt": request.prompt,
             "thinking": self.thinking, "answer": self.text, "status": self.status,
             "error": self._error_text(),

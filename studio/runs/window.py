@@ -44,7 +44,8 @@ def check_fit(backend: Backend, request: RunRequest) -> ContextFit | None:
     such model): the run itself will then say what is wrong. An exact count is kept for
     ``counted_tokens``."""
     try:
-        fit = backend.context_fit(request.prompt, request.system, request.max_tokens)
+        fit = backend.context_fit(request.prompt, request.system,
+                                  request.sampling.max_tokens)
     except (BackendError, ValueError, KeyError, TypeError):
         return None
     if fit.exact:

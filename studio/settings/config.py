@@ -28,6 +28,12 @@ from backends import BACKENDS
 from backends.embedded_backend import DEFAULT_N_CTX
 from backends.errors import InvalidHostError
 from backends.http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, check_host
+from backends.sampling import (
+    DEFAULT_SAMPLING,
+    MAX_TOKENS_RANGE,
+    TEMPERATURE_RANGE,
+    Sampling,
+)
 from backends.vllm_backend import CLIENT_OPENAI, CLIENTS
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -88,8 +94,9 @@ class VLLMSettings:
 class Settings:
     backend: str  # the backend that answers (llm.backend)
     backends: dict[str, BackendSettings]
-    max_tokens: int = 2048
-    temperature: float = 0.2
+    # the sidebar's first values (llm.max_tokens, llm.temperature)
+    max_tokens: int = DEFAULT_SAMPLING.max_tokens
+    temperature: float = DEFAULT_SAMPLING.temperature
     connect_timeout: float = CONNECT_TIMEOUT_S
     read_timeout: float = READ_TIMEOUT_S
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
@@ -115,6 +122,12 @@ class Settings:
     @property
     def selected(self) -> BackendSettings:
         return self.backends[self.backend]
+
+    @property
+    def sampling(self) -> Sampling:
+        """How a first run samples: config.yaml's max tokens and temperature, the server's
+        repeat penalty and Think."""
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature)
 
 
 # --- the schema of config.yaml ------------------------------------------------------------------
@@ -143,8 +156,8 @@ class _Llm(_Block):
     backend: BackendKind = "ollama"
     model: str | None = None  # the seed's llm.model and llm.host name the selected backend's
     host: str | None = None
-    max_tokens: Annotated[int, _between(1, 1_000_000)] = 2048
-    temperature: Annotated[float, _between(0.0, 2.0)] = 0.2
+    max_tokens: Annotated[int, _between(*MAX_TOKENS_RANGE)] = DEFAULT_SAMPLING.max_tokens
+    temperature: Annotated[float, _between(*TEMPERATURE_RANGE)] = DEFAULT_SAMPLING.temperature
     connect_timeout: Annotated[float, _between(0.1, 300.0)] = CONNECT_TIMEOUT_S
     read_timeout: Annotated[float, _between(1.0, 86_400.0)] = READ_TIMEOUT_S
 

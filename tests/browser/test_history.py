@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from playwright.sync_api import Page
 
+from backends.sampling import Sampling
 from studio.pv.library import load_locations
 from studio.pv.prompt import build_user_prompt
 from studio.records.store import STALE_AFTER_S, RunStore
@@ -99,7 +100,8 @@ def test_open_in_playground_shows_the_reopened_run_not_the_last_one(
                         "    model: llama3.1:8b\napp:\n  fallback_to_embedded: false\n")
         store = RunStore(app.history_db)
         request = RunRequest(backend="ollama", host=ollama.url, model="llama3.1:8b",
-                             system="You are a PV analyst.", prompt=prompt, max_tokens=512,
+                             system="You are a PV analyst.", prompt=prompt,
+                             sampling=Sampling(max_tokens=512),
                              preset=LOCATIONS[0].name)
         stored_id = store.start_run(request, "playground")
         store.finish_run(stored_id, "## OLLAMA STORED\n\nInstall 12 panels. OLLAMA-END.",

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Locator, Page
 
+from backends.sampling import Sampling
 from studio.pv.library import load_locations
 from studio.pv.location import COLUMNS
 from studio.pv.prompt import build_user_prompt
@@ -101,7 +102,7 @@ def test_history_pages_opens_any_run_and_exports_every_run_safely(
         answer = HOSTILE[index % len(HOSTILE)] if index < 8 else f"Answer number {index}."
         request = RunRequest(backend="ollama", host="http://localhost:11434",
                              model="llama3.1:8b", system="sys", prompt=f"prompt {index}",
-                             max_tokens=100, preset="San Diego, CA")
+                             sampling=Sampling(max_tokens=100), preset="San Diego, CA")
         store.finish_run(store.start_run(request, "playground"), answer, FINISHED)
     app = serve_app("llm:\n  backend: embedded\n", history_db=db)
     open_page(page, app, "history", "Run history")
@@ -134,7 +135,7 @@ def test_a_run_keeps_the_preset_its_prompt_came_from(
     with FakeOllama() as ollama:
         request = RunRequest(backend="ollama", host=ollama.url, model="llama3.1:8b",
                              system="You are a PV analyst.", prompt=build_user_prompt(row),
-                             max_tokens=256, preset="Loc 499")
+                             sampling=Sampling(max_tokens=256), preset="Loc 499")
         store.finish_run(store.start_run(request, "batch", position=498), "Earlier.",
                          FINISHED)
         config = f"llm:\n  backend: ollama\n  host: {ollama.url}\n  model: llama3.1:8b\n"
