@@ -108,7 +108,8 @@ def test_requests_path_is_chosen_when_openai_is_missing(real_server: LlamaCppSer
         "'model': 'smollm2'}})\n"
         "b = from_config({'llm': {'backend': 'vllm', 'host': b.host, 'model': b.model}})\n"
         "a = b.generate('Say hello.', max_tokens=10)\n"
-        "s = b.stream('Say hello.', max_tokens=10, sse=True).read_all()\n"
+        "from backends.sampling import Sampling\n"
+        "s = b.stream('Say hello.', '', Sampling(max_tokens=10), sse=True).read_all()\n"
         "print(json.dumps([b.uses_openai_sdk, str(a), a.stats.output_tokens, str(s),\n"
         "                  b.model_state().notes()]))\n"
     )
