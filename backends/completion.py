@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .stream import DONE_STOP
+from .status import Status
 from .thinking import Thinking, ThinkSplitter
 
 
@@ -49,7 +49,7 @@ def read_completion(body: Any) -> Completion:
     if not thinking:  # no reasoning parser on the server: the thinking is inline
         thinking, text = split_inline(text)
     return Completion(text=text.strip(), thinking=thinking.strip(),
-                      finish_reason=str(choice.get("finish_reason") or DONE_STOP),
+                      finish_reason=str(choice.get("finish_reason") or Status.STOP),
                       prompt_tokens=_count(usage.get("prompt_tokens")),
                       output_tokens=_count(usage.get("completion_tokens")),
                       thinking_tokens=reasoning_tokens(usage))

@@ -7,21 +7,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import BackendError
 from .repetition import RepetitionGuard
+from .status import Status
 from .thinking import Thinking, ThinkSplitter
-
-# How a run ended. "stop" and "length" are the servers' own words; the others are ours.
-DONE_STOP = "stop"
-DONE_LENGTH = "length"
-DONE_CANCELLED = "cancelled"
-DONE_ERROR = "error"
-DONE_REPETITION = "repetition"  # stopped by us: the answer's tail was looping
-
 
 COLD_START_S = 1.0  # a model load this long means the model was not loaded before the run
 
@@ -36,7 +29,7 @@ class GenerationStats:
     total_time_s: float | None = None
     prompt_tokens: int | None = None
     output_tokens: int | None = None
-    done_reason: str | None = None  # stop | length | cancelled | error | repetition
+    done_reason: str | None = None  # a Status stop reason (or a server's own word)
     server_total_s: float | None = None
     server_load_s: float | None = None
     server_prompt_eval_s: float | None = None
@@ -86,12 +79,20 @@ class GenerationStats:
         return self.output_tokens / self.server_eval_s
 
     def to_dict(self) -> dict[str, Any]:
+        """The figures as recorded and exported: the fields and the derived ones."""
         data = asdict(self)
         data["client_tokens_per_s"] = self.client_tokens_per_s
         data["server_tokens_per_s"] = self.server_tokens_per_s
         data["cold_start"] = self.cold_start
         data["thinking_s"] = self.thinking_s
         return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GenerationStats:
+        """``to_dict()``'s inverse: the figures of a recorded dict (the derived ones, and
+        keys it does not know, left out)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 @dataclass(frozen=True)
@@ -181,10 +182,10 @@ class TokenStream:
         while True:
             if self._looping:
                 self._end_generation()
-                self._finish(DONE_REPETITION)
+                self._finish(Status.REPETITION)
                 raise StopIteration
             if self._input_over:
-                self._finish(DONE_CANCELLED if self.cancelled else None)
+                self._finish(Status.CANCELLED if self.cancelled else None)
                 raise StopIteration
             try:
                 fragment = next(self._iterator)
@@ -197,9 +198,9 @@ class TokenStream:
                 self._take(self._splitter.flush())
                 if self.cancelled:
                     # A socket we shut ourselves breaks the read: the cancel, not an error.
-                    self._finish(DONE_CANCELLED)
+                    self._finish(Status.CANCELLED)
                     raise StopIteration from None
-                self._finish(DONE_ERROR)
+                self._finish(Status.ERROR)
                 raise
             answer = self._take(parts)
             if not answer:
@@ -230,7 +231,7 @@ class TokenStream:
             return
         self._cancelled.set()
         self._end_generation()
-        self._finish(DONE_CANCELLED)
+        self._finish(Status.CANCELLED)
 
     def _end_generation(self) -> None:
         """Tell the server to stop (shut the socket) and close the backend's generator."""
@@ -247,14 +248,14 @@ class TokenStream:
             pass
         return Answer(self.text.strip(), self.stats, self.thinking.strip())
 
-    def _finish(self, outcome: str | None) -> None:
+    def _finish(self, outcome: Status | None) -> None:
         """Record the end once: ``outcome`` is cancelled/error, or None for a normal end."""
         if self.stats.total_time_s is None:
             self.stats.total_time_s = time.perf_counter() - self._started
         if outcome is not None:
             self.stats.done_reason = outcome
         elif self.stats.done_reason is None:
-            self.stats.done_reason = DONE_STOP
+            self.stats.done_reason = Status.STOP
 
     def __enter__(self) -> TokenStream:
         return self

@@ -38,7 +38,8 @@ from .errors import (
 )
 from .repetition import repeating_unit
 from .sampling import DEFAULT_SAMPLING, Sampling
-from .stream import DONE_REPETITION, Answer, GenerationStats, TokenStream
+from .status import Status
+from .stream import Answer, GenerationStats, TokenStream
 from .thinking import Thinking
 
 # backends.vllm.client in config.yaml: how chat completions are sent.
@@ -495,5 +496,5 @@ def _answer_from_body(body: Any, elapsed: float) -> Answer:
         stats.time_to_first_thinking_s = elapsed
         stats.thinking_chars = len(completion.thinking)
     if repeating_unit(completion.text) is not None:  # a one-piece answer that looped to its end
-        stats.done_reason = DONE_REPETITION
+        stats.done_reason = Status.REPETITION
     return Answer(completion.text, stats, completion.thinking)

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from backends.errors import BackendError
+from backends.status import Status
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS, Location
 from studio.pv.locations_csv import parse_locations_csv
@@ -25,10 +26,8 @@ from studio.records.render import literal
 from studio.records.store import GroupSummary, RunStore
 from studio.records.uploads import UploadError, read_upload
 from studio.runs.batch import (
-    INTERRUPTED,
     MAX_CONCURRENCY,
     RESUMABLE,
-    RUNNING,
     Batch,
     BatchRunning,
     BatchSpec,
@@ -39,7 +38,7 @@ from studio.runs.batch import (
 )
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
-from studio.runs.request import ERROR, RunParams
+from studio.runs.request import RunParams
 from ui import fit_check
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings, viewer
@@ -237,7 +236,7 @@ def stored_spec(store: RunStore, group_id: int, selection: RunParams) -> BatchSp
     for the same server."""
     group = store.get_group(group_id)
     assert group is not None
-    return BatchSpec.from_json(group.label).with_host(selection.host)
+    return BatchSpec.from_json(group.spec).with_host(selection.host)
 
 
 def resume(store: RunStore, group_id: int, selection: RunParams) -> None:
@@ -276,9 +275,9 @@ def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None) 
 def describe(summary: GroupSummary, state: str = "") -> str:
     """'#8 · 2026-12-01 22:30 UTC · ollama · llama3.1:8b · 2 done · 1 failed of 8 ·
     interrupted'."""
-    spec = BatchSpec.from_json(summary.group.label)
+    spec = BatchSpec.from_json(summary.group.spec)
     when = summary.group.created_at[:16].replace("T", " ")
-    state_word = f" · {state}" if state in (RUNNING, *RESUMABLE) else ""
+    state_word = f" · {state}" if state in (Status.RUNNING, *RESUMABLE) else ""
     failed = f" · {summary.failed} failed" if summary.failed else ""
     return (f"#{summary.group.id} · {when} UTC · {spec.backend} · {spec.model} · "
             f"{summary.done} done{failed} of {len(spec.scenarios)}{state_word}")
@@ -289,7 +288,8 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
     process ended) said so; the ones with rows left to run, to resume."""
     summaries = store.group_summaries("batch", limit=20, user=viewer().only)
     states = {earlier.group.id: earlier_state(earlier) for earlier in summaries}
-    for busy in (earlier for earlier in summaries if states[earlier.group.id] == RUNNING):
+    for busy in (earlier for earlier in summaries
+                 if states[earlier.group.id] == Status.RUNNING):
         live = live_batch(busy.group.id)
         line, action = st.columns([5, 1])
         line.info(f"Running: {literal(describe(busy))}" + ("" if live else
@@ -298,8 +298,9 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
                                               width="stretch"):
             st.session_state.batch = live
             st.rerun()
-    for cut in (earlier for earlier in summaries if states[earlier.group.id] == INTERRUPTED):
-        st.warning(f"Interrupted: {literal(describe(cut, INTERRUPTED))}. Its app process "
+    for cut in (earlier for earlier in summaries
+                if states[earlier.group.id] == Status.INTERRUPTED):
+        st.warning(f"Interrupted: {literal(describe(cut, Status.INTERRUPTED))}. Its app process "
                    "ended while it ran; its answered rows are kept. Resume it below to run "
                    "the rest.", icon="⏸️")
     resumable = {earlier.group.id: earlier for earlier in summaries
@@ -340,7 +341,7 @@ def import_results_file(store: RunStore) -> None:
             except (UploadError, BatchFileError) as exc:
                 st.error(literal(str(exc)), icon="⚠️")
                 return
-            failed = sum(row.status == ERROR for row in imported.rows)
+            failed = sum(row.status == Status.ERROR for row in imported.rows)
             ids = imported.run_ids
             runs = f"runs #{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"run #{ids[0]}"
             st.success(f"Imported {len(imported.rows)} results into History ({runs}, marked "

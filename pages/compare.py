@@ -12,7 +12,7 @@ from studio.records.render import literal
 from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
-from studio.runs.request import STATUS_LABELS, RunParams, RunRequest, no_thinking_note
+from studio.runs.request import RunParams, RunRequest, no_thinking_note
 from studio.runs.runner import Recording
 from studio.settings.config import Settings
 from ui import fit_check
@@ -148,7 +148,8 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
           repeats: int) -> Comparison:
     store = history()
     user, watching = viewer().user, watcher()
-    group = store.create_group("compare", prompts.preset, user) if store is not None else None
+    group = store.create_group("compare", preset=prompts.preset, user=user) \
+        if store is not None else None
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
         build=lambda pane: build(config, pane.backend, pane.host, pane.model),
@@ -183,7 +184,7 @@ def answers(comparison: Comparison, running: bool) -> None:
         report = comparison.grounding(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
         show_answer(run.text, answer_slots[index], report)
-        progress_slots[index].caption(f"{STATUS_LABELS[run.status]} · {run.elapsed:.1f} s")
+        progress_slots[index].caption(f"{run.status_label} · {run.elapsed:.1f} s")
         lines = [] if report is None else [grounding_line(report)]
         if (missing := no_thinking_note(run.request.sampling.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")

@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from backends.status import Status
 from studio.pv.grounding import check_run
 from studio.records.render import dashes, literal
 from studio.records.store import RunStore, StoredRun, export_csv_lines, export_json_lines
-from studio.runs.request import INTERRUPTED, run_notes, status_label
+from studio.runs.request import status_label
 from studio.runs.runner import Run
 from ui.output import (
     answer_pane,
@@ -96,7 +97,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
         "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
         "backend": run.backend, "model": run.model, "preset": run.preset,
-        "status": status_label(run.status), "notes": ", ".join(run_notes(run.stats)),
+        "status": status_label(run.status), "notes": ", ".join(run.outcome.notes),
         "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
         "answer": run.text[:90].replace("\n", " "),
@@ -149,7 +150,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
                        f"{run.delivered or run.delivery}"))
     if run.error:
         st.error(literal(run.error), icon="⚠️")
-    elif run.status == INTERRUPTED:
+    elif run.status == Status.INTERRUPTED:
         st.warning("Interrupted: the app stopped while this run was going. The partial "
                    "answer is kept.", icon="⏸️")
     with st.expander("Prompts"):
@@ -164,7 +165,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     if report is not None:
         st.caption(grounding_line(report))
     show_notes(run.stats)
-    show_stats(run.generation_stats(), status_label(run.status), streamed=run.streamed)
+    show_stats(run.outcome.stats, status_label(run.status), streamed=run.streamed)
     actions = st.columns([2, 1, 3])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")

@@ -2,7 +2,7 @@
 
 ``python -m tests.batch_child DB URL MODEL COUNT CONCURRENCY``: run the first COUNT preset
 locations through the vLLM server at URL, ``CONCURRENCY`` at a time, recording every row in the
-RunStore at DB as pages/batch.py does (``launch``: a "batch" group whose label is the spec's
+RunStore at DB as pages/batch.py does (``launch``: a "batch" group whose spec column is the spec's
 JSON, claimed by this process). Prints
 ``group <id>`` before the first request, then ``done`` at the end; the parent SIGKILLs it
 mid-batch.

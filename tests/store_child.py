@@ -15,8 +15,9 @@ import time
 
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.records.store import RunStore
-from studio.runs.request import FINISHED, RunRequest
+from studio.runs.request import RunRequest
 
 PROGRESS_EVERY_S = 0.2
 
@@ -35,7 +36,7 @@ def stream(db: str, url: str) -> None:
             store.save_progress(run_id, tokens.text)
             last = time.monotonic()
             print(f"saved {run_id} {len(tokens.text)}", flush=True)
-    store.finish_run(run_id, tokens.text, FINISHED, None, tokens.stats)
+    store.finish_run(run_id, tokens.text, Status.FINISHED, None, tokens.stats)
     print("finished", flush=True)
 
 
@@ -49,7 +50,7 @@ def write(db: str, count: int, tag: str) -> None:
         for part in range(5):
             text += f"{tag}-{index}-{part} "
             store.save_progress(run_id, text)
-        store.finish_run(run_id, text, FINISHED, None, {"output_tokens": 5})
+        store.finish_run(run_id, text, Status.FINISHED, None, {"output_tokens": 5})
     print("done", flush=True)
 
 

@@ -262,7 +262,7 @@ def test_each_user_sees_and_deletes_only_their_runs(tmp_path: Path) -> None:
     assert store.get(bob, user="ann") is None and store.get(bob, user="bob") is not None
     assert not store.delete(bob, user="ann") and store.get(bob) is not None
     assert [run.user for run in store.iter_runs(user="ann")] == ["ann"]
-    group = store.create_group("batch", "{}", user="ann")
+    group = store.create_group("batch", spec="{}", user="ann")
     assert store.group_summaries("batch", user="bob") == []
     assert [s.group.id for s in store.group_summaries("batch", user="ann")] == [group]
 

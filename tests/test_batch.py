@@ -40,19 +40,15 @@ from backends.errors import (
 )
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
 from studio.pv.location import Location
 from studio.records.store import RunStore, process_owner
 from studio.runs.batch import (
-    COMPLETE,
-    ENDED,
-    FAILED,
-    INTERRUPTED,
     MAX_CONCURRENCY,
     OVER_WINDOW,
     RESUMABLE,
-    STOPPED_PART,
     Batch,
     BatchRow,
     BatchRunning,
@@ -63,7 +59,7 @@ from studio.runs.batch import (
     launch,
     live_batch,
 )
-from studio.runs.request import ANSWERED, ERROR, FINISHED, LENGTH, RUNNING, STOPPED
+from studio.runs.request import ANSWERED
 from studio.runs.runner import Recording
 from tests.servers.latency import HANG, Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
@@ -129,7 +125,7 @@ def test_wall_time_follows_the_concurrency(concurrency: int, latency: float) -> 
     assert server.max_seen <= concurrency
     assert batch.max_in_flight <= concurrency
     assert server.max_seen >= 0.8 * concurrency  # and it did use the concurrency given
-    assert [row.status for row in batch.rows] == [FINISHED] * 30
+    assert [row.status for row in batch.rows] == [Status.FINISHED] * 30
     assert [row.attempts for row in batch.rows] == [1] * 30
     assert server.requests == Counter({location.name: 1 for location in LOCATIONS})
 
@@ -159,7 +155,7 @@ def test_a_server_with_fewer_slots_queues_the_rest() -> None:
     assert server.max_seen > 5 and batch.max_in_flight > 5  # queued at the server
     assert server.max_processing == 5
     assert 0.9 * 6 * LATENCY <= wall <= 6 * LATENCY + 1.5
-    assert all(row.status == FINISHED for row in batch.rows)
+    assert all(row.status == Status.FINISHED for row in batch.rows)
 
 
 def test_progress_while_running() -> None:
@@ -205,7 +201,7 @@ def test_a_passing_failure_is_retried_with_backoff(status: int) -> None:
         batch = run_to_end(make_batch(server, LOCATIONS[:5], 5, read_timeout=0.4,
                                       max_retries=2, backoff_s=0.05))
     rows = by_name(batch)
-    assert [row.status for row in batch.rows] == [FINISHED] * 5
+    assert [row.status for row in batch.rows] == [Status.FINISHED] * 5
     assert {name: row.attempts for name, row in rows.items()} == {
         location.name: {once: 2, twice: 3}.get(location.name, 1) for location in LOCATIONS[:5]}
     assert server.requests == Counter({location.name: {once: 2, twice: 3}.get(location.name, 1)
@@ -227,12 +223,12 @@ def test_a_row_that_keeps_failing_is_marked_failed_and_the_batch_goes_on(
         batch = run_to_end(make_batch(server, LOCATIONS[:6], 3, max_retries=max_retries,
                                       backoff_s=0.02))
     row = by_name(batch)[bad]
-    assert row.status == FAILED
+    assert row.status == Status.FAILED
     assert row.attempts == max_retries + 1
     assert server.requests[bad] == max_retries + 1
     assert "HTTP 500" in row.error and f"planned failure 500 for {bad}" in row.error
     others = [other for other in batch.rows if other is not row]
-    assert [other.status for other in others] == [FINISHED] * 5
+    assert [other.status for other in others] == [Status.FINISHED] * 5
     assert [other.attempts for other in others] == [1] * 5
     summary, progress = batch.summary(), batch.progress()
     assert summary["failed"] == 1 and summary["finished_now"] == 5
@@ -244,9 +240,9 @@ def test_a_bad_request_is_not_retried() -> None:
     with LatencyServer(latency=0.05, failures={bad: Fail(400)}) as server:
         batch = run_to_end(make_batch(server, LOCATIONS[:3], 3, backoff_s=0.05))
     row = by_name(batch)[bad]
-    assert (row.status, row.attempts, server.requests[bad]) == (FAILED, 1, 1)
+    assert (row.status, row.attempts, server.requests[bad]) == (Status.FAILED, 1, 1)
     assert "HTTP 400" in row.error
-    assert sum(other.status == FINISHED for other in batch.rows) == 2
+    assert sum(other.status == Status.FINISHED for other in batch.rows) == 2
 
 
 def test_an_unknown_model_is_not_retried() -> None:
@@ -254,7 +250,7 @@ def test_an_unknown_model_is_not_retried() -> None:
     with LatencyServer(latency=0.05) as server:
         batch = run_to_end(make_batch(server, LOCATIONS[:3], 3, model="no-such-model",
                                       backoff_s=0.05))
-    assert [row.status for row in batch.rows] == [FAILED] * 3
+    assert [row.status for row in batch.rows] == [Status.FAILED] * 3
     assert [row.attempts for row in batch.rows] == [1] * 3
     assert server.requests == Counter({location.name: 1 for location in LOCATIONS[:3]})
     assert all("does not serve 'no-such-model'" in row.error for row in batch.rows)
@@ -266,7 +262,7 @@ def test_a_backend_that_cannot_be_built_fails_every_row() -> None:
         raise BackendConnectionError("Cannot reach vLLM at http://127.0.0.1:9.")
 
     batch = run_to_end(Batch(make_spec("http://127.0.0.1:9", LOCATIONS[:3], 2), build=build))
-    assert [row.status for row in batch.rows] == [FAILED] * 3
+    assert [row.status for row in batch.rows] == [Status.FAILED] * 3
     assert all("Cannot reach vLLM" in row.error for row in batch.rows)
 
 
@@ -298,7 +294,7 @@ def test_stop_cancels_rows_in_flight_and_keeps_finished_ones() -> None:
     with LatencyServer(latency=0.6) as server:
         batch = make_batch(server, LOCATIONS[:8], 2).start()
         # Rows 0 and 1 finished; rows 2 and 3 are being generated; 4 to 7 wait.
-        assert wait_until(lambda: sum(row.status == FINISHED for row in batch.rows) == 2
+        assert wait_until(lambda: sum(row.status == Status.FINISHED for row in batch.rows) == 2
                           and server.in_flight == 2)
         asked = time.monotonic()
         batch.stop()
@@ -309,7 +305,7 @@ def test_stop_cancels_rows_in_flight_and_keeps_finished_ones() -> None:
     assert took < 0.4  # far less than the 0.6 s the rows in flight had left
     assert batch.stopped
     statuses = [row.status for row in batch.rows]
-    assert statuses == [FINISHED] * 2 + [STOPPED] * 6
+    assert statuses == [Status.FINISHED] * 2 + [Status.STOPPED] * 6
     assert all(row.text for row in batch.rows[:2])  # finished rows keep their answers
     assert [row.attempts for row in batch.rows[2:]] == [1, 1, 0, 0, 0, 0]
     names = [location.name for location in LOCATIONS[:8]]
@@ -332,7 +328,7 @@ def test_stop_while_a_row_is_starting_cancels_it() -> None:
     with LatencyServer(latency=1.0) as server:
         batch = holder["batch"] = make_batch(server, LOCATIONS[:3], 1, recording=recording)
         assert run_to_end(batch, 10)
-    assert [row.status for row in batch.rows] == [STOPPED] * 3
+    assert [row.status for row in batch.rows] == [Status.STOPPED] * 3
     assert server.answered[LOCATIONS[0].name] == 0
 
 
@@ -342,13 +338,14 @@ def test_every_row_is_recorded_in_its_group_with_its_position(tmp_path: Path) ->
     bad = LOCATIONS[3].name
     with LatencyServer(latency=0.05, failures={bad: Fail(400)}) as server:
         spec = make_spec(server.url, LOCATIONS[:6], 3)
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         batch = run_to_end(Batch(
             spec, build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10),
             recording=lambda index: Recording(store, "batch", group, index), group_id=group,
             backoff_s=0.05))
     # Each run's recorder thread writes its final state as the run ends.
-    assert wait_until(lambda: all(run.status != RUNNING for run in store.group_runs(group)), 5)
+    assert wait_until(lambda: all(run.status != Status.RUNNING
+                                  for run in store.group_runs(group)), 5)
     runs = store.group_runs(group)
     assert [run.position for run in runs] == list(range(6))
     for row, stored in zip(batch.rows, runs, strict=True):
@@ -358,13 +355,13 @@ def test_every_row_is_recorded_in_its_group_with_its_position(tmp_path: Path) ->
         assert f"Location: {row.location.name}" in stored.prompt
         assert stored.system == SYSTEM
         if row.location.name == bad:
-            assert row.status == FAILED and stored.status == ERROR
+            assert row.status == Status.FAILED and stored.status == Status.ERROR
             assert "HTTP 400" in (stored.error or "")
         else:
-            assert row.status == stored.status == FINISHED
+            assert row.status == stored.status == Status.FINISHED
             assert stored.text == row.text and stored.output_tokens == TOKENS
     label = store.get_group(group)
-    assert label is not None and BatchSpec.from_json(label.label) == spec
+    assert label is not None and BatchSpec.from_json(label.spec) == spec
     assert [g.id for g in store.list_groups("batch")] == [group]
 
 
@@ -373,7 +370,7 @@ def test_rows_are_in_the_history_when_the_batch_reports_done(tmp_path: Path) -> 
     store = RunStore(db)
     with LatencyServer(latency=0.3) as server:
         spec = make_spec(server.url, LOCATIONS[:3], 3)
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         batch = Batch(spec, build=lambda: VLLMBackend(server.url, model=MODEL),
                       recording=lambda index: Recording(store, "batch", group, index),
                       group_id=group).start()
@@ -391,8 +388,8 @@ def test_rows_are_in_the_history_when_the_batch_reports_done(tmp_path: Path) -> 
         finally:
             release.join()
             other.close()
-    assert [row.status for row in batch.rows] == [FINISHED] * 3
-    assert statuses == [FINISHED] * 3
+    assert [row.status for row in batch.rows] == [Status.FINISHED] * 3
+    assert statuses == [Status.FINISHED] * 3
 
 
 def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) -> None:
@@ -426,7 +423,7 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
         # What the Resume button does (pages/batch.py): the dead child's claim is no claim.
         (summary,) = store.group_summaries("batch")
         assert summary.group.id == group and not summary.running
-        spec = BatchSpec.from_json(summary.group.label)
+        spec = BatchSpec.from_json(summary.group.spec)
         finished_before = {run.position: run for run in store.group_runs(group)
                            if run.status in ANSWERED}
         assert 4 <= len(finished_before) < count  # killed mid-batch
@@ -438,7 +435,7 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
     assert spec.concurrency == 2 and len(spec.scenarios) == count
     for row in batch.rows:
         name = row.location.name
-        assert row.status == FINISHED, (name, row.status, row.error)
+        assert row.status == Status.FINISHED, (name, row.status, row.error)
         if row.index in finished_before:
             assert row.resumed
             assert server.requests[name] == requested_before[name] == 1  # not asked again
@@ -453,7 +450,7 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
     assert batch.progress()["done"] == count
     # The history now has a finished run at every position.
     assert wait_until(lambda: {run.position for run in store.group_runs(group)
-                               if run.status == FINISHED} == set(range(count)), 5)
+                               if run.status == Status.FINISHED} == set(range(count)), 5)
 
 
 def test_tokens_per_second_of_one_piece_answers_is_plausible() -> None:
@@ -476,7 +473,8 @@ def test_csv_and_zip_exports() -> None:
     assert len(table) == 4
     assert [row["location"] for row in table] == [location.name for location in LOCATIONS[:4]]
     assert [row["#"] for row in table] == ["1", "2", "3", "4"]
-    assert [row["status"] for row in table] == [FINISHED, FAILED, FINISHED, FINISHED]
+    assert [row["status"] for row in table] == [Status.FINISHED, Status.FAILED, Status.FINISHED,
+                                                Status.FINISHED]
     assert "HTTP 400" in table[1]["error"]
     assert [row["output tokens"] for row in table] == ["200", "", "200", "200"]
     assert all(float(table[i]["time s"]) > 0 for i in (0, 2, 3))
@@ -504,7 +502,7 @@ def test_row_statuses_are_final_once_done() -> None:
     with LatencyServer(latency=0.02, failures={LOCATIONS[0].name: Fail(404)}) as server:
         batch = run_to_end(make_batch(server, LOCATIONS[:4], 2))
     assert all(row.done for row in batch.rows)
-    assert {row.status for row in batch.rows} <= {*ANSWERED, FAILED, STOPPED}
+    assert {row.status for row in batch.rows} <= {*ANSWERED, Status.FAILED, Status.STOPPED}
 
 
 # -- one worker per batch: launch, watch, resume ----------------------------------------------
@@ -525,7 +523,7 @@ def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
         assert summary.running and summary.group.id == group
         assert live_batch(group) is batch  # what another session attaches to
         with pytest.raises(BatchRunning):
-            launch(BatchSpec.from_json(summary.group.label), build=build, store=store,
+            launch(BatchSpec.from_json(summary.group.spec), build=build, store=store,
                    group_id=group)
 
         live_batch(group).stop()  # type: ignore[union-attr]  # Stop from the other tab
@@ -535,7 +533,7 @@ def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
         assert not summary.running
         finished = {run.position for run in store.group_runs(group) if run.status in ANSWERED}
 
-        resumed = launch(BatchSpec.from_json(summary.group.label), build=build, store=store,
+        resumed = launch(BatchSpec.from_json(summary.group.spec), build=build, store=store,
                          group_id=group)
         assert resumed.wait(30)
     answered = [run.position for run in store.group_runs(group) if run.status in ANSWERED]
@@ -550,7 +548,7 @@ def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
 def test_a_batch_of_a_dead_process_can_be_resumed(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "history.sqlite3")
     spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
-    group = store.create_group("batch", spec.to_json())
+    group = store.create_group("batch", spec=spec.to_json())
     assert store.claim_group(group)
     host, _, start = process_owner().rsplit(":", 2)
     with sqlite3.connect(store.path) as conn:  # its owner died without releasing it
@@ -612,7 +610,7 @@ def test_a_batch_claimed_on_another_host_is_judged_by_its_heartbeat(tmp_path: Pa
     the heartbeat window means it works on; silence past it means it died."""
     store = RunStore(tmp_path / "history.sqlite3")
     spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
-    group = store.create_group("batch", spec.to_json())
+    group = store.create_group("batch", spec=spec.to_json())
     assert store.claim_group(group)
     _, pid, start = process_owner().rsplit(":", 2)
     with sqlite3.connect(store.path) as conn:
@@ -635,7 +633,7 @@ def test_a_batch_claimed_on_another_host_is_judged_by_its_heartbeat(tmp_path: Pa
 def record_answered(store: RunStore, spec: BatchSpec, group: int, index: int) -> None:
     """An earlier session's answered row (before a kill or a stop)."""
     run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group, index)
-    store.finish_run(run_id, "## Earlier\n\nInstall 12 panels.", FINISHED, None,
+    store.finish_run(run_id, "## Earlier\n\nInstall 12 panels.", Status.FINISHED, None,
                      {"output_tokens": 150, "total_time_s": 2.0})
 
 
@@ -643,7 +641,7 @@ def test_a_resumed_batch_says_what_its_figures_cover(tmp_path: Path) -> None:
     store = RunStore(tmp_path / "history.sqlite3")
     with LatencyServer(latency=0.05) as server:
         spec = make_spec(server.url, LOCATIONS[:4], concurrency=2)
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         record_answered(store, spec, group, 0)
         batch = launch(spec, store=store, group_id=group,
                        build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10))
@@ -670,11 +668,11 @@ def test_rows_flagged_over_the_window_keep_their_flag_after_a_resume(tmp_path: P
     store = RunStore(tmp_path / "history.sqlite3")
     with LatencyServer(latency=0.02) as server:
         spec = make_spec(server.url, LOCATIONS[:4], concurrency=2).flag([0, 2])
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         record_answered(store, spec, group, 0)
         stored = store.get_group(group)
         assert stored is not None
-        resumed_spec = BatchSpec.from_json(stored.label).with_host(server.url).flag([3])
+        resumed_spec = BatchSpec.from_json(stored.spec).with_host(server.url).flag([3])
         batch = launch(resumed_spec, store=store, group_id=group,
                        build=lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10))
         assert batch.wait(20)
@@ -682,7 +680,7 @@ def test_rows_flagged_over_the_window_keep_their_flag_after_a_resume(tmp_path: P
     assert notes == [OVER_WINDOW, "", OVER_WINDOW, OVER_WINDOW]
     assert batch.rows[0].resumed
     stored = store.get_group(group)
-    assert stored is not None and BatchSpec.from_json(stored.label).over_window == (0, 2, 3)
+    assert stored is not None and BatchSpec.from_json(stored.spec).over_window == (0, 2, 3)
 
 
 def test_the_flags_travel_with_the_stored_definition() -> None:
@@ -700,13 +698,13 @@ def test_the_state_of_earlier_batches(tmp_path: Path) -> None:
     spec = make_spec("http://127.0.0.1:9", LOCATIONS[:2], concurrency=1)
 
     def group_with(answered: list[int], failed: tuple[int, ...] = ()) -> int:
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         for index in answered:
             record_answered(store, spec, group, index)
         for index in failed:
             run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group,
                                      index)
-            store.finish_run(run_id, "", ERROR, "HTTP 400")
+            store.finish_run(run_id, "", Status.ERROR, "HTTP 400")
         return group
 
     complete, stopped, ended = group_with([0, 1]), group_with([0]), group_with([0], (1,))
@@ -720,8 +718,8 @@ def test_the_state_of_earlier_batches(tmp_path: Path) -> None:
     assert store.claim_group(live)
     states = {summary.group.id: earlier_state(summary)
               for summary in store.group_summaries("batch")}
-    assert states == {complete: COMPLETE, stopped: STOPPED_PART, ended: ENDED,
-                      killed: INTERRUPTED, live: RUNNING}
+    assert states == {complete: Status.COMPLETE, stopped: Status.STOPPED, ended: Status.ENDED,
+                      killed: Status.INTERRUPTED, live: Status.RUNNING}
     assert {group for group, state in states.items() if state in RESUMABLE} == {
         stopped, ended, killed}
 
@@ -753,10 +751,11 @@ def test_the_page_table_says_statuses_in_words_and_never_none() -> None:
     bad = LOCATIONS[1].name
     with LatencyServer(latency=0.01, failures={bad: Fail(400)}) as server:
         batch = run_to_end(make_batch(server, LOCATIONS[:2], 2))
-    batch.rows[0].status = LENGTH  # cut at max tokens: the statistics' "Hit max tokens"
+    batch.rows[0].status = Status.LENGTH  # cut at max tokens: the statistics' "Hit max tokens"
     shown = batch.page_table()
     assert [row["status"] for row in shown] == ["Hit max tokens", "Failed"]
-    assert [row["status"] for row in batch.table()] == [LENGTH, FAILED]  # the CSV's values
+    # the CSV's values
+    assert [row["status"] for row in batch.table()] == [Status.LENGTH, Status.FAILED]
     assert all(value is not None for row in shown for value in row.values())
     assert shown[1]["output tokens"] == "–" and shown[1]["grounding"] == "–"
     assert "thinking s" not in shown[0]  # no reasoning model: no column of dashes

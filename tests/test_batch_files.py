@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
 from studio.records.batch_files import (
@@ -26,7 +27,7 @@ from studio.records.batch_files import (
 )
 from studio.records.store import RunStore, export_csv, export_json
 from studio.runs.batch import BatchSpec
-from studio.runs.request import ERROR, FINISHED, LENGTH, run_notes
+from studio.runs.request import run_notes
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
@@ -85,10 +86,10 @@ def test_results_come_back_into_the_history_in_input_order(tmp_path: Path) -> No
     assert imported.missing == []
     assert [row.custom_id for row in imported.rows] == ids
     first, second, third = imported.rows
-    assert first.status == FINISHED and first.stats.output_tokens == 40
+    assert first.status == Status.FINISHED and first.stats.output_tokens == 40
     assert first.grounding is not None and 0 < first.grounding < 1  # 53.76 found, 99 not
-    assert second.status == ERROR and "maximum context length" in second.error
-    assert third.status == LENGTH and third.text == "Third."
+    assert second.status == Status.ERROR and "maximum context length" in second.error
+    assert third.status == Status.LENGTH and third.text == "Third."
     runs = store.group_runs(imported.group_id)
     assert [run.text for run in runs] == [answer, "", "Third."]
     assert runs[0].preset == "San Diego, CA" and runs[0].prompt == build_user_prompt(LOCATIONS[0])
@@ -123,7 +124,7 @@ def test_an_imported_answers_thinking_is_split_off_as_a_live_runs(
              "completion_tokens_details": {"reasoning_tokens": 3}}
     store = RunStore(str(tmp_path / "history.sqlite3"))
     (row,) = import_results(store, exported, reasoning_result(cid, message, usage)).rows
-    assert (row.status, row.text, row.thinking) == (FINISHED, "answer", "x")
+    assert (row.status, row.text, row.outcome.thinking) == (Status.FINISHED, "answer", "x")
     assert row.stats.thinking_chars == 1 and row.stats.thinking_tokens == 3
     (run,) = store.group_runs(row_group(store))
     assert run.text == "answer" and run.thinking == "x"
@@ -191,7 +192,7 @@ def test_a_repeated_custom_id_keeps_the_answer_and_says_so(tmp_path: Path) -> No
     store = RunStore(str(tmp_path / "history.sqlite3"))
     imported = import_results(store, exported, output)
     assert [(row.custom_id, row.status, row.text, row.line) for row in imported.rows] == [
-        (first, FINISHED, "Retried.", 3), (second, FINISHED, "Twice, the second.", 4)]
+        (first, Status.FINISHED, "Retried.", 3), (second, Status.FINISHED, "Twice, the second.", 4)]
     assert imported.duplicates == [Duplicate(first, 3, (1,), "an answer, not an error"),
                                    Duplicate(second, 4, (2,), "the later answer")]
     assert str(imported.duplicates[0]) == (
@@ -257,7 +258,7 @@ def test_vllms_own_error_shape_gives_the_servers_message() -> None:
         "error": {"error": {"message": "This model's maximum context length is 2048 tokens.",
                             "type": "BadRequestError", "param": None, "code": 400}}})
     (row,) = import_results(None, exported, line).rows
-    assert row.status == ERROR
+    assert row.status == Status.ERROR
     assert row.error == "HTTP 400: This model's maximum context length is 2048 tokens."
 
 
@@ -266,7 +267,7 @@ def test_an_error_line_is_marked_imported_too(tmp_path: Path) -> None:
     store = RunStore(str(tmp_path / "history.sqlite3"))
     imported = import_results(store, exported, failure(ids_of(exported)[0]))
     (run,) = store.group_runs(imported.group_id)
-    assert run.status == ERROR and run.error == "HTTP 500: The server is busy."
+    assert run.status == Status.ERROR and run.error == "HTTP 500: The server is busy."
     assert run_notes(run.stats) == ["imported from vLLM run_batch"]
 
 
@@ -325,7 +326,7 @@ def test_an_input_line_with_a_field_of_the_wrong_kind_is_a_message(body: str) ->
 def test_a_result_line_of_any_shape_is_a_row(line: str) -> None:
     """Odd shapes are read (what a line lacks is its row's error), never a traceback."""
     (row,) = import_results(None, INPUT_LINE, line).rows
-    assert row.status in (ERROR, FINISHED) and row.stats.prompt_tokens is None
+    assert row.status in (Status.ERROR, Status.FINISHED) and row.stats.prompt_tokens is None
 
 
 def test_an_output_line_whose_custom_id_is_not_text_is_a_message() -> None:

@@ -16,13 +16,14 @@ from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Button
 
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS
 from studio.pv.locations_csv import MAX_ROWS
 from studio.records.batch_files import export_jsonl
 from studio.records.store import RunStore, process_owner
 from studio.runs.batch import BatchSpec
-from studio.runs.request import FINISHED, run_notes
+from studio.runs.request import run_notes
 from tests.servers.latency import Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 
@@ -108,14 +109,14 @@ def test_three_presets_at_concurrency_three(server: LatencyServer, db: Path) -> 
     # Every row is in the history, under one batch group that can be resumed.
     store = RunStore(db)
     (group,) = store.list_groups("batch")
-    spec = BatchSpec.from_json(group.label)
+    spec = BatchSpec.from_json(group.spec)
     assert [s.name for s in spec.scenarios] == THREE
     assert (spec.backend, spec.host, spec.model, spec.concurrency) == ("vllm", server.url,
                                                                        MODEL, 3)
     assert spec.system == next(iter(load_system_prompts().values()))
     runs = store.group_runs(group.id)
     assert [(run.position, run.preset, run.status) for run in runs] == [
-        (index, name, FINISHED) for index, name in enumerate(THREE)]
+        (index, name, Status.FINISHED) for index, name in enumerate(THREE)]
 
 
 def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServer,
@@ -237,9 +238,9 @@ def test_resume_runs_only_the_rows_not_finished(server: LatencyServer, db: Path)
     store = RunStore(db)
     spec = BatchSpec(scenarios=LOCATIONS[:3], backend="vllm", host=server.url, model=MODEL,
                      system="You are a PV analyst.", concurrency=2)
-    group = store.create_group("batch", spec.to_json())
+    group = store.create_group("batch", spec=spec.to_json())
     run_id = store.start_run(spec.request(LOCATIONS[0]), "batch", group, 0)
-    store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", FINISHED, None,
+    store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", Status.FINISHED, None,
                      {"output_tokens": 150, "total_time_s": 2.0})
     at.run()  # the expander now lists the earlier batch
     (label,) = at.selectbox(key="batch_resume").options
@@ -400,10 +401,10 @@ def test_a_european_excel_csv_is_read(server: LatencyServer, db: Path) -> None:
 
 
 def seed_batch(store: RunStore, spec: BatchSpec, answered: list[int]) -> int:
-    group = store.create_group("batch", spec.to_json())
+    group = store.create_group("batch", spec=spec.to_json())
     for index in answered:
         run_id = store.start_run(spec.request(spec.scenarios[index]), "batch", group, index)
-        store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", FINISHED, None,
+        store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", Status.FINISHED, None,
                          {"output_tokens": 150, "total_time_s": 2.0})
     return group
 
@@ -475,5 +476,5 @@ def test_a_resume_checks_the_window_and_keeps_the_rows_flags(small_window: FakeO
     assert [row["notes"] for row in batch.table()] == [
         "over the context window (flagged before the start)"] * 2
     stored = store.get_group(group)
-    assert stored is not None and BatchSpec.from_json(stored.label).over_window == (0, 1)
+    assert stored is not None and BatchSpec.from_json(stored.spec).over_window == (0, 1)
     assert "The context window is too small." not in texts(at.warning)

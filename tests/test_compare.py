@@ -15,6 +15,7 @@ from backends.base import Backend
 from backends.errors import BackendError
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.pv.grounding import check_run
@@ -23,7 +24,7 @@ from studio.pv.prompt import build_user_prompt
 from studio.records.render import markdown_to_safe_html
 from studio.runs import connection
 from studio.runs.compare import Comparison, Spread, is_measured, pane_labels, spread
-from studio.runs.request import ERROR, FINISHED, LENGTH, STOPPED, RunParams
+from studio.runs.request import RunParams
 from studio.settings.config import load_config
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
@@ -138,8 +139,8 @@ def test_figures_are_median_min_max_over_rounds_without_failed_runs() -> None:
     comparison = compare([pane], repeats=4, builder=lambda _: backend)
     assert comparison.wait(5)
     assert len(comparison.rounds) == 4 and backend.calls == 4
-    assert [run.status for run in comparison.pane_runs(0)] == [FINISHED, FINISHED, ERROR,
-                                                               FINISHED]
+    assert [run.status for run in comparison.pane_runs(0)] == [
+        Status.FINISHED, Status.FINISHED, Status.ERROR, Status.FINISHED]
     figures = comparison.figures(0)
     assert figures["total"] == Spread(2.0, 1.0, 3.0, 3)
     assert figures["ttft"] == Spread(0.5, 0.25, 0.75, 3)
@@ -166,7 +167,7 @@ def test_panes_run_at_the_same_time(ollama_server: FakeOllama) -> None:
         assert comparison.wait(10)
         measured = time.monotonic() - started
     stream, whole = comparison.current_round
-    assert stream.status == whole.status == FINISHED
+    assert stream.status == whole.status == Status.FINISHED
     assert stream.text == OLLAMA_ANSWER and whole.text == VLLM_ANSWER.strip()
     assert stream.elapsed >= 0.5 and whole.elapsed >= 0.8
     assert abs(stream.start_time - whole.start_time) < 0.1  # started together
@@ -188,7 +189,7 @@ def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
     assert len(ollama_server.chat_requests) == 3 and vllm_server.chat_calls == 3
     runs = [run for round_ in comparison.rounds for run in round_]
     assert len({id(run) for run in runs}) == 6  # a fresh run per pane per round
-    assert all(run.status == FINISHED for run in runs)
+    assert all(run.status == Status.FINISHED for run in runs)
     for index, output_tokens, prompt_tokens in ((0, len(tokenize(OLLAMA_ANSWER)),
                                                  OLLAMA_PROMPT_TOKENS),
                                                 (1, 17, 47)):
@@ -226,7 +227,7 @@ def test_table_rows_modes_and_one_piece_ttft(ollama_server: FakeOllama,
              vllm_pane(vllm_server.url, sse=True)]
     comparison = compare(panes)
     assert comparison.wait(10)
-    assert [run.status for run in comparison.current_round] == [FINISHED] * 3
+    assert [run.status for run in comparison.current_round] == [Status.FINISHED] * 3
     rows = comparison.table()
     assert [row["Pane"] for row in rows] == ["1. Ollama · llama3.1:8b", "2. vLLM · smollm2",
                                              "3. vLLM · smollm2"]
@@ -277,7 +278,7 @@ def test_stop_cancels_every_running_pane_and_no_round_follows() -> None:
         assert len(comparison.rounds) == 1, "a round started after Stop"
         assert len(ollama.chat_requests) == 1 and vllm.chat_calls == 1
     assert comparison.stopped and comparison.done
-    assert stream.status == whole.status == STOPPED
+    assert stream.status == whole.status == Status.STOPPED
     assert stream.text and len(stream.text) < len(OLLAMA_ANSWER * 4)  # partial text kept
     assert whole.text == ""
     assert comparison.wall_time is not None and comparison.wall_time < 2
@@ -295,8 +296,8 @@ def test_stop_keeps_a_finished_panes_answer(vllm_server: FakeVLLM) -> None:
         comparison.stop()
         assert comparison.wait(2)
         assert ollama.client_closed.wait(5)
-    assert whole.status == FINISHED and whole.text == VLLM_ANSWER.strip()
-    assert stream.status == STOPPED and stream.text
+    assert whole.status == Status.FINISHED and whole.text == VLLM_ANSWER.strip()
+    assert stream.status == Status.STOPPED and stream.text
 
 
 def stop_during_round_two_setup(panes: list[RunParams],
@@ -332,8 +333,8 @@ def test_stop_while_a_round_is_being_set_up_stops_that_round(
         comparison = stop_during_round_two_setup([ollama_pane(ollama_server.url),
                                                   vllm_pane(vllm.url)])
         first, second = comparison.rounds
-        assert [run.status for run in first] == [FINISHED, FINISHED]
-        assert [run.status for run in second] == [STOPPED, STOPPED]
+        assert [run.status for run in first] == [Status.FINISHED, Status.FINISHED]
+        assert [run.status for run in second] == [Status.STOPPED, Status.STOPPED]
         assert time.monotonic() - clicked < 5.5  # round 1 (3 s) + a prompt stop
 
 
@@ -342,7 +343,7 @@ def test_no_request_reaches_a_server_after_stop(ollama_server: FakeOllama,
     comparison = stop_during_round_two_setup(
         [ollama_pane(ollama_server.url), vllm_pane(vllm_server.url)], pause_second_build=0.5)
     assert len(ollama_server.chat_requests) == 1, "a chat was sent after Stop"
-    assert [run.status for run in comparison.rounds[-1]] == [STOPPED, STOPPED]
+    assert [run.status for run in comparison.rounds[-1]] == [Status.STOPPED, Status.STOPPED]
 
 
 # -- errors stay in their pane --------------------------------------------------------------
@@ -353,8 +354,8 @@ def test_a_pane_whose_backend_cannot_be_built_shows_the_error(ollama_server: Fak
     comparison = compare([ollama_pane(ollama_server.url), missing])
     assert comparison.wait(10)
     good, broken = comparison.current_round
-    assert good.status == FINISHED and good.text == OLLAMA_ANSWER
-    assert broken.status == ERROR and broken.text == ""
+    assert good.status == Status.FINISHED and good.text == OLLAMA_ANSWER
+    assert broken.status == Status.ERROR and broken.text == ""
     assert broken.error is not None
     assert broken.error.message == "No GGUF model named '/models/missing.gguf'."
     assert broken.error.hint == "Pick a served model."
@@ -380,8 +381,8 @@ def test_the_apps_own_build_with_a_missing_gguf_file(ollama_server: FakeOllama,
         builder=lambda pane: connection.build(settings, pane.backend, pane.host, pane.model))
     assert comparison.wait(10)
     good, broken = comparison.current_round
-    assert good.status == FINISHED and good.text == OLLAMA_ANSWER
-    assert broken.status == ERROR and broken.error is not None
+    assert good.status == Status.FINISHED and good.text == OLLAMA_ANSWER
+    assert broken.status == Status.ERROR and broken.error is not None
     assert broken.error.message == f"No GGUF file at {missing}."
     assert [row["Stop reason"] for row in comparison.table()] == ["Finished", "Error"]
 
@@ -395,9 +396,9 @@ def test_a_server_error_in_one_pane_does_not_disturb_the_other(ollama_server: Fa
     assert comparison.wait(10)
     assert len(comparison.rounds) == 2  # an error is no reason to stop repeating
     for failed, fine in comparison.rounds:
-        assert failed.status == ERROR and failed.error is not None
+        assert failed.status == Status.ERROR and failed.error is not None
         assert "model runner has unexpectedly stopped" in str(failed.error)
-        assert fine.status == FINISHED and fine.text == VLLM_ANSWER.strip()
+        assert fine.status == Status.FINISHED and fine.text == VLLM_ANSWER.strip()
     assert comparison.figures(0)["total"] is None
     assert comparison.figures(1)["total"] is not None
     assert comparison.figures(1)["total"].count == 2
@@ -440,7 +441,7 @@ def test_to_html_side_by_side_sanitized_with_csp() -> None:
         comparison = compare([ollama_pane(ollama.url, model="<b>evil</b>"),
                               vllm_pane(vllm.url)])
         assert comparison.wait(10)
-    assert [run.status for run in comparison.current_round] == [FINISHED, FINISHED]
+    assert [run.status for run in comparison.current_round] == [Status.FINISHED, Status.FINISHED]
     report = comparison.to_html()
     assert report.startswith("<!DOCTYPE html>")
     assert re.search(r"<meta http-equiv=\"Content-Security-Policy\"\s+content=\"default-src "
@@ -476,7 +477,7 @@ def test_a_stopped_round_is_left_out_of_the_figures(ollama_server: FakeOllama) -
     comparison.stop()
     assert comparison.wait(10)
     first, second = comparison.pane_runs(0)
-    assert (first.status, second.status) == (FINISHED, STOPPED)
+    assert (first.status, second.status) == (Status.FINISHED, Status.STOPPED)
     total = comparison.figures(0)["total"]
     assert total is not None and total.count == 1
     assert total.median == pytest.approx(first.stats.total_time_s)
@@ -534,7 +535,7 @@ def test_runs_cut_at_max_tokens_or_empty_are_counted_apart_from_the_measured() -
     comparison = compare([pane], repeats=5, builder=lambda _: backend)
     assert comparison.wait(5)
     assert [run.status for run in comparison.pane_runs(0)] == [
-        FINISHED, LENGTH, LENGTH, FINISHED, FINISHED]
+        Status.FINISHED, Status.LENGTH, Status.LENGTH, Status.FINISHED, Status.FINISHED]
     assert [is_measured(run) for run in comparison.pane_runs(0)] == [
         True, False, False, False, True]
     total = comparison.figures(0)["total"]
@@ -572,8 +573,8 @@ def test_one_pane_is_stopped_on_its_own_and_sits_out_the_next_rounds(
     assert not comparison.stopped and comparison.pane_stopped(0)
     assert not comparison.pane_stopped(1)
     assert len(comparison.rounds) == 3
-    assert [run.status for run in comparison.pane_runs(0)] == [STOPPED] * 3
-    assert [run.status for run in comparison.pane_runs(1)] == [FINISHED] * 3
+    assert [run.status for run in comparison.pane_runs(0)] == [Status.STOPPED] * 3
+    assert [run.status for run in comparison.pane_runs(1)] == [Status.FINISHED] * 3
     assert vllm_server.chat_calls == 3
     assert stream.text and len(stream.text) < len(OLLAMA_ANSWER * 4)  # partial text kept
     assert [row["Runs"] for row in comparison.table()] == ["0 measured · 3 stopped",
@@ -581,7 +582,7 @@ def test_one_pane_is_stopped_on_its_own_and_sits_out_the_next_rounds(
     # The pane shows the run it stopped, partial answer and all, not the empty run of the
     # last round it sat out; its grounding line is that answer's.
     shown, other = comparison.shown_round
-    assert shown is stream and shown.status == STOPPED
+    assert shown is stream and shown.status == Status.STOPPED
     assert other is comparison.current_round[1]
     report = comparison.grounding(0)
     assert report is not None

@@ -30,11 +30,11 @@ import yaml
 from backends.errors import BackendConnectionError, ModelNotFoundError
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.pv.library import load_locations, load_system_prompts
 from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
 from studio.runs.batch import BatchSpec
-from studio.runs.request import FINISHED, LENGTH
 from studio.settings.config import load_config, parse_config
 from tests import readme
 from tests.readme import ROOT, UNTESTED, block, command
@@ -446,10 +446,10 @@ def test_the_ray_data_llm_pipeline_runs_on_vllms_cpu_build(tmp_path: Path,
     assert sorted(row.custom_id for row in imported.rows) == sorted(
         json.loads(line)["custom_id"] for line in batch_input.read_text().splitlines())
     for row in imported.rows:
-        assert row.text and row.status in (FINISHED, LENGTH), row.error
+        assert row.text and row.status in (Status.FINISHED, Status.LENGTH), row.error
         tokens = row.stats.output_tokens or 0
         assert 0 < tokens <= RAY_MAX_TOKENS
-        assert (row.status == LENGTH) == (tokens == RAY_MAX_TOKENS)  # finish_reason is true
+        assert (row.status == Status.LENGTH) == (tokens == RAY_MAX_TOKENS)  # finish_reason is true
         assert row.stats.prompt_tokens and row.stats.prompt_tokens > 2000  # the PV prompt
     runs = store.group_runs(imported.group_id)
     assert len(runs) == RAY_ROWS and all(run.text for run in runs)

@@ -11,12 +11,12 @@ from backends.embedded_backend import EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
 from backends.repetition import MIN_REPEATS, TAIL, RepetitionGuard, repeating_unit
 from backends.sampling import Sampling
-from backends.stream import DONE_REPETITION
+from backends.status import Status
 from backends.vllm_backend import VLLMBackend
 from studio.pv.library import load_locations
 from studio.records.store import RunStore
 from studio.runs.batch import Batch, BatchSpec
-from studio.runs.request import REPETITION, STATUS_LABELS, RunRequest
+from studio.runs.request import RunRequest, status_label
 from studio.runs.runner import Recording, Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
@@ -60,7 +60,7 @@ def test_ollama_stream_that_loops_is_stopped_and_the_server_told() -> None:
                                                                  sampling=Sampling(max_tokens=4096))
         text = "".join(stream)
         assert server.client_closed.wait(5)  # the connection was closed: generation stops
-    assert stream.stats.done_reason == DONE_REPETITION
+    assert stream.stats.done_reason == Status.REPETITION
     assert text == stream.text and text.startswith("## RECOMMENDATION")
     assert text.count(LOOP_LINE) == MIN_REPEATS  # stopped at the first proof of a loop
     assert len(text) < len(LOOPING_ANSWER) / 10
@@ -70,7 +70,7 @@ def test_vllm_sse_stream_that_loops_is_stopped() -> None:
     with FakeVLLM(200, {}, tokens=tuple(tokenize(LOOPING_ANSWER)), token_delay=0.002) as server:
         stream = VLLMBackend(server.url, "smollm2").stream("Size it.", sse=True)
         text = "".join(stream)
-    assert stream.stats.done_reason == DONE_REPETITION
+    assert stream.stats.done_reason == Status.REPETITION
     assert text.count(LOOP_LINE) == MIN_REPEATS
 
 
@@ -83,8 +83,8 @@ def test_vllm_one_piece_answer_that_looped_says_so(sdk: bool) -> None:
         stream = backend.stream("Size it.")
         (piece,) = list(stream)
     assert answer == LOOPING_ANSWER.strip()  # one piece: the whole text is kept
-    assert answer.stats.done_reason == DONE_REPETITION
-    assert piece == LOOPING_ANSWER.strip() and stream.stats.done_reason == DONE_REPETITION
+    assert answer.stats.done_reason == Status.REPETITION
+    assert piece == LOOPING_ANSWER.strip() and stream.stats.done_reason == Status.REPETITION
 
 
 def test_a_looping_run_is_recorded_with_stop_reason_repetition(tmp_path: Path) -> None:
@@ -95,13 +95,13 @@ def test_a_looping_run_is_recorded_with_stop_reason_repetition(tmp_path: Path) -
         run = Run(OllamaBackend(server.url, "llama3.1:8b"), request,
                   Recording(store, "playground")).start()
         assert run.wait(10)
-    assert run.status == REPETITION and STATUS_LABELS[run.status] == "Repetition"
+    assert run.status == Status.REPETITION and status_label(run.status) == "Repetition"
     assert run.text.count(LOOP_LINE) == MIN_REPEATS
     assert run.run_id is not None
     stored = store.get(run.run_id)
     assert stored is not None
-    assert (stored.status, stored.text) == (REPETITION, run.text)
-    assert stored.stats["done_reason"] == DONE_REPETITION
+    assert (stored.status, stored.text) == (Status.REPETITION, run.text)
+    assert stored.stats["done_reason"] == Status.REPETITION
 
 
 def test_a_looping_batch_row_counts_as_answered(tmp_path: Path) -> None:
@@ -109,14 +109,14 @@ def test_a_looping_batch_row_counts_as_answered(tmp_path: Path) -> None:
     with FakeOllama(script=Script(tokens=tokenize(LOOPING_ANSWER))) as server:
         spec = BatchSpec(scenarios=load_locations()[:2], backend="ollama", host=server.url,
                          model="llama3.1:8b", system="", concurrency=2)
-        group = store.create_group("batch", spec.to_json())
+        group = store.create_group("batch", spec=spec.to_json())
         batch = Batch(spec, build=lambda: OllamaBackend(server.url, "llama3.1:8b"),
                       recording=lambda row: Recording(store, "batch", group, row),
                       group_id=group).start()
         assert batch.wait(20)
-    assert [row.status for row in batch.rows] == [REPETITION, REPETITION]
+    assert [row.status for row in batch.rows] == [Status.REPETITION, Status.REPETITION]
     assert batch.progress()["done"] == 2
-    assert [run.status for run in store.group_runs(group)] == [REPETITION, REPETITION]
+    assert [run.status for run in store.group_runs(group)] == [Status.REPETITION, Status.REPETITION]
 
 
 # -- the repeat penalty on the wire ---------------------------------------------------------

@@ -21,11 +21,12 @@ from backends.errors import (
 )
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.records.store import RunStore
 from studio.runs.capacity import Capacity, Limits
-from studio.runs.request import ERROR, FINISHED, LENGTH, RUNNING, STATUS_LABELS, STOPPED, RunRequest
+from studio.runs.request import RunRequest, status_label
 from studio.runs.runner import Recording, Run, Watcher
 from tests.servers.ollama import (
     SAMPLE_ANSWER,
@@ -109,7 +110,7 @@ def test_streaming_run_finishes_with_full_text_and_server_stats(
     assert run.streams
     assert run.wait(timeout=5)
 
-    assert run.done and run.status == FINISHED and run.status_label == "Finished"
+    assert run.done and run.status == Status.FINISHED and run.status_label == "Finished"
     assert run.error is None
     assert run.text == SAMPLE_ANSWER
     stats = run.stats
@@ -140,12 +141,12 @@ def test_status_is_running_and_partial_text_visible_before_the_end(
     try:
         assert wait_until(lambda: run.text != "")
         assert run.text == TOKENS[0]
-        assert not run.done and run.status == RUNNING and run.status_label == "Running"
+        assert not run.done and run.status == Status.RUNNING and run.status_label == "Running"
         assert not run.wait(timeout=0.05)
     finally:
         script.gate.set()
     assert run.wait(timeout=5)
-    assert run.status == FINISHED and run.text == SAMPLE_ANSWER
+    assert run.status == Status.FINISHED and run.text == SAMPLE_ANSWER
 
 
 def test_text_grows_while_running(ollama: OllamaBackend, fake_ollama: FakeOllama,
@@ -171,7 +172,7 @@ def test_small_max_tokens_ends_with_status_length(ollama: OllamaBackend,
                                                   fake_ollama: FakeOllama) -> None:
     run = start(ollama, ollama_request(fake_ollama.url, max_tokens=5))
     assert run.wait(timeout=5)
-    assert run.status == LENGTH and run.status_label == STATUS_LABELS[LENGTH]
+    assert run.status == Status.LENGTH and run.status_label == status_label(Status.LENGTH)
     assert run.error is None
     assert run.text == "".join(TOKENS[:5])
     assert run.stats.done_reason == "length" and run.stats.output_tokens == 5
@@ -185,7 +186,7 @@ def test_stop_mid_stream_keeps_partial_text_and_hangs_up(
 
     run.stop()
     assert run.wait(timeout=5)
-    assert run.status == STOPPED and run.status_label == "Stopped"
+    assert run.status == Status.STOPPED and run.status_label == "Stopped"
     assert run.error is None
     assert run.text == TOKENS[0]
     assert run.stats.done_reason == "cancelled"
@@ -199,7 +200,7 @@ def test_stop_right_after_start_ends_the_run_as_stopped(
     run = start(ollama, ollama_request(fake_ollama.url))
     run.stop()
     assert run.wait(timeout=5)
-    assert run.status == STOPPED
+    assert run.status == Status.STOPPED
     assert SAMPLE_ANSWER.startswith(run.text) and run.text != SAMPLE_ANSWER
 
 
@@ -210,7 +211,7 @@ def test_stop_and_stats_after_the_end_change_nothing(ollama: OllamaBackend,
     elapsed = run.elapsed
     run.stop()
     run.stop()
-    assert run.status == FINISHED and run.text == SAMPLE_ANSWER
+    assert run.status == Status.FINISHED and run.text == SAMPLE_ANSWER
     assert run.elapsed == elapsed  # the clock stopped with the run
 
 
@@ -219,7 +220,7 @@ def test_error_status_before_the_stream(ollama: OllamaBackend, fake_ollama: Fake
     script.status = 500
     run = start(ollama, ollama_request(fake_ollama.url))
     assert run.wait(timeout=5)
-    assert run.status == ERROR and run.status_label == "Error"
+    assert run.status == Status.ERROR and run.status_label == "Error"
     assert isinstance(run.error, BackendStatusError)
     assert run.error.status_code == 500
     assert "model runner has unexpectedly stopped" in run.error.server_message
@@ -231,7 +232,7 @@ def test_missing_model_is_a_model_not_found_error(fake_ollama: FakeOllama) -> No
     backend = OllamaBackend(fake_ollama.url, model="qwen2:7b", read_timeout=10)
     run = start(backend, ollama_request(fake_ollama.url, model="qwen2:7b"))
     assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, ModelNotFoundError)
     assert "ollama pull qwen2:7b" in run.error.hint
 
@@ -242,7 +243,7 @@ def test_error_line_mid_stream_keeps_partial_text(ollama: OllamaBackend,
     script.error_after = 4
     run = start(ollama, ollama_request(fake_ollama.url))
     assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, StreamError)
     assert run.error.partial_text == "".join(TOKENS[:4])
     assert run.text == "".join(TOKENS[:4])
@@ -255,7 +256,7 @@ def test_dropped_connection_mid_stream_keeps_partial_text(ollama: OllamaBackend,
     script.drop_after = 3
     run = start(ollama, ollama_request(fake_ollama.url))
     assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, TruncatedStreamError)
     assert run.text == "".join(TOKENS[:3])
 
@@ -265,7 +266,7 @@ def test_connection_refused_is_an_error_with_the_ollama_serve_hint(closed_port: 
     backend = OllamaBackend(host, model="llama3.1:8b", connect_timeout=2, read_timeout=2)
     run = start(backend, ollama_request(host))
     assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, BackendConnectionError)
     assert isinstance(run.error, ConnectionError)
     assert "ollama serve" in run.error.hint
@@ -281,7 +282,7 @@ def test_one_piece_run_gets_the_whole_answer_at_once() -> None:
                                         system=SYSTEM, prompt=PROMPT))
         assert not run.streams
         assert run.wait(timeout=5)
-    assert run.status == FINISHED
+    assert run.status == Status.FINISHED
     assert run.text == "Install 31 panels."
     assert run.stats.output_tokens == 7 and run.stats.prompt_tokens == 42
 
@@ -293,7 +294,7 @@ def test_one_piece_run_that_hits_max_tokens_has_status_length() -> None:
                                         system=SYSTEM, prompt=PROMPT,
                                         sampling=Sampling(max_tokens=2)))
         assert run.wait(timeout=5)
-    assert run.status == LENGTH and run.text == "Install 31"
+    assert run.status == Status.LENGTH and run.text == "Install 31"
 
 
 @pytest.mark.parametrize("sdk", [True, False], ids=["openai-sdk", "requests"])
@@ -303,7 +304,7 @@ def test_one_piece_missing_model_is_model_not_found(sdk: bool) -> None:
         run = start(backend, RunRequest(backend="vllm", host=server.url, model="llama-3-8b",
                                         system=SYSTEM, prompt=PROMPT))
         assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, ModelNotFoundError)
     assert run.error.available == ["smollm2"]
     assert run.text == ""
@@ -314,17 +315,17 @@ def test_stop_on_a_waiting_one_piece_run_is_immediate() -> None:
     run = start(backend, RunRequest(backend="slow", host="local", model="slow-1",
                                     system=SYSTEM, prompt=PROMPT))
     assert backend.called.wait(2)
-    assert not run.done and run.status == RUNNING
+    assert not run.done and run.status == Status.RUNNING
 
     run.stop()
     assert run.done  # at once: the page need not wait for the server
-    assert run.status == STOPPED and run.text == ""
+    assert run.status == Status.STOPPED and run.text == ""
     assert run.stats.total_time_s is not None
 
     backend.release.set()  # the abandoned answer arrives later and is ignored
     assert backend.returned.wait(2)
     run._thread.join(2)  # let the worker finish its bookkeeping
-    assert run.status == STOPPED and run.text == "" and run.error is None
+    assert run.status == Status.STOPPED and run.text == "" and run.error is None
 
 
 def test_unexpected_exception_in_a_backend_becomes_the_run_error() -> None:
@@ -333,7 +334,7 @@ def test_unexpected_exception_in_a_backend_becomes_the_run_error() -> None:
     run = start(backend, RunRequest(backend="slow", host="local", model="slow-1",
                                     system=SYSTEM, prompt=PROMPT))
     assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, BackendError)
     assert "Unexpected error: KeyError" in str(run.error)
     assert run.error.backend == "slow" and run.error.host == "local"
@@ -346,7 +347,7 @@ def test_malformed_200_body_from_a_real_backend_becomes_the_run_error() -> None:
         run = start(backend, RunRequest(backend="vllm", host=server.url, model="smollm2",
                                         system=SYSTEM, prompt=PROMPT))
         assert run.wait(timeout=5)
-    assert run.status == ERROR
+    assert run.status == Status.ERROR
     assert isinstance(run.error, BackendError)
     assert "Unexpected error" in str(run.error)
 
@@ -438,13 +439,13 @@ def test_a_run_nobody_watches_gives_its_slot_to_the_next(tmp_path: Path) -> None
                   capacity=capacity).start()
         assert bob.queue_position == 0
         present.clear()  # Ann's tab closed; nobody polls her run any more
-        assert ann.wait(5) and ann.status == STOPPED and ann.abandoned
+        assert ann.wait(5) and ann.status == Status.STOPPED and ann.abandoned
         assert 0 < len(ann.text) < len("word " * 400)
         assert wait_until(lambda: bob.text, timeout=5)  # Bob's run got the slot
         bob.stop()
         assert bob.wait(5)
     stored = store.get(ann.run_id) if ann.run_id is not None else None
-    assert stored is not None and stored.status == STOPPED and stored.text == ann.text
+    assert stored is not None and stored.status == Status.STOPPED and stored.text == ann.text
     assert stored.error is not None and "tab closed" in stored.error
     assert capacity.running() == 0
 
@@ -462,11 +463,11 @@ def test_a_queued_run_nobody_watches_leaves_the_queue_having_sent_nothing(
         run = Run(OllamaBackend(server.url), request, recording, capacity=capacity).start()
         assert run.queue_position == 0
         present.clear()
-        assert run.wait(5) and run.status == STOPPED and run.abandoned
+        assert run.wait(5) and run.status == Status.STOPPED and run.abandoned
         assert wait_until(lambda: run.queue_position is None)
         # A run its page starts after the tab has gone (a Compare round) never starts.
         later = Run(OllamaBackend(server.url), request, recording, capacity=capacity).start()
-        assert later.done and later.status == STOPPED and later.run_id is None
+        assert later.done and later.status == Status.STOPPED and later.run_id is None
         capacity.leave(holder)
         assert wait_until(lambda: capacity.running() == 0)
         assert server.chat_requests == []
@@ -477,7 +478,7 @@ def test_a_batch_row_has_no_watcher_and_goes_on(tmp_path: Path) -> None:
     with FakeOllama(script=Script(tokens=["a", "b"], delay=0.05)) as server:
         run = Run(OllamaBackend(server.url), ollama_request(server.url),
                   Recording(store, "batch", user="ann")).start()
-        assert run.wait(5) and run.status == FINISHED and not run.abandoned
+        assert run.wait(5) and run.status == Status.FINISHED and not run.abandoned
 
 
 def test_a_run_over_the_users_queue_cap_is_refused_unsent_and_unrecorded(
@@ -493,7 +494,7 @@ def test_a_run_over_the_users_queue_cap_is_refused_unsent_and_unrecorded(
         assert queued.queue_position == 0
         refused = Run(OllamaBackend(server.url), request,
                       watched_recording(store, "ann", watcher), capacity=capacity).start()
-        assert refused.done and refused.status == ERROR and refused.error is not None
+        assert refused.done and refused.status == Status.ERROR and refused.error is not None
         assert "app.max_queued_per_user" in refused.error.message
         assert refused.run_id is None and store.count_runs() == 1  # only the queued one
         queued.stop()
@@ -511,14 +512,14 @@ def test_a_run_of_the_history_reopened_is_ended_as_recorded(tmp_path: Path) -> N
                          preset="San Diego, CA")
     run_id = store.start_run(request, "playground")
     store.save_progress(run_id, "Install 12 pan", "Thinking about panels")
-    store.finish_run(run_id, "Install 12 pan", STOPPED, None,
+    store.finish_run(run_id, "Install 12 pan", Status.STOPPED, None,
                      {"output_tokens": 5, "total_time_s": 1.5, "prompt_tokens": 262,
                       "unknown_key": 1}, thinking="Thinking about panels")
     stored = store.get(run_id)
     assert stored is not None
     run = Run.reopened_from(stored)
     assert run.done and run.reopened and run.run_id == run_id
-    assert (run.status, run.status_label) == (STOPPED, "Stopped")
+    assert (run.status, run.status_label) == (Status.STOPPED, "Stopped")
     assert (run.text, run.thinking) == ("Install 12 pan", "Thinking about panels")
     assert run.stats.prompt_tokens == 262 and run.stats.total_time_s == 1.5
     assert run.elapsed == pytest.approx(1.5)
@@ -526,9 +527,9 @@ def test_a_run_of_the_history_reopened_is_ended_as_recorded(tmp_path: Path) -> N
     assert run.to_dict()["statistics"]["prompt_tokens"] == 262
     assert run.start() is run and run.done  # nothing runs
     errored = store.start_run(request, "playground")
-    store.finish_run(errored, "", ERROR, "Cannot reach Ollama. Make sure it runs.")
+    store.finish_run(errored, "", Status.ERROR, "Cannot reach Ollama. Make sure it runs.")
     failed = store.get(errored)
     assert failed is not None
     reopened = Run.reopened_from(failed)
-    assert reopened.status == ERROR and reopened.error is not None
+    assert reopened.status == Status.ERROR and reopened.error is not None
     assert str(reopened.error) == "Cannot reach Ollama. Make sure it runs."

@@ -21,6 +21,7 @@ from backends.base import Backend
 from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
 from studio.records.store import (
@@ -38,7 +39,7 @@ from studio.records.store import (
     owner_alive,
     process_owner,
 )
-from studio.runs.request import ERROR, FINISHED, INTERRUPTED, LENGTH, RUNNING, STOPPED, RunRequest
+from studio.runs.request import RunRequest
 from studio.runs.runner import Recording, Run
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
@@ -60,8 +61,8 @@ def request(**changes: object) -> RunRequest:
     return RunRequest(**fields)  # type: ignore[arg-type]
 
 
-def record(store: RunStore, text: str = "answer", status: str = FINISHED, page: str = "playground",
-           **changes: object) -> int:
+def record(store: RunStore, text: str = "answer", status: str = Status.FINISHED,
+           page: str = "playground", **changes: object) -> int:
     run_id = store.start_run(request(**changes), page)
     store.finish_run(run_id, text, status, None, {"output_tokens": 3})
     return run_id
@@ -88,7 +89,7 @@ def test_new_database_in_missing_folders_is_wal_at_current_schema(tmp_path: Path
     path = tmp_path / "a" / "b" / "history.sqlite3"
     store = RunStore(path)
     assert path.exists()
-    assert store.schema_version() == SCHEMA_VERSION == 5
+    assert store.schema_version() == SCHEMA_VERSION == 6
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert DEFAULT_DB_PATH == ROOT / "data" / "history.sqlite3"
     RunStore(path)  # opening again is a no-op
@@ -98,7 +99,7 @@ def test_round_trip_start_progress_finish_get(store: RunStore) -> None:
     run_id = store.start_run(request(), "playground")
     run = store.get(run_id)
     assert run is not None
-    assert (run.status, run.text, run.stats, run.error) == (RUNNING, "", {}, None)
+    assert (run.status, run.text, run.stats, run.error) == (Status.RUNNING, "", {}, None)
     assert (run.backend, run.host, run.model, run.system, run.prompt, run.preset) == (
         "ollama", "http://localhost:11434", "llama3.1:8b", SYSTEM, PROMPT, "san-diego")
     assert (run.sampling.max_tokens, run.sampling.temperature, run.page, run.group_id,
@@ -108,15 +109,15 @@ def test_round_trip_start_progress_finish_get(store: RunStore) -> None:
     store.save_progress(run_id, "## RECOMMENDATION")
     progressed = store.get(run_id)
     assert progressed is not None
-    assert progressed.text == "## RECOMMENDATION" and progressed.status == RUNNING
+    assert progressed.text == "## RECOMMENDATION" and progressed.status == Status.RUNNING
     assert progressed.updated_at >= run.updated_at
 
     stats = GenerationStats(time_to_first_token_s=0.2, total_time_s=2.2, prompt_tokens=169,
                             output_tokens=40, done_reason="stop", server_eval_s=1.6)
-    store.finish_run(run_id, SAMPLE_ANSWER, FINISHED, None, stats.to_dict())
+    store.finish_run(run_id, SAMPLE_ANSWER, Status.FINISHED, None, stats.to_dict())
     done = store.get(run_id)
     assert done is not None
-    assert (done.text, done.status, done.error) == (SAMPLE_ANSWER, FINISHED, None)
+    assert (done.text, done.status, done.error) == (SAMPLE_ANSWER, Status.FINISHED, None)
     assert done.stats == stats.to_dict()
     assert done.output_tokens == 40 and done.total_time_s == 2.2
     assert done.stats["server_tokens_per_s"] == pytest.approx(25.0)
@@ -128,21 +129,21 @@ def test_round_trip_start_progress_finish_get(store: RunStore) -> None:
 def test_finish_keeps_error_and_partial_text_and_accepts_stats_object(store: RunStore) -> None:
     run_id = store.start_run(request(), "playground")
     store.save_progress(run_id, "partial")
-    store.finish_run(run_id, "partial", ERROR, "Stream broke. Check the server.",
+    store.finish_run(run_id, "partial", Status.ERROR, "Stream broke. Check the server.",
                      GenerationStats(output_tokens=1, done_reason="error"))
     run = store.get(run_id)
     assert run is not None
-    assert (run.status, run.text) == (ERROR, "partial")
+    assert (run.status, run.text) == (Status.ERROR, "partial")
     assert run.error == "Stream broke. Check the server."
     assert run.stats["done_reason"] == "error"
 
 
 def test_late_progress_never_reverts_a_finished_run(store: RunStore) -> None:
     run_id = store.start_run(request(), "playground")
-    store.finish_run(run_id, "whole answer", STOPPED, None, {})
+    store.finish_run(run_id, "whole answer", Status.STOPPED, None, {})
     store.save_progress(run_id, "whole")
     run = store.get(run_id)
-    assert run is not None and (run.status, run.text) == (STOPPED, "whole answer")
+    assert run is not None and (run.status, run.text) == (Status.STOPPED, "whole answer")
 
 
 def test_unknown_page_or_status_is_refused(store: RunStore) -> None:
@@ -152,7 +153,7 @@ def test_unknown_page_or_status_is_refused(store: RunStore) -> None:
     with pytest.raises(ValueError, match="status"):
         store.finish_run(run_id, "", "done", None, {})
     with pytest.raises(ValueError, match="status"):
-        store.finish_run(run_id, "", RUNNING, None, {})
+        store.finish_run(run_id, "", Status.RUNNING, None, {})
 
 
 def test_host_credentials_are_stripped(store: RunStore) -> None:
@@ -187,10 +188,10 @@ def test_list_newest_first_with_limit_offset_and_count(store: RunStore) -> None:
 def test_each_filter_matches_exactly(store: RunStore) -> None:
     a = record(store, backend="ollama", model="llama3.1:8b", preset="san-diego")
     b = record(store, backend="vllm", model="meta-llama/Meta-Llama-3-8B-Instruct", preset="",
-               status=LENGTH, page="compare")
-    c = record(store, backend="embedded", model="smollm2", preset="berlin", status=STOPPED,
+               status=Status.LENGTH, page="compare")
+    c = record(store, backend="embedded", model="smollm2", preset="berlin", status=Status.STOPPED,
                page="batch")
-    d = record(store, backend="ollama", model="mistral:7b", preset="berlin", status=ERROR)
+    d = record(store, backend="ollama", model="mistral:7b", preset="berlin", status=Status.ERROR)
 
     def ids(**filters: str) -> set[int]:
         assert store.count_runs(**filters) == len(store.list_runs(**filters))  # type: ignore[arg-type]
@@ -201,8 +202,8 @@ def test_each_filter_matches_exactly(store: RunStore) -> None:
     assert ids(model="mistral:7b") == {d}
     assert ids(preset="berlin") == {c, d}
     assert ids(preset="") == {b}
-    assert ids(status=FINISHED) == {a}
-    assert ids(status=LENGTH) == {b}
+    assert ids(status=Status.FINISHED) == {a}
+    assert ids(status=Status.LENGTH) == {b}
     assert ids(page="batch") == {c}
     assert ids(backend="ollama", preset="berlin") == {d}
     assert ids(backend="nothing") == set()
@@ -234,12 +235,12 @@ def test_search_in_prompts_and_answers_case_insensitive(store: RunStore) -> None
 
 def test_distinct_values_for_dropdowns(store: RunStore) -> None:
     record(store, backend="ollama", model="llama3.1:8b", preset="san-diego")
-    record(store, backend="vllm", model="smollm2", preset="", status=LENGTH)
-    record(store, backend="ollama", model="mistral:7b", preset="berlin", status=ERROR)
+    record(store, backend="vllm", model="smollm2", preset="", status=Status.LENGTH)
+    record(store, backend="ollama", model="mistral:7b", preset="berlin", status=Status.ERROR)
     assert store.distinct_values("backend") == ["ollama", "vllm"]
     assert store.distinct_values("model") == ["llama3.1:8b", "mistral:7b", "smollm2"]
     assert store.distinct_values("preset") == ["berlin", "san-diego"]
-    assert store.distinct_values("status") == [ERROR, FINISHED, LENGTH]
+    assert store.distinct_values("status") == [Status.ERROR, Status.FINISHED, Status.LENGTH]
     with pytest.raises(ValueError):
         store.distinct_values("answer")
     with pytest.raises(ValueError):
@@ -255,7 +256,7 @@ def test_delete(store: RunStore) -> None:
 
 
 def test_groups_keep_position_order(store: RunStore) -> None:
-    group = store.create_group("compare", "ollama vs vllm")
+    group = store.create_group("compare", preset="ollama vs vllm")
     other = store.create_group("batch")
     # Written out of order, as panes finishing at different times would be.
     second = store.start_run(request(backend="vllm"), "compare", group, position=1)
@@ -279,26 +280,26 @@ def test_stale_running_run_reads_interrupted_then_is_marked(store: RunStore) -> 
     store.save_progress(live, "still going")
 
     got = store.get(stale)
-    assert got is not None and (got.status, got.text) == (INTERRUPTED, "half an ans")
-    assert {run.id for run in store.list_runs(status=INTERRUPTED)} == {stale}
-    assert {run.id for run in store.list_runs(status=RUNNING)} == {live}
-    assert store.distinct_values("status") == [INTERRUPTED, RUNNING]
+    assert got is not None and (got.status, got.text) == (Status.INTERRUPTED, "half an ans")
+    assert {run.id for run in store.list_runs(status=Status.INTERRUPTED)} == {stale}
+    assert {run.id for run in store.list_runs(status=Status.RUNNING)} == {live}
+    assert store.distinct_values("status") == [Status.INTERRUPTED, Status.RUNNING]
 
     assert store.mark_interrupted() == 1
     assert store.mark_interrupted() == 0
     row = raw(store.path).execute("SELECT status, answer FROM runs WHERE id = ?",
                                   (stale,)).fetchone()
-    assert row == (INTERRUPTED, "half an ans")
+    assert row == (Status.INTERRUPTED, "half an ans")
     live_run = store.get(live)
-    assert live_run is not None and live_run.status == RUNNING
+    assert live_run is not None and live_run.status == Status.RUNNING
 
     # A run wrongly marked that turns out alive resumes; its end is recorded as usual.
     store.save_progress(stale, "half an answer")
     revived = store.get(stale)
-    assert revived is not None and revived.status == RUNNING
-    store.finish_run(stale, "half an answer, done", FINISHED, None, {})
+    assert revived is not None and revived.status == Status.RUNNING
+    store.finish_run(stale, "half an answer, done", Status.FINISHED, None, {})
     finished = store.get(stale)
-    assert finished is not None and finished.status == FINISHED
+    assert finished is not None and finished.status == Status.FINISHED
 
 
 def test_process_killed_mid_stream_reads_interrupted_at_once(tmp_path: Path) -> None:
@@ -319,7 +320,7 @@ def test_process_killed_mid_stream_reads_interrupted_at_once(tmp_path: Path) -> 
             assert line.startswith("saved "), (line, child.stderr.read() if child.stderr else "")
             run_id = int(line.split()[1])
             alive = store.get(run_id)
-            assert alive is not None and alive.status == RUNNING  # its owner still runs
+            assert alive is not None and alive.status == Status.RUNNING  # its owner still runs
             os.kill(child.pid, signal.SIGKILL)
             assert child.wait(5) == -signal.SIGKILL
         finally:
@@ -331,13 +332,13 @@ def test_process_killed_mid_stream_reads_interrupted_at_once(tmp_path: Path) -> 
 
     run = store.get(run_id)  # at once: its updated_at is still fresh
     assert run is not None
-    assert run.status == INTERRUPTED
+    assert run.status == Status.INTERRUPTED
     assert run.text and full.startswith(run.text) and len(run.text) < len(full)
     assert (run.model, run.preset, run.page) == ("llama3.1:8b", "san-diego", "playground")
-    assert {r.id for r in store.list_runs(status=INTERRUPTED)} == {run_id}
+    assert {r.id for r in store.list_runs(status=Status.INTERRUPTED)} == {run_id}
     assert store.mark_interrupted() == 1  # what the app does on start-up
     row = raw(db).execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
-    assert row == (INTERRUPTED,)
+    assert row == (Status.INTERRUPTED,)
 
 
 def test_owner_check_knows_a_reused_pid_and_defers_for_other_hosts() -> None:
@@ -362,12 +363,12 @@ def test_a_running_row_of_a_dead_owner_reads_interrupted(store: RunStore) -> Non
         conn.execute("UPDATE runs SET owner = ? WHERE id = ?", (f"{host}:999999999:{start}",
                                                                  run_id))
     got = store.get(run_id)
-    assert got is not None and (got.status, got.text) == (INTERRUPTED, "half")
-    assert store.distinct_values("status") == [INTERRUPTED]
+    assert got is not None and (got.status, got.text) == (Status.INTERRUPTED, "half")
+    assert store.distinct_values("status") == [Status.INTERRUPTED]
     # A save from a live process takes the row back: it was alive after all.
     store.save_progress(run_id, "half more")
     revived = store.get(run_id)
-    assert revived is not None and revived.status == RUNNING
+    assert revived is not None and revived.status == Status.RUNNING
 
 
 # -- concurrency ----------------------------------------------------------------------------
@@ -387,7 +388,7 @@ def write_runs(stores: list[RunStore], per_thread: int, threads: int) -> list[Ba
                 for part in range(20):
                     text += f"{tag}-{part} "
                     store.save_progress(run_id, text)
-                store.finish_run(run_id, text, FINISHED, None, {"output_tokens": 20})
+                store.finish_run(run_id, text, Status.FINISHED, None, {"output_tokens": 20})
         except BaseException as exc:  # collected: an assert in the test names it
             errors.append(exc)
 
@@ -409,7 +410,7 @@ def test_ten_threads_writing_at_once_lose_nothing(store: RunStore) -> None:
     assert len(runs) == 10
     assert {run.prompt for run in runs} == {f"t{n}-r0" for n in range(10)}
     for run in runs:
-        assert run.status == FINISHED
+        assert run.status == Status.FINISHED
         assert run.text == expected_text(run.prompt)
 
 
@@ -420,7 +421,7 @@ def test_two_stores_on_one_file_writing_at_once(tmp_path: Path) -> None:
     for store in stores:
         runs = store.list_runs(limit=None)
         assert len(runs) == 18
-        assert all(run.status == FINISHED and run.text == expected_text(run.prompt)
+        assert all(run.status == Status.FINISHED and run.text == expected_text(run.prompt)
                    for run in runs)
 
 
@@ -442,7 +443,7 @@ def test_processes_and_threads_writing_at_once(tmp_path: Path) -> None:
                       key=lambda run: run.position)
         assert [run.text for run in mine] == [
             "".join(f"{tag}-{index}-{part} " for part in range(5)) for index in range(15)]
-    assert all(run.status == FINISHED for run in runs)
+    assert all(run.status == Status.FINISHED for run in runs)
 
 
 # -- schema upgrade -------------------------------------------------------------------------
@@ -456,9 +457,10 @@ def make_v1_database(path: Path) -> None:
         "preset, max_tokens, temperature, answer, status, error) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [("2025-06-01T09:00:00.000000+00:00", "playground", "ollama", "http://localhost:11434",
-          "llama3.1:8b", SYSTEM, PROMPT, "san-diego", 2048, 0.2, SAMPLE_ANSWER, FINISHED, None),
+          "llama3.1:8b", SYSTEM, PROMPT, "san-diego", 2048, 0.2, SAMPLE_ANSWER, Status.FINISHED,
+          None),
          ("2025-06-02T09:00:00.000000+00:00", "compare", "vllm", "http://localhost:8000",
-          "smollm2", "", "Berlin rooftop", "", 512, 0.7, "partial", RUNNING, None)])
+          "smollm2", "", "Berlin rooftop", "", 512, 0.7, "partial", Status.RUNNING, None)])
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
@@ -473,9 +475,9 @@ def test_upgrade_from_schema_v1_keeps_rows_and_adds_features(tmp_path: Path) -> 
     old, older = store.list_runs()
     assert (old.page, old.backend, old.model, old.prompt, old.text) == (
         "compare", "vllm", "smollm2", "Berlin rooftop", "partial")
-    assert old.status == INTERRUPTED  # running in a database from before: long dead
+    assert old.status == Status.INTERRUPTED  # running in a database from before: long dead
     assert (older.system, older.prompt, older.preset, older.text, older.status) == (
-        SYSTEM, PROMPT, "san-diego", SAMPLE_ANSWER, FINISHED)
+        SYSTEM, PROMPT, "san-diego", SAMPLE_ANSWER, Status.FINISHED)
     assert (older.sampling.max_tokens, older.sampling.temperature) == (2048, 0.2)
     assert older.updated_at == older.created_at == "2025-06-01T09:00:00.000000+00:00"
     assert (older.stats, older.group_id, older.position) == ({}, None, 0)
@@ -485,7 +487,7 @@ def test_upgrade_from_schema_v1_keeps_rows_and_adds_features(tmp_path: Path) -> 
     group = store.create_group("compare")
     new = store.start_run(request(), "compare", group, position=1)
     store.save_progress(new, "new text")
-    store.finish_run(new, "new text, done", FINISHED, None, {"output_tokens": 4})
+    store.finish_run(new, "new text, done", Status.FINISHED, None, {"output_tokens": 4})
     assert [run.id for run in store.group_runs(group)] == [new]
     assert store.list_runs()[0].id == new
     assert {run.id for run in store.list_runs(search="BERLIN")} == {old.id}
@@ -508,7 +510,7 @@ def seeded(store: RunStore) -> list[StoredRun]:
     tricky = 'Line one, "quoted"\nline two; 12% of_it\n= not a formula'
     record(store, text=SAMPLE_ANSWER, backend="ollama")
     run_id = store.start_run(request(backend="vllm", system="", prompt=tricky), "compare")
-    store.finish_run(run_id, tricky, LENGTH, None,
+    store.finish_run(run_id, tricky, Status.LENGTH, None,
                      GenerationStats(total_time_s=3.0, time_to_first_token_s=1.0,
                                      output_tokens=10).to_dict())
     return store.list_runs()
@@ -521,7 +523,8 @@ def test_export_csv_parses_back(store: RunStore) -> None:
     assert tuple(rows[0]) == CSV_COLUMNS
     newest, oldest = rows
     assert newest["id"] == str(runs[0].id)
-    assert (newest["backend"], newest["status"], newest["page"]) == ("vllm", LENGTH, "compare")
+    assert (newest["backend"], newest["status"], newest["page"]) == (
+        "vllm", Status.LENGTH, "compare")
     assert newest["answer"] == newest["user_prompt"] == runs[0].text
     assert (newest["output_tokens"], newest["total_time_s"], newest["client_tokens_per_s"],
             newest["server_tokens_per_s"]) == ("10", "3.0", "5.0", "")
@@ -588,7 +591,7 @@ def test_export_json_parses_back_with_everything(store: RunStore) -> None:
     assert [item["id"] for item in data] == [run.id for run in runs]
     newest = data[0]
     assert newest == runs[0].to_dict()
-    assert newest["answer"] == runs[0].text and newest["status"] == LENGTH
+    assert newest["answer"] == runs[0].text and newest["status"] == Status.LENGTH
     assert newest["parameters"] == {"max_tokens": 512, "temperature": 0.3,
                                     "repeat_penalty": None, "think": ""}
     assert newest["statistics"]["output_tokens"] == 10
@@ -624,7 +627,7 @@ def test_csv_export_neutralises_formulas(store: RunStore, hostile: str) -> None:
 def test_no_credential_reaches_the_database(store: RunStore) -> None:
     run_id = store.start_run(request(host="http://analyst:S3cretPW@127.0.0.1:11434"),
                              "playground")
-    store.finish_run(run_id, "ok", FINISHED)
+    store.finish_run(run_id, "ok", Status.FINISHED)
     assert store.get(run_id).host == "http://127.0.0.1:11434"  # type: ignore[union-attr]
     assert b"S3cretPW" not in store.path.read_bytes() + Path(f"{store.path}-wal").read_bytes()
 

@@ -11,10 +11,11 @@ import pytest
 from backends.errors import BackendStatusError
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.stream import TokenStream
 from backends.thinking import Thinking, ThinkSplitter
 from backends.vllm_backend import VLLMBackend
-from studio.runs.request import ERROR, FINISHED, LENGTH, STOPPED, no_thinking_note
+from studio.runs.request import no_thinking_note
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
@@ -177,13 +178,13 @@ def test_vllm_think_setting_goes_to_the_chat_template(think: str, kwargs: dict[s
 
 
 @pytest.mark.parametrize(("think", "thinking", "status", "said"), [
-    ("on", "", FINISHED, True),  # asked to think, answered without: say so
-    ("high", "  \n", LENGTH, True),  # a level is asked thinking too; blank is none
-    ("on", THOUGHT, FINISHED, False),  # it thought
-    ("", "", FINISHED, False),  # the server decides: nothing was asked
-    ("off", "", FINISHED, False),
-    ("on", "", STOPPED, False),  # stopped or failed: no answer to judge
-    ("on", "", ERROR, False),
+    ("on", "", Status.FINISHED, True),  # asked to think, answered without: say so
+    ("high", "  \n", Status.LENGTH, True),  # a level is asked thinking too; blank is none
+    ("on", THOUGHT, Status.FINISHED, False),  # it thought
+    ("", "", Status.FINISHED, False),  # the server decides: nothing was asked
+    ("off", "", Status.FINISHED, False),
+    ("on", "", Status.STOPPED, False),  # stopped or failed: no answer to judge
+    ("on", "", Status.ERROR, False),
 ])
 def test_a_think_setting_that_brought_no_thinking_is_said(think: str, thinking: str,
                                                           status: str, said: bool) -> None:

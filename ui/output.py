@@ -10,6 +10,7 @@ from typing import Any, NamedTuple
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from backends.status import Status
 from backends.stream import GenerationStats
 from studio.pv.grounding import GroundingReport, highlight_not_found
 from studio.records.render import (
@@ -21,25 +22,13 @@ from studio.records.render import (
     split_blocks,
     with_cursor,
 )
-from studio.runs.request import (
-    ERROR,
-    FINISHED,
-    IMPORTED,
-    INTERRUPTED,
-    LENGTH,
-    PROMPT_TRUNCATED,
-    REPETITION,
-    RUNNING,
-    STOPPED,
-    no_thinking_note,
-    run_notes,
-)
+from studio.runs.request import IMPORTED, PROMPT_TRUNCATED, no_thinking_note, run_notes
 from studio.runs.runner import Run
 from studio.runs.window import cut_prompt_advice
 
 REPAINT_INTERVAL_S = 0.1  # at most ten repaints a second: the page re-sends the whole text
-STATUS_ICONS = {FINISHED: "✅", LENGTH: "✂️", REPETITION: "🔁", STOPPED: "⏹️", ERROR: "⚠️",
-                RUNNING: "⏳"}
+STATUS_ICONS = {Status.FINISHED: "✅", Status.LENGTH: "✂️", Status.REPETITION: "🔁",
+                Status.STOPPED: "⏹️", Status.ERROR: "⚠️", Status.RUNNING: "⏳"}
 
 
 def follow(run: Run, answer_slot: DeltaGenerator, progress_slot: DeltaGenerator,
@@ -206,21 +195,21 @@ def show_outcome(run: Run) -> None:
     """Status line (with the error and its fix), statistics and downloads of a run."""
     status = run.status
     icon = STATUS_ICONS.get(status, "")
-    if status == ERROR and run.error is not None:
+    if status == Status.ERROR and run.error is not None:
         kept = " The partial answer above is kept." if run.text else ""
         st.error(f"{literal(run.error.message)}{kept}\n\n{literal(run.error.hint)}", icon="⚠️")
-    elif status == STOPPED:
+    elif status == Status.STOPPED:
         st.info("Stopped. The partial answer above is kept." if run.text
                 else "Stopped while the model was thinking: its thinking so far is kept."
                 if run.thinking
                 else "Stopped before any text arrived.", icon=icon)
-    elif status == INTERRUPTED:
+    elif status == Status.INTERRUPTED:
         st.warning("Interrupted: the app stopped while this run was going. The partial "
                    "answer is kept.", icon="⏸️")
-    elif status == LENGTH:
+    elif status == Status.LENGTH:
         st.warning("The answer hit the max tokens limit; raise it in the sidebar for more.",
                    icon=icon)
-    elif status == REPETITION:
+    elif status == Status.REPETITION:
         st.warning("The answer started repeating itself, so it was stopped; the text so far "
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)

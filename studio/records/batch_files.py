@@ -25,14 +25,15 @@ from typing import Any
 
 from backends.completion import CompletionShapeError, read_completion
 from backends.sampling import Sampling
-from backends.stream import DONE_LENGTH, GenerationStats
+from backends.status import Status
+from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
 from studio.pv.library import load_locations
 from studio.records.render import dashes
 from studio.records.store import Group, RunStore, StoredRun
 from studio.runs.batch import BatchSpec
-from studio.runs.request import ERROR, FINISHED, IMPORTED_FROM, LENGTH, RunRequest, status_label
+from studio.runs.request import IMPORTED_FROM, Outcome, RunRequest, status_label
 from studio.settings.config import Settings
 
 URL = "/v1/chat/completions"
@@ -98,17 +99,32 @@ def export_jsonl(spec: BatchSpec) -> str:
 
 @dataclass
 class ImportedRow:
+    """One result of a batch runner: the request it answered and what came of it, marked
+    imported from the runner the line names."""
+
     custom_id: str
     request: RunRequest
+    outcome: Outcome
     line: int = 0  # the results file's line it came from
     runner: str = UNNAMED_RUNNER
-    status: str = ERROR
-    text: str = ""
-    thinking: str = ""
-    error: str = ""
-    stats: GenerationStats = field(default_factory=GenerationStats)
     grounding: float | None = None
     run_id: int | None = None
+
+    @property
+    def status(self) -> Status:
+        return self.outcome.status
+
+    @property
+    def text(self) -> str:
+        return self.outcome.text
+
+    @property
+    def error(self) -> str:
+        return self.outcome.error or ""
+
+    @property
+    def stats(self) -> GenerationStats:
+        return self.outcome.stats
 
 
 @dataclass(frozen=True)
@@ -240,10 +256,10 @@ def earlier_import(store: RunStore, digest: str,
     """The import of the same two files by this user whose runs are still in the history."""
     for group in store.list_groups(IMPORT_KIND):
         try:
-            label = json.loads(group.label)
+            summary = json.loads(group.summary)
         except ValueError:
             continue
-        if isinstance(label, dict) and label.get("digest") == digest:
+        if isinstance(summary, dict) and summary.get("digest") == digest:
             runs = [run for run in store.group_runs(group.id) if run.user == user]
             if runs:
                 return group, runs
@@ -289,15 +305,13 @@ def import_results(store: RunStore | None, input_text: str, output_text: str,
     missing = [cid for cid in requests if cid not in rows]
     group_id = None
     if store is not None:
-        group_id = store.create_group(IMPORT_KIND, json.dumps(
+        group_id = store.create_group(IMPORT_KIND, summary=json.dumps(
             {"label": label, "input": input_name, "output": output_name,
              "rows": len(requests), "results": len(ordered), "digest": digest,
-             "runners": list(dict.fromkeys(row.runner for row in ordered))}), user)
+             "runners": list(dict.fromkeys(row.runner for row in ordered))}), user=user)
         for position, row in enumerate(ordered):
             row.run_id = store.start_run(row.request, "batch", group_id, position, user)
-            store.finish_run(row.run_id, row.text, row.status, row.error or None,
-                             {**row.stats.to_dict(), IMPORTED_FROM: row.runner},
-                             thinking=row.thinking)
+            store.finish(row.run_id, row.outcome)
     return ImportedBatch(group_id, ordered, missing, duplicates)
 
 
@@ -305,7 +319,7 @@ def _keep_one(cid: str, candidates: list[ImportedRow]) -> tuple[ImportedRow, Dup
     """One result per row (see ``Duplicate``)."""
     if len(candidates) == 1:
         return candidates[0], None
-    answers = [row for row in candidates if row.status != ERROR]
+    answers = [row for row in candidates if row.status != Status.ERROR]
     kept = (answers or candidates)[-1]
     if answers and len(answers) < len(candidates):
         reason = "an answer, not an error"
@@ -345,25 +359,30 @@ def _error_text(detail: Any) -> str:
 
 def _row(cid: str, request: RunRequest, item: dict[str, Any], line: int) -> ImportedRow:
     """One output line as a row; a line of any shape is read (what it lacks is its error)."""
-    row = ImportedRow(cid, request, line, runner_of(item))
+    runner = runner_of(item)
+
+    def row(status: Status, text: str = "", thinking: str = "", error: str | None = None,
+            stats: GenerationStats | None = None) -> ImportedRow:
+        statistics = {**(stats or GenerationStats()).to_dict(), IMPORTED_FROM: runner}
+        grounding = check(text, request.prompt).score if text else None
+        return ImportedRow(cid, request, Outcome(status, text, thinking, error, statistics),
+                           line, runner, grounding)
+
     response = _dict(item.get("response"))
     body, status_code = response.get("body"), response.get("status_code")
     if item.get("error") or not isinstance(body, dict) or status_code not in (None, 200):
         detail = _error_text(item.get("error") or _dict(body).get("error") or body
                              or "no response")
-        row.error = (f"HTTP {status_code}: {detail}" if status_code else detail)[:2000]
-        return row
+        return row(Status.ERROR,
+                   error=(f"HTTP {status_code}: {detail}" if status_code else detail)[:2000])
     try:  # the reader a live run's answer goes through: its thinking split off the same way
         completion = read_completion(body)
     except CompletionShapeError as exc:
-        row.error = str(exc)
-        return row
-    row.text, row.thinking = completion.text, completion.thinking
-    row.stats = GenerationStats(prompt_tokens=completion.prompt_tokens,
-                                output_tokens=completion.output_tokens,
-                                done_reason=completion.finish_reason, fragments=1,
-                                thinking_chars=len(row.thinking),
-                                thinking_tokens=completion.thinking_tokens)
-    row.status = LENGTH if completion.finish_reason == DONE_LENGTH else FINISHED
-    row.grounding = check(row.text, request.prompt).score if row.text else None
-    return row
+        return row(Status.ERROR, error=str(exc))
+    stats = GenerationStats(prompt_tokens=completion.prompt_tokens,
+                            output_tokens=completion.output_tokens,
+                            done_reason=completion.finish_reason, fragments=1,
+                            thinking_chars=len(completion.thinking),
+                            thinking_tokens=completion.thinking_tokens)
+    return row(Status.of_answer(completion.finish_reason), completion.text, completion.thinking,
+               stats=stats)

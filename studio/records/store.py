@@ -15,6 +15,9 @@ with ``database is locked``, and every write is one short transaction.
 The schema is versioned with ``PRAGMA user_version``: ``MIGRATIONS[n]`` takes a database from
 version ``n`` to ``n + 1``, so a newer app upgrades an older database in place. No API key is
 ever stored, and credentials embedded in a host URL are stripped before it is written.
+
+A run's columns are named once, in ``studio.records.columns``: its rows, the JSON export and the
+CSV export derive from that one serializer.
 """
 
 from __future__ import annotations
@@ -32,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import DELIVERY_ONE_PIECE
-from backends.http import redact
-from backends.sampling import Sampling
+from backends.status import Status
 from backends.stream import GenerationStats
+from studio.records.columns import columns_of, json_of, record_of, request_columns
 from studio.records.spreadsheet import csv_lines
-from studio.runs.request import ANSWERED, FINAL_STATUSES, RUNNING, RunRequest, run_notes
+from studio.runs.request import ANSWERED, FINAL_STATUSES, Outcome, RunRequest
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "history.sqlite3"
 
@@ -113,15 +116,37 @@ SCHEMA_V5_STEPS: tuple[str, ...] = (
     "CREATE INDEX runs_user ON runs (user, created_at)",
 )
 
+# v6: a group's label held three formats by kind; each has its own column now: a Batch's
+# definition (spec, JSON), an import's summary (JSON) and a Compare's preset. The kinds as
+# they were named when v6 shipped. The label goes; an SQLite before 3.35 cannot drop a column
+# (rebuilding the table would cascade through the runs' foreign key): there it stays, empty.
+SCHEMA_V6_STEPS: tuple[str, ...] = (
+    "ALTER TABLE groups ADD COLUMN spec TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE groups ADD COLUMN summary TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE groups ADD COLUMN preset TEXT NOT NULL DEFAULT ''",
+    "UPDATE groups SET spec = label WHERE kind = 'batch'",
+    "UPDATE groups SET summary = label WHERE kind = 'batch-import'",
+    "UPDATE groups SET preset = label WHERE kind = 'compare'",
+    "ALTER TABLE groups DROP COLUMN label" if sqlite3.sqlite_version_info >= (3, 35)
+    else "UPDATE groups SET label = ''",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
-                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS)
+                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
+STATS_COLUMN = "stats_json"  # the statistics' column: their JSON text
+
+
+def _sql(*statuses: Status) -> str:
+    """Statuses as SQL text literals (fixed names, never input): "'running', 'error'"."""
+    return ", ".join(f"'{status.value}'" for status in statuses)
+
 
 # Reported status: a running row whose owner is dead, or that is stale, reads as interrupted
 # before anyone marks it so. owner_alive() is only asked about running rows.
 _DEAD_SQL = "(updated_at <= :stale OR NOT owner_alive(owner))"
-_STATUS_SQL = (f"CASE WHEN status = 'running' AND {_DEAD_SQL} THEN 'interrupted' "
-               "ELSE status END")
+_STATUS_SQL = (f"CASE WHEN status = {_sql(Status.RUNNING)} AND {_DEAD_SQL} "
+               f"THEN {_sql(Status.INTERRUPTED)} ELSE status END")
 _SELECT = f"SELECT runs.*, {_STATUS_SQL} AS shown_status FROM runs"
 # A group (a Batch) is being worked on while its owner lives. An owner on another host cannot
 # be checked from here: there its heartbeat decides (a claim or a run saved lately).
@@ -137,21 +162,41 @@ class StoreError(RuntimeError):
 
 @dataclass(frozen=True, kw_only=True)
 class StoredRun(RunRequest):
-    """One run as recorded: its request (the fields of ``RunRequest``) and what came of it."""
+    """One run as recorded: its request (the fields of ``RunRequest``), where and when it ran,
+    and what came of it (its ``Outcome``)."""
 
     id: int
     created_at: str
     updated_at: str
     page: str
-    text: str  # the answer, whole or partial
-    status: str
-    error: str | None
-    stats: dict[str, Any] = field(default_factory=dict)
+    outcome: Outcome = field(default_factory=Outcome)
     group_id: int | None = None
     position: int = 0
     delivered: str = ""  # how the answer arrived; '' for runs recorded before v3
-    thinking: str = ""  # a reasoning model's thinking; '' before v4
     user: str = ""  # who ran it on a shared server; '' without a login (or before v5)
+
+    @property
+    def status(self) -> Status:
+        return self.outcome.status
+
+    @property
+    def text(self) -> str:
+        """The answer, whole or partial."""
+        return self.outcome.text
+
+    @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking; '' before v4."""
+        return self.outcome.thinking
+
+    @property
+    def error(self) -> str | None:
+        return self.outcome.error
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """The statistics as recorded (``outcome.stats``: as the live run had them)."""
+        return self.outcome.statistics
 
     @property
     def streamed(self) -> bool:
@@ -160,36 +205,25 @@ class StoredRun(RunRequest):
 
     @property
     def output_tokens(self) -> int | None:
-        return self.stats.get("output_tokens")
+        return self.outcome.stats.output_tokens
 
     @property
     def total_time_s(self) -> float | None:
-        return self.stats.get("total_time_s")
-
-    def generation_stats(self) -> GenerationStats:
-        """The recorded statistics as the live run had them (keys it does not know skipped)."""
-        known = {f.name for f in fields(GenerationStats)}
-        return GenerationStats(**{k: v for k, v in self.stats.items() if k in known})
+        return self.outcome.stats.total_time_s
 
     def to_request(self) -> RunRequest:
         """The settings of this run, to run it again ("open in Playground")."""
         return RunRequest(**{f.name: getattr(self, f.name) for f in fields(RunRequest)})
 
+    def columns(self) -> dict[str, Any]:
+        """Everything recorded, by column, as the exports show it: the delivery (inferred
+        for runs recorded before v3) and the notes beside the status."""
+        return {**columns_of(self), "started_at": self.created_at,
+                "delivery": self.delivered or self.delivery, "notes": self.outcome.notes}
+
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
-        return {
-            "id": self.id, "created_at": self.created_at, "updated_at": self.updated_at,
-            "page": self.page, "group_id": self.group_id, "position": self.position,
-            "started_at": self.created_at,
-            "backend": self.backend, "host": self.host, "model": self.model,
-            "preset": self.preset,
-            "parameters": self.sampling.to_dict(),
-            "delivery": self.delivered or self.delivery,
-            "system_prompt": self.system, "user_prompt": self.prompt,
-            "thinking": self.thinking, "answer": self.text, "status": self.status,
-            "error": self.error, "notes": run_notes(self.stats),
-            "statistics": dict(self.stats),
-        }
+        return json_of(self.columns())
 
 
 def _now() -> str:
@@ -249,53 +283,54 @@ def _casefold(value: str | None) -> str:
     return value.casefold() if value else ""
 
 
-def _stats_dict(stats: Mapping[str, Any] | GenerationStats | None) -> dict[str, Any]:
-    if stats is None:
-        return {}
-    if isinstance(stats, GenerationStats):
-        return stats.to_dict()
-    return dict(stats)
-
-
-# A run's Sampling in its row: a column per setting, named as the setting. v1 rows may lack
-# the parameters (NULL): the defaults stand in.
-SAMPLING_COLUMNS = tuple(f.name for f in fields(Sampling))
-
-
-def _sampling_columns(sampling: Sampling) -> dict[str, Any]:
-    """``SAMPLING_COLUMNS`` and their values."""
-    return {name: getattr(sampling, name) for name in SAMPLING_COLUMNS}
-
-
-def _sampling_from_row(row: sqlite3.Row) -> Sampling:
-    return Sampling.from_dict({name: row[name] for name in SAMPLING_COLUMNS})
+def _to_sql(columns: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's columns as the table holds them: the statistics as JSON text."""
+    values = dict(columns)
+    if "statistics" in values:
+        values[STATS_COLUMN] = json.dumps(values.pop("statistics"), default=str)
+    return values
 
 
 def _from_row(row: sqlite3.Row) -> StoredRun:
+    columns = {**dict(row), "status": row["shown_status"]}
     try:
-        stats = json.loads(row["stats_json"] or "{}")
+        stats = json.loads(columns.pop(STATS_COLUMN) or "{}")
     except ValueError:  # a hand-edited or damaged cell must not hide the run
         stats = {}
-    return StoredRun(
-        id=row["id"], created_at=row["created_at"], updated_at=row["updated_at"],
-        page=row["page"], backend=row["backend"], host=row["host"], model=row["model"],
-        system=row["system_prompt"], prompt=row["user_prompt"], preset=row["preset"],
-        sampling=_sampling_from_row(row), sse=bool(row["sse"]),
-        thinking=row["thinking"], user=row["user"], text=row["answer"],
-        status=row["shown_status"], error=row["error"],
-        stats=stats if isinstance(stats, dict) else {},
-        group_id=row["group_id"], position=row["position"], delivered=row["delivery"])
+    columns["statistics"] = stats if isinstance(stats, dict) else {}
+    return record_of(StoredRun, columns)
+
+
+def _check_final(status: str) -> None:
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(FINAL_STATUSES)}, not "
+                         f"{str(status)!r}")
+
+
+def _set(values: Mapping[str, Any]) -> str:
+    """'a = :a, b = :b': an UPDATE's assignments (the names are columns, never input)."""
+    return ", ".join(f"{name} = :{name}" for name in values)
 
 
 @dataclass(frozen=True)
 class Group:
-    """The panes of one Compare or the rows of one Batch; ``label`` is free text (a Batch
-    keeps its definition there, as JSON, to resume it)."""
+    """The panes of one Compare or the rows of one Batch (or of an imported batch), with
+    what its kind keeps: a Batch its definition (``spec``, JSON, to resume it), an import its
+    summary (JSON: the files, their digest, the runners), a Compare its preset."""
 
     id: int
     kind: str
-    label: str
     created_at: str
+    spec: str = ""
+    summary: str = ""
+    preset: str = ""
+
+
+_GROUP_COLUMNS = ", ".join(f.name for f in fields(Group))
+
+
+def _group(row: sqlite3.Row) -> Group:
+    return Group(**{f.name: row[f.name] for f in fields(Group)})
 
 
 @dataclass(frozen=True)
@@ -382,19 +417,21 @@ class RunStore:
         return int(self._conn().execute("PRAGMA user_version").fetchone()[0])
 
     # -- writing ----------------------------------------------------------------------------
-    def create_group(self, kind: str, label: str = "", user: str = "") -> int:
-        """A group for the panes of one Compare or the rows of one Batch; returns its id."""
+    def create_group(self, kind: str, *, spec: str = "", summary: str = "", preset: str = "",
+                     user: str = "") -> int:
+        """A group for the panes of one Compare or the rows of one Batch, with what its kind
+        keeps (``Group``); returns its id."""
         with self._write() as conn:
-            cursor = conn.execute("INSERT INTO groups (kind, label, created_at, user) "
-                                  "VALUES (?, ?, ?, ?)", (kind, label, _now(), user))
+            cursor = conn.execute(
+                "INSERT INTO groups (kind, spec, summary, preset, created_at, user) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (kind, spec, summary, preset, _now(), user))
         return int(cursor.lastrowid or 0)
 
     def list_groups(self, kind: str) -> list[Group]:
         """The Compare or Batch groups of one kind, newest first."""
         rows = self._conn().execute(
-            "SELECT id, kind, label, created_at FROM groups WHERE kind = ? ORDER BY id DESC",
-            (kind,))
-        return [Group(row["id"], row["kind"], row["label"], row["created_at"]) for row in rows]
+            f"SELECT {_GROUP_COLUMNS} FROM groups WHERE kind = ? ORDER BY id DESC", (kind,))
+        return [_group(row) for row in rows]
 
     def claim_group(self, group_id: int) -> bool:
         """Mark the group as worked on by this process; False (and nothing changed) when a
@@ -410,10 +447,10 @@ class RunStore:
                          (process_owner(), _now(), group_id))
         return True
 
-    def set_group_label(self, group_id: int, label: str) -> None:
-        """Rewrite a group's label (a resumed batch's definition, with its new flags)."""
+    def set_group_spec(self, group_id: int, spec: str) -> None:
+        """Rewrite a Batch group's definition (a resumed batch's, with its new flags)."""
         with self._write() as conn:
-            conn.execute("UPDATE groups SET label = ? WHERE id = ?", (label, group_id))
+            conn.execute("UPDATE groups SET spec = ? WHERE id = ?", (spec, group_id))
 
     def release_group(self, group_id: int) -> None:
         """The group's worker has ended (finished, stopped or failed)."""
@@ -424,32 +461,29 @@ class RunStore:
                         user: str | None = None) -> list[GroupSummary]:
         """The newest groups of one kind with their done and failed row counts, in one query
         (a row counts once, however many attempts it took); ``user``: only theirs."""
-        answered = ", ".join(f"'{status}'" for status in ANSWERED)  # fixed names, no input
         rows = self._conn().execute(f"""
             WITH chosen AS (SELECT *, {_LIVE_GROUP_SQL} AS live FROM groups
                             WHERE kind = :kind AND (:user IS NULL OR user = :user)
                             ORDER BY id DESC LIMIT :limit),
                  per_row AS (SELECT group_id, position,
-                                    max(status IN ({answered})) AS answered,
-                                    max(status = 'error') AS errored
+                                    max(status IN ({_sql(*ANSWERED)})) AS answered,
+                                    max(status = {_sql(Status.ERROR)}) AS errored
                              FROM runs WHERE group_id IN (SELECT id FROM chosen)
                              GROUP BY group_id, position)
-            SELECT chosen.id, chosen.kind, chosen.label, chosen.created_at, chosen.owner,
-                   chosen.live, chosen.running AND NOT chosen.live AS interrupted,
+            SELECT chosen.*, chosen.running AND NOT chosen.live AS interrupted,
                    coalesce(sum(per_row.answered), 0) AS done,
                    coalesce(sum(per_row.errored AND NOT per_row.answered), 0) AS failed
             FROM chosen LEFT JOIN per_row ON per_row.group_id = chosen.id
             GROUP BY chosen.id ORDER BY chosen.id DESC""",
             {"kind": kind, "limit": limit, "user": user, "stale": _ago(STALE_AFTER_S)})
-        return [GroupSummary(Group(row["id"], row["kind"], row["label"], row["created_at"]),
-                             int(row["done"]), int(row["failed"]), bool(row["live"]),
+        return [GroupSummary(_group(row), int(row["done"]), int(row["failed"]), bool(row["live"]),
                              row["owner"] if row["live"] else "", bool(row["interrupted"]))
                 for row in rows]
 
     def get_group(self, group_id: int) -> Group | None:
-        row = self._conn().execute("SELECT id, kind, label, created_at FROM groups WHERE id = ?",
+        row = self._conn().execute(f"SELECT {_GROUP_COLUMNS} FROM groups WHERE id = ?",
                                    (group_id,)).fetchone()
-        return Group(row["id"], row["kind"], row["label"], row["created_at"]) if row else None
+        return _group(row) if row else None
 
     def start_run(self, request: RunRequest, page: str, group_id: int | None = None,
                   position: int = 0, user: str = "") -> int:
@@ -457,19 +491,14 @@ class RunStore:
         if page not in PAGES:
             raise ValueError(f"page must be one of {PAGES}, not {page!r}")
         now = _now()
+        values = _to_sql({
+            "created_at": now, "updated_at": now, "page": page, **request_columns(request),
+            "delivery": request.delivery, **columns_of(Outcome()), "group_id": group_id,
+            "position": position, "owner": process_owner(), "user": user})
         with self._write() as conn:
-            values = {
-                "created_at": now, "updated_at": now, "page": page,
-                "backend": request.backend, "host": redact(request.host),
-                "model": request.model, "system_prompt": request.system,
-                "user_prompt": request.prompt, "preset": request.preset,
-                **_sampling_columns(request.sampling), "sse": request.sse,
-                "delivery": request.delivery, "answer": "", "status": RUNNING,
-                "group_id": group_id, "position": position, "owner": process_owner(),
-                "user": user}
-            cursor = conn.execute(
-                f"INSERT INTO runs ({', '.join(values)}) "
-                f"VALUES ({', '.join('?' * len(values))})", tuple(values.values()))
+            cursor = conn.execute(f"INSERT INTO runs ({', '.join(values)}) "
+                                  f"VALUES ({', '.join(':' + name for name in values)})",
+                                  values)
         return int(cursor.lastrowid or 0)
 
     def save_progress(self, run_id: int, text: str, thinking: str = "") -> None:
@@ -479,30 +508,35 @@ class RunStore:
             # Only a live run takes progress, so a late save never reverts a final answer; an
             # interrupted one that still saves was alive after all and runs again (owned by
             # the process that saves).
-            conn.execute("UPDATE runs SET answer = ?, thinking = ?, updated_at = ?, "
-                         "status = 'running', owner = ? "
-                         "WHERE id = ? AND status IN ('running', 'interrupted')",
+            conn.execute(f"UPDATE runs SET answer = ?, thinking = ?, updated_at = ?, "
+                         f"status = {_sql(Status.RUNNING)}, owner = ? WHERE id = ? AND "
+                         f"status IN ({_sql(Status.RUNNING, Status.INTERRUPTED)})",
                          (text, thinking, _now(), process_owner(), run_id))
+
+    def finish(self, run_id: int, outcome: Outcome) -> None:
+        """Record the end: the whole (or partial) text, final status, error and statistics."""
+        _check_final(outcome.status)
+        values = _to_sql(columns_of(outcome))
+        with self._write() as conn:
+            conn.execute(f"UPDATE runs SET {_set(values)}, updated_at = :now WHERE id = :id",
+                         {**values, "now": _now(), "id": run_id})
 
     def finish_run(self, run_id: int, text: str, status: str, error: str | None = None,
                    stats: Mapping[str, Any] | GenerationStats | None = None,
                    thinking: str = "") -> None:
-        """Record the end: the whole (or partial) text, final status, error and statistics."""
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"status must be one of {FINAL_STATUSES}, not {status!r}")
-        stats_json = json.dumps(_stats_dict(stats), default=str)
-        with self._write() as conn:
-            conn.execute("UPDATE runs SET answer = ?, thinking = ?, status = ?, error = ?, "
-                         "stats_json = ?, updated_at = ? WHERE id = ?",
-                         (text, thinking, status, error, stats_json, _now(), run_id))
+        """``finish`` for a caller that holds the outcome's parts, not an ``Outcome`` (the
+        tests' seeding); ``stats`` a dict as recorded or the live figures."""
+        _check_final(status)
+        statistics = stats.to_dict() if isinstance(stats, GenerationStats) else dict(stats or {})
+        self.finish(run_id, Outcome(Status(status), text, thinking, error, statistics))
 
     def mark_interrupted(self, older_than_s: float = STALE_AFTER_S) -> int:
         """Turn runs still ``running`` whose owner process is gone, or that were silent for
         ``older_than_s``, into ``interrupted`` (their partial text stays). Called at app
         start; returns how many were marked."""
         with self._write() as conn:
-            cursor = conn.execute(f"UPDATE runs SET status = 'interrupted' "
-                                  f"WHERE status = 'running' AND {_DEAD_SQL}",
+            cursor = conn.execute(f"UPDATE runs SET status = {_sql(Status.INTERRUPTED)} "
+                                  f"WHERE status = {_sql(Status.RUNNING)} AND {_DEAD_SQL}",
                                   {"stale": _ago(older_than_s)})
         return cursor.rowcount
 
@@ -619,16 +653,10 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "po
 
 
 def _csv_row(run: StoredRun) -> list[Any]:
-    stats = run.stats
-    return [run.id, run.created_at, run.updated_at, run.user, run.page, run.group_id,
-            run.position, run.backend, run.host, run.model, run.preset,
-            run.sampling.max_tokens, run.sampling.temperature, run.status, run.error or "",
-            stats.get("time_to_first_token_s"), run.total_time_s, stats.get("prompt_tokens"),
-            run.output_tokens,
-            stats.get("client_tokens_per_s"), stats.get("server_tokens_per_s"),
-            stats.get("server_load_s"), stats.get("context_window"),
-            "; ".join(run_notes(stats)), run.sampling.think, stats.get("thinking_s"),
-            stats.get("thinking_tokens"), run.system, run.prompt, run.thinking, run.text]
+    """A run's cells: its columns, else its statistics' figures; notes joined."""
+    columns = run.columns()
+    cells = [columns[name] if name in columns else run.stats.get(name) for name in CSV_COLUMNS]
+    return ["; ".join(cell) if isinstance(cell, list) else cell for cell in cells]
 
 
 def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:

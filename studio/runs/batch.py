@@ -26,31 +26,22 @@ from backends.base import Backend, PrefixCacheReporter
 from backends.errors import BackendConnectionError, BackendError, BackendStatusError, StreamError
 from backends.http import redact
 from backends.sampling import Sampling
-from studio.pv.grounding import check_run
+from backends.status import Status
+from studio.pv.grounding import GroundingReport, check_run
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
 from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
 from studio.runs.job import Job
-from studio.runs.request import (
-    ANSWERED,
-    STOPPED,
-    RunParams,
-    RunRequest,
-    flat_dict,
-    run_notes,
-    status_label,
-)
+from studio.runs.request import ANSWERED, Outcome, RunParams, RunRequest, flat_dict, status_label
 from studio.runs.runner import Recording, Run
 
-PENDING, RUNNING, RETRYING, FAILED = "pending", "running", "retrying", "failed"
-# How an earlier batch of the history stands (earlier_state).
-COMPLETE, INTERRUPTED, STOPPED_PART, ENDED = "complete", "interrupted", "stopped", "ended"
-RESUMABLE = (INTERRUPTED, STOPPED_PART, ENDED)
+# An earlier batch of the history that can be resumed (earlier_state): its process ended
+# while it ran, it was stopped with rows never run, or every row ran and some failed.
+RESUMABLE = (Status.INTERRUPTED, Status.STOPPED, Status.ENDED)
 OVER_WINDOW = "over the context window (flagged before the start)"
-IN_FLIGHT = (RUNNING, RETRYING)
-ROW_LABELS = {PENDING: "Waiting", RETRYING: "Retrying", FAILED: "Failed"}
+IN_FLIGHT = (Status.RUNNING, Status.RETRYING)
 MAX_CONCURRENCY = 64
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
 CACHE_READ_EVERY_S = 2.0  # /metrics is read at most this often while the page repaints
@@ -121,36 +112,77 @@ class BatchSpec(RunParams):
 
 @dataclass
 class BatchRow:
+    """One scenario of a batch: its request, where it stands (its last run's status, or the
+    row's own: pending, running, retrying, failed), and the outcome of its last run (this
+    session's, or an earlier session's when ``resumed``)."""
+
     index: int
     location: Location
-    status: str = PENDING
+    request: RunRequest
+    status: Status = Status.PENDING
     attempts: int = 0
-    error: str = ""
-    seconds: float | None = None
-    output_tokens: int | None = None
-    # One column per meaning, named as the History CSV names them: the app's measure, and
-    # the server's own figure (Ollama reports one, vLLM none).
-    client_tokens_per_s: float | None = None
-    server_tokens_per_s: float | None = None
-    grounding: float | None = None
-    not_graded: str = ""  # why the answer was not graded (a prompt the server cut)
-    notes: str = ""  # a prompt the server cut, a cold start; or flagged before the start
-    thinking_s: float | None = None
-    thinking: str = ""  # a reasoning model's thinking, apart from the answer
-    text: str = ""
+    error: str = ""  # why its last attempt failed
+    flags: tuple[str, ...] = ()  # marks from before the start (run over the context window)
+    outcome: Outcome = field(default_factory=Outcome)
+    report: GroundingReport | None = field(default=None, repr=False)  # of the outcome's text
     resumed: bool = False  # finished in an earlier session of this batch
     run: Run | None = field(default=None, repr=False)
 
     @property
     def done(self) -> bool:
-        return self.status in (*ANSWERED, FAILED, STOPPED)
+        return self.status in (*ANSWERED, Status.FAILED, Status.STOPPED)
 
+    def take(self, outcome: Outcome) -> None:
+        """The outcome of a run of this row, graded against its prompt (unless the server
+        cut the prompt)."""
+        report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
+            if outcome.text else None
+        self.outcome, self.report = outcome, report  # graded first: a page reads both
 
-def _grade(row: BatchRow, text: str, prompt: str, stats: dict[str, Any]) -> None:
-    """The row's grounding score, or why it is not graded (the server cut the prompt)."""
-    report = check_run(text, prompt, stats) if text else None
-    row.grounding = report.score if report is not None else None
-    row.not_graded = (report.not_graded or "") if report is not None else ""
+    @property
+    def text(self) -> str:
+        return self.outcome.text
+
+    @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking, apart from the answer."""
+        return self.outcome.thinking
+
+    @property
+    def seconds(self) -> float | None:
+        return self.outcome.stats.total_time_s
+
+    @property
+    def output_tokens(self) -> int | None:
+        return self.outcome.stats.output_tokens
+
+    @property
+    def thinking_s(self) -> float | None:
+        return self.outcome.stats.thinking_s
+
+    # One column per meaning, named as the History CSV names them: the app's measure, and
+    # the server's own figure (Ollama reports one, vLLM none).
+    @property
+    def client_tokens_per_s(self) -> float | None:
+        return self.outcome.stats.client_tokens_per_s
+
+    @property
+    def server_tokens_per_s(self) -> float | None:
+        return self.outcome.stats.server_tokens_per_s
+
+    @property
+    def grounding(self) -> float | None:
+        return self.report.score if self.report is not None else None
+
+    @property
+    def not_graded(self) -> str:
+        """Why the answer was not graded (a prompt the server cut); '' when it was."""
+        return (self.report.not_graded or "") if self.report is not None else ""
+
+    @property
+    def notes(self) -> str:
+        """A prompt the server cut, a cold start; or flagged before the start."""
+        return "; ".join([*self.outcome.notes, *self.flags])
 
 
 def is_retryable(error: BackendError | None) -> bool:
@@ -182,10 +214,14 @@ class Batch(Job):
         self.spec = spec
         self.concurrency = max(1, min(spec.concurrency, MAX_CONCURRENCY))
         self.group_id = group_id
-        self.rows = [BatchRow(index, location) for index, location in enumerate(spec.scenarios)]
+        self.rows = [BatchRow(index, location, spec.request(location),
+                              flags=(OVER_WINDOW,) if index in spec.over_window else ())
+                     for index, location in enumerate(spec.scenarios)]
         for index, stored in (finished_before or {}).items():
             if index < len(self.rows):
-                self._fill_from_store(self.rows[index], stored, self._flags(index))
+                row = self.rows[index]
+                row.take(stored.outcome)
+                row.status, row.resumed = stored.status, True
         for index, attempts in (attempts_before or {}).items():
             if index < len(self.rows):
                 self.rows[index].attempts = attempts
@@ -217,7 +253,7 @@ class Batch(Job):
         except BackendError as exc:
             for row in self.rows:
                 if not row.done:
-                    row.status, row.error = FAILED, str(exc)
+                    row.status, row.error = Status.FAILED, str(exc)
             return
         if isinstance(backend, PrefixCacheReporter):
             self._cache = backend
@@ -237,16 +273,15 @@ class Batch(Job):
     def _run_row(self, backend: Backend, row: BatchRow) -> None:
         for attempt in range(self.max_retries + 1):
             if self._stop.is_set():
-                row.status = STOPPED
+                row.status = Status.STOPPED
                 return
-            row.attempts, row.status = row.attempts + 1, RUNNING
-            request = self.spec.request(row.location)
+            row.attempts, row.status = row.attempts + 1, Status.RUNNING
             recording = self._recording(row.index) if self._recording else None
             with self._lock:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                row.run = Run(backend, request, recording).start()
+                row.run = Run(backend, row.request, recording).start()
                 if self._stop.is_set():  # Stop came while this row was starting
                     row.run.stop()
                 row.run.wait()
@@ -254,45 +289,21 @@ class Batch(Job):
                 with self._lock:
                     self._in_flight -= 1
             run = row.run
-            self._fill_from_run(row, run)
-            if run.status in ANSWERED or run.status == STOPPED:
+            row.take(run.outcome)
+            row.status = run.status
+            if run.status in ANSWERED:
+                row.error = ""
+            if run.status in ANSWERED or run.status == Status.STOPPED:
                 return
             row.error = str(run.error) if run.error else "failed"
             if attempt == self.max_retries or not is_retryable(run.error):
-                row.status = FAILED
+                row.status = Status.FAILED
                 return
             # Back off before the retry (1 s, 2 s, ...), but let Stop cut the wait short.
-            row.status = RETRYING
+            row.status = Status.RETRYING
             if self._stop.wait(self.backoff_s * 2 ** attempt):
-                row.status = STOPPED
+                row.status = Status.STOPPED
                 return
-
-    def _fill_from_run(self, row: BatchRow, run: Run) -> None:
-        stats = run.stats
-        row.status, row.text, row.thinking = run.status, run.text, run.thinking
-        row.seconds, row.output_tokens = stats.total_time_s, stats.output_tokens
-        row.thinking_s = stats.thinking_s
-        row.client_tokens_per_s = stats.client_tokens_per_s
-        row.server_tokens_per_s = stats.server_tokens_per_s
-        _grade(row, run.text, run.request.prompt, stats.to_dict())
-        row.notes = "; ".join([*run_notes(stats.to_dict()), *self._flags(row.index)])
-        if run.status in ANSWERED:
-            row.error = ""
-
-    @staticmethod
-    def _fill_from_store(row: BatchRow, stored: StoredRun, flags: list[str]) -> None:
-        row.status, row.text, row.resumed = stored.status, stored.text, True
-        row.thinking, row.thinking_s = stored.thinking, stored.stats.get("thinking_s")
-        row.seconds, row.output_tokens = stored.total_time_s, stored.output_tokens
-        recorded = stored.generation_stats()
-        row.client_tokens_per_s = recorded.client_tokens_per_s
-        row.server_tokens_per_s = recorded.server_tokens_per_s
-        _grade(row, stored.text, stored.prompt, stored.stats)
-        row.notes = "; ".join([*run_notes(stored.stats), *flags])
-
-    def _flags(self, index: int) -> list[str]:
-        """The row's marks from before the start (run over the context window)."""
-        return [OVER_WINDOW] if index in self.spec.over_window else []
 
     def _cache_counters(self) -> tuple[float, float] | None:
         try:
@@ -319,9 +330,9 @@ class Batch(Job):
     def progress(self) -> dict[str, Any]:
         """done / failed / running / remaining counts and an estimate of the time left."""
         done = sum(row.status in ANSWERED for row in self.rows)
-        failed = sum(row.status == FAILED for row in self.rows)
+        failed = sum(row.status == Status.FAILED for row in self.rows)
         running = sum(row.status in IN_FLIGHT for row in self.rows)
-        stopped = sum(row.status == STOPPED for row in self.rows)
+        stopped = sum(row.status == Status.STOPPED for row in self.rows)
         remaining = len(self.rows) - done - failed - running - stopped  # not started yet
         eta = None
         fresh = [row for row in self.rows if row.status in ANSWERED and not row.resumed]
@@ -345,7 +356,7 @@ class Batch(Job):
                 "throughput_tokens_per_s": tokens / wall if wall else None,
                 "output_tokens": tokens, "rows": len(self.rows), "finished_now": len(fresh),
                 "resumed": sum(row.resumed for row in self.rows),
-                "failed": sum(row.status == FAILED for row in self.rows),
+                "failed": sum(row.status == Status.FAILED for row in self.rows),
                 "max_in_flight": self.max_in_flight, "concurrency": self.concurrency}
 
     def progress_line(self) -> str:
@@ -391,14 +402,14 @@ class Batch(Job):
                  "client_tokens_per_s": _rounded(row.client_tokens_per_s),
                  "server_tokens_per_s": _rounded(row.server_tokens_per_s),
                  "grounding": row.not_graded or _rounded(row.grounding),
-                 "notes": row.notes or "; ".join(self._flags(row.index)), "error": row.error}
+                 "notes": row.notes, "error": row.error}
                 for row in self.rows]
 
     def page_table(self) -> list[dict[str, Any]]:
         """The rows as the page shows them: the statuses in the statistics' words ("Hit max
         tokens"), a dash for a missing figure, and no column that no row has a figure in
         (thinking time without a reasoning model, the server's tokens/s from vLLM)."""
-        return dashes([{**row, "status": row_status_label(row["status"])}
+        return dashes([{**row, "status": status_label(row["status"])}
                        for row in self.table()],
                       optional=("thinking s", "server_tokens_per_s"))
 
@@ -432,11 +443,6 @@ _live: dict[int, Batch] = {}  # group id -> the batch working on it in this proc
 _live_lock = threading.Lock()
 
 
-def row_status_label(status: str) -> str:
-    """A row's status in words: the run's ("Hit max tokens"), or the batch's ("Waiting")."""
-    return ROW_LABELS.get(status) or status_label(status)
-
-
 def live_batch(group_id: int) -> Batch | None:
     """The batch of this process that works on the history group, while it runs: every
     session of the app can watch and stop it."""
@@ -452,18 +458,18 @@ def earlier_rows(store: RunStore, group_id: int) -> tuple[dict[int, StoredRun], 
     return {run.position: run for run in earlier if run.status in ANSWERED}, attempts
 
 
-def earlier_state(summary: GroupSummary) -> str:
+def earlier_state(summary: GroupSummary) -> Status:
     """How a recorded batch stands: RUNNING (a live worker has it: watch it), COMPLETE
-    (every row answered), INTERRUPTED (its process ended while it ran), STOPPED_PART (rows
-    never ran) or ENDED (every row ran, some failed). The last three can be resumed."""
-    rows = len(BatchSpec.from_json(summary.group.label).scenarios)
+    (every row answered), INTERRUPTED (its process ended while it ran), STOPPED (rows never
+    ran) or ENDED (every row ran, some failed). The last three can be resumed."""
+    rows = len(BatchSpec.from_json(summary.group.spec).scenarios)
     if summary.running:
-        return RUNNING
+        return Status.RUNNING
     if summary.done >= rows:
-        return COMPLETE
+        return Status.COMPLETE
     if summary.interrupted:
-        return INTERRUPTED
-    return STOPPED_PART if summary.done + summary.failed < rows else ENDED
+        return Status.INTERRUPTED
+    return Status.STOPPED if summary.done + summary.failed < rows else Status.ENDED
 
 
 def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
@@ -476,13 +482,13 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
     attempts: Counter[int] = Counter()
     if store is not None:
         if group_id is None:
-            group_id = store.create_group("batch", spec.to_json(), user)
+            group_id = store.create_group("batch", spec=spec.to_json(), user=user)
         else:
             finished, attempts = earlier_rows(store, group_id)
         if not store.claim_group(group_id):
             raise BatchRunning(f"Batch #{group_id} is running in another session or app "
                                "process: watch or stop it there; resume it once it stopped.")
-        store.set_group_label(group_id, spec.to_json())  # a resume may flag more rows
+        store.set_group_spec(group_id, spec.to_json())  # a resume may flag more rows
 
     def ended() -> None:
         if group_id is not None:

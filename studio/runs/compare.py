@@ -22,19 +22,12 @@ from backends.base import Backend, ModelState
 from backends.context import ContextFit
 from backends.errors import BackendError
 from backends.http import redact
+from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
 from studio.pv.grounding import GroundingReport, check_run
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.job import Job
-from studio.runs.request import (
-    ANSWERED,
-    FINISHED,
-    STATUS_LABELS,
-    RunParams,
-    RunRequest,
-    flat_dict,
-    run_notes,
-)
+from studio.runs.request import ANSWERED, RunParams, RunRequest, flat_dict
 from studio.runs.runner import Recording, Run
 
 MAX_PANES = 4
@@ -93,15 +86,15 @@ def is_measured(run: Run) -> bool:
     A run cut at max tokens is not (a thinking model may spend them all thinking and answer
     nothing), nor an empty answer, a looping one, a stopped or a failed run: their times are
     not the model's time to answer, so they stay out of the medians and charts."""
-    return run.done and run.status == FINISHED and bool(run.text.strip())
+    return run.done and run.status == Status.FINISHED and bool(run.text.strip())
 
 
 def left_out_reason(run: Run) -> str:
     """Why a finished run is not measured, in the table's words: 'hit max tokens', 'hit max
     tokens before any answer', 'empty answer', 'stopped', 'error'."""
-    label = STATUS_LABELS[run.status].lower()
+    label = run.status_label.lower()
     if run.status in ANSWERED and not run.text.strip():
-        return "empty answer" if run.status == FINISHED else f"{label} before any answer"
+        return "empty answer" if run.status == Status.FINISHED else f"{label} before any answer"
     return label
 
 
@@ -118,7 +111,7 @@ def _run_counts(runs: list[Run]) -> str:
 def _notes(runs: list[Run]) -> str:
     """The marks of a pane's finished runs: 'prompt truncated by the server (2 of 3)'."""
     done = [run for run in runs if run.done]
-    counts = Counter(note for run in done for note in run_notes(run.stats.to_dict()))
+    counts = Counter(note for run in done for note in run.outcome.notes)
     return ", ".join(note if len(done) == 1 else f"{note} ({count} of {len(done)})"
                      for note, count in counts.items()) or "–"
 

@@ -1,38 +1,37 @@
-"""The vocabulary of a run, defined once: what it is asked for and how it can end.
+"""The vocabulary of a run, defined once: what it is asked for and what came of it.
 
-``RunParams`` is what the sidebar (or a Compare pane) picks; ``RunRequest`` adds the prompts.
-The Batch definition and the stored run are built from these (``studio.runs.batch.BatchSpec``,
-``studio.records.store.StoredRun``), so a field is named in one place. Everything imports this leaf
-module; it imports nothing of the app but the backends' capabilities.
+``RunParams`` is what the sidebar (or a Compare pane) picks; ``RunRequest`` adds the prompts;
+``Outcome`` is what a run produced (status, answer, thinking, error, statistics and marks),
+the one shape a live run, a stored run, a Batch row and an imported row share. The Batch
+definition and the stored run are built from these (``studio.runs.batch.BatchSpec``,
+``studio.records.store.StoredRun``), so a field is named in one place. The statuses are
+``backends.status.Status``. Everything imports this leaf module; it imports nothing of the app
+but the backends' capabilities.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any, Self
 
 from backends import BACKENDS, DEFAULT_SAMPLING, Backend, Sampling, backend_class, delivery
 from backends.base import DELIVERY_ONE_PIECE, THINK_OFF
+from backends.status import Status
+from backends.stream import GenerationStats
 
-# How a run ended, or where it is. "length" and "repetition" answered, but were cut.
-RUNNING, FINISHED, LENGTH, STOPPED, ERROR = "running", "finished", "length", "stopped", "error"
-REPETITION = "repetition"  # stopped by the repetition guard: the answer was looping
-INTERRUPTED = "interrupted"  # only in the history: its process died while it ran
-STATUS_LABELS = {RUNNING: "Running", FINISHED: "Finished", LENGTH: "Hit max tokens",
-                 REPETITION: "Repetition", STOPPED: "Stopped", ERROR: "Error",
-                 INTERRUPTED: "Interrupted"}
-
-
-ANSWERED = (FINISHED, LENGTH, REPETITION)  # a looping answer is cut, but what it said stands
-FINAL_STATUSES = (*ANSWERED, STOPPED, ERROR)
-STATUSES = (RUNNING, *FINAL_STATUSES, INTERRUPTED)
+# A looping answer is cut, but what it said stands.
+ANSWERED = (Status.FINISHED, Status.LENGTH, Status.REPETITION)
+FINAL_STATUSES = (*ANSWERED, Status.STOPPED, Status.ERROR)  # how a run the app ran ended
+# The words a page shows for a status: its value capitalised, but for these.
+_WORDS: dict[str, str] = {Status.LENGTH: "Hit max tokens", Status.PENDING: "Waiting"}
 
 
 def status_label(status: str) -> str:
-    """The words every page and table shows for a status (the statistics' "Stop reason");
-    files keep the machine value."""
-    return STATUS_LABELS.get(status, status.capitalize())
+    """The words every page and table shows for a status (the statistics' "Stop reason", a
+    Batch row's "Waiting"); files keep the machine value."""
+    return _WORDS.get(status, status.capitalize())
 
 
 # Marks beside a run's status: what went wrong around the answer without ending it.
@@ -117,3 +116,31 @@ class RunRequest(RunParams):
     system: str
     prompt: str
     preset: str = ""  # the preset the prompt came from, "custom", or "" for none
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run produced, or has so far: how it stands, its answer and a reasoning model's
+    thinking, its error, and its statistics as recorded (``GenerationStats``' figures and the
+    marks it has no field for: ``imported_from``). A live run's grows (``Run.outcome``); the
+    history keeps one per run; a Batch row and an imported row hold one."""
+
+    status: Status = Status.RUNNING
+    text: str = ""  # the answer, whole or partial
+    thinking: str = ""
+    error: str | None = None
+    statistics: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def stats(self) -> GenerationStats:
+        """The statistics' figures, as the live run had them."""
+        return GenerationStats.from_dict(self.statistics)
+
+    @property
+    def notes(self) -> list[str]:
+        """The marks beside its status (imported, a prompt the server cut, a cold start)."""
+        return run_notes(self.statistics)
+
+    @property
+    def answered(self) -> bool:
+        return self.status in ANSWERED

@@ -23,19 +23,12 @@ from typing import TYPE_CHECKING, Any
 from backends.base import DELIVERY_ONE_PIECE, Backend
 from backends.errors import BackendError, BackendStatusError
 from backends.http import redact, scrub
-from backends.stream import DONE_LENGTH, DONE_REPETITION, GenerationStats, TokenStream
+from backends.status import Status
+from backends.stream import GenerationStats, TokenStream
+from studio.records.columns import columns_of, json_of, request_columns
 from studio.runs.capacity import CAPACITY, Capacity, QueueFull, Ticket
 from studio.runs.connection import run_ended
-from studio.runs.request import (
-    ERROR,
-    FINISHED,
-    LENGTH,
-    REPETITION,
-    RUNNING,
-    STATUS_LABELS,
-    STOPPED,
-    RunRequest,
-)
+from studio.runs.request import Outcome, RunRequest, status_label
 
 if TYPE_CHECKING:
     from studio.records.store import RunStore, StoredRun
@@ -106,10 +99,9 @@ class Run:
         self.streams = hasattr(backend, "stream") and request.delivery != DELIVERY_ONE_PIECE
         self.started_at = datetime.now(UTC)
         self.reopened = False  # a run of the history shown again, not run now
-        self._recorded_status: str | None = None  # a reopened run's status, as recorded
-        # A reopened run's statistics as recorded, with the marks GenerationStats does not
-        # hold (imported from a batch runner): see ``statistics``.
-        self._recorded_stats: dict[str, Any] = {}
+        # A reopened run's outcome as recorded: its status, and the statistics' marks that
+        # GenerationStats does not hold (imported from a batch runner): see ``statistics``.
+        self._recorded: Outcome | None = None
         self.error: BackendError | None = None
         self._stats = GenerationStats()
         self._text = ""
@@ -132,10 +124,8 @@ class Run:
         run = cls(None, stored.to_request())
         run.reopened, run.run_id, run.streams = True, stored.id, stored.streamed
         run.started_at = datetime.fromisoformat(stored.created_at)
-        run._text, run._thinking = stored.text, stored.thinking
-        run._stats = stored.generation_stats()
-        run._recorded_status = stored.status
-        run._recorded_stats = dict(stored.stats)
+        outcome = run._recorded = stored.outcome
+        run._text, run._thinking, run._stats = outcome.text, outcome.thinking, outcome.stats
         if stored.error:
             run.error = BackendError(stored.error, backend=stored.backend)
         run._ended = run._started + (run._stats.total_time_s or 0.0)
@@ -234,7 +224,17 @@ class Run:
     def statistics(self) -> dict[str, Any]:
         """The statistics as a dict, as the history records them: a reopened run's keep their
         marks (``imported_from``: not run by this app) that ``stats`` has no field for."""
-        return {**self._recorded_stats, **self.stats.to_dict()}
+        recorded = self._recorded.statistics if self._recorded is not None else {}
+        return {**recorded, **self.stats.to_dict()}
+
+    @property
+    def outcome(self) -> Outcome:
+        """What the run has produced so far (its answer grows while it runs); once done,
+        what the history records."""
+        return self._outcome_as(self.status)
+
+    def _outcome_as(self, status: Status) -> Outcome:
+        return Outcome(status, self.text, self.thinking, self._error_text(), self.statistics)
 
     @property
     def done(self) -> bool:
@@ -255,25 +255,22 @@ class Run:
         return (self._ended or time.monotonic()) - self._started
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         if not self.done:
-            return RUNNING
-        return self._recorded_status or self._outcome()
+            return Status.RUNNING
+        return self._recorded.status if self._recorded is not None else self._ending()
 
-    def _outcome(self) -> str:
+    def _ending(self) -> Status:
         """How the run ended (or would, if it ended now)."""
         if self._stop.is_set():
-            return STOPPED
+            return Status.STOPPED
         if self.error is not None:
-            return ERROR
-        reason = self.stats.done_reason
-        if reason == DONE_REPETITION:
-            return REPETITION
-        return LENGTH if reason == DONE_LENGTH else FINISHED
+            return Status.ERROR
+        return Status.of_answer(self.stats.done_reason)
 
     @property
     def status_label(self) -> str:
-        return STATUS_LABELS[self.status]
+        return status_label(self.status)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run ends or ``timeout`` passes; True when it has ended."""
@@ -359,9 +356,8 @@ class Run:
                 self.stats.total_time_s = self._ended - self._started
             run_id = self.run_id
             if run_id is not None:  # stored before the run says done: waiters see it saved
-                self._store(lambda store: store.finish_run(
-                    run_id, self.text, self._outcome(), self._error_text(),
-                    self.stats.to_dict(), thinking=self.thinking))
+                outcome = self._outcome_as(self._ending())
+                self._store(lambda store: store.finish(run_id, outcome))
             # The run may have loaded the model: its status line asks the server again.
             run_ended(self.request.backend, self.request.host, self.request.model)
             self._done.set()
@@ -375,18 +371,10 @@ class Run:
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Prompts, parameters, backend, host, model, answer and statistics (JSON download)."""
-        request = self.request
-        return {
-            "started_at": self.started_at.isoformat(),
-            "backend": request.backend, "host": redact(request.host), "model": request.model,
-            "preset": request.preset,
-            "parameters": request.sampling.to_dict(),
-            "system_prompt": request.system, "user_prompt": request.prompt,
-            "thinking": self.thinking, "answer": self.text, "status": self.status,
-            "error": self._error_text(),
-            "statistics": self.statistics,
-        }
+        """Prompts, parameters, backend, host, model, answer and statistics (JSON download):
+        the history's JSON export of a run, without the history's fields."""
+        return json_of({"started_at": self.started_at.isoformat(),
+                        **request_columns(self.request), **columns_of(self.outcome)})
 
 
 def _save_progress(store: RunStore, run_id: int, text: str, thinking: str) -> None:

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from playwright.sync_api import Page
 
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.pv.library import load_locations
 from studio.pv.prompt import build_user_prompt
 from studio.records.store import STALE_AFTER_S, RunStore
-from studio.runs.request import FINISHED, RunRequest
+from studio.runs.request import RunRequest
 from tests.browser.conftest import IDLE, answer_text, download, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
@@ -105,7 +106,7 @@ def test_open_in_playground_shows_the_reopened_run_not_the_last_one(
                              preset=LOCATIONS[0].name)
         stored_id = store.start_run(request, "playground")
         store.finish_run(stored_id, "## OLLAMA STORED\n\nInstall 12 panels. OLLAMA-END.",
-                         FINISHED, None, {"prompt_tokens": 2650, "output_tokens": 40,
+                         Status.FINISHED, None, {"prompt_tokens": 2650, "output_tokens": 40,
                                           "total_time_s": 6.5, "context_window": 4096,
                                           "done_reason": "stop", "fragments": 40})
         open_app(page, app)

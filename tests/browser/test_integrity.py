@@ -16,11 +16,12 @@ import pytest
 from playwright.sync_api import Locator, Page
 
 from backends.sampling import Sampling
+from backends.status import Status
 from studio.pv.library import load_locations
 from studio.pv.location import COLUMNS
 from studio.pv.prompt import build_user_prompt
 from studio.records.store import RunStore
-from studio.runs.request import ANSWERED, FINISHED, RunRequest
+from studio.runs.request import ANSWERED, RunRequest
 from tests.browser.conftest import IDLE, download, open_page, progress_text, wait_for
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama
@@ -103,7 +104,7 @@ def test_history_pages_opens_any_run_and_exports_every_run_safely(
         request = RunRequest(backend="ollama", host="http://localhost:11434",
                              model="llama3.1:8b", system="sys", prompt=f"prompt {index}",
                              sampling=Sampling(max_tokens=100), preset="San Diego, CA")
-        store.finish_run(store.start_run(request, "playground"), answer, FINISHED)
+        store.finish_run(store.start_run(request, "playground"), answer, Status.FINISHED)
     app = serve_app("llm:\n  backend: embedded\n", history_db=db)
     open_page(page, app, "history", "Run history")
     page.wait_for_selector("text=Runs 1–100 of 600, newest first.")
@@ -137,7 +138,7 @@ def test_a_run_keeps_the_preset_its_prompt_came_from(
                              system="You are a PV analyst.", prompt=build_user_prompt(row),
                              sampling=Sampling(max_tokens=256), preset="Loc 499")
         store.finish_run(store.start_run(request, "batch", position=498), "Earlier.",
-                         FINISHED)
+                         Status.FINISHED)
         config = f"llm:\n  backend: ollama\n  host: {ollama.url}\n  model: llama3.1:8b\n"
         app = serve_app(config, history_db=db)
         open_page(page, app, "history", "Run history")
@@ -162,7 +163,7 @@ def test_a_run_keeps_the_preset_its_prompt_came_from(
         page.wait_for_function("document.querySelectorAll('[data-testid=stMetric]').length"
                                " > 0", timeout=20_000)
         wait_for(lambda: len(store.list_runs()) == 3 and store.list_runs()[0].status
-                 == FINISHED)
+                 == Status.FINISHED)
     newest = store.list_runs(limit=1)[0]
     assert newest.preset == "custom"
     assert {run.preset for run in store.list_runs()} == {"Loc 499", "custom"}
@@ -209,7 +210,7 @@ def test_credentials_in_a_host_never_reach_the_database_or_the_page(
         f"{app.history_db.name}*"))
     assert SECRET.encode() not in stored and b"analyst:" not in stored
     (summary,) = RunStore(app.history_db).group_summaries("batch")
-    assert latency_server.url in summary.group.label  # the host, without its credentials
+    assert latency_server.url in summary.group.spec  # the host, without its credentials
 
     open_page(page, app, "history", "Run history")
     assert SECRET not in page.locator("[data-testid='stMain']").inner_text()
