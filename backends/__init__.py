@@ -1,13 +1,14 @@
 """LLM backends: Ollama, vLLM and an embedded llama.cpp model, all behind one interface.
 
-``BACKENDS`` maps each kind to its class; a class says what it can do (``streams``,
-``can_stream_sse``, ``can_pull_models``, ``default_host``...) before any is built.
+``BACKENDS`` maps each kind to its class, the registry ``create_backend`` builds from; a class
+says what it can do (``streams``, ``can_stream_sse``, ``can_pull_models``, ``default_host``...)
+before any is built, and how it is built from config.yaml's options (``from_options``).
 ``studio.runs.connection`` builds the one config.yaml names (``from_config()``).
 """
 
 from __future__ import annotations
 
-from .base import Backend, delivery, needs_server
+from .base import Backend, BackendOptions, delivery, needs_server
 from .embedded_backend import DEFAULT_N_CTX, EmbeddedBackend
 from .errors import (
     AuthenticationError,
@@ -23,9 +24,10 @@ from .errors import (
 )
 from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from .ollama_backend import OllamaBackend
+from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import Answer, GenerationStats, TokenStream
-from .vllm_backend import CLIENT_OPENAI, VLLMBackend
+from .vllm_backend import VLLMBackend
 
 __all__ = [
     "BACKENDS", "DEFAULT_SAMPLING", "Answer", "AuthenticationError", "Backend",
@@ -69,12 +71,7 @@ def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str |
     """One backend by kind; empty host or model means that backend's default.
     ``vllm_client``: openai (the SDK where installed, else requests) or requests."""
     cls = backend_class(kind)
-    model = model or cls.default_model
-    if cls is EmbeddedBackend:
-        return EmbeddedBackend(model, model_dirs=model_dirs, n_ctx=n_ctx)
-    if cls is VLLMBackend:
-        return VLLMBackend(host or cls.default_host, model, api_key,
-                           connect_timeout=connect_timeout, read_timeout=read_timeout,
-                           use_openai_sdk=None if vllm_client == CLIENT_OPENAI else False)
-    return OllamaBackend(host or cls.default_host, model, connect_timeout=connect_timeout,
-                         read_timeout=read_timeout, num_ctx=num_ctx, keep_alive=keep_alive)
+    return cls.from_options(BackendOptions(
+        host=host or cls.default_host, model=model or cls.default_model, api_key=api_key,
+        connect_timeout=connect_timeout, read_timeout=read_timeout, model_dirs=model_dirs,
+        n_ctx=n_ctx, num_ctx=num_ctx, keep_alive=keep_alive, vllm_client=vllm_client))

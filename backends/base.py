@@ -1,13 +1,16 @@
-"""What a backend is: the Backend protocol and what a backend can say it can do, a model's
-state on a server, the Think settings, and the chat message list every server takes."""
+"""What a backend is: the Backend base class (what every backend does, and what it can do,
+with the defaults), the options it is built with, a model's state on a server, the Think
+settings, and the chat message list every server takes."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar
 
 from .context import ContextFit
+from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import PullStream, TokenStream
 
@@ -44,72 +47,91 @@ class ModelState:
         return notes
 
 
-@runtime_checkable
-class Backend(Protocol):
-    """The contract every backend meets, and what it can do. Callers ask a backend (or its
-    class, before one is built) about a capability; they never compare its name.
+@dataclass(frozen=True)
+class BackendOptions:
+    """What config.yaml (and the page) set for a backend; each takes what it needs."""
+
+    host: str
+    model: str
+    api_key: str | None
+    connect_timeout: float
+    read_timeout: float
+    model_dirs: tuple[str, ...]
+    n_ctx: int
+    num_ctx: int | None
+    keep_alive: str | int | None
+    vllm_client: str = CLIENT_OPENAI  # how vLLM's chat completions go: openai | requests
+
+
+class Backend(ABC):
+    """What every backend does, and what it can do with the defaults: a backend states only
+    what differs. Callers ask a backend (or its class, before one is built) about a
+    capability; they never compare its name.
     """
 
     name: ClassVar[str]  # its key in config.yaml: ollama | vllm | embedded
     label: ClassVar[str]  # its name on the page
-    default_host: ClassVar[str]  # "" when it needs no server
     default_model: ClassVar[str]
-    streams: ClassVar[bool]  # stream() yields token by token unless told otherwise
-    can_stream_sse: ClassVar[bool]  # stream(sse=True) turns a one-piece answer into tokens
-    can_pull_models: ClassVar[bool]  # its server can fetch a model it lacks
+    default_host: ClassVar[str] = ""  # "" when it needs no server (it runs in this process)
+    streams: ClassVar[bool] = True  # stream() yields token by token unless told otherwise
+    can_stream_sse: ClassVar[bool] = False  # stream(sse=True) turns a one-piece answer into tokens
+    can_pull_models: ClassVar[bool] = False  # its server can fetch a model it lacks: pull()
     model: str
-    host: str
+    host: str = ""
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> Backend:
+        """The backend config.yaml describes (``backends.create_backend``)."""
+        raise NotImplementedError(f"{cls.label} is not built from config.yaml.")
+
+    @abstractmethod
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
                  temperature: float = DEFAULT_SAMPLING.temperature) -> str:
         """The seed's interface: the whole answer (the other settings: the server's)."""
-        ...
 
+    @abstractmethod
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
                *, sse: bool = False) -> TokenStream: ...
 
+    @abstractmethod
     def list_models(self) -> list[str]: ...
 
+    @abstractmethod
     def context_fit(self, prompt: str, system: str = "",
                     max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """Whether prompt and answer fit the window this run would get (asks the server)."""
-        ...
 
+    @abstractmethod
     def model_state(self) -> ModelState:
         """The server's version and the model's state (loaded, window, on CPU)."""
-        ...
 
     @classmethod
     def missing_model_hint(cls, model: str) -> str:
         """What to do about a model the server does not have."""
-        ...
+        return "Pick one of the listed models."
 
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         """Whether this model only demonstrates the pipeline (its figures are no advice)."""
-        ...
+        return False
 
     @classmethod
     def find_model(cls, model: str, models: Sequence[str]) -> str | None:
         """The server's name for ``model`` in its list ``models`` (Ollama: a name without a
         tag is ``name:latest``), None when it is not there. Every check of a model against a
         server's list goes through this."""
-        ...
+        return model if model in models else None
 
+    def pull(self, model: str) -> PullStream:
+        """Fetch a model the server lacks (``can_pull_models``): its progress, cancellable."""
+        raise NotImplementedError(f"{self.label} cannot pull models.")
 
-@runtime_checkable
-class ModelPuller(Protocol):
-    """A backend whose server can fetch a model it lacks (``can_pull_models``)."""
+    def prefix_cache_counters(self) -> tuple[float, float] | None:
+        """(tokens looked up, tokens found) in the server's prefix cache since it started;
+        None when it does not count them (vLLM's ``/metrics`` does)."""
+        return None
 
-    def pull(self, model: str) -> PullStream: ...
-
-
-@runtime_checkable
-class PrefixCacheReporter(Protocol):
-    """A backend whose server counts prefix-cache lookups and hits (vLLM's ``/metrics``)."""
-
-    def prefix_cache_counters(self) -> tuple[float, float] | None: ...
 
 # Think settings a run may ask for. "" (the default) sends nothing: the server decides.
 THINK_OFF, THINK_ON = "off", "on"

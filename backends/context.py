@@ -1,11 +1,9 @@
-"""Context windows: how many tokens a prompt takes, which window a run gets, and whether the
-server cut the prompt to make it fit.
+"""Context windows: how many tokens a prompt takes (an estimate calibrated per model) and
+whether a run's prompt and answer fit the window it gets (``ContextFit``).
 
-A prompt longer than the server's window is not refused by every server: Ollama up to the
-0.2x releases cuts it from the front (the system prompt goes first) and answers HTTP 200; the
-only tell is the final chunk's ``prompt_eval_count`` (ollama/ollama#3839). So the app checks
-before a run (``ContextFit``), sizes Ollama's window itself (``choose_window``), and reads the
-count afterwards (``prompt_was_cut``).
+A prompt longer than the server's window is not refused by every server (Ollama may cut it
+without a word), so the app checks before a run; how a backend sizes its window and spots a
+cut prompt is its own (Ollama's: ``backends.ollama_backend``).
 """
 
 from __future__ import annotations
@@ -15,9 +13,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-# Windows the app asks Ollama for. Few and stable, because changing ``num_ctx`` between
-# requests reloads the model (seconds to minutes): runs of similar size share one window.
-STABLE_WINDOWS = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
+# Round window sizes, 2K to 256K tokens: the sizes a window is asked for or raised to.
+WINDOW_SIZES = (2048, 4096, 8192, 16384, 32768, 65536, 131072, 262144)
 
 # Characters per token before a model's own count is known: English with figures runs at
 # 3.4 (SmolLM2) to 3.9 (llama3) on the PV prompts.
@@ -26,7 +23,6 @@ TEMPLATE_TOKENS_PER_MESSAGE = 6  # role headers and separators of a chat templat
 # An estimate is sized up by this much, so that a model that splits text finer than the
 # estimate still fits (a calibrated estimate is within a few percent).
 ESTIMATE_MARGIN = 1.2
-NUM_KEEP = 4  # tokens Ollama keeps at the front of a cut prompt (api.DefaultOptions)
 
 
 @dataclass(frozen=True)
@@ -115,43 +111,13 @@ class TokenEstimator:
 ESTIMATOR = TokenEstimator()
 
 
-def choose_window(needed: int, *, model_limit: int | None = None,
-                  loaded: int | None = None) -> int:
-    """The window to ask for: the one the model is loaded with if it is big enough (no
-    reload), else the smallest stable size that holds ``needed``; never above the model's
-    trained length (Ollama caps it there anyway)."""
-    if loaded is not None and loaded >= needed:
-        window = loaded
-    else:
-        window = next((size for size in STABLE_WINDOWS if size >= needed), STABLE_WINDOWS[-1])
+def round_window(needed: int, model_limit: int | None = None) -> int:
+    """The smallest round size that holds ``needed`` tokens (the largest when none does),
+    never above the model's trained length."""
+    window = next((size for size in WINDOW_SIZES if size >= needed), WINDOW_SIZES[-1])
     return min(window, model_limit) if model_limit else window
 
 
 def sized_prompt(estimate: int, exact: bool) -> int:
     """Prompt tokens to make room for: an estimate with its margin, an exact count as is."""
     return estimate if exact else math.ceil(estimate * ESTIMATE_MARGIN)
-
-
-def prompt_was_cut(reported: int | None, expected: int, window: int | None) -> bool:
-    """Whether the server's prompt token count shows that it cut the prompt.
-
-    ``expected`` is the calibrated estimate. A cut prompt fills the window (Ollama up to
-    0.2x keeps ``num_ctx`` tokens), or about half of it (0.30+ with context shift keeps
-    ``num_ctx - (num_ctx - num_keep) / 2``, ollama#17427), or is far below the prompt's size
-    for any other reason. A count near the estimate is never a cut: estimates are within
-    ~20% once calibrated, and the default ratio is near the models' own.
-    """
-    if reported is None or reported <= 0:
-        return False  # no count (some versions omit it for a cached prompt): no evidence
-    if window is not None and reported >= window - 8:
-        return True  # the prompt filled the window: cut, or no room left for an answer
-    if reported < expected * 0.5:
-        return True
-    if window is not None and expected > window and reported < expected * 0.92:
-        # A prompt over the window whose count came back short: before v0.15.5 Ollama drops
-        # whole messages first, the system prompt among them (server/prompt.go chatPrompt).
-        return True
-    if window is None or reported >= expected * 0.85:
-        return False
-    half = window - (window - NUM_KEEP) // 2
-    return abs(reported - half) <= 8

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import ModelState, chat_messages
+from .base import Backend, BackendOptions, ModelState, chat_messages
 from .context import ContextFit
 from .errors import BackendError, ContextLengthError, ModelNotFoundError
 from .sampling import DEFAULT_SAMPLING, Sampling
@@ -88,17 +88,13 @@ def _load(path: Path, n_ctx: int) -> _LoadedModel:
         return _models[key]
 
 
-class EmbeddedBackend:
-    """llama-cpp-python in process. ``model``: None (bundled), a name from ``list_models()``,
-    or a path to a .gguf file."""
+class EmbeddedBackend(Backend):
+    """llama-cpp-python in process (no server: no ``default_host``). ``model``: None
+    (bundled), a name from ``list_models()``, or a path to a .gguf file."""
 
     name: ClassVar[str] = "embedded"
     label: ClassVar[str] = "Embedded (SmolLM2)"
-    default_host: ClassVar[str] = ""  # no server: it runs in this process
     default_model: ClassVar[str] = BUNDLED_NAME
-    streams: ClassVar[bool] = True
-    can_stream_sse: ClassVar[bool] = False
-    can_pull_models: ClassVar[bool] = False
     host = "in process"
 
     def __init__(self, model: str | None = None, *, model_dirs: Sequence[str | Path] = (),
@@ -107,6 +103,10 @@ class EmbeddedBackend:
         self.n_ctx = n_ctx
         self.model = model or BUNDLED_NAME
         self.model_path = self._resolve(self.model)
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> EmbeddedBackend:
+        return cls(options.model, model_dirs=options.model_dirs, n_ctx=options.n_ctx)
 
     def __repr__(self) -> str:
         return f"EmbeddedBackend(model={self.model!r})"
@@ -118,10 +118,6 @@ class EmbeddedBackend:
     @classmethod
     def is_demo_model(cls, model: str) -> bool:
         return model in ("", BUNDLED_NAME)  # the 135M model that ships for the demo
-
-    @classmethod
-    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
-        return model if model in models else None
 
     def list_models(self) -> list[str]:
         """The bundled model's name, then every .gguf file in the configured folders."""

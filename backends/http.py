@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import http.cookiejar
 import json
 import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
@@ -125,33 +126,132 @@ def address(url: str) -> Address:
                    parsed.port or (443 if scheme == "https" else 80), parsed.auth)
 
 
-_on_connect = threading.local()
+# Connections kept open per server: as many as a Batch runs at once (its highest concurrency,
+# studio.runs.batch.MAX_CONCURRENCY); more may be open at once, and are closed after use.
+POOL_SIZE = 64
+SERVERS_KEPT = 16  # servers whose idle connections are kept (the least recently used go)
+
+# The Abort of the request this thread is sending (None: it has none).
+_sending = threading.local()
 
 
-def _report_socket(sock: socket.socket | None) -> None:
-    callback = getattr(_on_connect, "callback", None)
-    if callback is not None and sock is not None:
-        callback(sock)
+class _Connection(Protocol):
+    """A request's connection as Abort holds it: its socket (None once closed)."""
+
+    @property
+    def sock(self) -> socket.socket | None: ...
+
+
+@dataclass(frozen=True)
+class _Socket:
+    """A socket another client's connection gave (``Abort.attach``)."""
+
+    sock: socket.socket | None
+
+
+class Abort:
+    """Shuts the socket of one request, from any thread, at any point of its life.
+
+    The connection comes from a pool and goes back to it once its answer has been read: from
+    then on it may carry another request, so the Abort lets go of it (``_release``) and a
+    later call shuts nothing. Until then the socket is this request's alone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._connection: _Connection | None = None
+        self._aborted = False
+
+    def _attach(self, connection: _Connection) -> None:
+        with self._lock:
+            self._connection = connection
+            if self._aborted:
+                _shutdown(connection.sock)
+
+    def _release(self, connection: _Connection) -> None:
+        with self._lock:
+            if self._connection is connection:
+                self._connection = None
+
+    def attach(self, sock: socket.socket) -> None:
+        """The socket of this request sent by another client (the openai SDK's, on vLLM's
+        Path A), which keeps its own pool: shut at once if already aborted."""
+        self._attach(_Socket(sock))
+
+    def release(self) -> None:
+        """This request's answer is in: its connection may carry another request from now
+        on, so a later call shuts nothing (requests' pool says so itself, on its return)."""
+        with self._lock:
+            self._connection = None
+
+    def __call__(self) -> None:
+        with self._lock:  # held while shutting: the connection cannot go back to the pool
+            self._aborted = True
+            if self._connection is not None:
+                _shutdown(self._connection.sock)
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    # shutdown (not close) wakes a thread blocked in recv() and sends FIN to the server.
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def _claim(connection: urllib3.connection.HTTPConnection) -> None:
+    """The request this thread sends now owns ``connection`` (a new one or one reused)."""
+    owner: Abort | None = getattr(_sending, "abort", None)
+    previous: Abort | None = getattr(connection, "owner", None)
+    if previous is not None and previous is not owner:
+        previous._release(connection)
+    connection.owner = owner  # type: ignore[attr-defined]
+    if owner is not None:
+        owner._attach(connection)
+
+
+def _disown(connection: urllib3.connection.HTTPConnection | None) -> None:
+    """``connection`` goes back to the pool: no request's Abort may shut it any more."""
+    owner: Abort | None = getattr(connection, "owner", None)
+    if connection is not None and owner is not None:
+        connection.owner = None  # type: ignore[attr-defined]
+        owner._release(connection)
 
 
 class _TrackedHTTPConnection(urllib3.connection.HTTPConnection):
     def connect(self) -> None:
         super().connect()
-        _report_socket(self.sock)
+        _claim(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:  # reused from the pool (a new one claims on connect)
+            _claim(self)
+        super().request(*args, **kwargs)
 
 
 class _TrackedHTTPSConnection(urllib3.connection.HTTPSConnection):
     def connect(self) -> None:
         super().connect()
-        _report_socket(self.sock)
+        _claim(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            _claim(self)
+        super().request(*args, **kwargs)
 
 
 class _TrackedHTTPPool(HTTPConnectionPool):
     ConnectionCls = _TrackedHTTPConnection
 
+    def _put_conn(self, conn: Any) -> None:
+        _disown(conn)
+        super()._put_conn(conn)
+
 
 class _TrackedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _TrackedHTTPSConnection
+
+    def _put_conn(self, conn: Any) -> None:
+        _disown(conn)
+        super()._put_conn(conn)
 
 
 class _TrackedAdapter(HTTPAdapter):
@@ -163,38 +263,22 @@ class _TrackedAdapter(HTTPAdapter):
         }
 
 
-class Abort:
-    """Shuts the socket of one request, from any thread, at any point of its life."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._socket: socket.socket | None = None
-        self._aborted = False
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._socket = sock
-            aborted = self._aborted
-        if aborted:
-            _shutdown(sock)
-
-    def __call__(self) -> None:
-        with self._lock:
-            self._aborted = True
-            sock = self._socket
-        if sock is not None:
-            _shutdown(sock)
-
-    def release(self) -> None:
-        """The request is over: its connection may serve others, so forget its socket."""
-        with self._lock:
-            self._socket = None
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.trust_env = False  # local servers: a corporate HTTP(S)_PROXY must not intercept
+    # Shared by every user of the app: a cookie one server set must not go out with the
+    # next request (each request stands alone, as when each had its own session).
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    adapter = _TrackedAdapter(pool_connections=SERVERS_KEPT, pool_maxsize=POOL_SIZE,
+                              max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
-def _shutdown(sock: socket.socket) -> None:
-    # shutdown (not close) wakes a thread blocked in recv() and sends FIN to the server.
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
+# One session for the process: a pool of keep-alive connections per server, shared by every
+# backend object and thread (probes, runs, batch rows), so a request reuses an idle one.
+_SESSION = _new_session()
 
 
 def request(
@@ -210,19 +294,15 @@ def request(
     stream: bool = False,
     abort: Abort | None = None,
 ) -> requests.Response:
-    """Send one request; transport failures become ``BackendConnectionError`` naming the host."""
-    session = requests.Session()
-    session.trust_env = False  # local servers: a corporate HTTP(S)_PROXY must not intercept
-    if abort is not None:
-        adapter = _TrackedAdapter(max_retries=0)
-        session.mount("http://", adapter)
-        session.mount("https://", adapter)
-        _on_connect.callback = abort.attach
+    """Send one request on a pooled connection; transport failures become
+    ``BackendConnectionError`` naming the host. A streamed response's connection goes back to
+    the pool once its body is read to the end; closed before, it is closed."""
+    _sending.abort = abort
     try:
         # No redirects: an LLM server never needs one, and following it would let a server
         # send us to a host nobody chose (on a shared app: into the internal network).
-        response = session.request(method, url, json=json_body, headers=headers,
-                                   stream=stream, timeout=timeout, allow_redirects=False)
+        response = _SESSION.request(method, url, json=json_body, headers=headers,
+                                    stream=stream, timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
         raise connect_timeout_error(backend, host, timeout[0], unreachable_hint) from exc
     except requests.exceptions.ReadTimeout as exc:
@@ -234,9 +314,7 @@ def request(
         raise BackendConnectionError(f"Request to {backend} at {host} failed: {detail}",
                                      hint=unreachable_hint, backend=backend, host=host) from exc
     finally:
-        _on_connect.callback = None
-        if not stream:
-            session.close()
+        _sending.abort = None
     if is_redirect(response.status_code):
         response.close()
         raise redirect_error(response.status_code, backend=backend, host=host)

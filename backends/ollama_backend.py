@@ -4,7 +4,9 @@ Every chat sends ``options.num_ctx``: Ollama's default window (2048 tokens up to
 after) is smaller than the PV prompt plus its answer, and a prompt over the window is cut from
 the front without a word (HTTP 200; ollama/ollama#3839). The window is sized from an estimate
 of the prompt, capped at the model's trained length (``/api/show``), and reuses the window the
-model is loaded with when that is big enough (``/api/ps``), since a new ``num_ctx`` reloads it.
+model is loaded with when that is big enough (``/api/ps``), since a new ``num_ctx`` reloads it
+(``choose_window``). The only tell of a cut prompt is the final chunk's ``prompt_eval_count``,
+read after the run (``prompt_was_cut``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,16 @@ from typing import Any, ClassVar
 import requests
 
 from . import http
-from .base import THINK_LEVELS, THINK_OFF, THINK_ON, ModelState, chat_messages
-from .context import ESTIMATOR, ContextFit, choose_window, prompt_was_cut, sized_prompt
+from .base import (
+    THINK_LEVELS,
+    THINK_OFF,
+    THINK_ON,
+    Backend,
+    BackendOptions,
+    ModelState,
+    chat_messages,
+)
+from .context import ESTIMATOR, WINDOW_SIZES, ContextFit, round_window, sized_prompt
 from .errors import (
     BackendConnectionError,
     BackendStatusError,
@@ -49,6 +59,47 @@ LEVELS_FOR_ALL = (0, 17, 7)
 CONTEXT_HINT = ("Shorten the prompt (it alone is over the window: lower max tokens cannot "
                 "help), or pick a model with a longer window (backends.ollama.num_ctx in "
                 "config.yaml sets the window the app asks for).")
+
+
+# Windows the app asks Ollama for. Few and stable, because changing ``num_ctx`` between
+# requests reloads the model (seconds to minutes): runs of similar size share one window.
+STABLE_WINDOWS = WINDOW_SIZES
+NUM_KEEP = 4  # tokens Ollama keeps at the front of a cut prompt (api.DefaultOptions)
+
+
+def choose_window(needed: int, *, model_limit: int | None = None,
+                  loaded: int | None = None) -> int:
+    """The window to ask for: the one the model is loaded with if it is big enough (no
+    reload), else the smallest stable size that holds ``needed``; never above the model's
+    trained length (Ollama caps it there anyway)."""
+    if loaded is not None and loaded >= needed:
+        return min(loaded, model_limit) if model_limit else loaded
+    return round_window(needed, model_limit)
+
+
+def prompt_was_cut(reported: int | None, expected: int, window: int | None) -> bool:
+    """Whether the server's prompt token count shows that it cut the prompt.
+
+    ``expected`` is the calibrated estimate. A cut prompt fills the window (Ollama up to
+    0.2x keeps ``num_ctx`` tokens), or about half of it (0.30+ with context shift keeps
+    ``num_ctx - (num_ctx - num_keep) / 2``, ollama#17427), or is far below the prompt's size
+    for any other reason. A count near the estimate is never a cut: estimates are within
+    ~20% once calibrated, and the default ratio is near the models' own.
+    """
+    if reported is None or reported <= 0:
+        return False  # no count (some versions omit it for a cached prompt): no evidence
+    if window is not None and reported >= window - 8:
+        return True  # the prompt filled the window: cut, or no room left for an answer
+    if reported < expected * 0.5:
+        return True
+    if window is not None and expected > window and reported < expected * 0.92:
+        # A prompt over the window whose count came back short: before v0.15.5 Ollama drops
+        # whole messages first, the system prompt among them (server/prompt.go chatPrompt).
+        return True
+    if window is None or reported >= expected * 0.85:
+        return False
+    half = window - (window - NUM_KEEP) // 2
+    return abs(reported - half) <= 8
 
 
 class _ShowCache:
@@ -81,15 +132,13 @@ class _ShowCache:
 _SHOWN = _ShowCache()
 
 
-class OllamaBackend:
+class OllamaBackend(Backend):
     """Ollama's native chat API. ``stream()`` yields tokens as Ollama flushes them."""
 
     name: ClassVar[str] = "ollama"
     label: ClassVar[str] = "Ollama"
     default_host: ClassVar[str] = DEFAULT_HOST
     default_model: ClassVar[str] = DEFAULT_MODEL
-    streams: ClassVar[bool] = True
-    can_stream_sse: ClassVar[bool] = False
     can_pull_models: ClassVar[bool] = True
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL, *,
@@ -105,16 +154,18 @@ class OllamaBackend:
         self.keep_alive = keep_alive
         self.num_ctx = num_ctx  # None: sized per run (backends.ollama.num_ctx: auto)
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> OllamaBackend:
+        return cls(options.host, options.model, connect_timeout=options.connect_timeout,
+                   read_timeout=options.read_timeout, num_ctx=options.num_ctx,
+                   keep_alive=options.keep_alive)
+
     def __repr__(self) -> str:
         return f"OllamaBackend(host={self.host!r}, model={self.model!r})"
 
     @classmethod
     def missing_model_hint(cls, model: str) -> str:
         return f"Pull it first: `ollama pull {model}`"
-
-    @classmethod
-    def is_demo_model(cls, model: str) -> bool:
-        return False
 
     @classmethod
     def find_model(cls, model: str, models: Sequence[str]) -> str | None:

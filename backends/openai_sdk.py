@@ -30,6 +30,10 @@ except ImportError:  # exercised by a test that hides the module
 else:
     available = True
 
+# backends.vllm.client in config.yaml: how vLLM's chat completions are sent.
+CLIENT_OPENAI, CLIENT_REQUESTS = "openai", "requests"
+CLIENTS = (CLIENT_OPENAI, CLIENT_REQUESTS)
+
 _sending = threading.local()  # .hangup: the Abort of the request this thread is sending
 _clients: dict[tuple[str, str, http.Timeout], Any] = {}
 _clients_lock = threading.Lock()

@@ -4,9 +4,15 @@ Small models at low temperature can fall into a loop ("- Monthly load: 2.24 kW/m
 times) that runs until the token limit. A run whose tail repeats is stopped early, its text
 kept, and reported with stop reason ``repetition``. The check looks only at the tail, so it is
 cheap enough to run as the text grows.
+
+It is policy, not transport: the runner (``studio.runs.runner``) applies it once to every
+backend's answer, a stream (``guard_stream``) or one piece (``mark_looping``).
 """
 
 from __future__ import annotations
+
+from .status import Status
+from .stream import GenerationStats, TokenStream
 
 MIN_REPEATS = 4  # the same unit four times running
 MIN_INLINE_SPAN = 200  # a unit inside one line must fill this many characters to count
@@ -84,3 +90,15 @@ class RepetitionGuard:
             return False
         self._unchecked = 0
         return repeating_unit(self._tail[-TAIL:]) is not None
+
+
+def guard_stream(stream: TokenStream) -> TokenStream:
+    """``stream``, ended once its answer's tail loops: after that fragment the server is told
+    to stop (as on a close), the text is kept, and the done reason is ``repetition``."""
+    return stream.stop_when(RepetitionGuard().feed, Status.REPETITION)
+
+
+def mark_looping(text: str, stats: GenerationStats) -> None:
+    """A whole answer (one piece) that looped to its end: its done reason is ``repetition``."""
+    if repeating_unit(text) is not None:
+        stats.done_reason = Status.REPETITION

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import BackendError
-from .repetition import RepetitionGuard
 from .status import Status
 from .thinking import Thinking, ThinkSplitter
 
@@ -134,9 +133,8 @@ class TokenStream:
     backend's abort action (for HTTP backends: shut the socket, which stops generation on the
     server). The text received so far stays in ``text``.
 
-    Every backend's stream passes through here, so the repetition guard lives here too: when
-    the answer's tail loops, the stream ends after that fragment (the server is told to stop,
-    as on a close) with stop reason ``repetition``, and the text is kept.
+    A caller may end it early (``stop_when``): the runner's repetition guard does, when the
+    answer's tail loops. The stream carries that out; it judges no text itself.
 
     Thinking never comes out of the iteration: a backend yields it as ``Thinking`` fragments,
     inline ``<think>`` tags are taken out of the content here, and it grows ``thinking``
@@ -152,8 +150,8 @@ class TokenStream:
         self._input_over = False
         self._abort = abort
         self._cancelled = threading.Event()
-        self._guard = RepetitionGuard()
-        self._looping = False
+        self._checks: list[tuple[Callable[[str], bool], Status]] = []
+        self._ending: Status | None = None  # the stop reason a check asked to end with
         self._started = time.perf_counter()
         self._iterator = fragments(self)
 
@@ -178,11 +176,18 @@ class TokenStream:
     def __iter__(self) -> Iterator[str]:
         return self
 
+    def stop_when(self, check: Callable[[str], bool], reason: Status) -> TokenStream:
+        """End the stream after the answer fragment for which ``check`` (fed every answer
+        fragment, in order) says True: the server is told to stop, as on a close, the text
+        is kept, and ``reason`` is the done reason. Returns the stream."""
+        self._checks.append((check, reason))
+        return self
+
     def __next__(self) -> str:
         while True:
-            if self._looping:
+            if self._ending is not None:
                 self._end_generation()
-                self._finish(Status.REPETITION)
+                self._finish(self._ending)
                 raise StopIteration
             if self._input_over:
                 self._finish(Status.CANCELLED if self.cancelled else None)
@@ -209,7 +214,9 @@ class TokenStream:
                 self.stats.time_to_first_token_s = time.perf_counter() - self._started
             self._parts.append(answer)
             self.stats.fragments += 1
-            self._looping = self._guard.feed(answer)
+            for check, reason in self._checks:
+                if check(answer) and self._ending is None:
+                    self._ending = reason
             return answer
 
     def _take(self, parts: list[str]) -> str:
@@ -249,7 +256,8 @@ class TokenStream:
         return Answer(self.text.strip(), self.stats, self.thinking.strip())
 
     def _finish(self, outcome: Status | None) -> None:
-        """Record the end once: ``outcome`` is cancelled/error, or None for a normal end."""
+        """Record the end once: ``outcome`` is cancelled/error or a check's reason, or None
+        for a normal end."""
         if self.stats.total_time_s is None:
             self.stats.total_time_s = time.perf_counter() - self._started
         if outcome is not None:

@@ -18,13 +18,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from . import http, openai_sdk
-from .base import THINK_OFF, THINK_ON, ModelState, chat_messages
+from .base import THINK_OFF, THINK_ON, Backend, BackendOptions, ModelState, chat_messages
 from .completion import read_completion, reasoning, reasoning_tokens
 from .context import ESTIMATOR, ContextFit
 from .errors import (
@@ -36,15 +36,11 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
-from .repetition import repeating_unit
+from .openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS
 from .sampling import DEFAULT_SAMPLING, Sampling
-from .status import Status
 from .stream import Answer, GenerationStats, TokenStream
 from .thinking import Thinking
 
-# backends.vllm.client in config.yaml: how chat completions are sent.
-CLIENT_OPENAI, CLIENT_REQUESTS = "openai", "requests"
-CLIENTS = (CLIENT_OPENAI, CLIENT_REQUESTS)
 SDK_MISSING = "openai SDK not installed: plain requests used"
 
 DEFAULT_HOST = "http://localhost:8000"
@@ -101,7 +97,7 @@ def context_hint(message: str) -> str:
     return f"Shorten the prompt or lower max tokens, or {fix}."
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` (config's ``client: openai``)
     picks Path A when the SDK is installed, Path B otherwise; False (``client: requests``)
     Path B."""
@@ -112,7 +108,6 @@ class VLLMBackend:
     default_model: ClassVar[str] = DEFAULT_MODEL
     streams: ClassVar[bool] = False  # one piece, as in production, unless stream(sse=True)
     can_stream_sse: ClassVar[bool] = True
-    can_pull_models: ClassVar[bool] = False
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
                  api_key: str | None = None, *, connect_timeout: float = http.CONNECT_TIMEOUT_S,
@@ -139,6 +134,12 @@ class VLLMBackend:
         if self.client_note:
             _say_the_sdk_is_missing()
 
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> VLLMBackend:
+        return cls(options.host, options.model, options.api_key,
+                   connect_timeout=options.connect_timeout, read_timeout=options.read_timeout,
+                   use_openai_sdk=None if options.vllm_client == CLIENT_OPENAI else False)
+
     def __repr__(self) -> str:
         path = CLIENT_OPENAI if self.uses_openai_sdk else CLIENT_REQUESTS
         return f"VLLMBackend(host={self.host!r}, model={self.model!r}, path={path!r})"
@@ -152,14 +153,6 @@ class VLLMBackend:
     @classmethod
     def missing_model_hint(cls, model: str) -> str:
         return "Pick one of the served models (vLLM serves the model it was started with)."
-
-    @classmethod
-    def is_demo_model(cls, model: str) -> bool:
-        return False
-
-    @classmethod
-    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
-        return model if model in models else None
 
     def list_models(self) -> list[str]:
         """Ids of the models the server serves (``GET /v1/models``)."""
@@ -495,6 +488,4 @@ def _answer_from_body(body: Any, elapsed: float) -> Answer:
     if completion.thinking:
         stats.time_to_first_thinking_s = elapsed
         stats.thinking_chars = len(completion.thinking)
-    if repeating_unit(completion.text) is not None:  # a one-piece answer that looped to its end
-        stats.done_reason = Status.REPETITION
     return Answer(completion.text, stats, completion.thinking)

@@ -12,7 +12,7 @@ import time
 
 from playwright.sync_api import Page
 
-from backends.vllm_backend import CLIENT_OPENAI, CLIENT_REQUESTS, CLIENTS
+from backends.openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS, CLIENTS
 from bench.browser import chromium, new_page, open_page, settle, wait_until
 from bench.common import Figure, Result, at_most, median
 from tests.servers.ollama import FakeOllama, Script

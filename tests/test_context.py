@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from backends.context import (
-    STABLE_WINDOWS,
-    ContextFit,
-    TokenEstimator,
-    choose_window,
-    prompt_was_cut,
-)
+from backends.context import ContextFit, TokenEstimator
+from backends.ollama_backend import STABLE_WINDOWS, choose_window, prompt_was_cut
 from studio.runs.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, run_notes
 from studio.runs.window import (
     check_fit,

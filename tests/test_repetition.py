@@ -1,15 +1,23 @@
-"""The repetition guard (every backend's stream stops when the answer loops) and the repeat
-penalty each backend sends."""
+"""The repetition guard (the runner stops every backend's stream when the answer loops, and
+marks a one-piece answer that looped) and the repeat penalty each backend sends."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backends.embedded_backend import EmbeddedBackend
 from backends.ollama_backend import OllamaBackend
-from backends.repetition import MIN_REPEATS, TAIL, RepetitionGuard, repeating_unit
+from backends.repetition import (
+    MIN_REPEATS,
+    TAIL,
+    RepetitionGuard,
+    guard_stream,
+    mark_looping,
+    repeating_unit,
+)
 from backends.sampling import Sampling
 from backends.status import Status
 from backends.vllm_backend import VLLMBackend
@@ -52,12 +60,12 @@ def test_ordinary_answers_are_not_loops(text: str) -> None:
     assert repeating_unit(text) is None
 
 
-# -- every backend stops a looping stream ---------------------------------------------------
+# -- the guard stops every backend's looping stream ------------------------------------------
 def test_ollama_stream_that_loops_is_stopped_and_the_server_told() -> None:
     tokens = tokenize(LOOPING_ANSWER)
     with FakeOllama(script=Script(tokens=tokens, delay=0.002)) as server:
-        stream = OllamaBackend(server.url, "llama3.1:8b").stream("Size it.",
-                                                                 sampling=Sampling(max_tokens=4096))
+        stream = guard_stream(OllamaBackend(server.url, "llama3.1:8b").stream(
+            "Size it.", sampling=Sampling(max_tokens=4096)))
         text = "".join(stream)
         assert server.client_closed.wait(5)  # the connection was closed: generation stops
     assert stream.stats.done_reason == Status.REPETITION
@@ -68,7 +76,7 @@ def test_ollama_stream_that_loops_is_stopped_and_the_server_told() -> None:
 
 def test_vllm_sse_stream_that_loops_is_stopped() -> None:
     with FakeVLLM(200, {}, tokens=tuple(tokenize(LOOPING_ANSWER)), token_delay=0.002) as server:
-        stream = VLLMBackend(server.url, "smollm2").stream("Size it.", sse=True)
+        stream = guard_stream(VLLMBackend(server.url, "smollm2").stream("Size it.", sse=True))
         text = "".join(stream)
     assert stream.stats.done_reason == Status.REPETITION
     assert text.count(LOOP_LINE) == MIN_REPEATS
@@ -80,11 +88,52 @@ def test_vllm_one_piece_answer_that_looped_says_so(sdk: bool) -> None:
     with FakeVLLM(200, body) as server:
         backend = VLLMBackend(server.url, "smollm2", use_openai_sdk=sdk)
         answer = backend.generate("Size it.")
-        stream = backend.stream("Size it.")
+        mark_looping(answer, answer.stats)
+        stream = guard_stream(backend.stream("Size it."))
         (piece,) = list(stream)
     assert answer == LOOPING_ANSWER.strip()  # one piece: the whole text is kept
     assert answer.stats.done_reason == Status.REPETITION
     assert piece == LOOPING_ANSWER.strip() and stream.stats.done_reason == Status.REPETITION
+
+
+def test_a_backends_stream_judges_no_text_itself() -> None:
+    """The guard is the runner's policy: the transport hands over what the server sent."""
+    with FakeOllama(script=Script(tokens=tokenize(LOOPING_ANSWER))) as server:
+        stream = OllamaBackend(server.url, "llama3.1:8b").stream(
+            "Size it.", sampling=Sampling(max_tokens=4096))
+        text = "".join(stream)
+    assert text == LOOPING_ANSWER and stream.stats.done_reason == "stop"
+
+
+class _OnePieceOnly:
+    """A backend with only the seed's ``generate()``: it answers whole."""
+
+    name, model = "one-piece", "m"
+
+    def generate(self, prompt: str, system: str = "", max_tokens: int = 2048,
+                 temperature: float = 0.2) -> str:
+        return LOOPING_ANSWER
+
+
+@pytest.mark.parametrize("kind", ["ollama", "vllm-sse", "vllm-one-piece", "generate-only"])
+def test_the_runner_guards_every_backends_answer(kind: str) -> None:
+    body = completion(LOOPING_ANSWER, finish_reason="length", completion_tokens=4096)
+    tokens = tuple(tokenize(LOOPING_ANSWER))
+    with FakeOllama(script=Script(tokens=list(tokens))) as ollama, \
+            FakeVLLM(200, body, tokens=tokens) as vllm:
+        backend: Any = {"ollama": OllamaBackend(ollama.url, "llama3.1:8b"),
+                        "vllm-sse": VLLMBackend(vllm.url, "smollm2"),
+                        "vllm-one-piece": VLLMBackend(vllm.url, "smollm2"),
+                        "generate-only": _OnePieceOnly()}[kind]
+        server = ollama.url if kind == "ollama" else vllm.url
+        request = RunRequest(backend=kind.partition("-")[0], host=server, model=backend.model,
+                             system="", prompt="Size it.", sse=kind == "vllm-sse")
+        run = Run(backend, request).start()
+        assert run.wait(10)
+    assert run.status == Status.REPETITION and run.stats.done_reason == Status.REPETITION
+    assert run.text.startswith("## RECOMMENDATION")
+    whole = kind in ("vllm-one-piece", "generate-only")  # one piece: all of it is kept
+    assert run.text.count(LOOP_LINE.strip()) == (300 if whole else MIN_REPEATS)
 
 
 def test_a_looping_run_is_recorded_with_stop_reason_repetition(tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import streamlit as st
 
 from backends import backend_class, needs_server
-from backends.base import ModelPuller
 from backends.http import redact
 from studio.records.render import literal
 from studio.runs.connection import BackendStatus, ProbeCache, build
@@ -173,7 +172,7 @@ def _start_pull(settings: Settings, kind: str, host: str, model: str) -> None:
     if current_rules().pull_refusal(user, model, settings.pull_allow):
         return  # the rules changed since the button was drawn
     backend = build(settings, kind, host, model)
-    if isinstance(backend, ModelPuller):
+    if backend.can_pull_models:
         start_pull(backend, redact(host), model, on_success=probes().clear, started_by=user)
 
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Self
 
-from backends.base import Backend, PrefixCacheReporter
+from backends.base import Backend
 from backends.errors import BackendConnectionError, BackendError, BackendStatusError, StreamError
 from backends.http import redact
 from backends.sampling import Sampling
@@ -232,7 +232,7 @@ class Batch(Job):
         self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
         self.started: float | None = None
         self.ended: float | None = None
-        self._cache: PrefixCacheReporter | None = None
+        self._cache: Backend | None = None  # the backend asked for its prefix cache
         self._cache_before: tuple[float, float] | None = None
         self._cache_use: PrefixCacheUse | None = None
         self._cache_read_at = 0.0
@@ -255,9 +255,8 @@ class Batch(Job):
                 if not row.done:
                     row.status, row.error = Status.FAILED, str(exc)
             return
-        if isinstance(backend, PrefixCacheReporter):
-            self._cache = backend
-            self._cache_before = self._cache_counters()
+        self._cache = backend
+        self._cache_before = self._cache_counters()  # None: its server does not count
         todo = [row for row in self.rows if not row.done]
         with ThreadPoolExecutor(max_workers=self.concurrency,
                                 thread_name_prefix="batch-row") as pool:

@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -360,18 +360,13 @@ class Comparison(Job):
             "</table>", wide=True)
 
 
-class _Unavailable:
+class _Unavailable(Backend):
     """Stands in for a backend that could not be built: every call raises why, so the pane
     shows the error like any other run's."""
 
     name: ClassVar[str] = "unavailable"
     label: ClassVar[str] = "unavailable"
-    default_host: ClassVar[str] = ""
     default_model: ClassVar[str] = ""
-    streams: ClassVar[bool] = True
-    can_stream_sse: ClassVar[bool] = False
-    can_pull_models: ClassVar[bool] = False
-    host = ""
 
     def __init__(self, error: BackendError) -> None:
         self.error = error
@@ -391,18 +386,6 @@ class _Unavailable:
 
     def model_state(self) -> ModelState:
         raise self.error
-
-    @classmethod
-    def missing_model_hint(cls, model: str) -> str:
-        return ""
-
-    @classmethod
-    def is_demo_model(cls, model: str) -> bool:
-        return False
-
-    @classmethod
-    def find_model(cls, model: str, models: Sequence[str]) -> str | None:
-        return model if model in models else None
 
 
 def _error_html(run: Run) -> str:

@@ -15,7 +15,7 @@ import math
 import threading
 from collections.abc import Callable
 
-from backends.base import ModelPuller
+from backends.base import Backend
 from backends.errors import BackendError
 from backends.stream import PullProgress, PullStream
 from studio.runs.job import Job
@@ -28,7 +28,7 @@ class Pull(Job):
 
     name = "pull"
 
-    def __init__(self, backend: ModelPuller, model: str,
+    def __init__(self, backend: Backend, model: str,
                  on_success: Callable[[], None] | None = None, started_by: str = "") -> None:
         """``on_success`` runs on the pull's thread once the model is there (to drop cached
         model lists); ``started_by``: the user who asked for it."""
@@ -121,7 +121,7 @@ _pulls: dict[tuple[str, str], Pull] = {}
 _pulls_lock = threading.Lock()
 
 
-def pull(backend: ModelPuller, host: str, model: str,
+def pull(backend: Backend, host: str, model: str,
          on_success: Callable[[], None] | None = None, started_by: str = "") -> Pull:
     """The pull of ``model`` on ``host``: the one going on, or a new one started (by
     ``started_by``)."""

@@ -3,6 +3,8 @@
 Streamlit allows no Streamlit calls from other threads, so the worker only talks to the
 backend; the page polls ``text``/``done`` and repaints. The same ``Run`` serves every page:
 streaming backends fill ``text`` fragment by fragment, one-piece backends (vLLM) all at once.
+Every answer passes the repetition guard here, whichever backend gave it: a looping answer is
+ended (a stream) or marked (one piece) with stop reason ``repetition``.
 
 A page's run (Playground, Compare) has a ``Watcher``: when nobody watches it any more (its
 browser tab closed), it is stopped, so that it gives its slot on a shared server back. A
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from backends.base import DELIVERY_ONE_PIECE, Backend
 from backends.errors import BackendError, BackendStatusError
 from backends.http import redact, scrub
+from backends.repetition import guard_stream, mark_looping
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
 from studio.records.columns import columns_of, json_of, request_columns
@@ -315,6 +318,7 @@ class Run:
             if stream is not None:
                 self._stream = stream(request.prompt, request.system, request.sampling,
                                       sse=request.sse)
+                guard_stream(self._stream)  # on every backend's stream: a looping answer ends
                 if self._stop.is_set():
                     self._stream.close()
                 received = 0
@@ -331,6 +335,7 @@ class Run:
                     self._text = str(answer)
                     self._thinking = str(getattr(answer, "thinking", ""))
                     self._stats = getattr(answer, "stats", GenerationStats())
+                    mark_looping(self._text, self._stats)
                     self.timeline.append((time.monotonic() - self._started, len(self._text)))
         except BackendError as exc:
             if self._stop.is_set():

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.base import Backend
-from backends.context import ContextFit, choose_window
+from backends.context import ContextFit, round_window
 from backends.errors import BackendError
 from studio.runs.request import RunParams, RunRequest
 
@@ -100,7 +100,7 @@ def _window_words(fit: ContextFit, model: str) -> tuple[str, str]:
             window += " (the most it was trained for)"
         return window, "A model with a longer window would fit it."
     window = f"the {fit.window:,}-token window set by {fit.limit_by}"
-    size = choose_window(fit.needed, model_limit=fit.model_limit)
+    size = round_window(fit.needed, fit.model_limit)
     if size < fit.needed or not fit.raise_limit:  # more than the model was trained for
         return window, "A model with a longer window would fit it."
     fix = fit.raise_limit.format(tokens=size)

@@ -28,13 +28,13 @@ from backends import BACKENDS
 from backends.embedded_backend import DEFAULT_N_CTX
 from backends.errors import InvalidHostError
 from backends.http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, check_host
+from backends.openai_sdk import CLIENT_OPENAI, CLIENTS
 from backends.sampling import (
     DEFAULT_SAMPLING,
     MAX_TOKENS_RANGE,
     TEMPERATURE_RANGE,
     Sampling,
 )
-from backends.vllm_backend import CLIENT_OPENAI, CLIENTS
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG_PATH = REPO_DIR / "config.yaml"

@@ -3,10 +3,11 @@ stopped around a test (``with Server() as server: server.url``)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Self
+from typing import Any, Self
 
 
 def free_port() -> int:
@@ -27,6 +28,21 @@ class LocalServer:
         handler.disable_nagle_algorithm = True
         self._httpd = server_class(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True  # a hung client never blocks the test's end
+        # Every connection accepted: counted (a client that keeps its connections opens
+        # few), and hung up when the server stops, as a process that exits would.
+        self.connections = 0
+        self._accepted: list[socket.socket] = []
+        self._accepted_lock = threading.Lock()
+        accept = self._httpd.get_request
+
+        def counted() -> tuple[socket.socket, Any]:
+            sock, address = accept()
+            with self._accepted_lock:
+                self.connections += 1
+                self._accepted.append(sock)
+            return sock, address
+
+        self._httpd.get_request = counted  # type: ignore[method-assign]
 
     @property
     def port(self) -> int:
@@ -44,6 +60,11 @@ class LocalServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._accepted_lock:
+            accepted, self._accepted = self._accepted, []
+        for sock in accepted:  # kept-alive connections of clients: hung up
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Self:
         return self.start()
