@@ -263,7 +263,6 @@ class VLLMBackend(Backend):
         with self._post_chat(payload, abort, partial_text=lambda: handle.text) as reply:
             if not payload.get("stream"):
                 answer = _answer_from_body(reply.body(), 0.0)
-                abort.release()  # the answer is in: its connection may serve others
                 handle.stats.context_window = self._window_or_none()
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
@@ -273,17 +272,15 @@ class VLLMBackend(Backend):
                     yield Thinking(answer.thinking)
                 yield str(answer)
                 return
-            yield from self._server_sent_events(handle, reply.lines(), abort)
+            yield from self._server_sent_events(handle, reply.lines())
 
-    def _server_sent_events(self, handle: TokenStream, lines: Iterator[bytes],
-                            abort: http.Abort) -> Iterator[str]:
+    def _server_sent_events(self, handle: TokenStream, lines: Iterator[bytes]) -> Iterator[str]:
         """``data: {chunk}`` lines until ``data: [DONE]``; usage comes in a last chunk."""
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # comments, event names, ids
             data = line[5:].strip()
             if data == b"[DONE]":
-                abort.release()  # the answer is whole: its connection may serve others
                 # Asked once the answer is whole: llama-cpp-python's server interrupts a
                 # running generation when another request arrives, and a down host would
                 # cost a second timeout before the chat.
@@ -348,6 +345,8 @@ class VLLMBackend(Backend):
                 response = opened.enter_context(
                     client.chat.completions.with_streaming_response.create(
                         **typed, extra_body=extra or None))
+            if abort is not None:  # before the connection goes back to the SDK's pool
+                opened.callback(abort.release)
             # The SDK's typed ChatCompletion, as the same dict as Path B's body.
             yield _Reply(body=lambda: response.parse().model_dump(),
                          lines=lambda: http.split_lines(response.iter_bytes()))

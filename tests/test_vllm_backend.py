@@ -339,8 +339,8 @@ def test_close_while_a_one_piece_answer_is_awaited_hangs_up_at_once(sdk: bool) -
 
 @pytest.mark.parametrize("sdk", PATHS)
 def test_a_finished_run_leaves_its_connection_to_the_next(sdk: bool) -> None:
-    """An answer that is in forgets its socket: a late Stop cannot shut a connection the
-    client's pool has handed to another request."""
+    """An answer that is in lets go of its socket: a late Stop cannot shut a connection the
+    client's pool keeps for (or has handed to) another request."""
     with FakeVLLM(200, vllm_completion("Paris.")) as server:
         backend = VLLMBackend(server.url, model="smollm2", use_openai_sdk=sdk)
         first = backend.stream(QUESTION)
@@ -350,6 +350,8 @@ def test_a_finished_run_leaves_its_connection_to_the_next(sdk: bool) -> None:
         abort()  # what a Stop clicked too late would run
         assert "".join(backend.stream(QUESTION)) == "Paris."
         assert backend.generate(QUESTION) == "Paris."
+    # One kept-alive connection per pool: requests' (and the SDK's for Path A's chats).
+    assert server.connections == (2 if sdk else 1) and server.hangups == 0
 
 
 def wait_for(condition: Callable[[], bool], within: float) -> bool:
