@@ -7,8 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from studio.process import process
 from studio.records.render import literal
-from studio.runs.capacity import CAPACITY, Limits
+from studio.runs.capacity import Limits
 from studio.settings.config import ConfigError, load_config
 from ui.auth import access, gate, logout_button
 from ui.sidebar import init_session, sidebar
@@ -27,8 +28,8 @@ rules = access(settings)
 user = gate(rules)  # on a shared server nothing else renders before a login
 # Typed hosts only where no login is configured (or config.yaml allows them explicitly).
 settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)
-CAPACITY.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user,
-                          settings.max_queued_per_user))
+process().capacity.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user,
+                                    settings.max_queued_per_user))
 
 init_session(settings)
 st.session_state["_settings"] = settings

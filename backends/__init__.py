@@ -26,6 +26,7 @@ from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from .ollama_backend import OllamaBackend
 from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
+from .shared import shared as _shared
 from .stream import Answer, GenerationStats, TokenStream
 from .vllm_backend import VLLMBackend
 
@@ -46,12 +47,7 @@ BACKENDS: dict[str, type[Backend]] = {
 def forget_server_facts() -> None:
     """Drop what the backends learnt about servers (model info, windows, token ratios): a
     server restarted on the same address may serve other models."""
-    from . import ollama_backend, vllm_backend
-    from .context import ESTIMATOR
-
-    ESTIMATOR.forget()
-    ollama_backend._SHOWN.clear()
-    vllm_backend._WINDOWS.clear()
+    _shared().forget_server_facts()
 
 
 def backend_class(kind: str) -> type[Backend]:

@@ -107,10 +107,6 @@ class TokenEstimator:
             self._seen.clear()
 
 
-# One estimator per process: every run teaches it, whichever page started the run.
-ESTIMATOR = TokenEstimator()
-
-
 def round_window(needed: int, model_limit: int | None = None) -> int:
     """The smallest round size that holds ``needed`` tokens (the largest when none does),
     never above the model's trained length."""

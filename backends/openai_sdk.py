@@ -1,8 +1,8 @@
 """vLLM's Path A: chat completions sent with the openai SDK, which the seed prefers.
 
-One SDK client per server (URL, key and timeouts), kept for the process so its connections
-are reused, built as ``backends.http`` behaves: no retries, no redirects followed, no proxy
-from the environment. Its failures become the same backend errors, in the same words, as
+One SDK client per server (URL, key and timeouts), kept in the backends' ``Shared`` so its
+connections are reused, built as ``backends.http`` behaves: no retries, no redirects followed,
+no proxy from the environment. Its failures become the same backend errors, in the same words, as
 Path B's (``http.request``). A Stop must hang up at once, even while the request still waits
 for the answer's first byte (vLLM sends nothing until a one-piece answer is whole): the
 client's connections report their socket to the request being sent on this thread
@@ -20,6 +20,7 @@ from typing import Any
 
 from . import http
 from .errors import BackendError, BackendStatusError
+from .shared import shared
 
 try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
     import httpcore2
@@ -35,8 +36,6 @@ CLIENT_OPENAI, CLIENT_REQUESTS = "openai", "requests"
 CLIENTS = (CLIENT_OPENAI, CLIENT_REQUESTS)
 
 _sending = threading.local()  # .hangup: the Abort of the request this thread is sending
-_clients: dict[tuple[str, str, http.Timeout], Any] = {}
-_clients_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -50,13 +49,10 @@ def hangup_on(abort: http.Abort | None) -> Iterator[None]:
 
 
 def client(base_url: str, api_key: str | None, timeout: http.Timeout) -> Any:
-    """The process's SDK client for this server (``openai.OpenAI``), made on first use."""
-    key = (base_url, api_key or "", timeout)
-    with _clients_lock:
-        found = _clients.get(key)
-        if found is None:
-            found = _clients[key] = _new_client(base_url, api_key, timeout)
-        return found
+    """The process's SDK client for this server (``openai.OpenAI``), made on first use and
+    kept in the backends' ``Shared``."""
+    return shared().openai_client((base_url, api_key or "", timeout),
+                                  lambda: _new_client(base_url, api_key, timeout))
 
 
 def _new_client(base_url: str, api_key: str | None, timeout: http.Timeout) -> Any:

@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 from . import http, openai_sdk
 from .base import THINK_OFF, THINK_ON, Backend, BackendOptions, ModelState, chat_messages
 from .completion import read_completion, reasoning, reasoning_tokens
-from .context import ESTIMATOR, ContextFit
+from .context import ContextFit
 from .errors import (
     AuthenticationError,
     BackendConnectionError,
@@ -38,6 +38,7 @@ from .errors import (
 )
 from .openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS
 from .sampling import DEFAULT_SAMPLING, Sampling
+from .shared import shared
 from .stream import Answer, GenerationStats, TokenStream
 from .thinking import Thinking
 
@@ -45,11 +46,7 @@ SDK_MISSING = "openai SDK not installed: plain requests used"
 
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
-WINDOW_TTL_S = 60.0
 
-_WINDOWS: dict[tuple[str, str], tuple[float, int | None]] = {}  # (url, model) -> window
-_KEY_WINS_SAID: set[str] = set()
-_SDK_MISSING_SAID: list[bool] = []
 log = logging.getLogger(__name__)
 
 
@@ -168,14 +165,11 @@ class VLLMBackend(Backend):
 
     def max_model_len(self) -> int | None:
         """The model's window (``--max-model-len``), from ``/v1/models``; cached a minute."""
-        key = (self._base_url, self.model)
-        cached = _WINDOWS.get(key)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        value = self.served().get(self.model, {}).get("max_model_len")
-        window = value if isinstance(value, int) else None
-        _WINDOWS[key] = (time.monotonic() + WINDOW_TTL_S, window)
-        return window
+        def ask() -> int | None:
+            value = self.served().get(self.model, {}).get("max_model_len")
+            return value if isinstance(value, int) else None
+
+        return shared().vllm_windows.remember((self._base_url, self.model), ask)
 
     def _window_or_none(self) -> int | None:
         """For the statistics: the window, or None when the server cannot say."""
@@ -204,8 +198,8 @@ class VLLMBackend(Backend):
         # A server without /tokenize (an OpenAI-compatible server that is not vLLM): estimate.
         window = self.max_model_len()
         texts = [message["content"] for message in messages]
-        return _server_fit(ESTIMATOR.estimate(self.host, self.model, texts), False, max_tokens,
-                           window)
+        estimate = shared().estimator.estimate(self.host, self.model, texts)
+        return _server_fit(estimate, False, max_tokens, window)
 
     def model_state(self) -> ModelState:
         """vLLM serves the model it was started with: always loaded; window from /v1/models."""
@@ -420,16 +414,18 @@ _SDK_ARGUMENTS = ("model", "messages", "max_tokens", "temperature", "stream", "s
 
 def _say_the_sdk_is_missing() -> None:
     """Logged once: config.yaml asks for the openai SDK, and it is not installed."""
-    if not _SDK_MISSING_SAID:
-        _SDK_MISSING_SAID.append(True)
+    state = shared()
+    if not state.sdk_missing_said:
+        state.sdk_missing_said = True
         log.warning("backends.vllm.client is openai, but the openai package is not installed: "
                     "vLLM's chat completions go through plain requests (Path B).")
 
 
 def _say_the_key_wins(host: str) -> None:
     """Logged once per host: its user:password is not sent, the API key is."""
-    if host not in _KEY_WINS_SAID:
-        _KEY_WINS_SAID.add(host)
+    said = shared().key_wins_said
+    if host not in said:
+        said.add(host)
         log.warning("vLLM at %s: the API key is sent (Authorization: Bearer) and the host's "
                     "user:password is not: both would use the Authorization header.", host)
 

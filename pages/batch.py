@@ -11,6 +11,7 @@ import streamlit as st
 
 from backends.errors import BackendError
 from backends.status import Status
+from studio.process import process
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS, Location
 from studio.pv.locations_csv import parse_locations_csv
@@ -34,7 +35,6 @@ from studio.runs.batch import (
     earlier_rows,
     earlier_state,
     launch,
-    live_batch,
 )
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
@@ -260,10 +260,11 @@ def lower_max_tokens(max_tokens: int) -> None:
 
 def begin(store: RunStore | None, spec: BatchSpec, group_id: int | None = None) -> None:
     """Start (or resume) a batch for this session; say so when a live worker has it."""
-    config = settings()
+    config, shared = settings(), process()
     try:
         st.session_state.batch = launch(
-            spec, store=store, group_id=group_id, user=viewer().user,
+            spec, store=store, group_id=group_id, user=viewer().user, live=shared.batches,
+            capacity=shared.capacity, probes=shared.probes,
             # Built here: the batch's threads make no Streamlit calls.
             build=lambda: build(config, spec.backend, spec.host, spec.model))
     except BatchRunning as exc:
@@ -290,7 +291,7 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
     states = {earlier.group.id: earlier_state(earlier) for earlier in summaries}
     for busy in (earlier for earlier in summaries
                  if states[earlier.group.id] == Status.RUNNING):
-        live = live_batch(busy.group.id)
+        live = process().batches.get(busy.group.id)
         line, action = st.columns([5, 1])
         line.info(f"Running: {literal(describe(busy))}" + ("" if live else
                   " (in another app process: watch or stop it there)"), icon="⏳")

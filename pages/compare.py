@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from backends import BACKENDS, BackendError, backend_class
+from studio.process import process
 from studio.records.render import literal
 from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.runs.connection import build
@@ -147,7 +148,7 @@ def lower_max_tokens(max_tokens: int) -> None:
 def start(config: Settings, panes: list[RunParams], prompts: Prompts,
           repeats: int) -> Comparison:
     store = history()
-    user, watching = viewer().user, watcher()
+    user, watching, shared = viewer().user, watcher(), process()
     group = store.create_group("compare", preset=prompts.preset, user=user) \
         if store is not None else None
     return Comparison(
@@ -156,6 +157,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
         if store else None,
+        capacity=shared.capacity, probes=shared.probes,
     ).start()
 
 

@@ -6,6 +6,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.errors import BackendError
+from studio.process import process
 from studio.pv.grounding import check_run
 from studio.records.render import literal
 from studio.runs.connection import build
@@ -78,7 +79,8 @@ def start(request: RunRequest, notice: DeltaGenerator, check: bool) -> Run | Non
         # Drawn again from the top: the prompt editor, above, then shows the size the check
         # counted, the same number as the warning.
         st.rerun()
-    return Run(backend, request, recording(PAGE)).start()
+    shared = process()
+    return Run(backend, request, recording(PAGE), shared.capacity, shared.probes).start()
 
 
 def lower_max_tokens(max_tokens: int) -> None:

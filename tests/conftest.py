@@ -1,27 +1,32 @@
-"""Shared fixtures: wire-faithful test servers and ready-made backends."""
+"""Shared fixtures and helpers: a fresh process object for every test, wire-faithful test
+servers and ready-made backends, ``wait_until``, and the one way to start the app under
+AppTest (``start_app``, ``open_app``, ``batch_page``, ``history_page``)."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from streamlit.testing.v1 import AppTest
 
-from backends import forget_server_facts
 from backends.ollama_backend import OllamaBackend
-from studio.runs.capacity import CAPACITY, Limits
+from studio.process import Process, fresh_process
 from tests.servers.ollama import FakeOllama, Script
 
 
 @pytest.fixture(autouse=True)
-def fresh_server_facts() -> Iterator[None]:
-    """Each test starts with nothing learnt about servers: a later test's server may get an
-    earlier one's port, with other models and windows. The app's fair-capacity caps are
-    process-wide too: an AppTest's config.yaml must not cap the next test's runs."""
-    forget_server_facts()
-    yield
-    forget_server_facts()
-    CAPACITY.configure(Limits())
+def app_process() -> Iterator[Process]:
+    """Each test starts from a fresh process object (studio.process): nothing learnt about
+    servers (a later test's server may get an earlier one's port, with other models and
+    windows), no capacity caps from an AppTest's config.yaml, no pulls, batches or logins."""
+    made = fresh_process()
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -48,3 +53,78 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- waiting ---------------------------------------------------------------------------------
+def wait_until(condition: Callable[[], object], timeout: float = 10.0,
+               poll_s: float = 0.005) -> bool:
+    """Whether ``condition()`` comes true within ``timeout`` seconds (asked every ``poll_s``,
+    and once more at the deadline)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(poll_s)
+    return bool(condition())
+
+
+# -- the app under AppTest -------------------------------------------------------------------
+ENTRY = str(Path(__file__).parent / "app" / "entry.py")  # app.py, run as the browser runs it
+PAGES = Path(__file__).resolve().parents[1] / "pages"
+
+
+def use_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+               config: str | Mapping[str, Any]) -> Path:
+    """``config`` (YAML text or a mapping) as the app's config.yaml, in ``tmp_path``; its
+    history in ``tmp_path`` too unless it names one (never the real one)."""
+    data = (yaml.safe_load(config) or {}) if isinstance(config, str) else dict(config)
+    if isinstance(data, dict):
+        data.setdefault("app", {}).setdefault("history_db", str(tmp_path / "history.sqlite3"))
+        text = yaml.safe_dump(data)
+    else:  # not a mapping: written as it is (a test of a broken config.yaml)
+        text = str(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
+    return path
+
+
+def open_app(page: str = "", secrets: Mapping[str, Any] | None = None) -> AppTest:
+    """A new browser session (AppTest) of the real app with the config.yaml in
+    PV_STUDIO_CONFIG (``use_config``), run once without an exception, then on ``page`` (a
+    file of pages/) when given. ``secrets``: Streamlit's secrets.toml for it."""
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    for key, value in (secrets or {}).items():
+        at.secrets[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    return switch_to(at, page) if page else at
+
+
+def switch_to(at: AppTest, page: str) -> AppTest:
+    """The session moved to ``page`` (a file of pages/), drawn without an exception."""
+    at.switch_page(str(PAGES / page)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, host: str,
+              model: str, page: str = "") -> AppTest:
+    """The app on ``backend`` at ``host`` with ``model`` (no embedded fallback, a history
+    in ``tmp_path``), run once, on ``page`` (a file of pages/) when given."""
+    use_config(tmp_path, monkeypatch, {
+        "llm": {"backend": backend, "host": host, "model": model},
+        "app": {"fallback_to_embedded": False}})
+    return open_app(page)
+
+
+def batch_page(at: AppTest | None = None) -> AppTest:
+    """The Batch page: of this session, or of a new one (``open_app``)."""
+    at = switch_to(at, "batch.py") if at is not None else open_app("batch.py")
+    assert at.title[0].value == "📦 Batch"
+    return at
+
+
+def history_page(at: AppTest | None = None) -> AppTest:
+    """The History page: of this session, or of a new one (``open_app``)."""
+    return switch_to(at, "history.py") if at is not None else open_app("history.py")

@@ -8,14 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from streamlit.testing.v1 import AppTest
 
-from studio.runs.capacity import CAPACITY
+from studio.process import process
+from tests.conftest import open_app, use_config
 from tests.plain import plain
 from tests.servers.ollama import SAMPLE_ANSWER, FakeOllama, prompt_tokens, tokenize
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 
 AppFactory = Callable[..., AppTest]
 
@@ -25,23 +23,21 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppFactory:
     """``app(config_text)`` -> an AppTest of the real app using that config.yaml."""
 
     def make(config: str) -> AppTest:
-        path = tmp_path / "config.yaml"
-        data = yaml.safe_load(config) or {}
-        if isinstance(data, dict):  # keep each test's history apart from the real one
-            data.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
-            config = yaml.safe_dump(data)
-        path.write_text(config)
-        monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
-        at = AppTest.from_file(ENTRY, default_timeout=60)
-        at.run()
-        assert not at.exception, at.exception
-        return at
+        use_config(tmp_path, monkeypatch, config)  # its history apart from the real one
+        return open_app()
 
     return make
 
 
 def ollama_config(url: str, model: str = "llama3.1:8b") -> str:
     return f"llm:\n  backend: ollama\n  host: {url}\n  model: {model}\n"
+
+
+def text(at: AppTest, index: int) -> str:
+    """What the page's text area at ``index`` holds (the system prompt, the user prompt)."""
+    value = at.text_area[index].value
+    assert value is not None
+    return value
 
 
 def click(at: AppTest, label: str) -> AppTest:
@@ -173,11 +169,11 @@ def test_presets_fill_the_prompts(app: AppFactory, fake_ollama: FakeOllama) -> N
     at = app(ollama_config(fake_ollama.url))
     location = at.selectbox[0]
     assert location.value == "San Diego, CA"
-    assert "53.76 kWh" in at.text_area[1].value
+    assert "53.76 kWh" in text(at, 1)
     other = location.options[1]
     location.set_value(other.removesuffix(" (sample data)")).run()
-    assert "53.76 kWh" not in at.text_area[1].value
-    assert "Sample household data" in at.text_area[1].value
+    assert "53.76 kWh" not in text(at, 1)
+    assert "Sample household data" in text(at, 1)
     assert any("Prompt size:" in c.value and "tokens" in c.value for c in at.caption)
 
 
@@ -245,7 +241,7 @@ def test_a_prompt_over_the_size_cap_is_refused_unsent_and_unrecorded(
     at = click(at.run(), "Generate")
     assert not at.exception
     (warning,) = [w.value for w in at.warning if "characters" in w.value]
-    size = len(at.text_area[0].value) + 250_000  # system and user prompt together
+    size = len(text(at, 0)) + 250_000  # system and user prompt together
     assert f"{size:,} characters" in warning and "at most 200,000" in warning
     assert "app.max_prompt_chars" in warning
     assert "Nothing was sent" in warning
@@ -265,8 +261,9 @@ def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
         "app:\n  max_runs_per_backend: 1\n  max_queued_per_user: 1\n")
     at = app(config)
     backend = f"ollama {fake_ollama.url}"
-    holder = CAPACITY.enter(backend, "someone else")
-    waiting = CAPACITY.enter(backend, "")  # this user (no login: '') already waits once
+    capacity = process().capacity
+    holder = capacity.enter(backend, "someone else")
+    waiting = capacity.enter(backend, "")  # this user (no login: '') already waits once
     try:
         at = click(at, "Generate")
         assert not at.exception
@@ -274,8 +271,8 @@ def test_a_run_over_the_users_queue_cap_is_refused_with_a_sentence(
         assert any("app.max_queued_per_user" in e and "Nothing was sent" in e for e in errors)
         assert fake_ollama.chat_requests == []
     finally:
-        CAPACITY.leave(waiting)
-        CAPACITY.leave(holder)
+        capacity.leave(waiting)
+        capacity.leave(holder)
 
 
 def test_the_pages_folder_workaround_still_applies() -> None:

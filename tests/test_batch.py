@@ -20,7 +20,6 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,14 +52,15 @@ from studio.runs.batch import (
     BatchRow,
     BatchRunning,
     BatchSpec,
+    LiveBatches,
     PrefixCacheUse,
     earlier_state,
     is_retryable,
     launch,
-    live_batch,
 )
 from studio.runs.request import ANSWERED
 from studio.runs.runner import Recording
+from tests.conftest import wait_until
 from tests.servers.latency import HANG, Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 
@@ -89,14 +89,6 @@ def run_to_end(batch: Batch, timeout: float = 30.0) -> Batch:
     assert batch.start().wait(timeout), "the batch did not finish"
     return batch
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def by_name(batch: Batch) -> dict[str, BatchRow]:
@@ -444,9 +436,9 @@ def test_killed_mid_batch_resumes_without_redoing_finished_rows(tmp_path: Path) 
         else:
             assert not row.resumed
             assert server.requests[name] == requested_before[name] + 1
-    summary = batch.summary()
-    assert summary["resumed"] == len(finished_before)
-    assert summary["finished_now"] == count - len(finished_before)
+    totals = batch.summary()
+    assert totals["resumed"] == len(finished_before)
+    assert totals["finished_now"] == count - len(finished_before)
     assert batch.progress()["done"] == count
     # The history now has a finished run at every position.
     assert wait_until(lambda: {run.position for run in store.group_runs(group)
@@ -514,27 +506,30 @@ def test_a_running_batch_is_watched_never_resumed_twice(tmp_path: Path) -> None:
     with LatencyServer(latency=0.3, cap=2) as server:
         spec = make_spec(server.url, LOCATIONS[:8], concurrency=2)
         build = lambda: VLLMBackend(server.url, model=MODEL, read_timeout=10)  # noqa: E731
-        batch = launch(spec, build=build, store=store)
+        live = LiveBatches()  # the process's, in the app: every session finds it there
+        batch = launch(spec, build=build, store=store, live=live)
         group = batch.group_id
         assert group is not None
         assert wait_until(lambda: sum(row.status in ANSWERED for row in batch.rows) >= 2)
 
         (summary,) = store.group_summaries("batch")
         assert summary.running and summary.group.id == group
-        assert live_batch(group) is batch  # what another session attaches to
+        assert live.get(group) is batch  # what another session attaches to
         with pytest.raises(BatchRunning):
             launch(BatchSpec.from_json(summary.group.spec), build=build, store=store,
-                   group_id=group)
+                   group_id=group, live=live)
 
-        live_batch(group).stop()  # type: ignore[union-attr]  # Stop from the other tab
+        watched = live.get(group)
+        assert watched is not None
+        watched.stop()  # Stop from the other tab
         assert batch.wait(10)
-        assert live_batch(group) is None
+        assert live.get(group) is None
         (summary,) = store.group_summaries("batch")
         assert not summary.running
         finished = {run.position for run in store.group_runs(group) if run.status in ANSWERED}
 
         resumed = launch(BatchSpec.from_json(summary.group.spec), build=build, store=store,
-                         group_id=group)
+                         group_id=group, live=live)
         assert resumed.wait(30)
     answered = [run.position for run in store.group_runs(group) if run.status in ANSWERED]
     assert sorted(answered) == list(range(8))  # every row once: none ran twice

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,11 +34,10 @@ LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
 
 
-def spec(count: int = 3, think: str = "", **options: object) -> BatchSpec:
+def spec(count: int = 3, think: str = "", **options: Any) -> BatchSpec:
     return BatchSpec(backend="vllm", host="http://user:secret@gpu-node:8000", model="smollm2",
                      sampling=Sampling(max_tokens=512, temperature=0.0, think=think),
-                     scenarios=LOCATIONS[:count],
-                     system=SYSTEM, **options)  # type: ignore[arg-type]
+                     scenarios=LOCATIONS[:count], system=SYSTEM, **options)
 
 
 def result(custom_id: str, text: str, finish: str = "stop", tokens: int = 40) -> str:
@@ -90,6 +90,7 @@ def test_results_come_back_into_the_history_in_input_order(tmp_path: Path) -> No
     assert first.grounding is not None and 0 < first.grounding < 1  # 53.76 found, 99 not
     assert second.status == Status.ERROR and "maximum context length" in second.error
     assert third.status == Status.LENGTH and third.text == "Third."
+    assert imported.group_id is not None
     runs = store.group_runs(imported.group_id)
     assert [run.text for run in runs] == [answer, "", "Third."]
     assert runs[0].preset == "San Diego, CA" and runs[0].prompt == build_user_prompt(LOCATIONS[0])
@@ -236,6 +237,7 @@ def test_imported_runs_are_marked_with_the_runner_the_file_names(tmp_path: Path)
     store = RunStore(str(tmp_path / "history.sqlite3"))
     imported = import_results(store, exported, output)
     assert imported.runners == ["vLLM run_batch", "OpenAI Batch API", UNNAMED_RUNNER]
+    assert imported.group_id is not None
     runs = store.group_runs(imported.group_id)
     assert [run_notes(run.stats) for run in runs] == [
         ["imported from vLLM run_batch"], ["imported from OpenAI Batch API"],
@@ -266,6 +268,7 @@ def test_an_error_line_is_marked_imported_too(tmp_path: Path) -> None:
     exported = export_jsonl(spec(1))
     store = RunStore(str(tmp_path / "history.sqlite3"))
     imported = import_results(store, exported, failure(ids_of(exported)[0]))
+    assert imported.group_id is not None
     (run,) = store.group_runs(imported.group_id)
     assert run.status == Status.ERROR and run.error == "HTTP 500: The server is busy."
     assert run_notes(run.stats) == ["imported from vLLM run_batch"]

@@ -8,12 +8,12 @@ import json
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Button
+from streamlit.testing.v1.element_tree import Button, Element
 
 from backends.sampling import Sampling
 from backends.status import Status
@@ -24,11 +24,10 @@ from studio.records.batch_files import export_jsonl
 from studio.records.store import RunStore, process_owner
 from studio.runs.batch import BatchSpec
 from studio.runs.request import run_notes
+from tests.conftest import batch_page
 from tests.servers.latency import Fail, LatencyServer
 from tests.servers.ollama import FakeOllama, Script
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-BATCH_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
 MODEL = "smollm2"
 LOCATIONS = load_locations()
 THREE = [location.name for location in LOCATIONS[:3]]
@@ -52,15 +51,6 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LatencyServer) -
     return path
 
 
-def batch_page() -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(BATCH_PAGE).run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "📦 Batch"
-    return at
-
-
 def button(at: AppTest, label: str) -> Button:
     (found,) = [b for b in at.button if b.label == label]
     return found
@@ -77,9 +67,9 @@ def csv_bytes(*rows: str) -> bytes:
     return ("\n".join([HEADER, *rows]) + "\n").encode()
 
 
-def texts(elements: object) -> str:
+def texts(elements: Iterable[Element]) -> str:
     """The messages' text as shown: markdown escapes (of untrusted file content) removed."""
-    shown = "\n".join(str(element.value) for element in elements)  # type: ignore[attr-defined]
+    shown = "\n".join(str(element.value) for element in elements)
     return re.sub(r"\\(.)", r"\1", shown)
 
 

@@ -8,11 +8,11 @@ import threading
 
 import pytest
 
-from studio.runs.capacity import Capacity, Limits, QueueFull
+from studio.runs.capacity import Capacity, Limits, QueueFull, Ticket
 
 
-def admitted(*tickets: object) -> list[bool]:
-    return [t.admitted.is_set() for t in tickets]  # type: ignore[attr-defined]
+def admitted(*tickets: Ticket) -> list[bool]:
+    return [t.admitted.is_set() for t in tickets]
 
 
 def test_no_limits_admit_everyone() -> None:

@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -26,6 +27,7 @@ from studio.runs import connection
 from studio.runs.compare import Comparison, Spread, is_measured, pane_labels, spread
 from studio.runs.request import RunParams
 from studio.settings.config import load_config
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
@@ -37,14 +39,6 @@ OLLAMA_ANSWER = ("## Recommendation\n\nAverage daily consumption: 53.76 kWh; ins
                  "~128 panels; nighttime load 70.23%.\n")
 VLLM_ANSWER = "## RECOMMENDATION\n\nInstall **31 panels** within the $15,000 budget."
 
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return False
 
 
 def build(pane: RunParams) -> Backend:
@@ -67,9 +61,17 @@ def vllm_pane(url: str, sse: bool = False) -> RunParams:
 
 
 def compare(panes: list[RunParams], repeats: int = 1,
-            builder: Callable[[RunParams], Backend] = build) -> Comparison:
+            builder: Callable[[RunParams], object] = build) -> Comparison:
+    """A comparison of ``panes`` with backends from ``builder`` (a real one, or a stand-in
+    with only what the runner calls)."""
     return Comparison(panes, SYSTEM, PROMPT, repeats=repeats, preset="San Diego, CA",
-                      build=builder).start()
+                      build=lambda pane: cast(Backend, builder(pane))).start()
+
+
+def measured(value: float | None) -> float:
+    """A figure every run here has."""
+    assert value is not None
+    return value
 
 
 @pytest.fixture
@@ -200,7 +202,7 @@ def test_repeats_give_rounds_and_spreads_over_them(ollama_server: FakeOllama,
                                                   output_tokens, 3)
         assert figures["prompt_tokens"] == Spread(prompt_tokens, prompt_tokens,
                                                   prompt_tokens, 3)
-        totals = [run.stats.total_time_s for run in comparison.pane_runs(index)]
+        totals = [measured(run.stats.total_time_s) for run in comparison.pane_runs(index)]
         assert figures["total"] == Spread(sorted(totals)[1], min(totals), max(totals), 3)
     ollama_load = comparison.figures(0)["load"]
     loads_s = sorted(ns / 1e9 for ns in ollama_server.load_durations_ns)
@@ -400,8 +402,8 @@ def test_a_server_error_in_one_pane_does_not_disturb_the_other(ollama_server: Fa
         assert "model runner has unexpectedly stopped" in str(failed.error)
         assert fine.status == Status.FINISHED and fine.text == VLLM_ANSWER.strip()
     assert comparison.figures(0)["total"] is None
-    assert comparison.figures(1)["total"] is not None
-    assert comparison.figures(1)["total"].count == 2
+    total = comparison.figures(1)["total"]
+    assert total is not None and total.count == 2
 
 
 # -- export ---------------------------------------------------------------------------------

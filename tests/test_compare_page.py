@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 from backends.sampling import Sampling
 from studio.runs.compare import Comparison
 from studio.runs.request import RunParams
+from tests.conftest import open_app, use_config, wait_until
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 from tests.test_compare import (
@@ -23,23 +24,14 @@ from tests.test_compare import (
     compare,
     ollama_pane,
     vllm_pane,
-    wait_until,
 )
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-PAGES = Path(__file__).resolve().parents[1] / "pages"
 
 
 def show(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comparison: Comparison) -> AppTest:
     """The Compare page drawing ``comparison`` (ended) as its last one."""
-    config = tmp_path / "config.yaml"
-    config.write_text("llm:\n  backend: embedded\n"
-                      f"app:\n  history_db: {tmp_path / 'history.sqlite3'}\n"
-                      "  fallback_to_embedded: false\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=60)
-    at.run()
-    at.switch_page(str(PAGES / "compare.py")).run()
+    use_config(tmp_path, monkeypatch, {"llm": {"backend": "embedded"},
+                                       "app": {"fallback_to_embedded": False}})
+    at = open_app("compare.py")
     at.session_state["comparison"] = comparison
     at.run()
     assert not at.exception, at.exception

@@ -90,13 +90,15 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
     run starts cold" until Refresh (the state is kept a few seconds)."""
     settings = load_config(_config(tmp_path))
     with FakeOllama(script=Script(tokens=["Install", " 12", " panels."])) as server:
-        other = ProbeCache()  # another session's view (the cache is shared, but any copy)
+        # The process's cache (every session's view), which a run tells when it ends; and a
+        # cache no run tells, asked first too.
+        other = ProbeCache()
         for cache in (ProbeCache(), other):
             state = cache.state(settings, "ollama", server.url, "llama3.1:8b")
             assert state is not None and state.loaded is False
         request = RunRequest(backend="ollama", host=server.url, model="llama3.1:8b",
                              system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
-        run = Run(OllamaBackend(server.url, "llama3.1:8b"), request).start()
+        run = Run(OllamaBackend(server.url, "llama3.1:8b"), request, probes=other).start()
         assert run.wait(10) and run.error is None
         state = other.state(settings, "ollama", server.url, "llama3.1:8b")
         assert state is not None and state.loaded is True
@@ -105,7 +107,7 @@ def test_a_run_that_ends_makes_the_models_state_asked_again(tmp_path: Path) -> N
         # A run on another model leaves this one's state as it was asked.
         mistral = RunRequest(backend="ollama", host=server.url, model="mistral:7b",
                              system="", prompt="How many panels?", sampling=Sampling(max_tokens=16))
-        assert Run(OllamaBackend(server.url, "mistral:7b"), mistral).start().wait(10)
+        assert Run(OllamaBackend(server.url, "mistral:7b"), mistral, probes=other).start().wait(10)
         assert other.state(settings, "ollama", server.url, "llama3.1:8b") is state
 
 
@@ -151,8 +153,8 @@ def test_the_allow_list_compares_scheme_host_port_and_credentials_exactly() -> N
         settings = shared(configured)
         for same in (configured, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/",
                      f"HTTP://127.0.0.1:{port}"):
-            assert build(settings, "ollama",
-                         same)._base_url == configured  # type: ignore[attr-defined]
+            built = build(settings, "ollama", same)
+            assert isinstance(built, OllamaBackend) and built._base_url == configured
         for other in (f"https://127.0.0.1:{port}", f"http://localhost:{port}",
                       f"http://127.0.0.1:{canary.port}", "http://127.0.0.1",
                       f"http://demo:s3cret@127.0.0.1:{canary.port}"):

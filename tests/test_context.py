@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 
+from backends.base import Backend
 from backends.context import ContextFit, TokenEstimator
 from backends.ollama_backend import STABLE_WINDOWS, choose_window, prompt_was_cut
 from studio.runs.request import COLD_START, PROMPT_TRUNCATED, RunParams, RunRequest, run_notes
 from studio.runs.window import (
+    PromptCounts,
     check_fit,
     counted_tokens,
     cut_prompt_advice,
@@ -143,15 +147,17 @@ def test_an_exact_count_is_kept_for_the_prompt_editor() -> None:
     has counted this prompt for this model, the editor shows that count."""
     request = RunRequest(backend="vllm", host="http://h:8000", model="smollm2", system="S",
                          prompt="P " * 400)
+    counts = PromptCounts()
     params = RunParams("vllm", "http://h:8000", "smollm2")
-    assert counted_tokens(params, "S", "P " * 400) is None
-    check_fit(Counting(2_860), request)
-    assert counted_tokens(params, "S", "P " * 400) == 2_860
-    assert counted_tokens(params, "S", "P " * 401) is None  # another prompt
-    assert counted_tokens(RunParams("vllm", "http://h:8000", "other"), "S", "P " * 400) is None
+    assert counted_tokens(counts, params, "S", "P " * 400) is None
+    check_fit(cast(Backend, Counting(2_860)), request, counts)
+    assert counted_tokens(counts, params, "S", "P " * 400) == 2_860
+    assert counted_tokens(counts, params, "S", "P " * 401) is None  # another prompt
+    other = RunParams("vllm", "http://h:8000", "other")
+    assert counted_tokens(counts, other, "S", "P " * 400) is None
     estimate = RunRequest(backend="ollama", host="h", model="m", system="", prompt="Q")
-    check_fit(Counting(99, exact=False), estimate)
-    assert counted_tokens(RunParams("ollama", "h", "m"), "", "Q") is None
+    check_fit(cast(Backend, Counting(99, exact=False)), estimate, counts)
+    assert counted_tokens(counts, RunParams("ollama", "h", "m"), "", "Q") is None
 
 
 def test_a_cut_prompt_is_not_advised_to_lower_max_tokens() -> None:

@@ -7,9 +7,11 @@ import io
 import json
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Element
 
 from backends.sampling import Sampling
 from studio.pv.library import load_locations
@@ -17,9 +19,7 @@ from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
 from studio.runs.batch import BatchSpec
 from studio.runs.request import RunRequest
-
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-HISTORY_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
+from tests.conftest import history_page
 
 
 @pytest.fixture
@@ -41,14 +41,6 @@ def seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunStore:
         store.finish_run(run_id, text, status, "boom" if status == "error" else None,
                          {"output_tokens": 12, "total_time_s": 2.5})
     return store
-
-
-def history_page() -> AppTest:
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(HISTORY_PAGE).run()
-    assert not at.exception, at.exception
-    return at
 
 
 def shown_ids(at: AppTest) -> list[int]:
@@ -178,7 +170,7 @@ def test_open_in_playground_shows_that_run_as_it_ended(seeded: RunStore) -> None
     assert metrics["Stop reason"] == "Hit max tokens"
     assert any("The answer hit the max tokens limit" in w.value for w in at.warning)
     assert any(c.value.startswith("Grounding: 1 grounded · 1 not found") for c in at.caption)
-    labels = [b.label for b in at.get("download_button")]
+    labels = [b.label for b in cast("list[Element]", at.get("download_button"))]
     assert labels == ["⬇ Markdown", "⬇ HTML", "⬇ JSON"]
 
 
@@ -242,7 +234,7 @@ def test_every_run_is_reachable_beyond_the_first_page(seeded: RunStore) -> None:
     assert any("Install :red-background[31 panels]." in m.value for m in at.markdown)
     at.number_input(key="history_open_id").set_value(9999).run()
     assert "There is no run #9999." in at.warning[0].value
-    labels = [b.label for b in at.get("download_button")]
+    labels = [b.label for b in cast("list[Element]", at.get("download_button"))]
     assert labels == ["⬇ Export CSV (253 runs)", "⬇ Export JSON (253 runs)"]
 
 

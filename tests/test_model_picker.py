@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from studio.runs.pull import pull_of
-from tests import apptest
+from studio.process import process
+from tests.conftest import start_app
 from tests.servers.ollama import FakeOllama
-
-
-def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
-              model: str) -> AppTest:
-    return apptest.start_app(tmp_path, monkeypatch, "ollama", url, model)
 
 
 def missing(at: AppTest) -> list[str]:
@@ -25,7 +20,7 @@ def missing(at: AppTest) -> list[str]:
 def test_a_model_without_a_tag_is_its_latest_on_the_server(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(models=["mistral:7b", "tinyllama:latest"]) as server:
-        at = start_app(tmp_path, monkeypatch, server.url, "tinyllama")
+        at = start_app(tmp_path, monkeypatch, "ollama", server.url, "tinyllama")
     assert missing(at) == []
     assert not [b for b in at.button if b.label.startswith("⬇ Pull")]
     assert at.sidebar.selectbox(key="model_ollama").value == "tinyllama:latest"
@@ -34,11 +29,11 @@ def test_a_model_without_a_tag_is_its_latest_on_the_server(
 def test_after_pulling_a_name_without_a_tag_the_pulled_model_is_selected(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(models=["mistral:7b"], pullable={"tinyllama": [1000]}) as server:
-        at = start_app(tmp_path, monkeypatch, server.url, "tinyllama")
+        at = start_app(tmp_path, monkeypatch, "ollama", server.url, "tinyllama")
         assert missing(at)
         (pull,) = [b for b in at.button if b.label.startswith("⬇ Pull")]
         at = pull.click().run()
-        job = pull_of(server.url, "tinyllama")
+        job = process().pulls.of(server.url, "tinyllama")
         assert job is not None and job.wait(10) and job.succeeded
         at.run()
         assert not at.exception, at.exception

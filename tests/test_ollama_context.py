@@ -4,26 +4,27 @@ cuts, loads and pulls as the ollama/ollama source does (tests/servers/ollama.py)
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from backends.context import ESTIMATOR
 from backends.errors import BackendStatusError, ContextLengthError
 from backends.ollama_backend import OllamaBackend
+from backends.shared import shared
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.prompt import build_user_prompt
 from studio.runs.request import PROMPT_TRUNCATED, run_notes
 from studio.runs.window import fit_problem
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama, Script
-from tests.test_compare import wait_until
 
 LOCATIONS = load_locations()
 SYSTEM = next(iter(load_system_prompts().values()))
 MAX_TOKENS = 2048  # config.yaml's default
 
 
-def backend(server: FakeOllama, **options: object) -> OllamaBackend:
-    return OllamaBackend(server.url, "llama3.1:8b", **options)  # type: ignore[arg-type]
+def backend(server: FakeOllama, **options: Any) -> OllamaBackend:
+    return OllamaBackend(server.url, "llama3.1:8b", **options)
 
 
 @pytest.mark.parametrize("version", ["0.6.6", "0.12.3", "0.30.11"])
@@ -37,7 +38,7 @@ def test_the_30_presets_run_uncut_on_a_server_that_defaults_to_2048(version: str
             answer = ollama.generate(build_user_prompt(location), SYSTEM, MAX_TOKENS)
             stats = answer.stats
             assert not stats.prompt_truncated, location.name
-            assert stats.context_window is not None
+            assert stats.context_window is not None and stats.prompt_tokens is not None
             assert stats.prompt_tokens + MAX_TOKENS <= stats.context_window
         assert server.cuts == []
         # Stable sizes: the 30 runs shared one window, so the model loaded once.
@@ -52,7 +53,7 @@ def test_the_estimate_is_calibrated_by_the_first_run() -> None:
         counted = ollama.generate(prompt, SYSTEM, MAX_TOKENS).stats.prompt_tokens
         assert counted is not None
         after = ollama.context_fit(prompt, SYSTEM, MAX_TOKENS).prompt_tokens
-        assert guess > 0 and ESTIMATOR.calibrated(ollama.host, ollama.model)
+        assert guess > 0 and shared().estimator.calibrated(ollama.host, ollama.model)
         assert abs(after - counted) <= counted * 0.01  # the server's own count, learnt
 
 

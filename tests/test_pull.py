@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import pytest
 
+from backends.base import Backend
 from backends.ollama_backend import OllamaBackend
 from backends.stream import PullProgress, PullStream
-from studio.runs.pull import Pull, pull, pull_of, registry_host
+from studio.runs.pull import Pull, Pulls, registry_host
 from studio.settings.access import PASSWORD, Access
 from studio.settings.config import ConfigError, parse_config
 from tests.servers.ollama import FakeOllama
@@ -56,10 +58,10 @@ def test_stop_cancels_the_download() -> None:
 
 def test_a_second_tab_watches_the_pull_already_going() -> None:
     with FakeOllama(models=[], pullable={"qwen3:8b": LAYERS}, pull_delay=0.05) as server:
-        backend = OllamaBackend(server.url)
-        first = pull(backend, server.url, "qwen3:8b")
-        second = pull(backend, server.url, "qwen3:8b")
-        assert second is first and pull_of(server.url, "qwen3:8b") is first
+        backend, pulls = OllamaBackend(server.url), Pulls()
+        first = pulls.start(backend, server.url, "qwen3:8b")
+        second = pulls.start(backend, server.url, "qwen3:8b")
+        assert second is first and pulls.of(server.url, "qwen3:8b") is first
         assert first.wait(10)
         assert server.pulls == ["qwen3:8b"]  # one download, not two
 
@@ -120,8 +122,9 @@ def test_cancel_is_for_whoever_started_the_pull_or_an_admin() -> None:
 
 def test_a_pull_records_who_started_it() -> None:
     with FakeOllama(models=[], pullable={"qwen3:8b": LAYERS}, pull_delay=0.05) as server:
-        first = pull(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="ann")
-        second = pull(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="bob")
+        pulls = Pulls()
+        first = pulls.start(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="ann")
+        second = pulls.start(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="bob")
         assert second is first and first.started_by == "ann"  # bob watches ann's pull
         first.stop()
         assert first.wait(10)
@@ -174,7 +177,7 @@ def test_progress_only_grows_and_reads_100_only_once_pulled() -> None:
     """A new layer made the bar go back (75% -> 67%), and a finished first layer read 100%
     while the rest was still to come."""
     puller = SteppedPuller(REAL_PULL)
-    job = Pull(puller, "llava:7b").start()
+    job = Pull(cast(Backend, puller), "llava:7b").start()
     shown: list[tuple[float, str]] = []
     for _ in REAL_PULL:
         assert puller.recorded.acquire(timeout=5)
@@ -195,7 +198,7 @@ def test_progress_only_grows_and_reads_100_only_once_pulled() -> None:
 def test_a_pull_that_ends_before_success_never_reads_100() -> None:
     lines = REAL_PULL[:6]  # the first layer whole, then the stream ends
     puller = SteppedPuller(lines)
-    job = Pull(puller, "llava:7b").start()
+    job = Pull(cast(Backend, puller), "llava:7b").start()
     for _ in lines:
         assert puller.recorded.acquire(timeout=5)
         assert job.fraction < 1.0 and "100%" not in job.describe()

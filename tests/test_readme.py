@@ -451,5 +451,6 @@ def test_the_ray_data_llm_pipeline_runs_on_vllms_cpu_build(tmp_path: Path,
         assert 0 < tokens <= RAY_MAX_TOKENS
         assert (row.status == Status.LENGTH) == (tokens == RAY_MAX_TOKENS)  # finish_reason is true
         assert row.stats.prompt_tokens and row.stats.prompt_tokens > 2000  # the PV prompt
+    assert imported.group_id is not None
     runs = store.group_runs(imported.group_id)
     assert len(runs) == RAY_ROWS and all(run.text for run in runs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
+from typing import cast
 
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
@@ -80,7 +81,7 @@ class FailingStore:
 
 def test_a_broken_history_never_breaks_the_generation(fake_ollama: FakeOllama) -> None:
     run = Run(OllamaBackend(fake_ollama.url, "llama3.1:8b"), request(fake_ollama.url),
-              Recording(FailingStore(), "playground")).start()  # type: ignore[arg-type]
+              Recording(cast(RunStore, FailingStore()), "playground")).start()
     run.wait(5)
     assert run.status == "finished" and run.text == SAMPLE_ANSWER
     assert run.run_id is None

@@ -8,9 +8,11 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from backends.base import Backend
 from backends.errors import (
     BackendConnectionError,
     BackendError,
@@ -28,6 +30,7 @@ from studio.records.store import RunStore
 from studio.runs.capacity import Capacity, Limits
 from studio.runs.request import RunRequest, status_label
 from studio.runs.runner import Recording, Run, Watcher
+from tests.conftest import wait_until
 from tests.servers.ollama import (
     SAMPLE_ANSWER,
     FakeOllama,
@@ -44,28 +47,20 @@ SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(Sampling))
 PROMPT = "Size a PV system for San Diego. Budget $15,000."
 
 
-def ollama_request(host: str, **changes: object) -> RunRequest:
-    sampling: dict[str, object] = {"max_tokens": 512, "temperature": 0.3}
+def ollama_request(host: str, **changes: Any) -> RunRequest:
+    sampling: dict[str, Any] = {"max_tokens": 512, "temperature": 0.3}
     sampling.update({key: changes.pop(key) for key in SAMPLING_FIELDS if key in changes})
-    fields: dict[str, object] = {"backend": "ollama", "host": host, "model": "llama3.1:8b",
-                                 "system": SYSTEM, "prompt": PROMPT,
-                                 "sampling": Sampling(**sampling),  # type: ignore[arg-type]
-                                 "preset": "san-diego"}
+    fields: dict[str, Any] = {"backend": "ollama", "host": host, "model": "llama3.1:8b",
+                              "system": SYSTEM, "prompt": PROMPT, "sampling": Sampling(**sampling),
+                              "preset": "san-diego"}
     fields.update(changes)
-    return RunRequest(**fields)  # type: ignore[arg-type]
+    return RunRequest(**fields)
 
 
 def start(backend: object, request: RunRequest) -> Run:
-    return Run(backend, request).start()  # type: ignore[arg-type]
+    """A run on a stand-in backend (only what the runner calls: generate, or stream)."""
+    return Run(cast(Backend, backend), request).start()
 
-
-def wait_until(condition: object, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.002)
-    return False
 
 
 def vllm_completion(content: str, finish_reason: str = "stop") -> dict[str, object]:

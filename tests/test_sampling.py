@@ -17,7 +17,7 @@ from studio.records.store import RunStore
 from studio.runs.batch import BatchSpec
 from studio.runs.request import RunParams, RunRequest
 from studio.settings.config import Settings, parse_config
-from tests import apptest
+from tests.conftest import start_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
@@ -144,7 +144,7 @@ def test_the_sidebars_sampling_reaches_ollamas_wire(tmp_path: Path,
     with FakeOllama(models=["qwen3:8b"], version="0.18.0",
                     capabilities={"qwen3:8b": ["completion", "thinking"]},
                     script=Script(tokens=tokenize("Install 32 panels."))) as server:
-        at = apptest.start_app(tmp_path, monkeypatch, "ollama", server.url, "qwen3:8b")
+        at = start_app(tmp_path, monkeypatch, "ollama", server.url, "qwen3:8b")
         set_sidebar(at, "ollama", SET)
         body = server.chat_requests[-1]
     options = body["options"]
@@ -156,7 +156,7 @@ def test_the_sidebars_sampling_reaches_ollamas_wire(tmp_path: Path,
 def test_the_sidebars_sampling_reaches_vllms_wire(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeVLLM(200, completion("Install 32 panels.")) as server:
-        at = apptest.start_app(tmp_path, monkeypatch, "vllm", server.url, "smollm2")
+        at = start_app(tmp_path, monkeypatch, "vllm", server.url, "smollm2")
         set_sidebar(at, "vllm", SET)
         body = server.chat_requests[-1]
     assert (body["max_tokens"], body["temperature"], body["repetition_penalty"]) == (
@@ -178,7 +178,7 @@ def test_the_sidebars_sampling_reaches_llama_cpp(tmp_path: Path,
         return original(self, **options)
 
     monkeypatch.setattr(llama_cpp.Llama, "create_chat_completion", recording)
-    at = apptest.start_app(tmp_path, monkeypatch, "embedded", "", "SmolLM2-135M-Instruct.Q4_1")
+    at = start_app(tmp_path, monkeypatch, "embedded", "", "SmolLM2-135M-Instruct.Q4_1")
     set_sidebar(at, "embedded", Sampling(max_tokens=3, temperature=0.35, repeat_penalty=1.15))
     (call,) = calls
     assert (call["max_tokens"], call["temperature"], call["repeat_penalty"]) == (3, 0.35, 1.15)

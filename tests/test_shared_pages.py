@@ -3,34 +3,23 @@ session of a user, and who may pull or cancel a pull."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from streamlit.testing.v1 import AppTest
 
 from backends.ollama_backend import OllamaBackend
+from studio.process import process
 from studio.records.store import RunStore
-from studio.runs.pull import pull
 from studio.runs.request import RunRequest
-from studio.settings.access import THROTTLE
+from tests.conftest import history_page, open_app, use_config
 from tests.servers.ollama import FakeOllama
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-HISTORY_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
 PASSWORD = "demo-pass-7"
 
 Start = Callable[..., AppTest]
-
-
-@pytest.fixture(autouse=True)
-def fresh_throttle() -> Iterator[None]:
-    """The throttle is one per process: keep each test's failures to itself."""
-    THROTTLE.reset()
-    yield
-    THROTTLE.reset()
 
 
 @pytest.fixture
@@ -41,19 +30,12 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
     def make(config: dict[str, Any], secrets: dict[str, Any] | None = None) -> AppTest:
         config.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
         config["app"].setdefault("fallback_to_embedded", False)
-        path = tmp_path / "config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        monkeypatch.setenv("PV_STUDIO_CONFIG", str(path))
+        use_config(tmp_path, monkeypatch, config)
         if secrets is None:
             monkeypatch.setenv("PV_STUDIO_PASSWORD", PASSWORD)
         else:
             monkeypatch.delenv("PV_STUDIO_PASSWORD", raising=False)
-        at = AppTest.from_file(ENTRY, default_timeout=30)
-        for key, value in (secrets or {}).items():
-            at.secrets[key] = value
-        at.run()
-        assert not at.exception, at.exception
-        return at
+        return open_app(secrets=secrets)
 
     return make
 
@@ -110,8 +92,7 @@ def test_an_admins_name_typed_with_the_shared_password_reads_and_deletes_nothing
     request = RunRequest(backend="ollama", host="h", model="m", system="", prompt="p")
     anns = store.start_run(request, "playground", user="ann")
     log_in(at, "root")
-    at.switch_page(HISTORY_PAGE).run()
-    assert not at.exception, at.exception
+    history_page(at)
     assert any(c.value == "No runs match." for c in at.caption)  # ann's run is not root's
     at.number_input(key="history_open_id").set_value(anns).run()
     assert f"There is no run #{anns}" in at.warning[0].value
@@ -126,7 +107,7 @@ def test_an_admin_with_a_password_of_their_own_sees_every_run(
     request = RunRequest(backend="ollama", host="h", model="m", system="", prompt="p")
     anns = store.start_run(request, "playground", user="ann")
     log_in(at, "root", "r-pass")
-    at.switch_page(HISTORY_PAGE).run()
+    history_page(at)
     assert list(at.dataframe[0].value["id"]) == [anns]
 
 
@@ -177,7 +158,8 @@ def test_an_admin_pulls_but_not_from_another_registry(start: Start) -> None:
 
 def test_only_whoever_started_a_pull_gets_its_cancel(start: Start) -> None:
     with FakeOllama(pullable={"qwen3:8b": [10_000_000] * 50}, pull_delay=0.2) as server:
-        job = pull(OllamaBackend(server.url), server.url, "qwen3:8b", started_by="ann")
+        job = process().pulls.start(OllamaBackend(server.url), server.url, "qwen3:8b",
+                                    started_by="ann")
         try:
             config = ollama(server.url, model="qwen3:8b", pull_allow=["qwen3"])
             bob = log_in(start(config), "bob")

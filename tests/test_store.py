@@ -14,6 +14,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,15 +51,14 @@ SAMPLING_FIELDS = tuple(f.name for f in dataclasses.fields(Sampling))
 PROMPT = "Size a PV system for San Diego. Budget $15,000."
 
 
-def request(**changes: object) -> RunRequest:
-    sampling: dict[str, object] = {"max_tokens": 512, "temperature": 0.3}
+def request(**changes: Any) -> RunRequest:
+    sampling: dict[str, Any] = {"max_tokens": 512, "temperature": 0.3}
     sampling.update({key: changes.pop(key) for key in SAMPLING_FIELDS if key in changes})
-    fields: dict[str, object] = {"backend": "ollama", "host": "http://localhost:11434",
-                                 "model": "llama3.1:8b", "system": SYSTEM, "prompt": PROMPT,
-                                 "sampling": Sampling(**sampling),  # type: ignore[arg-type]
-                                 "preset": "san-diego"}
+    fields: dict[str, Any] = {"backend": "ollama", "host": "http://localhost:11434",
+                              "model": "llama3.1:8b", "system": SYSTEM, "prompt": PROMPT,
+                              "sampling": Sampling(**sampling), "preset": "san-diego"}
     fields.update(changes)
-    return RunRequest(**fields)  # type: ignore[arg-type]
+    return RunRequest(**fields)
 
 
 def record(store: RunStore, text: str = "answer", status: str = Status.FINISHED,
@@ -193,9 +193,9 @@ def test_each_filter_matches_exactly(store: RunStore) -> None:
                page="batch")
     d = record(store, backend="ollama", model="mistral:7b", preset="berlin", status=Status.ERROR)
 
-    def ids(**filters: str) -> set[int]:
-        assert store.count_runs(**filters) == len(store.list_runs(**filters))  # type: ignore[arg-type]
-        return {run.id for run in store.list_runs(**filters)}  # type: ignore[arg-type]
+    def ids(**filters: Any) -> set[int]:  # the filters of list_runs and count_runs
+        assert store.count_runs(**filters) == len(store.list_runs(**filters))
+        return {run.id for run in store.list_runs(**filters)}
 
     assert ids(backend="ollama") == {a, d}
     assert ids(backend="vllm") == {b}
@@ -628,7 +628,8 @@ def test_no_credential_reaches_the_database(store: RunStore) -> None:
     run_id = store.start_run(request(host="http://analyst:S3cretPW@127.0.0.1:11434"),
                              "playground")
     store.finish_run(run_id, "ok", Status.FINISHED)
-    assert store.get(run_id).host == "http://127.0.0.1:11434"  # type: ignore[union-attr]
+    stored = store.get(run_id)
+    assert stored is not None and stored.host == "http://127.0.0.1:11434"
     assert b"S3cretPW" not in store.path.read_bytes() + Path(f"{store.path}-wal").read_bytes()
 
 

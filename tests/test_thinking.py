@@ -5,6 +5,7 @@ or leaves ``<think>`` tags inline, split across fragments or not."""
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -63,11 +64,11 @@ def test_the_stream_keeps_thinking_out_of_the_answer_and_times_both() -> None:
     assert stats.thinking_chars == len(THOUGHT) and stats.thinking_s is not None
 
 
-def thinking_ollama(**options: object) -> FakeOllama:
+def thinking_ollama(**options: Any) -> FakeOllama:
     return FakeOllama(models=[QWEN, "llama3.1:8b"], version="0.12.5",
                       capabilities={QWEN: ["completion", "thinking"]},
                       script=Script(tokens=tokenize(ANSWER), thinking=tokenize(THOUGHT)),
-                      **options)  # type: ignore[arg-type]
+                      **options)
 
 
 def test_ollama_streams_the_thinking_field_as_thinking() -> None:
@@ -77,7 +78,9 @@ def test_ollama_streams_the_thinking_field_as_thinking() -> None:
     assert "think" not in request  # by default the app sends nothing: the server decides
     assert str(answer) == ANSWER.strip() and answer.thinking == THOUGHT
     assert answer.stats.thinking_tokens == len(tokenize(THOUGHT))
-    assert answer.stats.time_to_first_thinking_s < answer.stats.time_to_first_token_s
+    first_thought, first_token = (answer.stats.time_to_first_thinking_s,
+                                  answer.stats.time_to_first_token_s)
+    assert first_thought is not None and first_token is not None and first_thought < first_token
 
 
 @pytest.mark.parametrize(("think", "sent"), [("on", True), ("off", False), ("high", "high")])

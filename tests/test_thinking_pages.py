@@ -3,33 +3,33 @@ answer; its figures; the Think control; History and the exports keep it apart.""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.records.store import RunStore
-from tests import apptest
+from tests.conftest import history_page, start_app, switch_to
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 
-PAGES = apptest.PAGES
 QWEN = "qwen3:8b"
 THOUGHT = "Daily use 53.76 kWh; each 400 W panel gives about 1.7 kWh a day."
 ANSWER = "## RECOMMENDATION\n\nInstall **32 panels**."
 
 
 @pytest.fixture
-def server() -> FakeOllama:
+def server() -> Iterator[FakeOllama]:
     with FakeOllama(models=[QWEN, "llama3.1:8b"], version="0.18.0",
                     capabilities={QWEN: ["completion", "thinking"]},
                     script=Script(tokens=tokenize(ANSWER), thinking=tokenize(THOUGHT))) as fake:
         yield fake
 
 
-def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
+def ollama_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str,
               model: str = QWEN) -> AppTest:
-    return apptest.start_app(tmp_path, monkeypatch, "ollama", url, model)
+    return start_app(tmp_path, monkeypatch, "ollama", url, model)
 
 
 def generate(at: AppTest) -> AppTest:
@@ -41,7 +41,7 @@ def generate(at: AppTest) -> AppTest:
 
 def test_the_thinking_is_folded_apart_from_the_answer(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
-    at = generate(start_app(tmp_path, monkeypatch, server.url))
+    at = generate(ollama_app(tmp_path, monkeypatch, server.url))
     (expander,) = [e for e in at.expander if e.label.startswith("💭 Thinking")]
     assert THOUGHT in "".join(m.value for m in expander.markdown)
     answer = "".join(m.value for m in at.markdown if "RECOMMENDATION" in m.value)
@@ -58,14 +58,14 @@ def test_the_thinking_is_folded_apart_from_the_answer(
     assert stored.thinking == THOUGHT and stored.text == ANSWER
     assert run.to_dict()["thinking"] == THOUGHT
 
-    at.switch_page(str(PAGES / "history.py")).run()
+    history_page(at)
     at.multiselect(key="history_open").set_value([stored.id]).run()
     assert [e for e in at.expander if e.label.startswith("💭 Thinking")]
 
 
 def test_the_think_control_offers_the_models_settings_and_sends_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
-    at = start_app(tmp_path, monkeypatch, server.url)
+    at = ollama_app(tmp_path, monkeypatch, server.url)
     think = at.sidebar.selectbox(key="think_ollama")
     assert think.options == ["server default", "off", "on", "low", "medium", "high"]
     assert think.value == ""
@@ -80,7 +80,7 @@ def test_the_think_control_offers_the_models_settings_and_sends_them(
 
 def test_a_model_that_does_not_think_has_no_think_control(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
-    at = start_app(tmp_path, monkeypatch, server.url, model="llama3.1:8b")
+    at = ollama_app(tmp_path, monkeypatch, server.url, model="llama3.1:8b")
     assert not [s for s in at.sidebar.selectbox if s.label == "Think"]
 
 
@@ -88,7 +88,7 @@ NO_THINKING = "no thinking came back"
 
 
 def start_vllm_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> AppTest:
-    return apptest.start_app(tmp_path, monkeypatch, "vllm", url, "smollm2")
+    return start_app(tmp_path, monkeypatch, "vllm", url, "smollm2")
 
 
 def test_think_on_for_a_model_that_does_not_think_is_said_in_the_playground(
@@ -112,7 +112,7 @@ def test_think_on_that_brought_no_thinking_is_said_in_its_compare_pane(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeVLLM(200, completion(ANSWER)) as server:
         at = start_vllm_app(tmp_path, monkeypatch, server.url)
-        at.switch_page(str(PAGES / "compare.py")).run()
+        switch_to(at, "compare.py")
         at.selectbox(key="pane1_backend_kind").set_value("vllm").run()
         at.selectbox(key="pane0_think_vllm").set_value("on").run()
         (button,) = [b for b in at.button if b.label == "Compare"]

@@ -11,15 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from markdown_it import MarkdownIt
 from streamlit.testing.v1 import AppTest
 
 from backends.http import scrub
 from studio.records.render import literal, markdown_file, markdown_with_thinking, safe_markdown
+from tests.conftest import open_app, use_config
 from tests.servers.ollama import FakeOllama, Script
 
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
 BEACON = "http://127.0.0.1:9/beacon.png"
 
 # A renderer as the browser's: CommonMark with HTML, tables and strikethrough (GFM's bare-URL
@@ -195,10 +194,8 @@ def test_no_element_of_any_page_holds_a_host_password(
                   "backends": {"ollama": {"hosts": [down]}, "vllm": {"host": down}},
                   "app": {"allow_custom_hosts": False, "fallback_to_embedded": False,
                           "history_db": str(tmp_path / "history.sqlite3")}}
-        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-        monkeypatch.setenv("PV_STUDIO_CONFIG", str(tmp_path / "config.yaml"))
-        at = AppTest.from_file(ENTRY, default_timeout=60)
-        at.run()
+        use_config(tmp_path, monkeypatch, config)
+        at = open_app()
         (generate,) = [b for b in at.button if b.label == "Generate"]
         generate.click().run()
         assert any(m.label == "Stop reason" for m in at.metric)

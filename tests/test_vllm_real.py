@@ -351,6 +351,7 @@ def test_the_readmes_run_batch_lines_run_and_import(tmp_path: Path) -> None:
         assert 0 < (row.stats.output_tokens or 0) <= 12
         assert row.stats.prompt_tokens and row.stats.prompt_tokens > 2000
         assert row.grounding == check(row.text, row.request.prompt).score
+    assert imported.group_id is not None
     runs = store.group_runs(imported.group_id)
     assert [run.preset for run in runs] == [location.name for location in LOCATIONS[:len(ran)]]
 

@@ -10,20 +10,18 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.runs.request import PROMPT_TRUNCATED
-from tests import apptest
+from tests.conftest import history_page, start_app
 from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script
 from tests.servers.vllm import FakeVLLM, completion
 
-PAGES = apptest.PAGES
 TOO_SMALL = "The context window is too small."
 ANSWER = Script(tokens=["Install", " 12", " panels", "."])
 
 
-def start_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama,
+def ollama_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama,
               page: str = "") -> AppTest:
-    return apptest.start_app(tmp_path, monkeypatch, "ollama", server.url, "llama3.1:8b",
-                             page)
+    return start_app(tmp_path, monkeypatch, "ollama", server.url, "llama3.1:8b", page)
 
 
 def click(at: AppTest, label: str) -> AppTest:
@@ -46,7 +44,7 @@ def captions(at: AppTest) -> str:
 def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
-        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        at = click(ollama_app(tmp_path, monkeypatch, server), "Generate")
         assert TOO_SMALL in warnings(at)
         assert "The prompt alone is about" in warnings(at)
         assert "llama3.1:8b's 2,048-token window (the most it was trained for)" in warnings(at)
@@ -69,7 +67,7 @@ def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_c
     assert metrics["Prompt tokens"].endswith("(cut)")
     assert metrics["Context window"] == "2,048"
 
-    at.switch_page(str(PAGES / "history.py")).run()
+    history_page(at)
     (table,) = at.dataframe
     assert table.value["notes"].tolist() == [PROMPT_TRUNCATED]
 
@@ -77,7 +75,7 @@ def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_c
 def test_playground_lowers_max_tokens_to_what_fits(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
-        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        at = click(ollama_app(tmp_path, monkeypatch, server), "Generate")
         (lower,) = [label for label in labels(at) if label.startswith("Lower max tokens")]
         fits = int(lower.split(" to ")[1].split(" ")[0].replace(",", ""))
         assert 0 < fits < 2048
@@ -95,7 +93,7 @@ def test_playground_lowers_max_tokens_to_what_fits(tmp_path: Path,
 def test_an_edited_prompt_drops_the_held_back_run(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
-        at = click(start_app(tmp_path, monkeypatch, server), "Generate")
+        at = click(ollama_app(tmp_path, monkeypatch, server), "Generate")
         assert TOO_SMALL in warnings(at)
         at.text_area(key="playground_user").set_value("How many panels for 20 kWh a day?")
         at.run()
@@ -107,7 +105,7 @@ def test_an_edited_prompt_drops_the_held_back_run(tmp_path: Path,
 def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
-        at = start_app(tmp_path, monkeypatch, server, "compare.py")
+        at = ollama_app(tmp_path, monkeypatch, server, "compare.py")
         at.selectbox(key="pane1_backend_kind").set_value("ollama").run()
         at.selectbox(key="pane1_model_ollama").set_value("mistral:7b").run()
         at = click(at, "Compare")
@@ -128,7 +126,7 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
     assert "Grounding: prompt cut: not graded" in captions(at)
 
     # History, the two runs side by side: the cut one is not graded there either.
-    at.switch_page(str(PAGES / "history.py")).run()
+    history_page(at)
     runs = at.dataframe[0].value
     cut = {row["model"]: row["id"] for _, row in runs.iterrows()}
     at.multiselect(key="history_open").set_value([cut["llama3.1:8b"], cut["mistral:7b"]]).run()
@@ -141,7 +139,7 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
 def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
-        at = start_app(tmp_path, monkeypatch, server, "batch.py")
+        at = ollama_app(tmp_path, monkeypatch, server, "batch.py")
         names = at.multiselect(key="batch_locations").value[:2]
         at.multiselect(key="batch_locations").set_value(names).run()
         at = click(at, "Run batch")
@@ -160,7 +158,7 @@ def test_batch_flags_the_rows_before_it_starts(tmp_path: Path,
 def test_batch_does_not_grade_the_rows_whose_prompt_was_cut(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FakeOllama(trained_context={"llama3.1:8b": 2048}, script=ANSWER) as server:
-        at = start_app(tmp_path, monkeypatch, server, "batch.py")
+        at = ollama_app(tmp_path, monkeypatch, server, "batch.py")
         names = at.multiselect(key="batch_locations").value[:1]
         at.multiselect(key="batch_locations").set_value(names).run()
         at = click(click(at, "Run batch"), "Run anyway")
@@ -178,7 +176,7 @@ def test_vllm_says_its_own_limit_and_the_prompt_has_one_size_on_screen(
     --max-model-len; the caption said about 2,542 tokens while /tokenize counted 2,860."""
     with FakeVLLM(200, completion("Install 12 panels."), max_model_len=2048,
                   check_context=True) as server:
-        at = apptest.start_app(tmp_path, monkeypatch, "vllm", server.url, "smollm2")
+        at = start_app(tmp_path, monkeypatch, "vllm", server.url, "smollm2")
         assert "(estimated from its length)" in captions(at)
         at = click(at, "Generate")
         assert not at.exception, at.exception
@@ -201,7 +199,7 @@ def test_the_status_line_says_loaded_right_after_the_run_that_loaded_it(
     """It said "model not loaded: the next run starts cold" until Refresh (the model's state
     is kept 5 s, and a run is shorter)."""
     with FakeOllama(script=ANSWER) as server:
-        at = start_app(tmp_path, monkeypatch, server)
+        at = ollama_app(tmp_path, monkeypatch, server)
 
         def status() -> str:
             return "\n".join(plain(s.value) for s in at.sidebar.success if "Reachable" in s.value)
@@ -219,7 +217,7 @@ def test_a_run_held_back_by_the_window_check_shows_nothing_of_the_last_run(
     """A short prompt answered, then the long one held back: its warning stood above the
     last run's answer, figures and advice ('raise max tokens'), which described another run."""
     with FakeOllama(trained_context={"llama3.1:8b": 4096}, script=ANSWER) as server:
-        at = start_app(tmp_path, monkeypatch, server)
+        at = ollama_app(tmp_path, monkeypatch, server)
         editor = at.text_area(key="playground_user")
         long_prompt = editor.value
         editor.set_value("How many panels for 20 kWh a day?").run()

@@ -1,7 +1,7 @@
 """The login gate of a shared server: nothing but the form renders until this browser session
 has logged in (each session on its own). Rules and checks live in studio.settings.access; the
-failure throttle and the current logins are studio.settings.access's process-wide THROTTLE and
-LOGINS (not st.cache_*, which any client may clear)."""
+failure throttle and the current logins are the process's (studio.process: not st.cache_*,
+which any client may clear)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from studio.process import process
 from studio.records.render import literal
 from studio.settings.access import (
-    LOGINS,
     PASSWORD,
     SSO,
-    THROTTLE,
     Access,
     access_from,
     check_login,
@@ -83,9 +82,9 @@ def _still_logged_in(user: str) -> bool:
     """Whether this session's login of ``user`` stands (no Log out of that user since)."""
     generation = st.session_state.get(LOGIN_KEY)
     if generation is None:  # the first run after a login (single sign-on: Streamlit's)
-        st.session_state[LOGIN_KEY] = LOGINS.log_in(user)
+        st.session_state[LOGIN_KEY] = process().logins.log_in(user)
         return True
-    return LOGINS.is_current(user, int(generation))
+    return process().logins.is_current(user, int(generation))
 
 
 def _password_form(rules: Access) -> None:
@@ -103,7 +102,7 @@ def _password_form(rules: Access) -> None:
     if not submitted:
         return
     keys = login_keys(_session_id(), st.context.ip_address, name)
-    attempt = THROTTLE.begin(keys)
+    attempt = process().login_throttle.begin(keys)
     if attempt.refused:
         st.error(f"Too many failed logins from here or for this name. Try again in "
                  f"{attempt.retry_in:.0f} s.", icon="🔒")
@@ -113,16 +112,17 @@ def _password_form(rules: Access) -> None:
         time.sleep(attempt.wait)  # repeated failures slow this client's and name's attempts
         user = check_login(rules, name, password)
     finally:
-        THROTTLE.end(attempt, user is not None)  # also when the session went away meanwhile
+        # also when the session went away meanwhile
+        process().login_throttle.end(attempt, user is not None)
     if user is None:
-        failures = THROTTLE.failures(keys)
+        failures = process().login_throttle.failures(keys)
         st.error(login_refusal(rules, name, password)
                  + (f" {failures} failed logins here in the last minute: each one more makes "
-                    f"the next wait longer (up to {THROTTLE.max_delay:.0f} s)."
+                    f"the next wait longer (up to {process().login_throttle.max_delay:.0f} s)."
                     if failures > 1 else ""), icon="🔒")
         return
     st.session_state[USER_KEY] = user
-    st.session_state[LOGIN_KEY] = LOGINS.log_in(user)
+    st.session_state[LOGIN_KEY] = process().logins.log_in(user)
     st.rerun()
 
 
@@ -142,7 +142,7 @@ def logout_button(rules: Access, user: str) -> None:
 
 
 def _log_out(user: str, sso: bool) -> None:
-    LOGINS.log_out(user)
+    process().logins.log_out(user)
     st.session_state.clear()
     if sso:
         st.logout()

@@ -10,10 +10,10 @@ import streamlit as st
 
 from backends import backend_class, needs_server
 from backends.http import redact
+from studio.process import process
 from studio.records.render import literal
-from studio.runs.connection import BackendStatus, ProbeCache, build
-from studio.runs.pull import Pull, pull_of
-from studio.runs.pull import pull as start_pull
+from studio.runs.connection import BackendStatus, build
+from studio.runs.pull import Pull
 from studio.settings.config import BACKEND_KINDS, Settings
 from ui.auth import current_rules
 from ui.state import viewer
@@ -30,14 +30,8 @@ class Picked:
     think: str = ""  # the Think setting ("" = the server decides)
 
 
-@st.cache_resource(show_spinner=False)
-def probes() -> ProbeCache:
-    """One probe cache for the whole server (its entries are per config, backend and host)."""
-    return ProbeCache()
-
-
 def cached_probe(settings: Settings, kind: str, host: str = "") -> BackendStatus:
-    return probes().get(settings, kind, host)
+    return process().probes.get(settings, kind, host)
 
 
 def picker_keys(prefix: str) -> list[str]:
@@ -73,7 +67,7 @@ def backend_picker(settings: Settings, prefix: str = "",
     model = _model_picker(settings, kind, host, status, f"{prefix}model_{kind}")
     if status.reachable:
         count = len(status.models)
-        found = (probes().state(settings, kind, host, model)
+        found = (process().probes.state(settings, kind, host, model)
                  if backend_class(kind).find_model(model, status.models) else None)
         notes = "".join(f" · {literal(note)}" for note in (found.notes() if found else []))
         st.success(f"Reachable · {count} model{'s' if count != 1 else ''}{notes}", icon="🟢")
@@ -147,7 +141,7 @@ def _model_picker(settings: Settings, kind: str, host: str, status: BackendStatu
 def _missing_model(settings: Settings, kind: str, host: str, model: str, key: str) -> None:
     """A model the server lacks: the Pull button, or the pull's progress and outcome. On a
     shared server only those studio.settings.access allows get the button; the others, why not."""
-    job = pull_of(redact(host), model)
+    job = process().pulls.of(redact(host), model)
     if job is not None and not job.done:
         _pull_progress(redact(host), model)
         return
@@ -173,14 +167,16 @@ def _start_pull(settings: Settings, kind: str, host: str, model: str) -> None:
         return  # the rules changed since the button was drawn
     backend = build(settings, kind, host, model)
     if backend.can_pull_models:
-        start_pull(backend, redact(host), model, on_success=probes().clear, started_by=user)
+        shared = process()
+        shared.pulls.start(backend, redact(host), model, on_success=shared.probes.clear,
+                           started_by=user)
 
 
 @st.fragment(run_every=PULL_REFRESH_S)
 def _pull_progress(host: str, model: str) -> None:
     """Repainted on its own while the pull runs; once it ends, the whole app runs again
     (a pulled model joins the list). Cancel is for whoever started it, or an admin."""
-    job = pull_of(host, model)
+    job = process().pulls.of(host, model)
     if job is None or job.done:
         st.rerun(scope="app")
         return

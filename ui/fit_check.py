@@ -17,6 +17,7 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import Backend
+from studio.process import process
 from studio.records.render import literal
 from studio.runs.request import RunRequest
 from studio.runs.window import FitProblem, check_fit, fit_problem
@@ -51,7 +52,7 @@ def misfits(checks: Sequence[tuple[str, Backend, RunRequest]]) -> tuple[Misfit, 
     found: list[Misfit] = []
     with st.spinner("Checking that the prompt fits the model's context window…"):
         for index, (label, backend, request) in enumerate(checks):
-            problem = fit_problem(check_fit(backend, request), request.model)
+            problem = fit_problem(check_fit(backend, request, process().counts), request.model)
             if problem is not None:
                 found.append(Misfit(label, problem, index))
     return tuple(found)

@@ -14,7 +14,7 @@ from backends.status import Status
 from backends.stream import GenerationStats
 from studio.pv.grounding import GroundingReport, highlight_not_found
 from studio.records.render import (
-    Throttle,
+    RepaintThrottle,
     html_document,
     literal,
     markdown_with_thinking,
@@ -49,7 +49,7 @@ def follow_all(runs: Callable[[], Sequence[Run]], answer_slots: Sequence[DeltaGe
     finished paragraph is sent once, only the growing last one is repainted. A reasoning
     model's thinking streams the same way into its own panel, folded once the answer starts.
     """
-    throttle = Throttle(REPAINT_INTERVAL_S)
+    throttle = RepaintThrottle(REPAINT_INTERVAL_S)
     panes: dict[int, _LiveAnswer] = {}
 
     def pane_of(index: int, run: Run) -> _LiveAnswer:

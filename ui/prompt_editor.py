@@ -9,6 +9,7 @@ from typing import Any
 import streamlit as st
 
 from backends.http import redact
+from studio.process import process
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import Location
 from studio.pv.prompt import build_user_prompt, preset_of
@@ -64,7 +65,8 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
                        selection.model)
     # Once a window check has counted this prompt exactly, the count; else the estimate,
     # said as one (the check's warning uses the same words).
-    counted = counted_tokens(selection, state[keys["system"]], state[keys["user"]])
+    counted = counted_tokens(process().counts, selection, state[keys["system"]],
+                             state[keys["user"]])
     tokens = prompt_tokens_text(size.tokens if counted is None else counted, counted is not None)
     st.caption(f"Prompt size: {size.characters:,} characters · {tokens}")
     user = state[keys["user"]]

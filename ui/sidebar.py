@@ -14,6 +14,7 @@ from backends.sampling import (
     TEMPERATURE_RANGE,
     Sampling,
 )
+from studio.process import process
 from studio.records.render import literal
 from studio.runs.request import RunParams
 from studio.settings.config import Settings
@@ -22,7 +23,6 @@ from ui.backend_picker import (
     backend_picker,
     cached_probe,
     picker_keys,
-    probes,
     seed_picker,
 )
 from ui.state import keep
@@ -80,7 +80,7 @@ def sidebar(settings: Settings) -> RunParams:
     with st.sidebar:
         st.header("☀️ Model")
         picked = backend_picker(settings, "", on_change=_forget_notice)
-        st.button("↻ Refresh models", on_click=lambda: probes().clear(), width="stretch")
+        st.button("↻ Refresh models", on_click=lambda: process().probes.clear(), width="stretch")
         with st.expander("All backends"):
             all_backends_status(settings)
         st.header("Parameters")

@@ -332,7 +332,7 @@ def split_blocks(text: str) -> list[str]:
     return blocks
 
 
-class Throttle:
+class RepaintThrottle:
     """Says when a repaint is due: at most once per ``interval`` seconds."""
 
     def __init__(self, interval: float = 0.1, clock: Callable[[], float] = time.monotonic):

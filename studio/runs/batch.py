@@ -33,6 +33,8 @@ from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
 from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
+from studio.runs.capacity import Capacity
+from studio.runs.connection import ProbeCache
 from studio.runs.job import Job
 from studio.runs.request import ANSWERED, Outcome, RunParams, RunRequest, flat_dict, status_label
 from studio.runs.runner import Recording, Run
@@ -205,11 +207,13 @@ class Batch(Job):
                  finished_before: Mapping[int, StoredRun] | None = None,
                  attempts_before: Mapping[int, int] | None = None, max_retries: int = 2,
                  backoff_s: float = 1.0, group_id: int | None = None,
-                 on_end: Callable[[], None] | None = None) -> None:
+                 on_end: Callable[[], None] | None = None, capacity: Capacity | None = None,
+                 probes: ProbeCache | None = None) -> None:
         """``recording(row_index)`` says where each attempt is recorded; ``finished_before``
         maps row indexes already done in an earlier session to their stored runs, and
         ``attempts_before`` counts the attempts recorded for each row. ``on_end`` runs once
-        when the batch's work ends (``launch`` releases the history group there)."""
+        when the batch's work ends (``launch`` releases the history group there).
+        ``capacity`` and ``probes`` are the process's, for every row's run (``Run``)."""
         super().__init__()
         self.spec = spec
         self.concurrency = max(1, min(spec.concurrency, MAX_CONCURRENCY))
@@ -227,6 +231,7 @@ class Batch(Job):
                 self.rows[index].attempts = attempts
         self.max_retries, self.backoff_s = max_retries, backoff_s
         self._build, self._recording, self._on_end = build, recording, on_end
+        self._capacity, self._probes = capacity, probes
         self._lock = threading.Lock()
         self._in_flight = 0
         self.max_in_flight = 0  # the most requests seen at once (never above concurrency)
@@ -280,7 +285,8 @@ class Batch(Job):
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
             try:
-                row.run = Run(backend, row.request, recording).start()
+                row.run = Run(backend, row.request, recording, self._capacity,
+                              self._probes).start()
                 if self._stop.is_set():  # Stop came while this row was starting
                     row.run.stop()
                 row.run.wait()
@@ -438,15 +444,28 @@ class BatchRunning(RuntimeError):
     """The batch is being worked on by a live process: watch or stop it, do not resume it."""
 
 
-_live: dict[int, Batch] = {}  # group id -> the batch working on it in this process
-_live_lock = threading.Lock()
+class LiveBatches:
+    """The batches this process works on, by history group: every session of the app can
+    watch and stop them (``studio.process`` holds the one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: dict[int, Batch] = {}
+
+    def get(self, group_id: int) -> Batch | None:
+        """The batch of this process that works on the history group, while it runs."""
+        with self._lock:
+            return self._batches.get(group_id)
+
+    def add(self, group_id: int, batch: Batch) -> None:
+        with self._lock:
+            self._batches[group_id] = batch
+
+    def remove(self, group_id: int) -> None:
+        with self._lock:
+            self._batches.pop(group_id, None)
 
 
-def live_batch(group_id: int) -> Batch | None:
-    """The batch of this process that works on the history group, while it runs: every
-    session of the app can watch and stop it."""
-    with _live_lock:
-        return _live.get(group_id)
 
 
 def earlier_rows(store: RunStore, group_id: int) -> tuple[dict[int, StoredRun], Counter[int]]:
@@ -472,11 +491,14 @@ def earlier_state(summary: GroupSummary) -> Status:
 
 
 def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | None,
-           group_id: int | None = None, user: str = "") -> Batch:
+           group_id: int | None = None, user: str = "", live: LiveBatches | None = None,
+           capacity: Capacity | None = None, probes: ProbeCache | None = None) -> Batch:
     """Start a batch, recorded in a new history group, or resume the one recorded as
     ``group_id`` (its finished rows are kept, not run again; ``spec`` is its definition,
     with the rows flagged now). The group is claimed for this process first: a batch that a
-    live worker still runs raises ``BatchRunning`` instead of running its rows twice."""
+    live worker still runs raises ``BatchRunning`` instead of running its rows twice. While it
+    runs it is in ``live`` (the process's ``LiveBatches``: other sessions watch it there);
+    ``capacity`` and ``probes`` are the process's too, for its rows' runs."""
     finished: dict[int, StoredRun] = {}
     attempts: Counter[int] = Counter()
     if store is not None:
@@ -491,18 +513,18 @@ def launch(spec: BatchSpec, *, build: Callable[[], Backend], store: RunStore | N
 
     def ended() -> None:
         if group_id is not None:
-            with _live_lock:
-                _live.pop(group_id, None)
+            if live is not None:
+                live.remove(group_id)
             if store is not None:
                 store.release_group(group_id)
 
     recording = (lambda index: Recording(store, "batch", group_id, index, user)) \
         if store is not None else None
     batch = Batch(spec, build=build, recording=recording, finished_before=finished,
-                  attempts_before=attempts, group_id=group_id, on_end=ended)
-    if group_id is not None:
-        with _live_lock:
-            _live[group_id] = batch
+                  attempts_before=attempts, group_id=group_id, on_end=ended,
+                  capacity=capacity, probes=probes)
+    if group_id is not None and live is not None:
+        live.add(group_id, batch)
     return batch.start()
 
 

@@ -122,6 +122,3 @@ class Capacity:
             by_user[ticket.user] += 1
             ticket.admitted.set()
 
-
-# One per app process: every session's runs share the servers.
-CAPACITY = Capacity()

@@ -26,6 +26,8 @@ from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
 from studio.pv.grounding import GroundingReport, check_run
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
+from studio.runs.capacity import Capacity
+from studio.runs.connection import ProbeCache
 from studio.runs.job import Job
 from studio.runs.request import ANSWERED, RunParams, RunRequest, flat_dict
 from studio.runs.runner import Recording, Run
@@ -127,8 +129,10 @@ class Comparison(Job):
 
     def __init__(self, panes: list[RunParams], system: str, prompt: str, *, repeats: int = 1,
                  preset: str = "", build: Callable[[RunParams], Backend],
-                 record: Callable[[int], Recording | None] | None = None) -> None:
-        """``record(pane_index)`` says where each pane's runs go in the history."""
+                 record: Callable[[int], Recording | None] | None = None,
+                 capacity: Capacity | None = None, probes: ProbeCache | None = None) -> None:
+        """``record(pane_index)`` says where each pane's runs go in the history; ``capacity``
+        and ``probes`` are the process's, for every run (``Run``)."""
         super().__init__()
         if not 1 <= len(panes) <= MAX_PANES:
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
@@ -145,6 +149,7 @@ class Comparison(Job):
         self._ended: float | None = None  # and as the last one ended
         self._build = build
         self._record = record
+        self._capacity, self._probes = capacity, probes
 
     def _cancel(self) -> None:
         """Stop: cancel every pane still running; finished panes keep their answers."""
@@ -203,7 +208,7 @@ class Comparison(Job):
         except BackendError as exc:  # e.g. a GGUF path that does not exist: this pane only
             backend = _Unavailable(exc)
         recording = self._record(index) if self._record else None
-        return Run(backend, self.request(pane), recording)
+        return Run(backend, self.request(pane), recording, self._capacity, self._probes)
 
     # -- figures ----------------------------------------------------------------------------
     def pane_runs(self, index: int) -> list[Run]:

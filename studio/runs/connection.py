@@ -22,24 +22,6 @@ REACHABLE_TTL_S = 20.0
 UNREACHABLE_TTL_S = 2.0
 STATE_TTL_S = 5.0  # loaded or not changes with every run: asked again after a few seconds
 
-# When the last run on each (backend, host, model) ended: a model state asked for before then
-# is stale (the run may have loaded the model, or changed its window).
-_runs_ended: dict[tuple[str, str, str], float] = {}
-_runs_ended_lock = threading.Lock()
-
-
-def run_ended(kind: str, host: str, model: str) -> None:
-    """A run on this backend, host and model has ended: every cached state of the model is
-    asked again at its next use (the sidebar says "model loaded" right after a cold run)."""
-    with _runs_ended_lock:
-        _runs_ended[(kind, host, model)] = time.monotonic()
-
-
-def _last_run_end(kind: str, host: str, model: str) -> float | None:
-    with _runs_ended_lock:
-        return _runs_ended.get((kind, host, model))
-
-
 @dataclass(frozen=True)
 class BackendStatus:
     reachable: bool
@@ -123,8 +105,9 @@ def model_state(settings: Settings, kind: str, host: str, model: str) -> ModelSt
 
 
 class ProbeCache:
-    """Probes shared by every session of the app: a reachable server's model list is reused
-    for ``REACHABLE_TTL_S``, a failure only for ``UNREACHABLE_TTL_S``."""
+    """Probes shared by every session of the app (``studio.process`` holds the one): a
+    reachable server's model list is reused for ``REACHABLE_TTL_S``, a failure only for
+    ``UNREACHABLE_TTL_S``; a model's state for ``STATE_TTL_S``, or until a run on it ends."""
 
     def __init__(self, reachable_ttl: float = REACHABLE_TTL_S,
                  unreachable_ttl: float = UNREACHABLE_TTL_S) -> None:
@@ -134,6 +117,9 @@ class ProbeCache:
         # (config, kind, host, model) -> (expires, asked at, state)
         self._states: dict[tuple[str, str, str, str],
                            tuple[float, float, ModelState | None]] = {}
+        # When the last run on each (backend, host, model) ended: a model state asked for
+        # before then is stale (the run may have loaded the model, or changed its window).
+        self._runs_ended: dict[tuple[str, str, str], float] = {}
 
     def get(self, settings: Settings, kind: str, host: str = "") -> BackendStatus:
         key = (settings.path, kind, host)
@@ -155,7 +141,8 @@ class ProbeCache:
         key = (settings.path, kind, host, model)
         with self._lock:
             entry = self._states.get(key)
-        ended = _last_run_end(kind, host, model)
+        with self._lock:
+            ended = self._runs_ended.get((kind, host, model))
         if entry is not None and time.monotonic() < entry[0] and (
                 ended is None or ended < entry[1]):
             return entry[2]
@@ -164,6 +151,12 @@ class ProbeCache:
         with self._lock:
             self._states[key] = (asked + STATE_TTL_S, asked, found)
         return found
+
+    def run_ended(self, kind: str, host: str, model: str) -> None:
+        """A run on this backend, host and model has ended: every cached state of the model is
+        asked again at its next use (the sidebar says "model loaded" right after a cold run)."""
+        with self._lock:
+            self._runs_ended[(kind, host, model)] = time.monotonic()
 
     def clear(self) -> None:
         """Forget every probe (Refresh models), and what the backends learnt of servers."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from backends.context import ESTIMATOR
+from backends.shared import shared
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ def prompt_size(system: str, user: str, host: str = "", model: str = "") -> Prom
     """Characters of both prompts, and the estimate of their tokens that the window check
     uses (calibrated for ``model`` on ``host`` once it has run there)."""
     texts = [text for text in (system, user) if text]
-    return PromptSize(len(system) + len(user), ESTIMATOR.estimate(host, model, texts))
+    return PromptSize(len(system) + len(user), shared().estimator.estimate(host, model, texts))
 
 
 def prompt_problem(system: str, user: str, max_chars: int) -> str | None:

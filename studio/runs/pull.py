@@ -117,26 +117,30 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
-_pulls: dict[tuple[str, str], Pull] = {}
-_pulls_lock = threading.Lock()
+class Pulls:
+    """The pulls of this process, one per server and model (``studio.process`` holds the
+    one): every tab watches the same download."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pulls: dict[tuple[str, str], Pull] = {}
 
-def pull(backend: Backend, host: str, model: str,
-         on_success: Callable[[], None] | None = None, started_by: str = "") -> Pull:
-    """The pull of ``model`` on ``host``: the one going on, or a new one started (by
-    ``started_by``)."""
-    with _pulls_lock:
-        going = _pulls.get((host, model))
-        if going is not None and not going.done:
-            return going
-        started = _pulls[(host, model)] = Pull(backend, model, on_success, started_by).start()
-        return started
+    def start(self, backend: Backend, host: str, model: str,
+              on_success: Callable[[], None] | None = None, started_by: str = "") -> Pull:
+        """The pull of ``model`` on ``host``: the one going on, or a new one started (by
+        ``started_by``)."""
+        with self._lock:
+            going = self._pulls.get((host, model))
+            if going is not None and not going.done:
+                return going
+            started = Pull(backend, model, on_success, started_by).start()
+            self._pulls[(host, model)] = started
+            return started
 
-
-def pull_of(host: str, model: str) -> Pull | None:
-    """The latest pull of ``model`` on ``host`` in this app (running or ended), if any."""
-    with _pulls_lock:
-        return _pulls.get((host, model))
+    def of(self, host: str, model: str) -> Pull | None:
+        """The latest pull of ``model`` on ``host`` in this app (running or ended), if any."""
+        with self._lock:
+            return self._pulls.get((host, model))
 
 
 def registry_host(model: str) -> str:

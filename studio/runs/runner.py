@@ -29,8 +29,8 @@ from backends.repetition import guard_stream, mark_looping
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
 from studio.records.columns import columns_of, json_of, request_columns
-from studio.runs.capacity import CAPACITY, Capacity, QueueFull, Ticket
-from studio.runs.connection import run_ended
+from studio.runs.capacity import Capacity, QueueFull, Ticket
+from studio.runs.connection import ProbeCache
 from studio.runs.request import Outcome, RunRequest, status_label
 
 if TYPE_CHECKING:
@@ -87,13 +87,18 @@ class Run:
     """Start with ``Run(backend, request).start()``; poll ``text``, ``done``; ``stop()``."""
 
     def __init__(self, backend: Backend | None, request: RunRequest,
-                 recording: Recording | None = None, capacity: Capacity = CAPACITY) -> None:
-        """``backend`` None: a run that is never started (``reopened``)."""
+                 recording: Recording | None = None, capacity: Capacity | None = None,
+                 probes: ProbeCache | None = None) -> None:
+        """``backend`` None: a run that is never started (``reopened``). ``capacity`` and
+        ``probes`` are the process's (``studio.process``): the slots every run shares, and the
+        probe cache told when the run ends. Without them (a test, the bench) the run has a
+        capacity of its own, with no caps, and tells no cache."""
         self.backend = backend
         self.request = request
         self.recording = recording
         # A slot on the shared server (studio.runs.capacity); no caps configured: always one.
-        self.capacity = capacity
+        self.capacity = capacity if capacity is not None else Capacity()
+        self.probes = probes
         self._ticket: Ticket | None = None
         self.run_id: int | None = None  # its row in the history, once recorded
         self.record_error: str | None = None
@@ -364,7 +369,9 @@ class Run:
                 outcome = self._outcome_as(self._ending())
                 self._store(lambda store: store.finish(run_id, outcome))
             # The run may have loaded the model: its status line asks the server again.
-            run_ended(self.request.backend, self.request.host, self.request.model)
+            if self.probes is not None:
+                self.probes.run_ended(self.request.backend, self.request.host,
+                                      self.request.model)
             self._done.set()
 
     def _error_text(self) -> str | None:

@@ -39,24 +39,26 @@ class FitProblem:
         return f"Choices: {lower}shorten the prompt, or run anyway."
 
 
-def check_fit(backend: Backend, request: RunRequest) -> ContextFit | None:
+def check_fit(backend: Backend, request: RunRequest,
+              counts: PromptCounts | None = None) -> ContextFit | None:
     """The backend's check for this request; None when it cannot tell (server down, no
-    such model): the run itself will then say what is wrong. An exact count is kept for
-    ``counted_tokens``."""
+    such model): the run itself will then say what is wrong. An exact count is kept in
+    ``counts`` (the process's, ``studio.process``) for ``counted_tokens``."""
     try:
         fit = backend.context_fit(request.prompt, request.system,
                                   request.sampling.max_tokens)
     except (BackendError, ValueError, KeyError, TypeError):
         return None
-    if fit.exact:
-        _COUNTS.put(_count_key(request, request.system, request.prompt), fit.prompt_tokens)
+    if fit.exact and counts is not None:
+        counts.put(_count_key(request, request.system, request.prompt), fit.prompt_tokens)
     return fit
 
 
-def counted_tokens(params: RunParams, system: str, prompt: str) -> int | None:
+def counted_tokens(counts: PromptCounts, params: RunParams, system: str,
+                   prompt: str) -> int | None:
     """The exact token count of these prompts for this backend, host and model, once a
-    window check has counted them (None: only the estimate is known)."""
-    return _COUNTS.get(_count_key(params, system, prompt))
+    window check has counted them into ``counts`` (None: only the estimate is known)."""
+    return counts.get(_count_key(params, system, prompt))
 
 
 def prompt_tokens_text(tokens: int, exact: bool) -> str:
@@ -118,10 +120,11 @@ def cut_prompt_advice(stats: Mapping[str, Any]) -> str:
             "(or a server setting) with a longer window.")
 
 
-class _Counts:
-    """A small, thread-safe memory of exact counts, the oldest forgotten first."""
+class PromptCounts:
+    """A small, thread-safe memory of exact prompt counts, the oldest forgotten first
+    (``studio.process`` holds the one: every page's check fills it)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = COUNTS_KEPT) -> None:
         self.size = size
         self._lock = threading.Lock()
         self._items: OrderedDict[tuple[str, ...], int] = OrderedDict()
@@ -136,9 +139,6 @@ class _Counts:
     def get(self, key: tuple[str, ...]) -> int | None:
         with self._lock:
             return self._items.get(key)
-
-
-_COUNTS = _Counts(COUNTS_KEPT)
 
 
 def _count_key(params: RunParams, system: str, prompt: str) -> tuple[str, ...]:

@@ -13,9 +13,9 @@ says otherwise explicitly), each user sees their own runs, admins see all. A nam
 only by a ``[passwords]`` table or single sign-on; with one shared password it is a label, so
 ``app.admins`` applies only to proven names.
 
-The login throttle (``THROTTLE``) and the current logins (``LOGINS``) are plain module-level
-objects of this process: no client message reaches them (Streamlit's ``clear_cache`` wipes
-``st.cache_*`` and the session's state, not these).
+The login throttle (``LoginThrottle``) and the current logins (``Logins``) are one per
+process, held by ``studio.process``'s object: no client message reaches them (Streamlit's
+``clear_cache`` wipes ``st.cache_*`` and the session's state, not these).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class _Counter:
 @dataclass(frozen=True)
 class Attempt:
     """A login attempt admitted by the throttle: wait ``wait`` seconds, check, then
-    ``THROTTLE.end(attempt, ok)``; or refused (``retry_in`` seconds) without a check."""
+    ``throttle.end(attempt, ok)``; or refused (``retry_in`` seconds) without a check."""
 
     keys: tuple[str, ...]
     wait: float = 0.0
@@ -293,7 +293,3 @@ class Logins:
         """Ends every session of ``user`` (each on its next rerun)."""
         with self._lock:
             self._generation[user] = self._generation.get(user, 0) + 1
-
-
-THROTTLE = LoginThrottle()  # one per process: never in st.cache_* (a client can clear that)
-LOGINS = Logins()

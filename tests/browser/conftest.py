@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
+from tests.conftest import wait_until
 from tests.servers.streamlit_app import AppServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -83,10 +84,7 @@ def progress_text(page: Page) -> str:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    assert wait_until(condition, timeout, poll_s=0.05), "timed out"
 
 
 def download(page: Page, label: str | re.Pattern[str]) -> tuple[str, str]:

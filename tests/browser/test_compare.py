@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import IDLE, download
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm import UNAUTHORIZED, FakeVLLM, completion
@@ -85,14 +86,6 @@ def answer(page: Page, index: int) -> str:
     return locator.inner_text() if locator.count() else ""
 
 
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
-
 
 def test_both_answers_side_by_side_in_the_slowest_panes_time(
         page: Page, serve_app: ServeApp, ollama_server: FakeOllama) -> None:
@@ -163,7 +156,8 @@ def test_stop_cancels_both_server_connections(page: Page, serve_app: ServeApp) -
         open_compare(page, serve_app(config(ollama.url, vllm.url)))
         set_up_panes(page, (ollama.url, vllm.url))
         page.get_by_role("button", name="Compare", exact=True).click()
-        assert wait_until(lambda: "word3" in answer(page, 0) and vllm.chat_calls == 1, 15), \
+        assert wait_until(lambda: "word3" in answer(page, 0) and vllm.chat_calls == 1, 15,
+                          poll_s=0.02), \
             "the comparison did not start on both servers"
         assert not ollama.client_closed.is_set() and vllm.hangups == 0
         clicked = time.monotonic()
@@ -234,7 +228,8 @@ def test_one_pane_is_stopped_on_its_own_and_the_other_answers(
         open_compare(page, serve_app(config(ollama.url, vllm.url)))
         set_up_panes(page, (ollama.url, vllm.url))
         page.get_by_role("button", name="Compare", exact=True).click()
-        assert wait_until(lambda: "word3" in answer(page, 0) and vllm.chat_calls == 1, 15)
+        assert wait_until(lambda: "word3" in answer(page, 0) and vllm.chat_calls == 1, 15,
+                          poll_s=0.02)
         assert page.get_by_role("button", name="Stop all", exact=True).count() == 1
         page.get_by_role("button", name="Stop pane 1", exact=True).click()
         assert ollama.client_closed.wait(5), "Ollama never saw the connection close"
@@ -285,7 +280,7 @@ def test_a_new_comparison_clears_the_window_warning_and_the_last_figures_at_once
             page.wait_for_selector(IDLE, timeout=20_000)
             page.get_by_role("button", name="Run anyway").click()
             assert wait_until(lambda: len(ollama.chat_requests) == attempt  # noqa: B023
-                              and "word3" in answer(page, 0), 15)
+                              and "word3" in answer(page, 0), 15, poll_s=0.02)
             assert "word59" not in answer(page, 0)  # still streaming
             assert "The context window is too small" not in main.inner_text()
             assert page.get_by_role("button", name="Run anyway").count() == 0

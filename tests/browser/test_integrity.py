@@ -65,7 +65,9 @@ def test_a_batch_left_running_is_watched_and_stopped_from_another_tab_never_reru
     wait_for(lambda: "2 done" in progress_text(page) or "3 done" in progress_text(page))
     page.close()  # tab A goes; its batch does not
 
-    other = page.context.browser.new_page()  # type: ignore[union-attr]
+    browser = page.context.browser
+    assert browser is not None  # a page of a launched browser, not of a persistent context
+    other = browser.new_page()
     open_page(other, app, "batch", "Run batch")
     other.wait_for_selector("text=Running: #1", timeout=10_000)
     other.get_by_text("Resume an earlier batch", exact=True).click()

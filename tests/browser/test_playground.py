@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Dialog, Page
 
 from tests.browser.conftest import IDLE, answer_text, open_app
 from tests.servers.ollama import FakeOllama, Script, tokenize
@@ -26,7 +26,7 @@ def ollama_config(url: str) -> str:
 
 
 @pytest.fixture
-def slow_ollama() -> FakeOllama:
+def slow_ollama() -> Iterator[FakeOllama]:
     with FakeOllama(script=Script(tokens=tokenize(LONG_ANSWER), delay=0.04)) as server:
         yield server
 
@@ -157,7 +157,11 @@ def test_hostile_answer_runs_nothing_and_fetches_nothing(page: Page, serve_app: 
     )
     fake_ollama.script = Script(tokens=tokenize(hostile), go_escape=False)
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    def dismiss(dialog: Dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     try:
         open_app(page, serve_app(ollama_config(fake_ollama.url)))
         generate(page)

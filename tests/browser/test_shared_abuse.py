@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import sqlite3
-import time
 from collections.abc import Callable
 
 import requests
@@ -20,6 +19,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from studio.records.store import RunStore
 from studio.runs.request import RunRequest
 from tests.browser.conftest import IDLE
+from tests.conftest import wait_until
 from tests.servers.ollama import FakeOllama
 from tests.servers.streamlit_app import AppServer
 
@@ -105,7 +105,8 @@ def test_streamlits_clear_cache_does_not_reset_the_login_throttle(
         insider.get_by_role("link", name="Playground").click()
         insider.wait_for_selector("text=Generate", timeout=20_000)
         insider.get_by_role("link", name="History").click()
-        assert wait_until(lambda: stored_status(app, dead) == "interrupted", 20)  # it arrived
+        assert wait_until(lambda: stored_status(app, dead) == "interrupted", 20,
+                          poll_s=0.1)  # it arrived
 
         try_login(guesser, "ann", "guess-4")
         guesser.wait_for_selector("text=4 failed logins", timeout=30_000)  # not back to 1
@@ -138,14 +139,6 @@ def stored_status(app: AppServer, run_id: int) -> str:
         (status,) = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
     return str(status)
 
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def test_an_upload_over_the_cap_is_refused_before_login(browser: Browser,
