@@ -22,7 +22,9 @@ from .errors import (
     StreamError,
     TruncatedStreamError,
 )
+from .http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S
 from .ollama_backend import OllamaBackend
+from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared as _shared
 from .stream import Answer, GenerationStats, TokenStream
@@ -57,12 +59,15 @@ def backend_class(kind: str) -> type[Backend]:
 
 
 def create_backend(kind: str, *, host: str = "", model: str = "", api_key: str | None = None,
-                   connect_timeout: float = 5.0, read_timeout: float = 600.0,
+                   connect_timeout: float = CONNECT_TIMEOUT_S,
+                   read_timeout: float = READ_TIMEOUT_S,
                    model_dirs: tuple[str, ...] = (), n_ctx: int = DEFAULT_N_CTX,
-                   num_ctx: int | None = None, keep_alive: str | int | None = None) -> Backend:
-    """One backend by kind; empty host or model means that backend's default."""
+                   num_ctx: int | None = None, keep_alive: str | int | None = None,
+                   vllm_client: str = CLIENT_OPENAI) -> Backend:
+    """One backend by kind; empty host or model means that backend's default.
+    ``vllm_client``: openai (the SDK where installed, else requests) or requests."""
     cls = backend_class(kind)
     return cls.from_options(BackendOptions(
         host=host or cls.default_host, model=model or cls.default_model, api_key=api_key,
         connect_timeout=connect_timeout, read_timeout=read_timeout, model_dirs=model_dirs,
-        n_ctx=n_ctx, num_ctx=num_ctx, keep_alive=keep_alive))
+        n_ctx=n_ctx, num_ctx=num_ctx, keep_alive=keep_alive, vllm_client=vllm_client))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .context import ContextFit
+from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import PullStream, TokenStream
 
@@ -25,6 +26,7 @@ class ModelState:
     expires_at: str | None = None  # when an idle model will be unloaded
     # The Think settings this backend and model take (THINK_* values); () for no control.
     think_options: tuple[str, ...] = ()
+    note: str = ""  # the backend's own remark (vLLM: the openai SDK asked for, not installed)
 
     def notes(self) -> list[str]:
         """Short phrases for a status line: version, loaded or cold start, partly on CPU."""
@@ -40,6 +42,8 @@ class ModelState:
         if self.cpu_share:
             notes.append("on CPU" if self.cpu_share >= 0.999
                          else f"partly on CPU ({self.cpu_share:.0%})")
+        if self.note:
+            notes.append(self.note)
         return notes
 
 
@@ -56,6 +60,7 @@ class BackendOptions:
     n_ctx: int
     num_ctx: int | None
     keep_alive: str | int | None
+    vllm_client: str = CLIENT_OPENAI  # how vLLM's chat completions go: openai | requests
 
 
 class Backend(ABC):

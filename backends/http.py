@@ -14,9 +14,9 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
@@ -35,6 +35,11 @@ from .errors import (
 from .shared import shared
 
 Timeout = tuple[float, float]  # (connect, read) seconds
+# config.yaml's llm.connect_timeout and llm.read_timeout when it sets none; defined here, once,
+# for every backend and the config. A down server fails fast; a CPU host's answer takes
+# ~144 s (the seed's figures) and a long one more: the read timeout is generous.
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 600.0
 
 
 def redact(url: str) -> str:
@@ -131,6 +136,20 @@ SERVERS_KEPT = 16  # servers whose idle connections are kept (the least recently
 _sending = threading.local()
 
 
+class _Connection(Protocol):
+    """A request's connection as Abort holds it: its socket (None once closed)."""
+
+    @property
+    def sock(self) -> socket.socket | None: ...
+
+
+@dataclass(frozen=True)
+class _Socket:
+    """A socket another client's connection gave (``Abort.attach``)."""
+
+    sock: socket.socket | None
+
+
 class Abort:
     """Shuts the socket of one request, from any thread, at any point of its life.
 
@@ -140,19 +159,30 @@ class Abort:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._connection: urllib3.connection.HTTPConnection | None = None
+        self._connection: _Connection | None = None
         self._aborted = False
 
-    def _attach(self, connection: urllib3.connection.HTTPConnection) -> None:
+    def _attach(self, connection: _Connection) -> None:
         with self._lock:
             self._connection = connection
             if self._aborted:
                 _shutdown(connection.sock)
 
-    def _release(self, connection: urllib3.connection.HTTPConnection) -> None:
+    def _release(self, connection: _Connection) -> None:
         with self._lock:
             if self._connection is connection:
                 self._connection = None
+
+    def attach(self, sock: socket.socket) -> None:
+        """The socket of this request sent by another client (the openai SDK's, on vLLM's
+        Path A), which keeps its own pool: shut at once if already aborted."""
+        self._attach(_Socket(sock))
+
+    def release(self) -> None:
+        """This request's answer is in: its connection may carry another request from now
+        on, so a later call shuts nothing (requests' pool says so itself, on its return)."""
+        with self._lock:
+            self._connection = None
 
     def __call__(self) -> None:
         with self._lock:  # held while shutting: the connection cannot go back to the pool
@@ -276,19 +306,11 @@ def request(
         response = session.request(method, url, json=json_body, headers=headers,
                                    stream=stream, timeout=timeout, allow_redirects=False)
     except requests.exceptions.ConnectTimeout as exc:
-        raise BackendConnectionError(
-            f"{backend} at {host} did not accept a connection within {timeout[0]:g} s.",
-            hint=unreachable_hint, backend=backend, host=host) from exc
+        raise connect_timeout_error(backend, host, timeout[0], unreachable_hint) from exc
     except requests.exceptions.ReadTimeout as exc:
-        raise BackendTimeoutError(
-            f"{backend} at {host} sent nothing for {timeout[1]:g} s.",
-            hint="The server may still be loading the model; raise the read timeout in "
-                 "config.yaml (llm.read_timeout) for slow CPU hosts.",
-            backend=backend, host=host) from exc
+        raise read_timeout_error(backend, host, timeout[1]) from exc
     except requests.exceptions.ConnectionError as exc:
-        raise BackendConnectionError(
-            f"Cannot reach {backend} at {host}.", hint=unreachable_hint, backend=backend,
-            host=host) from exc
+        raise unreachable_error(backend, host, unreachable_hint) from exc
     except requests.exceptions.RequestException as exc:
         detail = scrub(str(exc), url)  # an exception may quote the whole URL
         raise BackendConnectionError(f"Request to {backend} at {host} failed: {detail}",
@@ -359,29 +381,64 @@ def iter_lines(response: requests.Response, *, backend: str, host: str,
     so a line is never held back waiting for more bytes.
     """
     raw = response.raw
-    pending = b""
     try:
-        while True:
-            chunk = raw.read1(65536)
-            if not chunk:
-                break
-            pending += chunk
-            if b"\n" not in chunk:
-                continue
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                line = line.rstrip(b"\r")
-                if line.strip():
-                    yield line
+        yield from split_lines(iter(lambda: raw.read1(65536), b""))
     except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as exc:
-        raise BackendTimeoutError(
-            f"{backend} at {host} stopped sending in the middle of the answer.",
-            hint="Raise llm.read_timeout in config.yaml for slow hosts.", backend=backend,
-            host=host) from exc
+        raise stalled_error(backend, host) from exc
     except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError, ValueError) as exc:
-        raise TruncatedStreamError(
-            f"The connection to {backend} at {host} broke in the middle of the answer.",
-            hint="The text received so far is kept. Check the server's log.",
-            backend=backend, host=host, partial_text=partial_text()) from exc
+        raise broken_error(backend, host, partial_text()) from exc
+
+
+def split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Each non-empty line of a body read as ``chunks`` arrive, yielded as soon as it is
+    whole (split on ``\\n`` only; see ``iter_lines``); any client's chunks."""
+    pending = b""
+    for chunk in chunks:
+        pending += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if line.strip():
+                yield line
     if pending.strip():
         yield pending.rstrip(b"\r")
+
+
+# The words of a transport failure, the same whichever client met it (requests, or the
+# openai SDK's httpx on vLLM's Path A).
+def connect_timeout_error(backend: str, host: str, seconds: float,
+                          hint: str) -> BackendConnectionError:
+    return BackendConnectionError(
+        f"{backend} at {host} did not accept a connection within {seconds:g} s.", hint=hint,
+        backend=backend, host=host)
+
+
+def read_timeout_error(backend: str, host: str, seconds: float) -> BackendTimeoutError:
+    return BackendTimeoutError(
+        f"{backend} at {host} sent nothing for {seconds:g} s.",
+        hint="The server may still be loading the model; raise the read timeout in "
+             "config.yaml (llm.read_timeout) for slow CPU hosts.",
+        backend=backend, host=host)
+
+
+def unreachable_error(backend: str, host: str, hint: str) -> BackendConnectionError:
+    return BackendConnectionError(f"Cannot reach {backend} at {host}.", hint=hint,
+                                  backend=backend, host=host)
+
+
+def stalled_error(backend: str, host: str) -> BackendTimeoutError:
+    """The server went silent in the middle of a streamed answer."""
+    return BackendTimeoutError(
+        f"{backend} at {host} stopped sending in the middle of the answer.",
+        hint="Raise llm.read_timeout in config.yaml for slow hosts.", backend=backend,
+        host=host)
+
+
+def broken_error(backend: str, host: str, partial_text: str) -> TruncatedStreamError:
+    """The connection broke in the middle of a streamed answer."""
+    return TruncatedStreamError(
+        f"The connection to {backend} at {host} broke in the middle of the answer.",
+        hint="The text received so far is kept. Check the server's log.",
+        backend=backend, host=host, partial_text=partial_text)

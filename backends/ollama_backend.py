@@ -110,7 +110,8 @@ class OllamaBackend(Backend):
     can_pull_models: ClassVar[bool] = True
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL, *,
-                 connect_timeout: float = 5.0, read_timeout: float = 300.0,
+                 connect_timeout: float = http.CONNECT_TIMEOUT_S,
+                 read_timeout: float = http.READ_TIMEOUT_S,
                  keep_alive: str | int | None = None, num_ctx: int | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
         # repr and record shows ``host``, the same URL without credentials.

@@ -115,8 +115,11 @@ class Shared:
         default_factory=lambda: Expiring(VLLM_WINDOW_TTL_S))
     # vLLM hosts already warned that the API key wins over their user:password (logged once).
     key_wins_said: set[str] = field(default_factory=set)
+    sdk_missing_said: bool = False  # the openai SDK asked for, not installed (logged once)
     models: LoadedModels = field(default_factory=LoadedModels)  # the embedded backend's
     _session: requests.Session | None = field(default=None, repr=False)
+    # vLLM's Path A: one openai SDK client per (server URL, API key, timeouts), with its pool.
+    _openai_clients: dict[Hashable, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def session(self, make: Callable[[], requests.Session]) -> requests.Session:
@@ -127,13 +130,24 @@ class Shared:
                 self._session = make()
             return self._session
 
+    def openai_client(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        """The openai SDK client for ``key``; ``make()`` (``backends.openai_sdk``) makes it on
+        first use."""
+        with self._lock:
+            if key not in self._openai_clients:
+                self._openai_clients[key] = make()
+            return self._openai_clients[key]
+
     def close(self) -> None:
         """Free the loaded models and the pooled connections (a test's, once replaced)."""
         self.models.close()
         with self._lock:
             session, self._session = self._session, None
+            clients, self._openai_clients = list(self._openai_clients.values()), {}
         if session is not None:
             session.close()
+        for client in clients:
+            client.close()
 
     def forget_server_facts(self) -> None:
         """Drop what was learnt about servers (model info, windows, token ratios): a server

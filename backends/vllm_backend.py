@@ -1,45 +1,48 @@
 """vLLM client: OpenAI-compatible ``POST /v1/chat/completions``, the answer in one piece.
 
-``generate()`` takes Path A, the ``openai`` SDK, when it can be imported, and Path B, the same
-request with ``requests``, when it cannot. Both give the same ``Answer`` and raise the same
-errors. ``stream()`` is for callers that must be able to cancel: it goes through the project's
-HTTP layer, whose socket can be shut from another thread (the SDK gives no such handle), and
-yields the answer in one piece or, with ``sse=True``, token by token as server-sent events.
+Chat completions take one of the seed's two paths, by config (``backends.vllm.client``):
+Path A, the ``openai`` SDK (``backends.openai_sdk``), preferred and taken when it can be
+imported, or Path B, the same request with ``requests`` (``backends.http``). Both read the
+same body (``backends.completion``) and the same server-sent events, so they give the same
+``Answer`` and statistics, the same thinking, the same Stop (the socket shut at once, even
+before the first byte) and the same errors. ``stream()`` is for callers that must be able to
+cancel: it yields the answer in one piece or, with ``sse=True``, token by token. The server's
+other routes (``/v1/models``, ``/tokenize``, ``/metrics``, ``/version``) go through
+``backends.http`` on both paths.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import urlparse
 
-from . import http
+from . import http, openai_sdk
 from .base import THINK_OFF, THINK_ON, Backend, BackendOptions, ModelState, chat_messages
+from .completion import read_completion, reasoning, reasoning_tokens
 from .context import ContextFit
 from .errors import (
     AuthenticationError,
     BackendConnectionError,
     BackendStatusError,
-    BackendTimeoutError,
     ContextLengthError,
     ModelNotFoundError,
     StreamError,
     TruncatedStreamError,
 )
+from .openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
-from .status import Status
 from .stream import Answer, GenerationStats, TokenStream
-from .thinking import Thinking, ThinkSplitter
+from .thinking import Thinking
 
-try:  # Path A is optional: the seed falls back to plain HTTP without the SDK.
-    import openai
-except ImportError:  # pragma: no cover - exercised by a test that hides the module
-    openai = None  # type: ignore[assignment]
+SDK_MISSING = "openai SDK not installed: plain requests used"
 
 DEFAULT_HOST = "http://localhost:8000"
 DEFAULT_MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
@@ -92,7 +95,9 @@ def context_hint(message: str) -> str:
 
 
 class VLLMBackend(Backend):
-    """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` picks Path A when possible."""
+    """vLLM's OpenAI-compatible server. ``use_openai_sdk=None`` (config's ``client: openai``)
+    picks Path A when the SDK is installed, Path B otherwise; False (``client: requests``)
+    Path B."""
 
     name: ClassVar[str] = "vllm"
     label: ClassVar[str] = "vLLM"
@@ -102,8 +107,9 @@ class VLLMBackend(Backend):
     can_stream_sse: ClassVar[bool] = True
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL,
-                 api_key: str | None = None, *, connect_timeout: float = 5.0,
-                 read_timeout: float = 300.0, use_openai_sdk: bool | None = None) -> None:
+                 api_key: str | None = None, *, connect_timeout: float = http.CONNECT_TIMEOUT_S,
+                 read_timeout: float = http.READ_TIMEOUT_S,
+                 use_openai_sdk: bool | None = None) -> None:
         # Requests go to the URL as given (it may hold user:password@); every message,
         # repr and record shows ``host``, the same URL without credentials.
         self._base_url = http.check_host(host, DEFAULT_HOST)
@@ -116,17 +122,23 @@ class VLLMBackend(Backend):
             self._base_url = self.host
             _say_the_key_wins(self.host)
         self.timeout: http.Timeout = (connect_timeout, read_timeout)
-        if use_openai_sdk and openai is None:
+        if use_openai_sdk and not openai_sdk.available:
             raise ImportError("use_openai_sdk=True but the openai package is not installed")
-        self.uses_openai_sdk = openai is not None if use_openai_sdk is None else use_openai_sdk
+        self.uses_openai_sdk = openai_sdk.available if use_openai_sdk is None else use_openai_sdk
+        # The SDK was asked for and is missing: Path B serves, and the status line says so.
+        self.client_note = SDK_MISSING if use_openai_sdk is None and not self.uses_openai_sdk \
+            else ""
+        if self.client_note:
+            _say_the_sdk_is_missing()
 
     @classmethod
     def from_options(cls, options: BackendOptions) -> VLLMBackend:
         return cls(options.host, options.model, options.api_key,
-                   connect_timeout=options.connect_timeout, read_timeout=options.read_timeout)
+                   connect_timeout=options.connect_timeout, read_timeout=options.read_timeout,
+                   use_openai_sdk=None if options.vllm_client == CLIENT_OPENAI else False)
 
     def __repr__(self) -> str:
-        path = "openai" if self.uses_openai_sdk else "requests"
+        path = CLIENT_OPENAI if self.uses_openai_sdk else CLIENT_REQUESTS
         return f"VLLMBackend(host={self.host!r}, model={self.model!r}, path={path!r})"
 
     @property
@@ -198,7 +210,7 @@ class VLLMBackend(Backend):
         # templates read (chat_template_kwargs.enable_thinking); others ignore it.
         return ModelState(server_version=version, loaded=self.model in served,
                           window=window if isinstance(window, int) else None,
-                          think_options=(THINK_OFF, THINK_ON))
+                          think_options=(THINK_OFF, THINK_ON), note=self.client_note)
 
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
@@ -211,8 +223,8 @@ class VLLMBackend(Backend):
         """``generate()`` with every sampling setting: one request, Path A or Path B."""
         payload = chat_body(self.model, prompt, system, sampling)
         started = time.perf_counter()
-        body = self._complete_with_sdk(payload) if self.uses_openai_sdk \
-            else self._complete_with_requests(payload)
+        with self._post_chat(payload) as reply:
+            body = reply.body()
         elapsed = time.perf_counter() - started
         answer = _answer_from_body(body, elapsed)
         answer.stats.context_window = self._window_or_none()
@@ -242,13 +254,9 @@ class VLLMBackend(Backend):
 
     def _fragments(self, handle: TokenStream, payload: dict[str, Any],
                    abort: http.Abort) -> Iterator[str]:
-        response = self._request("POST", "/v1/chat/completions", json_body=payload,
-                                 stream=True, abort=abort)
-        try:
-            if response.status_code != 200:
-                raise self._status_error(response.status_code, http.error_text(response))
+        with self._post_chat(payload, abort, partial_text=lambda: handle.text) as reply:
             if not payload.get("stream"):
-                answer = _answer_from_body(response.json(), 0.0)
+                answer = _answer_from_body(reply.body(), 0.0)
                 handle.stats.context_window = self._window_or_none()
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
@@ -258,14 +266,10 @@ class VLLMBackend(Backend):
                     yield Thinking(answer.thinking)
                 yield str(answer)
                 return
-            yield from self._server_sent_events(handle, response)
-        finally:
-            response.close()
+            yield from self._server_sent_events(handle, reply.lines())
 
-    def _server_sent_events(self, handle: TokenStream, response: Any) -> Iterator[str]:
+    def _server_sent_events(self, handle: TokenStream, lines: Iterator[bytes]) -> Iterator[str]:
         """``data: {chunk}`` lines until ``data: [DONE]``; usage comes in a last chunk."""
-        lines = http.iter_lines(response, backend="vLLM", host=self.host,
-                                partial_text=lambda: handle.text)
         for line in lines:
             if not line.startswith(b"data:"):
                 continue  # comments, event names, ids
@@ -292,12 +296,12 @@ class VLLMBackend(Backend):
             if usage:
                 handle.stats.prompt_tokens = usage.get("prompt_tokens")
                 handle.stats.output_tokens = usage.get("completion_tokens")
-                handle.stats.thinking_tokens = _reasoning_tokens(usage)
+                handle.stats.thinking_tokens = reasoning_tokens(usage)
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
-                reasoning = _reasoning(delta)
-                if reasoning:
-                    yield Thinking(reasoning)
+                thought = reasoning(delta)
+                if thought:
+                    yield Thinking(thought)
                 content = delta.get("content")
                 if content:
                     yield content
@@ -308,51 +312,54 @@ class VLLMBackend(Backend):
             hint="The text received so far is kept.", backend="vLLM", host=self.host,
             partial_text=handle.text)
 
+    def _post_chat(self, payload: dict[str, Any], abort: http.Abort | None = None,
+                   partial_text: Callable[[], str] = str
+                   ) -> contextlib.AbstractContextManager[_Reply]:
+        """``POST /v1/chat/completions`` on this backend's path, its reply open while inside;
+        an error status raises. ``abort`` gets the request's socket; ``partial_text`` is the
+        text a broken stream keeps."""
+        if self.uses_openai_sdk:
+            return self._post_with_sdk(payload, abort, partial_text)
+        return self._post_with_requests(payload, abort, partial_text)
+
     # -- Path A -----------------------------------------------------------------------------
-    def _complete_with_sdk(self, payload: dict[str, Any]) -> dict[str, Any]:
-        connect, read = self.timeout
-        # max_retries=0: the SDK would otherwise retry a down server twice with backoff,
-        # turning one clear failure into a long silent wait.
-        # Its own HTTP client: no redirects (the SDK's default follows them) and, as in
-        # backends.http, no proxy from the environment.
-        client = openai.OpenAI(base_url=f"{self._base_url}/v1", api_key=self._api_key or "EMPTY",
-                               max_retries=0, timeout=openai.Timeout(read, connect=connect),
-                               http_client=openai.DefaultHttpxClient(follow_redirects=False,
-                                                                     trust_env=False))
-        known = ("model", "messages", "max_tokens", "temperature")
-        extra = {key: value for key, value in payload.items() if key not in known}
-        try:
-            completion = client.chat.completions.create(
-                **{key: payload[key] for key in known}, extra_body=extra or None)
-        except openai.APITimeoutError as exc:
-            raise BackendTimeoutError(
-                f"vLLM at {self.host} sent no answer within {read:g} s.",
-                hint="Raise llm.read_timeout in config.yaml.", backend="vLLM",
-                host=self.host) from exc
-        except openai.APIConnectionError as exc:
-            raise BackendConnectionError(f"Cannot reach vLLM at {self.host}.",
-                                         hint=self.unreachable_hint, backend="vLLM",
-                                         host=self.host) from exc
-        except openai.APIStatusError as exc:
-            if http.is_redirect(exc.status_code):
-                raise http.redirect_error(exc.status_code, backend="vLLM",
-                                          host=self.host) from exc
-            try:
-                message = http.message_from_body(exc.response.json())
-            except ValueError:
-                message = exc.response.text.strip()[:500]
-            raise self._status_error(exc.status_code, message) from exc
-        finally:
-            client.close()
-        return completion.model_dump()
+    @contextlib.contextmanager
+    def _post_with_sdk(self, payload: dict[str, Any], abort: http.Abort | None,
+                       partial_text: Callable[[], str]) -> Iterator[_Reply]:
+        client = openai_sdk.client(self._base_url, self._api_key, self.timeout)
+        typed = {key: value for key, value in payload.items() if key in _SDK_ARGUMENTS}
+        extra = {key: value for key, value in payload.items() if key not in _SDK_ARGUMENTS}
+        errors = openai_sdk.map_errors(
+            backend="vLLM", host=self.host, timeout=self.timeout,
+            unreachable_hint=self.unreachable_hint, status_error=self._status_error,
+            partial_text=partial_text)
+        # Every failure, sending or reading, in Path B's words; the response closed inside.
+        with errors, contextlib.ExitStack() as opened:
+            with openai_sdk.hangup_on(abort):
+                response = opened.enter_context(
+                    client.chat.completions.with_streaming_response.create(
+                        **typed, extra_body=extra or None))
+            if abort is not None:  # before the connection goes back to the SDK's pool
+                opened.callback(abort.release)
+            # The SDK's typed ChatCompletion, as the same dict as Path B's body.
+            yield _Reply(body=lambda: response.parse().model_dump(),
+                         lines=lambda: http.split_lines(response.iter_bytes()))
 
     # -- Path B -----------------------------------------------------------------------------
-    def _complete_with_requests(self, payload: dict[str, Any]) -> dict[str, Any]:
-        response = self._request("POST", "/v1/chat/completions", json_body=payload)
-        if response.status_code != 200:
-            raise self._status_error(response.status_code, http.error_text(response))
-        body: dict[str, Any] = response.json()
-        return body
+    @contextlib.contextmanager
+    def _post_with_requests(self, payload: dict[str, Any], abort: http.Abort | None,
+                            partial_text: Callable[[], str]) -> Iterator[_Reply]:
+        response = self._request("POST", "/v1/chat/completions", json_body=payload,
+                                 stream=True, abort=abort)
+        try:
+            if response.status_code != 200:
+                raise self._status_error(response.status_code, http.error_text(response))
+            yield _Reply(body=response.json,
+                         lines=lambda: http.iter_lines(response, backend="vLLM",
+                                                       host=self.host,
+                                                       partial_text=partial_text))
+        finally:
+            response.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else None
@@ -390,6 +397,28 @@ class VLLMBackend(Backend):
             return self.list_models()
         except (BackendConnectionError, BackendStatusError, ValueError, KeyError):
             return None
+
+
+@dataclass(frozen=True)
+class _Reply:
+    """The answer to one chat completion request, on either path: its whole body (one
+    piece), or its lines as they arrive (server-sent events)."""
+
+    body: Callable[[], Any]
+    lines: Callable[[], Iterator[bytes]]
+
+
+# The request's keys the SDK's create() names; the others (vLLM's) go in its extra_body.
+_SDK_ARGUMENTS = ("model", "messages", "max_tokens", "temperature", "stream", "stream_options")
+
+
+def _say_the_sdk_is_missing() -> None:
+    """Logged once: config.yaml asks for the openai SDK, and it is not installed."""
+    state = shared()
+    if not state.sdk_missing_said:
+        state.sdk_missing_said = True
+        log.warning("backends.vllm.client is openai, but the openai package is not installed: "
+                    "vLLM's chat completions go through plain requests (Path B).")
 
 
 def _say_the_key_wins(host: str) -> None:
@@ -438,41 +467,20 @@ def prometheus_sum(text: str, name: str) -> float | None:
     return total if found else None
 
 
-def _answer_from_body(body: dict[str, Any], elapsed: float) -> Answer:
-    """Text, finish reason and token counts (from ``usage``) of a chat completion body."""
-    choice = body["choices"][0]
-    usage = body.get("usage") or {}
+def _answer_from_body(body: Any, elapsed: float) -> Answer:
+    """A chat completion body as an ``Answer``: text, thinking, finish reason and token
+    counts (``backends.completion``), the whole wait as its time to the first token."""
+    completion = read_completion(body)
     stats = GenerationStats(
         time_to_first_token_s=elapsed,  # one piece: the first token arrives with the last
         total_time_s=elapsed,
-        prompt_tokens=usage.get("prompt_tokens"),
-        output_tokens=usage.get("completion_tokens"),
-        done_reason=choice.get("finish_reason") or Status.STOP,
+        prompt_tokens=completion.prompt_tokens,
+        output_tokens=completion.output_tokens,
+        done_reason=completion.finish_reason,
         fragments=1,
-        thinking_tokens=_reasoning_tokens(usage),
+        thinking_tokens=completion.thinking_tokens,
     )
-    message = choice.get("message") or {}
-    thinking = _reasoning(message)
-    text = message.get("content") or ""
-    if not thinking:  # no reasoning parser on the server: the thinking is inline
-        split = ThinkSplitter()
-        parts = [*split.feed(text), *split.flush()]
-        thinking = "".join(part for part in parts if isinstance(part, Thinking))
-        text = "".join(part for part in parts if not isinstance(part, Thinking))
-    if thinking:
+    if completion.thinking:
         stats.time_to_first_thinking_s = elapsed
-        stats.thinking_chars = len(thinking)
-    return Answer(text.strip(), stats, thinking.strip())
-
-
-def _reasoning(message: dict[str, Any]) -> str:
-    """The reasoning of a message or delta: ``reasoning`` (vLLM 0.11.2+; the only field from
-    0.16) or ``reasoning_content`` (before; both in between, the old one sometimes null)."""
-    return str(message.get("reasoning") or message.get("reasoning_content") or "")
-
-
-def _reasoning_tokens(usage: dict[str, Any]) -> int | None:
-    """``usage.completion_tokens_details.reasoning_tokens`` (vLLM with a reasoning parser)."""
-    details = usage.get("completion_tokens_details") or {}
-    value = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return value if isinstance(value, int) else None
+        stats.thinking_chars = len(completion.thinking)
+    return Answer(completion.text, stats, completion.thinking)

@@ -1,5 +1,6 @@
 """2. Stop: from the click on the Playground's Stop button (Chromium) to the server seeing the
-connection closed. An Ollama stream, and a vLLM one-piece request still being "generated".
+connection closed. An Ollama stream, and a vLLM one-piece request still being "generated", on
+each of vLLM's paths (``backends.vllm.client``: the openai SDK, and plain requests).
 
 The test servers run in this process, so their clocks (``time.monotonic()`` in the server
 thread) compare directly with the time taken here just before the click.
@@ -11,6 +12,7 @@ import time
 
 from playwright.sync_api import Page
 
+from backends.openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS, CLIENTS
 from bench.browser import chromium, new_page, open_page, settle, wait_until
 from bench.common import Figure, Result, at_most, median
 from tests.servers.ollama import FakeOllama, Script
@@ -23,11 +25,14 @@ DELAY_S = 0.05  # a slow stream: 20 tokens/s, 100 s in all, stopped after ~1 s
 STOP_AFTER = 20  # tokens shown in the page before the click
 VLLM_DELAY_S = 10.0
 VLLM_WAIT_S = 1.0  # how long the one-piece request has been waiting when Stop is clicked
+# Who sent a chat, by its User-Agent's product: the openai SDK or requests.
+AGENTS = {CLIENT_OPENAI: "OpenAI", CLIENT_REQUESTS: "python-requests"}
 NO_CLOSE_S = 15.0  # no hang-up seen within this: recorded as not closed
 
 
-def _config(kind: str, url: str, model: str) -> str:
+def _config(kind: str, url: str, model: str, vllm_client: str = "openai") -> str:
     return (f"llm:\n  backend: {kind}\n  host: {url}\n  model: {model}\n"
+            f"backends:\n  vllm:\n    client: {vllm_client}\n"
             "app:\n  fallback_to_embedded: false\n")
 
 
@@ -96,28 +101,37 @@ def run() -> Result:
             open_page(page, app.url)
             ollama_times = ollama_stops(page, ollama)
         body = completion("## RECOMMENDATION\n\nInstall **31 panels**.", completion_tokens=9)
-        with FakeVLLM(200, body, delay=VLLM_DELAY_S) as vllm, \
-                AppServer("app.py", _config("vllm", vllm.url, "smollm2")) as app, \
-                new_page(browser) as page:
-            open_page(page, app.url)
-            vllm_times = vllm_stops(page, vllm)
+        vllm_times: dict[str, list[float | None]] = {}
+        for client in CLIENTS:  # one server and app per client, the same steps
+            with FakeVLLM(200, body, delay=VLLM_DELAY_S) as vllm, \
+                    AppServer("app.py", _config("vllm", vllm.url, "smollm2", client)) as app, \
+                    new_page(browser) as page:
+                open_page(page, app.url)
+                vllm_times[client] = vllm_stops(page, vllm)
+                agents = {str(agent).split("/")[0] for agent in vllm.chat_agents}
+                if agents != {AGENTS[client]}:  # the app took the configured path
+                    raise RuntimeError(f"client {client}: the chats came from {agents}")
 
     ollama_ms = median(ollama_times)
-    closed = [t for t in vllm_times if t is not None]
-    vllm_ms = median(closed) if len(closed) == len(vllm_times) else None
     ollama_ms = None if ollama_ms is None else ollama_ms * 1000
-    vllm_ms = None if vllm_ms is None else vllm_ms * 1000
+
+    def vllm_ms(times: list[float | None]) -> float | None:
+        closed = [t for t in times if t is not None]
+        value = median(closed) if len(closed) == len(times) else None
+        return None if value is None else value * 1000
 
     def listed(times: list[float | None] | list[float]) -> str:
         return ", ".join("not closed" if t is None else f"{t * 1000:.0f}" for t in times)
 
+    paths = {CLIENT_OPENAI: "openai SDK (Path A)", CLIENT_REQUESTS: "requests (Path B)"}
     return Result(
         title="Stop: click -> server sees the connection closed",
         figures=[
             Figure(f"Ollama stream, median of {RUNS}", ollama_ms, "ms", "<= 1000",
                    at_most(ollama_ms, 1000)),
-            Figure(f"vLLM one-piece request, median of {RUNS}", vllm_ms, "ms", "<= 1000",
-                   at_most(vllm_ms, 1000)),
+            *(Figure(f"vLLM one-piece request, {paths[client]}, median of {RUNS}",
+                     vllm_ms(times), "ms", "<= 1000", at_most(vllm_ms(times), 1000))
+              for client, times in vllm_times.items()),
         ],
         notes=[
             "Playground in Chromium (Playwright), `streamlit run app.py` with a config "
@@ -129,7 +143,11 @@ def run() -> Result:
             f"Runs: {listed(ollama_times)} ms.",
             f"vLLM: FakeVLLM answering in one piece after {VLLM_DELAY_S:.0f} s; Stop clicked "
             f"{VLLM_WAIT_S:.0f} s after the request reached the server; the hang-up seen by "
-            f"polling the server's counter every 2 ms. Runs: {listed(vllm_times)} ms"
+            f"polling the server's counter every 2 ms; for each `backends.vllm.client` a server "
+            f"and an app of its own, the same steps (the chats' User-Agent checked). Runs: "
+            + "; ".join(f"{paths[client]} {listed(times)} ms" for client, times
+                        in vllm_times.items())
             + (f" (\"not closed\": no hang-up within {NO_CLOSE_S:.0f} s)"
-               if len(closed) < len(vllm_times) else "") + ".",
+               if any(t is None for times in vllm_times.values() for t in times) else "")
+            + ".",
         ])

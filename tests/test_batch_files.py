@@ -98,6 +98,44 @@ def test_results_come_back_into_the_history_in_input_order(tmp_path: Path) -> No
     assert imported.table()[1]["status"] == "Error"  # as the statistics say it
 
 
+def reasoning_result(custom_id: str, message: dict[str, object],
+                     usage: dict[str, object] | None = None) -> str:
+    """A result line whose message is ``message`` (a reasoning model's)."""
+    line = json.loads(result(custom_id, ""))
+    line["response"]["body"]["choices"][0]["message"] = {"role": "assistant", **message}
+    if usage is not None:
+        line["response"]["body"]["usage"] = usage
+    return json.dumps(line) + "\n"
+
+
+@pytest.mark.parametrize("message", [
+    pytest.param({"content": "<think>x</think>answer"}, id="inline-think-tags"),
+    pytest.param({"content": "\n<think>x</think>\n\nanswer\n"}, id="inline-after-newline"),
+    pytest.param({"content": "answer", "reasoning_content": "x"}, id="reasoning_content"),
+    pytest.param({"content": "answer", "reasoning": "x", "reasoning_content": None},
+                 id="reasoning"),
+])
+def test_an_imported_answers_thinking_is_split_off_as_a_live_runs(
+        tmp_path: Path, message: dict[str, object]) -> None:
+    """An imported answer reads as a live run's: no <think> tags left in the answer, the
+    thinking in its own field (tests/test_vllm_backend.py reads the same bodies live)."""
+    exported = export_jsonl(spec(1))
+    cid = json.loads(exported)["custom_id"]
+    usage = {"prompt_tokens": 2800, "completion_tokens": 9, "total_tokens": 2809,
+             "completion_tokens_details": {"reasoning_tokens": 3}}
+    store = RunStore(str(tmp_path / "history.sqlite3"))
+    (row,) = import_results(store, exported, reasoning_result(cid, message, usage)).rows
+    assert (row.status, row.text, row.outcome.thinking) == (Status.FINISHED, "answer", "x")
+    assert row.stats.thinking_chars == 1 and row.stats.thinking_tokens == 3
+    (run,) = store.group_runs(row_group(store))
+    assert run.text == "answer" and run.thinking == "x"
+
+
+def row_group(store: RunStore) -> int:
+    (group,) = store.list_groups(IMPORT_KIND)
+    return group.id
+
+
 def test_rows_without_a_result_are_reported_missing(tmp_path: Path) -> None:
     exported = export_jsonl(spec(3))
     first = json.loads(exported.splitlines()[0])["custom_id"]

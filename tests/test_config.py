@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from backends import EmbeddedBackend, OllamaBackend, VLLMBackend
-from studio.runs.connection import from_config
+from backends import Backend, EmbeddedBackend, OllamaBackend, VLLMBackend
+from studio.runs.connection import PROBE_CONNECT_TIMEOUT, build, from_config
 from studio.settings.config import DEFAULT_CONFIG_PATH, ConfigError, load_config, parse_config
 
 
@@ -106,6 +106,9 @@ def test_api_key_comes_from_the_named_environment_variable(
     ("app:\n  stop_unwatched_after_s: forever\n",
      "app.stop_unwatched_after_s must be a number"),
     ("llm:\n  host: http://127.0.0.1:1\\@127.0.0.1:2\n", "llm.host: The host has a backslash"),
+    ("backends:\n  vllm:\n    client: opneai\n",
+     "backends.vllm.client must be openai or requests (got 'opneai')"),
+    ("backends:\n  vllm:\n    client: 1\n", "backends.vllm.client must be text (got 1)"),
 ])
 def test_bad_config_gives_one_clear_message_naming_the_key(tmp_path: Path, text: str,
                                                            expected: str) -> None:
@@ -113,6 +116,36 @@ def test_bad_config_gives_one_clear_message_naming_the_key(tmp_path: Path, text:
         load_config(write(tmp_path, text))
     assert expected in str(info.value)
     assert "config.yaml" in str(info.value)
+
+
+@pytest.mark.parametrize(("client", "uses_sdk"), [(None, True), ("openai", True),
+                                                 ("requests", False)])
+def test_the_vllm_client_is_chosen_in_config(client: str | None, uses_sdk: bool) -> None:
+    """backends.vllm.client: the openai SDK (the seed's Path A, the default) or requests;
+    every page builds its backend through studio.runs.connection, so every page takes it."""
+    vllm = {} if client is None else {"client": client}
+    settings = parse_config({"llm": {"backend": "vllm"}, "backends": {"vllm": vllm}})
+    assert settings.vllm.client == (client or "openai")
+    backend = from_config({"llm": {"backend": "vllm"}, "backends": {"vllm": vllm}})
+    assert isinstance(backend, VLLMBackend)
+    assert backend.uses_openai_sdk is uses_sdk and backend.client_note == ""
+    assert load_config(DEFAULT_CONFIG_PATH).vllm.client == "openai"
+
+
+@pytest.mark.parametrize("kind", ["ollama", "vllm"])
+def test_a_backend_built_from_settings_has_the_configured_timeouts(kind: str) -> None:
+    """llm.read_timeout (and connect_timeout) reach every backend that takes them, on every
+    way a backend is built: a run, a probe, a batch, a comparison, a pull."""
+    def timeout(backend: Backend) -> tuple[float, float]:
+        assert isinstance(backend, OllamaBackend | VLLMBackend)
+        return backend.timeout
+
+    settings = parse_config({"llm": {"backend": kind, "read_timeout": 1234,
+                                     "connect_timeout": 7}})
+    assert timeout(from_config({"llm": {"backend": kind}})) == (5.0, 600.0)  # the defaults
+    assert timeout(build(settings, kind)) == (7.0, 1234.0)
+    assert timeout(build(settings, kind, connect_timeout=PROBE_CONNECT_TIMEOUT)) == (
+        PROBE_CONNECT_TIMEOUT, 1234.0)
 
 
 def test_secret_value_is_not_echoed(tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
+import pytest
+
 from backends import http
 from backends.ollama_backend import OllamaBackend
 from backends.status import Status
@@ -50,16 +52,21 @@ def test_probes_and_status_lines_reuse_one_connection() -> None:
             assert server.connections == 1, kind
 
 
-def test_batch_rows_reuse_connections() -> None:
-    """Ten one-piece rows (vLLM, as in production), two at a time: two connections."""
+@pytest.mark.parametrize(("sdk", "pools"), [pytest.param(False, 1, id="requests"),
+                                           pytest.param(True, 2, id="openai-sdk")])
+def test_batch_rows_reuse_connections(sdk: bool, pools: int) -> None:
+    """Ten one-piece rows (vLLM, as in production), two at a time: two connections in each
+    pool. Path B has one pool (requests'); on Path A the chats go through the openai SDK's
+    own pool, and the window and token counts through requests'."""
     with FakeVLLM(200, completion(ANSWER)) as server:
         spec = BatchSpec(scenarios=load_locations()[:10], backend="vllm", host=server.url,
                          model="smollm2", system="", concurrency=2)
-        batch = Batch(spec, build=lambda: VLLMBackend(server.url, "smollm2")).start()
+        batch = Batch(spec, build=lambda: VLLMBackend(server.url, "smollm2",
+                                                      use_openai_sdk=sdk)).start()
         assert batch.wait(20)
     assert [row.status for row in batch.rows] == [Status.FINISHED] * 10
     assert server.chat_calls == 10
-    assert server.connections <= 2
+    assert server.connections <= 2 * pools
 
 
 def test_generate_calls_in_turn_use_one_connection() -> None:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from backends.completion import CompletionShapeError, read_completion
 from backends.sampling import Sampling
 from backends.status import Status
 from backends.stream import GenerationStats
@@ -342,10 +343,6 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def _error_text(detail: Any) -> str:
     """The message of an error as runners write it: a string, {"message"}, or vLLM 0.32's
     ErrorResponse {"error": {"message", "type", "code"}}."""
@@ -378,15 +375,14 @@ def _row(cid: str, request: RunRequest, item: dict[str, Any], line: int) -> Impo
                              or "no response")
         return row(Status.ERROR,
                    error=(f"HTTP {status_code}: {detail}" if status_code else detail)[:2000])
-    choices = body.get("choices")
-    choice = choices[0] if isinstance(choices, list) and choices else None
-    if not isinstance(choice, dict):
-        return row(Status.ERROR, error="The result has no choices.")
-    message, usage = _dict(choice.get("message")), _dict(body.get("usage"))
-    text = str(message.get("content") or "").strip()
-    thinking = str(message.get("reasoning") or message.get("reasoning_content") or "")
-    reason = str(choice.get("finish_reason") or Status.STOP)
-    stats = GenerationStats(prompt_tokens=_count(usage.get("prompt_tokens")),
-                            output_tokens=_count(usage.get("completion_tokens")),
-                            done_reason=reason, fragments=1, thinking_chars=len(thinking))
-    return row(Status.of_answer(reason), text, thinking, stats=stats)
+    try:  # the reader a live run's answer goes through: its thinking split off the same way
+        completion = read_completion(body)
+    except CompletionShapeError as exc:
+        return row(Status.ERROR, error=str(exc))
+    stats = GenerationStats(prompt_tokens=completion.prompt_tokens,
+                            output_tokens=completion.output_tokens,
+                            done_reason=completion.finish_reason, fragments=1,
+                            thinking_chars=len(completion.thinking),
+                            thinking_tokens=completion.thinking_tokens)
+    return row(Status.of_answer(completion.finish_reason), completion.text, completion.thinking,
+               stats=stats)

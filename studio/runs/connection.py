@@ -45,7 +45,7 @@ def build(settings: Settings, kind: str, host: str = "", model: str = "",
         connect_timeout=connect_timeout or settings.connect_timeout,
         read_timeout=settings.read_timeout, model_dirs=settings.embedded.model_dirs,
         n_ctx=settings.embedded.n_ctx, num_ctx=settings.ollama.num_ctx,
-        keep_alive=settings.ollama.keep_alive)
+        keep_alive=settings.ollama.keep_alive, vllm_client=settings.vllm.client)
 
 
 def allowed_host(host: str, allowed: tuple[str, ...], label: str) -> str:

@@ -27,7 +27,8 @@ from pydantic import (
 from backends import BACKENDS
 from backends.embedded_backend import DEFAULT_N_CTX
 from backends.errors import InvalidHostError
-from backends.http import check_host
+from backends.http import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, check_host
+from backends.openai_sdk import CLIENT_OPENAI, CLIENTS
 from backends.sampling import (
     DEFAULT_SAMPLING,
     MAX_TOKENS_RANGE,
@@ -85,16 +86,22 @@ class OllamaSettings:
 
 
 @dataclass(frozen=True)
+class VLLMSettings:
+    client: str = CLIENT_OPENAI  # how chat completions are sent: openai (SDK) | requests
+
+
+@dataclass(frozen=True)
 class Settings:
     backend: str  # the backend that answers (llm.backend)
     backends: dict[str, BackendSettings]
     # the sidebar's first values (llm.max_tokens, llm.temperature)
     max_tokens: int = DEFAULT_SAMPLING.max_tokens
     temperature: float = DEFAULT_SAMPLING.temperature
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
+    connect_timeout: float = CONNECT_TIMEOUT_S
+    read_timeout: float = READ_TIMEOUT_S
     embedded: EmbeddedSettings = field(default_factory=EmbeddedSettings)
     ollama: OllamaSettings = field(default_factory=OllamaSettings)
+    vllm: VLLMSettings = field(default_factory=VLLMSettings)
     fallback_to_embedded: bool = True
     history_db: str = str(REPO_DIR / "data" / "history.sqlite3")
     prompt_layout: str = "static-first"  # studio.pv.prompt.LAYOUTS
@@ -151,8 +158,8 @@ class _Llm(_Block):
     host: str | None = None
     max_tokens: Annotated[int, _between(*MAX_TOKENS_RANGE)] = DEFAULT_SAMPLING.max_tokens
     temperature: Annotated[float, _between(*TEMPERATURE_RANGE)] = DEFAULT_SAMPLING.temperature
-    connect_timeout: Annotated[float, _between(0.1, 300.0)] = 5.0
-    read_timeout: Annotated[float, _between(1.0, 86_400.0)] = 600.0
+    connect_timeout: Annotated[float, _between(0.1, 300.0)] = CONNECT_TIMEOUT_S
+    read_timeout: Annotated[float, _between(1.0, 86_400.0)] = READ_TIMEOUT_S
 
     @field_validator("host")
     @classmethod
@@ -211,6 +218,17 @@ class _Ollama(_Server):
                          f"of seconds (got {value!r})")
 
 
+class _VLLM(_Server):
+    client: str = CLIENT_OPENAI
+
+    @field_validator("client")
+    @classmethod
+    def _known_client(cls, value: str) -> str:
+        if value not in CLIENTS:
+            raise ValueError(f"must be {' or '.join(CLIENTS)} (got {value!r})")
+        return value
+
+
 class _Embedded(_Backend):
     model_dirs: list[str] = []
     n_ctx: Annotated[int, _between(256, 131_072)] = DEFAULT_N_CTX
@@ -219,7 +237,7 @@ class _Embedded(_Backend):
 class _Backends(_Block):
     model_config = ConfigDict(extra="forbid")  # a misspelt backend must not pass unnoticed
     ollama: _Ollama = _Ollama()
-    vllm: _Server = _Server()
+    vllm: _VLLM = _VLLM()
     embedded: _Embedded = _Embedded()
 
 
@@ -342,6 +360,7 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         ollama=OllamaSettings(
             num_ctx=ollama.num_ctx if isinstance(ollama.num_ctx, int) else None,
             keep_alive=ollama.keep_alive),
+        vllm=VLLMSettings(client=config.backends.vllm.client),
         fallback_to_embedded=app.fallback_to_embedded,
         history_db=str(REPO_DIR / (app.history_db or "data/history.sqlite3")),
         prompt_layout=app.prompt_layout,

@@ -22,6 +22,10 @@ class LocalServer:
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0,
                  server_class: type[ThreadingHTTPServer] = ThreadingHTTPServer) -> None:
+        # TCP_NODELAY on every connection, as the real servers set it (uvicorn under vLLM,
+        # Go's net/http under Ollama): a reply's headers and body, written apart, must not wait
+        # for the client's delayed ACK on a kept-alive connection (40 ms a request).
+        handler.disable_nagle_algorithm = True
         self._httpd = server_class(("127.0.0.1", port), handler)
         self._httpd.daemon_threads = True  # a hung client never blocks the test's end
         # Every connection accepted: counted (a client that keeps its connections opens

@@ -177,6 +177,7 @@ class FakeVLLM(LocalServer):
         self.chat_calls = 0
         self.chat_requests: list[dict[str, Any]] = []  # the bodies, as sent
         self.authorizations: list[str | None] = []  # every request's Authorization header
+        self.chat_agents: list[str | None] = []  # each chat's User-Agent: which client sent it
         self.hangups = 0
         super().__init__(_handler(self))
 
@@ -261,6 +262,7 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 return
             server.chat_calls += 1
             server.chat_requests.append(body)
+            server.chat_agents.append(self.headers.get("User-Agent"))
             if not self._authorized():
                 return
             if server.check_context:
