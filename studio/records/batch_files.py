@@ -33,7 +33,7 @@ from studio.pv.library import load_locations
 from studio.records.render import dashes
 from studio.records.store import Group, RunStore, StoredRun
 from studio.runs.batch import BatchSpec
-from studio.runs.request import IMPORTED_FROM, Outcome, RunRequest, status_label
+from studio.runs.request import IMPORTED_FROM, HoldsOutcome, Outcome, RunRequest, status_label
 from studio.settings.config import Settings
 
 URL = "/v1/chat/completions"
@@ -98,7 +98,7 @@ def export_jsonl(spec: BatchSpec) -> str:
 
 
 @dataclass
-class ImportedRow:
+class ImportedRow(HoldsOutcome):
     """One result of a batch runner: the request it answered and what came of it, marked
     imported from the runner the line names."""
 
@@ -113,10 +113,6 @@ class ImportedRow:
     @property
     def status(self) -> Status:
         return self.outcome.status
-
-    @property
-    def text(self) -> str:
-        return self.outcome.text
 
     @property
     def error(self) -> str:

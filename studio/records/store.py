@@ -39,7 +39,7 @@ from backends.status import Status
 from backends.stream import GenerationStats
 from studio.records.columns import columns_of, json_of, record_of, request_columns
 from studio.records.spreadsheet import csv_lines
-from studio.runs.request import ANSWERED, FINAL_STATUSES, Outcome, RunRequest
+from studio.runs.request import ANSWERED, FINAL_STATUSES, HoldsOutcome, Outcome, RunRequest
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "history.sqlite3"
 
@@ -161,7 +161,7 @@ class StoreError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class StoredRun(RunRequest):
+class StoredRun(RunRequest, HoldsOutcome):
     """One run as recorded: its request (the fields of ``RunRequest``), where and when it ran,
     and what came of it (its ``Outcome``)."""
 
@@ -178,16 +178,6 @@ class StoredRun(RunRequest):
     @property
     def status(self) -> Status:
         return self.outcome.status
-
-    @property
-    def text(self) -> str:
-        """The answer, whole or partial."""
-        return self.outcome.text
-
-    @property
-    def thinking(self) -> str:
-        """A reasoning model's thinking; '' before v4."""
-        return self.outcome.thinking
 
     @property
     def error(self) -> str | None:

@@ -36,7 +36,15 @@ from studio.records.store import GroupSummary, RunStore, StoredRun
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
 from studio.runs.job import Job
-from studio.runs.request import ANSWERED, Outcome, RunParams, RunRequest, flat_dict, status_label
+from studio.runs.request import (
+    ANSWERED,
+    HoldsOutcome,
+    Outcome,
+    RunParams,
+    RunRequest,
+    flat_dict,
+    status_label,
+)
 from studio.runs.runner import Recording, Run
 
 # An earlier batch of the history that can be resumed (earlier_state): its process ended
@@ -113,7 +121,7 @@ class BatchSpec(RunParams):
 
 
 @dataclass
-class BatchRow:
+class BatchRow(HoldsOutcome):
     """One scenario of a batch: its request, where it stands (its last run's status, or the
     row's own: pending, running, retrying, failed), and the outcome of its last run (this
     session's, or an earlier session's when ``resumed``)."""
@@ -140,15 +148,6 @@ class BatchRow:
         report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
             if outcome.text else None
         self.outcome, self.report = outcome, report  # graded first: a page reads both
-
-    @property
-    def text(self) -> str:
-        return self.outcome.text
-
-    @property
-    def thinking(self) -> str:
-        """A reasoning model's thinking, apart from the answer."""
-        return self.outcome.thinking
 
     @property
     def seconds(self) -> float | None:

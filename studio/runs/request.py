@@ -144,3 +144,20 @@ class Outcome:
     @property
     def answered(self) -> bool:
         return self.status in ANSWERED
+
+
+class HoldsOutcome:
+    """A holder of a run's ``Outcome`` (a stored run, a Batch row, an imported row): its
+    answer and thinking are the outcome's."""
+
+    outcome: Outcome
+
+    @property
+    def text(self) -> str:
+        """The answer, whole or partial."""
+        return self.outcome.text
+
+    @property
+    def thinking(self) -> str:
+        """A reasoning model's thinking, apart from the answer."""
+        return self.outcome.thinking
