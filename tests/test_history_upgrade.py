@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from backends.status import Status
 from studio.records.batch_files import (
@@ -24,13 +23,11 @@ from studio.records.batch_files import (
 from studio.records.store import SCHEMA_VERSION, RunStore, export_csv, export_json
 from studio.runs.batch import BatchSpec, earlier_rows, earlier_state
 from studio.runs.runner import Run
+from tests.conftest import batch_page, history_page, use_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INPUT = (FIXTURES / "history_v5_batch_input.jsonl").read_text()
 OUTPUT = (FIXTURES / "history_v5_batch_output.jsonl").read_text()
-ENTRY = str(Path(__file__).parent / "app" / "entry.py")
-HISTORY_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "history.py")
-BATCH_PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "batch.py")
 
 
 @pytest.fixture
@@ -100,13 +97,9 @@ def test_the_history_lists_and_exports_every_old_run(old_db: Path) -> None:
 
 def test_the_history_page_reads_the_upgraded_file(old_db: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: embedded\napp:\n  history_db: {old_db}\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(HISTORY_PAGE).run()
-    assert not at.exception, at.exception
+    use_config(tmp_path, monkeypatch, {"llm": {"backend": "embedded"},
+                                       "app": {"history_db": str(old_db)}})
+    at = history_page()
     assert list(at.dataframe[0].value["id"]) == [7, 6, 5, 4, 3, 2, 1]
 
 
@@ -124,13 +117,9 @@ def test_an_old_batch_reads_as_it_stood_to_resume(old_db: Path) -> None:
 def test_the_batch_page_offers_an_old_batch_to_resume(old_db: Path, tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     assert RunStore(old_db).delete(5)  # its second row's answer gone: a row left to run
-    config = tmp_path / "config.yaml"
-    config.write_text(f"llm:\n  backend: embedded\napp:\n  history_db: {old_db}\n")
-    monkeypatch.setenv("PV_STUDIO_CONFIG", str(config))
-    at = AppTest.from_file(ENTRY, default_timeout=30)
-    at.run()
-    at.switch_page(BATCH_PAGE).run()
-    assert not at.exception, at.exception
+    use_config(tmp_path, monkeypatch, {"llm": {"backend": "embedded"},
+                                       "app": {"history_db": str(old_db)}})
+    at = batch_page()
     offered = at.selectbox(key="batch_resume")
     assert offered.value == 2
     assert offered.format_func(2).endswith("· ollama · llama3.1:8b · 1 done of 2 · stopped")
