@@ -345,7 +345,8 @@ def import_results_file(store: RunStore) -> None:
             failed = sum(row.status == Status.ERROR for row in imported.rows)
             ids = imported.run_ids
             runs = f"runs #{ids[0]}–#{ids[-1]}" if len(ids) > 1 else f"run #{ids[0]}"
-            st.success(f"Imported {len(imported.rows)} results into History ({runs}, marked "
+            answers = "1 result" if len(imported.rows) == 1 else f"{len(imported.rows)} results"
+            st.success(f"Imported {answers} into History ({runs}, marked "
                        f"imported from {literal(' and '.join(imported.runners))}); {failed} "
                        "failed.", icon="📥")
             if imported.duplicates:
@@ -357,7 +358,8 @@ def import_results_file(store: RunStore) -> None:
                                        for duplicate in imported.duplicates[:20])
                            + ("\n- …" if count > 20 else ""), icon="⚠️")
             if imported.missing:
-                st.warning(f"{len(imported.missing)} rows have no result: "
+                count = len(imported.missing)
+                st.warning(f"{count:,} row{'s have' if count != 1 else ' has'} no result: "
                            + literal(", ".join(imported.missing[:20])), icon="⚠️")
             st.dataframe(pd.DataFrame(imported.table()), hide_index=True, width="stretch")
 

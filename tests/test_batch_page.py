@@ -371,6 +371,19 @@ def test_a_repeated_custom_id_is_reported(server: LatencyServer, db: Path) -> No
     assert len(RunStore(db).list_runs()) == 3
 
 
+@pytest.mark.parametrize("answered", [2, 1], ids=["one-missing", "two-missing"])
+def test_rows_without_a_result_are_counted_in_words(server: LatencyServer, db: Path,
+                                                    answered: int) -> None:
+    sent, results = three_results()
+    kept = results.splitlines(keepends=True)[:answered]
+    at = import_files(batch_page(), sent, b"".join(kept))
+    assert f"Imported {answered} result{'s' if answered != 1 else ''} into" in texts(at.success)
+    missing = [json.loads(line)["custom_id"] for line in sent.splitlines()[answered:]]
+    (warning,) = at.warning
+    said = "1 row has" if len(missing) == 1 else f"{len(missing)} rows have"
+    assert texts([warning]) == f"{said} no result: {', '.join(missing)}"
+
+
 def test_a_deeply_nested_results_line_is_a_clear_message(server: LatencyServer,
                                                          db: Path) -> None:
     sent, results = three_results()
