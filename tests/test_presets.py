@@ -71,7 +71,7 @@ def test_csv_header_is_exact() -> None:
     assert first_line == (
         "name,region,sample,avg_daily_kwh,winter_summer_ratio,peak_weekly_max_kw,"
         "nighttime_load_ratio_pct,sunlight_cv,peak_sun_hours,electricity_rate_usd_kwh,"
-        "budget_usd,panel_watts,cost_per_panel_usd,has_ev"
+        "budget_usd,panel_watts,cost_per_panel_usd,has_ev,export_credit_usd_kwh"
     )
 
 

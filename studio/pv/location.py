@@ -2,7 +2,7 @@
 spread over. Seasons follow the northern-hemisphere calendar (winter = Dec-Feb); all shipped
 locations are in the northern hemisphere."""
 
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 
 # (name, days, season) for a non-leap year; the seasonal profile is spread over these.
 MONTHS: tuple[tuple[str, int, str], ...] = (
@@ -44,6 +44,16 @@ class Location:
     panel_watts: int
     cost_per_panel_usd: float
     has_ev: bool
+    # What an exported kWh earns ($/kWh). None: full net metering, exports credited at the
+    # retail rate. Optional in a CSV (an empty cell or no column means None).
+    export_credit_usd_kwh: float | None = None
+
+    @property
+    def export_rate_usd_kwh(self) -> float:
+        """The export credit in effect: the retail rate under full net metering."""
+        if self.export_credit_usd_kwh is None:
+            return self.electricity_rate_usd_kwh
+        return self.export_credit_usd_kwh
 
     @property
     def is_sample(self) -> bool:
@@ -52,3 +62,7 @@ class Location:
 
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Location))
+# Columns a file may leave out (or leave empty): those with a default.
+OPTIONAL_COLUMNS: frozenset[str] = frozenset(
+    f.name for f in fields(Location) if f.default is not MISSING)
+REQUIRED_COLUMNS: tuple[str, ...] = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS)

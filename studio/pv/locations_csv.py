@@ -18,7 +18,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from studio.pv.location import COLUMNS, Location
+from studio.pv.location import COLUMNS, OPTIONAL_COLUMNS, REQUIRED_COLUMNS, Location
 
 MAX_ROWS = 500
 
@@ -74,11 +74,15 @@ class LocationRow(BaseModel):
     panel_watts: Annotated[int, Field(gt=0)]
     cost_per_panel_usd: _Positive
     has_ev: _YesNo
+    export_credit_usd_kwh: _Amount | None = None
 
     @field_validator("*", mode="before")
     @classmethod
-    def _strip(cls, cell: str, info: ValidationInfo) -> str:
-        # Before any type check, so an empty cell says so rather than "not a number".
+    def _strip(cls, cell: str | None, info: ValidationInfo) -> str | None:
+        # Before any type check, so an empty cell says so rather than "not a number"; an
+        # optional column's empty cell is its default.
+        if cell is None or (not cell.strip() and info.field_name in OPTIONAL_COLUMNS):
+            return None
         if not cell.strip():
             raise PydanticCustomError("empty", "empty")
         if info.field_name in NUMBER_COLUMNS and (info.context or {}).get(DECIMAL_COMMA):
@@ -92,7 +96,8 @@ class LocationRow(BaseModel):
 # digits is a thousands separator ("1.234,5" = "1 234,5" = 1234.5); any other dot is refused
 # (is "0.25" a quarter, or a slip?). Files with other separators keep the decimal point.
 DECIMAL_COMMA = "decimal_comma"
-NUMBER_COLUMNS = frozenset(f.name for f in fields(Location) if f.type in (int, float))
+NUMBER_COLUMNS = frozenset(f.name for f in fields(Location)
+                           if f.type in (int, float, float | None))
 _COMMA_DECIMAL = re.compile(r"[+-]?(\d{1,3}(?:([. \u00a0\u202f])\d{3})(?:\2\d{3})*|\d+)"
                             r"(?:,(\d+))?")
 _HAS_DECIMAL_COMMA = re.compile(r"\d,\d")
@@ -204,12 +209,12 @@ def parse_locations_csv(text: str) -> LocationsImport:
         return LocationsImport(file_problem="The file is empty: expected a header row "
                                f"({', '.join(COLUMNS[:3])}, ...) and data rows.")
     delimiter, header = _sniff_header(text.splitlines()[0])
-    missing = [c for c in COLUMNS if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         return LocationsImport(delimiter=delimiter, file_problem=(
-            f"The header lacks {len(missing)} of the {len(COLUMNS)} columns: "
+            f"The header lacks {len(missing)} of the {len(REQUIRED_COLUMNS)} required columns: "
             f"{', '.join(missing)}. The columns are those of presets/locations.csv."))
-    index = {c: header.index(c) for c in COLUMNS}
+    index = {c: header.index(c) for c in COLUMNS if c in header}
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     result = LocationsImport(delimiter=delimiter,
                              decimal_comma=_writes_decimal_commas(text, delimiter, index))
@@ -245,7 +250,7 @@ def _writes_decimal_commas(text: str, delimiter: str, index: dict[str, int]) -> 
     will be read); then every number in it is read that way (``DECIMAL_COMMA``)."""
     if delimiter != ";":
         return False
-    numbers = [index[column] for column in COLUMNS if column in NUMBER_COLUMNS]
+    numbers = [index[column] for column in index if column in NUMBER_COLUMNS]
     reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     try:
         for count, cells in enumerate(reader):
@@ -264,11 +269,12 @@ def _parse_row(
 ) -> tuple[Location | None, str | None, list[str]]:
     """Build one Location from a CSV record, or explain every problem in it; and the columns
     of its cells with a decimal point in a decimal-comma file."""
-    short = [c for c in COLUMNS if index[c] >= len(cells)]
+    short = [c for c in REQUIRED_COLUMNS if index[c] >= len(cells)]
     if short:
         return None, (f"has {len(cells)} values but the header has {len(header)} columns; "
                       "missing value(s) for: " + ", ".join(short)), []
-    row = {column: cells[index[column]] for column in COLUMNS}
+    # An optional column the file leaves out, or a row too short to reach it: its default.
+    row = {column: cells[i] for column, i in index.items() if i < len(cells)}
     try:
         valid = LocationRow.model_validate(row, context={DECIMAL_COMMA: decimal_comma})
     except ValidationError as exc:  # every bad cell of the row, in column order

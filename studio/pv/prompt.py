@@ -62,9 +62,16 @@ def _data_context(loc: Location, fig: DerivedFigures) -> str:
         "### Solar resource and costs",
         f"- Peak sun hours: {_num(loc.peak_sun_hours)} h/day",
         f"- Electricity rate: {_rate(loc.electricity_rate_usd_kwh)}",
+        f"- Export credit: {_rate(loc.export_rate_usd_kwh)} "
+        + ("(full net metering: exports credited at the retail rate)"
+           if loc.export_credit_usd_kwh is None else
+           "(net billing: exports credited below the retail rate)"
+           if loc.export_rate_usd_kwh < loc.electricity_rate_usd_kwh else
+           "(exports credited at or above the retail rate)"),
         f"- Budget: {_usd(loc.budget_usd)}",
         f"- Panel rating: {loc.panel_watts} W ({_kw(fig.panel_kw)})",
-        f"- Installed cost per panel: {_usd(loc.cost_per_panel_usd)}",
+        f"- Installed cost per panel: {_usd(loc.cost_per_panel_usd)} "
+        f"(${loc.cost_per_panel_usd / loc.panel_watts:,.2f}/W)",
         f"- Performance ratio (planning assumption): {_num(PERFORMANCE_RATIO)}",
         "",
         "### Seasonal averages (derived from the winter/summer ratio)",
@@ -120,8 +127,18 @@ def _data_context(loc: Location, fig: DerivedFigures) -> str:
         f"{_usd(fig.installed_cost_usd)}",
         "",
         "### Payback and ROI (derived, budget-constrained system, no incentives)",
+        f"- Annual PV output: {_kwh(fig.annual_output_kwh)}",
+        f"- Used in the house as it is produced (self-consumed): {_kwh(fig.self_consumed_kwh)}"
+        + (f" ({_pct(fig.self_consumed_kwh / fig.annual_output_kwh * 100)} of output)"
+           if fig.annual_output_kwh > 0 else ""),
+        "  (assumption: the daytime load, annual consumption x (100% - nighttime load ratio),"
+        " uses PV output first; EV charging happens at night)",
+        f"- Exported to the grid: {_kwh(fig.exported_kwh)}, of which "
+        f"{_kwh(fig.credited_export_kwh)} credited (credits stop at what the household "
+        "would otherwise buy)",
         f"- Expected annual savings: {_usd(fig.annual_savings_usd)} "
-        "(PV output used x electricity rate, capped at annual consumption)",
+        f"(self-consumed x {_rate(loc.electricity_rate_usd_kwh)} + credited exports x "
+        f"{_rate(loc.export_rate_usd_kwh)})",
     ]
     if fig.break_even_years is not None:
         lines.append(f"- Break-even: {_num(fig.break_even_years)} years")

@@ -30,6 +30,10 @@ class DerivedFigures:
     budget_max_panels: int
     installed_panels: int  # budget-constrained system: min(budget max, panels needed)
     installed_cost_usd: float
+    annual_output_kwh: float  # what the budget-constrained system produces in a year
+    self_consumed_kwh: float  # of that, used in the house while the sun shines
+    exported_kwh: float  # the rest, sent to the grid
+    credited_export_kwh: float  # the exports credited (capped at what would be bought)
     annual_savings_usd: float
     break_even_years: float | None  # None when there are no savings
     roi_25y_pct: float | None  # None when nothing can be installed
@@ -66,7 +70,16 @@ def derive_figures(location: Location) -> DerivedFigures:
     budget_max = math.floor(round(loc.budget_usd / loc.cost_per_panel_usd, 6))
     installed = min(budget_max, needed_panels)
     cost = installed * loc.cost_per_panel_usd
-    savings = min(installed * per_panel, needed_kwh) * loc.electricity_rate_usd_kwh
+    # Net billing: only what the house uses while the sun shines saves the retail rate;
+    # exports earn the export credit (the retail rate under full net metering), and credits
+    # stop at what the household would otherwise buy. The daytime load is the household's
+    # consumption outside the nighttime share; an EV is charged at night.
+    output = installed * per_panel
+    self_consumed = min(output, annual * (1 - loc.nighttime_load_ratio_pct / 100))
+    exported = output - self_consumed
+    credited = min(exported, max(needed_kwh - self_consumed, 0.0))
+    savings = (self_consumed * loc.electricity_rate_usd_kwh
+               + credited * loc.export_rate_usd_kwh)
     return DerivedFigures(
         annual_kwh=annual,
         seasonal_daily_kwh=seasonal,
@@ -80,6 +93,10 @@ def derive_figures(location: Location) -> DerivedFigures:
         budget_max_panels=budget_max,
         installed_panels=installed,
         installed_cost_usd=cost,
+        annual_output_kwh=output,
+        self_consumed_kwh=self_consumed,
+        exported_kwh=exported,
+        credited_export_kwh=credited,
         annual_savings_usd=savings,
         break_even_years=cost / savings if savings > 0 else None,
         roi_25y_pct=(savings * ROI_YEARS - cost) / cost * 100 if cost > 0 else None,
