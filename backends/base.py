@@ -5,14 +5,16 @@ settings, and the chat message list every server takes."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .context import ContextFit
 from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .stream import PullStream, TokenStream
+
+Schema = Mapping[str, Any]  # a JSON schema, as a dict
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,17 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature) -> str:
+                 temperature: float = DEFAULT_SAMPLING.temperature, *,
+                 schema: Schema | None = None) -> str:
         """The seed's interface: the whole answer (the other settings: the server's)."""
 
     @abstractmethod
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
-               *, sse: bool = False) -> TokenStream: ...
+               *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
+        """The answer as it comes (``close()`` cancels). ``schema``: a JSON schema the answer
+        must follow (a structured answer), sent for the server's constrained decoding; each
+        backend maps it to its wire in one place. The server may still fall back to any
+        JSON, or cut it: the caller validates what comes back."""
 
     @abstractmethod
     def list_models(self) -> list[str]: ...

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .base import Backend, BackendOptions, ModelState, chat_messages
+from .base import Backend, BackendOptions, ModelState, Schema, chat_messages
 from .context import ContextFit
 from .errors import BackendError, ContextLengthError, ModelNotFoundError
 from .sampling import DEFAULT_SAMPLING, Sampling
@@ -135,16 +135,18 @@ class EmbeddedBackend(Backend):
 
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
+                 temperature: float = DEFAULT_SAMPLING.temperature, *,
+                 schema: Schema | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, Sampling(max_tokens, temperature)).read_all()
+        return self.stream(prompt, system, Sampling(max_tokens, temperature),
+                           schema=schema).read_all()
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
-               *, sse: bool = False) -> TokenStream:
+               *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
         """Generate token by token; ``close()`` stops after the current token. It always
         streams (``sse`` changes nothing)."""
         messages = chat_messages(prompt, system)
-        options = sampling_options(sampling)
+        options = {**sampling_options(sampling), **schema_options(schema)}
         return TokenStream(lambda handle: self._fragments(handle, messages, options))
 
     def _resolve(self, model: str) -> Path:
@@ -214,6 +216,16 @@ def sampling_options(sampling: Sampling) -> dict[str, Any]:
     return {"max_tokens": sampling.max_tokens, "temperature": sampling.temperature,
             "repeat_penalty": DEFAULT_REPEAT_PENALTY if sampling.repeat_penalty is None
             else sampling.repeat_penalty}
+
+
+def schema_options(schema: Schema | None) -> dict[str, Any]:
+    """A structured answer's schema as llama-cpp-python 0.3.x takes it: ``response_format``
+    of type ``json_object`` with the schema (made into a grammar). Its ``json_schema`` type is
+    ignored without a word, and a schema its converter cannot take falls back to any JSON:
+    the caller validates the answer."""
+    if schema is None:
+        return {}
+    return {"response_format": {"type": "json_object", "schema": dict(schema)}}
 
 
 def _prompt_tokens(llama: Any, messages: list[dict[str, str]]) -> list[int]:

@@ -12,7 +12,7 @@ read after the run (``prompt_was_cut``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import requests
@@ -25,6 +25,7 @@ from .base import (
     Backend,
     BackendOptions,
     ModelState,
+    Schema,
     chat_messages,
 )
 from .context import WINDOW_SIZES, ContextFit, round_window, sized_prompt
@@ -53,6 +54,10 @@ THINKING_HINT = ("Set Think to 'server default' in the sidebar: this model does 
 # Thinking levels for models other than gpt-oss arrived in v0.17.7 (#14625); before, a level
 # was refused with HTTP 400 ("think value ... is not supported for this model").
 LEVELS_FOR_ALL = (0, 17, 7)
+# A schema in ``format`` refused: a string field before v0.5.0 (HTTP 400, Go's binding
+# error), an invalid schema from v0.5.3 (HTTP 500 "invalid format ...").
+FORMAT_HINT = ("Structured answers send a JSON schema in `format`, which Ollama takes from "
+               "v0.5.0: upgrade Ollama, or pick the Markdown report format.")
 # Both say the prompt alone is over the window: lower max tokens cannot help.
 CONTEXT_HINT = ("Shorten the prompt (it alone is over the window: lower max tokens cannot "
                 "help), or pick a model with a longer window (backends.ollama.num_ctx in "
@@ -289,12 +294,14 @@ class OllamaBackend(Backend):
     # -- generating -------------------------------------------------------------------------
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
+                 temperature: float = DEFAULT_SAMPLING.temperature, *,
+                 schema: Schema | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, Sampling(max_tokens, temperature)).read_all()
+        return self.stream(prompt, system, Sampling(max_tokens, temperature),
+                           schema=schema).read_all()
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
-               *, sse: bool = False) -> TokenStream:
+               *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
         """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.
         Ollama always streams (``sse`` changes nothing)."""
         payload: dict[str, Any] = {
@@ -302,6 +309,7 @@ class OllamaBackend(Backend):
             "messages": chat_messages(prompt, system),
             "stream": True,
             **sampling_fields(sampling),
+            **format_field(schema),
         }
         if self.keep_alive is not None:
             payload["keep_alive"] = self.keep_alive
@@ -385,6 +393,8 @@ class OllamaBackend(Backend):
                 host=self.host)
         if status == 400 and ("support thinking" in text or "think value" in text):
             hint = THINKING_HINT
+        elif "format" in text and status in (400, 500):
+            hint = FORMAT_HINT
         elif status == 503:
             hint = "Ollama is busy with other requests; try again in a moment."
         elif status == 404:
@@ -394,6 +404,12 @@ class OllamaBackend(Backend):
         return BackendStatusError(
             f"Ollama answered HTTP {status}: {text}", hint=hint, status_code=status,
             server_message=text, backend="Ollama", host=self.host)
+
+
+def format_field(schema: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A structured answer's schema on Ollama's wire: ``format`` (v0.5.0+; before, the field
+    is a string and a schema object is refused with HTTP 400)."""
+    return {} if schema is None else {"format": dict(schema)}
 
 
 def sampling_fields(sampling: Sampling) -> dict[str, Any]:

@@ -24,7 +24,15 @@ from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 from . import http, openai_sdk
-from .base import THINK_OFF, THINK_ON, Backend, BackendOptions, ModelState, chat_messages
+from .base import (
+    THINK_OFF,
+    THINK_ON,
+    Backend,
+    BackendOptions,
+    ModelState,
+    Schema,
+    chat_messages,
+)
 from .completion import read_completion, reasoning, reasoning_tokens
 from .context import ContextFit
 from .errors import (
@@ -214,14 +222,16 @@ class VLLMBackend(Backend):
 
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature) -> Answer:
+                 temperature: float = DEFAULT_SAMPLING.temperature, *,
+                 schema: Schema | None = None) -> Answer:
         """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.complete(prompt, system, Sampling(max_tokens, temperature))
+        return self.complete(prompt, system, Sampling(max_tokens, temperature), schema=schema)
 
     def complete(self, prompt: str, system: str = "",
-                 sampling: Sampling = DEFAULT_SAMPLING) -> Answer:
+                 sampling: Sampling = DEFAULT_SAMPLING, *,
+                 schema: Schema | None = None) -> Answer:
         """``generate()`` with every sampling setting: one request, Path A or Path B."""
-        payload = chat_body(self.model, prompt, system, sampling)
+        payload = chat_body(self.model, prompt, system, sampling, schema)
         started = time.perf_counter()
         with self._post_chat(payload) as reply:
             body = reply.body()
@@ -242,10 +252,10 @@ class VLLMBackend(Backend):
         return None if queries is None or hits is None else (queries, hits)
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
-               *, sse: bool = False) -> TokenStream:
+               *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
         """A cancellable request: ``close()`` shuts the connection, and vLLM aborts the
         generation. One fragment (the whole answer) unless ``sse``: then token by token."""
-        payload = chat_body(self.model, prompt, system, sampling)
+        payload = chat_body(self.model, prompt, system, sampling, schema)
         if sse:
             payload["stream"] = True
             payload["stream_options"] = {"include_usage": True}
@@ -409,7 +419,8 @@ class _Reply:
 
 
 # The request's keys the SDK's create() names; the others (vLLM's) go in its extra_body.
-_SDK_ARGUMENTS = ("model", "messages", "max_tokens", "temperature", "stream", "stream_options")
+_SDK_ARGUMENTS = ("model", "messages", "max_tokens", "temperature", "stream", "stream_options",
+                  "response_format")
 
 
 def _say_the_sdk_is_missing() -> None:
@@ -431,10 +442,17 @@ def _say_the_key_wins(host: str) -> None:
 
 
 def chat_body(model: str, prompt: str, system: str,
-              sampling: Sampling = DEFAULT_SAMPLING) -> dict[str, Any]:
-    """The chat completion request body both paths, ``stream()`` and batch files send."""
-    return {"model": model, "messages": chat_messages(prompt, system),
+              sampling: Sampling = DEFAULT_SAMPLING,
+              schema: Schema | None = None) -> dict[str, Any]:
+    """The chat completion request body both paths, ``stream()`` and batch files send; a
+    structured answer's schema as ``response_format`` (json_schema: vLLM's constrained
+    decoding; its ``name`` is required)."""
+    body = {"model": model, "messages": chat_messages(prompt, system),
             **sampling_fields(sampling)}
+    if schema is not None:
+        body["response_format"] = {"type": "json_schema", "json_schema": {
+            "name": str(schema.get("title") or "answer"), "schema": dict(schema)}}
+    return body
 
 
 def sampling_fields(sampling: Sampling) -> dict[str, Any]:

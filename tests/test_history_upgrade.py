@@ -22,6 +22,7 @@ from studio.records.batch_files import (
 )
 from studio.records.store import SCHEMA_VERSION, RunStore, export_csv, export_json
 from studio.runs.batch import BatchSpec, earlier_rows, earlier_state
+from studio.runs.request import AnswerFormat
 from studio.runs.runner import Run
 from tests.conftest import batch_page, history_page, use_config
 
@@ -60,7 +61,7 @@ def test_opening_it_moves_each_label_into_its_own_column(old_db: Path) -> None:
     with sqlite3.connect(old_db) as conn:
         labels = dict(conn.execute("SELECT kind, label FROM groups").fetchall())
     store = RunStore(old_db)
-    assert store.schema_version() == SCHEMA_VERSION == 6
+    assert store.schema_version() == SCHEMA_VERSION == 7
     with sqlite3.connect(old_db) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(groups)")}
     assert {"spec", "summary", "preset"} <= columns
@@ -90,6 +91,12 @@ def test_the_history_lists_and_exports_every_old_run(old_db: Path) -> None:
     assert exported[-1]["answer"] == playground.text
     assert exported[-1]["parameters"]["max_tokens"] == 512
     assert export_csv(runs).count("\n") > len(runs)
+    # Runs from before the answer format (v7) read as markdown: no structured verdict.
+    assert {run.answer_format for run in runs} == {AnswerFormat.MARKDOWN}
+    assert {(row["answer_format"], row["structured_valid"]) for row in exported} == {
+        ("markdown", None)}
+    assert BatchSpec.from_json(store.group_summaries("batch")[0].group.spec).answer_format \
+        == AnswerFormat.MARKDOWN
     reopened = Run.reopened_from(playground)
     assert reopened.status == Status.FINISHED and reopened.text == playground.text
     assert reopened.stats.output_tokens == playground.output_tokens

@@ -89,20 +89,23 @@ def test_the_defaults_everywhere_come_from_sampling() -> None:
 @pytest.mark.parametrize("cls", [Backend, *BACKENDS.values()], ids=lambda c: c.__name__)
 def test_the_seeds_generate_signature_stays_as_it_is(cls: type[Backend]) -> None:
     """``generate(prompt, system="", max_tokens=2048, temperature=0.2) -> str``, for callers
-    of the backend layer; the app's runs take ``stream()`` with one Sampling."""
+    of the backend layer (a structured answer's ``schema`` only by keyword, after them); the
+    app's runs take ``stream()`` with one Sampling."""
     generate = inspect.signature(cls.generate)
     assert [(p.name, p.default, p.kind) for p in generate.parameters.values()] == [
         ("self", inspect.Parameter.empty, inspect.Parameter.POSITIONAL_OR_KEYWORD),
         ("prompt", inspect.Parameter.empty, inspect.Parameter.POSITIONAL_OR_KEYWORD),
         ("system", "", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         ("max_tokens", 2048, inspect.Parameter.POSITIONAL_OR_KEYWORD),
-        ("temperature", 0.2, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+        ("temperature", 0.2, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ("schema", None, inspect.Parameter.KEYWORD_ONLY)]
     assert generate.return_annotation in ("str", "Answer")  # an Answer is a str
     stream = inspect.signature(cls.stream)
     assert [(p.name, p.default) for p in stream.parameters.values()] == [
         ("self", inspect.Parameter.empty), ("prompt", inspect.Parameter.empty),
-        ("system", ""), ("sampling", DEFAULT_SAMPLING), ("sse", False)]
+        ("system", ""), ("sampling", DEFAULT_SAMPLING), ("sse", False), ("schema", None)]
     assert stream.parameters["sse"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert stream.parameters["schema"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
 SET = Sampling(max_tokens=77, temperature=0.35, repeat_penalty=1.15, think="on")

@@ -16,6 +16,7 @@ Its properties are in the order the report reads, so the report draws top-down a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -124,24 +125,23 @@ def render(obj: Mapping[str, Any]) -> str:
 
 
 # -- reading it while it streams --------------------------------------------------------------
+_OPEN_NUMBER = re.compile(r"([:,\[]\s*)-?(?:\d[\d.eE+-]*)?$")
+
+
 def parse_partial(text: str) -> dict[str, Any]:
     """What a growing answer holds so far ({} when nothing yet, or not an object). A string
     still being written is kept as far as it goes; a number at the very end may still grow
     (``12`` of ``125``), so it is left out until something follows it."""
-    buffer = text.lstrip()
+    # A number at the end is cut off before parsing: it may still grow, and jiter drops the
+    # whole object for an open fraction ('{"a": 1, "b": 12.' reads as {}).
+    buffer = _OPEN_NUMBER.sub(r"\1", text.lstrip())
     if not buffer:
         return {}
     try:
         value = jiter.from_json(buffer.encode("utf-8"), partial_mode="trailing-strings")
     except ValueError:
         return {}
-    if not isinstance(value, dict):
-        return {}
-    if value and buffer[-1] in "0123456789.eE+-":  # the last scalar is a bare, open number
-        last = next(reversed(value))
-        if isinstance(value[last], int | float) and not isinstance(value[last], bool):
-            value.pop(last)
-    return value
+    return value if isinstance(value, dict) else {}
 
 
 # -- the final check --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from typing import Any, TypeVar, cast, get_type_hints
 
 from backends.http import redact
 from backends.sampling import Sampling
-from studio.runs.request import RunRequest
+from studio.pv.structured import check
+from studio.runs.request import Outcome, RunParams, RunRequest
 
 # The fields whose name outside Python is not their name in Python.
 RENAMED = {"system": "system_prompt", "prompt": "user_prompt", "text": "answer",
@@ -29,8 +30,9 @@ PARAMETERS = tuple(f.name for f in fields(Sampling))
 # The JSON export's keys, in order; a live run's download has those it holds (no history
 # fields: id, page, the delivery recorded, notes).
 JSON_KEYS = ("id", "created_at", "updated_at", "page", "group_id", "position", "started_at",
-             "backend", "host", "model", "preset", "parameters", "delivery", "system_prompt",
-             "user_prompt", "thinking", "answer", "status", "error", "notes", "statistics")
+             "backend", "host", "model", "preset", "parameters", "delivery", "answer_format",
+             "system_prompt", "user_prompt", "thinking", "answer", "status",
+             "structured_valid", "structured_problem", "error", "notes", "statistics")
 
 Record = TypeVar("Record")
 
@@ -92,3 +94,12 @@ def json_of(columns: Mapping[str, Any]) -> dict[str, Any]:
     parameters grouped."""
     values = {**columns, "parameters": {name: columns[name] for name in PARAMETERS}}
     return {key: values[key] for key in JSON_KEYS if key in values}
+
+
+def structured_columns(params: RunParams, outcome: Outcome) -> dict[str, Any]:
+    """Whether a structured answer is valid JSON of the report's schema, and why not
+    (``studio.pv.structured.check``); both None for a markdown answer."""
+    if not params.structured:
+        return {"structured_valid": None, "structured_problem": None}
+    verdict = check(outcome.text, outcome.status)
+    return {"structured_valid": verdict.valid, "structured_problem": verdict.problem or None}

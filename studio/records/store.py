@@ -37,7 +37,13 @@ from typing import Any
 from backends.base import DELIVERY_ONE_PIECE
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.records.columns import columns_of, json_of, record_of, request_columns
+from studio.records.columns import (
+    columns_of,
+    json_of,
+    record_of,
+    request_columns,
+    structured_columns,
+)
 from studio.records.spreadsheet import csv_lines
 from studio.runs.request import ANSWERED, FINAL_STATUSES, HoldsOutcome, Outcome, RunRequest
 
@@ -131,8 +137,16 @@ SCHEMA_V6_STEPS: tuple[str, ...] = (
     else "UPDATE groups SET label = ''",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
-                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS)
+# v7: a run's answer format (markdown for the runs before it existed).
+SCHEMA_V7_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN answer_format TEXT NOT NULL DEFAULT 'markdown'",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS, SCHEMA_V4_STEPS, SCHEMA_V5_STEPS,
+    SCHEMA_V6_STEPS,
+    SCHEMA_V7_STEPS,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 STATS_COLUMN = "stats_json"  # the statistics' column: their JSON text
 
@@ -209,7 +223,8 @@ class StoredRun(RunRequest, HoldsOutcome):
         """Everything recorded, by column, as the exports show it: the delivery (inferred
         for runs recorded before v3) and the notes beside the status."""
         return {**columns_of(self), "started_at": self.created_at,
-                "delivery": self.delivered or self.delivery, "notes": self.outcome.notes}
+                "delivery": self.delivered or self.delivery, "notes": self.outcome.notes,
+                **structured_columns(self, self.outcome)}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
@@ -635,7 +650,8 @@ class RunStore:
 # empty where a server reports none); names as in the JSON's "statistics". ``user`` says
 # whose run it is when an admin exports several users' runs ('' without a login).
 CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "position",
-               "backend", "host", "model", "preset", "max_tokens", "temperature", "status",
+               "backend", "host", "model", "preset", "max_tokens", "temperature",
+               "answer_format", "status", "structured_valid", "structured_problem",
                "error", "time_to_first_token_s", "total_time_s", "prompt_tokens",
                "output_tokens", "client_tokens_per_s", "server_tokens_per_s",
                "server_load_s", "context_window", "notes", "think", "thinking_s",

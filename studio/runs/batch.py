@@ -38,6 +38,7 @@ from studio.runs.connection import ProbeCache
 from studio.runs.job import Job
 from studio.runs.request import (
     ANSWERED,
+    AnswerFormat,
     HoldsOutcome,
     Outcome,
     RunParams,
@@ -104,6 +105,8 @@ class BatchSpec(RunParams):
         data = json.loads(text)
         data["scenarios"] = [Location(**row) for row in data["scenarios"]]
         data.setdefault("layout", SEED_ORDER)  # batches stored before layouts had the seed's
+        # Batches stored before answer formats asked for the markdown report.
+        data["answer_format"] = AnswerFormat(data.get("answer_format") or AnswerFormat.MARKDOWN)
         data["over_window"] = tuple(data.get("over_window", ()))
         sampling = Sampling.from_dict(data)
         known = {f.name for f in fields(cls)}

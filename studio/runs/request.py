@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum, unique
 from functools import cached_property
 from typing import Any, Self
 
@@ -61,6 +62,21 @@ def no_thinking_note(think: str, thinking: str, status: str) -> str | None:
             "the setting).")
 
 
+@unique
+class AnswerFormat(StrEnum):
+    """How the answer is asked for: the markdown report (the seed's), or structured: a JSON
+    object the server's constrained decoding holds to the report's schema
+    (``studio.pv.structured``), shown as the same report."""
+
+    MARKDOWN = "markdown"
+    STRUCTURED = "structured"
+
+    @property
+    def label(self) -> str:
+        return {AnswerFormat.MARKDOWN: "Markdown report",
+                AnswerFormat.STRUCTURED: "Structured (JSON schema)"}[self]
+
+
 @dataclass(frozen=True)
 class RunParams:
     """Where a run goes and how it samples: what the analyst picks in the sidebar or a
@@ -71,6 +87,11 @@ class RunParams:
     model: str
     sampling: Sampling = DEFAULT_SAMPLING  # max tokens, temperature, repeat penalty, Think
     sse: bool = False  # a one-piece backend asked to stream (server-sent events)
+    answer_format: AnswerFormat = AnswerFormat.MARKDOWN  # runs before it existed: markdown
+
+    @property
+    def structured(self) -> bool:
+        return self.answer_format == AnswerFormat.STRUCTURED
 
     def params(self) -> RunParams:
         """Just the parameters (of a request, a batch definition, a stored run)."""

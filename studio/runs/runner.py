@@ -28,7 +28,8 @@ from backends.http import redact, scrub
 from backends.repetition import guard_stream, mark_looping
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
-from studio.records.columns import columns_of, json_of, request_columns
+from studio.pv.structured import SCHEMA
+from studio.records.columns import columns_of, json_of, request_columns, structured_columns
 from studio.runs.capacity import Capacity, QueueFull, Ticket
 from studio.runs.connection import ProbeCache
 from studio.runs.request import Outcome, RunRequest, status_label
@@ -321,8 +322,10 @@ class Run:
         try:
             stream = getattr(backend, "stream", None)
             if stream is not None:
+                # Structured: the report's schema, for the server's constrained decoding.
+                asked = {"schema": SCHEMA} if request.structured else {}
                 self._stream = stream(request.prompt, request.system, request.sampling,
-                                      sse=request.sse)
+                                      sse=request.sse, **asked)
                 guard_stream(self._stream)  # on every backend's stream: a looping answer ends
                 if self._stop.is_set():
                     self._stream.close()
@@ -385,8 +388,10 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """Prompts, parameters, backend, host, model, answer and statistics (JSON download):
         the history's JSON export of a run, without the history's fields."""
+        outcome = self.outcome
         return json_of({"started_at": self.started_at.isoformat(),
-                        **request_columns(self.request), **columns_of(self.outcome)})
+                        **request_columns(self.request), **columns_of(outcome),
+                        **structured_columns(self.request, outcome)})
 
 
 def _save_progress(store: RunStore, run_id: int, text: str, thinking: str) -> None:

@@ -108,6 +108,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from tests.servers import structured
 from tests.servers.base import LocalServer
 from tests.servers.tokens import BOS_TOKENS, prompt_tokens
 from tests.servers.tokens import chat_messages as chat_messages
@@ -424,6 +425,55 @@ class ThinkingParser:
         return "", done, False
 
 
+# ``format`` (api/types.go, server/routes.go, llm/server.go; evaluation notes section 1):
+# a string field up to v0.4.x; json.RawMessage from v0.5.0 (#7900/#7939), whose schema was
+# decoded into a small struct (its properties' order lost: Go sorts a map's keys) until
+# #8002 (v0.5.2); a bad value only logged (unconstrained output) until v0.5.3 (#8130), then
+# refused, with no status attached: HTTP 500.
+FORMAT_SCHEMA_SINCE = (0, 5, 0)
+FORMAT_ORDER_SINCE = (0, 5, 2)
+FORMAT_REFUSED_SINCE = (0, 5, 3)
+INVALID_FORMAT = 'invalid format: {raw}; expected "json" or a valid JSON Schema object'
+INVALID_SCHEMA = "invalid JSON schema in format"
+
+
+@dataclass(frozen=True)
+class FormatPlan:
+    """How Ollama ``version`` answers a chat's ``format``: an error (status, text), or the
+    content's pieces (None: the model writes freely, as without ``format``)."""
+
+    status: int = 200
+    error: str = ""
+    pieces: list[str] | None = None
+
+
+def format_plan(version: str, value: Any, answer: Mapping[str, Any] | None = None) -> FormatPlan:
+    """What ``format`` (JSON null or absent: OMITTED/None) does on ``version``."""
+    if value is None or value is OMITTED:
+        return FormatPlan()
+    v = parse_version(version)
+    if value == "json":  # every version: the generic JSON grammar
+        return FormatPlan(pieces=structured.pieces(structured.GENERIC))
+    if v < FORMAT_SCHEMA_SINCE:
+        if isinstance(value, str):  # another string: ignored (only "json" is read)
+            return FormatPlan()
+        kind = "bool" if isinstance(value, bool) else _json_kind(value)
+        return FormatPlan(400, f"json: cannot unmarshal {kind} into Go struct field "
+                               "ChatRequest.format of type string")
+    problem = structured.schema_problem(value) if isinstance(value, dict) else "not a schema"
+    if problem is None:
+        sort = v < FORMAT_ORDER_SINCE
+        made = dict(answer) if answer is not None else structured.sample(value)
+        if sort:
+            made = {key: made[key] for key in sorted(made)}
+        return FormatPlan(pieces=structured.pieces(made))
+    if v < FORMAT_REFUSED_SINCE:  # a warning in the server's log; the output unconstrained
+        return FormatPlan()
+    if isinstance(value, dict):
+        return FormatPlan(500, INVALID_SCHEMA)
+    return FormatPlan(500, INVALID_FORMAT.format(raw=_go_quote(json.dumps(value))))
+
+
 def answer_pieces(tokens: Sequence[str], thinking: Sequence[str], mode: str,
                   num_predict: Any = None) -> tuple[list[tuple[str, str]], int, str]:
     """The (thinking, content) of each streamed line, eval_count and done_reason.
@@ -465,6 +515,9 @@ class Script:
     gate: threading.Event | None = None  # hold the second line (thinking or not) until set
     load_duration_ns: int | None = None  # None: as the server measured it
     prompt_eval_count: int | None = None  # None: the tokens of the prompt that were kept
+    # What the model writes when ``format`` holds a schema it takes: this object (None: one
+    # made from the schema, tests/servers/structured.py), in pieces, as ``message.content``.
+    structured: dict[str, Any] | None = None
 
 
 @dataclass
@@ -505,6 +558,7 @@ class FakeOllama(LocalServer):
         # What happened, for tests to check:
         self.chat_requests: list[dict[str, Any]] = []
         self.think_requests: list[Any] = []  # each chat's "think" value, or OMITTED
+        self.formats: list[Any] = []  # each chat's "format" value, or OMITTED
         self.hangups: list[float] = []  # when a client closed a stream before its end
         self.client_closed = threading.Event()
         self.streams_started = 0
@@ -771,6 +825,12 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
             if binding is not None:
                 self._json(400, {"error": binding})
                 return
+            asked = body.get("format", OMITTED)
+            server.formats.append(OMITTED if asked is None else asked)
+            formatted = format_plan(server.version, asked, server.script.structured)
+            if formatted.status == 400:  # the request's JSON binding
+                self._json(400, {"error": formatted.error})
+                return
             name = body.get("model")
             if not name:
                 self._json(400, {"error": "model is required"})
@@ -790,6 +850,9 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 server.unload(model)
                 self._json(200, _empty_answer(str(name), "unload"))
                 return
+            if formatted.status != 200:  # the completion's check, once the model is found
+                self._json(formatted.status, {"error": formatted.error})
+                return
             plan = think_plan(server.version, model, str(name),
                               server.capabilities.get(model, ["completion"]), think)
             if plan.status != 200 and not plan.after_load:  # before the model loads
@@ -808,7 +871,7 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     self._json(200, _empty_answer(str(name), "load"))
                     return
                 self._answer(body, model, num_ctx, options, script, started + waited,
-                             load_ns, plan)
+                             load_ns, plan, formatted.pieces)
             except _Refused as refused:
                 self._json(refused.status, {"error": refused.message})
             except _ClientGone:
@@ -846,7 +909,7 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: dict[str, Any], model: str, num_ctx: int,
                     options: Mapping[str, Any], script: Script, ready_ns: int,
-                    load_ns: int, plan: ThinkPlan) -> None:
+                    load_ns: int, plan: ThinkPlan, pieces: list[str] | None = None) -> None:
             messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
             num_keep = options.get("num_keep")
             shift = body.get("shift")
@@ -868,14 +931,15 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                 server.prompt_counts.append(count)
                 server.load_durations_ns.append(load_ns)
             stats = _Stats(ready_ns, load_ns, count)
-            self._stream_chat(body, script, stats, plan.mode)
+            self._stream_chat(body, script, stats, plan.mode, pieces)
 
         def _stream_chat(self, body: dict[str, Any], script: Script, stats: _Stats,
-                         mode: str = "off") -> None:
+                         mode: str = "off", content: list[str] | None = None) -> None:
             model = body["model"]
             limit = (body.get("options") or {}).get("num_predict")
-            pieces, eval_count, done_reason = answer_pieces(script.tokens, script.thinking,
-                                                            mode, limit)
+            tokens = script.tokens if content is None else content
+            pieces, eval_count, done_reason = answer_pieces(tokens, script.thinking, mode,
+                                                            limit)
             if body.get("stream") is False:
                 thinking = "".join(piece[0] for piece in pieces)
                 self._json(200, _final(model, "".join(piece[1] for piece in pieces),

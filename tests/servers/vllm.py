@@ -67,6 +67,7 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.servers import structured
 from tests.servers.base import LocalServer
 from tests.servers.tokens import (
     BOS_TOKENS,
@@ -121,6 +122,38 @@ def context_error(max_model_len: int, prompt_tokens: int) -> dict[str, Any]:
 
 
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+JSON_SCHEMA_MISSING = ("When response_format type is 'json_schema', the 'json_schema' field "
+                       "must be provided.")
+GRAMMAR_FAILED = "Failed to transform json schema into a grammar: {problem}"
+
+
+def response_format(body: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str] | None]:
+    """vLLM 0.32.0's ``response_format`` (evaluation notes section 1): (an error body, or None;
+    the content's pieces, or None for free text). ``json_schema`` needs its ``json_schema``
+    and that its ``name`` (400 before anything runs); a schema no grammar can be made of is
+    found when generation starts (the caller sends it as an HTTP 400, or as an error event
+    under HTTP 200 when streaming); ``json_object`` is any JSON."""
+    asked = body.get("response_format")
+    if not isinstance(asked, dict) or asked.get("type") in (None, "text"):
+        return None, None
+    if asked.get("type") == "json_object":
+        return None, structured.pieces(structured.GENERIC)
+    spec = asked.get("json_schema")
+    if not isinstance(spec, dict):
+        return validation_error(JSON_SCHEMA_MISSING, "response_format"), None
+    if "name" not in spec:
+        return {"error": {"message": "1 validation error:\n  {'type': 'missing', 'loc': "
+                                     "('body', 'response_format', 'json_schema', 'name'), "
+                                     "'msg': 'Field required'}",
+                          "type": "Bad Request", "param": None, "code": 400}}, None
+    schema = spec.get("schema") or {}
+    problem = structured.schema_problem(schema)
+    if problem is not None:
+        return {"error": {"message": GRAMMAR_FAILED.format(problem=problem),
+                          "type": "BadRequestError", "param": None, "code": 400},
+                "_at_generation": True}, None
+    return None, structured.pieces(structured.sample(schema))
 
 
 def rendered_chars(messages: list[dict[str, Any]]) -> int:
@@ -195,9 +228,11 @@ class FakeVLLM(LocalServer):
         kwargs = {**self.default_chat_template_kwargs, **kwargs}
         return bool(kwargs.get("enable_thinking", True))
 
-    def generated(self, body: dict[str, Any]) -> list[tuple[str, str]]:
-        """(kind, token) of what the model generates: "tag", "reasoning" or "content"."""
-        content = [("content", token) for token in self.tokens]
+    def generated(self, body: dict[str, Any],
+                  pieces: list[str] | None = None) -> list[tuple[str, str]]:
+        """(kind, token) of what the model generates: "tag", "reasoning" or "content"
+        (``pieces``, a structured answer, instead of the tokens)."""
+        content = [("content", token) for token in (self.tokens if pieces is None else pieces)]
         if not self.thinks(body):
             return content
         return [("tag", THINK_OPEN), *(("reasoning", token) for token in self.reasoning),
@@ -269,11 +304,16 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 body = self._fit(body)
                 if not body:
                     return
+            refused, pieces = response_format(body)
+            if refused is not None and not (refused.pop("_at_generation", False)
+                                            and body.get("stream")):
+                self._reply(400, refused)
+                return
             if not self._wait(server.delay):
                 server.hangups += 1  # the client gave up while vLLM was still generating
                 return
             if body.get("stream") and server.status == 200:
-                self._stream(body)
+                self._stream(body, pieces, refused)
                 return
             text = json.dumps(server.body).replace("{model}", str(body.get("model")))
             reply = json.loads(text)
@@ -282,6 +322,9 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 reply = _with_reasoning(server, reply, body)
             if server.check_context and server.status == 200:
                 reply = _fitted(reply, body)
+            if pieces is not None and server.status == 200:
+                for choice in reply.get("choices") or []:
+                    choice["message"]["content"] = "".join(pieces)
             self._reply(server.status, reply)
 
         def _not_served(self, model: object) -> bool:
@@ -397,9 +440,11 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
                 return [{"content": token[:cut]}, {"content": token[cut:]}]
             return [{"content": token}]
 
-        def _stream(self, body: dict[str, Any]) -> None:
+        def _stream(self, body: dict[str, Any], pieces: list[str] | None = None,
+                    refused: dict[str, Any] | None = None) -> None:
             """vLLM's SSE: a role chunk, reasoning chunks, content chunks, finish, usage,
-            [DONE]."""
+            [DONE]. ``pieces``: the content (a structured answer); ``refused``: an error the
+            engine raises when generation starts (200, the error event, [DONE])."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Transfer-Encoding", "chunked")
@@ -408,9 +453,14 @@ def _handler(server: FakeVLLM) -> type[BaseHTTPRequestHandler]:
             base = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
                     "created": 1795621977, "model": body.get("model")}
             try:
+                if refused is not None:
+                    self._event(refused)
+                    self._event("[DONE]")
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
                 self._event({**base, "choices": [{"index": 0, "delta": self._delta(
                     {"role": "assistant", "content": ""})}]})
-                everything = server.generated(body)
+                everything = server.generated(body, pieces)
                 generated = everything[:body.get("_max_tokens", len(everything))]
                 for index, (kind, token) in enumerate(generated):
                     if index == server.error_after:
