@@ -63,6 +63,9 @@ BATCH_COLUMNS: dict[str, Any] = {
     "server_tokens_per_s": st.column_config.Column(
         "server tok/s", width=76, help="Tokens/s the server reports (server_tokens_per_s)"),
     "grounding": st.column_config.Column(width=72),
+    "structured": st.column_config.Column(
+        width=90, help="A structured answer: valid, or why not (invalid JSON, incomplete, "
+                       "does not match the schema)"),
     "notes": st.column_config.Column(width=60),
     "error": st.column_config.Column(width=80),
 }
@@ -155,7 +158,7 @@ def run_settings(params: RunParams) -> str:
     """'ollama · llama3.1:8b · max tokens 512 · temperature 0.2' (the model as literal text)."""
     sampling = params.sampling
     return (f"{params.backend} · {literal(params.model)} · max tokens {sampling.max_tokens} · "
-            f"temperature {sampling.temperature}")
+            f"temperature {sampling.temperature} · {params.answer_format.label}")
 
 
 def scenarios_picker() -> list[Location]:
@@ -408,6 +411,9 @@ def progress(batch: Batch, running: bool) -> None:
         cells[4].metric("Failures", str(summary["failed"]))
         if (coverage := batch.coverage()) is not None:
             st.caption(coverage)
+        if share := batch.valid_share():
+            st.caption(f"🧾 {literal(batch.spec.label)}: {share} (the rest: see the table's "
+                       "structured column)")
         if batch.stopped:
             st.info("Stopped: finished rows are kept; resume it from 'Resume an earlier "
                     "batch'.")

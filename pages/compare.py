@@ -18,9 +18,17 @@ from studio.runs.runner import Recording
 from studio.settings.config import Settings
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
-from ui.output import answer_pane, follow_all, grounding_line, show_answer, show_thinking
+from ui.output import (
+    answer_pane,
+    follow_all,
+    grounding_line,
+    show_answer,
+    show_thinking,
+    structured_line,
+    structured_status,
+)
 from ui.prompt_editor import Prompts, prompt_editor
-from ui.sidebar import sampling_inputs, show_fallback_notice
+from ui.sidebar import answer_format_input, sampling_inputs, show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
 
 PAGE = "compare"
@@ -82,10 +90,11 @@ def seed_panes(config: Settings, selection: RunParams) -> None:
                 seed_picker(prefix, config, others[(index - 1) % len(others)])
             state[f"{prefix}max_tokens"] = selection.sampling.max_tokens
             state[f"{prefix}temperature"] = selection.sampling.temperature
+            state[f"{prefix}answer_format"] = selection.answer_format.value
     keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
          *(key for index in range(MAX_PANES) for key in (
              *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens",
-             f"pane{index}_temperature")))
+             f"pane{index}_temperature", f"pane{index}_answer_format")))
 
 
 def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParams], int]:
@@ -96,8 +105,9 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
                                           help="Median, min and max over the runs; the first "
                                                "may be a cold start (model loading)."))
     sync = options[2].toggle("Sync settings", key="compare_sync",
-                             help="All panes use the sidebar's max tokens and temperature. "
-                                  "The sidebar's repeat penalty applies to every pane.")
+                             help="All panes use the sidebar's max tokens, temperature and "
+                                  "answer format. The sidebar's repeat penalty applies to "
+                                  "every pane.")
     sse = options[3].toggle("Stream vLLM", key="compare_sse",
                             help="Stream vLLM's answer too (server-sent events), for a fair "
                                  "time-to-first-token comparison. Off: vLLM answers in one "
@@ -111,11 +121,14 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
             st.markdown(f"**Pane {index + 1}**")
             picked = backend_picker(config, prefix)
             sampling = replace(selection.sampling, think=picked.think)
+            answer_format = selection.answer_format
             if not sync:
                 max_tokens, temperature = sampling_inputs(prefix)
                 sampling = replace(sampling, max_tokens=max_tokens, temperature=temperature)
+                answer_format = answer_format_input(prefix)
             panes.append(RunParams(picked.kind, picked.host, picked.model, sampling,
-                                   sse=sse and backend_class(picked.kind).can_stream_sse))
+                                   sse=sse and backend_class(picked.kind).can_stream_sse,
+                                   answer_format=answer_format))
     return panes, repeats
 
 
@@ -185,9 +198,12 @@ def answers(comparison: Comparison, running: bool) -> None:
     for index, run in enumerate(comparison.shown_round):
         report = comparison.grounding(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
-        show_answer(run.text, answer_slots[index], report)
+        show_answer(run.text, answer_slots[index], report,
+                    structured=structured_status(run.request, run.status))
         progress_slots[index].caption(f"{run.status_label} · {run.elapsed:.1f} s")
         lines = [] if report is None else [grounding_line(report)]
+        if (line := structured_line(run.request, run.text, run.status)) is not None:
+            lines.append(f"🧾 {literal(line)}")
         if (missing := no_thinking_note(run.request.sampling.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")
         with footers[index].container():

@@ -10,8 +10,15 @@ import streamlit as st
 
 from backends.status import Status
 from studio.pv.grounding import check_run
+from studio.pv.structured import graded_text
 from studio.records.render import dashes, literal
-from studio.records.store import RunStore, StoredRun, export_csv_lines, export_json_lines
+from studio.records.store import (
+    RunStore,
+    StoredRun,
+    export_csv_lines,
+    export_json_lines,
+    structured_shares,
+)
 from studio.runs.request import status_label
 from studio.runs.runner import Run
 from ui.output import (
@@ -21,6 +28,8 @@ from ui.output import (
     show_notes,
     show_stats,
     show_thinking,
+    structured_line,
+    structured_status,
 )
 from ui.prompt_editor import load_prompts
 from ui.sidebar import load_selection
@@ -60,6 +69,9 @@ def main() -> None:
     runs = page_of_runs(store, matching, total)
     selected = open_runs(store, runs)
     exports(store, matching, total)
+    if shares := structured_shares(store.iter_runs(**matching)):
+        st.caption("🧾 Structured answers of the matching runs: " + " · ".join(
+            f"{literal(label)}: {share}" for label, share in shares.items()))
     if len(selected) == 1:
         one_run(store, selected[0])
     elif len(selected) == 2:
@@ -159,11 +171,14 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
     # Figures the answer states that the prompt's data does not hold are highlighted, as in
     # the Playground (not graded when the server cut the prompt).
-    report = check_run(run.text, run.prompt, run.stats) if run.text else None
+    graded = graded_text(run.structured, run.text)
+    report = check_run(graded, run.prompt, run.stats) if run.text else None
     with st.container(key="history_answer", border=True):
-        show_answer(run.text, st.empty(), report)
+        show_answer(run.text, st.empty(), report, structured=structured_status(run, run.status))
     if report is not None:
         st.caption(grounding_line(report))
+    if (line := structured_line(run, run.text, run.status)) is not None:
+        st.caption(f"🧾 {literal(line)}")
     show_notes(run.stats)
     show_stats(run.outcome.stats, status_label(run.status), streamed=run.streamed)
     actions = st.columns([2, 1, 3])
@@ -187,10 +202,13 @@ def side_by_side(runs: list[StoredRun]) -> None:
                                   f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(literal(run.error), icon="⚠️")
-            report = check_run(run.text, run.prompt, run.stats)
+            report = check_run(graded_text(run.structured, run.text), run.prompt, run.stats)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
-            show_answer(run.text, pane.answer, report)
-            pane.footer.caption(grounding_line(report))
+            show_answer(run.text, pane.answer, report,
+                        structured=structured_status(run, run.status))
+            line = structured_line(run, run.text, run.status)
+            pane.footer.caption(grounding_line(report)
+                                + (f"\n\n🧾 {literal(line)}" if line else ""))
 
 
 # -- callbacks (run before the page's next run) -------------------------------------------

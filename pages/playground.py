@@ -8,13 +8,21 @@ from streamlit.delta_generator import DeltaGenerator
 from backends.errors import BackendError
 from studio.process import process
 from studio.pv.grounding import check_run
+from studio.pv.structured import graded_text
 from studio.records.render import literal
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
 from studio.runs.request import RunRequest
 from studio.runs.runner import Run
 from ui import fit_check
-from ui.output import follow, grounding_line, show_answer, show_outcome, show_thinking
+from ui.output import (
+    follow,
+    grounding_line,
+    show_answer,
+    show_outcome,
+    show_thinking,
+    structured_status,
+)
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
@@ -105,13 +113,15 @@ def answer(run: Run, running: bool) -> None:
             f"({literal(run.request.label)}), as it ended then. Generate starts a new run.",
             icon="🗂️")
     show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
-    show_answer(run.text, answer_slot)  # whole at once; the marks follow
+    structured = structured_status(run.request, run.status)
+    show_answer(run.text, answer_slot, structured=structured)  # whole; the marks follow
     # Figures the answer states that the prompt's data does not hold are highlighted (not
     # graded when the server cut the prompt: the model never saw all of the data).
-    report = check_run(run.text, run.request.prompt, run.stats.to_dict()) if run.text else None
+    graded = graded_text(run.request.structured, run.text)
+    report = check_run(graded, run.request.prompt, run.stats.to_dict()) if run.text else None
     if report is not None:
         if report.not_found:
-            show_answer(run.text, answer_slot, report)
+            show_answer(run.text, answer_slot, report, structured=structured)
         progress_slot.caption(grounding_line(report))
     with outcome_slot.container():
         show_outcome(run)

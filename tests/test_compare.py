@@ -420,7 +420,7 @@ def test_to_json_has_panes_runs_figures_and_grounding(ollama_server: FakeOllama,
     assert first["config"]["backend"] == "ollama" and first["mode"] == "stream"
     assert second["config"] == {"backend": "vllm", "host": vllm_server.url, "model": "smollm2",
                                 "max_tokens": 512, "temperature": 0.2, "sse": False,
-                                "repeat_penalty": None, "think": ""}
+                                "repeat_penalty": None, "think": "", "answer_format": "markdown"}
     assert second["mode"] == "one piece"
     assert [run["answer"] for run in first["runs"]] == [OLLAMA_ANSWER] * 2
     assert [run["answer"] for run in second["runs"]] == [VLLM_ANSWER.strip()] * 2

@@ -13,6 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 from backends.status import Status
 from backends.stream import GenerationStats
 from studio.pv.grounding import GroundingReport, highlight_not_found
+from studio.pv.structured import check, shown_text
 from studio.records.render import (
     RepaintThrottle,
     html_document,
@@ -22,7 +23,13 @@ from studio.records.render import (
     split_blocks,
     with_cursor,
 )
-from studio.runs.request import IMPORTED, PROMPT_TRUNCATED, no_thinking_note, run_notes
+from studio.runs.request import (
+    IMPORTED,
+    PROMPT_TRUNCATED,
+    RunParams,
+    no_thinking_note,
+    run_notes,
+)
 from studio.runs.runner import Run
 from studio.runs.window import cut_prompt_advice
 
@@ -118,6 +125,8 @@ class _LiveAnswer:
                 self.thinking.paint(split_blocks(thinking), growing=True)
         if not text:
             return
+        if run.request.structured:  # the report of the JSON so far, re-read each repaint
+            text = shown_text(text, done, run.status)[0]
         # A one-piece answer is whole when it arrives: one element, so the page never
         # shows its first paragraphs alone (blocks are sent as separate messages).
         if run.streams:
@@ -154,13 +163,33 @@ def _progress(run: Run) -> str:
 
 
 def show_answer(text: str, answer_slot: DeltaGenerator,
-                grounding: GroundingReport | None = None) -> None:
+                grounding: GroundingReport | None = None, *,
+                structured: str | None = None) -> None:
     """A finished answer as it was painted live; figures not found in the data highlighted
-    when a grounding report is given."""
+    when a grounding report is given. ``structured``: the status of a structured answer,
+    shown as its report when valid, else as its raw text (literal), with the reason."""
+    if structured is not None and text:
+        shown, verdict = shown_text(text, True, structured)
+        if verdict is not None and not verdict.valid:
+            with answer_slot.container():
+                st.warning(literal(verdict.line), icon="🧾")
+                st.code(text, language=None, wrap_lines=True)
+            return
+        text = shown
     shown = safe_markdown(text) if text else ""
     if grounding is not None:
         shown = highlight_not_found(shown, grounding)
     answer_slot.markdown(shown)
+
+
+def structured_status(params: RunParams, status: str) -> str | None:
+    """``show_answer``'s ``structured``: the run's status when its answer is structured."""
+    return status if params.structured else None
+
+
+def structured_line(params: RunParams, text: str, status: str) -> str | None:
+    """The line under a structured answer: valid, or why not (None for a markdown one)."""
+    return check(text, status).line if params.structured else None
 
 
 def grounding_line(report: GroundingReport) -> str:
@@ -213,6 +242,8 @@ def show_outcome(run: Run) -> None:
         st.warning("The answer started repeating itself, so it was stopped; the text so far "
                    "is kept. A higher repeat penalty (sidebar) or another model may help.",
                    icon=icon)
+    if (line := structured_line(run.request, run.text, status)) is not None:
+        st.caption(f"🧾 {literal(line)}")
     show_notes(run.statistics)
     if (missing := no_thinking_note(run.request.sampling.think, run.thinking, status)) is not None:
         st.caption(f"💭 {missing}")
@@ -316,13 +347,16 @@ def downloads(run: Run) -> None:
     title = f"PV recommendation: {request.preset}" if request.preset else "PV LLM Studio answer"
     subtitle = (f"{request.backend_class.label} · {request.model} · "
                 f"{run.started_at:%Y-%m-%d %H:%M} UTC · {run.status_label}")
+    # A structured answer's files hold its report (or, not valid, its raw text as a code
+    # block); the JSON holds the raw answer and whether it is valid.
+    text = shown_text(run.text, True, run.status)[0] if run.request.structured else run.text
     md, html, js = st.columns(3)
-    md.download_button("⬇ Markdown", markdown_with_thinking(run.text, run.thinking),
+    md.download_button("⬇ Markdown", markdown_with_thinking(text, run.thinking),
                        f"{stem}.md", "text/markdown", width="stretch",
                        help="Sanitized as on the page: images become links, links other "
                             "than http(s) and mailto are removed, HTML is shown as text. "
                             "The JSON holds the raw answer.")
-    html.download_button("⬇ HTML", html_document(run.text, title, subtitle, run.thinking),
+    html.download_button("⬇ HTML", html_document(text, title, subtitle, run.thinking),
                          f"{stem}.html", "text/html", width="stretch")
     js.download_button("⬇ JSON", json.dumps(run.to_dict(), indent=2), f"{stem}.json",
                        "application/json", width="stretch")

@@ -16,7 +16,7 @@ from backends.sampling import (
 )
 from studio.process import process
 from studio.records.render import literal
-from studio.runs.request import RunParams
+from studio.runs.request import AnswerFormat, RunParams
 from studio.settings.config import Settings
 from ui.backend_picker import (
     all_backends_status,
@@ -52,13 +52,15 @@ def init_session(settings: Settings) -> None:
                     f"{status.message} {status.hint} Using the embedded model until you "
                     "pick another backend.")
                 state.backend_kind = EmbeddedBackend.name
-    keep(*picker_keys(""), "max_tokens", "temperature", "repeat_penalty")
+        state.answer_format = AnswerFormat.MARKDOWN.value
+    keep(*picker_keys(""), "max_tokens", "temperature", "repeat_penalty", "answer_format")
 
 
 def load_selection(settings: Settings, params: RunParams) -> None:
     """Set the sidebar to a run's parameters (History -> Playground), before it is drawn."""
     seed_picker("", settings, params.backend, params.host, params.model)
     _set_sampling(params.sampling, params.backend)
+    st.session_state.answer_format = params.answer_format.value
     st.session_state.fallback_notice = ""  # the analyst picked this backend
 
 
@@ -91,9 +93,26 @@ def sidebar(settings: Settings) -> RunParams:
             key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
             help="Above 1 discourages repeating the same words. Empty: the server's own "
                  "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
+        answer_format = answer_format_input("")
     penalty = None if repeat_penalty is None else float(repeat_penalty)
     sampling = Sampling(max_tokens, temperature, penalty, picked.think)
-    return RunParams(picked.kind, picked.host, picked.model, sampling)
+    return RunParams(picked.kind, picked.host, picked.model, sampling,
+                     answer_format=answer_format)
+
+
+FORMAT_HELP = ("Markdown report: the model writes the report as it likes. Structured: the "
+               "server's constrained decoding holds the answer to a JSON schema (the asked-for "
+               "figures as numbers, the sections as markdown), shown as the same report as it "
+               "streams; an answer that is not valid JSON of the schema is shown raw, with "
+               "why.")
+
+
+def answer_format_input(prefix: str) -> AnswerFormat:
+    """The answer format widget (the sidebar's, a Compare pane's)."""
+    value = st.radio("Answer format", [f.value for f in AnswerFormat],
+                     format_func=lambda v: AnswerFormat(v).label, key=f"{prefix}answer_format",
+                     horizontal=True, help=FORMAT_HELP)
+    return AnswerFormat(value or AnswerFormat.MARKDOWN)
 
 
 def sampling_inputs(prefix: str) -> tuple[int, float]:

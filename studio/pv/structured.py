@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,6 +164,21 @@ class Verdict:
     def valid(self) -> bool:
         return self.report is not None
 
+    @property
+    def line(self) -> str:
+        """What the page says under the answer."""
+        if self.valid:
+            return "Structured answer: valid JSON of the report's schema."
+        return (f"Structured answer not valid ({self.problem}): the raw text is shown, and "
+                "the run counts as not valid.")
+
+
+def valid_share(verdicts: Sequence[Verdict]) -> str:
+    """'valid structured: 4 of 5' ('' when there is none)."""
+    if not verdicts:
+        return ""
+    return f"valid structured: {sum(v.valid for v in verdicts)} of {len(verdicts)}"
+
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")  # NaN, Infinity: Python's, not JSON's
@@ -205,6 +220,19 @@ def quantities(obj: Mapping[str, Any]) -> dict[Quantity, float | None]:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             values[quantity] = float(value)
     return values
+
+
+def report_of(text: str) -> str:
+    """A structured answer as the markdown report, valid or not (what a cut one holds): the
+    text that checks of its figures read (the grounding check)."""
+    verdict = check(text)
+    return render(verdict.report if verdict.report is not None else parse_partial(text))
+
+
+def graded_text(structured: bool, text: str) -> str:
+    """The answer as the checks of its figures read it: a markdown answer as it is, a
+    structured one as its report."""
+    return report_of(text) if structured else text
 
 
 def shown_text(text: str, done: bool, status: str = Status.FINISHED) -> tuple[str, Verdict | None]:

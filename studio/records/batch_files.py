@@ -30,6 +30,7 @@ from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
 from studio.pv.library import load_locations
+from studio.pv.structured import SCHEMA
 from studio.records.render import dashes
 from studio.records.store import Group, RunStore, StoredRun
 from studio.runs.batch import BatchSpec
@@ -81,8 +82,10 @@ def custom_id(index: int, name: str) -> str:
 
 
 def request_body(request: RunRequest) -> dict[str, Any]:
-    """The chat completion body of one row: what the Batch page sends vLLM."""
-    return chat_body(request.model, request.prompt, request.system, request.sampling)
+    """The chat completion body of one row: what the Batch page sends vLLM (a structured
+    batch's rows with the report's schema as ``response_format``)."""
+    return chat_body(request.model, request.prompt, request.system, request.sampling,
+                     SCHEMA if request.structured else None)
 
 
 def export_lines(spec: BatchSpec) -> Iterator[str]:

@@ -37,6 +37,7 @@ from typing import Any
 from backends.base import DELIVERY_ONE_PIECE
 from backends.status import Status
 from backends.stream import GenerationStats
+from studio.pv.structured import Verdict, check, valid_share
 from studio.records.columns import (
     columns_of,
     json_of,
@@ -669,6 +670,16 @@ def export_csv_lines(runs: Iterable[StoredRun]) -> Iterator[str]:
     """One row per run (the columns of ``CSV_COLUMNS``), a line at a time, safe to open in a
     spreadsheet (no cell is read as a formula)."""
     return csv_lines(CSV_COLUMNS, (_csv_row(run) for run in runs))
+
+
+def structured_shares(runs: Iterable[StoredRun]) -> dict[str, str]:
+    """For each backend and model ('Ollama · llama3.1:8b') with structured runs that ended,
+    the share of valid answers: 'valid structured: 4 of 5'."""
+    verdicts: dict[str, list[Verdict]] = {}
+    for run in runs:
+        if run.structured and run.status in (*FINAL_STATUSES, Status.INTERRUPTED):
+            verdicts.setdefault(run.label, []).append(check(run.text, run.status))
+    return {label: valid_share(found) for label, found in verdicts.items()}
 
 
 def export_csv(runs: Iterable[StoredRun]) -> str:

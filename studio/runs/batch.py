@@ -30,6 +30,7 @@ from backends.status import Status
 from studio.pv.grounding import GroundingReport, check_run
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
+from studio.pv.structured import Verdict, check, graded_text, shown_text, valid_share
 from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
@@ -148,7 +149,8 @@ class BatchRow(HoldsOutcome):
     def take(self, outcome: Outcome) -> None:
         """The outcome of a run of this row, graded against its prompt (unless the server
         cut the prompt)."""
-        report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
+        text = graded_text(self.request.structured, outcome.text)
+        report = check_run(text, self.request.prompt, outcome.statistics) \
             if outcome.text else None
         self.outcome, self.report = outcome, report  # graded first: a page reads both
 
@@ -177,6 +179,21 @@ class BatchRow(HoldsOutcome):
     @property
     def grounding(self) -> float | None:
         return self.report.score if self.report is not None else None
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """A structured answer's check, once the row has ended (None: a markdown answer, or
+        a row still to run)."""
+        if not self.request.structured or self.status not in (*ANSWERED, Status.STOPPED,
+                                                               Status.FAILED):
+            return None
+        return check(self.outcome.text, self.outcome.status)
+
+    @property
+    def structured(self) -> str | None:
+        """'valid', or why a structured answer is not (None for a markdown one)."""
+        verdict = self.verdict
+        return None if verdict is None else ("valid" if verdict.valid else verdict.problem)
 
     @property
     def not_graded(self) -> str:
@@ -409,7 +426,7 @@ class Batch(Job):
                  "client_tokens_per_s": _rounded(row.client_tokens_per_s),
                  "server_tokens_per_s": _rounded(row.server_tokens_per_s),
                  "grounding": row.not_graded or _rounded(row.grounding),
-                 "notes": row.notes, "error": row.error}
+                 "structured": row.structured, "notes": row.notes, "error": row.error}
                 for row in self.rows]
 
     def page_table(self) -> list[dict[str, Any]]:
@@ -418,7 +435,11 @@ class Batch(Job):
         (thinking time without a reasoning model, the server's tokens/s from vLLM)."""
         return dashes([{**row, "status": status_label(row["status"])}
                        for row in self.table()],
-                      optional=("thinking s", "server_tokens_per_s"))
+                      optional=("thinking s", "server_tokens_per_s", "structured"))
+
+    def valid_share(self) -> str:
+        """'valid structured: 4 of 5' over the rows that ended ('' for a markdown batch)."""
+        return valid_share([v for row in self.rows if (v := row.verdict) is not None])
 
     def to_csv(self) -> str:
         """The table, safe to open in a spreadsheet (no cell is read as a formula)."""
@@ -435,9 +456,12 @@ class Batch(Job):
                 if not (row.text or row.thinking):
                     continue
                 stem = f"{row.index + 1:02d}-{_slug(row.location.name)}"
-                archive.writestr(f"{stem}.md", markdown_with_thinking(row.text, row.thinking))
+                # A structured answer as its report (not valid: its raw text as code).
+                text = shown_text(row.text, True, row.outcome.status)[0] \
+                    if row.request.structured else row.text
+                archive.writestr(f"{stem}.md", markdown_with_thinking(text, row.thinking))
                 archive.writestr(f"{stem}.html", html_document(
-                    row.text, f"PV recommendation: {row.location.name}",
+                    text, f"PV recommendation: {row.location.name}",
                     f"{self.spec.backend} · {self.spec.model} · {row.status}", row.thinking))
         return buffer.getvalue()
 

@@ -25,6 +25,7 @@ from backends.http import redact
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
 from studio.pv.grounding import GroundingReport, check_run
+from studio.pv.structured import Verdict, check, graded_text, shown_text, valid_share
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
@@ -268,7 +269,18 @@ class Comparison(Job):
         run = self.shown_run(index)
         if run is None or not run.done or not run.text:
             return None
-        return check_run(run.text, self.prompt, run.stats.to_dict())
+        return check_run(graded_text(run.request.structured, run.text), self.prompt,
+                         run.stats.to_dict())
+
+    def verdicts(self, index: int) -> list[Verdict]:
+        """The structured answers of a pane's runs that ended, checked ([] for markdown)."""
+        if not self.panes[index].structured:
+            return []
+        return [check(run.text, run.status) for run in self.pane_runs(index) if run.done]
+
+    def valid_share(self, index: int) -> str:
+        """'valid structured: 4 of 5' over a pane's runs ('' for a markdown pane)."""
+        return valid_share(self.verdicts(index))
 
     def table(self) -> list[dict[str, str]]:
         """The measurement table: one row per pane, figures as 'median (min–max)'."""
@@ -286,6 +298,8 @@ class Comparison(Job):
             row["Notes"] = _notes(runs)
             report = self.grounding(index)
             row["Grounding"] = report.summary() if report else "–"
+            row["Answer format"] = pane.answer_format.label
+            row["Structured"] = self.valid_share(index) or "–"
             rows.append(row)
         return rows
 
@@ -330,6 +344,7 @@ class Comparison(Job):
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  "grounding": _grounding_dict(self.grounding(index)),
+                 "structured": self.valid_share(index) or None,
                  "runs": [run.to_dict() for run in self.pane_runs(index)]}
                 for index, pane in enumerate(self.panes)],
         }
@@ -342,7 +357,8 @@ class Comparison(Job):
         columns = "".join(
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
-            f"{_error_html(run)}{thinking_html(run.thinking)}{markdown_to_safe_html(run.text)}"
+            f"{_error_html(run)}{thinking_html(run.thinking)}"
+            f"{markdown_to_safe_html(_shown(run))}"
             "</section>"
             for pane, label, run in zip(self.panes, self.labels, self.shown_round,
                                         strict=False))
@@ -391,6 +407,15 @@ class _Unavailable(Backend):
 
     def model_state(self) -> ModelState:
         raise self.error
+
+
+def _shown(run: Run) -> str:
+    """A run's answer as the report shows it: a structured one as its report, or (not
+    valid) its raw text as code, with the reason."""
+    if not run.request.structured:
+        return run.text
+    shown, verdict = shown_text(run.text, True, run.status)
+    return shown if verdict is None or verdict.valid else f"{verdict.line}\n\n{shown}"
 
 
 def _error_html(run: Run) -> str:
