@@ -26,6 +26,7 @@ from backends.errors import (
     BackendStatusError,
     ContextLengthError,
     ModelNotFoundError,
+    StreamError,
 )
 from backends.sampling import Sampling
 from backends.vllm_backend import VLLMBackend
@@ -33,6 +34,9 @@ from studio.pv.grounding import check
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
+from studio.pv.quantities import Quantity
+from studio.pv.structured import SCHEMA, parse_partial, quantities
+from studio.pv.structured import check as structured_check
 from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
 from studio.runs.batch import Batch, BatchSpec
@@ -370,3 +374,48 @@ def test_vllm_run_batch_is_the_cli_subcommand() -> None:
              if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
              and [getattr(t, "id", "") for t in node.targets] == ["name"]]
     assert names == [shown]
+
+
+# -- structured answers (response_format json_schema, enforced by vLLM's xgrammar) ----------
+STRUCTURED_PROMPT = "Size a PV system for a house that uses 30 kWh a day."
+BAD_SCHEMA = {"type": "object", "properties": {"x": {"type": "foo"}}, "required": ["x"]}
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+@pytest.mark.parametrize("sse", [False, True], ids=["one-piece", "sse"])
+def test_a_structured_answer_holds_to_the_schema(vllm_server: VLLMServer, sdk: bool,
+                                                 sse: bool) -> None:
+    """The real server's constrained decoding: the answer parses and validates against the
+    report's schema, its properties in the schema's order (or, cut by max tokens, the check
+    says so); never the model's words."""
+    backend = make_backend(vllm_server, sdk)
+    stream = backend.stream(STRUCTURED_PROMPT, "Answer with the JSON report.",
+                            Sampling(max_tokens=1200, temperature=0.0), sse=sse,
+                            schema=SCHEMA)
+    text = str(stream.read_all())
+    status = stream.stats.done_reason or ""
+    partial = parse_partial(text)
+    assert partial and list(partial) == list(SCHEMA["properties"])[:len(partial)]
+    verdict = structured_check(text, status)
+    if status == "length":
+        assert verdict.problem == "incomplete: cut by max tokens (length)"
+    else:
+        assert verdict.valid, (verdict.problem, text[:400])
+        assert set(quantities(verdict.report or {})) == set(Quantity)
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_an_invalid_schema_is_the_servers_400_or_its_error_event(vllm_server: VLLMServer,
+                                                                 sdk: bool) -> None:
+    """One piece: HTTP 400. Streamed: HTTP 200, then ``data: {"error": ...}`` and [DONE]
+    (vLLM builds the grammar when generation starts): both shown with the server's text."""
+    backend = make_backend(vllm_server, sdk)
+    with pytest.raises(BackendStatusError) as one_piece:
+        backend.stream(QUESTION, "", Sampling(max_tokens=20), schema=BAD_SCHEMA).read_all()
+    assert one_piece.value.status_code == 400
+    with pytest.raises(StreamError) as streamed:
+        backend.stream(QUESTION, "", Sampling(max_tokens=20), sse=True,
+                       schema=BAD_SCHEMA).read_all()
+    assert streamed.value.status_code == 200
+    for error in (one_piece.value, streamed.value):
+        assert "grammar" in str(error).lower() and "foo" in str(error)
