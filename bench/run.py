@@ -17,6 +17,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench import bench_figures
 from bench.common import Result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +109,11 @@ def write_report(results: list[tuple[str, Result, float]], command: str) -> None
             lines.append(f"- Error: `{result.error}`")
         lines.append("")
     REPORT.parent.mkdir(parents=True, exist_ok=True)
+    kept = REPORT.read_text() if REPORT.exists() else ""
     REPORT.write_text("\n".join(lines))
+    if bench_figures.START in kept:  # the figure check's section: not a speed benchmark
+        bench_figures.write_section(kept[kept.index(bench_figures.START):
+                                         kept.index(bench_figures.END) + len(bench_figures.END)])
     print(f"wrote {REPORT}")
 
 

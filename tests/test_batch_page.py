@@ -119,7 +119,7 @@ def test_uploaded_csv_skips_bad_rows_and_runs_the_good_ones(server: LatencyServe
     warning = texts(at.warning)
     assert "2 rows skipped" in warning
     assert "row 3: column 'avg_daily_kwh': 'lots' is not a number" in warning
-    assert "row 5: has 11 values but the header has 14 columns" in warning
+    assert "row 5: has 11 values but the header has 15 columns" in warning
     assert "2 scenario(s) ready." in texts(at.main.success)
     assert not button(at, "Run batch").disabled
 
@@ -156,7 +156,7 @@ def test_a_batch_whose_rows_all_failed_says_so_in_red(server: LatencyServer, db:
 
 @pytest.mark.parametrize(("content", "message"), [
     (csv_bytes(GOOD_ROW.format(name="Testville, ZZ")).replace(b",has_ev", b""),
-     "The header lacks 1 of the 14 columns: has_ev."),
+     "The header lacks 1 of the 14 required columns: has_ev."),
     (HEADER.encode() + b"\n", "The file has a header but no data rows."),
     (b"\n\n", "The file is empty"),
 ], ids=["missing-column", "header-only", "blank-lines"])

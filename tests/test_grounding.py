@@ -80,8 +80,8 @@ def test_the_real_prompt_holds_the_figures_the_assertions_rely_on(san_diego_prom
     for quoted in ("53.76 kWh", "Winter/Summer consumption ratio: 0.94", "7.79 kW", "70.23%",
                    "0.3141", "Budget: $15,000", "31 panels", "ROI (25 yr)"):
         assert quoted in context
-    for derived in ("Panels to offset 100% of consumption: 30 panels", "Break-even: 2.29 years",
-                    "ROI (25 yr): 990.13%", "Expected annual savings: $6,488.47"):
+    for derived in ("Panels to offset 100% of consumption: 30 panels", "Break-even: 4.92 years",
+                    "ROI (25 yr): 408.08%", "Expected annual savings: $3,024.10"):
         assert derived in context  # the sample answer's 128 / 10.03 / 132.15% / $1,480.42 differ
     assert "KNOWLEDGE BASE" not in context and "QUESTION" not in context
 
@@ -97,8 +97,8 @@ def test_sample_answer_figures_grounded_and_not_found(san_diego_prompt: str) -> 
     for grounded in ("0.94", "53.76 kWh", "7.79 kW", "100%", "31 panels", "$15,000", "25 yr",
                      "70.23%", "0.3141"):
         assert verdict[grounded] is True, grounded
-    # The seed's derived figures are not the current prompt's (30 / 35 panels, 2.29 years,
-    # 990.13%, $6,488.47); "~150 panels" must not pass through "$15,000" / 100.
+    # The seed's derived figures are not the current prompt's (30 / 35 panels, 4.92 years,
+    # 408.08%, $3,024.10); "~150 panels" must not pass through "$15,000" / 100.
     for invented in ("128 panels", "150 panels", "10.03 years", "132.15%", "$1,480.42"):
         assert verdict[invented] is False, invented
     assert [f.text for f in report.not_found] == [
@@ -124,15 +124,15 @@ def test_an_answer_quoting_the_current_prompt_is_fully_grounded(san_diego_prompt
               "ratio 0.94, peak weekly load 7.79 kW.\n"
               "2. Offsetting 100% takes 30 panels (12.00 kW); with the EV, 35 panels "
               "(14.00 kW). The $15,000 budget allows 31 panels (12.40 kW) for $14,880.\n"
-              "3. Savings $6,488.47 a year, break-even 2.29 years, ROI 990.13% over 25 years.\n"
+              "3. Savings $3,024.10 a year, break-even 4.92 years, ROI 408.08% over 25 years.\n"
               "4. Nighttime load 70.23% (37.76 kWh per day); sunlight CV 0.3141.\n")
     report = check(answer, san_diego_prompt)
     assert report.not_found == []
     assert report.score == 1.0
     assert [f.text for f in report.figures] == [
         "53.76 kWh", "19,622.40 kWh", "0.94", "7.79 kW", "100%", "30 panels", "12.00 kW",
-        "35 panels", "14.00 kW", "$15,000", "31 panels", "12.40 kW", "$14,880", "$6,488.47",
-        "2.29 years", "990.13%", "25 years", "70.23%", "37.76 kWh", "0.3141"]
+        "35 panels", "14.00 kW", "$15,000", "31 panels", "12.40 kW", "$14,880", "$3,024.10",
+        "4.92 years", "408.08%", "25 years", "70.23%", "37.76 kWh", "0.3141"]
     assert report.summary() == "20 grounded · 0 not found"
 
 

@@ -37,7 +37,7 @@ def _row(name: str, /, **overrides: str) -> str:
         "winter_summer_ratio": "1.18", "peak_weekly_max_kw": "6.10",
         "nighttime_load_ratio_pct": "52.30", "sunlight_cv": "0.3820", "peak_sun_hours": "4.2",
         "electricity_rate_usd_kwh": "0.30", "budget_usd": "20000", "panel_watts": "400",
-        "cost_per_panel_usd": "1150", "has_ev": "false",
+        "cost_per_panel_usd": "1150", "has_ev": "false", "export_credit_usd_kwh": "",
     }
     cells.update(overrides)
     return ",".join(cells[c] for c in COLUMNS)
@@ -144,7 +144,7 @@ def test_prompt_is_deterministic(locations: list[Location]) -> None:
 
 def test_knowledge_base_size_and_topics() -> None:
     kb = load_knowledge_base()
-    assert 3500 <= len(kb) <= 4500, len(kb)
+    assert 3500 <= len(kb) <= 4700, len(kb)
     for topic in ("400 W", "performance ratio", "Peak sun hours", "net metering", "0.5%",
                   "battery", "EV", "payback", "25-year ROI", "inverter"):
         assert topic.lower() in kb.lower(), topic
@@ -172,7 +172,8 @@ def test_question_template_uses_location_placeholder() -> None:
 # --- derived figures, checked by hand -----------------------------------------------------------
 
 def test_boston_figures_by_hand(locations: list[Location]) -> None:
-    # Boston: 28.40 kWh/day, ratio 1.18, 4.2 PSH, 400 W, $0.30/kWh, $20,000, $1,150/panel, no EV.
+    # Boston: 28.40 kWh/day, ratio 1.18, 4.2 PSH, 400 W, $0.30/kWh, $20,000, $1,150/panel, no EV,
+    # full net metering (every kWh the household would buy is credited at the retail rate).
     # annual = 28.40 x 365 = 10,366 kWh; per panel = 4.2 x 365 x 0.4 x 0.8 = 490.56 kWh
     # offset = 10,366 / 490.56 = 21.13 -> 22 panels = 8.80 kW; budget = 20,000 / 1,150 = 17.39 -> 17
     # savings = 17 x 490.56 x 0.30 = 2,501.856; cost = 17 x 1,150 = 19,550
@@ -204,16 +205,63 @@ def test_boston_figures_by_hand(locations: list[Location]) -> None:
         assert text in prompt, text
 
 
-def test_savings_are_capped_at_consumption_madrid(locations: list[Location]) -> None:
+def test_net_billing_savings_are_capped_at_consumption_madrid(
+        locations: list[Location]) -> None:
     # Madrid: 9.60 kWh/day -> 3,504 kWh/yr; per panel 5.2 x 365 x 0.45 x 0.8 = 683.28 kWh
     # offset = 5.13 -> 6 panels; budget allows 8,000 / 700 = 11, but only 6 are needed.
-    # 6 panels make 4,099.68 kWh > 3,504, so savings = 3,504 x 0.22 = 770.88; cost = 4,200
-    # break-even = 5.45 years; ROI = (19,272 - 4,200) / 4,200 = 358.86%
+    # 6 panels make 4,099.68 kWh; the daytime load, 3,504 x (1 - 0.456) = 1,906.176 kWh, is
+    # self-consumed at $0.22; 2,193.504 kWh are exported, but credits stop at what the house
+    # would buy: 3,504 - 1,906.176 = 1,597.824 kWh at the $0.06 export credit.
+    # savings = 419.35872 + 95.86944 = 515.22816; cost = 4,200; break-even = 8.1517 years;
+    # ROI = (25 x 515.22816 - 4,200) / 4,200 = 206.6834%
     fig = derive_figures(_by_name(locations, "Madrid, ES"))
     assert (fig.offset_panels, fig.budget_max_panels, fig.installed_panels) == (6, 11, 6)
-    assert fig.annual_savings_usd == pytest.approx(770.88)
-    assert fig.break_even_years == pytest.approx(5.4483, abs=1e-4)
-    assert fig.roi_25y_pct == pytest.approx(358.8571, abs=1e-4)
+    assert fig.self_consumed_kwh == pytest.approx(1906.176)
+    assert fig.exported_kwh == pytest.approx(2193.504)
+    assert fig.credited_export_kwh == pytest.approx(1597.824)
+    assert fig.annual_savings_usd == pytest.approx(515.22816)
+    assert fig.break_even_years == pytest.approx(8.1517, abs=1e-4)
+    assert fig.roi_25y_pct == pytest.approx(206.6834, abs=1e-4)
+
+
+def test_san_diego_under_net_billing(locations: list[Location]) -> None:
+    # California's net billing tariff: exports earn $0.08/kWh against $0.32 retail.
+    # 31 panels x 654.08 = 20,276.48 kWh; daytime load 19,622.40 x (1 - 0.7023) = 5,841.58848
+    # kWh self-consumed (28.81% of output), 14,434.89152 kWh exported, all credited (the
+    # household with its EV would buy 22,622.40 kWh). savings = 1,869.30831 + 1,154.79132 =
+    # 3,024.09963; cost 31 x 480 = 14,880: break-even 4.9205 years, ROI 408.08% (not the
+    # 2.29 years and 990% that full retail credit gave).
+    fig = derive_figures(locations[0])
+    assert locations[0].export_credit_usd_kwh == 0.08
+    assert fig.annual_savings_usd == pytest.approx(3024.09963, abs=1e-4)
+    assert fig.break_even_years == pytest.approx(4.9205, abs=1e-4)
+    assert fig.roi_25y_pct == pytest.approx(408.0813, abs=1e-4)
+    prompt = build_user_prompt(locations[0])
+    for text in ("Export credit: $0.08/kWh (net billing", "Annual PV output: 20,276.48 kWh",
+                 "self-consumed): 5,841.59 kWh (28.81% of output)", "EV charging happens at night",
+                 "Expected annual savings: $3,024.10", "Break-even: 4.92 years",
+                 "ROI (25 yr): 408.08%", "$480 ($1.20/W)"):
+        assert text in prompt, text
+
+
+def test_full_net_metering_credits_exports_at_retail(locations: list[Location]) -> None:
+    """No export credit (an empty cell, or a file without the column) is full net metering:
+    the savings are every kWh the household would buy, at the retail rate, as before."""
+    san_diego = replace(locations[0], export_credit_usd_kwh=None)
+    fig = derive_figures(san_diego)
+    assert fig.annual_savings_usd == pytest.approx(20276.48 * 0.32)
+    assert fig.break_even_years == pytest.approx(2.2933, abs=1e-4)
+    assert "Export credit: $0.32/kWh (full net metering" in build_user_prompt(san_diego)
+    parsed = parse_locations_csv(_csv(_row("Blank", export_credit_usd_kwh="")))
+    assert parsed.locations[0].export_credit_usd_kwh is None
+    without = _csv(",".join(_row("Old").split(",")[:-1]),
+                   header=HEADER.removesuffix(",export_credit_usd_kwh"))
+    parsed = parse_locations_csv(without)
+    assert parsed.file_problem is None and parsed.row_problems == []
+    assert parsed.locations[0].export_credit_usd_kwh is None
+    bad = parse_locations_csv(_csv(_row("Bad", export_credit_usd_kwh="-0.05")))
+    assert [str(p) for p in bad.row_problems] == [
+        "row 2: column 'export_credit_usd_kwh': -0.05 must be at least 0"]
 
 
 def test_san_diego_exact_fit_and_ev(locations: list[Location]) -> None:
@@ -289,7 +337,8 @@ def test_a_european_excel_file_reads_its_decimal_commas() -> None:
     parsed = parse_locations_csv(read_upload(EXCEL_DE.name, data, 1_000_000))
     assert parsed.file_problem is None and parsed.row_problems == []
     san_diego, munich, paris = parsed.locations
-    assert san_diego == load_locations()[0]  # the same figures as the shipped file's
+    # The same figures as the shipped file's; without the column, full net metering.
+    assert san_diego == replace(load_locations()[0], export_credit_usd_kwh=None)
     assert (munich.name, munich.avg_daily_kwh, munich.budget_usd) == ("München, DE", 12.5, 12000)
     assert munich.cost_per_panel_usd == 1150.0 and munich.sunlight_cv == 0.45
     assert (paris.name, paris.avg_daily_kwh, paris.cost_per_panel_usd) == (
@@ -378,7 +427,8 @@ def test_an_upload_that_is_not_text_names_the_file() -> None:
 
 
 def test_row_with_missing_values_is_skipped_and_good_rows_load() -> None:
-    short = ",".join(_row("Short").split(",")[:-2])  # drops cost_per_panel_usd and has_ev
+    # drops cost_per_panel_usd, has_ev and the optional export credit
+    short = ",".join(_row("Short").split(",")[:-3])
     parsed = parse_locations_csv(_csv(_row("A"), short, _row("B")))
     assert [loc.name for loc in parsed.locations] == ["A", "B"]
     (problem,) = parsed.row_problems

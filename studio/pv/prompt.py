@@ -152,6 +152,12 @@ def _data_context(loc: Location, fig: DerivedFigures) -> str:
     return "\n".join(lines)
 
 
+def data_context_text(location: Location) -> str:
+    """The DATA CONTEXT section's text for a location, as every prompt built from it holds
+    it (the figure check compares a prompt's with it)."""
+    return _data_context(location, derive_figures(location))
+
+
 # How the user prompt's sections are ordered. Static first: the knowledge base and the
 # instructions, the same for every location, come before the location's data and question,
 # so that a server's prefix cache (vLLM, llama.cpp and Ollama reuse the longest common
@@ -179,7 +185,7 @@ def build_user_prompt(
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     kb = load_knowledge_base() if knowledge_base is None else knowledge_base.strip()
     template = load_question_template() if question is None else question.strip()
-    data = _data_context(location, derive_figures(location))
+    data = data_context_text(location)
     if layout == SEED_ORDER:
         # str.replace rather than str.format: user-edited questions may contain other braces.
         question_text = template.replace("{location}", location.name)
