@@ -12,6 +12,7 @@ from markdown_it import MarkdownIt
 
 from backends.status import Status
 from studio.pv import structured
+from studio.pv.figures import find
 from studio.pv.quantities import SPECS, Quantity
 from studio.pv.structured import (
     ORDER,
@@ -190,3 +191,13 @@ def test_the_raw_text_stays_literal_whatever_it_holds() -> None:
     tokens = MarkdownIt().parse(safe_markdown(block))
     assert [token.type for token in tokens] == ["fence"]  # one code block, shown as it is
     assert tokens[0].content == text + "\n"
+
+
+def test_the_figure_check_reads_the_rendered_report_as_the_fields_say() -> None:
+    """The report a structured answer renders reads, through the figure check's markdown
+    reader, as the same values its fields hold (the null ones: not stated)."""
+    found: dict[Quantity, set[float]] = {}
+    for stated in find(render(REPORT)):
+        found.setdefault(stated.quantity, set()).add(stated.value)
+    stated_fields = {q: v for q, v in quantities(REPORT).items() if v is not None}
+    assert {q: {v} for q, v in stated_fields.items()} == found
