@@ -265,7 +265,7 @@ def test_the_header_describes_a_resumed_batchs_own_settings(server: LatencyServe
     assert sidebar != 100
     header = texts([at.caption[0]])
     assert header.startswith(f"The batch below ran with its own settings: vllm · {MODEL} · "
-                             "max tokens 100 · temperature 0.7.")
+                             "max tokens 100 · temperature 0.7 · Markdown report.")
     assert f"A new batch takes the sidebar's: vllm · {MODEL} · max tokens {sidebar}" in header
 
 
