@@ -19,7 +19,7 @@ from studio.records.store import (
     export_json_lines,
     structured_shares,
 )
-from studio.runs.request import status_label
+from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from ui.output import (
     answer_pane,
@@ -69,7 +69,8 @@ def main() -> None:
     runs = page_of_runs(store, matching, total)
     selected = open_runs(store, runs)
     exports(store, matching, total)
-    if shares := structured_shares(store.iter_runs(**matching)):
+    structured = store.iter_runs(**matching, answer_format=AnswerFormat.STRUCTURED)
+    if shares := structured_shares(structured):
         st.caption("🧾 Structured answers of the matching runs: " + " · ".join(
             f"{literal(label)}: {share}" for label, share in shares.items()))
     if len(selected) == 1:

@@ -79,7 +79,6 @@ def _schema() -> dict[str, Any]:
 
 
 SCHEMA: dict[str, Any] = _schema()
-SCHEMA_NAME = "pv_report"  # vLLM's json_schema.name
 
 
 # -- rendering --------------------------------------------------------------------------------

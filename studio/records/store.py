@@ -586,10 +586,12 @@ class RunStore:
                   preset: str | None = None, status: str | None = None,
                   search: str | None = None, page: str | None = None,
                   user: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> Iterator[StoredRun]:
-        """``list_runs`` one run at a time, read as it goes (exports of every run)."""
+                  offset: int = 0, answer_format: str | None = None) -> Iterator[StoredRun]:
+        """``list_runs`` one run at a time, read as it goes (exports of every run);
+        ``answer_format``: only the runs asked for in that format."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
-                                    search=search, page=page, user=user)
+                                    search=search, page=page, user=user,
+                                    answer_format=answer_format)
         params.update(limit=-1 if limit is None else limit, offset=offset)
         rows = self._conn().execute(
             f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
@@ -630,9 +632,10 @@ class RunStore:
                 column = f"({_STATUS_SQL})" if name == "status" else name
                 clauses.append(f"{column} = :{name}")
                 params[name] = value
-        if filters.get("user") is not None:
-            clauses.append("user = :user")
-            params["user"] = filters["user"]
+        for name in ("user", "answer_format"):  # fixed names, never the caller's
+            if filters.get(name) is not None:
+                clauses.append(f"{name} = :{name}")
+                params[name] = filters[name]
         search = filters.get("search")
         if search:
             # instr() on casefolded text: a literal substring (no LIKE wildcards to escape)
