@@ -17,7 +17,7 @@ from streamlit.testing.v1.element_tree import Element
 from studio.pv.library import load_locations
 from studio.records.store import RunStore, export_csv, export_json
 from studio.runs.request import AnswerFormat
-from tests.conftest import batch_page, history_page, start_app
+from tests.conftest import batch_page, history_page, start_app, switch_to
 from tests.servers.ollama import FakeOllama
 from tests.test_compare import compare, ollama_pane
 from tests.test_compare_page import show
@@ -148,3 +148,16 @@ def test_a_structured_batch_counts_its_valid_rows(
     table = at.dataframe[0].value
     assert list(table["structured"]) == ["valid", "valid"]
     assert all("format" in body for body in server.chat_requests)
+
+
+def test_compare_panes_take_the_sidebars_format_or_their_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: FakeOllama) -> None:
+    at = structured_app(tmp_path, monkeypatch, server.url)
+    at = switch_to(at, "compare.py")
+    assert not [r for r in at.radio if r.key == "pane0_answer_format"]  # synced: the sidebar's
+    at.toggle(key="compare_sync").set_value(False).run()
+    pane = at.radio(key="pane1_answer_format")
+    assert pane.value == STRUCTURED  # seeded from the sidebar
+    pane.set_value(AnswerFormat.MARKDOWN.value).run()
+    assert not at.exception, at.exception
+    assert at.radio(key="pane0_answer_format").value == STRUCTURED
