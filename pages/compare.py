@@ -18,7 +18,7 @@ from studio.runs.runner import Recording
 from studio.settings.config import Settings
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
-from ui.output import answer_pane, follow_all, grounding_line, show_answer, show_thinking
+from ui.output import answer_pane, check_lines, follow_all, show_answer, show_thinking
 from ui.prompt_editor import Prompts, prompt_editor
 from ui.sidebar import sampling_inputs, show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
@@ -153,6 +153,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         if store is not None else None
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
+        location=prompts.location,
         build=lambda pane: build(config, pane.backend, pane.host, pane.model),
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
@@ -183,11 +184,11 @@ def answers(comparison: Comparison, running: bool) -> None:
                    comparison.wait, [pane.thinking for pane in panes])
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
     for index, run in enumerate(comparison.shown_round):
-        report = comparison.grounding(index)
+        check = comparison.check(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
-        show_answer(run.text, answer_slots[index], report)
+        show_answer(run.text, answer_slots[index], check)
         progress_slots[index].caption(f"{run.status_label} · {run.elapsed:.1f} s")
-        lines = [] if report is None else [grounding_line(report)]
+        lines = [] if check is None else [check_lines(check)]
         if (missing := no_thinking_note(run.request.sampling.think, run.thinking, run.status)):
             lines.append(f"💭 {missing}")
         with footers[index].container():

@@ -7,14 +7,14 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.errors import BackendError
 from studio.process import process
-from studio.pv.grounding import check_run
+from studio.pv.checks import check_answer
 from studio.records.render import literal
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
 from studio.runs.request import RunRequest
 from studio.runs.runner import Run
 from ui import fit_check
-from ui.output import follow, grounding_line, show_answer, show_outcome, show_thinking
+from ui.output import check_lines, follow, show_answer, show_outcome, show_thinking
 from ui.prompt_editor import prompt_editor
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, recording, require_frame, settings
@@ -31,7 +31,7 @@ def main() -> None:
     run: Run | None = state.get("playground_run")
     running = run is not None and not run.done
     request = RunRequest(**current_selection().param_fields(), system=prompts.system,
-                         prompt=prompts.user, preset=prompts.preset)
+                         prompt=prompts.user, preset=prompts.preset, location=prompts.location)
     buttons = st.columns([1, 1, 4])
     generate = buttons[0].button("Generate", type="primary", disabled=running,
                                  width="stretch")
@@ -106,13 +106,13 @@ def answer(run: Run, running: bool) -> None:
             icon="🗂️")
     show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
     show_answer(run.text, answer_slot)  # whole at once; the marks follow
-    # Figures the answer states that the prompt's data does not hold are highlighted (not
+    # Wrong figures struck through, figures the prompt's data does not hold highlighted (not
     # graded when the server cut the prompt: the model never saw all of the data).
-    report = check_run(run.text, run.request.prompt, run.stats.to_dict()) if run.text else None
-    if report is not None:
-        if report.not_found:
-            show_answer(run.text, answer_slot, report)
-        progress_slot.caption(grounding_line(report))
+    check = check_answer(run.text, run.request.prompt, run.request.location,
+                         run.stats.to_dict())
+    if check is not None:
+        show_answer(run.text, answer_slot, check)
+        progress_slot.caption(check_lines(check))
     with outcome_slot.container():
         show_outcome(run)
 

@@ -12,7 +12,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.pv.grounding import GroundingReport, highlight_not_found
+from studio.pv.checks import AnswerCheck
 from studio.records.render import (
     RepaintThrottle,
     html_document,
@@ -153,20 +153,20 @@ def _progress(run: Run) -> str:
     return f"⏳ {verb} {label}… {run.elapsed:.1f} s"
 
 
-def show_answer(text: str, answer_slot: DeltaGenerator,
-                grounding: GroundingReport | None = None) -> None:
-    """A finished answer as it was painted live; figures not found in the data highlighted
-    when a grounding report is given."""
+def show_answer(text: str, answer_slot: DeltaGenerator, check: AnswerCheck | None = None) -> None:
+    """A finished answer as it was painted live; with its checks, wrong figures struck
+    through and figures not found in the data highlighted."""
     shown = safe_markdown(text) if text else ""
-    if grounding is not None:
-        shown = highlight_not_found(shown, grounding)
+    if check is not None:
+        shown = check.highlight(shown)
     answer_slot.markdown(shown)
 
 
-def grounding_line(report: GroundingReport) -> str:
-    """The line under an answer that says how its figures check against the prompt's data."""
-    return (f"Grounding: {report.summary()}"
-            + ("" if report.not_graded or not report.not_found else " (not found: highlighted)"))
+def check_lines(check: AnswerCheck) -> str:
+    """The lines under an answer that say how its figures check against the prompt's data.
+    Their only text from the answer is its figures as written (digits, units, "$"): a "$"
+    is escaped, or two would read as math."""
+    return "\n\n".join(line.replace("$", "\\$") for line in check.lines())
 
 
 class Pane(NamedTuple):

@@ -29,7 +29,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,8 @@ from typing import Any
 from backends.base import DELIVERY_ONE_PIECE
 from backends.status import Status
 from backends.stream import GenerationStats
+from studio.pv.checks import BLANK_CHECK, CHECK_COLUMNS, check_answer, check_dict
+from studio.pv.location import Location
 from studio.records.columns import columns_of, json_of, record_of, request_columns
 from studio.records.spreadsheet import csv_lines
 from studio.runs.request import ANSWERED, FINAL_STATUSES, HoldsOutcome, Outcome, RunRequest
@@ -131,10 +133,18 @@ SCHEMA_V6_STEPS: tuple[str, ...] = (
     else "UPDATE groups SET label = ''",
 )
 
+# v7: the location row a run's prompt was built from (JSON; '' for none and before v7): what
+# the figure check grades its answer against.
+SCHEMA_V7_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN location_json TEXT NOT NULL DEFAULT ''",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
-                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS)
+                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS,
+                                           SCHEMA_V7_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 STATS_COLUMN = "stats_json"  # the statistics' column: their JSON text
+LOCATION_COLUMN = "location_json"  # the location row's column: its JSON text
 
 
 def _sql(*statuses: Status) -> str:
@@ -208,8 +218,10 @@ class StoredRun(RunRequest, HoldsOutcome):
     def columns(self) -> dict[str, Any]:
         """Everything recorded, by column, as the exports show it: the delivery (inferred
         for runs recorded before v3) and the notes beside the status."""
+        check = check_answer(self.text, self.prompt, self.location, self.stats)
         return {**columns_of(self), "started_at": self.created_at,
-                "delivery": self.delivered or self.delivery, "notes": self.outcome.notes}
+                "delivery": self.delivered or self.delivery, "notes": self.outcome.notes,
+                **(check.columns() if check else BLANK_CHECK), **check_dict(check)}
 
     def to_dict(self) -> dict[str, Any]:
         """Everything recorded; the keys of ``Run.to_dict()`` plus the history fields."""
@@ -278,6 +290,9 @@ def _to_sql(columns: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(columns)
     if "statistics" in values:
         values[STATS_COLUMN] = json.dumps(values.pop("statistics"), default=str)
+    if "location" in values:
+        location = values.pop("location")
+        values[LOCATION_COLUMN] = json.dumps(asdict(location)) if location else ""
     return values
 
 
@@ -288,7 +303,18 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
     except ValueError:  # a hand-edited or damaged cell must not hide the run
         stats = {}
     columns["statistics"] = stats if isinstance(stats, dict) else {}
+    columns["location"] = _location(columns.pop(LOCATION_COLUMN, ""))
     return record_of(StoredRun, columns)
+
+
+def _location(text: str | None) -> Location | None:
+    """A stored location row; None for none, or for a cell that no longer reads as one (a
+    damaged cell must not hide the run: its figures are then not graded)."""
+    try:
+        row = json.loads(text) if text else None
+        return Location(**row) if isinstance(row, dict) else None
+    except (ValueError, TypeError):
+        return None
 
 
 def _check_final(status: str) -> None:
@@ -638,7 +664,7 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "po
                "backend", "host", "model", "preset", "max_tokens", "temperature", "status",
                "error", "time_to_first_token_s", "total_time_s", "prompt_tokens",
                "output_tokens", "client_tokens_per_s", "server_tokens_per_s",
-               "server_load_s", "context_window", "notes", "think", "thinking_s",
+               "server_load_s", "context_window", "notes", *CHECK_COLUMNS, "think", "thinking_s",
                "thinking_tokens", "system_prompt", "user_prompt", "thinking", "answer")
 
 

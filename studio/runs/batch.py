@@ -27,7 +27,8 @@ from backends.errors import BackendConnectionError, BackendError, BackendStatusE
 from backends.http import redact
 from backends.sampling import Sampling
 from backends.status import Status
-from studio.pv.grounding import GroundingReport, check_run
+from studio.pv.checks import AnswerCheck, check_answer
+from studio.pv.figures import FigureReport
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
 from studio.records.render import dashes, html_document, markdown_with_thinking
@@ -117,7 +118,7 @@ class BatchSpec(RunParams):
     def request(self, location: Location) -> RunRequest:
         return RunRequest(**self.param_fields(), system=self.system,
                           prompt=build_user_prompt(location, layout=self.layout),
-                          preset=location.name)
+                          preset=location.name, location=location)
 
 
 @dataclass
@@ -134,7 +135,7 @@ class BatchRow(HoldsOutcome):
     error: str = ""  # why its last attempt failed
     flags: tuple[str, ...] = ()  # marks from before the start (run over the context window)
     outcome: Outcome = field(default_factory=Outcome)
-    report: GroundingReport | None = field(default=None, repr=False)  # of the outcome's text
+    check: AnswerCheck | None = field(default=None, repr=False)  # of the outcome's text
     resumed: bool = False  # finished in an earlier session of this batch
     run: Run | None = field(default=None, repr=False)
 
@@ -145,9 +146,9 @@ class BatchRow(HoldsOutcome):
     def take(self, outcome: Outcome) -> None:
         """The outcome of a run of this row, graded against its prompt (unless the server
         cut the prompt)."""
-        report = check_run(outcome.text, self.request.prompt, outcome.statistics) \
-            if outcome.text else None
-        self.outcome, self.report = outcome, report  # graded first: a page reads both
+        check = check_answer(outcome.text, self.request.prompt, self.location,
+                             outcome.statistics)
+        self.outcome, self.check = outcome, check  # graded first: a page reads both
 
     @property
     def seconds(self) -> float | None:
@@ -173,12 +174,17 @@ class BatchRow(HoldsOutcome):
 
     @property
     def grounding(self) -> float | None:
-        return self.report.score if self.report is not None else None
+        return self.check.grounding.score if self.check is not None else None
+
+    @property
+    def figures_right(self) -> str | None:
+        """The figure check's "5 of 7"; None without an answer, or when not graded."""
+        return (self.check.figures.score or None) if self.check is not None else None
 
     @property
     def not_graded(self) -> str:
         """Why the answer was not graded (a prompt the server cut); '' when it was."""
-        return (self.report.not_graded or "") if self.report is not None else ""
+        return (self.check.grounding.not_graded or "") if self.check is not None else ""
 
     @property
     def notes(self) -> str:
@@ -405,6 +411,7 @@ class Batch(Job):
                  "thinking s": _rounded(row.thinking_s), "output tokens": row.output_tokens,
                  "client_tokens_per_s": _rounded(row.client_tokens_per_s),
                  "server_tokens_per_s": _rounded(row.server_tokens_per_s),
+                 "figures right": row.figures_right,
                  "grounding": row.not_graded or _rounded(row.grounding),
                  "notes": row.notes, "error": row.error}
                 for row in self.rows]
@@ -418,8 +425,13 @@ class Batch(Job):
                       optional=("thinking s", "server_tokens_per_s"))
 
     def to_csv(self) -> str:
-        """The table, safe to open in a spreadsheet (no cell is read as a formula)."""
-        table = self.table()
+        """The table with the figure check per quantity, safe to open in a spreadsheet (no
+        cell is read as a formula)."""
+        blank = {key: "" for key in FigureReport().columns() if key != "figures_right"}
+        table = [{**row, **{key: value for key, value in
+                            (r.check.figures.columns() if r.check else blank).items()
+                            if key != "figures_right"}}
+                 for row, r in zip(self.table(), self.rows, strict=True)]
         header = list(table[0]) if table else []
         return csv_text(header, ([row[name] for name in header] for row in table))
 
