@@ -12,6 +12,7 @@ import streamlit as st
 from backends.errors import BackendError
 from backends.status import Status
 from studio.process import process
+from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import COLUMNS, Location
 from studio.pv.locations_csv import parse_locations_csv
@@ -62,7 +63,8 @@ BATCH_COLUMNS: dict[str, Any] = {
         "client tok/s", width=72, help="Tokens/s measured by the app (client_tokens_per_s)"),
     "server_tokens_per_s": st.column_config.Column(
         "server tok/s", width=76, help="Tokens/s the server reports (server_tokens_per_s)"),
-    "grounding": st.column_config.Column(width=72),
+    "figures right": st.column_config.Column(width=64, help=FIGURES_HELP),
+    "grounding": st.column_config.Column(width=72, help=GROUNDING_HELP),
     "structured": st.column_config.Column(
         width=90, help="A structured answer: valid, or why not (invalid JSON, incomplete, "
                        "does not match the schema)"),

@@ -20,8 +20,8 @@ from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import (
     answer_pane,
+    check_lines,
     follow_all,
-    grounding_line,
     show_answer,
     show_thinking,
     structured_line,
@@ -166,6 +166,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         if store is not None else None
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
+        location=prompts.location,
         build=lambda pane: build(config, pane.backend, pane.host, pane.model),
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
@@ -196,12 +197,12 @@ def answers(comparison: Comparison, running: bool) -> None:
                    comparison.wait, [pane.thinking for pane in panes])
         st.rerun()  # redraw finished: figures, charts, highlights, downloads
     for index, run in enumerate(comparison.shown_round):
-        report = comparison.grounding(index)
+        check = comparison.check(index)
         show_thinking(panes[index].thinking, run.thinking, run.stats.thinking_s)
-        show_answer(run.text, answer_slots[index], report,
+        show_answer(run.text, answer_slots[index], check,
                     structured=structured_status(run.request, run.status))
         progress_slots[index].caption(f"{run.status_label} · {run.elapsed:.1f} s")
-        lines = [] if report is None else [grounding_line(report)]
+        lines = [] if check is None else [check_lines(check)]
         if (line := structured_line(run.request, run.text, run.status)) is not None:
             lines.append(f"🧾 {literal(line)}")
         if (missing := no_thinking_note(run.request.sampling.think, run.thinking, run.status)):

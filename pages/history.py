@@ -9,8 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from backends.status import Status
-from studio.pv.grounding import check_run
-from studio.pv.structured import graded_text
+from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP, check_answer, check_cells
 from studio.records.render import dashes, literal
 from studio.records.store import (
     RunStore,
@@ -23,7 +22,7 @@ from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from ui.output import (
     answer_pane,
-    grounding_line,
+    check_lines,
     show_answer,
     show_notes,
     show_stats,
@@ -51,6 +50,8 @@ HISTORY_COLUMNS: dict[str, Any] = {
     "notes": st.column_config.Column(width=60),
     "output tokens": st.column_config.Column("tokens", width=52, help="Output tokens"),
     "total s": st.column_config.Column(width=50, help="Total time, seconds"),
+    "figures": st.column_config.Column(width=52, help=FIGURES_HELP),
+    "grounding": st.column_config.Column(width=52, help=GROUNDING_HELP),
     "answer": st.column_config.Column(width=80, help="The answer's start: open the run "
                                                      "to read it"),
 }
@@ -106,6 +107,8 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
     first = (number - 1) * PAGE_SIZE + 1
     st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
                if runs else "No runs match.")
+    checks = [check_answer(run.text, run.prompt, run.location, run.stats,
+                           structured=run.structured) for run in runs]
     st.dataframe(pd.DataFrame(dashes([{
         "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
@@ -113,8 +116,10 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
         "status": status_label(run.status), "notes": ", ".join(run.outcome.notes),
         "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
+        **check_cells(check),
         "answer": run.text[:90].replace("\n", " "),
-    } for run in runs])), hide_index=True, width="stretch", column_config=HISTORY_COLUMNS)
+    } for run, check in zip(runs, checks, strict=True)])), hide_index=True, width="stretch",
+        column_config=HISTORY_COLUMNS)
     return runs
 
 
@@ -172,12 +177,12 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
     # Figures the answer states that the prompt's data does not hold are highlighted, as in
     # the Playground (not graded when the server cut the prompt).
-    graded = graded_text(run.structured, run.text)
-    report = check_run(graded, run.prompt, run.stats) if run.text else None
+    check = check_answer(run.text, run.prompt, run.location, run.stats,
+                         structured=run.structured)
     with st.container(key="history_answer", border=True):
-        show_answer(run.text, st.empty(), report, structured=structured_status(run, run.status))
-    if report is not None:
-        st.caption(grounding_line(report))
+        show_answer(run.text, st.empty(), check, structured=structured_status(run, run.status))
+    if check is not None:
+        st.caption(check_lines(check))
     if (line := structured_line(run, run.text, run.status)) is not None:
         st.caption(f"🧾 {literal(line)}")
     show_notes(run.stats)
@@ -203,13 +208,16 @@ def side_by_side(runs: list[StoredRun]) -> None:
                                   f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(literal(run.error), icon="⚠️")
-            report = check_run(graded_text(run.structured, run.text), run.prompt, run.stats)
+            check = check_answer(run.text, run.prompt, run.location, run.stats,
+                                 structured=run.structured)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
-            show_answer(run.text, pane.answer, report,
+            show_answer(run.text, pane.answer, check,
                         structured=structured_status(run, run.status))
             line = structured_line(run, run.text, run.status)
-            pane.footer.caption(grounding_line(report)
-                                + (f"\n\n🧾 {literal(line)}" if line else ""))
+            lines = ([check_lines(check)] if check is not None else []) + (
+                [f"🧾 {literal(line)}"] if line else [])
+            if lines:
+                pane.footer.caption("\n\n".join(lines))
 
 
 # -- callbacks (run before the page's next run) -------------------------------------------
@@ -217,7 +225,7 @@ def open_in_playground(run: StoredRun) -> None:
     """The sidebar and the Playground's editors take this run's settings, and its panel this
     run as it ended (not the Playground's last run); then go there."""
     load_selection(settings(), run.params())
-    load_prompts("playground", run.system, run.prompt, run.preset)
+    load_prompts("playground", run.system, run.prompt, run.preset, run.location)
     st.session_state.playground_run = Run.reopened_from(run)
     st.session_state.goto_playground = True
 

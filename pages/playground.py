@@ -7,8 +7,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.errors import BackendError
 from studio.process import process
-from studio.pv.grounding import check_run
-from studio.pv.structured import graded_text
+from studio.pv.checks import check_answer
 from studio.records.render import literal
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
@@ -16,8 +15,8 @@ from studio.runs.request import RunRequest
 from studio.runs.runner import Run
 from ui import fit_check
 from ui.output import (
+    check_lines,
     follow,
-    grounding_line,
     show_answer,
     show_outcome,
     show_thinking,
@@ -39,7 +38,7 @@ def main() -> None:
     run: Run | None = state.get("playground_run")
     running = run is not None and not run.done
     request = RunRequest(**current_selection().param_fields(), system=prompts.system,
-                         prompt=prompts.user, preset=prompts.preset)
+                         prompt=prompts.user, preset=prompts.preset, location=prompts.location)
     buttons = st.columns([1, 1, 4])
     generate = buttons[0].button("Generate", type="primary", disabled=running,
                                  width="stretch")
@@ -115,14 +114,13 @@ def answer(run: Run, running: bool) -> None:
     show_thinking(thinking_slot, run.thinking, run.stats.thinking_s)
     structured = structured_status(run.request, run.status)
     show_answer(run.text, answer_slot, structured=structured)  # whole; the marks follow
-    # Figures the answer states that the prompt's data does not hold are highlighted (not
+    # Wrong figures struck through, figures the prompt's data does not hold highlighted (not
     # graded when the server cut the prompt: the model never saw all of the data).
-    graded = graded_text(run.request.structured, run.text)
-    report = check_run(graded, run.request.prompt, run.stats.to_dict()) if run.text else None
-    if report is not None:
-        if report.not_found:
-            show_answer(run.text, answer_slot, report, structured=structured)
-        progress_slot.caption(grounding_line(report))
+    check = check_answer(run.text, run.request.prompt, run.request.location,
+                         run.stats.to_dict(), structured=run.request.structured)
+    if check is not None:
+        show_answer(run.text, answer_slot, check, structured=structured)
+        progress_slot.caption(check_lines(check))
     with outcome_slot.container():
         show_outcome(run)
 

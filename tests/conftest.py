@@ -56,6 +56,13 @@ def closed_port() -> int:
 
 
 # -- waiting ---------------------------------------------------------------------------------
+def caption_lines(at: Any, start: str) -> list[str]:
+    """The lines of an AppTest page's captions that start with ``start`` (a caption may hold
+    several, as the checks' does: "Figures right: ..." then "Grounding: ...")."""
+    return [line for caption in at.caption for line in caption.value.split("\n\n")
+            if line.startswith(start)]
+
+
 def wait_until(condition: Callable[[], object], timeout: float = 10.0,
                poll_s: float = 0.005) -> bool:
     """Whether ``condition()`` comes true within ``timeout`` seconds (asked every ``poll_s``,

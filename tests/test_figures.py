@@ -15,7 +15,7 @@ from studio.pv.figures import (
     check,
     find,
     grade_values,
-    wrong_spans,
+    highlight,
 )
 from studio.pv.grounding import NOT_GRADED_CUT
 from studio.pv.grounding import check as grounding_check
@@ -23,6 +23,7 @@ from studio.pv.library import load_locations
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, build_user_prompt
 from studio.pv.quantities import Quantity
+from studio.records.render import safe_markdown
 from tests.test_grounding import SAMPLE_ANSWER
 
 Q = Quantity
@@ -220,11 +221,29 @@ def test_a_structured_answers_fields_are_graded_directly(san_diego: Location) ->
         Verdict.MISSING)[0].quantity is Q.EV_KW
 
 
-def test_wrong_figures_are_found_again_in_the_display_text(san_diego: Location) -> None:
-    report = check(SAMPLE_ANSWER, build_user_prompt(san_diego), san_diego)
-    shown = SAMPLE_ANSWER.replace("$", "\\$")  # the sanitizer escapes dollars
-    marked = [shown[start:end] for start, end in wrong_spans(shown, report)]
-    assert marked == ["128 panels", "150 panels", "10.03 years", "132.15%", "$1,480.42"]
+def test_wrong_figures_are_marked_apart_from_figures_not_in_the_data(
+        san_diego: Location) -> None:
+    prompt = build_user_prompt(san_diego)
+    report = check(SAMPLE_ANSWER, prompt, san_diego)
+    shown = highlight(safe_markdown(SAMPLE_ANSWER), report, grounding_check(SAMPLE_ANSWER, prompt))
+    assert "To offset 100% of consumption: ~:red[~~128 panels~~] " \
+        ":red-background[✗ 30 in the data] needed" in shown
+    assert r"Expected annual savings: :red[~~\$1,480.42~~] " \
+        r":red-background[✗ \$3,024.10 in the data]" in shown  # escapes kept
+    assert ":red[~~132.15%~~] :red-background[✗ 408.08% in the data]" in shown
+    # The rest is the grounding check's: a figure that is not a quantity, not in the data.
+    answer = SAMPLE_ANSWER.replace("Peak weekly max load: 7.79 kW", "Peak weekly max load: 77.9 kW")
+    shown = highlight(safe_markdown(answer), report, grounding_check(answer, prompt))
+    assert "Peak weekly max load: :red-background[77.9 kW]" in shown
+    assert shown.count(":red-background[✗") == 5
+
+
+def test_each_value_of_an_ambiguous_quantity_is_marked(san_diego: Location) -> None:
+    answer = "To offset 100%: 30 panels.\n\nIn short: 31 panels offset all your consumption."
+    report = check(answer, build_user_prompt(san_diego), san_diego)
+    assert highlight(answer, report) == (
+        "To offset 100%: :orange-background[30 panels] :orange[(which?)].\n\nIn short: "
+        ":orange-background[31 panels] :orange[(which?)] offset all your consumption.")
 
 
 def test_the_columns_carry_each_quantity(san_diego: Location) -> None:

@@ -19,7 +19,7 @@ from studio.records.batch_files import export_jsonl, import_results
 from studio.records.store import RunStore
 from studio.runs.batch import BatchSpec
 from studio.runs.request import RunRequest
-from tests.conftest import history_page
+from tests.conftest import caption_lines, history_page
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_one_run_has_the_grounding_line_of_the_side_by_side_view(seeded: RunStor
     at.multiselect(key="history_open").set_value([1]).run()
     assert not at.exception
     assert any("Install :red-background[31 panels]." in m.value for m in at.markdown)
-    assert [c.value for c in at.caption if c.value.startswith("Grounding:")] == [
+    assert caption_lines(at, "Grounding:") == [
         "Grounding: 0 grounded · 1 not found (not found: highlighted)"]
 
 
@@ -99,7 +99,7 @@ def test_a_cut_prompts_run_read_alone_is_not_graded(seeded: RunStore) -> None:
                       {"prompt_truncated": True, "prompt_tokens": 2047})
     at = history_page()
     at.multiselect(key="history_open").set_value([run_id]).run()
-    assert [c.value for c in at.caption if c.value.startswith("Grounding:")] == [
+    assert caption_lines(at, "Grounding:") == [
         "Grounding: prompt cut: not graded"]
 
 
@@ -169,7 +169,8 @@ def test_open_in_playground_shows_that_run_as_it_ended(seeded: RunStore) -> None
     assert metrics["Total time"] == "4.25 s" and metrics["Context window"] == "2,048"
     assert metrics["Stop reason"] == "Hit max tokens"
     assert any("The answer hit the max tokens limit" in w.value for w in at.warning)
-    assert any(c.value.startswith("Grounding: 1 grounded · 1 not found") for c in at.caption)
+    assert any(line.startswith("Grounding: 1 grounded · 1 not found")
+               for line in caption_lines(at, "Grounding:"))
     labels = [b.label for b in cast("list[Element]", at.get("download_button"))]
     assert labels == ["⬇ Markdown", "⬇ HTML", "⬇ JSON"]
 

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from studio.runs.request import PROMPT_TRUNCATED
-from tests.conftest import history_page, start_app
+from tests.conftest import caption_lines, history_page, start_app
 from tests.plain import plain
 from tests.servers.ollama import FakeOllama, Script
 from tests.servers.vllm import FakeVLLM, completion
@@ -131,7 +131,7 @@ def test_compare_names_the_pane_that_does_not_fit(tmp_path: Path,
     cut = {row["model"]: row["id"] for _, row in runs.iterrows()}
     at.multiselect(key="history_open").set_value([cut["llama3.1:8b"], cut["mistral:7b"]]).run()
     assert not at.exception, at.exception
-    footers = [c.value for c in at.caption if c.value.startswith("Grounding:")]
+    footers = caption_lines(at, "Grounding:")
     assert footers[0] == "Grounding: prompt cut: not graded"
     assert footers[1] != "Grounding: prompt cut: not graded"
 

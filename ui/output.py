@@ -12,8 +12,9 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.pv.grounding import GroundingReport, highlight_not_found
-from studio.pv.structured import check, shown_text
+from studio.pv.checks import AnswerCheck
+from studio.pv.structured import check as check_structured
+from studio.pv.structured import shown_text
 from studio.records.render import (
     RepaintThrottle,
     html_document,
@@ -162,12 +163,12 @@ def _progress(run: Run) -> str:
     return f"⏳ {verb} {label}… {run.elapsed:.1f} s"
 
 
-def show_answer(text: str, answer_slot: DeltaGenerator,
-                grounding: GroundingReport | None = None, *,
+def show_answer(text: str, answer_slot: DeltaGenerator, check: AnswerCheck | None = None, *,
                 structured: str | None = None) -> None:
-    """A finished answer as it was painted live; figures not found in the data highlighted
-    when a grounding report is given. ``structured``: the status of a structured answer,
-    shown as its report when valid, else as its raw text (literal), with the reason."""
+    """A finished answer as it was painted live; with its checks, wrong figures struck
+    through and figures not found in the data highlighted. ``structured``: the status of a
+    structured answer, shown as its report when valid, else as its raw text (literal), with
+    the reason."""
     if structured is not None and text:
         shown, verdict = shown_text(text, True, structured)
         if verdict is not None and not verdict.valid:
@@ -177,8 +178,8 @@ def show_answer(text: str, answer_slot: DeltaGenerator,
             return
         text = shown
     shown = safe_markdown(text) if text else ""
-    if grounding is not None:
-        shown = highlight_not_found(shown, grounding)
+    if check is not None:
+        shown = check.highlight(shown)
     answer_slot.markdown(shown)
 
 
@@ -189,13 +190,14 @@ def structured_status(params: RunParams, status: str) -> str | None:
 
 def structured_line(params: RunParams, text: str, status: str) -> str | None:
     """The line under a structured answer: valid, or why not (None for a markdown one)."""
-    return check(text, status).line if params.structured else None
+    return check_structured(text, status).line if params.structured else None
 
 
-def grounding_line(report: GroundingReport) -> str:
-    """The line under an answer that says how its figures check against the prompt's data."""
-    return (f"Grounding: {report.summary()}"
-            + ("" if report.not_graded or not report.not_found else " (not found: highlighted)"))
+def check_lines(check: AnswerCheck) -> str:
+    """The lines under an answer that say how its figures check against the prompt's data.
+    Their only text from the answer is its figures as written (digits, units, "$"): a "$"
+    is escaped, or two would read as math."""
+    return "\n\n".join(line.replace("$", "\\$") for line in check.lines())
 
 
 class Pane(NamedTuple):

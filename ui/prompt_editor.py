@@ -23,6 +23,9 @@ class Prompts:
     system: str
     user: str
     preset: str  # the preset the user prompt came from, or "custom" once it differs
+    # The row the figure check grades against: a reopened run's own, else the picked preset's
+    # (an edited DATA CONTEXT no longer matches it, and the check says so).
+    location: Location | None = None
 
 
 @st.cache_data(show_spinner=False)
@@ -39,6 +42,7 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     def load_preset() -> None:
         fill_from_presets(state, keys, locations, system_prompts, settings().prompt_layout)
         state.pop(_origin_key(prefix), None)
+        state.pop(_origin_location_key(prefix), None)
 
     if keys["user"] not in state:
         state[keys["location"]] = next(iter(locations))
@@ -70,8 +74,11 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     tokens = prompt_tokens_text(size.tokens if counted is None else counted, counted is not None)
     st.caption(f"Prompt size: {size.characters:,} characters · {tokens}")
     user = state[keys["user"]]
-    preset = preset_of(user, locations[state[keys["location"]]], state.get(_origin_key(prefix)))
-    return Prompts(state[keys["system"]], user, preset)
+    picked = locations[state[keys["location"]]]
+    preset = preset_of(user, picked, state.get(_origin_key(prefix)))
+    origin = state.get(_origin_location_key(prefix))
+    return Prompts(state[keys["system"]], user, preset,
+                   origin if isinstance(origin, Location) else picked)
 
 
 def fill_from_presets(state: MutableMapping[Any, Any], keys: Mapping[str, str],
@@ -90,12 +97,22 @@ def _origin_key(prefix: str) -> str:
     return f"{prefix}_origin"
 
 
-def load_prompts(prefix: str, system: str, user: str, preset: str) -> None:
+def _origin_location_key(prefix: str) -> str:
+    return f"{prefix}_origin_location"
+
+
+def load_prompts(prefix: str, system: str, user: str, preset: str,
+                 location: Location | None = None) -> None:
     """Fill an editor with a run's prompts (History -> Playground). The run keeps its preset
-    name while its prompt is unchanged, even one no preset lists (a CSV row)."""
+    name while its prompt is unchanged, even one no preset lists (a CSV row), and its
+    location row, which its figures are graded against."""
     locations, _ = _presets()
     state = st.session_state
     state[f"{prefix}_system"], state[f"{prefix}_user"] = system, user
     if preset in locations:
         state[f"{prefix}_location"] = preset
     state[_origin_key(prefix)] = (preset, user)
+    if location is not None:
+        state[_origin_location_key(prefix)] = location
+    else:
+        state.pop(_origin_location_key(prefix), None)

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum, unique
 from typing import Any
 
-from studio.pv.grounding import data_context, not_graded
+from studio.pv.grounding import GroundingReport, data_context, not_found_marks, not_graded
 from studio.pv.location import Location
 from studio.pv.prompt import data_context_text
 from studio.pv.quantities import Quantity, Unit, reference_values
 from studio.pv.sizing import derive_figures
+from studio.records.render import Mark, mark
 
 NO_LOCATION = "no location row: figures not graded"
 NO_DATA_CONTEXT = "no DATA CONTEXT in the prompt: figures not graded"
@@ -117,6 +118,11 @@ class Grade:
     stated: tuple[Stated, ...] = ()
 
     @property
+    def reference_value(self) -> float | int:
+        """The reference as the exports write it: a count whole, a figure to 4 decimals."""
+        return int(self.reference) if self.quantity.integer else round(self.reference, 4)
+
+    @property
     def shown(self) -> Stated | None:
         """The statement graded (the most precise of those that agree)."""
         return min(self.stated, key=lambda s: s.tolerance) if self.stated else None
@@ -192,8 +198,7 @@ class FigureReport:
             shown = grade.shown if grade else None
             values[f"{quantity.value}"] = grade.verdict.value if grade else ""
             values[f"{quantity.value}_stated"] = shown.text if shown else ""
-            values[f"{quantity.value}_reference"] = (round(grade.reference, 4) if grade
-                                                     else "")
+            values[f"{quantity.value}_reference"] = grade.reference_value if grade else ""
         return values
 
 
@@ -703,11 +708,37 @@ def _number(unit: Unit, low: str | None, value: str, scale: float,
 
 # --- showing the check in the answer -----------------------------------------------------
 
-def wrong_spans(markdown: str, report: FigureReport) -> list[tuple[int, int]]:
+# A wrong figure is struck through and followed by the data's value; each value of an ambiguous
+# quantity is marked apart from a figure the grounding check did not find in the data.
+WRONG_MARK = ":red[~~{text}~~] :red-background[✗ {reference} in the data]"
+AMBIGUOUS_MARK = ":orange-background[{text}] :orange[(which?)]"
+
+
+def figure_marks(markdown: str, report: FigureReport) -> list[Mark]:
     """Where the answer states a figure graded wrong, or one of an ambiguous quantity's
-    values, found again in ``markdown`` (the display text: sanitizing shifts offsets)."""
-    marked = {grade.quantity for grade in report.grades
+    values, found again in ``markdown`` (the display text: sanitizing shifts offsets), each
+    with its mark."""
+    graded = {grade.quantity: grade for grade in report.grades
               if grade.verdict in (Verdict.WRONG, Verdict.AMBIGUOUS)}
-    if not marked or report.not_graded:
+    if not graded or report.not_graded:
         return []
-    return [(s.start, s.end) for s in find(markdown) if s.quantity in marked]
+    marks = []
+    for stated in find(markdown):
+        grade = graded.get(stated.quantity)
+        if grade is None:
+            continue
+        reference = format_value(grade.quantity, grade.reference).replace("$", "\\$")
+        template = (WRONG_MARK.replace("{reference}", reference)
+                    if grade.verdict is Verdict.WRONG else AMBIGUOUS_MARK)
+        marks.append(Mark(stated.start, stated.end, template))
+    return marks
+
+
+def highlight(markdown: str, figures: FigureReport | None,
+              grounding: GroundingReport | None = None) -> str:
+    """Display markdown with the figure check's marks and, elsewhere, the grounding check's
+    figures not found in the data."""
+    marks = figure_marks(markdown, figures) if figures is not None else []
+    if grounding is not None:
+        marks += not_found_marks(markdown, grounding)
+    return mark(markdown, marks)

@@ -19,6 +19,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from studio.records.render import Mark, mark
+
 NOT_GRADED_CUT = "prompt cut: not graded"
 
 # A number with optional $ before, thousands separators, decimals, and % or a unit after.
@@ -159,26 +161,25 @@ def _any_between(numbers: list[float], low: float, high: float) -> bool:
     return index < len(numbers) and numbers[index] <= high
 
 
-def highlight_not_found(markdown: str, report: GroundingReport) -> str:
-    """Mark each figure not found in the data, in markdown already made safe for display.
+NOT_FOUND_MARK = ":red-background[{text}]"  # how the answer shows a figure not in the data
+
+
+def not_found_marks(markdown: str, report: GroundingReport) -> list[Mark]:
+    """Where each figure not found in the data stands in ``markdown`` (the display text),
+    with its mark.
 
     Figures are found again in the display text (sanitizing shifts offsets and may drop some),
     with the same rules as ``check``; the same text always has the same verdict.
     """
     not_found = {figure.text for figure in report.not_found}
-    if not not_found:
-        return markdown
-    pieces: list[str] = []
-    position = 0
+    marks = []
     for match, _ in _figures(markdown):
-        if match.group(0).strip() not in not_found:
-            continue
-        start = match.start()
-        if markdown[start - 1:start] == "\\":  # keep the escape of "\$" inside the mark
-            start -= 1
-        end = match.start() + len(match.group(0).rstrip())
-        pieces.append(markdown[position:start])
-        pieces.append(f":red-background[{markdown[start:end]}]")
-        position = end
-    pieces.append(markdown[position:])
-    return "".join(pieces)
+        if match.group(0).strip() in not_found:
+            end = match.start() + len(match.group(0).rstrip())
+            marks.append(Mark(match.start(), end, NOT_FOUND_MARK))
+    return marks
+
+
+def highlight_not_found(markdown: str, report: GroundingReport) -> str:
+    """Mark each figure not found in the data, in markdown already made safe for display."""
+    return mark(markdown, not_found_marks(markdown, report))

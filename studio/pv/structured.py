@@ -221,17 +221,11 @@ def quantities(obj: Mapping[str, Any]) -> dict[Quantity, float | None]:
     return values
 
 
-def report_of(text: str) -> str:
-    """A structured answer as the markdown report, valid or not (what a cut one holds): the
-    text that checks of its figures read (the grounding check)."""
+def fields_of(text: str) -> dict[str, Any]:
+    """A structured answer's fields, valid or not: the whole object, or what a cut one
+    holds (what the checks of its figures read)."""
     verdict = check(text)
-    return render(verdict.report if verdict.report is not None else parse_partial(text))
-
-
-def graded_text(structured: bool, text: str) -> str:
-    """The answer as the checks of its figures read it: a markdown answer as it is, a
-    structured one as its report."""
-    return report_of(text) if structured else text
+    return verdict.report if verdict.report is not None else parse_partial(text)
 
 
 def shown_text(text: str, done: bool, status: str = Status.FINISHED) -> tuple[str, Verdict | None]:

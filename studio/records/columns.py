@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, fields, is_dataclass
+from dataclasses import MISSING, Field, asdict, fields, is_dataclass
 from typing import Any, TypeVar, cast, get_type_hints
 
 from backends.http import redact
 from backends.sampling import Sampling
 from studio.pv.structured import check
-from studio.runs.request import Outcome, RunParams, RunRequest
+from studio.runs.request import WHOLE, Outcome, RunParams, RunRequest
 
 # The fields whose name outside Python is not their name in Python.
 RENAMED = {"system": "system_prompt", "prompt": "user_prompt", "text": "answer",
@@ -30,9 +30,10 @@ PARAMETERS = tuple(f.name for f in fields(Sampling))
 # The JSON export's keys, in order; a live run's download has those it holds (no history
 # fields: id, page, the delivery recorded, notes).
 JSON_KEYS = ("id", "created_at", "updated_at", "page", "group_id", "position", "started_at",
-             "backend", "host", "model", "preset", "parameters", "delivery", "answer_format",
-             "system_prompt", "user_prompt", "thinking", "answer", "status",
-             "structured_valid", "structured_problem", "error", "notes", "statistics")
+             "backend", "host", "model", "preset", "location", "parameters", "delivery",
+             "answer_format", "system_prompt", "user_prompt", "thinking", "answer", "status",
+             "structured_valid", "structured_problem", "error", "notes", "statistics",
+             "figure_check", "grounding")
 
 Record = TypeVar("Record")
 
@@ -53,7 +54,7 @@ def columns_of(record: Any) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for item in fields(record):
         value = getattr(record, item.name)
-        if is_dataclass(value) and not isinstance(value, type):
+        if is_dataclass(value) and not isinstance(value, type) and not item.metadata.get(WHOLE):
             values.update(columns_of(value))
         else:
             values[column(item.name)] = value
@@ -93,6 +94,8 @@ def json_of(columns: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON export's object of a run: its columns in ``JSON_KEYS``' order, the sampling
     parameters grouped."""
     values = {**columns, "parameters": {name: columns[name] for name in PARAMETERS}}
+    if is_dataclass(values.get("location")):
+        values["location"] = asdict(values["location"])
     return {key: values[key] for key in JSON_KEYS if key in values}
 
 

@@ -17,6 +17,7 @@ import html
 import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import markdown as markdown_lib
@@ -330,6 +331,31 @@ def split_blocks(text: str) -> list[str]:
     if current or not blocks:
         blocks.append("\n".join(current))
     return blocks
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A span of display markdown to wrap: ``template`` holds ``{text}``, the span's text."""
+
+    start: int
+    end: int
+    template: str
+
+
+def mark(markdown: str, marks: Iterable[Mark]) -> str:
+    """``markdown`` with each span wrapped by its mark; the first of overlapping marks wins.
+    A span's escaped "\\$" keeps its backslash inside the mark."""
+    pieces: list[str] = []
+    position = 0
+    for item in sorted(marks, key=lambda m: m.start):
+        start = item.start - 1 if markdown[item.start - 1:item.start] == "\\" else item.start
+        if start < position:
+            continue
+        pieces.append(markdown[position:start])
+        pieces.append(item.template.format(text=markdown[start:item.end]))
+        position = item.end
+    pieces.append(markdown[position:])
+    return "".join(pieces)
 
 
 class RepaintThrottle:

@@ -29,7 +29,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,10 @@ from typing import Any
 from backends.base import DELIVERY_ONE_PIECE
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.pv.structured import Verdict, check, valid_share
+from studio.pv.checks import BLANK_CHECK, CHECK_COLUMNS, check_answer, check_dict
+from studio.pv.location import Location
+from studio.pv.structured import Verdict, valid_share
+from studio.pv.structured import check as check_structured
 from studio.records.columns import (
     columns_of,
     json_of,
@@ -138,18 +141,20 @@ SCHEMA_V6_STEPS: tuple[str, ...] = (
     else "UPDATE groups SET label = ''",
 )
 
-# v7: a run's answer format (markdown for the runs before it existed).
+# v7: the location row a run's prompt was built from (JSON; '' for none and before v7): what
+# the figure check grades its answer against; and a run's answer format (markdown for the
+# runs before it existed).
 SCHEMA_V7_STEPS: tuple[str, ...] = (
+    "ALTER TABLE runs ADD COLUMN location_json TEXT NOT NULL DEFAULT ''",
     "ALTER TABLE runs ADD COLUMN answer_format TEXT NOT NULL DEFAULT 'markdown'",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS, SCHEMA_V4_STEPS, SCHEMA_V5_STEPS,
-    SCHEMA_V6_STEPS,
-    SCHEMA_V7_STEPS,
-)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
+                                           SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS,
+                                           SCHEMA_V7_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 STATS_COLUMN = "stats_json"  # the statistics' column: their JSON text
+LOCATION_COLUMN = "location_json"  # the location row's column: its JSON text
 
 
 def _sql(*statuses: Status) -> str:
@@ -223,8 +228,11 @@ class StoredRun(RunRequest, HoldsOutcome):
     def columns(self) -> dict[str, Any]:
         """Everything recorded, by column, as the exports show it: the delivery (inferred
         for runs recorded before v3) and the notes beside the status."""
+        check = check_answer(self.text, self.prompt, self.location, self.stats,
+                             structured=self.structured)
         return {**columns_of(self), "started_at": self.created_at,
                 "delivery": self.delivered or self.delivery, "notes": self.outcome.notes,
+                **(check.columns() if check else BLANK_CHECK), **check_dict(check),
                 **structured_columns(self, self.outcome)}
 
     def to_dict(self) -> dict[str, Any]:
@@ -294,6 +302,9 @@ def _to_sql(columns: Mapping[str, Any]) -> dict[str, Any]:
     values = dict(columns)
     if "statistics" in values:
         values[STATS_COLUMN] = json.dumps(values.pop("statistics"), default=str)
+    if "location" in values:
+        location = values.pop("location")
+        values[LOCATION_COLUMN] = json.dumps(asdict(location)) if location else ""
     return values
 
 
@@ -304,7 +315,18 @@ def _from_row(row: sqlite3.Row) -> StoredRun:
     except ValueError:  # a hand-edited or damaged cell must not hide the run
         stats = {}
     columns["statistics"] = stats if isinstance(stats, dict) else {}
+    columns["location"] = _location(columns.pop(LOCATION_COLUMN, ""))
     return record_of(StoredRun, columns)
+
+
+def _location(text: str | None) -> Location | None:
+    """A stored location row; None for none, or for a cell that no longer reads as one (a
+    damaged cell must not hide the run: its figures are then not graded)."""
+    try:
+        row = json.loads(text) if text else None
+        return Location(**row) if isinstance(row, dict) else None
+    except (ValueError, TypeError):
+        return None
 
 
 def _check_final(status: str) -> None:
@@ -658,7 +680,7 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "po
                "answer_format", "status", "structured_valid", "structured_problem",
                "error", "time_to_first_token_s", "total_time_s", "prompt_tokens",
                "output_tokens", "client_tokens_per_s", "server_tokens_per_s",
-               "server_load_s", "context_window", "notes", "think", "thinking_s",
+               "server_load_s", "context_window", "notes", *CHECK_COLUMNS, "think", "thinking_s",
                "thinking_tokens", "system_prompt", "user_prompt", "thinking", "answer")
 
 
@@ -681,7 +703,7 @@ def structured_shares(runs: Iterable[StoredRun]) -> dict[str, str]:
     verdicts: dict[str, list[Verdict]] = {}
     for run in runs:
         if run.structured and run.status in (*FINAL_STATUSES, Status.INTERRUPTED):
-            verdicts.setdefault(run.label, []).append(check(run.text, run.status))
+            verdicts.setdefault(run.label, []).append(check_structured(run.text, run.status))
     return {label: valid_share(found) for label, found in verdicts.items()}
 
 

@@ -27,10 +27,12 @@ from backends.errors import BackendConnectionError, BackendError, BackendStatusE
 from backends.http import redact
 from backends.sampling import Sampling
 from backends.status import Status
-from studio.pv.grounding import GroundingReport, check_run
+from studio.pv.checks import AnswerCheck, check_answer
+from studio.pv.figures import FigureReport
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
-from studio.pv.structured import Verdict, check, graded_text, shown_text, valid_share
+from studio.pv.structured import Verdict, shown_text, valid_share
+from studio.pv.structured import check as check_structured
 from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
@@ -121,7 +123,7 @@ class BatchSpec(RunParams):
     def request(self, location: Location) -> RunRequest:
         return RunRequest(**self.param_fields(), system=self.system,
                           prompt=build_user_prompt(location, layout=self.layout),
-                          preset=location.name)
+                          preset=location.name, location=location)
 
 
 @dataclass
@@ -138,7 +140,7 @@ class BatchRow(HoldsOutcome):
     error: str = ""  # why its last attempt failed
     flags: tuple[str, ...] = ()  # marks from before the start (run over the context window)
     outcome: Outcome = field(default_factory=Outcome)
-    report: GroundingReport | None = field(default=None, repr=False)  # of the outcome's text
+    check: AnswerCheck | None = field(default=None, repr=False)  # of the outcome's text
     resumed: bool = False  # finished in an earlier session of this batch
     run: Run | None = field(default=None, repr=False)
 
@@ -149,10 +151,9 @@ class BatchRow(HoldsOutcome):
     def take(self, outcome: Outcome) -> None:
         """The outcome of a run of this row, graded against its prompt (unless the server
         cut the prompt)."""
-        text = graded_text(self.request.structured, outcome.text)
-        report = check_run(text, self.request.prompt, outcome.statistics) \
-            if outcome.text else None
-        self.outcome, self.report = outcome, report  # graded first: a page reads both
+        check = check_answer(outcome.text, self.request.prompt, self.location,
+                             outcome.statistics, structured=self.request.structured)
+        self.outcome, self.check = outcome, check  # graded first: a page reads both
 
     @property
     def seconds(self) -> float | None:
@@ -178,7 +179,12 @@ class BatchRow(HoldsOutcome):
 
     @property
     def grounding(self) -> float | None:
-        return self.report.score if self.report is not None else None
+        return self.check.grounding.score if self.check is not None else None
+
+    @property
+    def figures_right(self) -> str | None:
+        """The figure check's "5 of 7"; None without an answer, or when not graded."""
+        return (self.check.figures.score or None) if self.check is not None else None
 
     @property
     def verdict(self) -> Verdict | None:
@@ -187,7 +193,7 @@ class BatchRow(HoldsOutcome):
         if not self.request.structured or self.status not in (*ANSWERED, Status.STOPPED,
                                                                Status.FAILED):
             return None
-        return check(self.outcome.text, self.outcome.status)
+        return check_structured(self.outcome.text, self.outcome.status)
 
     @property
     def structured(self) -> str | None:
@@ -198,7 +204,7 @@ class BatchRow(HoldsOutcome):
     @property
     def not_graded(self) -> str:
         """Why the answer was not graded (a prompt the server cut); '' when it was."""
-        return (self.report.not_graded or "") if self.report is not None else ""
+        return (self.check.grounding.not_graded or "") if self.check is not None else ""
 
     @property
     def notes(self) -> str:
@@ -425,6 +431,7 @@ class Batch(Job):
                  "thinking s": _rounded(row.thinking_s), "output tokens": row.output_tokens,
                  "client_tokens_per_s": _rounded(row.client_tokens_per_s),
                  "server_tokens_per_s": _rounded(row.server_tokens_per_s),
+                 "figures right": row.figures_right,
                  "grounding": row.not_graded or _rounded(row.grounding),
                  "structured": row.structured, "notes": row.notes, "error": row.error}
                 for row in self.rows]
@@ -442,8 +449,13 @@ class Batch(Job):
         return valid_share([v for row in self.rows if (v := row.verdict) is not None])
 
     def to_csv(self) -> str:
-        """The table, safe to open in a spreadsheet (no cell is read as a formula)."""
-        table = self.table()
+        """The table with the figure check per quantity, safe to open in a spreadsheet (no
+        cell is read as a formula)."""
+        blank = {key: "" for key in FigureReport().columns() if key != "figures_right"}
+        table = [{**row, **{key: value for key, value in
+                            (r.check.figures.columns() if r.check else blank).items()
+                            if key != "figures_right"}}
+                 for row, r in zip(self.table(), self.rows, strict=True)]
         header = list(table[0]) if table else []
         return csv_text(header, ([row[name] for name in header] for row in table))
 

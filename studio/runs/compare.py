@@ -24,8 +24,11 @@ from backends.errors import BackendError
 from backends.http import redact
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
-from studio.pv.grounding import GroundingReport, check_run
-from studio.pv.structured import Verdict, check, graded_text, shown_text, valid_share
+from studio.pv.checks import AnswerCheck, check_answer, check_dict
+from studio.pv.grounding import GroundingReport
+from studio.pv.location import Location
+from studio.pv.structured import Verdict, shown_text, valid_share
+from studio.pv.structured import check as check_structured
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
@@ -129,7 +132,8 @@ class Comparison(Job):
     name = "comparison"
 
     def __init__(self, panes: list[RunParams], system: str, prompt: str, *, repeats: int = 1,
-                 preset: str = "", build: Callable[[RunParams], Backend],
+                 preset: str = "", location: Location | None = None,
+                 build: Callable[[RunParams], Backend],
                  record: Callable[[int], Recording | None] | None = None,
                  capacity: Capacity | None = None, probes: ProbeCache | None = None) -> None:
         """``record(pane_index)`` says where each pane's runs go in the history; ``capacity``
@@ -139,6 +143,7 @@ class Comparison(Job):
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
         self.panes = panes
         self.system, self.prompt, self.preset = system, prompt, preset
+        self.location = location  # the row the prompt was built from: the figure check's
         self.repeats = max(1, min(repeats, MAX_REPEATS))
         self.started_at = datetime.now(UTC)
         self.rounds: list[list[Run]] = []
@@ -178,7 +183,7 @@ class Comparison(Job):
 
     def request(self, pane: RunParams) -> RunRequest:
         return RunRequest(**pane.param_fields(), system=self.system, prompt=self.prompt,
-                          preset=self.preset)
+                          preset=self.preset, location=self.location)
 
     def _work(self) -> None:
         for _ in range(self.repeats):
@@ -264,19 +269,25 @@ class Comparison(Job):
     def labels(self) -> list[str]:
         return pane_labels(self.panes)
 
-    def grounding(self, index: int) -> GroundingReport | None:
-        """The grounding of the answer the pane shows (``shown_run``), once it has ended."""
+    def check(self, index: int) -> AnswerCheck | None:
+        """The checks of the answer the pane shows (``shown_run``), once it has ended."""
         run = self.shown_run(index)
-        if run is None or not run.done or not run.text:
+        if run is None or not run.done:
             return None
-        return check_run(graded_text(run.request.structured, run.text), self.prompt,
-                         run.stats.to_dict())
+        return check_answer(run.text, self.prompt, self.location, run.stats.to_dict(),
+                            structured=run.request.structured)
+
+    def grounding(self, index: int) -> GroundingReport | None:
+        """The grounding check of the answer the pane shows, once it has ended."""
+        check = self.check(index)
+        return check.grounding if check else None
 
     def verdicts(self, index: int) -> list[Verdict]:
         """The structured answers of a pane's runs that ended, checked ([] for markdown)."""
         if not self.panes[index].structured:
             return []
-        return [check(run.text, run.status) for run in self.pane_runs(index) if run.done]
+        return [check_structured(run.text, run.status) for run in self.pane_runs(index)
+                if run.done]
 
     def valid_share(self, index: int) -> str:
         """'valid structured: 4 of 5' over a pane's runs ('' for a markdown pane)."""
@@ -296,8 +307,9 @@ class Comparison(Job):
                 row["Time to first token (s)"] += " = total"
             row["Stop reason"] = ", ".join(sorted({run.status_label for run in runs})) or "–"
             row["Notes"] = _notes(runs)
-            report = self.grounding(index)
-            row["Grounding"] = report.summary() if report else "–"
+            check = self.check(index)
+            row["Figures right"] = check.figures.score or "–" if check else "–"
+            row["Grounding"] = check.grounding.summary() if check else "–"
             row["Answer format"] = pane.answer_format.label
             row["Structured"] = self.valid_share(index) or "–"
             rows.append(row)
@@ -343,7 +355,7 @@ class Comparison(Job):
                 {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
-                 "grounding": _grounding_dict(self.grounding(index)),
+                 **check_dict(self.check(index)),
                  "structured": self.valid_share(index) or None,
                  "runs": [run.to_dict() for run in self.pane_runs(index)]}
                 for index, pane in enumerate(self.panes)],
@@ -423,12 +435,5 @@ def _error_html(run: Run) -> str:
     if run.error is None:
         return ""
     return f"<p class=error><strong>Error:</strong> {html.escape(str(run.error))}</p>"
-
-
-def _grounding_dict(report: GroundingReport | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
-    return {"score": report.score, "grounded": [f.text for f in report.grounded],
-            "not_found": [f.text for f in report.not_found], "not_graded": report.not_graded}
 
 

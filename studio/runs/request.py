@@ -21,7 +21,9 @@ from backends import BACKENDS, DEFAULT_SAMPLING, Backend, Sampling, backend_clas
 from backends.base import DELIVERY_ONE_PIECE, THINK_OFF
 from backends.status import Status
 from backends.stream import GenerationStats
+from studio.pv.location import Location
 
+WHOLE = "whole"  # a field's metadata: the serializer keeps its value whole (one column)
 # A looping answer is cut, but what it said stands.
 ANSWERED = (Status.FINISHED, Status.LENGTH, Status.REPETITION)
 FINAL_STATUSES = (*ANSWERED, Status.STOPPED, Status.ERROR)  # how a run the app ran ended
@@ -137,6 +139,9 @@ class RunRequest(RunParams):
     system: str
     prompt: str
     preset: str = ""  # the preset the prompt came from, "custom", or "" for none
+    # The row the prompt's DATA CONTEXT was built from (a preset or an uploaded CSV's): what
+    # the figure check grades the answer against. Kept whole: one column, not one per field.
+    location: Location | None = field(default=None, metadata={WHOLE: True})
 
 
 @dataclass(frozen=True)

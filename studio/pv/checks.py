@@ -1,0 +1,102 @@
+"""Both checks of an answer against its prompt's data, as every page, table and export shows
+them: the figure check (is each asked-for quantity right?) and the grounding check (which
+figures are not in the data at all?)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from studio.pv import figures, grounding
+from studio.pv import structured as structured_answer
+from studio.pv.figures import FigureReport, Verdict
+from studio.pv.grounding import GroundingReport
+from studio.pv.location import Location
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    """An answer's figure check and grounding check."""
+
+    figures: FigureReport
+    grounding: GroundingReport
+
+    def lines(self) -> list[str]:
+        """What a page says under the answer: the figures, then the grounding."""
+        flagged = self.figures.of(Verdict.WRONG) or self.figures.of(Verdict.AMBIGUOUS)
+        marked = " (marked in the answer)" if flagged else ""
+        found = ("" if self.grounding.not_graded or not self.grounding.not_found
+                 else " (not found: highlighted)")
+        return [f"Figures right: {self.figures.summary()}{marked}",
+                f"Grounding: {self.grounding.summary()}{found}"]
+
+    def highlight(self, markdown: str) -> str:
+        """The display markdown with both checks' marks."""
+        return figures.highlight(markdown, self.figures, self.grounding)
+
+    def columns(self) -> dict[str, Any]:
+        """The exports' columns: the figure check per quantity, and the grounding score."""
+        return {**self.figures.columns(),
+                "grounding_score": (None if self.grounding.score is None
+                                    else round(self.grounding.score, 2)),
+                "grounding_not_graded": self.grounding.not_graded or ""}
+
+
+# The exports' columns of an answer's checks, in order; and their cells without an answer.
+CHECK_COLUMNS: tuple[str, ...] = (*FigureReport().columns(), "grounding_score",
+                                  "grounding_not_graded")
+BLANK_CHECK: dict[str, Any] = dict.fromkeys(CHECK_COLUMNS, "")
+
+FIGURES_HELP = ("Figures right: of the quantities the question asks for (panels and kW to "
+                "offset 100%, with the EV, the budget maximum, savings, break-even, ROI), how "
+                "many the answer states right against the location's data")
+GROUNDING_HELP = "Share of the answer's figures found in the prompt's data"
+
+
+def check_cells(check: AnswerCheck | None) -> dict[str, str | None]:
+    """A table's two cells for an answer's checks: figures right as "x of y", and the
+    grounding score as a percentage (None, shown as a dash, where not graded)."""
+    if check is None:
+        return {"figures": None, "grounding": None}
+    score = check.grounding.score
+    return {"figures": check.figures.score or None,
+            "grounding": None if score is None or check.grounding.not_graded
+            else f"{score:.0%}"}
+
+
+def check_dict(check: AnswerCheck | None) -> dict[str, Any]:
+    """The JSON exports' "figure_check" and "grounding" of an answer (None without one)."""
+    if check is None:
+        return {"figure_check": None, "grounding": None}
+    report, grounded = check.figures, check.grounding
+    return {
+        "figure_check": {
+            "summary": report.summary(), "right": report.score or None,
+            "not_graded": report.not_graded,
+            "quantities": {grade.quantity.value: {
+                "verdict": grade.verdict.value, "reference": grade.reference_value,
+                "stated": [s.text for s in grade.stated]} for grade in report.grades}},
+        "grounding": {"score": grounded.score, "grounded": [f.text for f in grounded.grounded],
+                      "not_found": [f.text for f in grounded.not_found],
+                      "not_graded": grounded.not_graded},
+    }
+
+
+def check_answer(answer: str, prompt: str, location: Location | None,
+                 stats: Mapping[str, Any] | None = None, *,
+                 structured: bool = False) -> AnswerCheck | None:
+    """Both checks of an answer (None for no answer): not graded when the server cut the
+    prompt, and the figures not when the prompt's data is not the location's row. A
+    ``structured`` answer's figures are read from its fields (what a cut one holds), its
+    grounding from the report it renders."""
+    if not answer:
+        return None
+    stats = stats or {}
+    if structured:
+        fields = structured_answer.fields_of(answer)
+        return AnswerCheck(
+            figures.grade_values(structured_answer.quantities(fields), prompt, location, stats),
+            grounding.check_run(structured_answer.render(fields), prompt, stats))
+    return AnswerCheck(figures.check(answer, prompt, location, stats),
+                       grounding.check_run(answer, prompt, stats))

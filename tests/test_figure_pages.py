@@ -1,0 +1,143 @@
+"""The figure check where the analyst sees it: every page, the history and every export (a
+run keeps the location row its prompt was built from)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from backends.ollama_backend import OllamaBackend
+from backends.sampling import Sampling
+from studio.pv.library import load_locations
+from studio.pv.location import Location
+from studio.pv.prompt import build_user_prompt
+from studio.records.store import RunStore, export_csv, export_json
+from studio.runs.batch import Batch, BatchSpec
+from studio.runs.compare import Comparison
+from studio.runs.request import RunParams, RunRequest
+from tests.conftest import caption_lines, history_page, start_app, wait_until
+from tests.servers.ollama import FakeOllama, Script, tokenize
+from tests.test_grounding import SAMPLE_ANSWER
+
+SAN_DIEGO = load_locations()[0]
+SEED_LINE = ("Figures right: 1 of 8 right · panels to offset 100%: 128 stated, 30 in the data "
+             "(4.3x) · panels with EV charging: 150 stated, 35 in the data (4.3x)")
+
+
+@pytest.fixture
+def seed_ollama() -> Iterator[FakeOllama]:
+    """A test Ollama that streams the seed's sample answer."""
+    with FakeOllama(script=Script(tokens=tokenize(SAMPLE_ANSWER))) as server:
+        yield server
+
+
+def request(location: Location | None = SAN_DIEGO, prompt: str | None = None) -> RunRequest:
+    return RunRequest(backend="ollama", host="http://h", model="m", system="s",
+                      prompt=prompt if prompt is not None else build_user_prompt(SAN_DIEGO),
+                      sampling=Sampling(max_tokens=100, temperature=0.2),
+                      preset=SAN_DIEGO.name, location=location)
+
+
+# -- the history keeps the row ----------------------------------------------------------------
+def test_a_run_keeps_its_location_row_and_its_exports_carry_the_checks(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "h.sqlite3")
+    run_id = store.start_run(request(), "playground")
+    store.finish_run(run_id, SAMPLE_ANSWER, "finished", None, {"output_tokens": 40})
+    run = store.get(run_id)
+    assert run is not None and run.location == SAN_DIEGO
+    assert run.to_request().location == SAN_DIEGO  # "Open in Playground" keeps it
+    data = json.loads(export_json([run]))[0]
+    assert data["location"]["name"] == "San Diego, CA"
+    assert data["location"]["export_credit_usd_kwh"] == 0.08
+    check = data["figure_check"]
+    assert check["right"] == "1 of 8" and check["summary"].startswith(SEED_LINE[15:])
+    assert check["quantities"]["offset_panels"] == {"verdict": "wrong", "reference": 30,
+                                                    "stated": ["128 panels"]}
+    assert data["grounding"]["not_found"] == ["128 panels", "150 panels", "10.03 years",
+                                              "132.15%", "$1,480.42"]
+    row = next(csv.DictReader(io.StringIO(export_csv([run]))))
+    assert (row["figures_right"], row["offset_panels"], row["offset_panels_stated"],
+            row["offset_panels_reference"]) == ("1 of 8", "wrong", "128 panels", "30")
+    assert row["budget_max_panels"] == "right" and row["offset_system_kw"] == "missing"
+    assert row["grounding_score"] == "0.64"
+
+
+def test_runs_without_a_row_or_with_a_damaged_one_are_not_graded(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite3"
+    store = RunStore(path)
+    for location in (None, SAN_DIEGO):
+        run_id = store.start_run(request(location), "playground")
+        store.finish_run(run_id, SAMPLE_ANSWER, "finished", None, {})
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE runs SET location_json = '{\"name\": 1' WHERE id = 2")
+    for run in store.list_runs():
+        assert run.location is None
+        assert json.loads(export_json([run]))[0]["figure_check"]["not_graded"] == \
+            "no location row: figures not graded"
+
+
+# -- the pages ----------------------------------------------------------------------------------
+def test_the_playground_grades_the_seeds_answer_on_san_diego(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed_ollama: FakeOllama) -> None:
+    at = start_app(tmp_path, monkeypatch, "ollama", seed_ollama.url, "llama3.1:8b")
+    assert at.selectbox(key="playground_location").value == "San Diego, CA"
+    at.button[0].click().run()
+    assert not at.exception
+    (line,) = caption_lines(at, "Figures right:")
+    assert line.startswith(SEED_LINE)
+    answer = next(m.value for m in at.markdown if "RECOMMENDATION" in m.value)
+    assert "~:red[~~128 panels~~] :red-background[✗ 30 in the data]" in answer
+    assert ":red-background[31 panels]" not in answer  # 31 is right: no mark
+    # The history list shows it beside the grounding score.
+    at = history_page(at)
+    table = at.dataframe[0].value
+    assert (table["figures"][0], table["grounding"][0]) == ("1 of 8", "64%")
+
+
+def test_an_edited_data_context_is_said_and_not_graded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed_ollama: FakeOllama) -> None:
+    at = start_app(tmp_path, monkeypatch, "ollama", seed_ollama.url, "llama3.1:8b")
+    prompt = at.text_area(key="playground_user").value or ""
+    at.text_area(key="playground_user").set_value(
+        prompt.replace("Budget: $15,000", "Budget: $25,000")).run()
+    at.button[0].click().run()
+    assert caption_lines(at, "Figures right:") == [
+        "Figures right: the DATA CONTEXT was edited: figures not graded against San Diego, "
+        "CA's data"]
+    assert not any(":red[~~" in m.value for m in at.markdown)
+
+
+def test_a_comparison_grades_each_pane(seed_ollama: FakeOllama) -> None:
+    pane = RunParams("ollama", seed_ollama.url, "llama3.1:8b",
+                     sampling=Sampling(max_tokens=512, temperature=0.2))
+    comparison = Comparison([pane, pane], "s", build_user_prompt(SAN_DIEGO),
+                            preset=SAN_DIEGO.name, location=SAN_DIEGO,
+                            build=lambda p: OllamaBackend(p.host, p.model)).start()
+    assert comparison.wait(20)
+    (first, second) = comparison.table()
+    assert first["Figures right"] == second["Figures right"] == "1 of 8"
+    panes = comparison.to_dict()["panes"]
+    assert panes[0]["figure_check"]["quantities"]["roi_25y_pct"]["verdict"] == "wrong"
+    assert "Figures right" in comparison.to_html()
+
+
+def test_a_batch_grades_each_row_against_its_own_row(seed_ollama: FakeOllama) -> None:
+    """An uploaded row (not a preset) is graded against itself."""
+    custom = replace(SAN_DIEGO, name="Testville, ZZ", budget_usd=20000)
+    spec = BatchSpec(scenarios=[SAN_DIEGO, custom], backend="ollama", host=seed_ollama.url,
+                     model="llama3.1:8b", system="s",
+                     sampling=Sampling(max_tokens=256, temperature=0.2))
+    batch = Batch(spec, build=lambda: OllamaBackend(seed_ollama.url, "llama3.1:8b")).start()
+    assert wait_until(lambda: all(row.done for row in batch.rows), 30)
+    assert [row["figures right"] for row in batch.table()] == ["1 of 8", "0 of 8"]
+    rows = list(csv.DictReader(io.StringIO(batch.to_csv())))
+    # $20,000 buys 41 panels: the answer's 31 is wrong for the uploaded row.
+    assert [(r["budget_max_panels"], r["budget_max_panels_reference"]) for r in rows] == [
+        ("right", "31"), ("wrong", "41")]
