@@ -12,7 +12,11 @@ from markdown_it import MarkdownIt
 
 from backends.status import Status
 from studio.pv import structured
-from studio.pv.figures import find
+from studio.pv.checks import check_answer
+from studio.pv.figures import Verdict as FigureVerdict
+from studio.pv.figures import find, reference_for
+from studio.pv.library import load_locations
+from studio.pv.prompt import build_user_prompt
 from studio.pv.quantities import SPECS, Quantity
 from studio.pv.structured import (
     ORDER,
@@ -201,3 +205,28 @@ def test_the_figure_check_reads_the_rendered_report_as_the_fields_say() -> None:
         found.setdefault(stated.quantity, set()).add(stated.value)
     stated_fields = {q: v for q, v in quantities(REPORT).items() if v is not None}
     assert {q: {v} for q, v in stated_fields.items()} == found
+
+
+def test_a_structured_answers_figures_are_graded_from_its_fields() -> None:
+    """Both checks of a structured answer: the figure check reads its fields (a cut one: what
+    it holds), the grounding check the report it renders."""
+    location = load_locations()[0]
+    prompt = build_user_prompt(location)
+    reference = reference_for(prompt, location)
+    assert isinstance(reference, dict)
+    right = {**REPORT, **{q.value: (int(v) if q.integer else v) for q, v in reference.items()}}
+    for quantity in Quantity:
+        if quantity not in reference:
+            right[quantity.value] = None
+    checked = check_answer(json.dumps(right), prompt, location, structured=True)
+    assert checked is not None
+    assert checked.figures.score == f"{len(reference)} of {len(reference)}"
+    wrong = {**right, "offset_panels": 128}
+    checked = check_answer(json.dumps(wrong), prompt, location, structured=True)
+    assert checked is not None and [g.quantity for g in checked.figures.of(FigureVerdict.WRONG)] \
+        == [Quantity.OFFSET_PANELS]
+    cut = json.dumps(right)[:json.dumps(right).index('"offset_system_kw"')]
+    checked = check_answer(cut, prompt, location, structured=True)
+    assert checked is not None
+    assert [g.quantity for g in checked.figures.of(FigureVerdict.RIGHT)] == [
+        Quantity.OFFSET_PANELS]
