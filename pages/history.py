@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from backends.status import Status
-from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP, check_answer, check_cells
+from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP, check_cells, check_run
 from studio.records.render import dashes, literal
 from studio.records.store import (
     RunStore,
@@ -107,8 +107,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
     first = (number - 1) * PAGE_SIZE + 1
     st.caption(f"Runs {first:,}–{first + len(runs) - 1:,} of {total:,}, newest first."
                if runs else "No runs match.")
-    checks = [check_answer(run.text, run.prompt, run.location, run.stats,
-                           structured=run.structured) for run in runs]
+    checks = [check_run(run.text, run, run.stats) for run in runs]
     st.dataframe(pd.DataFrame(dashes([{
         "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
@@ -177,8 +176,7 @@ def one_run(store: RunStore, run: StoredRun) -> None:
     show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
     # Figures the answer states that the prompt's data does not hold are highlighted, as in
     # the Playground (not graded when the server cut the prompt).
-    check = check_answer(run.text, run.prompt, run.location, run.stats,
-                         structured=run.structured)
+    check = check_run(run.text, run, run.stats)
     with st.container(key="history_answer", border=True):
         show_answer(run.text, st.empty(), check, structured=structured_status(run, run.status))
     if check is not None:
@@ -208,8 +206,7 @@ def side_by_side(runs: list[StoredRun]) -> None:
                                   f"{run.created_at[:19].replace('T', ' ')} UTC")
             if run.error:
                 st.error(literal(run.error), icon="⚠️")
-            check = check_answer(run.text, run.prompt, run.location, run.stats,
-                                 structured=run.structured)
+            check = check_run(run.text, run, run.stats)
             show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
             show_answer(run.text, pane.answer, check,
                         structured=structured_status(run, run.status))

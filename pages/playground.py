@@ -7,7 +7,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.errors import BackendError
 from studio.process import process
-from studio.pv.checks import check_answer
+from studio.pv.checks import check_run
 from studio.records.render import literal
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
@@ -116,8 +116,7 @@ def answer(run: Run, running: bool) -> None:
     show_answer(run.text, answer_slot, structured=structured)  # whole; the marks follow
     # Wrong figures struck through, figures the prompt's data does not hold highlighted (not
     # graded when the server cut the prompt: the model never saw all of the data).
-    check = check_answer(run.text, run.request.prompt, run.request.location,
-                         run.stats.to_dict(), structured=run.request.structured)
+    check = check_run(run.text, run.request, run.stats.to_dict())
     if check is not None:
         show_answer(run.text, answer_slot, check, structured=structured)
         progress_slot.caption(check_lines(check))

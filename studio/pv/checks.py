@@ -15,6 +15,7 @@ from studio.pv import structured as structured_answer
 from studio.pv.figures import FigureReport, Verdict
 from studio.pv.grounding import GroundingReport
 from studio.pv.location import Location
+from studio.runs.request import RunRequest
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,14 @@ def check_html(check: AnswerCheck | None) -> str:
              f"<th>In the data</th></tr></thead><tbody>{rows}</tbody></table>" if rows else "")
     return (f"<p class=meta>{html.escape(check.lines()[0])}</p>{table}"
             f"<p class=meta>{html.escape(check.lines()[1])}</p>")
+
+
+def check_run(answer: str, request: RunRequest,
+              stats: Mapping[str, Any] | None = None) -> AnswerCheck | None:
+    """Both checks of a run's answer (live or recorded), as its request asked it: against
+    its prompt and location row, from its fields when it answered structured."""
+    return check_answer(answer, request.prompt, request.location, stats,
+                        structured=request.structured)
 
 
 def check_answer(answer: str, prompt: str, location: Location | None,

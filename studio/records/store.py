@@ -37,7 +37,7 @@ from typing import Any
 from backends.base import DELIVERY_ONE_PIECE
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.pv.checks import BLANK_CHECK, CHECK_COLUMNS, check_answer, check_dict
+from studio.pv.checks import BLANK_CHECK, CHECK_COLUMNS, check_dict, check_run
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, valid_share
 from studio.pv.structured import check as check_structured
@@ -228,8 +228,7 @@ class StoredRun(RunRequest, HoldsOutcome):
     def columns(self) -> dict[str, Any]:
         """Everything recorded, by column, as the exports show it: the delivery (inferred
         for runs recorded before v3) and the notes beside the status."""
-        check = check_answer(self.text, self.prompt, self.location, self.stats,
-                             structured=self.structured)
+        check = check_run(self.text, self, self.stats)
         return {**columns_of(self), "started_at": self.created_at,
                 "delivery": self.delivered or self.delivery, "notes": self.outcome.notes,
                 **(check.columns() if check else BLANK_CHECK), **check_dict(check),

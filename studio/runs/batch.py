@@ -27,7 +27,7 @@ from backends.errors import BackendConnectionError, BackendError, BackendStatusE
 from backends.http import redact
 from backends.sampling import Sampling
 from backends.status import Status
-from studio.pv.checks import AnswerCheck, check_answer
+from studio.pv.checks import AnswerCheck, check_run
 from studio.pv.figures import FigureReport
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
@@ -151,8 +151,7 @@ class BatchRow(HoldsOutcome):
     def take(self, outcome: Outcome) -> None:
         """The outcome of a run of this row, graded against its prompt (unless the server
         cut the prompt)."""
-        check = check_answer(outcome.text, self.request.prompt, self.location,
-                             outcome.statistics, structured=self.request.structured)
+        check = check_run(outcome.text, self.request, outcome.statistics)
         self.outcome, self.check = outcome, check  # graded first: a page reads both
 
     @property

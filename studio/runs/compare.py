@@ -24,7 +24,7 @@ from backends.errors import BackendError
 from backends.http import redact
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
-from studio.pv.checks import AnswerCheck, check_answer, check_dict
+from studio.pv.checks import AnswerCheck, check_dict, check_run
 from studio.pv.grounding import GroundingReport
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, shown_text, valid_share
@@ -274,8 +274,7 @@ class Comparison(Job):
         run = self.shown_run(index)
         if run is None or not run.done:
             return None
-        return check_answer(run.text, self.prompt, self.location, run.stats.to_dict(),
-                            structured=run.request.structured)
+        return check_run(run.text, run.request, run.stats.to_dict())
 
     def grounding(self, index: int) -> GroundingReport | None:
         """The grounding check of the answer the pane shows, once it has ended."""
