@@ -1,0 +1,49 @@
+"""vLLM's own ``calculate_metrics`` over given request timings, for tests/test_serving.py.
+
+Run by vLLM's venv (``scripts/vllm_cpu_env.py``), not the app's: ``python tests/metrics_child.py``
+reads a JSON list of cases on stdin, each ``{"requests": [...], "duration_s", "percentiles",
+"goodput", "tokenizer"}`` (a request: the fields of vLLM's ``RequestFuncOutput``, times in
+seconds; ``tokenizer``: count a request's output by its text's characters when it gives no
+token count, else vLLM's fallback of 1), and prints a JSON list of
+``{"metrics": BenchmarkMetrics as a dict, "output_lens": [...]}``. Whatever
+``calculate_metrics`` prints goes to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+
+class CharacterTokenizer:
+    """A tokenizer of one token per character: the estimate the test gives ours."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> SimpleNamespace:
+        return SimpleNamespace(input_ids=list(text))
+
+
+def run(case: dict[str, Any]) -> dict[str, Any]:
+    from vllm.benchmarks.lib.endpoint_request_func import RequestFuncOutput
+    from vllm.benchmarks.serve import calculate_metrics
+
+    outputs = [RequestFuncOutput(**request) for request in case["requests"]]
+    tokenizer = CharacterTokenizer() if case["tokenizer"] else None
+    with contextlib.redirect_stdout(sys.stderr):
+        metrics, output_lens = calculate_metrics(
+            input_requests=[], outputs=outputs, dur_s=case["duration_s"],
+            tokenizer=tokenizer,
+            selected_percentiles=case["percentiles"], goodput_config_dict=case["goodput"])
+    return {"metrics": dataclasses.asdict(metrics), "output_lens": output_lens}
+
+
+def main() -> None:
+    cases = json.load(sys.stdin)
+    print(json.dumps([run(case) for case in cases]))
+
+
+if __name__ == "__main__":
+    main()
