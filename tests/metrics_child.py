@@ -1,12 +1,16 @@
-"""vLLM's own ``calculate_metrics`` over given request timings, for tests/test_serving.py.
+"""vLLM's own benchmark code, run by vLLM's venv (``scripts/vllm_cpu_env.py``), not the app's.
 
-Run by vLLM's venv (``scripts/vllm_cpu_env.py``), not the app's: ``python tests/metrics_child.py``
-reads a JSON list of cases on stdin, each ``{"requests": [...], "duration_s", "percentiles",
-"goodput", "tokenizer"}`` (a request: the fields of vLLM's ``RequestFuncOutput``, times in
-seconds; ``tokenizer``: count a request's output by its text's characters when it gives no
-token count, else vLLM's fallback of 1), and prints a JSON list of
+``python tests/metrics_child.py`` (tests/test_serving.py): ``calculate_metrics`` over given
+request timings. It reads a JSON list of cases on stdin, each ``{"requests": [...],
+"duration_s", "percentiles", "goodput", "tokenizer"}`` (a request: the fields of vLLM's
+``RequestFuncOutput``, times in seconds; ``tokenizer``: count a request's output by its text's
+characters when it gives no token count, else vLLM's fallback of 1), and prints a JSON list of
 ``{"metrics": BenchmarkMetrics as a dict, "output_lens": [...]}``. Whatever
 ``calculate_metrics`` prints goes to stderr.
+
+``python tests/metrics_child.py client URL MODEL PROMPT MAX_TOKENS`` (tests/test_vllm_real.py):
+one greedy request by ``vllm bench serve``'s own client (``--backend openai-chat``; the API key
+from ``OPENAI_API_KEY``), printed as JSON: success, ttft, itl, latency, output_tokens.
 """
 
 from __future__ import annotations
@@ -40,7 +44,32 @@ def run(case: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": dataclasses.asdict(metrics), "output_lens": output_lens}
 
 
+def request(url: str, model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
+    import asyncio
+
+    import aiohttp
+    from vllm.benchmarks.lib.endpoint_request_func import (
+        RequestFuncInput,
+        async_request_openai_chat_completions,
+    )
+
+    async def send() -> Any:
+        async with aiohttp.ClientSession() as session:
+            return await async_request_openai_chat_completions(RequestFuncInput(
+                prompt=prompt, api_url=f"{url}/v1/chat/completions", prompt_len=0,
+                output_len=max_tokens, model=model, extra_body={"temperature": 0.0}), session)
+
+    output = asyncio.run(send())
+    return {"success": output.success, "ttft": output.ttft, "itl": output.itl,
+            "latency": output.latency, "output_tokens": output.output_tokens,
+            "error": output.error[-2000:]}
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["client"]:
+        url, model, prompt, max_tokens = sys.argv[2:6]
+        print(json.dumps(request(url, model, prompt, int(max_tokens))))
+        return
     cases = json.load(sys.stdin)
     print(json.dumps([run(case) for case in cases]))
 
