@@ -1,14 +1,14 @@
 """Serving figures, named and computed as ``vllm bench serve`` (vLLM 0.32.0) computes them.
 
-The definitions (``vllm/benchmarks/serve.py`` ``calculate_metrics``, lines 573-783, and its
-client ``vllm/benchmarks/lib/endpoint_request_func.py``
-``async_request_openai_chat_completions``, lines 372-470):
+The definitions: ``vllm/benchmarks/serve.py`` ``calculate_metrics`` (lines 573-783: output
+tokens 607-621, TPOT 626-631, ITL 632, goodput 640-663, peak 672-742, statistics 744-781;
+the result keys in ``benchmark()``, 1281-1300 and 1357-1391) and its client,
+``vllm/benchmarks/lib/endpoint_request_func.py`` ``async_request_openai_chat_completions``
+(lines 372-473; ``RequestFuncOutput``, line 89):
 
 - **TTFT**: from sending the request to its first chunk. vLLM's client counts the first SSE
-  message with choices; ours the first non-empty chunk, thinking or answer
-  (``GenerationStats.chunk_times_s``). vLLM's server sends a role-only chunk just before the
-  first token's, and a finish chunk with an empty delta; vLLM's client counts those too, so
-  its ITL list holds one or two more (near zero) gaps than ours for the same stream.
+  message that has choices; ours, the first non-empty chunk, thinking or answer
+  (``GenerationStats.chunk_times_s``, timed by ``backends.stream.TokenStream``).
 - **ITL**: the gaps between consecutive chunks, one per chunk after the first (not per token),
   pooled over every successful request.
 - **E2EL**: from sending the request to its last chunk (the usage chunk and ``[DONE]`` do not
@@ -26,12 +26,25 @@ client ``vllm/benchmarks/lib/endpoint_request_func.py``
 - Each latency's mean, median, standard deviation (numpy's: the population's) and
   ``np.percentile`` (linear interpolation) at the percentiles asked for, in ms; an empty set
   of samples counts as a single 0, as in vLLM.
-- Peak output: chunks (vLLM's "tokens") per whole second since the first request started,
-  and the requests running in that peak's busiest second.
+- Peak: the most chunks (vLLM's "tokens") that arrived in one whole second counted from the
+  first start, and the most requests running in any one second.
 
 Only successful requests count (a failed one only in ``failed``). Beyond vLLM: the time to the
 first *answer* token (``first_answer``, keys ``*_answer_ttft_ms``) for reasoning models,
 whose first chunk is thinking.
+
+Where our timings differ from vLLM's client on the same stream (measured against vLLM 0.32.0,
+tests/test_vllm_real.py):
+
+- vLLM's server sends a role-only chunk (empty content) just before the first token's; vLLM's
+  client counts it, ours does not (it carries no token). Its TTFT is then earlier by
+  microseconds, and its ITL list holds one more gap, near 0 (a finish chunk with an empty
+  delta, sent after a stop string, would add another).
+- Our times count from the stream's opening, which is just before the request for vLLM; for
+  Ollama it includes the ``/api/ps`` query that sizes the window, and for the embedded model
+  the wait for its lock (that is what a user of this app waits for).
+- They are kept to 0.1 ms (cut down), the first ``CHUNK_TIMES_CAP`` of a run
+  (``backends.stream``); past the cap, a run's later gaps are not among its ITL.
 
 A run recorded by this app becomes a ``RequestTiming`` through ``request_timing()``; a list
 of them and the duration give ``serving_metrics()``; ``ServingMetrics.result()`` has vLLM's
