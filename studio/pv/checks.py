@@ -4,6 +4,8 @@ figures are not in the data at all?)."""
 
 from __future__ import annotations
 
+import functools
+import html
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +84,37 @@ def check_dict(check: AnswerCheck | None) -> dict[str, Any]:
     }
 
 
+def check_html(check: AnswerCheck | None) -> str:
+    """The checks for an HTML report, escaped: the figure check's summary and a row per
+    asked-for quantity (verdict, what the answer states, the data's value), then the
+    grounding ('' without an answer)."""
+    if check is None:
+        return ""
+    report = check.figures
+    rows = "".join(
+        f"<tr><td>{html.escape(grade.quantity.label)}</td><td>{grade.verdict.value}</td>"
+        f"<td>{html.escape(' / '.join(s.text for s in grade.stated) or '–')}</td>"
+        f"<td>{html.escape(figures.format_value(grade.quantity, grade.reference))}</td></tr>"
+        for grade in report.grades)
+    table = (f"<table class=checks><thead><tr><th>Quantity</th><th>Verdict</th><th>Stated</th>"
+             f"<th>In the data</th></tr></thead><tbody>{rows}</tbody></table>" if rows else "")
+    return (f"<p class=meta>{html.escape(check.lines()[0])}</p>{table}"
+            f"<p class=meta>{html.escape(check.lines()[1])}</p>")
+
+
 def check_answer(answer: str, prompt: str, location: Location | None,
                  stats: Mapping[str, Any] | None = None) -> AnswerCheck | None:
     """Both checks of an answer (None for no answer): not graded when the server cut the
     prompt, and the figures not when the prompt's data is not the location's row."""
     if not answer:
         return None
-    stats = stats or {}
+    return _check(answer, prompt, location, bool((stats or {}).get("prompt_truncated")))
+
+
+@functools.lru_cache(maxsize=512)
+def _check(answer: str, prompt: str, location: Location | None, cut: bool) -> AnswerCheck:
+    # Deterministic in its arguments (the statistics matter only as "the prompt was cut"),
+    # and a page redraws a hundred history rows, or a table, on every rerun: remembered.
+    stats = {"prompt_truncated": cut}
     return AnswerCheck(figures.check(answer, prompt, location, stats),
                        grounding.check_run(answer, prompt, stats))

@@ -323,6 +323,7 @@ _BARE = re.compile(rf"\s*(?:~|≈|about\s)?\s*(?:(?P<low>{_NUM}){_DASH})?(?P<val
 _OTHER_SCENARIO = re.compile(
     r"\bbatter(?:y|ies)\b|\bstorage\b|\bpowerwall\b|\btax\s+credit\b|\bincentives?\b"
     r"|\brebates?\b|\b25D\b|\bITC\b|\bfinanc\w+|\bloan\b|\bsubsid\w+", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
 _BOUND = re.compile(r"\b(?<!just\s)(?:under|below|less\s+than|more\s+than|beyond|above|at\s+least"
                     r"|within|exceed(?:s|ing)?|up\s+to|over)\s+(?:the\s+|a\s+)?[\"“]?\s*\$?\s*$",
                     re.IGNORECASE)
@@ -562,6 +563,8 @@ def _find_in_text(clean: str, start: int, end: int, context: tuple[str, str] = (
 def _find_in_sentence(clean: str, start: int, end: int, context: tuple[str, str],
                       default_unit: Unit | None) -> list[Stated]:
     sentence = clean[start:end]
+    if not _DIGIT.search(sentence):
+        return []
     horizon = [m.span() for m in _HORIZON.finditer(sentence)]
     numbers = [n for n in _numbers(sentence, default_unit)
                if not any(s <= n.start < e for s, e in horizon)]
