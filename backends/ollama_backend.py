@@ -39,8 +39,7 @@ from .errors import (
 )
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
-from .stream import Answer, PullProgress, PullStream, TokenStream
-from .thinking import Thinking
+from .stream import Answer, PullProgress, PullStream, TokenStream, chunk_fragments
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
@@ -346,12 +345,10 @@ class OllamaBackend(Backend):
                         backend="Ollama", host=self.host, server_message=str(chunk["error"]),
                         status_code=200, partial_text=handle.text)
                 message = chunk.get("message") or {}
-                if message.get("thinking"):  # v0.9.0+: thinking lines come first
+                thought = message.get("thinking")
+                if thought:  # v0.9.0+: thinking lines come first
                     handle.stats.thinking_tokens = (handle.stats.thinking_tokens or 0) + 1
-                    yield Thinking(message["thinking"])
-                content = message.get("content") or ""
-                if content:
-                    yield content
+                yield from chunk_fragments(thought, message.get("content"))
                 if chunk.get("done"):
                     _record_final_stats(handle, chunk)
                     self._check_prompt_count(handle, texts, expected)

@@ -1,14 +1,21 @@
 """What a run produces while it runs: the stream handle every backend returns (TokenStream),
 its statistics (GenerationStats), the answer (Answer: str + .stats + .thinking), and a model
-pull's progress stream."""
+pull's progress stream.
+
+TokenStream is the one place every backend's chunks arrive, so it times them: each non-empty
+chunk, thinking or answer, as ``vllm bench serve``'s client times each streamed chunk
+(``GenerationStats.chunk_times_s``; the figures themselves: ``studio.runs.serving``).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import BackendError
@@ -16,6 +23,27 @@ from .status import Status
 from .thinking import Thinking, ThinkSplitter
 
 COLD_START_S = 1.0  # a model load this long means the model was not loaded before the run
+# Chunk arrival times are kept to 0.1 ms (cut down, never up: a chunk is never recorded after
+# the answer's first token or the end), and the first CHUNK_TIMES_CAP of them: about 9 bytes
+# each in the history's JSON, 150 kB for the longest runs; past the cap only the count and
+# the last time grow (the inter-chunk gaps after it are not kept).
+CHUNK_TIME_STEPS_PER_S = 10_000
+CHUNK_TIMES_CAP = 16_384
+
+
+class SameChunk(str):
+    """An answer fragment that came in the same chunk as the fragment before it (a chunk that
+    carries thinking and answer text both): the chunk's arrival is timed once."""
+
+
+def chunk_fragments(thinking: str | None, content: str | None) -> Iterator[str]:
+    """The fragments of one chunk from the wire, as a backend yields them: its thinking,
+    then its answer text (marked ``SameChunk`` after thinking). Empty parts yield nothing."""
+    if thinking:
+        yield Thinking(thinking)
+    if content:
+        yield SameChunk(content) if thinking else content
+
 
 @dataclass
 class GenerationStats:
@@ -39,6 +67,32 @@ class GenerationStats:
     time_to_first_thinking_s: float | None = None
     thinking_chars: int = 0
     thinking_tokens: int | None = None  # as the server counts them (None: not reported)
+    # The serving figures' timings (studio.runs.serving): every non-empty chunk, thinking or
+    # answer, counted; the arrival of the first CHUNK_TIMES_CAP, in seconds since the stream
+    # opened (cut to 0.1 ms); the last one's (the end-to-end latency).
+    chunks: int = 0
+    chunk_times_s: list[float] = field(default_factory=list)
+    last_chunk_s: float | None = None
+
+    @property
+    def first_chunk_s(self) -> float | None:
+        """Time to the first chunk of either kind (TTFT as ``vllm bench serve`` measures it);
+        ``time_to_first_token_s`` is the answer's first."""
+        return self.chunk_times_s[0] if self.chunk_times_s else None
+
+    @property
+    def inter_chunk_s(self) -> list[float]:
+        """The gaps between consecutive chunks (ITL: one per chunk after the first, not per
+        token), as far as their times were kept (``CHUNK_TIMES_CAP``)."""
+        return [later - earlier for earlier, later in itertools.pairwise(self.chunk_times_s)]
+
+    def chunk_arrived(self, elapsed_s: float) -> None:
+        """Record a non-empty chunk that arrived ``elapsed_s`` after the stream opened."""
+        at = math.floor(elapsed_s * CHUNK_TIME_STEPS_PER_S) / CHUNK_TIME_STEPS_PER_S
+        self.chunks += 1
+        self.last_chunk_s = at
+        if len(self.chunk_times_s) < CHUNK_TIMES_CAP:
+            self.chunk_times_s.append(at)
 
     @property
     def thinking_s(self) -> float | None:
@@ -139,6 +193,13 @@ class TokenStream:
     Thinking never comes out of the iteration: a backend yields it as ``Thinking`` fragments,
     inline ``<think>`` tags are taken out of the content here, and it grows ``thinking``
     (which a page polls, as it polls ``text``).
+
+    Every non-empty fragment a backend yields is a chunk that arrived from the server, and is
+    timed here (``GenerationStats.chunk_arrived``), but an answer fragment marked
+    ``SameChunk``: a backend yields one chunk's thinking and answer through
+    ``chunk_fragments``. Times count from the stream's opening, as ``time_to_first_token_s``
+    and ``total_time_s`` do: the backend's work before its request (Ollama's ``/api/ps``
+    query, the embedded model's load and lock) is inside them.
     """
 
     def __init__(self, fragments: Callable[[TokenStream], Iterator[str]],
@@ -194,24 +255,28 @@ class TokenStream:
                 raise StopIteration
             try:
                 fragment = next(self._iterator)
+                now = time.perf_counter() - self._started
+                if fragment and not isinstance(fragment, SameChunk):
+                    self.stats.chunk_arrived(now)
                 parts: list[str] = [fragment] if isinstance(fragment, Thinking) \
                     else self._splitter.feed(fragment)
             except StopIteration:
                 self._input_over = True
+                now = time.perf_counter() - self._started
                 parts = self._splitter.flush()  # text held back in case it was a tag
             except Exception:
-                self._take(self._splitter.flush())
+                self._take(self._splitter.flush(), time.perf_counter() - self._started)
                 if self.cancelled:
                     # A socket we shut ourselves breaks the read: the cancel, not an error.
                     self._finish(Status.CANCELLED)
                     raise StopIteration from None
                 self._finish(Status.ERROR)
                 raise
-            answer = self._take(parts)
+            answer = self._take(parts, now)
             if not answer:
                 continue  # thinking only: it grew ``thinking``; wait for answer text
             if not self._parts:
-                self.stats.time_to_first_token_s = time.perf_counter() - self._started
+                self.stats.time_to_first_token_s = now
             self._parts.append(answer)
             self.stats.fragments += 1
             for check, reason in self._checks:
@@ -219,13 +284,14 @@ class TokenStream:
                     self._ending = reason
             return answer
 
-    def _take(self, parts: list[str]) -> str:
-        """Record the thinking parts; the answer text among ``parts``."""
+    def _take(self, parts: list[str], now: float) -> str:
+        """Record the thinking parts (``now``: when they arrived); the answer text among
+        ``parts``."""
         answer = []
         for part in parts:
             if isinstance(part, Thinking):
                 if not self._thinking:
-                    self.stats.time_to_first_thinking_s = time.perf_counter() - self._started
+                    self.stats.time_to_first_thinking_s = now
                 self._thinking.append(part)
                 self.stats.thinking_chars += len(part)
             else:

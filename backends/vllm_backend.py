@@ -47,8 +47,7 @@ from .errors import (
 from .openai_sdk import CLIENT_OPENAI, CLIENT_REQUESTS
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
-from .stream import Answer, GenerationStats, TokenStream
-from .thinking import Thinking
+from .stream import Answer, GenerationStats, TokenStream, chunk_fragments
 
 SDK_MISSING = "openai SDK not installed: plain requests used"
 
@@ -267,14 +266,13 @@ class VLLMBackend(Backend):
         with self._post_chat(payload, abort, partial_text=lambda: handle.text) as reply:
             if not payload.get("stream"):
                 answer = _answer_from_body(reply.body(), 0.0)
-                handle.stats.context_window = self._window_or_none()
                 handle.stats.prompt_tokens = answer.stats.prompt_tokens
                 handle.stats.output_tokens = answer.stats.output_tokens
                 handle.stats.thinking_tokens = answer.stats.thinking_tokens
                 handle.stats.done_reason = answer.stats.done_reason
-                if answer.thinking:
-                    yield Thinking(answer.thinking)
-                yield str(answer)
+                yield from chunk_fragments(answer.thinking, str(answer))  # one chunk
+                # Asked once the answer is timed (as after [DONE] below).
+                handle.stats.context_window = self._window_or_none()
                 return
             yield from self._server_sent_events(handle, reply.lines())
 
@@ -309,12 +307,7 @@ class VLLMBackend(Backend):
                 handle.stats.thinking_tokens = reasoning_tokens(usage)
             for choice in chunk.get("choices") or ():
                 delta = choice.get("delta") or {}
-                thought = reasoning(delta)
-                if thought:
-                    yield Thinking(thought)
-                content = delta.get("content")
-                if content:
-                    yield content
+                yield from chunk_fragments(reasoning(delta), delta.get("content"))
                 if choice.get("finish_reason"):
                     handle.stats.done_reason = choice["finish_reason"]
         raise TruncatedStreamError(

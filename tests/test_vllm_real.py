@@ -243,6 +243,36 @@ def test_metrics_see_a_raw_sse_request_end_when_its_connection_closes(
 
 
 @pytest.mark.parametrize("sdk", PATHS)
+def test_sse_chunks_are_timed_as_vllms_own_benchmark_client_times_them(
+        vllm_server: VLLMServer, sdk: bool) -> None:
+    """Our stream's chunk times against ``vllm bench serve``'s client (its
+    ``async_request_openai_chat_completions``) on the same greedy request: a chunk per token,
+    and vLLM's client one more, the role-only chunk the server sends just before the first
+    token's (studio.runs.serving's docstring says so)."""
+    max_tokens = 48
+    stats = make_backend(vllm_server, sdk).stream(
+        ESSAY, sampling=Sampling(max_tokens=max_tokens, temperature=0.0), sse=True
+    ).read_all().stats
+    assert stats.output_tokens == max_tokens and stats.chunks == max_tokens
+    assert stats.first_chunk_s is not None and stats.last_chunk_s is not None
+    assert stats.time_to_first_token_s is not None and stats.total_time_s is not None
+    assert stats.first_chunk_s <= stats.time_to_first_token_s
+    assert stats.last_chunk_s <= stats.total_time_s
+    assert len(stats.inter_chunk_s) == stats.chunks - 1
+    done = subprocess.run(
+        [str(vllm_real.PYTHON), str(Path(__file__).with_name("metrics_child.py")), "client",
+         vllm_server.url, vllm_server.served_name, ESSAY, str(max_tokens)],
+        capture_output=True, text=True, timeout=120, check=False,
+        env=vllm_real.reference_env(OPENAI_API_KEY=vllm_server.api_key or ""))
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = json.loads(done.stdout)
+    assert theirs["success"], theirs["error"]
+    assert theirs["output_tokens"] == max_tokens
+    assert len(theirs["itl"]) == len(stats.inter_chunk_s) + 1
+    assert theirs["itl"][0] < 0.01  # the role chunk, then the first token's at once
+
+
+@pytest.mark.parametrize("sdk", PATHS)
 def test_closing_an_sse_stream_frees_the_request(vllm_server: VLLMServer, sdk: bool) -> None:
     assert wait_for_running(vllm_server, 0, within=5) == 0
     stream = make_backend(vllm_server, sdk).stream(ESSAY, sampling=Sampling(max_tokens=1500),
