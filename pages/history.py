@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from backends.status import Status
-from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP, check_cells, check_run
+from studio.pv.checks import CHECKS_HELP, check_cell, check_run
 from studio.records.render import dashes, literal
 from studio.records.store import (
     RunStore,
@@ -40,19 +40,18 @@ PAGE_SIZE = 100
 # Widths (px) that fit every column in the page at 1280 px with the sidebar open.
 HISTORY_COLUMNS: dict[str, Any] = {
     "id": st.column_config.Column(width=40),
-    "when (UTC)": st.column_config.Column(width=112),
-    "page": st.column_config.Column(width=80),
+    "when (UTC)": st.column_config.Column(width=104),
+    "page": st.column_config.Column(width=74),
     "user": st.column_config.Column(width=64),
     "backend": st.column_config.Column(width=64),
-    "model": st.column_config.Column(width=86),
-    "preset": st.column_config.Column(width=86),
-    "status": st.column_config.Column(width=104),
-    "notes": st.column_config.Column(width=60),
+    "model": st.column_config.Column(width=76),
+    "preset": st.column_config.Column(width=76),
+    "status": st.column_config.Column(width=92),
+    "notes": st.column_config.Column(width=50),
     "output tokens": st.column_config.Column("tokens", width=52, help="Output tokens"),
     "total s": st.column_config.Column(width=50, help="Total time, seconds"),
-    "figures": st.column_config.Column(width=52, help=FIGURES_HELP),
-    "grounding": st.column_config.Column(width=52, help=GROUNDING_HELP),
-    "answer": st.column_config.Column(width=80, help="The answer's start: open the run "
+    "checks": st.column_config.Column(width=84, help=CHECKS_HELP),
+    "answer": st.column_config.Column(width=48, help="The answer's start: open the run "
                                                      "to read it"),
 }
 
@@ -115,7 +114,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
         "status": status_label(run.status), "notes": ", ".join(run.outcome.notes),
         "output tokens": run.output_tokens,
         "total s": round(run.total_time_s, 2) if run.total_time_s is not None else None,
-        **check_cells(check),
+        "checks": check_cell(check),
         "answer": run.text[:90].replace("\n", " "),
     } for run, check in zip(runs, checks, strict=True)])), hide_index=True, width="stretch",
         column_config=HISTORY_COLUMNS)

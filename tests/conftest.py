@@ -4,6 +4,7 @@ AppTest (``start_app``, ``open_app``, ``batch_page``, ``history_page``)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -57,10 +58,12 @@ def closed_port() -> int:
 
 # -- waiting ---------------------------------------------------------------------------------
 def caption_lines(at: Any, start: str) -> list[str]:
-    """The lines of an AppTest page's captions that start with ``start`` (a caption may hold
-    several, as the checks' does: "Figures right: ..." then "Grounding: ...")."""
-    return [line for caption in at.caption for line in caption.value.split("\n\n")
-            if line.startswith(start)]
+    """The lines of an AppTest page's captions that start with ``start``, as the page shows
+    them (a literal line's escapes undone); a caption may hold several, as the checks' does:
+    "Figures right: ..." then "Grounding: ..."."""
+    lines = [re.sub(r"\\(.)", r"\1", line) for caption in at.caption
+             for line in caption.value.split("\n\n")]
+    return [line for line in lines if line.startswith(start)]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 10.0,

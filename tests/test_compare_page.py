@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from backends.sampling import Sampling
 from studio.runs.compare import Comparison
 from studio.runs.request import RunParams
-from tests.conftest import open_app, use_config, wait_until
+from tests.conftest import caption_lines, open_app, use_config, wait_until
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.vllm import FakeVLLM, completion
 from tests.test_compare import (
@@ -64,7 +64,7 @@ def test_a_pane_stopped_on_its_own_shows_its_stopped_run(
     assert any("Average daily consumption" in m.value for m in at.markdown)
     report = comparison.grounding(0)
     assert report is not None and report.grounded  # 53.76 is in the prompt
-    assert any(f"Grounding: {report.summary()}" in c for c in captions)
+    assert f"Grounding: {report.summary()}" in caption_lines(at, "Grounding:")
 
 
 def test_no_measured_run_draws_no_chart_but_says_so(

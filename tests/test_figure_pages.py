@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import sqlite3
+import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from studio.pv.checks import check_run
 from studio.pv.library import load_locations
 from studio.pv.location import Location
 from studio.pv.prompt import build_user_prompt
@@ -25,6 +27,7 @@ from studio.runs.request import RunParams, RunRequest
 from tests.conftest import caption_lines, history_page, start_app, wait_until
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.test_grounding import SAMPLE_ANSWER
+from ui.output import check_lines
 
 SAN_DIEGO = load_locations()[0]
 SEED_LINE = ("Figures right: 1 of 8 right · panels to offset 100%: 128 stated, 30 in the data "
@@ -98,7 +101,7 @@ def test_the_playground_grades_the_seeds_answer_on_san_diego(
     # The history list shows it beside the grounding score.
     at = history_page(at)
     table = at.dataframe[0].value
-    assert (table["figures"][0], table["grounding"][0]) == ("1 of 8", "64%")
+    assert table["checks"][0] == "1 of 8 · 64%"
 
 
 def test_an_edited_data_context_is_said_and_not_graded(
@@ -141,3 +144,38 @@ def test_a_batch_grades_each_row_against_its_own_row(seed_ollama: FakeOllama) ->
     # $20,000 buys 41 panels: the answer's 31 is wrong for the uploaded row.
     assert [(r["budget_max_panels"], r["budget_max_panels_reference"]) for r in rows] == [
         ("right", "31"), ("wrong", "41")]
+
+
+def test_the_html_reports_carry_each_quantity(seed_ollama: FakeOllama) -> None:
+    pane = RunParams("ollama", seed_ollama.url, "llama3.1:8b",
+                     sampling=Sampling(max_tokens=512, temperature=0.2))
+    comparison = Comparison([pane], "s", build_user_prompt(SAN_DIEGO), preset=SAN_DIEGO.name,
+                            location=SAN_DIEGO,
+                            build=lambda p: OllamaBackend(p.host, p.model)).start()
+    assert comparison.wait(20)
+    report = comparison.to_html()
+    assert ("<tr><td>panels to offset 100%</td><td>wrong</td><td>128 panels</td><td>30</td>"
+            "</tr>") in report
+    assert "<tr><td>annual savings</td><td>wrong</td><td>$1,480.42</td><td>$3,024.10</td>" \
+        in report
+    spec = BatchSpec(scenarios=[SAN_DIEGO], backend="ollama", host=seed_ollama.url,
+                     model="llama3.1:8b", system="s",
+                     sampling=Sampling(max_tokens=256, temperature=0.2))
+    batch = Batch(spec, build=lambda: OllamaBackend(seed_ollama.url, "llama3.1:8b")).start()
+    assert wait_until(lambda: all(row.done for row in batch.rows), 30)
+    with zipfile.ZipFile(io.BytesIO(batch.to_zip())) as archive:
+        page = archive.read("01-san-diego--ca.html").decode()
+    assert "<tr><td>budget maximum of panels</td><td>right</td><td>31 panels</td><td>31</td>" \
+        in page
+    assert "Figures right: 1 of 8 right" in page
+
+
+def test_an_uploaded_locations_name_in_the_check_is_literal_text() -> None:
+    """The "edited" line names the location: an uploaded CSV's name is the uploader's text."""
+    hostile = replace(SAN_DIEGO, name="![x](http://attacker.test/beacon.png)")
+    prompt = build_user_prompt(SAN_DIEGO)
+    check = check_run(SAMPLE_ANSWER, request(hostile, prompt))
+    assert check is not None and check.figures.not_graded is not None
+    assert "attacker.test" in check.figures.not_graded
+    shown = check_lines(check)
+    assert "![x](" not in shown and r"\!\[x\]\(http" in shown

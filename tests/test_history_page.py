@@ -130,7 +130,8 @@ def test_two_runs_side_by_side(seeded: RunStore) -> None:
     # 31 is in neither prompt: the grounding check marks it, as on the Compare page.
     assert "Install :red-background[31 panels]." in texts
     assert "Partial answer about kWh" in texts
-    assert any("Grounding: 0 grounded · 1 not found" in c.value for c in at.caption)
+    assert any("Grounding: 0 grounded · 1 not found" in line
+               for line in caption_lines(at, "Grounding:"))
 
 
 def test_open_in_playground_takes_the_runs_settings(seeded: RunStore) -> None:

@@ -38,7 +38,8 @@ def warnings(at: AppTest) -> str:
 
 
 def captions(at: AppTest) -> str:
-    return "\n".join(c.value for c in at.caption)
+    """Every caption's text as the page shows it (literal lines' escapes undone)."""
+    return "\n".join(caption_lines(at, ""))
 
 
 def test_playground_warns_before_a_prompt_over_the_whole_window_then_marks_the_cut(

@@ -12,7 +12,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from backends.status import Status
 from backends.stream import GenerationStats
-from studio.pv.checks import AnswerCheck
+from studio.pv.checks import AnswerCheck, check_html, check_run
 from studio.pv.structured import check as check_structured
 from studio.pv.structured import shown_text
 from studio.records.render import (
@@ -194,10 +194,10 @@ def structured_line(params: RunParams, text: str, status: str) -> str | None:
 
 
 def check_lines(check: AnswerCheck) -> str:
-    """The lines under an answer that say how its figures check against the prompt's data.
-    Their only text from the answer is its figures as written (digits, units, "$"): a "$"
-    is escaped, or two would read as math."""
-    return "\n\n".join(line.replace("$", "\\$") for line in check.lines())
+    """The lines under an answer that say how its figures check against the prompt's data,
+    as literal text: they quote the answer's figures ("$" would read as math) and may name
+    an uploaded location."""
+    return "\n\n".join(literal(line) for line in check.lines())
 
 
 class Pane(NamedTuple):
@@ -358,7 +358,8 @@ def downloads(run: Run) -> None:
                        help="Sanitized as on the page: images become links, links other "
                             "than http(s) and mailto are removed, HTML is shown as text. "
                             "The JSON holds the raw answer.")
-    html.download_button("⬇ HTML", html_document(text, title, subtitle, run.thinking),
+    checks = check_html(check_run(run.text, request, run.stats.to_dict()))
+    html.download_button("⬇ HTML", html_document(text, title, subtitle, run.thinking, checks),
                          f"{stem}.html", "text/html", width="stretch")
     js.download_button("⬇ JSON", json.dumps(run.to_dict(), indent=2), f"{stem}.json",
                        "application/json", width="stretch")

@@ -55,17 +55,17 @@ FIGURES_HELP = ("Figures right: of the quantities the question asks for (panels 
                 "offset 100%, with the EV, the budget maximum, savings, break-even, ROI), how "
                 "many the answer states right against the location's data")
 GROUNDING_HELP = "Share of the answer's figures found in the prompt's data"
+CHECKS_HELP = f"{FIGURES_HELP} · then the grounding: {GROUNDING_HELP.lower()}"
 
 
-def check_cells(check: AnswerCheck | None) -> dict[str, str | None]:
-    """A table's two cells for an answer's checks: figures right as "x of y", and the
-    grounding score as a percentage (None, shown as a dash, where not graded)."""
+def check_cell(check: AnswerCheck | None) -> str | None:
+    """A narrow table's one cell for an answer's checks: the figures right, "x of y", next
+    to the grounding score: "5 of 8 · 64%" (a dash for either not graded; None: no answer)."""
     if check is None:
-        return {"figures": None, "grounding": None}
+        return None
     score = check.grounding.score
-    return {"figures": check.figures.score or None,
-            "grounding": None if score is None or check.grounding.not_graded
-            else f"{score:.0%}"}
+    grounded = "–" if score is None or check.grounding.not_graded else f"{score:.0%}"
+    return f"{check.figures.score or '–'} · {grounded}"
 
 
 def check_dict(check: AnswerCheck | None) -> dict[str, Any]:

@@ -263,10 +263,12 @@ def report_page(title: str, subtitle: str, body_html: str, *, wide: bool = False
                         body=body_html, width="wide" if wide else "")
 
 
-def html_document(answer: str, title: str, subtitle: str = "", thinking: str = "") -> str:
+def html_document(answer: str, title: str, subtitle: str = "", thinking: str = "",
+                  checks_html: str = "") -> str:
     """A standalone, sanitized HTML page of one answer (the HTML download); a reasoning
-    model's thinking folded above it."""
-    return report_page(title, subtitle, thinking_html(thinking) + markdown_to_safe_html(answer))
+    model's thinking folded above it, its checks (``checks_html``, already escaped) below."""
+    return report_page(title, subtitle, thinking_html(thinking) + markdown_to_safe_html(answer)
+                       + checks_html)
 
 
 def thinking_html(thinking: str) -> str:

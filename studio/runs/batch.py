@@ -27,7 +27,7 @@ from backends.errors import BackendConnectionError, BackendError, BackendStatusE
 from backends.http import redact
 from backends.sampling import Sampling
 from backends.status import Status
-from studio.pv.checks import AnswerCheck, check_run
+from studio.pv.checks import AnswerCheck, check_html, check_run
 from studio.pv.figures import FigureReport
 from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
@@ -473,7 +473,8 @@ class Batch(Job):
                 archive.writestr(f"{stem}.md", markdown_with_thinking(text, row.thinking))
                 archive.writestr(f"{stem}.html", html_document(
                     text, f"PV recommendation: {row.location.name}",
-                    f"{self.spec.backend} · {self.spec.model} · {row.status}", row.thinking))
+                    f"{self.spec.backend} · {self.spec.model} · {row.status}", row.thinking,
+                    check_html(row.check)))
         return buffer.getvalue()
 
 

@@ -24,7 +24,7 @@ from backends.errors import BackendError
 from backends.http import redact
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
-from studio.pv.checks import AnswerCheck, check_dict, check_run
+from studio.pv.checks import AnswerCheck, check_dict, check_html, check_run
 from studio.pv.grounding import GroundingReport
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, shown_text, valid_share
@@ -369,10 +369,10 @@ class Comparison(Job):
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
             f"{_error_html(run)}{thinking_html(run.thinking)}"
-            f"{markdown_to_safe_html(_shown(run))}"
+            f"{markdown_to_safe_html(_shown(run))}{check_html(self.check(index))}"
             "</section>"
-            for pane, label, run in zip(self.panes, self.labels, self.shown_round,
-                                        strict=False))
+            for index, (pane, label, run) in enumerate(zip(self.panes, self.labels,
+                                                           self.shown_round, strict=False)))
         rows = self.table()
         head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0]) if rows else ""
         body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values())

@@ -28,6 +28,7 @@ from backends.http import redact, scrub
 from backends.repetition import guard_stream, mark_looping
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
+from studio.pv.checks import check_dict, check_run
 from studio.pv.structured import SCHEMA
 from studio.records.columns import columns_of, json_of, request_columns, structured_columns
 from studio.runs.capacity import Capacity, QueueFull, Ticket
@@ -389,9 +390,10 @@ class Run:
         """Prompts, parameters, backend, host, model, answer and statistics (JSON download):
         the history's JSON export of a run, without the history's fields."""
         outcome = self.outcome
+        check = check_run(outcome.text, self.request, outcome.statistics)
         return json_of({"started_at": self.started_at.isoformat(),
                         **request_columns(self.request), **columns_of(outcome),
-                        **structured_columns(self.request, outcome)})
+                        **structured_columns(self.request, outcome), **check_dict(check)})
 
 
 def _save_progress(store: RunStore, run_id: int, text: str, thinking: str) -> None:
