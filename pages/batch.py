@@ -63,7 +63,7 @@ BATCH_COLUMNS: dict[str, Any] = {
         "client tok/s", width=72, help="Tokens/s measured by the app (client_tokens_per_s)"),
     "server_tokens_per_s": st.column_config.Column(
         "server tok/s", width=76, help="Tokens/s the server reports (server_tokens_per_s)"),
-    "figures right": st.column_config.Column(width=64, help=FIGURES_HELP),
+    "figures_right": st.column_config.Column("figures", width=64, help=FIGURES_HELP),
     "grounding": st.column_config.Column(width=72, help=GROUNDING_HELP),
     "structured": st.column_config.Column(
         width=90, help="A structured answer: valid, or why not (invalid JSON, incomplete, "

@@ -20,10 +20,10 @@ from studio.pv.checks import check_run
 from studio.pv.library import load_locations
 from studio.pv.location import Location
 from studio.pv.prompt import build_user_prompt
-from studio.records.store import RunStore, export_csv, export_json
+from studio.records.store import RunStore, export_csv, export_json, structured_shares
 from studio.runs.batch import Batch, BatchSpec
 from studio.runs.compare import Comparison
-from studio.runs.request import RunParams, RunRequest
+from studio.runs.request import AnswerFormat, RunParams, RunRequest
 from tests.conftest import caption_lines, history_page, start_app, wait_until
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.test_grounding import SAMPLE_ANSWER
@@ -139,7 +139,7 @@ def test_a_batch_grades_each_row_against_its_own_row(seed_ollama: FakeOllama) ->
                      sampling=Sampling(max_tokens=256, temperature=0.2))
     batch = Batch(spec, build=lambda: OllamaBackend(seed_ollama.url, "llama3.1:8b")).start()
     assert wait_until(lambda: all(row.done for row in batch.rows), 30)
-    assert [row["figures right"] for row in batch.table()] == ["1 of 8", "0 of 8"]
+    assert [row["figures_right"] for row in batch.table()] == ["1 of 8", "0 of 8"]
     rows = list(csv.DictReader(io.StringIO(batch.to_csv())))
     # $20,000 buys 41 panels: the answer's 31 is wrong for the uploaded row.
     assert [(r["budget_max_panels"], r["budget_max_panels_reference"]) for r in rows] == [
@@ -179,3 +179,36 @@ def test_an_uploaded_locations_name_in_the_check_is_literal_text() -> None:
     assert "attacker.test" in check.figures.not_graded
     shown = check_lines(check)
     assert "![x](" not in shown and r"\!\[x\]\(http" in shown
+
+
+def test_a_reopened_uploaded_rows_run_is_graded_against_that_row_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed_ollama: FakeOllama) -> None:
+    """History -> Playground for a batch row of an uploaded CSV: the picker shows a preset,
+    the figures are checked against the run's own row, and a caption says which."""
+    uploaded = replace(SAN_DIEGO, name="Testville, ZZ", budget_usd=20000)
+    at = start_app(tmp_path, monkeypatch, "ollama", seed_ollama.url, "llama3.1:8b")
+    store = RunStore(tmp_path / "history.sqlite3")
+    run_id = store.start_run(replace(request(uploaded, build_user_prompt(uploaded)),
+                                     host=seed_ollama.url, model="llama3.1:8b",
+                                     preset=uploaded.name), "batch")
+    store.finish_run(run_id, SAMPLE_ANSWER, "finished", None, {"output_tokens": 40})
+    at = history_page(at)
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    (button,) = [b for b in at.button if b.label == "Open in Playground"]
+    at = button.click().run()
+    assert not at.exception, at.exception
+    note = " ".join(caption_lines(at, "Figures are checked against"))
+    assert "Testville, ZZ" in note and "not the preset picked above" in note
+    # $20,000 buys 41 panels: the answer's 31 is wrong for the uploaded row.
+    (line,) = caption_lines(at, "Figures right:")
+    assert "budget maximum of panels: 31 stated, 41 in the data" in line
+
+
+def test_a_run_that_failed_without_an_answer_is_not_in_the_valid_share(tmp_path: Path) -> None:
+    """Ollama 0.4's 400 to a schema says nothing of the model's JSON."""
+    store = RunStore(tmp_path / "h.sqlite3")
+    structured = replace(request(), answer_format=AnswerFormat.STRUCTURED)
+    for text, status in (("", "error"), ('{"offset_panels": 3', "length")):
+        run_id = store.start_run(structured, "playground")
+        store.finish_run(run_id, text, status, "HTTP 400" if status == "error" else None, {})
+    assert structured_shares(store.list_runs()) == {"Ollama · m": "valid structured: 0 of 1"}

@@ -13,6 +13,7 @@ from studio.process import process
 from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import Location
 from studio.pv.prompt import build_user_prompt, preset_of
+from studio.records.render import literal
 from studio.runs.prompt_check import prompt_size
 from studio.runs.window import counted_tokens, prompt_tokens_text
 from ui.state import current_selection, keep, settings
@@ -77,8 +78,12 @@ def prompt_editor(prefix: str, user_height: int = 300) -> Prompts:
     picked = locations[state[keys["location"]]]
     preset = preset_of(user, picked, state.get(_origin_key(prefix)))
     origin = state.get(_origin_location_key(prefix))
-    return Prompts(state[keys["system"]], user, preset,
-                   origin if isinstance(origin, Location) else picked)
+    location = origin if isinstance(origin, Location) else picked
+    if location != picked:  # a reopened run's own row, not the preset the picker shows
+        st.caption(f"Figures are checked against the reopened run's location row, "
+                   f"{literal(location.name)}, not the preset picked above (pick a preset to "
+                   "start from it).")
+    return Prompts(state[keys["system"]], user, preset, location)
 
 
 def fill_from_presets(state: MutableMapping[Any, Any], keys: Mapping[str, str],

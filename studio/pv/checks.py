@@ -25,13 +25,14 @@ class AnswerCheck:
     figures: FigureReport
     grounding: GroundingReport
 
-    def lines(self) -> list[str]:
-        """What a page says under the answer: the figures, then the grounding."""
+    def lines(self, marked: bool = True) -> list[str]:
+        """What a page says under the answer: the figures, then the grounding; ``marked``
+        where the answer shown carries the marks (a page; not a report's plain answer)."""
         flagged = self.figures.of(Verdict.WRONG) or self.figures.of(Verdict.AMBIGUOUS)
-        marked = " (marked in the answer)" if flagged else ""
-        found = ("" if self.grounding.not_graded or not self.grounding.not_found
+        marks = " (marked in the answer)" if flagged and marked else ""
+        found = ("" if self.grounding.not_graded or not self.grounding.not_found or not marked
                  else " (not found: highlighted)")
-        return [f"Figures right: {self.figures.summary()}{marked}",
+        return [f"Figures right: {self.figures.summary()}{marks}",
                 f"Grounding: {self.grounding.summary()}{found}"]
 
     def highlight(self, markdown: str) -> str:
@@ -100,8 +101,9 @@ def check_html(check: AnswerCheck | None) -> str:
         for grade in report.grades)
     table = (f"<table class=checks><thead><tr><th>Quantity</th><th>Verdict</th><th>Stated</th>"
              f"<th>In the data</th></tr></thead><tbody>{rows}</tbody></table>" if rows else "")
-    return (f"<p class=meta>{html.escape(check.lines()[0])}</p>{table}"
-            f"<p class=meta>{html.escape(check.lines()[1])}</p>")
+    figures_line, grounding_line = check.lines(marked=False)
+    return (f"<p class=meta>{html.escape(figures_line)}</p>{table}"
+            f"<p class=meta>{html.escape(grounding_line)}</p>")
 
 
 def check_run(answer: str, request: RunRequest,

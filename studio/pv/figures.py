@@ -145,8 +145,17 @@ class Grade:
         shown = self.shown
         if shown is None:
             return f"{label}: missing ({reference} in the data)"
-        ratio = f" ({self.ratio:.1f}x)" if self.ratio is not None else ""
+        ratio = f" ({_times(self.ratio)})" if self.ratio is not None else ""
         return f"{label}: {shown.figure} stated, {reference} in the data{ratio}"
+
+
+def _times(ratio: float) -> str:
+    """A ratio that shows how far off a figure is: "4.3x", "1.03x" (not "1.0x"), "0.004x"."""
+    if abs(ratio) >= 10:
+        return f"{ratio:.0f}x"
+    if 0.9 < abs(ratio) < 1.1:
+        return f"{ratio:.2f}x"
+    return f"{ratio:.2g}x" if abs(ratio) < 0.1 else f"{ratio:.1f}x"
 
 
 @dataclass
@@ -226,9 +235,13 @@ def reference_for(prompt: str, location: Location | None) -> dict[Quantity, floa
     context = data_context(prompt)
     if context is prompt or "## DATA CONTEXT" not in prompt.upper():
         return NO_DATA_CONTEXT
-    if _normal(context) != _normal(data_context_text(location)):
+    if _normal(context) != _normal(data_context_text(location)) or _SECTIONS.findall(
+            prompt).count("DATA CONTEXT") > 1:
         return EDITED.format(name=location.name)
     return reference_values(derive_figures(location))
+
+
+_SECTIONS = re.compile(r"^##\s+(DATA CONTEXT)\s*$", re.MULTILINE | re.IGNORECASE)
 
 
 def _normal(text: str) -> str:
@@ -300,33 +313,43 @@ _DASH = r"\s?(?:-|–|—|to)\s?"
 # "$0.32/kWh", "$480 per panel", "$1.20/W": a price, not an amount.
 _NOT_A_RATE = (r"(?!\d|\s?(?:/|per\s|a\s)\s?(?:kWh|kW|W|watt|panel|module|Wp)\b"
                r"|\s?[×x*]\s)")  # nor a factor of a product ("$0.15 × 735 kWh")
+# A number and its unit may stand apart by the markup blanked between them ("**30** panels").
+_GAP = r"\s{0,3}"
 _MONEY = re.compile(
-    rf"(?:(?:US)?\$|USD\s?)\s?(?:(?P<low>{_NUM})\s?(?P<lowk>[kK])?{_DASH}(?:(?:US)?\$|USD\s?)?"
+    rf"(?P<sign>(?<![\w.])[-−]\s?)?(?:(?:US)?\$|USD\s?)\s?(?:(?P<low>{_NUM})\s?(?P<lowk>[kK])?{_DASH}(?:(?:US)?\$|USD\s?)?"
     rf"\s?)?(?P<value>{_NUM})\s?(?P<k>[kK]\b|thousand\b)?{_NOT_A_RATE}"
     rf"|(?:(?P<low2>{_NUM}){_DASH})?(?P<value2>{_NUM})\s?(?P<k2>[kK]\s)?\s?(?:USD|dollars)\b")
 _POWER = re.compile(
-    rf"(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM})\s?-?\s?(?P<unit>kWp|kWdc|kW|MWp|MW|Wp|W)"
+    rf"(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM}){_GAP}-?\s?(?P<unit>kWp|kWdc|kW|MWp|MW|Wp|W)"
     r"(?![a-zA-Z/²])(?!\s?(?:solar\s+|PV\s+)?(?:panels?|modules?)\b)"
     r"(?!\s+(?:more|extra|additional)\b)", re.IGNORECASE)  # "2.8 kW more": an increment
 _PANELS = re.compile(
-    rf"(?:(?P<low>\d+){_DASH})?(?P<value>\d+)\s?(?:[x×]\s?)?(?:\d{{3}}\s?-?\s?W\s+)?"
+    rf"(?:(?P<low>\d+){_DASH})?(?P<value>\d+){_GAP}(?:[x×]\s?)?(?:\d{{3}}\s?-?\s?W\s+)?"
     r"(?:(?:new)\s+)?(?:solar\s+|PV\s+|rooftop\s+)?(?:panels?|modules?)\b",
     re.IGNORECASE)
 _YEARS = re.compile(
-    rf"(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM})\s?-?\s?(?:years?|yrs?|yr)\b"
+    rf"(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM}){_GAP}-?\s?(?:years?|yrs?|yr)\b"
     r"(?:,?\s*(?:and\s+)?(?P<months>\d{1,2})\s?months?)?"
     rf"|(?:(?P<low2>\d+){_DASH})?(?P<value2>\d+)\s?-?\s?months?\b", re.IGNORECASE)
 _PERCENT = re.compile(rf"(?:(?P<low>{_NUM})\s?%?{_DASH})?(?P<sign>(?<!\w)[-−]\s?|\bminus\s)?"
-                      rf"(?P<value>{_NUM})\s?%")
+                      rf"(?P<value>{_NUM}){_GAP}(?:%|percent\b|per\s?cent\b)")
 # A table cell that is only a number (or a range), maybe approximate: "| 32 |", "| ~30-31 |".
 _BARE = re.compile(rf"\s*(?:~|≈|about\s)?\s*(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM})\s*")
 _OTHER_SCENARIO = re.compile(
     r"\bbatter(?:y|ies)\b|\bstorage\b|\bpowerwall\b|\btax\s+credit\b|\bincentives?\b"
     r"|\brebates?\b|\b25D\b|\bITC\b|\bfinanc\w+|\bloan\b|\bsubsid\w+", re.IGNORECASE)
 _DIGIT = re.compile(r"\d")
+_PER_MONTH = re.compile(r"\s{0,2}(?:/\s?mo(?:nth)?\b|per\s+month\b|a\s+month\b|each\s+month\b"
+                        r"|monthly\b)", re.IGNORECASE)
+# "NOT 2.29 years", "rather than 31 panels": a figure denied is not the one stated.
+_NEGATED = re.compile(r"\b(?:not|rather\s+than|instead\s+of|as\s+opposed\s+to|versus|vs\.?)"
+                      r"\s+(?:the\s+|a\s+|an\s+)?[~≈]?\s*[-−]?\s*\$?\s*$", re.IGNORECASE)
 _BOUND = re.compile(r"\b(?<!just\s)(?:under|below|less\s+than|more\s+than|beyond|above|at\s+least"
                     r"|within|exceed(?:s|ing)?|up\s+to|over)\s+(?:the\s+|a\s+)?[\"“]?\s*\$?\s*$",
                     re.IGNORECASE)
+# A label, a colon and a number alone: "- Panels: 30", "System size (kW): 12".
+_LABELLED = re.compile(rf"\s*(?:[-*+•]\s+)?(?P<label>[^:\n]{{2,60}}?):\s*(?:~|≈|about\s)?\s*"
+                       rf"(?:(?P<low>{_NUM}){_DASH})?(?P<value>{_NUM})\s*[.;]?\s*$")
 _PAYBACK_AFTER = re.compile(r"\s*(?:simple\s+)?(?:pay\s?-?back|break[- ]?even)", re.IGNORECASE)
 _APPROX = re.compile(r"(?:~|≈|∼|\babout|\bapprox(?:\.|imately)?|\broughly|\baround|\bnearly"
                      r"|\balmost|\bcirca|\bca\.|\bsome|\bjust (?:over|under))\s*\**\s*$",
@@ -343,7 +366,7 @@ _CUE_WORDS: _CueTable = (
          r"|\b(?:25|twenty-five)[- ](?:year|yr)s?\s+(?:net\s+)?(?:savings|benefit|gain|profit)"
          r"|\bover\s+(?:the\s+)?(?:25|twenty-five)\s+years\b|\bnet\s+(?:gain|profit|benefit)",
          {Unit.USD: None}),
-        (r"\bcosts?\b|\bprice[ds]?\b|\binvest(?:ment|ed|ing)?\b|\bspend\b|\bspent\b"
+        (r"\bcost\w*|\bprice[ds]?\b|\binvest(?:ment|ed|ing)?\b|\bspend\b|\bspent\b"
          r"|\bcapex\b|\bupfront\b|\bup-front\b|\boutlay\b|\bpays?\s+for\b",
          {Unit.USD: None}),
         (r"\bwarrant(?:y|ies|ed)\b|\blifespan\b|\blife\s?time\b|\blast(?:s|ing)?\b"
@@ -433,40 +456,47 @@ def find(answer: str) -> list[Stated]:
     """Every statement of an asked-for quantity in a markdown answer, in order."""
     clean = _clean(answer)
     found: list[Stated] = []
-    for start, end in _read_spans(answer):
-        found += _find_in_block(answer, clean, start, end)
+    for start, end, heading in _read_spans(answer):
+        found += _find_in_block(answer, clean, start, end, _clean(heading))
     return sorted(found, key=lambda s: s.start)
 
 
-def _read_spans(answer: str) -> Iterator[tuple[int, int]]:
-    """The spans of the answer outside the sections the question asks no quantity in."""
+def _read_spans(answer: str) -> Iterator[tuple[int, int, str]]:
+    """The spans of the answer outside the sections the question asks no quantity in, each
+    with its heading ("### Offset 100% of consumption" cues the lines below it)."""
     skipping = False
     position = 0
+    title = ""
     for match in _HEADING.finditer(answer):
         if not skipping:
-            yield position, match.start()
+            yield position, match.start(), title
         title = match.group("h") or match.group("b") or match.group("n") or ""
         skipping = bool(_SKIPPED_SECTIONS.search(title))
         # A numbered item's line, or a summary's, is its section's first text.
         position = match.start() if match.group("n") or match.group("n2") else match.end()
     if not skipping:
-        yield position, len(answer)
+        yield position, len(answer), title
 
 
 # A line that starts a new piece of text (not a wrapped line of the one before): a bullet, a
 # numbered item, a bold lead, a heading or a table row.
+_TOP_ITEM = re.compile(r"^(?:[-*+•]|\d+[.)])\s")
+_NESTED_ITEM = re.compile(r"^\s{2,}(?:[-*+•]|\d+[.)])\s")
 _NEW_UNIT = re.compile(r"^\s*(?:[-*+•]\s|\d+[.)]\s|#|\||(?:\*\*|__)[^*_\n]{1,80}?(?:[:.](?:\*\*|__)"
                        r"|(?:\*\*|__)\s*[:.]))")
 # A bold line after a finished line: a new item even without a label's colon.
 _FINISHED = re.compile(r"(?:[.!?:]|\*\*|__)\s*$")
 
 
-def _find_in_block(answer: str, clean: str, start: int, end: int) -> list[Stated]:
+def _find_in_block(answer: str, clean: str, start: int, end: int,
+                   heading: str = "") -> list[Stated]:
     """A section: its tables row by row, its other text a paragraph (or a list item, or a
-    bold-led line) at a time, wrapped lines joined."""
+    bold-led line) at a time, wrapped lines joined. The section's heading, and a nested
+    item's parent item, cue what a piece of text does not cue itself."""
     found: list[Stated] = []
     header: list[tuple[int, int]] | None = None
     unit_start: int | None = None
+    parent = unit_parent = ""
     offset = start
     previous = ""
     for line in answer[start:end].splitlines(keepends=True):
@@ -476,23 +506,28 @@ def _find_in_block(answer: str, clean: str, start: int, end: int) -> list[Stated
             line.lstrip().startswith(("**", "__")) and bool(_FINISHED.search(previous)))
         previous = line
         if unit_start is not None and (row or not line.strip() or new_unit):
-            found += _find_in_text(clean, unit_start, line_start)
+            found += _find_in_text(clean, unit_start, line_start, ("", "", unit_parent, heading))
             unit_start = None
         if row is None:
             header = None
             if line.strip() and unit_start is None:
                 unit_start = line_start
+                nested = _NESTED_ITEM.match(line)
+                unit_parent = parent if nested else ""
+                if _TOP_ITEM.match(line):
+                    parent = clean[line_start:line_start + len(line)]
             continue
         if _TABLE_RULE.match(line):
             continue
         cells = _cells(line, line_start)
         if header is None:
             header = cells
-            found += _find_in_text(clean, line_start, line_start + len(line.rstrip("\n")))
+            found += _find_in_text(clean, line_start, line_start + len(line.rstrip("\n")),
+                                   ("", "", "", heading))
             continue
-        found += _find_in_row(clean, cells, header)
+        found += _find_in_row(clean, cells, header, heading)
     if unit_start is not None:
-        found += _find_in_text(clean, unit_start, end)
+        found += _find_in_text(clean, unit_start, end, ("", "", unit_parent, heading))
     return found
 
 
@@ -506,7 +541,7 @@ def _cells(line: str, line_start: int) -> list[tuple[int, int]]:
 
 
 def _find_in_row(clean: str, cells: list[tuple[int, int]],
-                 header: list[tuple[int, int]]) -> list[Stated]:
+                 header: list[tuple[int, int]], heading: str = "") -> list[Stated]:
     """A table row: each cell's figures, cued by the row's label (its first cell, and any cell
     without a digit) and the column's header; a cell that is only a number takes its unit from
     them."""
@@ -517,7 +552,7 @@ def _find_in_row(clean: str, cells: list[tuple[int, int]],
         if span in label_cells:
             continue
         column = clean[slice(*header[index])] if index < len(header) else ""
-        found += _find_in_text(clean, span[0], span[1], (label, column),
+        found += _find_in_text(clean, span[0], span[1], (label, column, "", heading),
                                _unit_from_words(f"{column} {label}"))
     return found
 
@@ -546,7 +581,8 @@ class _Cue:
     end: int
 
 
-def _find_in_text(clean: str, start: int, end: int, context: tuple[str, str] = ("", ""),
+def _find_in_text(clean: str, start: int, end: int,
+                  context: tuple[str, str, str, str] = ("", "", "", ""),
                   default_unit: Unit | None = None) -> list[Stated]:
     """A paragraph, list item or table cell (with its row's and column's headers as
     ``context``): each sentence's figures."""
@@ -560,7 +596,7 @@ def _find_in_text(clean: str, start: int, end: int, context: tuple[str, str] = (
     return found
 
 
-def _find_in_sentence(clean: str, start: int, end: int, context: tuple[str, str],
+def _find_in_sentence(clean: str, start: int, end: int, context: tuple[str, str, str, str],
                       default_unit: Unit | None) -> list[Stated]:
     sentence = clean[start:end]
     if not _DIGIT.search(sentence):
@@ -574,7 +610,8 @@ def _find_in_sentence(clean: str, start: int, end: int, context: tuple[str, str]
     numbers = _this_scenario(sentence, numbers, breaks)
     cues = [_Cue(units, m.start(), m.end()) for pattern, units in _CUES
             for m in pattern.finditer(sentence)]
-    # Cues from a table row's label, then its column's header, stand before the cell.
+    # Cues from a table row's label, its column's header, a nested item's parent item and
+    # the section's heading stand before the text, each weaker than the one before.
     for weight, words in enumerate(context, start=1):
         cues += [_Cue(units, -weight, -weight) for pattern, units in _CUES
                  if pattern.search(words)]
@@ -586,6 +623,8 @@ def _find_in_sentence(clean: str, start: int, end: int, context: tuple[str, str]
         before = clean[max(0, start + number.start - 24):start + number.start]
         if number.unit is not Unit.PANELS and _BOUND.search(before):
             continue  # "under 10 years", "more than $1,000": a bound, not the figure
+        if _NEGATED.search(before):
+            continue
         found.append(Stated(quantity, number.low, number.high, number.tolerance,
                             bool(_APPROX.search(before)),
                             sentence[number.start:number.end].strip(),
@@ -663,8 +702,12 @@ def _numbers(clause: str, default_unit: Unit | None) -> list[_Number]:
                             if match.group("value") else
                             (match.group("value2"), match.group("low2"), match.group("k2")))
         scale = 1000.0 if kilo or (low and match.group("lowk")) else 1.0
-        if re.search(r"[×x*=]\s?$", clause[:match.start()]):
+        if re.search(r"[×x*]\s?$", clause[:match.start()]):
             continue  # a factor of a product ("× $0.15"): a rate
+        if _PER_MONTH.match(clause, match.end()):
+            continue  # "$252 per month": not an annual figure
+        if match.group("sign"):
+            scale = -scale
         add(_number(Unit.USD, low, value, scale, match.span()))
     for match in _PANELS.finditer(clause):
         add(_number(Unit.PANELS, match.group("low"), match.group("value"), 1.0, match.span()))
@@ -692,9 +735,14 @@ def _numbers(clause: str, default_unit: Unit | None) -> list[_Number]:
     for match in _PERCENT.finditer(clause):
         add(_number(Unit.PERCENT, match.group("low"), match.group("value"),
                     -1.0 if match.group("sign") else 1.0, match.span()))
-    bare = _BARE.fullmatch(clause)
+    labelled = _LABELLED.match(clause)
+    bare = labelled if labelled and not numbers else _BARE.fullmatch(clause)
+    if labelled and not numbers:
+        # "Panels: 30", "Payback (years): 4.9": the label names the unit.
+        default_unit = _unit_from_words(labelled.group("label"))
     if default_unit is not None and bare and not numbers:
-        add(_number(default_unit, bare.group("low"), bare.group("value"), 1.0, bare.span(0)))
+        span = (bare.start("low") if bare.group("low") else bare.start("value"), bare.end("value"))
+        add(_number(default_unit, bare.group("low"), bare.group("value"), 1.0, span))
     return sorted(numbers, key=lambda n: n.start)
 
 

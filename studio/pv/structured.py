@@ -183,6 +183,12 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")  # NaN, Infinity: Python's, not JSON's
 
 
+def counted(text: str, status: str) -> bool:
+    """Whether a run counts in a share of valid structured answers: not one that failed with
+    no answer at all (a server's 400 says nothing of the model's JSON)."""
+    return bool(text.strip()) or status != Status.ERROR
+
+
 def check(text: str, status: str = Status.FINISHED) -> Verdict:
     """The whole answer parsed strictly and validated against the schema: the object, or the
     reason it is not valid: "invalid JSON", "incomplete: ..." (a run that did not finish: its

@@ -41,6 +41,7 @@ from studio.pv.checks import BLANK_CHECK, CHECK_COLUMNS, check_dict, check_run
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, valid_share
 from studio.pv.structured import check as check_structured
+from studio.pv.structured import counted as counted_structured
 from studio.records.columns import (
     columns_of,
     json_of,
@@ -701,7 +702,8 @@ def structured_shares(runs: Iterable[StoredRun]) -> dict[str, str]:
     the share of valid answers: 'valid structured: 4 of 5'."""
     verdicts: dict[str, list[Verdict]] = {}
     for run in runs:
-        if run.structured and run.status in (*FINAL_STATUSES, Status.INTERRUPTED):
+        if run.structured and run.status in (*FINAL_STATUSES, Status.INTERRUPTED) \
+                and counted_structured(run.text, run.status):
             verdicts.setdefault(run.label, []).append(check_structured(run.text, run.status))
     return {label: valid_share(found) for label, found in verdicts.items()}
 

@@ -33,6 +33,7 @@ from studio.pv.location import Location
 from studio.pv.prompt import SEED_ORDER, STATIC_FIRST, build_user_prompt
 from studio.pv.structured import Verdict, shown_text, valid_share
 from studio.pv.structured import check as check_structured
+from studio.pv.structured import counted as counted_structured
 from studio.records.render import dashes, html_document, markdown_with_thinking
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
@@ -190,7 +191,8 @@ class BatchRow(HoldsOutcome):
         """A structured answer's check, once the row has ended (None: a markdown answer, or
         a row still to run)."""
         if not self.request.structured or self.status not in (*ANSWERED, Status.STOPPED,
-                                                               Status.FAILED):
+                                                               Status.FAILED) \
+                or not counted_structured(self.outcome.text, self.outcome.status):
             return None
         return check_structured(self.outcome.text, self.outcome.status)
 
@@ -430,7 +432,7 @@ class Batch(Job):
                  "thinking s": _rounded(row.thinking_s), "output tokens": row.output_tokens,
                  "client_tokens_per_s": _rounded(row.client_tokens_per_s),
                  "server_tokens_per_s": _rounded(row.server_tokens_per_s),
-                 "figures right": row.figures_right,
+                 "figures_right": row.figures_right,
                  "grounding": row.not_graded or _rounded(row.grounding),
                  "structured": row.structured, "notes": row.notes, "error": row.error}
                 for row in self.rows]

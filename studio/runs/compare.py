@@ -29,6 +29,7 @@ from studio.pv.grounding import GroundingReport
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, shown_text, valid_share
 from studio.pv.structured import check as check_structured
+from studio.pv.structured import counted as counted_structured
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
@@ -286,7 +287,7 @@ class Comparison(Job):
         if not self.panes[index].structured:
             return []
         return [check_structured(run.text, run.status) for run in self.pane_runs(index)
-                if run.done]
+                if run.done and counted_structured(run.text, run.status)]
 
     def valid_share(self, index: int) -> str:
         """'valid structured: 4 of 5' over a pane's runs ('' for a markdown pane)."""
