@@ -248,13 +248,16 @@ def _normal(text: str) -> str:
     return " ".join(text.split())
 
 
+def _gradable(prompt: str, location: Location | None,
+              stats: Mapping[str, Any] | None) -> dict[Quantity, float] | str:
+    """The reference values to grade against, or why not: a cut prompt first."""
+    return not_graded(stats or {}) or reference_for(prompt, location)
+
+
 def check(answer: str, prompt: str, location: Location | None,
           stats: Mapping[str, Any] | None = None) -> FigureReport:
     """Grade every asked-for quantity of a markdown answer against the location's row."""
-    reason = not_graded(stats or {})
-    if reason:
-        return FigureReport(not_graded=reason)
-    reference = reference_for(prompt, location)
+    reference = _gradable(prompt, location, stats)
     if isinstance(reference, str):
         return FigureReport(not_graded=reference)
     found: dict[Quantity, list[Stated]] = {}
@@ -268,10 +271,7 @@ def grade_values(values: Mapping[Quantity, float | None], prompt: str,
                  stats: Mapping[str, Any] | None = None) -> FigureReport:
     """Grade a structured answer's fields (typed numbers) against the location's row: a
     field is as precise as the data context's figure (two decimals; counts exact)."""
-    reason = not_graded(stats or {})
-    if reason:
-        return FigureReport(not_graded=reason)
-    reference = reference_for(prompt, location)
+    reference = _gradable(prompt, location, stats)
     if isinstance(reference, str):
         return FigureReport(not_graded=reference)
     grades = []
