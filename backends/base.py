@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from .context import ContextFit
 from .openai_sdk import CLIENT_OPENAI
 from .sampling import DEFAULT_SAMPLING, Sampling
-from .stream import PullStream, TokenStream
+from .stream import Answer, PullStream, TokenStream
 
 Schema = Mapping[str, Any]  # a JSON schema, as a dict
 
@@ -86,12 +86,15 @@ class Backend(ABC):
         """The backend config.yaml describes (``backends.create_backend``)."""
         raise NotImplementedError(f"{cls.label} is not built from config.yaml.")
 
-    @abstractmethod
     def generate(self, prompt: str, system: str = "",
                  max_tokens: int = DEFAULT_SAMPLING.max_tokens,
                  temperature: float = DEFAULT_SAMPLING.temperature, *,
-                 schema: Schema | None = None) -> str:
-        """The seed's interface: the whole answer (the other settings: the server's)."""
+                 schema: Schema | None = None) -> Answer:
+        """The seed's interface: the whole answer, stripped, as an ``Answer`` (a ``str``
+        carrying ``.stats``); the other settings: the server's. Read from ``stream`` unless
+        the backend has a one-piece path of its own."""
+        return self.stream(prompt, system, Sampling(max_tokens, temperature),
+                           schema=schema).read_all()
 
     @abstractmethod
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,

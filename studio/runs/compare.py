@@ -405,11 +405,8 @@ class _Unavailable(Backend):
         self.error = error
         self.model = ""
 
-    def generate(self, *args: Any, **options: Any) -> str:
-        raise self.error
-
     def stream(self, *args: Any, **options: Any) -> TokenStream:
-        raise self.error
+        raise self.error  # generate() reads stream(): it raises too
 
     def list_models(self) -> list[str]:
         raise self.error
