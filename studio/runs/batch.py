@@ -452,10 +452,11 @@ class Batch(Job):
     def to_csv(self) -> str:
         """The table with the figure check per quantity, safe to open in a spreadsheet (no
         cell is read as a formula)."""
-        blank = {key: "" for key in FigureReport().columns() if key != "figures_right"}
+        # After the table's columns ("figures_right" among them); a row without an answer
+        # has an empty report: blank cells.
         table = [{**row, **{key: value for key, value in
-                            (r.check.figures.columns() if r.check else blank).items()
-                            if key != "figures_right"}}
+                            (r.check.figures if r.check else FigureReport()).columns().items()
+                            if key not in row}}
                  for row, r in zip(self.table(), self.rows, strict=True)]
         header = list(table[0]) if table else []
         return csv_text(header, ([row[name] for name in header] for row in table))
