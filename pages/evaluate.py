@@ -87,7 +87,8 @@ def main() -> None:
 
     state = st.session_state
     evaluation: Evaluation | None = state.get("evaluation")
-    running = evaluation is not None and not evaluation.done
+    # A reopened evaluation never started: it shows, it does not run.
+    running = evaluation is not None and evaluation.started is not None and not evaluation.done
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Start evaluation", type="primary",
                                 disabled=running or not scenarios, width="stretch")
@@ -182,13 +183,16 @@ def service_levels() -> ServiceLevels:
     st.markdown("**Service levels** (goodput: the answered requests per second that met "
                 "every level set; empty: not a level)")
     ttft, tpot, e2el = st.columns(3)
-    ttft_s = ttft.number_input("TTFT ≤ s", min_value=0.0, step=1.0, key="evaluate_ttft_s",
-                               placeholder="not a level", help=DEFINITIONS["TTFT"])
-    tpot_ms = tpot.number_input("TPOT ≤ ms", min_value=0.0, step=10.0,
+    # value=None: a level may be emptied (the session's value is kept over it).
+    ttft_s = ttft.number_input("TTFT ≤ s", min_value=0.0, value=None, step=1.0,
+                               key="evaluate_ttft_s", placeholder="not a level",
+                               help=DEFINITIONS["TTFT"])
+    tpot_ms = tpot.number_input("TPOT ≤ ms", min_value=0.0, value=None, step=10.0,
                                 key="evaluate_tpot_ms", placeholder="not a level",
                                 help=DEFINITIONS["TPOT"])
-    e2el_s = e2el.number_input("E2EL ≤ s", min_value=0.0, step=10.0, key="evaluate_e2el_s",
-                               placeholder="not a level", help=DEFINITIONS["E2EL"])
+    e2el_s = e2el.number_input("E2EL ≤ s", min_value=0.0, value=None, step=10.0,
+                               key="evaluate_e2el_s", placeholder="not a level",
+                               help=DEFINITIONS["E2EL"])
     return ServiceLevels(ttft_ms=None if ttft_s is None else float(ttft_s) * 1000,
                          tpot_ms=None if tpot_ms is None else float(tpot_ms),
                          e2el_ms=None if e2el_s is None else float(e2el_s) * 1000)
@@ -218,7 +222,8 @@ def show(evaluation: Evaluation, running: bool, levels: ServiceLevels) -> None:
     """Progress per choice, the scorecard and the matrix, live while it runs; then a cell's
     answers and the downloads. Every slot is drawn from the start (empty while it runs): the
     last evaluation's figures go the moment this one starts."""
-    header_slot, progress_slot, card_slot = st.empty(), st.empty(), st.empty()
+    header_slot, progress_slot, failures_slot = st.empty(), st.empty(), st.empty()
+    card_slot = st.empty()
     schedule_slot = st.empty()
     differences = st.toggle("Differences only", key="evaluate_differs",
                             help="Only the locations where the choices' figures right or "
@@ -231,6 +236,8 @@ def show(evaluation: Evaluation, running: bool, levels: ServiceLevels) -> None:
             for index, label in enumerate(evaluation.labels):
                 fraction, line = evaluation.choice_progress(index)
                 st.progress(fraction, text=literal(f"{label}: {line}"))
+        with failures_slot.container():
+            failures(evaluation)
         if figures:
             with card_slot.container():
                 scorecard(evaluation, levels)
@@ -255,6 +262,23 @@ def show(evaluation: Evaluation, running: bool, levels: ServiceLevels) -> None:
                     "evaluations below.", icon="⏹️")
         open_cell(evaluation)
         downloads(evaluation, levels)
+
+
+def failures(evaluation: Evaluation) -> None:
+    """A line per choice with failed cells, with the first one's reason: in red when none of
+    its cells answered (a wrong host, a missing model), said apart from the progress bars."""
+    for label, batch in zip(evaluation.labels, evaluation.batches, strict=True):
+        figures = batch.progress()
+        if not figures["failed"]:
+            continue
+        reason = next((row.error for row in batch.rows
+                       if row.status == Status.FAILED and row.error), "")
+        line = literal(f"{label}: {figures['failed']} of {figures['total']} cells failed"
+                       + (f": {reason}" if reason else "."))
+        if figures["done"] == 0 and not figures["running"] and not figures["remaining"]:
+            st.error(line, icon="⚠️")
+        else:
+            st.warning(line, icon="⚠️")
 
 
 def header(evaluation: Evaluation) -> str:
