@@ -20,7 +20,7 @@ from studio.pv.library import load_locations
 from studio.pv.location import COLUMNS
 from studio.records.store import RunStore
 from studio.runs.evaluation import KIND, EvaluationSpec
-from tests.conftest import open_app, switch_to, use_config
+from tests.conftest import history_page, open_app, switch_to, use_config
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama
 
@@ -256,3 +256,20 @@ def test_a_choice_on_a_wrong_host_fails_with_its_reason_and_the_others_run(
     failures = texts([*at.warning, *at.error])
     assert "2. Ollama · llama3.1:8b: 2 of 2 cells failed" in failures
     assert f"127.0.0.1:{closed_port}" in failures
+
+
+def test_history_lists_filters_and_places_an_evaluations_runs(
+        servers: tuple[LatencyServer, FakeOllama]) -> None:
+    at = start(two_ollama_models(evaluate_page()))
+    at = history_page(at)
+    table = at.dataframe[0].value
+    assert list(table["page"]) == ["evaluate"] * 9
+    at.selectbox(key="history_model").set_value("mistral:7b").run()
+    table = at.dataframe[0].value
+    assert len(table) == 3 and set(table["model"]) == {"mistral:7b"}
+    run_id = int(table["id"][0])
+    at.multiselect(key="history_open").set_value([run_id]).run()
+    assert not at.exception, at.exception
+    assert any(caption.startswith("A cell of evaluation #1 (position ")
+               and "opens whole on the Evaluate page" in caption
+               for caption in (re.sub(r"\\(.)", r"\1", c.value) for c in at.caption))

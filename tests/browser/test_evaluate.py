@@ -13,17 +13,18 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Locator, Page, expect
 
 from studio.pv.library import load_locations
 from tests.browser.conftest import IDLE, download, open_page, wait_for
 from tests.servers import vllm_real
+from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm_real import VLLMServer
 
 ServeApp = Callable[..., AppServer]
-pytestmark = [pytest.mark.vllm, pytest.mark.timeout(900)]
+pytestmark = pytest.mark.timeout(1800)
 
 ROWS = len(load_locations())  # the 30 presets
 CHOICES = 3
@@ -79,6 +80,7 @@ def answers_by_position(db: Path) -> Counter[int]:
     return Counter(position for (position,) in rows)
 
 
+@pytest.mark.vllm
 def test_thirty_locations_on_three_choices_survive_stop_and_a_kill_and_export(
         page: Page, serve_app: ServeApp, vllm_server: VLLMServer,
         ollama_server: FakeOllama) -> None:
@@ -116,7 +118,8 @@ def test_thirty_locations_on_three_choices_survive_stop_and_a_kill_and_export(
     open_page(page, restarted, "evaluate", "Start evaluation")
     page.wait_for_selector("text=Interrupted: #1", timeout=30_000)
     page.get_by_role("button", name="Resume").click()
-    page.wait_for_selector("text=· ended", timeout=400_000)
+    # The embedded model answers its 30 cells one at a time, on the app's CPU.
+    page.wait_for_selector("text=· ended", timeout=1_200_000)
     page.wait_for_selector(IDLE, timeout=30_000)
     assert answered(page) == CELLS
     assert "Scorecard" in main.inner_text() and "Locations" in main.inner_text()
@@ -142,3 +145,86 @@ def test_thirty_locations_on_three_choices_survive_stop_and_a_kill_and_export(
     assert "Content-Security-Policy" in html and "<script" not in html.lower()
     print(f"evaluation browser test: {time.monotonic() - started:.0f} s "
           f"(vLLM start {vllm_server.startup_s:.0f} s)")
+
+
+def choice_box(page: Page, number: int) -> Locator:
+    """The bordered settings box of choice ``number`` (1-based)."""
+    boxes = page.locator("[data-testid='stMain'] [data-testid='stVerticalBlock']").filter(
+        has=page.get_by_text(f"Choice {number}", exact=True))
+    for other in range(1, 5):
+        if other != number:
+            boxes = boxes.filter(has_not=page.get_by_text(f"Choice {other}", exact=True))
+    return boxes.last
+
+
+def vllm_and_ollama(page: Page, app: AppServer) -> None:
+    """The Evaluate page with choice 1 on the latency server (vLLM's API, in one piece) and
+    choice 2 on the test Ollama."""
+    open_page(page, app, "evaluate", "Start evaluation")
+    page.get_by_text("Stream vLLM").click()  # the latency server answers whole
+    page.wait_for_selector(IDLE, timeout=30_000)
+    backend = choice_box(page, 2).get_by_role("combobox", name="Backend")
+    backend.click()
+    page.get_by_role("option", name="Ollama", exact=True).click()
+    expect(choice_box(page, 2).get_by_text("Reachable", exact=False)).to_be_visible(
+        timeout=15_000)
+    page.wait_for_selector(IDLE, timeout=30_000)
+
+
+def quick_config(latency: LatencyServer, ollama: FakeOllama) -> str:
+    return (f"llm:\n  backend: vllm\n  host: {latency.url}\n  model: smollm2\n"
+            f"backends:\n  ollama:\n    host: {ollama.url}\n    model: llama3.1:8b\n"
+            "app:\n  fallback_to_embedded: false\n")
+
+
+def test_a_new_evaluation_replaces_the_last_ones_figures_as_it_starts(
+        page: Page, serve_app: ServeApp, ollama_server: FakeOllama) -> None:
+    with LatencyServer(latency=0.3) as latency:
+        app = serve_app(quick_config(latency, ollama_server))
+        vllm_and_ollama(page, app)
+        main = page.locator("[data-testid='stMain']")
+        page.get_by_role("button", name="Start evaluation").click()
+        page.wait_for_selector("text=· ended", timeout=120_000)
+        page.wait_for_selector(IDLE, timeout=30_000)
+        assert "Evaluation #1" in main.inner_text()
+        assert page.get_by_role("button", name="⬇ Cells (CSV)").count() == 1
+        first = latency.total_requests()
+
+        page.get_by_role("button", name="Start evaluation").click()
+        wait_for(lambda: latency.total_requests() > first and "Evaluation #2" in
+                 main.inner_text())
+        text = main.inner_text()
+        assert latency.total_requests() < 2 * first  # still running
+        assert "Evaluation #1" not in text and "· ended" not in text
+        assert "60 of 60 cells answered" not in text
+        assert page.get_by_role("button", name="⬇ Cells (CSV)").count() == 0
+        assert page.get_by_text("Open a cell").count() == 0
+        assert page.get_by_text("Earlier evaluations").count() == 0
+        page.wait_for_selector("text=· ended", timeout=120_000)
+        page.wait_for_selector(IDLE, timeout=30_000)
+
+
+def test_a_closed_tabs_evaluation_goes_on_and_is_watched_from_another_tab(
+        page: Page, serve_app: ServeApp, ollama_server: FakeOllama) -> None:
+    with LatencyServer(latency=0.5) as latency:
+        app = serve_app(quick_config(latency, ollama_server))
+        vllm_and_ollama(page, app)
+        page.get_by_role("button", name="Start evaluation").click()
+        wait_for(lambda: latency.total_requests() >= 2)
+        page.close()  # tab A goes; its evaluation does not
+
+        browser = page.context.browser
+        assert browser is not None
+        other = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_page(other, app, "evaluate", "Start evaluation")
+        other.wait_for_selector("text=Running: #1", timeout=10_000)
+        seen = latency.total_requests()
+        other.get_by_role("button", name="Watch").click()
+        other.wait_for_selector("text=Evaluation #1", timeout=10_000)
+        assert latency.total_requests() < 60  # still running, watched
+        other.wait_for_selector("text=· ended", timeout=120_000)
+        other.wait_for_selector(IDLE, timeout=30_000)
+        assert "60 of 60 cells answered" in other.locator("[data-testid='stMain']").inner_text()
+        assert latency.requests == Counter({name: 1 for name in latency.requests})
+        assert len(latency.requests) == ROWS and seen >= 2
+        other.close()
