@@ -342,12 +342,15 @@ def open_cell(evaluation: Evaluation) -> None:
     spec, labels = evaluation.spec, evaluation.labels
     if not spec.rows:
         return
+    # Picked for another evaluation, with more locations or choices: back to the first.
+    state = st.session_state
+    if state.get("evaluate_cell_location", 0) >= spec.rows:
+        del state["evaluate_cell_location"]
+    if any(choice >= len(labels) for choice in state.get("evaluate_cell_choices", [])):
+        del state["evaluate_cell_choices"]
     left, right = st.columns([1, 2])
     row = left.selectbox("Location", range(spec.rows), key="evaluate_cell_location",
                          format_func=lambda index: f"{index + 1}. {spec.scenarios[index].name}")
-    state = st.session_state
-    if any(choice >= len(labels) for choice in state.get("evaluate_cell_choices", [])):
-        state.evaluate_cell_choices = [0]  # another evaluation has fewer choices
     picked = right.multiselect("Choices (one, or two side by side)", range(len(labels)),
                                default=[0], max_selections=2, key="evaluate_cell_choices",
                                format_func=labels.__getitem__)

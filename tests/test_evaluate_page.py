@@ -181,6 +181,8 @@ def test_a_second_evaluation_shows_only_its_own_figures_and_a_reopened_one_its_o
         servers: tuple[LatencyServer, FakeOllama]) -> None:
     at = start(two_ollama_models(evaluate_page()))
     assert list(at.dataframe[1].value["Location"]) == THREE
+    at.selectbox(key="evaluate_cell_location").set_value(2).run()  # beyond the next one's
+    at.multiselect(key="evaluate_cell_choices").set_value([1, 2]).run()
     # The second: two choices, two other locations.
     at.number_input(key="evaluate_choices").set_value(2).run()
     other = [location.name for location in LOCATIONS[5:7]]
@@ -194,6 +196,8 @@ def test_a_second_evaluation_shows_only_its_own_figures_and_a_reopened_one_its_o
     assert "Evaluation #2 · 2 choices · 2 locations · 4 of 4 cells answered" in shown
     assert "Evaluation #1" not in shown and "mistral" not in shown
     assert not any(name in shown for name in THREE)
+    assert at.selectbox(key="evaluate_cell_location").value == 0
+    assert at.multiselect(key="evaluate_cell_choices").value == [0]
 
     # Open the first again: its own three choices and locations, said to be reopened.
     (first,) = [option for option in at.selectbox(key="evaluate_earlier").options
