@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,8 +19,8 @@ from streamlit.testing.v1.element_tree import Button, Element
 from backends.status import Status
 from studio.pv.library import load_locations
 from studio.pv.location import COLUMNS
-from studio.records.store import RunStore
-from studio.runs.evaluation import KIND, EvaluationSpec
+from studio.records.store import RunStore, process_owner
+from studio.runs.evaluation import KIND, Choice, EvaluationRunning, EvaluationSpec, launch
 from tests.conftest import history_page, open_app, switch_to, use_config
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama
@@ -277,3 +278,66 @@ def test_history_lists_filters_and_places_an_evaluations_runs(
     assert any(caption.startswith("A cell of evaluation #1 (position ")
                and "opens whole on the Evaluate page" in caption
                for caption in (re.sub(r"\\(.)", r"\1", c.value) for c in at.caption))
+
+
+def seed_evaluation(store: RunStore, spec: EvaluationSpec, answered: list[int]) -> int:
+    """A recorded evaluation with ``answered`` positions answered, whose process died while
+    it ran (a SIGKILL: the group still claimed, by a process that is gone)."""
+    group = store.create_group(KIND, spec=spec.to_json())
+    for position in answered:
+        choice, row = spec.cell_of(position)
+        request = spec.batch_spec(choice).request(spec.scenarios[row])
+        run_id = store.start_run(request, "evaluate", group, position)
+        store.finish_run(run_id, "## Earlier answer\n\nInstall 12 panels.", Status.FINISHED,
+                         None, {"output_tokens": 150, "total_time_s": 2.0})
+    assert store.claim_group(group)
+    host, _, start = process_owner().rsplit(":", 2)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE groups SET owner = ? WHERE id = ?",
+                     (f"{host}:999999999:{start}", group))
+    return group
+
+
+def test_an_interrupted_evaluation_is_said_so_and_resumes_only_its_cells_left(
+        servers: tuple[LatencyServer, FakeOllama], tmp_path: Path) -> None:
+    vllm, ollama = servers
+    store = RunStore(tmp_path / "history.sqlite3")
+    spec = EvaluationSpec(choices=(
+        Choice(backend="vllm", host=vllm.url, model=MODEL),
+        Choice(backend="ollama", host=ollama.url, model="llama3.1:8b")),
+        scenarios=LOCATIONS[:3], system="You are a PV analyst.")
+    group = seed_evaluation(store, spec, [0, 4])
+    at = evaluate_page()
+    (warning,) = [w for w in at.warning if "Interrupted" in w.value]
+    assert texts([warning]).startswith(f"Interrupted: #{group} ·")
+    assert "2 done of 6 · interrupted" in texts([warning])
+    button(at, "Resume").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["evaluation"].wait(60)
+    at.run()
+    assert "6 of 6 cells answered" in texts(at.caption)
+    assert vllm.requests == Counter(THREE[1:])  # row 0 of choice 1 was answered
+    assert len(ollama.chat_requests) == 2  # rows 0 and 2 of choice 2 (row 1 was answered)
+    answered = Counter(run.position for run in store.group_runs(group)
+                       if run.status == Status.FINISHED)
+    assert sorted(answered) == list(range(6)) and set(answered.values()) == {1}
+
+
+def test_an_evaluation_another_process_runs_is_not_resumed_here(
+        servers: tuple[LatencyServer, FakeOllama], tmp_path: Path) -> None:
+    """Claimed by a live worker this session cannot watch: said so, and not resumable."""
+    vllm, ollama = servers
+    store = RunStore(tmp_path / "history.sqlite3")
+    spec = EvaluationSpec(choices=(
+        Choice(backend="vllm", host=vllm.url, model=MODEL),
+        Choice(backend="ollama", host=ollama.url, model="llama3.1:8b")),
+        scenarios=LOCATIONS[:1], system="You are a PV analyst.")
+    group = store.create_group(KIND, spec=spec.to_json())
+    assert store.claim_group(group)  # a worker of this process, not in its live list
+    at = evaluate_page()
+    assert (f"Running: #{group}" in texts(at.info)
+            and "(in another app process: watch or stop it there)" in texts(at.info))
+    assert button(at, "Resume").disabled
+    assert not [b for b in at.button if b.label == "Watch"]
+    with pytest.raises(EvaluationRunning, match=f"Evaluation #{group} is running in another"):
+        launch(spec, build=lambda choice: None, store=store, group_id=group)  # type: ignore
