@@ -356,6 +356,28 @@ class Evaluation(Job):
             return None
         return (self.ended or time.monotonic()) - self.started
 
+    def cold_start_lines(self) -> list[str]:
+        """What taking turns did for the cold starts, per lane of more than one choice: the
+        cold starts met, and how many alternating the models could have cost (a reload at
+        every switch: up to one per cell)."""
+        lines = []
+        for lane in self.lanes:
+            if len(lane.choices) < 2:
+                continue
+            met = {index: sum(row.outcome.stats.cold_start for row in self.batches[index].rows)
+                   for index in lane.choices}
+            each = ", ".join(f"choice {index + 1}: {count}" for index, count in met.items())
+            line = (f"{lane.server}: choices "
+                    + ", ".join(str(index + 1) for index in lane.choices)
+                    + f" took turns; {sum(met.values())} cold starts met ({each})")
+            models = {self.spec.choices[index].model for index in lane.choices}
+            if lane.reason and len(models) > 1:
+                cells = len(lane.choices) * self.spec.rows
+                line += (f"; run at the same time, the {len(models)} models could have "
+                         f"reloaded at every switch, up to {cells} cold starts")
+            lines.append(line + ".")
+        return lines
+
     # -- results -----------------------------------------------------------------------------
     def results(self, levels: ServiceLevels | None = None) -> list[ChoiceResult]:
         """What each choice's cells came to, goodput against ``levels`` (else the spec's)."""
@@ -418,7 +440,8 @@ class Evaluation(Job):
             "locations": [location["name"] for location in spec["scenarios"]],
             "system_prompt": self.spec.system, "layout": self.spec.layout,
             "service_levels_ms": asdict(card.levels),
-            "schedule": schedule_lines(self.spec), "definitions": DEFINITIONS,
+            "schedule": schedule_lines(self.spec), "cold_starts": self.cold_start_lines(),
+            "definitions": DEFINITIONS,
             "scorecard": card.to_dict(),
             "cells": [{**line, **check_dict(row.check), "answer": row.text,
                        "thinking": row.thinking}
@@ -449,7 +472,8 @@ class Evaluation(Job):
             + "</div></details>" for line in matrix)
         definitions = "".join(f"<li><strong>{html.escape(name)}</strong>: "
                               f"{html.escape(text)}</li>" for name, text in DEFINITIONS.items())
-        schedule = "".join(f"<li>{html.escape(line)}</li>" for line in schedule_lines(self.spec))
+        schedule = "".join(f"<li>{html.escape(line)}</li>"
+                           for line in (*schedule_lines(self.spec), *self.cold_start_lines()))
         return report_page(
             "PV LLM Studio evaluation",
             f"{len(labels)} choices · {self.spec.rows} locations · "
