@@ -30,6 +30,7 @@ from functools import partial
 from typing import Any
 
 from backends import Backend, backend_class
+from backends.base import DELIVERY_ONE_PIECE
 from backends.http import redact
 from backends.sampling import Sampling
 from backends.status import Status
@@ -61,6 +62,7 @@ MIN_CHOICES, MAX_CHOICES = 2, 4
 KIND = "evaluation"  # its history group's kind
 PAGE = "evaluate"  # the page its runs are recorded from
 DEFAULT_LEVELS = ServiceLevels(ttft_ms=10_000, e2el_ms=120_000)  # the page's starting SLOs
+ONE_PIECE = "– (one piece)"  # a latency an answer delivered whole does not have
 STAR = "★"  # marks the best value of a scorecard row, and a location's best choice
 
 # The serving figures' definitions, as the page, the JSON and the report cite them.
@@ -82,6 +84,8 @@ DEFINITIONS: dict[str, str] = {
                   "not count).",
     "Goodput": "answered requests per second that met every service level set on the page "
                "(vllm bench serve --goodput).",
+    "One piece": "an answer delivered whole (vLLM without streaming) has its end-to-end "
+                 "latency only: TTFT, TPOT and ITL need a stream (Stream vLLM on).",
     "Percentiles": "numpy's linear interpolation over the requests (p50 is the median), "
                    "as vllm bench serve reports them; source: vllm/benchmarks/serve.py "
                    "calculate_metrics.",
@@ -352,15 +356,40 @@ class Evaluation(Job):
             return None
         return (self.ended or time.monotonic()) - self.started
 
+    def cold_start_lines(self) -> list[str]:
+        """What taking turns did for the cold starts, per lane of more than one choice: the
+        cold starts met, and how many alternating the models could have cost (a reload at
+        every switch: up to one per cell)."""
+        lines = []
+        for lane in self.lanes:
+            if len(lane.choices) < 2:
+                continue
+            met = {index: sum(row.outcome.stats.cold_start for row in self.batches[index].rows)
+                   for index in lane.choices}
+            each = ", ".join(f"choice {index + 1}: {count}" for index, count in met.items())
+            line = (f"{lane.server}: choices "
+                    + ", ".join(str(index + 1) for index in lane.choices)
+                    + f" took turns; {sum(met.values())} cold starts met ({each})")
+            models = {self.spec.choices[index].model for index in lane.choices}
+            if lane.reason and len(models) > 1:
+                cells = len(lane.choices) * self.spec.rows
+                line += (f"; run at the same time, the {len(models)} models could have "
+                         f"reloaded at every switch, up to {cells} cold starts")
+            lines.append(line + ".")
+        return lines
+
     # -- results -----------------------------------------------------------------------------
-    def results(self) -> list[ChoiceResult]:
-        return [ChoiceResult.of(batch.rows, self.spec.levels) for batch in self.batches]
+    def results(self, levels: ServiceLevels | None = None) -> list[ChoiceResult]:
+        """What each choice's cells came to, goodput against ``levels`` (else the spec's)."""
+        chosen = levels if levels is not None else self.spec.levels
+        return [ChoiceResult.of(batch.rows, chosen,
+                                streamed=choice.delivery != DELIVERY_ONE_PIECE)
+                for batch, choice in zip(self.batches, self.spec.choices, strict=True)]
 
     def scorecard(self, levels: ServiceLevels | None = None) -> Scorecard:
         """The scorecard, its goodput against ``levels`` (the page's, else the spec's)."""
         chosen = levels if levels is not None else self.spec.levels
-        return Scorecard.of(self.labels, [ChoiceResult.of(batch.rows, chosen)
-                                          for batch in self.batches], chosen)
+        return Scorecard.of(self.labels, self.results(chosen), chosen)
 
     def matrix(self) -> list[MatrixRow]:
         return matrix_rows(self.spec, [batch.rows for batch in self.batches])
@@ -411,7 +440,8 @@ class Evaluation(Job):
             "locations": [location["name"] for location in spec["scenarios"]],
             "system_prompt": self.spec.system, "layout": self.spec.layout,
             "service_levels_ms": asdict(card.levels),
-            "schedule": schedule_lines(self.spec), "definitions": DEFINITIONS,
+            "schedule": schedule_lines(self.spec), "cold_starts": self.cold_start_lines(),
+            "definitions": DEFINITIONS,
             "scorecard": card.to_dict(),
             "cells": [{**line, **check_dict(row.check), "answer": row.text,
                        "thinking": row.thinking}
@@ -442,7 +472,8 @@ class Evaluation(Job):
             + "</div></details>" for line in matrix)
         definitions = "".join(f"<li><strong>{html.escape(name)}</strong>: "
                               f"{html.escape(text)}</li>" for name, text in DEFINITIONS.items())
-        schedule = "".join(f"<li>{html.escape(line)}</li>" for line in schedule_lines(self.spec))
+        schedule = "".join(f"<li>{html.escape(line)}</li>"
+                           for line in (*schedule_lines(self.spec), *self.cold_start_lines()))
         return report_page(
             "PV LLM Studio evaluation",
             f"{len(labels)} choices · {self.spec.rows} locations · "
@@ -536,9 +567,13 @@ class ChoiceResult:
     structured_share: float | None
     thinking: bool  # a reasoning model: some cell thought
     metrics: ServingMetrics | None  # None when no cell ran
+    # Token by token: its chunk timings mean something. An answer in one piece is one chunk:
+    # its TTFT is the whole wait, and TPOT and ITL are 0, which would win every latency row.
+    streamed: bool = True
 
     @classmethod
-    def of(cls, rows: Sequence[BatchRow], levels: ServiceLevels) -> ChoiceResult:
+    def of(cls, rows: Sequence[BatchRow], levels: ServiceLevels,
+           streamed: bool = True) -> ChoiceResult:
         answered = [row for row in rows if row.status in ANSWERED]
         graded = [row.check for row in answered
                   if row.check is not None and not row.check.figures.not_graded]
@@ -560,7 +595,8 @@ class ChoiceResult:
                               if verdicts else None),
             thinking=any(row.thinking.strip() for row in rows),
             metrics=(serving_metrics(timings, duration, DEFAULT_PERCENTILES, levels)
-                     if duration else None))
+                     if duration else None),
+            streamed=streamed)
 
 
 class Better(StrEnum):
@@ -649,11 +685,16 @@ class Scorecard:
         if any(r.thinking for r in results):
             latencies.append(("First answer token", "first_answer"))
         for title, name in latencies:
+            # E2EL holds for an answer in one piece; the chunk timings do not (``streamed``).
+            timed = [r.metrics if r.metrics and (r.streamed or name == "e2el") else None
+                     for r in results]
             for p in DEFAULT_PERCENTILES:
-                values = [getattr(m, name).percentile(p) if m else None for m in metrics]
+                values = [getattr(m, name).percentile(p) if m else None for m in timed]
+                shown = [ONE_PIECE if r.metrics and not t else _seconds(v)
+                         for r, t, v in zip(results, timed, values, strict=True)]
                 key = "answer_ttft" if name == "first_answer" else name
-                add(f"{title} p{percentile_word(p)}", values, [_seconds(v) for v in values],
-                    Better.LOWER, f"p{percentile_word(p)}_{key}_ms")
+                add(f"{title} p{percentile_word(p)}", values, shown, Better.LOWER,
+                    f"p{percentile_word(p)}_{key}_ms")
         throughputs = [("Output tokens/s", "output_throughput", "{:.1f}"),
                        ("Requests/s", "request_throughput", "{:.3f}")]
         for title, key, form in throughputs:
