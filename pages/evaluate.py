@@ -55,8 +55,11 @@ DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new choices: embedded first, it alw
 CHOICES_PER_ROW = 2  # the choices' settings, two to a row (four cut names short at 1280 px)
 REFRESH_S = 0.5  # the progress bars' repaint
 FIGURES_EVERY_S = 2.0  # the scorecard's and matrix's repaint while it runs
-TABLE_WIDTH, FIGURE_COLUMN = 900, 200  # the scorecard's width (px) at 1280 px
-LOCATION_COLUMN, BEST_COLUMN = 150, 56  # the matrix's
+# The tables' widths (px): every column in view at 1280 px with the sidebar open, four
+# choices too; the goodput row's name is the longest figure.
+TABLE_WIDTH, FIGURE_COLUMN = 800, 280
+LOCATION_COLUMN, BEST_COLUMN, NUMBER_COLUMN = 130, 56, 36
+ANSWER_HEIGHT = 480  # a cell's answer box (px)
 EARLIER = 20  # earlier evaluations listed
 
 
@@ -325,9 +328,9 @@ def matrix(evaluation: Evaluation, differences: bool) -> None:
     table = pd.DataFrame([{"#": line.index + 1, "Location": line.location,
                            **dict(zip(labels, line.cells, strict=True)), "Best": line.best}
                           for line in shown])
-    width = (TABLE_WIDTH - LOCATION_COLUMN - BEST_COLUMN - 36) // len(labels)
+    width = (TABLE_WIDTH - LOCATION_COLUMN - BEST_COLUMN - NUMBER_COLUMN) // len(labels)
     st.dataframe(table, hide_index=True, width="stretch", column_config={
-        "#": st.column_config.Column(width=36),
+        "#": st.column_config.Column(width=NUMBER_COLUMN),
         "Location": st.column_config.Column(width=LOCATION_COLUMN),
         **{label: st.column_config.Column(width=width) for label in labels},
         "Best": st.column_config.Column(width=BEST_COLUMN, help="The choice with the most "
@@ -360,7 +363,8 @@ def open_cell(evaluation: Evaluation) -> None:
                                                  strict=True)):
         cell = evaluation.cell(choice, row)
         with column:
-            pane = answer_pane(f"**{literal(labels[choice])}**", key=f"evaluate_cell_{index}")
+            pane = answer_pane(f"**{literal(labels[choice])}**", key=f"evaluate_cell_{index}",
+                               height=ANSWER_HEIGHT)
             pane.progress.caption(literal(cell_line(cell) or status_label(cell.status)))
             if cell.error:
                 pane.control.error(literal(cell.error), icon="⚠️")
