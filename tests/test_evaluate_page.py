@@ -22,7 +22,7 @@ from studio.pv.location import COLUMNS
 from studio.records.store import RunStore, process_owner
 from studio.runs.evaluation import KIND, Choice, EvaluationRunning, EvaluationSpec, launch
 from tests.conftest import history_page, open_app, switch_to, use_config
-from tests.servers.latency import LatencyServer
+from tests.servers.latency import Fail, LatencyServer
 from tests.servers.ollama import FakeOllama
 
 LOCATIONS = load_locations()
@@ -341,3 +341,23 @@ def test_an_evaluation_another_process_runs_is_not_resumed_here(
     assert not [b for b in at.button if b.label == "Watch"]
     with pytest.raises(EvaluationRunning, match=f"Evaluation #{group} is running in another"):
         launch(spec, build=lambda choice: None, store=store, group_id=group)  # type: ignore
+
+
+def test_differences_only_keeps_the_locations_where_the_choices_differ(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with LatencyServer(latency=0.05, failures={THREE[1]: Fail(400)}) as vllm, \
+            FakeOllama() as ollama:
+        use_config(tmp_path, monkeypatch, {
+            "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
+            "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
+            "app": {"fallback_to_embedded": False}})
+        at = evaluate_page()
+        at.selectbox(key="eval1_backend_kind").set_value("ollama").run()
+        at.multiselect(key="evaluate_locations").set_value(THREE).run()
+        at = start(at)
+        matrix = at.dataframe[1].value
+        assert list(matrix["Location"]) == THREE
+        assert matrix["1. vLLM · smollm2"][1].startswith("Failed")
+        at.toggle(key="evaluate_differs").set_value(True).run()
+        assert list(at.dataframe[1].value["Location"]) == [THREE[1]]
+        assert "1. vLLM · smollm2: 1 of 3 cells failed: " in texts(at.warning)

@@ -24,7 +24,7 @@ from tests.servers.streamlit_app import AppServer
 from tests.servers.vllm_real import VLLMServer
 
 ServeApp = Callable[..., AppServer]
-pytestmark = pytest.mark.timeout(1800)
+pytestmark = pytest.mark.timeout(2700)
 
 ROWS = len(load_locations())  # the 30 presets
 CHOICES = 3
@@ -38,7 +38,8 @@ ANSWERED = re.compile(r"(\d+) of (\d+) cells answered")
 def vllm_server() -> Iterator[VLLMServer]:
     if (reason := vllm_real.not_ready_reason()) is not None:
         pytest.skip(f"real vLLM: {reason}")
-    with VLLMServer(served_name="smollm2", api_key=None, max_model_len=WINDOW) as server:
+    with VLLMServer(served_name="smollm2", api_key=None, max_model_len=WINDOW,
+                    startup_timeout=900) as server:  # a busy machine starts it slowly
         yield server
 
 
