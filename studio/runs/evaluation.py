@@ -25,13 +25,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any
 
 from backends import Backend, backend_class
 from backends.base import DELIVERY_ONE_PIECE
-from backends.http import redact
+from backends.errors import BackendError
+from backends.http import redact, scrub
 from backends.sampling import Sampling
 from backends.status import Status
 from studio.pv.checks import CHECK_COLUMNS, AnswerCheck, check_dict, check_html
@@ -190,7 +192,10 @@ class Lane:
 
 
 def server_of(choice: RunParams) -> tuple[str, str]:
-    """What makes two choices share a server: the backend and its host."""
+    """What makes two choices share a server: the backend and its host (a backend that runs
+    in this process, the embedded one, has one: this process, whatever its host says)."""
+    if not backend_class(choice.backend).default_host:
+        return choice.backend, ""
     return choice.backend, redact(choice.host)
 
 
@@ -206,7 +211,12 @@ def schedule(choices: Sequence[RunParams]) -> list[Lane]:
         reason = ""
         if len(members) > 1:
             models = {choices[index].model for index in members}
-            if backend_class(kind).loads_models_on_demand and len(models) > 1:
+            if not backend_class(kind).default_host:
+                # The embedded backend keeps every model it loaded (backends.shared): no
+                # reload back and forth, but one process's CPU cores for both.
+                reason = ("they run in this app's process, on the same CPU cores: at the same "
+                          "time each would slow the other's figures, so they take turns")
+            elif backend_class(kind).loads_models_on_demand and len(models) > 1:
                 reason = (f"{len(models)} models on one {label} would make it load them back "
                           "and forth, a cold start at each switch; one after the other, each "
                           "model loads once")
@@ -233,6 +243,20 @@ def schedule_lines(spec: EvaluationSpec) -> list[str]:
 
 
 # -- the job -------------------------------------------------------------------------------
+def _built(build: Callable[[Choice], Backend], choice: Choice) -> Backend:
+    """The choice's backend. Whatever stops ``build`` is a ``BackendError`` (its text without
+    the host's credentials): the Batch then fails every cell of the choice with it, and the
+    other choices run on."""
+    try:
+        return build(choice)
+    except BackendError:
+        raise
+    except Exception as exc:  # a config or a model path the builder cannot use
+        raise BackendError(f"Cannot set up {choice.label}: {type(exc).__name__}: "
+                           f"{scrub(str(exc), choice.host)}", backend=choice.backend,
+                           host=redact(choice.host)) from exc
+
+
 class Evaluation(Job):
     """``Evaluation(spec, build=...).start()``; poll ``choice_progress``; ``stop()``."""
 
@@ -259,7 +283,7 @@ class Evaluation(Job):
 
             mine = range(spec.position(index, 0), spec.position(index + 1, 0))
             self.batches.append(Batch(
-                spec.batch_spec(index), build=partial(build, choice), recording=recorded,
+                spec.batch_spec(index), build=partial(_built, build, choice), recording=recorded,
                 finished_before={spec.cell_of(p)[1]: run for p, run in finished.items()
                                  if p in mine},
                 attempts_before={spec.cell_of(p)[1]: n for p, n in attempts.items()
@@ -312,28 +336,45 @@ class Evaluation(Job):
     def cells(self, choice: int) -> list[BatchRow]:
         return self.batches[choice].rows
 
-    def waits_for(self, choice: int) -> int | None:
-        """The choice of its lane it waits for (still to end), if it has not started."""
-        batch = self.batches[choice]
-        if batch.started is not None:
-            return None
+    def _ahead(self, choice: int) -> list[int]:
+        """The choices of its lane that run before it and have not ended (in their order),
+        while it has not started in a running evaluation."""
+        if self.started is None or self.reopened or self.done \
+                or self.batches[choice].started is not None:
+            return []
         lane = next(lane for lane in self.lanes if choice in lane.choices)
-        earlier = [other for other in lane.choices[:lane.choices.index(choice)]
-                   if not self.batches[other].done]
-        return earlier[-1] if earlier else None
+        return [other for other in lane.choices[:lane.choices.index(choice)]
+                if not self.batches[other].done]
+
+    def waits_for(self, choice: int) -> int | None:
+        """The choice of its lane it waits for (the last still to end before it), if it has
+        not started."""
+        ahead = self._ahead(choice)
+        return ahead[-1] if ahead else None
+
+    def starts_in(self, choice: int) -> float | None:
+        """About how many seconds until a waiting choice starts: the time left of the one
+        running ahead of it, when that is the only one still to end and its pace is known
+        (one still to start has no pace yet); None otherwise."""
+        ahead = self._ahead(choice)
+        if len(ahead) != 1:
+            return None
+        eta = self.batches[ahead[0]].progress()["eta_s"]
+        return float(eta) if eta else None
 
     def choice_progress(self, choice: int) -> tuple[float, str]:
         """The choice's progress bar: its fraction, and its line ('12 done · 0 failed · 4
         running · 14 waiting · about 40 s left', or what it waits for)."""
         batch = self.batches[choice]
         figures = batch.progress()
-        ahead = self.waits_for(choice)
-        if ahead is not None and not self.done:
-            eta = self.batches[ahead].progress()["eta_s"]
-            after = f", about {eta:.0f} s from now" if eta else ""
+        ahead = self._ahead(choice)
+        if ahead:
+            named = " and ".join(str(other + 1) for other in ahead)
+            start = self.starts_in(choice)
+            after = f", starts in about {start:.0f} s" if start else ""
             stopped = " · not run: the evaluation was stopped" if self.stopped else ""
-            line = (f"waits for choice {ahead + 1} (same server){after} · "
-                    f"{figures['done']} done{stopped}")
+            line = (f"waits for choice{'s' if len(ahead) > 1 else ''} {named} (same "
+                    f"server){after} · {figures['done']} done{stopped}")
         elif batch.started is None and (self.stopped or self.reopened or self.done):
             line = batch.progress_line() + (" · not started" if self.stopped else "")
         else:
@@ -842,9 +883,12 @@ def reopen(store: RunStore, group_id: int) -> Evaluation:
             continue
         row = evaluation.cell(choice, index)
         row.take(run.outcome)
-        row.started_at = None
-        row.status = Status.FAILED if run.status == Status.ERROR else Status.STOPPED
+        failed = run.status == Status.ERROR
+        row.status = Status.FAILED if failed else Status.STOPPED
         row.error = run.error or ""
+        # A failed request counts in the serving figures (inside their duration, among the
+        # failed), as it did live: from its start as recorded. A stopped one does not.
+        row.started_at = datetime.fromisoformat(run.created_at) if failed else None
     return evaluation
 
 
@@ -882,9 +926,14 @@ def launch(spec: EvaluationSpec, *, build: Callable[[Choice], Backend],
 
     recording = (lambda position: Recording(store, PAGE, group_id, position, user)) \
         if store is not None else None
-    evaluation = Evaluation(spec, build=build, recording=recording, finished_before=finished,
-                            attempts_before=attempts, group_id=group_id, on_end=ended,
-                            capacity=capacity, probes=probes)
+    try:
+        evaluation = Evaluation(spec, build=build, recording=recording,
+                                finished_before=finished, attempts_before=attempts,
+                                group_id=group_id, on_end=ended, capacity=capacity,
+                                probes=probes)
+    except BaseException:
+        ended()  # never started: the group is not left claimed by a live process
+        raise
     if group_id is not None and live is not None:
         live.add(group_id, evaluation)
     return evaluation.start()
