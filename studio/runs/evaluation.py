@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -189,6 +190,9 @@ class Lane:
     choices: tuple[int, ...]
     server: str  # 'Ollama at http://127.0.0.1:11434' (no credentials)
     reason: str = ""  # why they take turns ('' for one choice)
+    # Its choices hold more than one model on a server that loads them on demand and may
+    # unload one for another (Ollama): at the same time, they could reload at every switch.
+    reloads: bool = False
 
 
 def server_of(choice: RunParams) -> tuple[str, str]:
@@ -208,7 +212,7 @@ def schedule(choices: Sequence[RunParams]) -> list[Lane]:
     for (kind, host), members in lanes.items():
         label = backend_class(kind).label
         server = f"{label} at {host}" if host else label
-        reason = ""
+        reason, reloads = "", False
         if len(members) > 1:
             models = {choices[index].model for index in members}
             if not backend_class(kind).default_host:
@@ -217,13 +221,14 @@ def schedule(choices: Sequence[RunParams]) -> list[Lane]:
                 reason = ("they run in this app's process, on the same CPU cores: at the same "
                           "time each would slow the other's figures, so they take turns")
             elif backend_class(kind).loads_models_on_demand and len(models) > 1:
+                reloads = True
                 reason = (f"{len(models)} models on one {label} would make it load them back "
                           "and forth, a cold start at each switch; one after the other, each "
                           "model loads once")
             else:
                 reason = ("one server: a choice's requests would slow the other's figures, so "
                           "they take turns")
-        result.append(Lane(tuple(members), server, reason))
+        result.append(Lane(tuple(members), server, reason, reloads))
     return result
 
 
@@ -412,7 +417,7 @@ class Evaluation(Job):
                     + ", ".join(str(index + 1) for index in lane.choices)
                     + f" took turns; {sum(met.values())} cold starts met ({each})")
             models = {self.spec.choices[index].model for index in lane.choices}
-            if lane.reason and len(models) > 1:
+            if lane.reloads:
                 cells = len(lane.choices) * self.spec.rows
                 line += (f"; run at the same time, the {len(models)} models could have "
                          f"reloaded at every switch, up to {cells} cold starts")
@@ -444,6 +449,8 @@ class Evaluation(Job):
         table = []
         for choice, (label, batch) in enumerate(zip(self.labels, self.batches, strict=True)):
             params = self.spec.choices[choice]
+            # An answer in one piece has no time to a first token: its one chunk is the end.
+            streamed = params.delivery != DELIVERY_ONE_PIECE
             for row in batch.rows:
                 stats = row.outcome.stats
                 table.append({
@@ -451,8 +458,9 @@ class Evaluation(Job):
                     "host": redact(params.host), "model": params.model,
                     "location_index": row.index + 1, "location": row.location.name,
                     "status": row.status, "attempts": row.attempts,
-                    "ttft_s": _rounded(stats.first_chunk_s, 4),
-                    "first_answer_token_s": _rounded(stats.time_to_first_token_s, 4),
+                    "ttft_s": _rounded(stats.first_chunk_s if streamed else None, 4),
+                    "first_answer_token_s": _rounded(
+                        stats.time_to_first_token_s if streamed else None, 4),
                     "e2el_s": _rounded(stats.last_chunk_s, 4),
                     "total_time_s": _rounded(row.seconds, 4),
                     "output_tokens": row.output_tokens,
@@ -807,7 +815,8 @@ def cell_rank(row: BatchRow) -> tuple[float, float] | None:
         return None
     figures = row.check.figures
     share = figures.right / figures.asked if figures.asked else 0.0
-    return share, -(row.seconds or 0.0)
+    # A time not recorded is no time at all: it never wins a tie.
+    return share, -(row.seconds if row.seconds is not None else math.inf)
 
 
 @dataclass(frozen=True)
@@ -892,6 +901,22 @@ def reopen(store: RunStore, group_id: int) -> Evaluation:
     return evaluation
 
 
+def _check_resumable(store: RunStore, group_id: int, spec: EvaluationSpec) -> None:
+    """A resume's definition must lay its cells out as the recorded one did (the same
+    choices' servers and models, the same locations in order): a cell's history position
+    is ``choice * rows + row``, so any other would take one cell's answer for another's."""
+    group = store.get_group(group_id)
+    if group is None or group.kind != KIND:
+        raise ValueError(f"No evaluation #{group_id} in the history.")
+    recorded = EvaluationSpec.from_json(group.spec)
+    if [(server_of(c), c.model) for c in recorded.choices] != [
+            (server_of(c), c.model) for c in spec.choices] or [
+            place.name for place in recorded.scenarios] != [
+            place.name for place in spec.scenarios]:
+        raise ValueError(f"Evaluation #{group_id} was recorded with other choices or "
+                         "locations: resume it with its own definition.")
+
+
 def _not_built(choice: Choice) -> Backend:
     raise RuntimeError("a reopened evaluation runs nothing")
 
@@ -910,6 +935,7 @@ def launch(spec: EvaluationSpec, *, build: Callable[[Choice], Backend],
         if group_id is None:
             group_id = store.create_group(KIND, spec=spec.to_json(), user=user)
         else:
+            _check_resumable(store, group_id, spec)
             finished, _, attempts = earlier_cells(store, group_id)
         if not store.claim_group(group_id):
             raise EvaluationRunning(
