@@ -584,6 +584,28 @@ def test_the_serving_figures_are_vllms_over_the_same_requests() -> None:
         expected["p99_e2el_ms"])
 
 
+def test_a_latency_without_samples_wins_no_row() -> None:
+    """Every cell of choice 1 failed; choice 2's answers are one token each, choice 3's
+    stream. vLLM's statistics of no samples are a lone 0: shown here as a dash, never the
+    best; the failed requests still count (in their duration and among the failed)."""
+    failed = [made_row(index, Status.FAILED, start=index, total=0.5) for index in range(3)]
+    single = [made_row(index, Status.FINISHED, start=index, chunks=[0.4], total=0.5, tokens=1,
+                       text="x") for index in range(3)]
+    streamed = [made_row(index, Status.FINISHED, start=index, chunks=[0.2, 0.5, 0.9],
+                         total=1.0, tokens=30, text="x") for index in range(3)]
+    results = [ChoiceResult.of(rows, ServiceLevels()) for rows in (failed, single, streamed)]
+    card = Scorecard.of(["1. a", "2. b", "3. c"], results, ServiceLevels())
+    assert results[0].metrics is not None and results[0].metrics.failed == 3
+    for name in ("TTFT p50", "E2EL p99", "ITL p90"):
+        assert score_row(card, name).values[0] is None and score_row(card, name).shown[0] == "–"
+    assert score_row(card, "TTFT p50").best == {2}  # 0.2 s of 3, against 0.4 s of 2
+    assert score_row(card, "E2EL p50").best == {1}  # 0.4 s against 0.9 s; not the failed
+    tpot = score_row(card, "TPOT p50")
+    assert tpot.values[:2] == (None, None) and tpot.best == set()  # one value: no mark
+    assert score_row(card, "ITL p50").values[1] is None  # one chunk each: no gap
+    assert score_row(card, "Requests/s").values[0] == 0
+
+
 def test_goodput_follows_the_levels_passed() -> None:
     rows = first_choice()
 

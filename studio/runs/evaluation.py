@@ -619,6 +619,10 @@ class ChoiceResult:
     # Token by token: its chunk timings mean something. An answer in one piece is one chunk:
     # its TTFT is the whole wait, and TPOT and ITL are 0, which would win every latency row.
     streamed: bool = True
+    # The latencies that have samples (of "ttft", "tpot", "itl", "e2el", "first_answer"):
+    # vLLM's statistics of none are a lone 0, which would win its row (every cell failed;
+    # no answer longer than one token; no answer token after the thinking).
+    sampled: frozenset[str] = frozenset(("ttft", "tpot", "itl", "e2el", "first_answer"))
 
     @classmethod
     def of(cls, rows: Sequence[BatchRow], levels: ServiceLevels,
@@ -645,7 +649,17 @@ class ChoiceResult:
             thinking=any(row.thinking.strip() for row in rows),
             metrics=(serving_metrics(timings, duration, DEFAULT_PERCENTILES, levels)
                      if duration else None),
-            streamed=streamed)
+            streamed=streamed, sampled=_sampled(timings))
+
+
+def _sampled(timings: Sequence[RequestTiming]) -> frozenset[str]:
+    """The latencies that the answered requests give samples of (``ChoiceResult.sampled``)."""
+    done = [timing for timing in timings if timing.success]
+    has = {"ttft": bool(done), "e2el": bool(done),
+           "tpot": any(timing.output_len > 1 for timing in done),
+           "itl": any(timing.itl_s for timing in done),
+           "first_answer": any(timing.first_answer_s is not None for timing in done)}
+    return frozenset(name for name, present in has.items() if present)
 
 
 class Better(StrEnum):
@@ -735,12 +749,13 @@ class Scorecard:
             latencies.append(("First answer token", "first_answer"))
         for title, name in latencies:
             # E2EL holds for an answer in one piece; the chunk timings do not (``streamed``).
-            timed = [r.metrics if r.metrics and (r.streamed or name == "e2el") else None
-                     for r in results]
+            whole = [bool(r.metrics) and not r.streamed and name != "e2el" for r in results]
+            timed = [r.metrics if r.metrics and not one and name in r.sampled else None
+                     for r, one in zip(results, whole, strict=True)]
             for p in DEFAULT_PERCENTILES:
                 values = [getattr(m, name).percentile(p) if m else None for m in timed]
-                shown = [ONE_PIECE if r.metrics and not t else _seconds(v)
-                         for r, t, v in zip(results, timed, values, strict=True)]
+                shown = [ONE_PIECE if one else _seconds(v)
+                         for one, v in zip(whole, values, strict=True)]
                 key = "answer_ttft" if name == "first_answer" else name
                 add(f"{title} p{percentile_word(p)}", values, shown, Better.LOWER,
                     f"p{percentile_word(p)}_{key}_ms")
