@@ -55,7 +55,9 @@ from studio.runs.evaluation import (
     Choice,
     ChoiceResult,
     Evaluation,
+    EvaluationRunning,
     EvaluationSpec,
+    LiveEvaluations,
     Scorecard,
     ScoreRow,
     busy_time,
@@ -372,12 +374,17 @@ def test_stop_keeps_answered_cells_and_a_resume_runs_the_rest(tmp_path: Path) ->
     rows = 5
     with LatencyServer(latency=0.3, served=("a", "b")) as server:
         spec = make_spec([vllm(server.url, "a"), vllm(server.url, "b")], LOCATIONS[:rows])
-        evaluation = launch(spec, build=build, store=store)
+        live = LiveEvaluations()  # the process's: other sessions watch it there
+        evaluation = launch(spec, build=build, store=store, live=live)
         group = evaluation.group_id
         assert group is not None
         assert wait_until(lambda: answered(evaluation, 0) >= 2, 10)
+        assert live.get(group) is evaluation
+        with pytest.raises(EvaluationRunning):  # running: watched, never resumed twice
+            launch(spec, build=build, store=store, group_id=group, live=live)
         evaluation.stop()
         assert evaluation.wait(10)
+        assert live.get(group) is None
         kept = {row.index: row.text for row in evaluation.cells(0) if row.status in ANSWERED}
         assert 2 <= len(kept) < rows
         assert all(row.status == Status.PENDING for row in evaluation.cells(1))
