@@ -157,7 +157,7 @@ def test_two_choices_on_one_server_take_turns() -> None:
                          LOCATIONS[:rows])
         evaluation = run_to_end(Evaluation(spec, build=build))
     assert [answered(evaluation, choice) for choice in (0, 1)] == [rows, rows]
-    assert server.max_seen == 2  # each choice used its concurrency, never both choices
+    assert server.max_seen <= 2  # one choice's concurrency at a time, never both choices'
     assert all(len(times) == 2 for times in server.arrivals.values())
     assert max(times[0] for times in server.arrivals.values()) < min(
         times[1] for times in server.arrivals.values())
