@@ -144,8 +144,8 @@ def test_thirty_locations_on_three_choices_survive_stop_and_a_kill_and_export(
     assert all(cell["status"] in ("finished", "length", "repetition") for cell in data["cells"])
     _, html = download(page, "⬇ Report (HTML)")
     assert "Content-Security-Policy" in html and "<script" not in html.lower()
-    print(f"evaluation browser test: {time.monotonic() - started:.0f} s "
-          f"(vLLM start {vllm_server.startup_s:.0f} s)")
+    print(f"evaluation browser test: {time.monotonic() - started:.0f} s, after the vLLM "
+          f"server's start ({vllm_server.startup_s:.0f} s, once per module)")
 
 
 def choice_box(page: Page, number: int) -> Locator:
