@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from backends.errors import BackendError
 from backends.status import Status
 from studio.process import process
 from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP
@@ -163,24 +161,11 @@ def run_settings(params: RunParams) -> str:
 def fits(spec: BatchSpec) -> bool:
     """Check every row's window before the start; hold the batch back to ask when some
     rows do not fit (they are flagged)."""
-    misfits = row_misfits(spec, range(len(spec.scenarios)))
+    misfits = fit_check.row_misfits(settings(), spec, range(len(spec.scenarios)))
     if misfits:
         st.session_state.pop(fit_check.pending_key(RESUMING), None)
         fit_check.hold(PAGE, fit_check.Pending(spec.with_sampling(max_tokens=0), misfits))
     return not misfits
-
-
-def row_misfits(spec: BatchSpec, rows: Sequence[int]) -> tuple[fit_check.Misfit, ...]:
-    """The rows (indexes) whose prompt and answer do not fit the model's window; none when
-    the backend cannot be built (the batch's rows will say why it cannot run)."""
-    try:
-        backend = build(settings(), spec.backend, spec.host, spec.model)
-    except (BackendError, ValueError):
-        return ()
-    checks = [(f"#{index + 1} {spec.scenarios[index].name}", backend,
-               spec.request(spec.scenarios[index])) for index in rows]
-    return tuple(replace(misfit, index=rows[misfit.index])
-                 for misfit in fit_check.misfits(checks))
 
 
 def stored_spec(store: RunStore, group_id: int, selection: RunParams) -> BatchSpec:
@@ -197,7 +182,7 @@ def resume(store: RunStore, group_id: int, selection: RunParams) -> None:
     spec = stored_spec(store, group_id, selection)
     answered, _ = earlier_rows(store, group_id)
     todo = [index for index in range(len(spec.scenarios)) if index not in answered]
-    misfits = row_misfits(spec, todo)
+    misfits = fit_check.row_misfits(settings(), spec, todo)
     if not misfits:
         begin(store, spec, group_id)
         return

@@ -37,6 +37,7 @@ from studio.runs.evaluation import (
 from studio.runs.request import RunParams, status_label
 from studio.runs.serving import ServiceLevels
 from studio.settings.config import BACKEND_KINDS, Settings
+from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
 from ui.output import (
     answer_pane,
@@ -100,8 +101,15 @@ def main() -> None:
     notice = st.empty()
     if clicked:
         with notice.container():
-            if sendable(spec.batch_spec(0)):
+            if sendable(spec.batch_spec(0)) and fits(config, spec):
                 begin(store, spec)
+    pending = fit_check.current(PAGE, spec)
+    if pending is not None and not running and fit_check.ask(
+            PAGE, pending, None, slot=notice,
+            advice="Lower that choice's max tokens, shorten the prompt, get a longer window, "
+                   "or run anyway (the cells that do not fit will fail or be cut).") \
+            == fit_check.ANYWAY:
+        begin(store, spec)
     if running and evaluation is not None:
         buttons[1].button("Stop", on_click=evaluation.stop, width="stretch")
     # What follows keeps its place whether one runs or not: a new evaluation's progress
@@ -203,6 +211,18 @@ def service_levels() -> ServiceLevels:
 
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
+
+
+def fits(config: Settings, spec: EvaluationSpec) -> bool:
+    """Check every cell's window before the start; hold the evaluation back to ask when
+    some do not fit (each choice has its own max tokens: no one lower value is offered)."""
+    misfits = tuple(misfit for index in range(len(spec.choices))
+                    for misfit in fit_check.row_misfits(
+                        config, spec.batch_spec(index), range(spec.rows),
+                        f"Choice {index + 1} · "))
+    if misfits:
+        fit_check.hold(PAGE, fit_check.Pending(spec, misfits))
+    return not misfits
 
 
 def begin(store: RunStore | None, spec: EvaluationSpec, group_id: int | None = None) -> None:

@@ -361,3 +361,35 @@ def test_differences_only_keeps_the_locations_where_the_choices_differ(
         at.toggle(key="evaluate_differs").set_value(True).run()
         assert list(at.dataframe[1].value["Location"]) == [THREE[1]]
         assert "1. vLLM · smollm2: 1 of 3 cells failed: " in texts(at.warning)
+
+
+def test_cells_over_a_choices_window_are_held_back_to_ask_before_anything_is_sent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The window check of Batch, per choice: the cells of the Ollama choice whose model
+    was trained on 4,096 tokens do not fit a ~2,900-token prompt and 2,048 max tokens. The
+    evaluation waits; nothing is sent until Run anyway."""
+    with LatencyServer(latency=0.1) as vllm, \
+            FakeOllama(trained_context={"llama3.1:8b": 4096}) as ollama:
+        use_config(tmp_path, monkeypatch, {
+            "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
+            "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
+            "app": {"fallback_to_embedded": False}})
+        at = evaluate_page()
+        at.selectbox(key="eval1_backend_kind").set_value("ollama").run()
+        at.number_input(key="eval1_max_tokens").set_value(2048).run()
+        at.multiselect(key="evaluate_locations").set_value(THREE[:2]).run()
+        button(at, "Start evaluation").click().run()
+        assert not at.exception, at.exception
+        warned = texts(at.warning)
+        assert "The context window is too small." in warned
+        assert f"Choice 2 · #1 {THREE[0]}" in warned and f"Choice 2 · #2 {THREE[1]}" in warned
+        assert "Choice 1" not in warned  # vLLM's cells fit
+        assert "evaluation" not in at.session_state
+        assert ollama.chat_requests == [] and vllm.total_requests() == 0
+        button(at, "Run anyway").click().run()
+        evaluation = at.session_state["evaluation"]
+        assert evaluation.wait(60)
+        at.run()
+        assert not at.exception, at.exception
+        assert "The context window is too small." not in texts(at.warning)
+        assert evaluation.counts()["total"] == 4 and len(ollama.chat_requests) == 2

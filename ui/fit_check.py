@@ -9,7 +9,7 @@ on every rerun until the analyst picks a choice or changes what would run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -17,10 +17,14 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from backends.base import Backend
+from backends.errors import BackendError
 from studio.process import process
 from studio.records.render import literal
+from studio.runs.batch import BatchSpec
+from studio.runs.connection import build
 from studio.runs.request import RunRequest
 from studio.runs.window import FitProblem, check_fit, fit_problem
+from studio.settings.config import Settings
 
 LOWER, ANYWAY = "lower", "anyway"
 SHOWN = 3  # misfits listed: the warning and its buttons fit a laptop's screen (1280x800)
@@ -58,12 +62,28 @@ def misfits(checks: Sequence[tuple[str, Backend, RunRequest]]) -> tuple[Misfit, 
     return tuple(found)
 
 
+def row_misfits(config: Settings, spec: BatchSpec, rows: Sequence[int],
+                label: str = "") -> tuple[Misfit, ...]:
+    """The rows (indexes) of a batch (or an evaluation's choice: ``label`` before each
+    row's name) whose prompt and answer do not fit the model's window; none when the
+    backend cannot be built (its rows will say why they cannot run)."""
+    try:
+        backend = build(config, spec.backend, spec.host, spec.model)
+    except (BackendError, ValueError):
+        return ()
+    checks = [(f"{label}#{index + 1} {spec.scenarios[index].name}", backend,
+               spec.request(spec.scenarios[index])) for index in rows]
+    return tuple(replace(misfit, index=rows[misfit.index]) for misfit in misfits(checks))
+
+
 def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
-        extra: dict[str, str] | None = None, slot: DeltaGenerator | None = None) -> str | None:
+        extra: dict[str, str] | None = None, slot: DeltaGenerator | None = None,
+        advice: str = "Run it anyway as it was defined, or cancel.") -> str | None:
     """The warning and its buttons; the choice clicked (LOWER, ANYWAY, a key of ``extra``),
     or None. ``on_lower(max_tokens)`` runs before the rerun, so it may set widget values
-    (None: lowering is not offered). Drawn in ``slot`` (the page's place for it, or a new
-    placeholder), which is cleared at the click: the run that starts does not run under it."""
+    (None: lowering is not offered; ``advice`` says what can be done instead). Drawn in
+    ``slot`` (the page's place for it, or a new placeholder), which is cleared at the click:
+    the run that starts does not run under it."""
     box = slot if slot is not None else st.empty()
     shown = pending.misfits[:SHOWN]
     lines = [f"- **{literal(m.label)}**: {literal(m.problem.message)}" if m.label
@@ -73,7 +93,7 @@ def ask(key: str, pending: Pending, on_lower: Callable[[int], None] | None,
         lines.append(f"- … and {more} more")
     lower = pending.lower_to if on_lower is not None else None
     if on_lower is None:  # what runs is fixed (a resume runs the batch as it was stored)
-        choices = "Run it anyway as it was defined, or cancel."
+        choices = advice
     elif lower:
         choices = (f"Lower max tokens to {lower:,}, shorten the prompt, get a longer window "
                    "(above), or run anyway.")
