@@ -78,6 +78,7 @@ class EmbeddedBackend(Backend):
     name: ClassVar[str] = "embedded"
     label: ClassVar[str] = "Embedded (SmolLM2)"
     default_model: ClassVar[str] = BUNDLED_NAME
+    loads_models_on_demand: ClassVar[bool] = True
     host = "in process"
 
     def __init__(self, model: str | None = None, *, model_dirs: Sequence[str | Path] = (),

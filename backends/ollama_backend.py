@@ -112,6 +112,7 @@ class OllamaBackend(Backend):
     default_host: ClassVar[str] = DEFAULT_HOST
     default_model: ClassVar[str] = DEFAULT_MODEL
     can_pull_models: ClassVar[bool] = True
+    loads_models_on_demand: ClassVar[bool] = True
 
     def __init__(self, host: str = DEFAULT_HOST, model: str = DEFAULT_MODEL, *,
                  connect_timeout: float = http.CONNECT_TIMEOUT_S,

@@ -33,6 +33,7 @@ from backends.shared import Shared, shared, use
 from studio.runs.batch import LiveBatches
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
+from studio.runs.evaluation import LiveEvaluations
 from studio.runs.pull import Pulls
 from studio.runs.window import PromptCounts
 from studio.settings.access import Logins, LoginThrottle
@@ -46,6 +47,7 @@ class Process:
     probes: ProbeCache = field(default_factory=ProbeCache)
     pulls: Pulls = field(default_factory=Pulls)
     batches: LiveBatches = field(default_factory=LiveBatches)
+    evaluations: LiveEvaluations = field(default_factory=LiveEvaluations)
     counts: PromptCounts = field(default_factory=PromptCounts)
     logins: Logins = field(default_factory=Logins)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)

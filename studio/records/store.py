@@ -54,7 +54,7 @@ from studio.runs.request import ANSWERED, FINAL_STATUSES, HoldsOutcome, Outcome,
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "history.sqlite3"
 
-PAGES = ("playground", "compare", "batch")
+PAGES = ("playground", "compare", "batch", "evaluate")
 FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 
 # A running row not updated for this long is reported interrupted: the worker saves progress

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
 from typing import Any, Self
 
 from backends.base import Backend
@@ -39,7 +40,7 @@ from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
-from studio.runs.job import Job
+from studio.runs.job import Job, LiveJobs
 from studio.runs.request import (
     ANSWERED,
     AnswerFormat,
@@ -143,6 +144,7 @@ class BatchRow(HoldsOutcome):
     outcome: Outcome = field(default_factory=Outcome)
     check: AnswerCheck | None = field(default=None, repr=False)  # of the outcome's text
     resumed: bool = False  # finished in an earlier session of this batch
+    started_at: datetime | None = None  # when its last run started (the serving figures')
     run: Run | None = field(default=None, repr=False)
 
     @property
@@ -252,6 +254,7 @@ class Batch(Job):
                 row = self.rows[index]
                 row.take(stored.outcome)
                 row.status, row.resumed = stored.status, True
+                row.started_at = datetime.fromisoformat(stored.created_at)
         for index, attempts in (attempts_before or {}).items():
             if index < len(self.rows):
                 self.rows[index].attempts = attempts
@@ -313,6 +316,7 @@ class Batch(Job):
             try:
                 row.run = Run(backend, row.request, recording, self._capacity,
                               self._probes).start()
+                row.started_at = row.run.started_at
                 if self._stop.is_set():  # Stop came while this row was starting
                     row.run.stop()
                 row.run.wait()
@@ -485,28 +489,8 @@ class BatchRunning(RuntimeError):
     """The batch is being worked on by a live process: watch or stop it, do not resume it."""
 
 
-class LiveBatches:
-    """The batches this process works on, by history group: every session of the app can
-    watch and stop them (``studio.process`` holds the one)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._batches: dict[int, Batch] = {}
-
-    def get(self, group_id: int) -> Batch | None:
-        """The batch of this process that works on the history group, while it runs."""
-        with self._lock:
-            return self._batches.get(group_id)
-
-    def add(self, group_id: int, batch: Batch) -> None:
-        with self._lock:
-            self._batches[group_id] = batch
-
-    def remove(self, group_id: int) -> None:
-        with self._lock:
-            self._batches.pop(group_id, None)
-
-
+# The batches this process works on, by history group (``studio.process`` holds the one).
+LiveBatches = LiveJobs[Batch]
 
 
 def earlier_rows(store: RunStore, group_id: int) -> tuple[dict[int, StoredRun], Counter[int]]:
@@ -518,10 +502,15 @@ def earlier_rows(store: RunStore, group_id: int) -> tuple[dict[int, StoredRun], 
 
 
 def earlier_state(summary: GroupSummary) -> Status:
-    """How a recorded batch stands: RUNNING (a live worker has it: watch it), COMPLETE
-    (every row answered), INTERRUPTED (its process ended while it ran), STOPPED (rows never
-    ran) or ENDED (every row ran, some failed). The last three can be resumed."""
-    rows = len(BatchSpec.from_json(summary.group.spec).scenarios)
+    """How a recorded batch stands (``group_state``)."""
+    return group_state(summary, len(BatchSpec.from_json(summary.group.spec).scenarios))
+
+
+def group_state(summary: GroupSummary, rows: int) -> Status:
+    """How a recorded group of ``rows`` positions stands: RUNNING (a live worker has it:
+    watch it), COMPLETE (every row answered), INTERRUPTED (its process ended while it ran),
+    STOPPED (rows never ran) or ENDED (every row ran, some failed). The last three can be
+    resumed."""
     if summary.running:
         return Status.RUNNING
     if summary.done >= rows:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 
 class Job:
@@ -54,3 +54,28 @@ class Job:
 
     def _finished(self) -> None:
         """Called once when ``_work`` returns or raises, before ``done`` is set."""
+
+
+J = TypeVar("J", bound=Job)
+
+
+class LiveJobs(Generic[J]):
+    """The jobs this process works on (batches, evaluations), by history group: every session
+    of the app can watch and stop them (``studio.process`` holds one per kind)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[int, J] = {}
+
+    def get(self, group_id: int) -> J | None:
+        """The job of this process that works on the history group, while it runs."""
+        with self._lock:
+            return self._jobs.get(group_id)
+
+    def add(self, group_id: int, job: J) -> None:
+        with self._lock:
+            self._jobs[group_id] = job
+
+    def remove(self, group_id: int) -> None:
+        with self._lock:
+            self._jobs.pop(group_id, None)
