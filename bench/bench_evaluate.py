@@ -68,6 +68,7 @@ import requests
 from backends.base import Backend, chat_messages
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
+from backends.status import Status
 from backends.vllm_backend import VLLMBackend
 from bench.bench_batch import MAX_MODEL_LEN, SERVER_ENV, _delta, _metrics, _reset_prefix_cache
 from bench.common import Figure, Result, at_least, at_most
@@ -129,6 +130,7 @@ class ClientArm:
     prompt_tokens: int = 0  # the server's usage.prompt_tokens, summed
     completed: int = 0
     at_limit: int = 0  # requests that wrote max tokens
+    guarded: int = 0  # ours: rows our repetition guard ended (no usage: 0 tokens counted)
     errors: list[str] = field(default_factory=list)
     server: dict[str, float] = field(default_factory=dict)  # /metrics deltas over the arm
     reset_ok: bool = False
@@ -148,6 +150,10 @@ class ClientArm:
                 f"{self.completed}/{ROWS} answered, {self.output_tokens:,} output tokens "
                 f"({self.at_limit} at the {MAX_TOKENS}-token limit), {self.rate:.1f} output "
                 f"tokens/s; {self.prompt_tokens:,} prompt tokens by the usage")
+        if self.guarded:
+            text += (f"; {self.guarded} row(s) ended early by our repetition guard (a looping "
+                     "answer: the stream is closed, so no usage chunk comes and the row counts "
+                     "0 output tokens here; the server's counter below has what it generated)")
         if "output_tokens" in server:
             hits, queries = server.get("cache_hits", 0), server.get("cache_queries", 0)
             text += (f"; the server's counters over the arm: {server['output_tokens']:,.0f} "
@@ -191,6 +197,7 @@ def _take_rows(arm: ClientArm, batch: Batch) -> None:
     arm.output_tokens = sum(row.output_tokens or 0 for row in answered)
     arm.prompt_tokens = sum(row.outcome.stats.prompt_tokens or 0 for row in answered)
     arm.at_limit = sum((row.output_tokens or 0) >= MAX_TOKENS for row in answered)
+    arm.guarded = sum(row.status == Status.REPETITION for row in answered)
     arm.errors = sorted({row.error for row in rows if row.status not in ANSWERED})
 
 
