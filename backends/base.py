@@ -78,8 +78,9 @@ class Backend(ABC):
     streams: ClassVar[bool] = True  # stream() yields token by token unless told otherwise
     can_stream_sse: ClassVar[bool] = False  # stream(sse=True) turns a one-piece answer into tokens
     can_pull_models: ClassVar[bool] = False  # its server can fetch a model it lacks: pull()
-    # It loads the model a request names, and may unload another to make room (Ollama; the
-    # embedded model loads in this process): two models on one of it load back and forth.
+    # It loads the model a request names on first use (Ollama, which may unload another to
+    # make room: two models on one Ollama load back and forth; the embedded backend, which
+    # keeps each model it loaded in this process).
     loads_models_on_demand: ClassVar[bool] = False
     model: str
     host: str = ""

@@ -21,17 +21,20 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
 from enum import StrEnum
 from functools import partial
 from typing import Any
 
 from backends import Backend, backend_class
 from backends.base import DELIVERY_ONE_PIECE
-from backends.http import redact
+from backends.errors import BackendError
+from backends.http import redact, scrub
 from backends.sampling import Sampling
 from backends.status import Status
 from studio.pv.checks import CHECK_COLUMNS, AnswerCheck, check_dict, check_html
@@ -187,10 +190,16 @@ class Lane:
     choices: tuple[int, ...]
     server: str  # 'Ollama at http://127.0.0.1:11434' (no credentials)
     reason: str = ""  # why they take turns ('' for one choice)
+    # Its choices hold more than one model on a server that loads them on demand and may
+    # unload one for another (Ollama): at the same time, they could reload at every switch.
+    reloads: bool = False
 
 
 def server_of(choice: RunParams) -> tuple[str, str]:
-    """What makes two choices share a server: the backend and its host."""
+    """What makes two choices share a server: the backend and its host (a backend that runs
+    in this process, the embedded one, has one: this process, whatever its host says)."""
+    if not backend_class(choice.backend).default_host:
+        return choice.backend, ""
     return choice.backend, redact(choice.host)
 
 
@@ -203,17 +212,23 @@ def schedule(choices: Sequence[RunParams]) -> list[Lane]:
     for (kind, host), members in lanes.items():
         label = backend_class(kind).label
         server = f"{label} at {host}" if host else label
-        reason = ""
+        reason, reloads = "", False
         if len(members) > 1:
             models = {choices[index].model for index in members}
-            if backend_class(kind).loads_models_on_demand and len(models) > 1:
+            if not backend_class(kind).default_host:
+                # The embedded backend keeps every model it loaded (backends.shared): no
+                # reload back and forth, but one process's CPU cores for both.
+                reason = ("they run in this app's process, on the same CPU cores: at the same "
+                          "time each would slow the other's figures, so they take turns")
+            elif backend_class(kind).loads_models_on_demand and len(models) > 1:
+                reloads = True
                 reason = (f"{len(models)} models on one {label} would make it load them back "
                           "and forth, a cold start at each switch; one after the other, each "
                           "model loads once")
             else:
                 reason = ("one server: a choice's requests would slow the other's figures, so "
                           "they take turns")
-        result.append(Lane(tuple(members), server, reason))
+        result.append(Lane(tuple(members), server, reason, reloads))
     return result
 
 
@@ -233,6 +248,20 @@ def schedule_lines(spec: EvaluationSpec) -> list[str]:
 
 
 # -- the job -------------------------------------------------------------------------------
+def _built(build: Callable[[Choice], Backend], choice: Choice) -> Backend:
+    """The choice's backend. Whatever stops ``build`` is a ``BackendError`` (its text without
+    the host's credentials): the Batch then fails every cell of the choice with it, and the
+    other choices run on."""
+    try:
+        return build(choice)
+    except BackendError:
+        raise
+    except Exception as exc:  # a config or a model path the builder cannot use
+        raise BackendError(f"Cannot set up {choice.label}: {type(exc).__name__}: "
+                           f"{scrub(str(exc), choice.host)}", backend=choice.backend,
+                           host=redact(choice.host)) from exc
+
+
 class Evaluation(Job):
     """``Evaluation(spec, build=...).start()``; poll ``choice_progress``; ``stop()``."""
 
@@ -259,7 +288,7 @@ class Evaluation(Job):
 
             mine = range(spec.position(index, 0), spec.position(index + 1, 0))
             self.batches.append(Batch(
-                spec.batch_spec(index), build=partial(build, choice), recording=recorded,
+                spec.batch_spec(index), build=partial(_built, build, choice), recording=recorded,
                 finished_before={spec.cell_of(p)[1]: run for p, run in finished.items()
                                  if p in mine},
                 attempts_before={spec.cell_of(p)[1]: n for p, n in attempts.items()
@@ -312,28 +341,45 @@ class Evaluation(Job):
     def cells(self, choice: int) -> list[BatchRow]:
         return self.batches[choice].rows
 
-    def waits_for(self, choice: int) -> int | None:
-        """The choice of its lane it waits for (still to end), if it has not started."""
-        batch = self.batches[choice]
-        if batch.started is not None:
-            return None
+    def _ahead(self, choice: int) -> list[int]:
+        """The choices of its lane that run before it and have not ended (in their order),
+        while it has not started in a running evaluation."""
+        if self.started is None or self.reopened or self.done \
+                or self.batches[choice].started is not None:
+            return []
         lane = next(lane for lane in self.lanes if choice in lane.choices)
-        earlier = [other for other in lane.choices[:lane.choices.index(choice)]
-                   if not self.batches[other].done]
-        return earlier[-1] if earlier else None
+        return [other for other in lane.choices[:lane.choices.index(choice)]
+                if not self.batches[other].done]
+
+    def waits_for(self, choice: int) -> int | None:
+        """The choice of its lane it waits for (the last still to end before it), if it has
+        not started."""
+        ahead = self._ahead(choice)
+        return ahead[-1] if ahead else None
+
+    def starts_in(self, choice: int) -> float | None:
+        """About how many seconds until a waiting choice starts: the time left of the one
+        running ahead of it, when that is the only one still to end and its pace is known
+        (one still to start has no pace yet); None otherwise."""
+        ahead = self._ahead(choice)
+        if len(ahead) != 1:
+            return None
+        eta = self.batches[ahead[0]].progress()["eta_s"]
+        return float(eta) if eta else None
 
     def choice_progress(self, choice: int) -> tuple[float, str]:
         """The choice's progress bar: its fraction, and its line ('12 done · 0 failed · 4
         running · 14 waiting · about 40 s left', or what it waits for)."""
         batch = self.batches[choice]
         figures = batch.progress()
-        ahead = self.waits_for(choice)
-        if ahead is not None and not self.done:
-            eta = self.batches[ahead].progress()["eta_s"]
-            after = f", about {eta:.0f} s from now" if eta else ""
+        ahead = self._ahead(choice)
+        if ahead:
+            named = " and ".join(str(other + 1) for other in ahead)
+            start = self.starts_in(choice)
+            after = f", starts in about {start:.0f} s" if start else ""
             stopped = " · not run: the evaluation was stopped" if self.stopped else ""
-            line = (f"waits for choice {ahead + 1} (same server){after} · "
-                    f"{figures['done']} done{stopped}")
+            line = (f"waits for choice{'s' if len(ahead) > 1 else ''} {named} (same "
+                    f"server){after} · {figures['done']} done{stopped}")
         elif batch.started is None and (self.stopped or self.reopened or self.done):
             line = batch.progress_line() + (" · not started" if self.stopped else "")
         else:
@@ -371,7 +417,7 @@ class Evaluation(Job):
                     + ", ".join(str(index + 1) for index in lane.choices)
                     + f" took turns; {sum(met.values())} cold starts met ({each})")
             models = {self.spec.choices[index].model for index in lane.choices}
-            if lane.reason and len(models) > 1:
+            if lane.reloads:
                 cells = len(lane.choices) * self.spec.rows
                 line += (f"; run at the same time, the {len(models)} models could have "
                          f"reloaded at every switch, up to {cells} cold starts")
@@ -403,6 +449,8 @@ class Evaluation(Job):
         table = []
         for choice, (label, batch) in enumerate(zip(self.labels, self.batches, strict=True)):
             params = self.spec.choices[choice]
+            # An answer in one piece has no time to a first token: its one chunk is the end.
+            streamed = params.delivery != DELIVERY_ONE_PIECE
             for row in batch.rows:
                 stats = row.outcome.stats
                 table.append({
@@ -410,8 +458,9 @@ class Evaluation(Job):
                     "host": redact(params.host), "model": params.model,
                     "location_index": row.index + 1, "location": row.location.name,
                     "status": row.status, "attempts": row.attempts,
-                    "ttft_s": _rounded(stats.first_chunk_s, 4),
-                    "first_answer_token_s": _rounded(stats.time_to_first_token_s, 4),
+                    "ttft_s": _rounded(stats.first_chunk_s if streamed else None, 4),
+                    "first_answer_token_s": _rounded(
+                        stats.time_to_first_token_s if streamed else None, 4),
                     "e2el_s": _rounded(stats.last_chunk_s, 4),
                     "total_time_s": _rounded(row.seconds, 4),
                     "output_tokens": row.output_tokens,
@@ -570,6 +619,10 @@ class ChoiceResult:
     # Token by token: its chunk timings mean something. An answer in one piece is one chunk:
     # its TTFT is the whole wait, and TPOT and ITL are 0, which would win every latency row.
     streamed: bool = True
+    # The latencies that have samples (of "ttft", "tpot", "itl", "e2el", "first_answer"):
+    # vLLM's statistics of none are a lone 0, which would win its row (every cell failed;
+    # no answer longer than one token; no answer token after the thinking).
+    sampled: frozenset[str] = frozenset(("ttft", "tpot", "itl", "e2el", "first_answer"))
 
     @classmethod
     def of(cls, rows: Sequence[BatchRow], levels: ServiceLevels,
@@ -596,7 +649,17 @@ class ChoiceResult:
             thinking=any(row.thinking.strip() for row in rows),
             metrics=(serving_metrics(timings, duration, DEFAULT_PERCENTILES, levels)
                      if duration else None),
-            streamed=streamed)
+            streamed=streamed, sampled=_sampled(timings))
+
+
+def _sampled(timings: Sequence[RequestTiming]) -> frozenset[str]:
+    """The latencies that the answered requests give samples of (``ChoiceResult.sampled``)."""
+    done = [timing for timing in timings if timing.success]
+    has = {"ttft": bool(done), "e2el": bool(done),
+           "tpot": any(timing.output_len > 1 for timing in done),
+           "itl": any(timing.itl_s for timing in done),
+           "first_answer": any(timing.first_answer_s is not None for timing in done)}
+    return frozenset(name for name, present in has.items() if present)
 
 
 class Better(StrEnum):
@@ -686,12 +749,13 @@ class Scorecard:
             latencies.append(("First answer token", "first_answer"))
         for title, name in latencies:
             # E2EL holds for an answer in one piece; the chunk timings do not (``streamed``).
-            timed = [r.metrics if r.metrics and (r.streamed or name == "e2el") else None
-                     for r in results]
+            whole = [bool(r.metrics) and not r.streamed and name != "e2el" for r in results]
+            timed = [r.metrics if r.metrics and not one and name in r.sampled else None
+                     for r, one in zip(results, whole, strict=True)]
             for p in DEFAULT_PERCENTILES:
                 values = [getattr(m, name).percentile(p) if m else None for m in timed]
-                shown = [ONE_PIECE if r.metrics and not t else _seconds(v)
-                         for r, t, v in zip(results, timed, values, strict=True)]
+                shown = [ONE_PIECE if one else _seconds(v)
+                         for one, v in zip(whole, values, strict=True)]
                 key = "answer_ttft" if name == "first_answer" else name
                 add(f"{title} p{percentile_word(p)}", values, shown, Better.LOWER,
                     f"p{percentile_word(p)}_{key}_ms")
@@ -766,7 +830,8 @@ def cell_rank(row: BatchRow) -> tuple[float, float] | None:
         return None
     figures = row.check.figures
     share = figures.right / figures.asked if figures.asked else 0.0
-    return share, -(row.seconds or 0.0)
+    # A time not recorded is no time at all: it never wins a tie.
+    return share, -(row.seconds if row.seconds is not None else math.inf)
 
 
 @dataclass(frozen=True)
@@ -842,10 +907,29 @@ def reopen(store: RunStore, group_id: int) -> Evaluation:
             continue
         row = evaluation.cell(choice, index)
         row.take(run.outcome)
-        row.started_at = None
-        row.status = Status.FAILED if run.status == Status.ERROR else Status.STOPPED
+        failed = run.status == Status.ERROR
+        row.status = Status.FAILED if failed else Status.STOPPED
         row.error = run.error or ""
+        # A failed request counts in the serving figures (inside their duration, among the
+        # failed), as it did live: from its start as recorded. A stopped one does not.
+        row.started_at = datetime.fromisoformat(run.created_at) if failed else None
     return evaluation
+
+
+def _check_resumable(store: RunStore, group_id: int, spec: EvaluationSpec) -> None:
+    """A resume's definition must lay its cells out as the recorded one did (the same
+    choices' servers and models, the same locations in order): a cell's history position
+    is ``choice * rows + row``, so any other would take one cell's answer for another's."""
+    group = store.get_group(group_id)
+    if group is None or group.kind != KIND:
+        raise ValueError(f"No evaluation #{group_id} in the history.")
+    recorded = EvaluationSpec.from_json(group.spec)
+    if [(server_of(c), c.model) for c in recorded.choices] != [
+            (server_of(c), c.model) for c in spec.choices] or [
+            place.name for place in recorded.scenarios] != [
+            place.name for place in spec.scenarios]:
+        raise ValueError(f"Evaluation #{group_id} was recorded with other choices or "
+                         "locations: resume it with its own definition.")
 
 
 def _not_built(choice: Choice) -> Backend:
@@ -866,6 +950,7 @@ def launch(spec: EvaluationSpec, *, build: Callable[[Choice], Backend],
         if group_id is None:
             group_id = store.create_group(KIND, spec=spec.to_json(), user=user)
         else:
+            _check_resumable(store, group_id, spec)
             finished, _, attempts = earlier_cells(store, group_id)
         if not store.claim_group(group_id):
             raise EvaluationRunning(
@@ -882,9 +967,14 @@ def launch(spec: EvaluationSpec, *, build: Callable[[Choice], Backend],
 
     recording = (lambda position: Recording(store, PAGE, group_id, position, user)) \
         if store is not None else None
-    evaluation = Evaluation(spec, build=build, recording=recording, finished_before=finished,
-                            attempts_before=attempts, group_id=group_id, on_end=ended,
-                            capacity=capacity, probes=probes)
+    try:
+        evaluation = Evaluation(spec, build=build, recording=recording,
+                                finished_before=finished, attempts_before=attempts,
+                                group_id=group_id, on_end=ended, capacity=capacity,
+                                probes=probes)
+    except BaseException:
+        ended()  # never started: the group is not left claimed by a live process
+        raise
     if group_id is not None and live is not None:
         live.add(group_id, evaluation)
     return evaluation.start()

@@ -31,6 +31,15 @@ fake tokenizer is tests/servers/tokens.py):
   was already loaded. ``keep_alive`` ("5m", seconds, negative = forever, 0 = unload after
   the answer) sets ``expires_at`` in ``/api/ps``. An empty ``messages`` list loads the model
   (``done_reason: "load"``), or with ``keep_alive: 0`` unloads it (``"unload"``).
+- How many models stay loaded (``max_loaded``, Ollama's ``OLLAMA_MAX_LOADED_MODELS``;
+  server/sched.go ``processPending`` and ``findRunnerToUnload``): None (the default) keeps
+  every model loaded. With a number, loading one more model when that many are loaded first
+  unloads an idle one (no chat using it), or waits until one is idle, as the scheduler does
+  ("max runners achieved, unloading one to make room"); every other chat waits meanwhile
+  (one load at a time). Ollama unloads the idle runner with the shortest keep_alive, the
+  order among equal ones left to Go's map; here, among equal keep_alives, the least recently
+  used. ``server.evictions`` records each model unloaded to make room. Two models taking
+  turns on ``max_loaded=1`` load once each; alternating, they load at every switch.
 - ``/api/pull`` (server/images.go ``PullModel``, server/download.go, server/routes.go
   ``PullHandler``/``streamResponse``/``waitForStream``), ``/api/show``, ``/api/ps``,
   ``/api/version``.
@@ -105,6 +114,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import select
 import socket
@@ -536,6 +546,8 @@ class LoadedModel:
     num_ctx: int
     expires_at: datetime
     active: int = 0  # chats using it now; it is not unloaded under them
+    keep_alive: float | None = KEEP_ALIVE_S  # its session's keep_alive (None: forever)
+    used_at: float = field(default_factory=time.monotonic)  # its last chat's start or end
 
 
 class FakeOllama(LocalServer):
@@ -550,7 +562,7 @@ class FakeOllama(LocalServer):
                  vram_fraction: float = 1.0,
                  capabilities: Mapping[str, list[str]] | None = None,
                  pullable: Mapping[str, list[int]] | None = None,
-                 pull_delay: float = 0.0) -> None:
+                 pull_delay: float = 0.0, max_loaded: int | None = None) -> None:
         self.models = list(models)
         self.script = script or Script()
         self.not_found = not_found  # "new" (v0.12+) or "old" wording of the 404
@@ -563,6 +575,7 @@ class FakeOllama(LocalServer):
         self.capabilities = dict(capabilities or {})
         self.pullable = {name: list(sizes) for name, sizes in (pullable or {}).items()}
         self.pull_delay = pull_delay
+        self.max_loaded = max_loaded  # OLLAMA_MAX_LOADED_MODELS (None: no limit)
         self.loaded: dict[str, LoadedModel] = {}
         # What happened, for tests to check:
         self.chat_requests: list[dict[str, Any]] = []
@@ -575,6 +588,7 @@ class FakeOllama(LocalServer):
         self.prompt_counts: list[int] = []  # prompt_eval_count of each chat answered
         self.load_durations_ns: list[int] = []  # load_duration of each chat answered
         self.loads: list[tuple[str, int]] = []  # (model, num_ctx) of each (re)load
+        self.evictions: list[str] = []  # models unloaded to make room (max_loaded)
         self.pulls: list[str] = []  # model names asked for
         self.pull_cancels = 0  # pulls whose client hung up before the end
         self._lock = threading.Lock()
@@ -899,19 +913,42 @@ def _make_handler(server: FakeOllama) -> type[BaseHTTPRequestHandler]:
                     entry = server.loaded.get(model)
                 reloaded = entry is None or entry.num_ctx != num_ctx
                 if reloaded:
+                    self._make_room(model)
                     self._wait(server.reload_delay)  # raises _ClientGone: nothing loaded
-                    entry = LoadedModel(num_ctx, _expiry(keep_alive))
+                    entry = LoadedModel(num_ctx, _expiry(keep_alive), keep_alive=keep_alive)
                     with server._lock:
                         server.loaded[model] = entry
                         server.loads.append((model, num_ctx))
                 assert entry is not None
                 with server._lock:
                     entry.active += 1
+                    entry.used_at = time.monotonic()
+                    entry.keep_alive = keep_alive  # the session's latest, as Ollama keeps it
                 return entry, reloaded
+
+        def _make_room(self, model: str) -> None:
+            """With ``max_loaded`` models loaded (``model`` aside), unload an idle one: the
+            shortest keep_alive, then the least recently used; none idle, wait for one."""
+            while server.max_loaded is not None:
+                with server._lock:
+                    others = {name: entry for name, entry in server.loaded.items()
+                              if name != model}
+                    if len(others) < max(server.max_loaded, 1):
+                        return
+                    idle = [(math.inf if entry.keep_alive is None else entry.keep_alive,
+                             entry.used_at, name)
+                            for name, entry in others.items() if entry.active == 0]
+                    if idle:
+                        victim = min(idle)[2]
+                        del server.loaded[victim]
+                        server.evictions.append(victim)
+                        continue
+                self._wait(0.01)  # its chats end first; raises _ClientGone
 
         def _release(self, model: str, entry: LoadedModel, keep_alive: float | None) -> None:
             with server._lock:
                 entry.active -= 1
+                entry.used_at = time.monotonic()
                 entry.expires_at = _expiry(keep_alive)
                 if keep_alive == 0 and entry.active == 0 and server.loaded.get(model) is entry:
                     del server.loaded[model]
@@ -1108,6 +1145,9 @@ def main() -> None:
                         help="every model's trained context length")
     parser.add_argument("--reload-delay", type=float, default=0.0,
                         help="seconds a model takes to load")
+    parser.add_argument("--max-loaded", type=int,
+                        help="models kept loaded at once (OLLAMA_MAX_LOADED_MODELS); "
+                             "default: no limit")
     parser.add_argument("--pullable", default="",
                         help="NAME[,NAME]: models /api/pull can fetch (3 layers of a few MB)")
     parser.add_argument("--pull-delay", type=float, default=0.2,
@@ -1133,7 +1173,8 @@ def main() -> None:
     server = FakeOllama(models, script, port=args.port, version=args.version,
                         default_num_ctx=args.default_num_ctx,
                         trained_context={name: args.trained_context for name in models},
-                        reload_delay=args.reload_delay, capabilities=capabilities,
+                        reload_delay=args.reload_delay, max_loaded=args.max_loaded,
+                        capabilities=capabilities,
                         pullable=pullable, pull_delay=args.pull_delay)
     print(f"Fake Ollama {args.version} on {server.url} (models: {args.models}; default window "
           f"{server.default_num_ctx})", flush=True)
