@@ -43,6 +43,7 @@ page = st.navigation([
     st.Page(PAGES / "playground.py", title="Playground", icon="☀️", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon="⚖️", url_path="compare"),
     st.Page(PAGES / "batch.py", title="Batch", icon="📦", url_path="batch"),
+    st.Page(PAGES / "evaluate.py", title="Evaluate", icon="🏁", url_path="evaluate"),
     st.Page(PAGES / "history.py", title="History", icon="🗂️", url_path="history"),
 ])
 page.run()

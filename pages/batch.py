@@ -13,9 +13,7 @@ from backends.errors import BackendError
 from backends.status import Status
 from studio.process import process
 from studio.pv.checks import FIGURES_HELP, GROUNDING_HELP
-from studio.pv.library import load_locations, load_system_prompts
-from studio.pv.location import COLUMNS, Location
-from studio.pv.locations_csv import parse_locations_csv
+from studio.pv.library import load_system_prompts
 from studio.pv.prompt import LAYOUT_HELP, LAYOUTS
 from studio.records.batch_files import (
     MAX_FILE_BYTES,
@@ -38,16 +36,15 @@ from studio.runs.batch import (
     launch,
 )
 from studio.runs.connection import build
-from studio.runs.prompt_check import prompt_problem
 from studio.runs.request import RunParams
 from ui import fit_check
+from ui.scenarios import scenarios_picker, sendable
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings, viewer
 
 PAGE = "batch"
 RESUMING = "batch_resuming"  # the window check of a resume, held apart from a new batch's
 FITTING = "fitting"
-MAX_UPLOAD_BYTES = 1_000_000
 REFRESH_S = 0.5
 # Every column in view at 1280 px with the sidebar open; the tokens/s columns named as the
 # History CSV names them, shown shorter.
@@ -79,7 +76,7 @@ def main() -> None:
     st.title("📦 Batch")
     show_fallback_notice()
     st.caption(header(selection, st.session_state.get("batch")))
-    scenarios = scenarios_picker()
+    scenarios = scenarios_picker(PAGE)
     system_prompts = load_system_prompts()
     left, middle, right = st.columns(3)
     system_name = left.selectbox("System prompt", list(system_prompts), key="batch_system")
@@ -161,56 +158,6 @@ def run_settings(params: RunParams) -> str:
     sampling = params.sampling
     return (f"{params.backend} · {literal(params.model)} · max tokens {sampling.max_tokens} · "
             f"temperature {sampling.temperature} · {params.answer_format.label}")
-
-
-def scenarios_picker() -> list[Location]:
-    """The presets (all or some), or the rows of an uploaded CSV that load."""
-    source = st.radio("Scenarios", ["Preset locations", "Upload a CSV"], horizontal=True,
-                      key="batch_source")
-    scenarios = load_locations()
-    if source == "Upload a CSV":
-        upload = st.file_uploader("Scenarios CSV", type=["csv"], key="batch_upload",
-                                  help=f"Columns as in presets/locations.csv: {', '.join(COLUMNS)}")
-        scenarios = []
-        if upload is not None:
-            try:
-                text: str | None = read_upload(upload.name, upload.getvalue(),
-                                               MAX_UPLOAD_BYTES)
-            except UploadError as exc:
-                text = None
-                st.error(literal(str(exc)), icon="⚠️")
-            if text is not None:
-                parsed = parse_locations_csv(text)
-                if parsed.file_problem:
-                    st.error(f"{literal(upload.name)}: {literal(parsed.file_problem)}",
-                             icon="⚠️")
-                scenarios = parsed.locations
-                for note in parsed.notes:
-                    st.info(literal(note), icon="ℹ️")
-                if parsed.row_problems:
-                    count = len(parsed.row_problems)
-                    st.warning(f"{count:,} row{'s' if count != 1 else ''} skipped:\n\n"
-                               + "\n".join(f"- {literal(str(problem))}"
-                                           for problem in parsed.row_problems[:50])
-                               + ("\n- …" if count > 50 else ""), icon="⚠️")
-                if scenarios:
-                    st.success(f"{len(scenarios)} scenario(s) ready.")
-    else:
-        names = st.multiselect("Locations", [s.name for s in scenarios],
-                               default=[s.name for s in scenarios], key="batch_locations")
-        scenarios = [s for s in scenarios if s.name in names]
-    return scenarios
-
-
-def sendable(spec: BatchSpec) -> bool:
-    """Every row's prompt is under app.max_prompt_chars; else say which row is not."""
-    for index, location in enumerate(spec.scenarios):
-        request = spec.request(location)
-        if problem := prompt_problem(request.system, request.prompt,
-                                     settings().max_prompt_chars):
-            st.warning(f"Row {literal(f'#{index + 1} {location.name}')}: {problem}", icon="✏️")
-            return False
-    return True
 
 
 def fits(spec: BatchSpec) -> bool:

@@ -18,6 +18,7 @@ from studio.records.store import (
     export_json_lines,
     structured_shares,
 )
+from studio.runs.evaluation import PAGE as EVALUATION_PAGE
 from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from ui.output import (
@@ -164,6 +165,8 @@ def one_run(store: RunStore, run: StoredRun) -> None:
                        f"{run.host or '–'} · preset {run.preset or '–'} · max tokens "
                        f"{run.sampling.max_tokens} · temperature {run.sampling.temperature} · "
                        f"{run.delivered or run.delivery}"))
+    if (note := group_note(run)) is not None:
+        st.caption(note)
     if run.error:
         st.error(literal(run.error), icon="⚠️")
     elif run.status == Status.INTERRUPTED:
@@ -202,7 +205,8 @@ def side_by_side(runs: list[StoredRun]) -> None:
             pane = answer_pane(f"**Run {run.id}** · {literal(run.backend)} · "
                                f"{literal(run.model)}", key=f"history_pane_{index}")
             pane.progress.caption(f"{status_label(run.status)} · "
-                                  f"{run.created_at[:19].replace('T', ' ')} UTC")
+                                  f"{run.created_at[:19].replace('T', ' ')} UTC"
+                                  + (f" · {note}" if (note := group_note(run)) else ""))
             if run.error:
                 st.error(literal(run.error), icon="⚠️")
             check = check_run(run.text, run, run.stats)
@@ -214,6 +218,15 @@ def side_by_side(runs: list[StoredRun]) -> None:
                 [f"🧾 {literal(line)}"] if line else [])
             if lines:
                 pane.footer.caption("\n\n".join(lines))
+
+
+def group_note(run: StoredRun) -> str | None:
+    """Where an evaluation's cell belongs: 'Evaluation #4, choice 2, location 7: opens
+    whole on the Evaluate page (Earlier evaluations)'; None for other runs."""
+    if run.page != EVALUATION_PAGE or run.group_id is None:
+        return None
+    return (f"A cell of evaluation #{run.group_id} (position {run.position + 1}): it opens "
+            "whole on the Evaluate page, under Earlier evaluations.")
 
 
 # -- callbacks (run before the page's next run) -------------------------------------------
