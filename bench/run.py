@@ -31,6 +31,7 @@ MODULES = [
     "bench.bench_embedded",    # 5. EmbeddedBackend vs llama-cpp-python directly
     "bench.bench_batch",       # 6. Batch on real vLLM: concurrency 30 vs 1; page vs bare
     "bench.bench_load",        # 7. 10 browser sessions at once
+    "bench.bench_evaluate",    # 8. our client vs vllm bench serve; Evaluation on 2 hosts
 ]
 
 
