@@ -70,7 +70,7 @@ from studio.runs.evaluation import (
     schedule,
     schedule_lines,
 )
-from studio.runs.request import ANSWERED, AnswerFormat, Outcome, RunParams
+from studio.runs.request import ANSWERED, AnswerFormat, Outcome, RunParams, RunRequest
 from studio.runs.serving import (
     DEFAULT_PERCENTILES,
     RequestTiming,
@@ -572,7 +572,10 @@ def test_the_serving_figures_are_vllms_over_the_same_requests() -> None:
     assert made_duration == pytest.approx(duration)
     assert len(made) == len(timings)
     for ours, theirs in zip(made, timings, strict=True):  # the gaps, to float rounding
-        assert replace(ours, itl_s=()) == replace(theirs, itl_s=())
+        # The chunk count stands by for a missing server count: these have the server's.
+        assert replace(ours, itl_s=(), estimated_output_tokens=None) == \
+            replace(theirs, itl_s=())
+        assert ours.output_len == theirs.output_len
         assert ours.itl_s == pytest.approx(theirs.itl_s)
     levels = ServiceLevels(ttft_ms=400)
     result = ChoiceResult.of(first_choice(), levels)
@@ -962,3 +965,20 @@ def test_params_of_a_choice() -> None:
     params = RunParams(backend="vllm", host="http://a:1", model=MODEL, sampling=SAMPLING)
     assert Choice.of(params, 500).concurrency == 64 and Choice.of(params, 0).concurrency == 1
     assert Choice.of(params, 4).params() == params
+
+
+def test_a_stream_ended_before_the_servers_count_counts_its_chunks() -> None:
+    """The repetition guard closes a looping stream before vLLM's usage chunk: no server
+    count. Its tokens are its chunks (a token each), not vLLM's fallback of 1 for a
+    request without a tokenizer, so a guarded choice's output tokens/s is not understated."""
+    stats = GenerationStats(total_time_s=1.0)
+    for step in range(40):
+        stats.chunk_arrived(0.1 + step * 0.02)
+    location = load_locations()[0]
+    row = BatchRow(0, location, RunRequest(backend="vllm", host="http://h", model="m",
+                                           system="", prompt="p"),
+                   status=Status.REPETITION, started_at=datetime.now(UTC))
+    row.outcome = Outcome(status=Status.REPETITION, text="loop " * 40,
+                          statistics=stats.to_dict())
+    timings, _ = row_timings([row])
+    assert stats.output_tokens is None and timings[0].output_len == 40

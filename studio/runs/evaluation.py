@@ -80,7 +80,8 @@ DEFINITIONS: dict[str, str] = {
     "First answer token": "beyond vLLM: to the first token of the answer, after a reasoning "
                           "model's thinking.",
     "Output tokens": "the server's own count (usage.completion_tokens, Ollama's eval_count; "
-                     "thinking included), else an estimate.",
+                     "thinking included); a stream ended before the server counted (the "
+                     "repetition guard) counts its chunks, a token each.",
     "Throughput": "output tokens and answered requests per second of the choice's duration: "
                   "the time it had requests in flight (from its first request's start to "
                   "its last one's end; the pause of a Stop or a crash before a resume does "
@@ -593,7 +594,11 @@ def row_timings(rows: Sequence[BatchRow]) -> tuple[list[RequestTiming], float | 
         assert row.started_at is not None
         start = (row.started_at - first).total_seconds()
         stats = row.outcome.stats
-        timings.append(request_timing(stats, row.outcome.status, start))
+        # A stream ended early (Stop, the repetition guard) has no usage chunk: its chunks
+        # stand in for the count, as vLLM's client would count the text's tokens (a token
+        # per chunk, as vLLM and Ollama stream by default).
+        timings.append(request_timing(stats, row.outcome.status, start,
+                                      estimated_output_tokens=stats.chunks or None))
         spans.append((start, start + (stats.total_time_s or stats.last_chunk_s or 0.0)))
     duration = busy_time(spans)
     return timings, duration if duration > 0 else None
