@@ -36,6 +36,7 @@ from studio.runs.batch import (
 from studio.runs.connection import build
 from studio.runs.request import RunParams
 from ui import fit_check
+from ui.earlier import running_and_interrupted
 from ui.scenarios import scenarios_picker, sendable
 from ui.sidebar import show_fallback_notice
 from ui.state import current_selection, history, require_frame, settings, viewer
@@ -226,21 +227,8 @@ def earlier_batches(store: RunStore, selection: RunParams) -> None:
     process ended) said so; the ones with rows left to run, to resume."""
     summaries = store.group_summaries("batch", limit=20, user=viewer().only)
     states = {earlier.group.id: earlier_state(earlier) for earlier in summaries}
-    for busy in (earlier for earlier in summaries
-                 if states[earlier.group.id] == Status.RUNNING):
-        live = process().batches.get(busy.group.id)
-        line, action = st.columns([5, 1])
-        line.info(f"Running: {literal(describe(busy))}" + ("" if live else
-                  " (in another app process: watch or stop it there)"), icon="⏳")
-        if live is not None and action.button("Watch", key=f"batch_watch_{busy.group.id}",
-                                              width="stretch"):
-            st.session_state.batch = live
-            st.rerun()
-    for cut in (earlier for earlier in summaries
-                if states[earlier.group.id] == Status.INTERRUPTED):
-        st.warning(f"Interrupted: {literal(describe(cut, Status.INTERRUPTED))}. Its app process "
-                   "ended while it ran; its answered rows are kept. Resume it below to run "
-                   "the rest.", icon="⏸️")
+    running_and_interrupted(summaries, states, process().batches, describe,
+                            key="batch", kept="rows")
     resumable = {earlier.group.id: earlier for earlier in summaries
                  if states[earlier.group.id] in RESUMABLE}
     with st.expander("Resume an earlier batch"):

@@ -39,6 +39,7 @@ from studio.runs.serving import ServiceLevels
 from studio.settings.config import BACKEND_KINDS, Settings
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
+from ui.earlier import running_and_interrupted
 from ui.output import (
     answer_pane,
     check_lines,
@@ -440,19 +441,8 @@ def earlier_evaluations(store: RunStore, config: Settings, choices: list[Choice]
     so; any to open again, the ones with cells left to resume."""
     summaries = store.group_summaries(KIND, limit=EARLIER, user=viewer().only)
     states = {summary.group.id: evaluation_state(summary) for summary in summaries}
-    for busy in (s for s in summaries if states[s.group.id] == Status.RUNNING):
-        live = process().evaluations.get(busy.group.id)
-        line, action = st.columns([5, 1])
-        line.info(f"Running: {literal(describe(busy))}" + ("" if live else
-                  " (in another app process: watch or stop it there)"), icon="⏳")
-        if live is not None and action.button("Watch", key=f"evaluate_watch_{busy.group.id}",
-                                              width="stretch"):
-            st.session_state.evaluation = live
-            st.rerun()
-    for cut in (s for s in summaries if states[s.group.id] == Status.INTERRUPTED):
-        st.warning(f"Interrupted: {literal(describe(cut, Status.INTERRUPTED))}. Its app "
-                   "process ended while it ran; its answered cells are kept. Resume it below "
-                   "to run the rest.", icon="⏸️")
+    running_and_interrupted(summaries, states, process().evaluations, describe,
+                            key="evaluation", kept="cells")
     with st.expander("Earlier evaluations", expanded=any(
             state in RESUMABLE for state in states.values())):
         if not summaries:
