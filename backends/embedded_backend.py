@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -161,7 +162,13 @@ class EmbeddedBackend(Backend):
 
     def _fragments(self, handle: TokenStream, messages: list[dict[str, str]],
                    options: dict[str, Any]) -> Iterator[str]:
+        # A cold start, as Ollama's load_duration tells one: the time this run waited for
+        # the model to load into this process (the first run of a model, or a wait for it).
+        cold = not shared().models.is_loaded((str(self.model_path), self.n_ctx))
+        started = time.monotonic()
         loaded = _load(self.model_path, self.n_ctx)
+        if cold:
+            handle.stats.server_load_s = time.monotonic() - started
         while not loaded.lock.acquire(timeout=0.1):  # queue, but stay cancellable
             if handle.cancelled:
                 return

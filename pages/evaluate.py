@@ -63,6 +63,8 @@ TABLE_WIDTH, FIGURE_COLUMN = 800, 280
 LOCATION_COLUMN, BEST_COLUMN, NUMBER_COLUMN = 130, 56, 36
 ANSWER_HEIGHT = 480  # a cell's answer box (px)
 EARLIER = 20  # earlier evaluations listed
+# The smallest service levels: 0 would be met by no request (goodput 0 for every choice).
+MIN_LEVEL_S, MIN_LEVEL_MS = 0.1, 1.0
 
 
 def main() -> None:
@@ -189,20 +191,24 @@ def service_levels() -> ServiceLevels:
     scored again when they change; nothing runs again)."""
     state = st.session_state
     if "evaluate_ttft_s" not in state:
-        state.evaluate_ttft_s = _seconds(DEFAULT_LEVELS.ttft_ms)
-        state.evaluate_tpot_ms = DEFAULT_LEVELS.tpot_ms
-        state.evaluate_e2el_s = _seconds(DEFAULT_LEVELS.e2el_ms)
+        set_levels(DEFAULT_LEVELS)
+    shown = state.get("evaluation")
+    if shown is not None and state.get("evaluate_levels_of") != id(shown):
+        # An evaluation newly on screen (opened, watched, started) is scored against the
+        # levels it ran with, until they are changed here.
+        state.evaluate_levels_of = id(shown)
+        set_levels(shown.spec.levels)
     st.markdown("**Service levels** (goodput: the answered requests per second that met "
                 "every level set; empty: not a level)")
     ttft, tpot, e2el = st.columns(3)
     # value=None: a level may be emptied (the session's value is kept over it).
-    ttft_s = ttft.number_input("TTFT ≤ s", min_value=0.0, value=None, step=1.0,
+    ttft_s = ttft.number_input("TTFT ≤ s", min_value=MIN_LEVEL_S, value=None, step=1.0,
                                key="evaluate_ttft_s", placeholder="not a level",
                                help=DEFINITIONS["TTFT"])
-    tpot_ms = tpot.number_input("TPOT ≤ ms", min_value=0.0, value=None, step=10.0,
+    tpot_ms = tpot.number_input("TPOT ≤ ms", min_value=MIN_LEVEL_MS, value=None, step=10.0,
                                 key="evaluate_tpot_ms", placeholder="not a level",
                                 help=DEFINITIONS["TPOT"])
-    e2el_s = e2el.number_input("E2EL ≤ s", min_value=0.0, value=None, step=10.0,
+    e2el_s = e2el.number_input("E2EL ≤ s", min_value=MIN_LEVEL_S, value=None, step=10.0,
                                key="evaluate_e2el_s", placeholder="not a level",
                                help=DEFINITIONS["E2EL"])
     return ServiceLevels(ttft_ms=None if ttft_s is None else float(ttft_s) * 1000,
@@ -210,8 +216,17 @@ def service_levels() -> ServiceLevels:
                          e2el_ms=None if e2el_s is None else float(e2el_s) * 1000)
 
 
+def set_levels(levels: ServiceLevels) -> None:
+    """The level inputs set to ``levels`` (before they are drawn); a level of 0 or less,
+    which no request meets, is no level."""
+    state = st.session_state
+    state.evaluate_ttft_s = _seconds(levels.ttft_ms)
+    state.evaluate_tpot_ms = levels.tpot_ms if levels.tpot_ms and levels.tpot_ms > 0 else None
+    state.evaluate_e2el_s = _seconds(levels.e2el_ms)
+
+
 def _seconds(ms: float | None) -> float | None:
-    return None if ms is None else ms / 1000
+    return None if ms is None or ms <= 0 else ms / 1000
 
 
 def fits(config: Settings, spec: EvaluationSpec) -> bool:

@@ -128,8 +128,9 @@ def score_row(card: Scorecard, name: str) -> ScoreRow:
 
 # -- scheduling -----------------------------------------------------------------------------
 def test_choices_on_two_servers_run_at_the_same_time() -> None:
-    """Each choice alone takes 4 x 0.4 s; both at once take about that, not the sum."""
-    latency, rows = 0.4, 4
+    """Each choice alone takes 3 x 1 s; both at once take about that, not the sum (seconds
+    of latency, so that a busy machine's overhead does not decide)."""
+    latency, rows = 1.0, 3
     with LatencyServer(latency=latency) as first, LatencyServer(latency=latency) as second:
         spec = make_spec([vllm(first.url), vllm(second.url)], LOCATIONS[:rows])
         evaluation = run_to_end(Evaluation(spec, build=build))
@@ -878,6 +879,10 @@ def test_reopen_shows_the_scorecard_the_live_evaluation_had(tmp_path: Path) -> N
     assert all(line["ttft_s"] is None for line in cells if line["choice"] in (1, 2))
     assert all(0 < line["ttft_s"] <= line["e2el_s"] for line in cells if line["choice"] == 3)
     assert "waits for" not in shown.choice_progress(1)[1]
+    # Found trying the page: a reopened evaluation said "(2 before the resume)".
+    assert all("before the resume" not in shown.choice_progress(choice)[1]
+               for choice in range(3))
+    assert shown.choice_progress(2)[1].startswith("3 done")
 
 
 def test_a_resume_must_keep_the_recorded_cells(tmp_path: Path) -> None:
@@ -982,3 +987,53 @@ def test_a_stream_ended_before_the_servers_count_counts_its_chunks() -> None:
                           statistics=stats.to_dict())
     timings, _ = row_timings([row])
     assert stats.output_tokens is None and timings[0].output_len == 40
+
+
+def test_a_choice_that_answered_nothing_wins_no_row_and_ties_as_shown_share_the_star() -> None:
+    """Found trying the page: a choice on a closed port (nothing answered) took the star for
+    wall time 0.0 s and for 0 cut answers; and one of three wall times that all read 2.0 s
+    was starred alone."""
+    row = ScoreRow("Wall time", (0.0, 78.5, 36.6), ("0.0 s", "78.5 s", "36.6 s"), Better.LOWER,
+                   "duration", frozenset({1, 2}))
+    assert row.best == {2}
+    tied = ScoreRow("Wall time", (2.01, 1.98, 2.04), ("2.0 s", "2.0 s", "2.0 s"), Better.LOWER)
+    assert tied.best == set()
+    shared = ScoreRow("TTFT p50", (0.11, 0.14, 0.3), ("0.1 ms", "0.1 ms", "0.3 ms"),
+                      Better.LOWER)
+    assert shared.best == {0, 1}
+    nothing = ChoiceResult.of(first_choice()[4:5], ServiceLevels())  # one failed cell
+    card = Scorecard.of(["1. a", "2. b"], [nothing, ChoiceResult.of(first_choice(),
+                                                                   ServiceLevels())],
+                        ServiceLevels())
+    assert score_row(card, "Answered").best == {1}  # counts compare every choice
+    assert score_row(card, "Failed").shown == ("1", "1")  # one failed cell each: no star
+    assert score_row(card, "Failed").best == set()
+    assert score_row(card, "Hit max tokens").best == set()  # its 0 is no win
+    assert score_row(card, "Wall time").best == set()
+
+
+def test_an_embedded_choice_on_its_own_runs_in_this_apps_process() -> None:
+    """Found trying the page: it read "runs on its own server" for the embedded model."""
+    spec = make_spec([ollama("http://10.0.0.5:11434", LLAMA),
+                      Choice(backend="embedded", host="", model="SmolLM2-135M-Instruct.Q4_1")],
+                     LOCATIONS[:1])
+    assert schedule_lines(spec)[1] == ("Choice 2 (Embedded (SmolLM2)) runs in this app's "
+                                       "process, at the same time as the others.")
+    assert schedule_lines(spec)[0].endswith("runs on its own server, at the same time as the "
+                                            "others.")
+
+
+def test_the_same_model_twice_is_told_apart_by_what_differs() -> None:
+    """Found trying the page: two embedded choices with 16 and 32 max tokens were both
+    "Embedded (SmolLM2) · SmolLM2-135M-Instruct.Q4_1" in every column header."""
+    model = "SmolLM2-135M-Instruct.Q4_1"
+    spec = make_spec([Choice(backend="embedded", host="", model=model,
+                             sampling=Sampling(max_tokens=16)),
+                      ollama("http://10.0.0.5:11434", LLAMA),
+                      Choice(backend="embedded", host="", model=model,
+                             sampling=Sampling(max_tokens=32, temperature=0.7))],
+                     LOCATIONS[:1])
+    assert spec.labels == [
+        f"1. Embedded (SmolLM2) · {model} · max tokens 16 · temperature 0.2",
+        "2. Ollama · llama3.1:8b",
+        f"3. Embedded (SmolLM2) · {model} · max tokens 32 · temperature 0.7"]

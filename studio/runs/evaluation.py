@@ -127,9 +127,9 @@ class EvaluationSpec:
 
     @property
     def labels(self) -> list[str]:
-        """'1. Ollama · llama3.1:8b', numbered (the host added where two differ only by
-        it)."""
-        return pane_labels(list(self.choices))
+        """'1. Ollama · llama3.1:8b', numbered; where two would read the same, what differs
+        (the host, then the settings: 'max tokens 32', 'temperature 0.7', ...)."""
+        return choice_labels(self.choices)
 
     @property
     def rows(self) -> int:
@@ -183,6 +183,35 @@ class EvaluationSpec:
             redact(choice.host), choice.host)) for choice in self.choices))
 
 
+# The settings that tell two choices of one model apart, in the words of the page.
+_SETTING_WORDS: tuple[tuple[str, Callable[[Choice], Any]], ...] = (
+    ("max tokens", lambda choice: choice.sampling.max_tokens),
+    ("temperature", lambda choice: choice.sampling.temperature),
+    ("repeat penalty", lambda choice: choice.sampling.repeat_penalty),
+    ("think", lambda choice: choice.sampling.think or "server default"),
+    ("", lambda choice: choice.answer_format.label),
+    ("", lambda choice: choice.delivery),
+    ("concurrency", lambda choice: choice.concurrency),
+)
+
+
+def choice_labels(choices: Sequence[Choice]) -> list[str]:
+    """Each choice's label (``pane_labels``), with the settings in which it differs from a
+    choice that would read the same: the same model twice with another temperature is told
+    apart in every column header."""
+    labels = pane_labels(list(choices))
+    names = [label.split(". ", 1)[1] for label in labels]
+    result = []
+    for index, (label, name) in enumerate(zip(labels, names, strict=True)):
+        twins = [choices[other] for other, twin in enumerate(names)
+                 if twin == name and other != index]
+        differs = [f"{word} {value}".strip() for word, value_of in _SETTING_WORDS
+                   if twins and any(value_of(twin) != (value := value_of(choices[index]))
+                                    for twin in twins)]
+        result.append(" · ".join([label, *differs]))
+    return result
+
+
 # -- scheduling ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Lane:
@@ -233,6 +262,11 @@ def schedule(choices: Sequence[RunParams]) -> list[Lane]:
     return result
 
 
+def lane_kind(lane: Lane, spec: EvaluationSpec) -> str:
+    """The backend kind of a lane's choices (one server: one kind)."""
+    return spec.choices[lane.choices[0]].backend
+
+
 def schedule_lines(spec: EvaluationSpec) -> list[str]:
     """How the choices will run, in words (plain text: hosts are a user's)."""
     lanes = schedule(spec.choices)
@@ -243,7 +277,9 @@ def schedule_lines(spec: EvaluationSpec) -> list[str]:
             lines.append(f"Choices {named} ({lane.server}) run one after the other: "
                          f"{lane.reason}.")
         else:
-            lines.append(f"Choice {named} ({lane.server}) runs on its own server"
+            where = ("in this app's process" if not backend_class(
+                lane_kind(lane, spec)).default_host else "on its own server")
+            lines.append(f"Choice {named} ({lane.server}) runs {where}"
                          + (", at the same time as the others." if len(lanes) > 1 else "."))
     return lines
 
@@ -681,19 +717,25 @@ class ScoreRow:
     shown: tuple[str, ...]
     better: Better | None = None
     key: str = ""  # its key in the JSON (vLLM's result key where it has one)
+    # The choices that may be marked best: those that answered (a choice that answered
+    # nothing has no wall time, no cut answers: its zeros win nothing). None: all.
+    eligible: frozenset[int] | None = None
 
     @property
     def best(self) -> set[int]:
-        """The choices with the best value (ties: all of them); none when fewer than two
-        have a value or all are equal."""
+        """The choices with the best value, ties as shown (two values that read the same
+        are both best); none when fewer than two eligible choices have a value or all of
+        them read the same."""
         if self.better is None:
             return set()
-        present = {index: value for index, value in enumerate(self.values) if value is not None}
-        if len(present) < 2 or len(set(present.values())) == 1:
-            return set()
+        present = {index: value for index, value in enumerate(self.values)
+                   if value is not None and (self.eligible is None or index in self.eligible)}
         pick = max if self.better == Better.HIGHER else min
-        top = pick(present.values())
-        return {index for index, value in present.items() if value == top}
+        if len(present) < 2:
+            return set()
+        top = self.shown[pick(present, key=present.__getitem__)]
+        best = {index for index in present if self.shown[index] == top}
+        return set() if len(best) == len(present) else best
 
     def marked(self) -> list[str]:
         best = self.best
@@ -725,9 +767,14 @@ class Scorecard:
            levels: ServiceLevels) -> Scorecard:
         rows: list[ScoreRow] = []
 
+        answered = frozenset(index for index, result in enumerate(results) if result.answered)
+
         def add(name: str, values: Sequence[float | None], shown: Sequence[str],
                 better: Better | None, key: str) -> None:
-            rows.append(ScoreRow(name, tuple(values), tuple(shown), better, key))
+            # How many answered or failed compares every choice; the rest, those that answered.
+            everyone = key in ("answered", "failed")
+            rows.append(ScoreRow(name, tuple(values), tuple(shown), better, key,
+                                 None if everyone else answered))
 
         def count(name: str, attribute: str, better: Better) -> None:
             values = [getattr(result, attribute) for result in results]
@@ -906,6 +953,9 @@ def reopen(store: RunStore, group_id: int) -> Evaluation:
     evaluation = Evaluation(spec, build=_not_built, finished_before=answered,
                             attempts_before=attempts, group_id=group_id)
     evaluation.reopened = True
+    for batch in evaluation.batches:  # shown as recorded: nothing was resumed in this view
+        for row in batch.rows:
+            row.resumed = False
     for position, run in others.items():
         choice, index = spec.cell_of(position)
         if choice >= len(evaluation.batches) or index >= spec.rows:
