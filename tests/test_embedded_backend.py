@@ -209,3 +209,16 @@ def test_the_pv_prompt_and_the_default_answer_fit_the_default_context() -> None:
     fit = backend.context_fit(build_user_prompt(load_locations()[0]),
                               next(iter(load_system_prompts().values())), settings.max_tokens)
     assert fit.exact and fit.fits, fit.summary()
+
+
+def test_the_first_run_of_a_model_records_its_load_as_the_server_would() -> None:
+    """Found trying the Evaluate page: the embedded model's first run waited for the model
+    to load, but recorded no load time, so it was never a cold start (Ollama's runs report
+    theirs, load_duration). The first run of a model records the wait; the next none."""
+    backend = EmbeddedBackend(n_ctx=512)  # a (file, context size) this process has not loaded
+    first = backend.stream("Say hi.", sampling=Sampling(max_tokens=2))
+    "".join(first)
+    assert first.stats.server_load_s is not None and first.stats.server_load_s > 0
+    second = backend.stream("Say hi.", sampling=Sampling(max_tokens=2))
+    "".join(second)
+    assert second.stats.server_load_s is None and not second.stats.cold_start
