@@ -21,7 +21,10 @@ class BackendError(Exception):
         self.host = host
 
     def __str__(self) -> str:
-        return f"{self.message} {self.hint}".strip()
+        message = self.message.strip()
+        if message and self.hint and message[-1] not in ".!?":
+            message += "."  # a server's message often ends bare: the hint is a sentence
+        return f"{message} {self.hint}".strip()
 
 
 class BackendConnectionError(BackendError, ConnectionError):

@@ -390,7 +390,7 @@ class OllamaBackend(Backend):
         elif status == 404:
             hint = f"Is {self.host} an Ollama server? Check the host (sidebar or config.yaml)."
         else:
-            hint = "The server's message is above."
+            hint = "That is the server's own message."
         return BackendStatusError(
             f"Ollama answered HTTP {status}: {text}", hint=hint, status_code=status,
             server_message=text, backend="Ollama", host=self.host)

@@ -392,7 +392,7 @@ class VLLMBackend(Backend):
                 f"The prompt does not fit {self.model}'s context window on vLLM: {message}",
                 hint=context_hint(message), status_code=status, **common)
         return BackendStatusError(f"vLLM answered HTTP {status}: {message}",
-                                  hint="The server's message is above.",
+                                  hint="That is the server's own message.",
                                   status_code=status, **common)
 
     def _served_models(self) -> list[str] | None:

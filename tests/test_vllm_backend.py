@@ -474,3 +474,13 @@ def test_a_stream_that_breaks_or_stalls_keeps_its_text(sdk: bool) -> None:
             list(stream)
     assert "stopped sending in the middle of the answer" in info.value.message
     assert stream.stats.done_reason == "error"
+
+
+def test_a_servers_bare_message_and_the_hint_read_as_two_sentences() -> None:
+    """Found trying the Evaluate page: "vLLM answered HTTP 400: this test server does not
+    stream The server's message is above." (no stop; "above" where the hint shares a line)."""
+    error = BackendStatusError("vLLM answered HTTP 400: this test server does not stream",
+                               hint="That is the server's own message.", status_code=400)
+    assert str(error) == ("vLLM answered HTTP 400: this test server does not stream. That is "
+                          "the server's own message.")
+    assert str(BackendStatusError("Done already.", hint="Next.")) == "Done already. Next."
