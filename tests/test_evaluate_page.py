@@ -307,14 +307,19 @@ def seed_evaluation(store: RunStore, spec: EvaluationSpec, answered: list[int]) 
     return group
 
 
+def vllm_and_ollama(vllm: LatencyServer, ollama: FakeOllama, rows: int) -> EvaluationSpec:
+    """An evaluation of the first ``rows`` locations on the test vLLM and Ollama."""
+    return EvaluationSpec(choices=(
+        Choice(backend="vllm", host=vllm.url, model=MODEL),
+        Choice(backend="ollama", host=ollama.url, model="llama3.1:8b")),
+        scenarios=LOCATIONS[:rows], system="You are a PV analyst.")
+
+
 def test_an_interrupted_evaluation_is_said_so_and_resumes_only_its_cells_left(
         servers: tuple[LatencyServer, FakeOllama], tmp_path: Path) -> None:
     vllm, ollama = servers
     store = RunStore(tmp_path / "history.sqlite3")
-    spec = EvaluationSpec(choices=(
-        Choice(backend="vllm", host=vllm.url, model=MODEL),
-        Choice(backend="ollama", host=ollama.url, model="llama3.1:8b")),
-        scenarios=LOCATIONS[:3], system="You are a PV analyst.")
+    spec = vllm_and_ollama(vllm, ollama, 3)
     group = seed_evaluation(store, spec, [0, 4])
     at = evaluate_page()
     (warning,) = [w for w in at.warning if "Interrupted" in w.value]
@@ -337,10 +342,7 @@ def test_an_evaluation_another_process_runs_is_not_resumed_here(
     """Claimed by a live worker this session cannot watch: said so, and not resumable."""
     vllm, ollama = servers
     store = RunStore(tmp_path / "history.sqlite3")
-    spec = EvaluationSpec(choices=(
-        Choice(backend="vllm", host=vllm.url, model=MODEL),
-        Choice(backend="ollama", host=ollama.url, model="llama3.1:8b")),
-        scenarios=LOCATIONS[:1], system="You are a PV analyst.")
+    spec = vllm_and_ollama(vllm, ollama, 1)
     group = store.create_group(KIND, spec=spec.to_json())
     assert store.claim_group(group)  # a worker of this process, not in its live list
     at = evaluate_page()
