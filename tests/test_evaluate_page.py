@@ -35,11 +35,17 @@ def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             ) -> Iterator[tuple[LatencyServer, FakeOllama]]:
     """vLLM's API (the sidebar's backend) and an Ollama with two models."""
     with LatencyServer(latency=0.1) as vllm, FakeOllama() as ollama:
-        use_config(tmp_path, monkeypatch, {
-            "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
-            "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
-            "app": {"fallback_to_embedded": False}})
+        use_servers(tmp_path, monkeypatch, vllm, ollama)
         yield vllm, ollama
+
+
+def use_servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, vllm: LatencyServer,
+                ollama: FakeOllama) -> None:
+    """The app's config: vLLM's API the sidebar's backend, the Ollama beside it."""
+    use_config(tmp_path, monkeypatch, {
+        "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
+        "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
+        "app": {"fallback_to_embedded": False}})
 
 
 def evaluate_page(at: AppTest | None = None) -> AppTest:
@@ -358,10 +364,7 @@ def test_differences_only_keeps_the_locations_where_the_choices_differ(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with LatencyServer(latency=0.05, failures={THREE[1]: Fail(400)}) as vllm, \
             FakeOllama() as ollama:
-        use_config(tmp_path, monkeypatch, {
-            "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
-            "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
-            "app": {"fallback_to_embedded": False}})
+        use_servers(tmp_path, monkeypatch, vllm, ollama)
         at = evaluate_page()
         at.selectbox(key="eval1_backend_kind").set_value("ollama").run()
         at.multiselect(key="evaluate_locations").set_value(THREE).run()
@@ -381,10 +384,7 @@ def test_cells_over_a_choices_window_are_held_back_to_ask_before_anything_is_sen
     evaluation waits; nothing is sent until Run anyway."""
     with LatencyServer(latency=0.1) as vllm, \
             FakeOllama(trained_context={"llama3.1:8b": 4096}) as ollama:
-        use_config(tmp_path, monkeypatch, {
-            "llm": {"backend": "vllm", "host": vllm.url, "model": MODEL},
-            "backends": {"ollama": {"host": ollama.url, "model": "llama3.1:8b"}},
-            "app": {"fallback_to_embedded": False}})
+        use_servers(tmp_path, monkeypatch, vllm, ollama)
         at = evaluate_page()
         at.selectbox(key="eval1_backend_kind").set_value("ollama").run()
         at.number_input(key="eval1_max_tokens").set_value(2048).run()
