@@ -61,7 +61,7 @@ def test_opening_it_moves_each_label_into_its_own_column(old_db: Path) -> None:
     with sqlite3.connect(old_db) as conn:
         labels = dict(conn.execute("SELECT kind, label FROM groups").fetchall())
     store = RunStore(old_db)
-    assert store.schema_version() == SCHEMA_VERSION == 7
+    assert store.schema_version() == SCHEMA_VERSION == 8
     with sqlite3.connect(old_db) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(groups)")}
     assert {"spec", "summary", "preset"} <= columns

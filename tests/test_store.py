@@ -89,7 +89,7 @@ def test_new_database_in_missing_folders_is_wal_at_current_schema(tmp_path: Path
     path = tmp_path / "a" / "b" / "history.sqlite3"
     store = RunStore(path)
     assert path.exists()
-    assert store.schema_version() == SCHEMA_VERSION == 7
+    assert store.schema_version() == SCHEMA_VERSION == 8
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert DEFAULT_DB_PATH == ROOT / "data" / "history.sqlite3"
     RunStore(path)  # opening again is a no-op

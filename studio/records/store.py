@@ -150,9 +150,42 @@ SCHEMA_V7_STEPS: tuple[str, ...] = (
     "ALTER TABLE runs ADD COLUMN answer_format TEXT NOT NULL DEFAULT 'markdown'",
 )
 
+# v8: blind votes (who voted, on which prompt and location, the pairing as shown: a letter
+# per choice, and the winner: a letter, 'tie' or 'bothbad'), and read-only share links
+# (an unguessable token to one run or one group; revoked, never deleted, so a revoked link
+# says so rather than look made up).
+SCHEMA_V8_STEPS: tuple[str, ...] = (
+    """CREATE TABLE votes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at TEXT NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        source TEXT NOT NULL,
+        group_id INTEGER REFERENCES groups (id) ON DELETE SET NULL,
+        preset TEXT NOT NULL DEFAULT '',
+        location TEXT NOT NULL DEFAULT '',
+        system_prompt TEXT NOT NULL DEFAULT '',
+        user_prompt TEXT NOT NULL DEFAULT '',
+        pairing_json TEXT NOT NULL,
+        winner TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX votes_user ON votes (user, created_at)",
+    """CREATE TABLE shares (
+        token TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        owner TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL,
+        target_id INTEGER NOT NULL,
+        title TEXT NOT NULL DEFAULT '',
+        revoked_at TEXT NOT NULL DEFAULT '',
+        revoked_by TEXT NOT NULL DEFAULT ''
+    )""",
+    "CREATE INDEX shares_owner ON shares (owner, created_at)",
+)
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
                                            SCHEMA_V4_STEPS, SCHEMA_V5_STEPS, SCHEMA_V6_STEPS,
-                                           SCHEMA_V7_STEPS)
+                                           SCHEMA_V7_STEPS, SCHEMA_V8_STEPS)
 SCHEMA_VERSION = len(MIGRATIONS)
 STATS_COLUMN = "stats_json"  # the statistics' column: their JSON text
 LOCATION_COLUMN = "location_json"  # the location row's column: its JSON text
