@@ -1,0 +1,1 @@
+"""Blind votes: the leaderboard maths (Bradley–Terry ratings and their bootstrap intervals)."""
