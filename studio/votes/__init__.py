@@ -1,1 +1,2 @@
-"""Blind votes: the leaderboard maths (Bradley–Terry ratings and their bootstrap intervals)."""
+"""Blind votes: the ballots, which votes count, and the leaderboard (Bradley–Terry
+ratings with bootstrap intervals)."""
