@@ -11,7 +11,7 @@ from studio.process import process
 from studio.records.render import literal
 from studio.runs.capacity import Limits
 from studio.settings.config import ConfigError, load_config
-from ui.auth import access, gate, logout_button
+from ui.auth import access, gate, login_form, logout_button
 from ui.sidebar import init_session, sidebar
 from ui.state import Viewer
 
@@ -25,7 +25,18 @@ except ConfigError as exc:
     st.stop()
 
 rules = access(settings)
-user = gate(rules)  # on a shared server nothing else renders before a login
+PAGES = Path(__file__).resolve().parent / "pages"
+SHARED = st.Page(PAGES / "shared.py", title="Shared", icon="🔗", url_path="shared")
+# On a shared server nothing else renders before a login; a share link may (config allows).
+user = gate(rules, let_through=settings.share_without_login and "token" in st.query_params)
+if user is None:
+    # Not logged in, on a share link: its page (the token checked there, every run) and the
+    # login form are all this session can reach: no sidebar, no other page, nothing probed.
+    st.session_state["_settings"] = settings
+    st.session_state["_viewer"] = Viewer("", sees_all=False, anonymous=True)
+    st.navigation([st.Page(lambda: login_form(rules), title="Log in", icon="🔒",
+                           url_path="login", default=True), SHARED], position="hidden").run()
+    st.stop()
 # Typed hosts only where no login is configured (or config.yaml allows them explicitly).
 settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)
 process().capacity.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user,
@@ -38,12 +49,12 @@ st.session_state["_selection"] = sidebar(settings)
 with st.sidebar:
     logout_button(rules, user)
 
-PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation([
     st.Page(PAGES / "playground.py", title="Playground", icon="☀️", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon="⚖️", url_path="compare"),
     st.Page(PAGES / "batch.py", title="Batch", icon="📦", url_path="batch"),
     st.Page(PAGES / "evaluate.py", title="Evaluate", icon="🏁", url_path="evaluate"),
     st.Page(PAGES / "history.py", title="History", icon="🗂️", url_path="history"),
+    SHARED,
 ])
 page.run()
