@@ -24,7 +24,7 @@ from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from ui.prompt_editor import load_prompts
 from ui.recorded import read_run, run_column
-from ui.share import group_title, share_action
+from ui.share import group_title, group_word, share_action
 from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings, viewer
 
@@ -171,9 +171,10 @@ def share_actions(store: RunStore, run: StoredRun) -> None:
     """Share this run, and the Compare, Batch or Evaluation it belongs to, as read-only
     links."""
     share_action(SHARE_RUN, run.id, f"Run {run.id} · {run.backend} · {run.model}",
-                 key=f"run_{run.id}")
+                 label="🔗 Share this run")
     if run.group_id is not None and (group := store.get_group(run.group_id)) is not None:
-        share_action(SHARE_GROUP, group.id, group_title(group), key=f"group_{group.id}")
+        share_action(SHARE_GROUP, group.id, group_title(group),
+                     label=f"🔗 Share its {group_word(group.kind)}")
 
 
 def side_by_side(runs: list[StoredRun]) -> None:
