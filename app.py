@@ -27,15 +27,22 @@ except ConfigError as exc:
 rules = access(settings)
 PAGES = Path(__file__).resolve().parent / "pages"
 SHARED = st.Page(PAGES / "shared.py", title="Shared", icon="🔗", url_path="shared")
-# On a shared server nothing else renders before a login; a share link may (config allows).
-user = gate(rules, let_through=settings.share_without_login and "token" in st.query_params)
+# On a shared server nothing else renders before a login, but a share link keeps its page
+# (so that the login leads to it) and, where config.yaml allows, opens without one.
+user = gate(rules, let_through="token" in st.query_params)
 if user is None:
-    # Not logged in, on a share link: its page (the token checked there, every run) and the
-    # login form are all this session can reach: no sidebar, no other page, nothing probed.
+    # Not logged in, on a share link: the login form, and that link's page where config
+    # allows (its token checked there, every run): nothing else is in this session's
+    # navigation, whatever URL it asks for; no sidebar, nothing probed.
     st.session_state["_settings"] = settings
     st.session_state["_viewer"] = Viewer("", sees_all=False, anonymous=True)
-    st.navigation([st.Page(lambda: login_form(rules), title="Log in", icon="🔒",
-                           url_path="login", default=True), SHARED], position="hidden").run()
+    shown = st.navigation([st.Page(lambda: login_form(rules), title="Log in", icon="🔒",
+                                   url_path="login", default=True), SHARED],
+                          position="hidden")
+    if shown.url_path == SHARED.url_path and not settings.share_without_login:
+        login_form(rules)
+    else:
+        shown.run()
     st.stop()
 # Typed hosts only where no login is configured (or config.yaml allows them explicitly).
 settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)

@@ -171,7 +171,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
         if store else None,
-        capacity=shared.capacity, probes=shared.probes,
+        capacity=shared.capacity, probes=shared.probes, group_id=group,
     ).start()
 
 

@@ -167,7 +167,10 @@ def test_without_a_login_a_link_opens_only_where_config_allows(
     at.query_params["token"] = share.token
     at.run()
     assert [b.label for b in at.button] == ["Log in"]  # not allowed: the login form only
-    assert "31 panels" not in str(at.main)
+    at = shared(at, share.token)  # the link's own page: the login form too, then the item
+    assert [b.label for b in at.button] == ["Log in"]
+    assert "31 panels" not in str(at.main) and "31 panels" not in page_text(at)
+    assert "31 panels" in page_text(log_in(at, "bob", "b-pass"))
 
 
 def test_an_anonymous_link_shows_that_item_and_nothing_else(

@@ -52,9 +52,9 @@ def current_rules() -> Access:
 
 def gate(rules: Access, let_through: bool = False) -> str | None:
     """The user of this session ('' when no login is configured); draws the login form and
-    stops the page until there is one. ``let_through``: a share link that may open without a
-    login (``app.share_without_login``): then None for a session not logged in, and nothing
-    drawn (app.py shows that link's page and the login form only)."""
+    stops the page until there is one. ``let_through``: a share link: then None for a
+    session not logged in, and nothing drawn (app.py draws the login form, or that link's
+    page where ``app.share_without_login`` allows, and offers nothing else)."""
     st.session_state[RULES_KEY] = rules
     if rules.mode == SSO:
         if st.user.is_logged_in:

@@ -5,6 +5,7 @@ checks); the Shared page opens it, and lists and revokes one's links."""
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from studio.records.render import literal
 from studio.records.store import SHARE_GROUP, SHARE_RUN, Group
@@ -32,9 +33,21 @@ def group_title(group: Group) -> str:
 def share_url(token: str) -> str:
     """The link to the Shared page with this token: absolute from the browser's address of
     the app where Streamlit knows it, else relative to the app."""
-    base = st.context.url
-    return f"{base.rstrip('/')}/{SHARED_PATH}?token={token}" if base \
-        else f"{SHARED_PATH}?token={token}"
+    base = app_url()
+    return f"{base}/{SHARED_PATH}?token={token}" if base else f"{SHARED_PATH}?token={token}"
+
+
+def app_url() -> str:
+    """The app's address in the browser ('' where unknown): ``st.context.url`` without the
+    current page's path (Streamlit 1.67 leaves it on)."""
+    url = (st.context.url or "").rstrip("/")
+    ctx = get_script_run_ctx()
+    if url and ctx is not None:
+        page = ctx.pages_manager.get_pages().get(ctx.page_script_hash) or {}
+        path = str(page.get("url_pathname") or "")
+        if path:
+            url = url.removesuffix(f"/{path}")
+    return url
 
 
 def share_action(kind: str, target_id: int, title: str, *, label: str = "🔗 Share",

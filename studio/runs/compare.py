@@ -136,9 +136,11 @@ class Comparison(Job):
                  preset: str = "", location: Location | None = None,
                  build: Callable[[RunParams], Backend],
                  record: Callable[[int], Recording | None] | None = None,
-                 capacity: Capacity | None = None, probes: ProbeCache | None = None) -> None:
+                 capacity: Capacity | None = None, probes: ProbeCache | None = None,
+                 group_id: int | None = None) -> None:
         """``record(pane_index)`` says where each pane's runs go in the history; ``capacity``
-        and ``probes`` are the process's, for every run (``Run``)."""
+        and ``probes`` are the process's, for every run (``Run``); ``group_id``: its history
+        group (what a Share link to it opens), None when it is not recorded."""
         super().__init__()
         if not 1 <= len(panes) <= MAX_PANES:
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
@@ -157,6 +159,7 @@ class Comparison(Job):
         self._build = build
         self._record = record
         self._capacity, self._probes = capacity, probes
+        self.group_id = group_id
 
     def _cancel(self) -> None:
         """Stop: cancel every pane still running; finished panes keep their answers."""
