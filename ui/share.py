@@ -43,8 +43,8 @@ def app_url() -> str:
     url = (st.context.url or "").rstrip("/")
     ctx = get_script_run_ctx()
     if url and ctx is not None:
-        page = ctx.pages_manager.get_pages().get(ctx.page_script_hash) or {}
-        path = str(page.get("url_pathname") or "")
+        page = ctx.pages_manager.get_pages().get(ctx.page_script_hash)
+        path = str(page.get("url_pathname") or "") if page else ""
         if path:
             url = url.removesuffix(f"/{path}")
     return url
