@@ -11,7 +11,10 @@ from typing import Any
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from studio.pv.library import load_locations
 from studio.records.store import SHARE_GROUP, SHARE_RUN, RunStore
+from studio.runs.evaluation import KIND as EVALUATION_KIND
+from studio.runs.evaluation import Choice, EvaluationSpec
 from studio.runs.request import RunRequest
 from tests.conftest import PAGES, history_page, open_app, switch_to, use_config
 
@@ -196,3 +199,51 @@ def test_an_anonymous_link_shows_that_item_and_nothing_else(
     at.run()
     assert "Your shared links" not in page_text(at)
     assert [b.label for b in at.button] == ["Log in"]
+
+
+def test_history_shares_a_runs_comparison(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = configure(tmp_path, monkeypatch)
+    group = store.create_group("compare")
+    run_id = seed(store, group_id=group)
+    at = history_page()
+    at.multiselect(key="history_open").select(run_id).run()
+    (button,) = [b for b in at.button if b.label == "🔗 Share its comparison"]
+    button.click().run()
+    (share,) = store.list_shares()
+    assert (share.kind, share.target_id, share.title) == (SHARE_GROUP, group,
+                                                         f"Comparison #{group}")
+
+
+def test_a_shared_batch_lists_its_rows_and_reads_one(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    store = configure(tmp_path, monkeypatch)
+    group = store.create_group("batch")
+    for position in range(3):
+        seed(store, answer=f"Row answer {position}", group_id=group, position=position)
+    share = store.create_share(SHARE_GROUP, group, user="")
+    assert share is not None
+    at = shared(open_app(), share.token)
+    assert list(at.dataframe[0].value["row"]) == [1, 2, 3]
+    at.selectbox(key="shared_row").select(2).run()
+    assert "Row answer 2" in page_text(at) and main_buttons(at) == []
+
+
+def test_a_shared_evaluation_shows_a_locations_cells(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    store = configure(tmp_path, monkeypatch)
+    locations = load_locations()[:2]
+    spec = EvaluationSpec(choices=tuple(Choice(backend="ollama", host="http://h:11434",
+                                               model=model) for model in ("m1", "m2")),
+                          scenarios=locations, system="s")
+    group = store.create_group(EVALUATION_KIND, spec=spec.to_json())
+    for position in range(spec.cells):
+        seed(store, answer=f"Cell answer {position}", group_id=group, position=position)
+    share = store.create_share(SHARE_GROUP, group, user="")
+    assert share is not None
+    at = shared(open_app(), share.token)
+    assert list(at.dataframe[0].value["location"]) == [row.name for row in locations]
+    at.selectbox(key="shared_location").select(1).run()
+    text = page_text(at)
+    assert "Cell answer 1" in text and "Cell answer 3" in text  # choice 1 and 2, row 2
+    assert "Cell answer 0" not in text and main_buttons(at) == []
