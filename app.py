@@ -11,7 +11,7 @@ from studio.process import process
 from studio.records.render import literal
 from studio.runs.capacity import Limits
 from studio.settings.config import ConfigError, load_config
-from ui.auth import access, gate, logout_button
+from ui.auth import access, gate, login_form, logout_button
 from ui.blind import hides_names
 from ui.sidebar import init_session, sidebar
 from ui.state import Viewer
@@ -26,13 +26,30 @@ except ConfigError as exc:
     st.stop()
 
 rules = access(settings)
-user = gate(rules)  # on a shared server nothing else renders before a login
+PAGES = Path(__file__).resolve().parent / "pages"
+SHARED = st.Page(PAGES / "shared.py", title="Shared", icon="🔗", url_path="shared")
+# On a shared server nothing else renders before a login, but a share link keeps its page
+# (so that the login leads to it) and, where config.yaml allows, opens without one.
+user = gate(rules, let_through="token" in st.query_params)
+if user is None:
+    # Not logged in, on a share link: the login form, and that link's page where config
+    # allows (its token checked there, every run): nothing else is in this session's
+    # navigation, whatever URL it asks for; no sidebar, nothing probed.
+    st.session_state["_settings"] = settings
+    st.session_state["_viewer"] = Viewer("", sees_all=False, anonymous=True)
+    shown = st.navigation([st.Page(lambda: login_form(rules), title="Log in", icon="🔒",
+                                   url_path="login", default=True), SHARED],
+                          position="hidden")
+    if shown.url_path == SHARED.url_path and not settings.share_without_login:
+        login_form(rules)
+    else:
+        shown.run()
+    st.stop()
 # Typed hosts only where no login is configured (or config.yaml allows them explicitly).
 settings = replace(settings, allow_custom_hosts=rules.allow_custom_hosts)
 process().capacity.configure(Limits(settings.max_runs_per_backend, settings.max_runs_per_user,
                                     settings.max_queued_per_user))
 
-PAGES = Path(__file__).resolve().parent / "pages"
 page = st.navigation([
     st.Page(PAGES / "playground.py", title="Playground", icon="☀️", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon="⚖️", url_path="compare"),
@@ -40,6 +57,7 @@ page = st.navigation([
     st.Page(PAGES / "evaluate.py", title="Evaluate", icon="🏁", url_path="evaluate"),
     st.Page(PAGES / "leaderboard.py", title="Leaderboard", icon="🏆", url_path="leaderboard"),
     st.Page(PAGES / "history.py", title="History", icon="🗂️", url_path="history"),
+    SHARED,
 ])
 
 init_session(settings)

@@ -8,10 +8,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from backends.status import Status
 from studio.pv.checks import CHECKS_HELP, check_cell, check_run
 from studio.records.render import dashes, literal
 from studio.records.store import (
+    SHARE_GROUP,
+    SHARE_RUN,
     RunStore,
     StoredRun,
     export_csv_lines,
@@ -23,17 +24,9 @@ from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from studio.votes.tally import vote_rows, votes_csv, votes_json
 from ui.blind import hidden_groups
-from ui.output import (
-    answer_pane,
-    check_lines,
-    show_answer,
-    show_notes,
-    show_stats,
-    show_thinking,
-    structured_line,
-    structured_status,
-)
 from ui.prompt_editor import load_prompts
+from ui.recorded import read_run, run_column
+from ui.share import group_title, group_word, share_action
 from ui.sidebar import load_selection
 from ui.state import history, require_frame, settings, viewer
 
@@ -165,33 +158,7 @@ def exports(store: RunStore, matching: dict[str, Any], total: int) -> None:
 
 
 def one_run(store: RunStore, run: StoredRun) -> None:
-    st.subheader(f"Run {run.id} · {literal(run.backend)} · {literal(run.model)}")
-    st.caption(literal(f"{run.created_at[:19].replace('T', ' ')} UTC · {run.page} · "
-                       f"{run.host or '–'} · preset {run.preset or '–'} · max tokens "
-                       f"{run.sampling.max_tokens} · temperature {run.sampling.temperature} · "
-                       f"{run.delivered or run.delivery}"))
-    if (note := group_note(run)) is not None:
-        st.caption(note)
-    if run.error:
-        st.error(literal(run.error), icon="⚠️")
-    elif run.status == Status.INTERRUPTED:
-        st.warning("Interrupted: the app stopped while this run was going. The partial "
-                   "answer is kept.", icon="⏸️")
-    with st.expander("Prompts"):
-        st.text_area("System prompt", run.system, disabled=True, key=f"sys_{run.id}")
-        st.text_area("User prompt", run.prompt, height=250, disabled=True, key=f"usr_{run.id}")
-    show_thinking(st.empty(), run.thinking, run.stats.get("thinking_s"))
-    # Figures the answer states that the prompt's data does not hold are highlighted, as in
-    # the Playground (not graded when the server cut the prompt).
-    check = check_run(run.text, run, run.stats)
-    with st.container(key="history_answer", border=True):
-        show_answer(run.text, st.empty(), check, structured=structured_status(run, run.status))
-    if check is not None:
-        st.caption(check_lines(check))
-    if (line := structured_line(run, run.text, run.status)) is not None:
-        st.caption(f"🧾 {literal(line)}")
-    show_notes(run.stats)
-    show_stats(run.outcome.stats, status_label(run.status), streamed=run.streamed)
+    read_run(run, group_note(run))
     actions = st.columns([2, 1, 3])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")
@@ -202,27 +169,24 @@ def one_run(store: RunStore, run: StoredRun) -> None:
         actions[2].button("Keep it", on_click=confirm_delete, args=(None,))
     else:
         actions[1].button("Delete…", width="stretch", on_click=confirm_delete, args=(run.id,))
+    share_actions(store, run)
+
+
+def share_actions(store: RunStore, run: StoredRun) -> None:
+    """Share this run, and the Compare, Batch or Evaluation it belongs to, as read-only
+    links."""
+    share_action(SHARE_RUN, run.id, f"Run {run.id} · {run.backend} · {run.model}",
+                 label="🔗 Share this run")
+    if run.group_id is not None and (group := store.get_group(run.group_id)) is not None:
+        share_action(SHARE_GROUP, group.id, group_title(group),
+                     label=f"🔗 Share its {group_word(group.kind)}")
 
 
 def side_by_side(runs: list[StoredRun]) -> None:
     for index, (column, run) in enumerate(zip(st.columns(2), runs, strict=True)):
         with column:
-            pane = answer_pane(f"**Run {run.id}** · {literal(run.backend)} · "
-                               f"{literal(run.model)}", key=f"history_pane_{index}")
-            pane.progress.caption(f"{status_label(run.status)} · "
-                                  f"{run.created_at[:19].replace('T', ' ')} UTC"
-                                  + (f" · {note}" if (note := group_note(run)) else ""))
-            if run.error:
-                st.error(literal(run.error), icon="⚠️")
-            check = check_run(run.text, run, run.stats)
-            show_thinking(pane.thinking, run.thinking, run.stats.get("thinking_s"))
-            show_answer(run.text, pane.answer, check,
-                        structured=structured_status(run, run.status))
-            line = structured_line(run, run.text, run.status)
-            lines = ([check_lines(check)] if check is not None else []) + (
-                [f"🧾 {literal(line)}"] if line else [])
-            if lines:
-                pane.footer.caption("\n\n".join(lines))
+            run_column(run, f"**Run {run.id}** · {literal(run.backend)} · "
+                            f"{literal(run.model)}", f"history_pane_{index}", group_note(run))
 
 
 def votes_kept(store: RunStore) -> None:

@@ -50,9 +50,11 @@ def current_rules() -> Access:
     return value
 
 
-def gate(rules: Access) -> str:
+def gate(rules: Access, let_through: bool = False) -> str | None:
     """The user of this session ('' when no login is configured); draws the login form and
-    stops the page until there is one."""
+    stops the page until there is one. ``let_through``: a share link: then None for a
+    session not logged in, and nothing drawn (app.py draws the login form, or that link's
+    page where ``app.share_without_login`` allows, and offers nothing else)."""
     st.session_state[RULES_KEY] = rules
     if rules.mode == SSO:
         if st.user.is_logged_in:
@@ -61,8 +63,9 @@ def gate(rules: Access) -> str:
                 return user
             st.session_state.clear()
             st.logout()  # Log out in another session of this user
-        st.title("☀️ PV LLM Studio")
-        st.button("Log in", type="primary", on_click=st.login)
+        if let_through:
+            return None
+        login_form(rules)
         st.stop()
     if rules.mode != PASSWORD:
         return ""
@@ -73,9 +76,20 @@ def gate(rules: Access) -> str:
         for key in (USER_KEY, LOGIN_KEY):
             st.session_state.pop(key, None)
         st.info("You were logged out (Log out in another tab or browser).", icon="🔒")
-    _password_form(rules)
+    if let_through:
+        return None
+    login_form(rules)
     st.stop()
     return ""  # not reached
+
+
+def login_form(rules: Access) -> None:
+    """The login of this server: single sign-on's button, or the password form."""
+    if rules.mode == SSO:
+        st.title("☀️ PV LLM Studio")
+        st.button("Log in", type="primary", on_click=st.login)
+    elif rules.mode == PASSWORD:
+        _password_form(rules)
 
 
 def _still_logged_in(user: str) -> bool:

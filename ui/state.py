@@ -40,6 +40,7 @@ class Viewer:
 
     user: str = ""
     sees_all: bool = True
+    anonymous: bool = False  # a share link opened without a login: that item, nothing else
 
     @property
     def only(self) -> str | None:

@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import secrets
 import socket
 import sqlite3
 import threading
@@ -407,6 +409,39 @@ class GroupSummary:
     interrupted: bool = False  # its worker's process ended while it ran (killed, crashed)
 
 
+SHARE_RUN, SHARE_GROUP = "run", "group"  # what a share link opens: one run, or one group
+SHARE_KINDS = (SHARE_RUN, SHARE_GROUP)
+# What secrets.token_urlsafe makes; anything else is no token (and is not looked up).
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,128}")
+
+
+@dataclass(frozen=True)
+class Share:
+    """A read-only link to one run or one group: its unguessable token, who made it, what it
+    opens (``kind``: ``run`` or ``group``, ``target_id``) and its title; revoked links are
+    kept (``revoked_at``, ``revoked_by``), so that they say so rather than look made up."""
+
+    token: str
+    created_at: str
+    owner: str
+    kind: str
+    target_id: int
+    title: str = ""
+    revoked_at: str = ""
+    revoked_by: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        return bool(self.revoked_at)
+
+
+_SHARE_COLUMNS = ", ".join(f.name for f in fields(Share))
+
+
+def _share(row: sqlite3.Row) -> Share:
+    return Share(**{f.name: row[f.name] for f in fields(Share)})
+
+
 class RunStore:
     """The run history in one SQLite file. Share one instance across threads and sessions."""
 
@@ -680,6 +715,66 @@ class RunStore:
             "AND (:user IS NULL OR user = :user) ORDER BY value",
             {"stale": _ago(STALE_AFTER_S), "user": user})
         return [row["value"] for row in rows]
+
+    # -- shares -----------------------------------------------------------------------------
+    def item_owner(self, kind: str, target_id: int) -> str | None:
+        """The user a run or group belongs to ('' for none); None when there is no such
+        item."""
+        if kind not in SHARE_KINDS:
+            raise ValueError(f"kind must be one of {SHARE_KINDS}, not {kind!r}")
+        table = "runs" if kind == SHARE_RUN else "groups"  # fixed names, never the caller's
+        row = self._conn().execute(f"SELECT user FROM {table} WHERE id = ?",
+                                   (target_id,)).fetchone()
+        return str(row["user"]) if row is not None else None
+
+    def create_share(self, kind: str, target_id: int, *, user: str, title: str = "",
+                     only: str | None = None) -> Share | None:
+        """A new read-only link to a run or a group, made by ``user`` (its owner from then
+        on); ``only``: the item must be theirs (None: anyone's, an admin or a local app).
+        None, and nothing made, when there is no such item of theirs."""
+        owner = self.item_owner(kind, target_id)
+        if owner is None or (only is not None and owner != only):
+            return None
+        share = Share(secrets.token_urlsafe(32), _now(), user, kind, target_id, title)
+        with self._write() as conn:
+            conn.execute(f"INSERT INTO shares ({_SHARE_COLUMNS}) VALUES "
+                         f"({', '.join('?' * len(fields(Share)))})",
+                         tuple(getattr(share, f.name) for f in fields(Share)))
+        return share
+
+    def get_share(self, token: str) -> Share | None:
+        """The share of this token, revoked or not; None for a token never made here."""
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            return None
+        row = self._conn().execute(f"SELECT {_SHARE_COLUMNS} FROM shares WHERE token = ?",
+                                   (token,)).fetchone()
+        return _share(row) if row is not None else None
+
+    def list_shares(self, only: str | None = None) -> list[Share]:
+        """Shares newest first, revoked ones too; ``only``: those that user made (None:
+        everyone's, for an admin)."""
+        rows = self._conn().execute(
+            f"SELECT {_SHARE_COLUMNS} FROM shares WHERE (:only IS NULL OR owner = :only) "
+            "ORDER BY created_at DESC, rowid DESC", {"only": only})
+        return [_share(row) for row in rows]
+
+    def revoke_share(self, token: str, *, user: str, only: str | None = None) -> bool:
+        """Revoke a live share (kept, marked revoked by ``user``); ``only``: it must be one
+        they made (None: anyone's). True when it was live and is revoked now."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE shares SET revoked_at = :now, revoked_by = :user WHERE token = :token "
+                "AND revoked_at = '' AND (:only IS NULL OR owner = :only)",
+                {"now": _now(), "user": user, "token": token, "only": only})
+        return cursor.rowcount > 0
+
+    def shared_runs(self, share: Share) -> list[StoredRun]:
+        """The runs a share opens, and only those: its run, or its group's runs in order;
+        none when they were deleted since."""
+        if share.kind == SHARE_RUN:
+            run = self.get(share.target_id)
+            return [run] if run is not None else []
+        return self.group_runs(share.target_id) if share.kind == SHARE_GROUP else []
 
     @staticmethod
     def _where(hidden_groups: Collection[int] = (),

@@ -110,6 +110,7 @@ class Settings:
     allow_custom_hosts: bool | None = None
     admins: tuple[str, ...] = ()  # users who see every run (where names are proven)
     pull_allow: tuple[str, ...] = ()  # models anyone may pull on a shared server
+    share_without_login: bool = False  # a share link opens without a login (that item only)
     max_runs_per_backend: int = 0  # fair capacity (studio.runs.capacity); 0: no cap
     max_runs_per_user: int = 0
     max_queued_per_user: int = 4  # runs one user may have waiting for a slot; 0: no cap
@@ -248,6 +249,7 @@ class _App(_Block):
     allow_custom_hosts: bool | None = None
     admins: list[str] = []
     pull_allow: list[str] = []
+    share_without_login: bool = False
     max_runs_per_backend: Annotated[int, _between(0, 1000)] = 0
     max_runs_per_user: Annotated[int, _between(0, 1000)] = 0
     max_queued_per_user: Annotated[int, _between(0, 1000)] = 4
@@ -367,6 +369,7 @@ def parse_config(data: Any, source: str = "config.yaml") -> Settings:
         allow_custom_hosts=app.allow_custom_hosts,
         admins=tuple(app.admins),
         pull_allow=tuple(app.pull_allow),
+        share_without_login=app.share_without_login,
         max_runs_per_backend=app.max_runs_per_backend,
         max_runs_per_user=app.max_runs_per_user,
         max_queued_per_user=app.max_queued_per_user,
