@@ -10,6 +10,7 @@ import streamlit as st
 from backends import BACKENDS, BackendError, backend_class
 from studio.process import process
 from studio.records.render import literal
+from studio.records.store import SHARE_GROUP
 from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
@@ -38,6 +39,7 @@ from ui.output import (
     structured_status,
 )
 from ui.prompt_editor import Prompts, prompt_editor
+from ui.share import share_action
 from ui.sidebar import answer_format_input, sampling_inputs, show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer, watcher
 
@@ -295,6 +297,9 @@ def measurements(comparison: Comparison) -> None:
     downloads[1].download_button("⬇ Report (JSON)", comparison.to_json(),
                                  "comparison.json", "application/json",
                                  width="stretch")
+    if comparison.group_id is not None and comparison.done:
+        share_action(SHARE_GROUP, comparison.group_id, f"Comparison #{comparison.group_id}",
+                     label="🔗 Share this comparison")
 
 
 def charts(comparison: Comparison, unmeasured: list[str]) -> None:

@@ -15,7 +15,7 @@ from studio.process import process
 from studio.pv.library import load_system_prompts
 from studio.pv.prompt import LAYOUT_HELP, LAYOUTS
 from studio.records.render import literal
-from studio.records.store import GroupSummary, RunStore
+from studio.records.store import SHARE_GROUP, GroupSummary, RunStore
 from studio.runs.batch import MAX_CONCURRENCY, RESUMABLE
 from studio.runs.connection import build
 from studio.runs.evaluation import (
@@ -50,6 +50,7 @@ from ui.output import (
     structured_status,
 )
 from ui.scenarios import scenarios_picker, sendable
+from ui.share import share_action
 from ui.sidebar import answer_format_input, sampling_inputs, show_fallback_notice
 from ui.state import current_selection, history, keep, require_frame, settings, viewer
 
@@ -433,6 +434,9 @@ def downloads(evaluation: Evaluation, levels: ServiceLevels) -> None:
                                "application/json", width="stretch")
     columns[3].download_button("⬇ Report (HTML)", evaluation.to_html(levels), f"{stem}.html",
                                "text/html", width="stretch")
+    if evaluation.group_id is not None:
+        share_action(SHARE_GROUP, evaluation.group_id, f"Evaluation #{evaluation.group_id}",
+                     label="🔗 Share this evaluation")
 
 
 # -- earlier evaluations ---------------------------------------------------------------------

@@ -147,3 +147,8 @@ def test_history_leaves_out_the_runs_of_a_vote_still_to_cast(
     assert sorted(at.dataframe[0].value["model"]) == [ALPHA, BETA]
     (vote,) = store.votes()
     assert {c.run_id for c in vote.ballot.contenders} == {run.id for run in runs}
+    switch_to(at, "compare.py")  # after the vote, the comparison can be shared
+    next(b for b in at.button if b.label == "🔗 Share this comparison").click().run()
+    token = at.code[0].value.rsplit("token=", 1)[1]
+    share = store.get_share(token)
+    assert share is not None and share.target_id == comparison.group_id

@@ -143,6 +143,11 @@ def test_an_evaluation_runs_to_the_end_with_scorecard_matrix_cells_and_downloads
     (vote_link,) = at.get("page_link")  # its answers go to a blind vote, two at a time
     assert "Vote blind on evaluation #1" in vote_link.proto.label
     assert vote_link.proto.page.endswith("leaderboard")
+    next(b for b in at.button if b.label == "🔗 Share this evaluation").click().run()
+    (link,) = at.code
+    token = link.value.rsplit("token=", 1)[1]
+    share = RunStore(tmp_path / "history.sqlite3").get_share(token)
+    assert share is not None and share.kind == "group" and share.target_id == 1
 
     # A cell: one choice, then two side by side.
     at.selectbox(key="evaluate_cell_location").set_value(1).run()
