@@ -22,7 +22,7 @@ from studio.records.store import (
 from studio.runs.evaluation import PAGE as EVALUATION_PAGE
 from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
-from studio.votes.tally import vote_rows, votes_csv, votes_json
+from studio.votes.tally import run_votes, vote_rows, votes_csv, votes_json
 from ui.blind import hidden_groups
 from ui.prompt_editor import load_prompts
 from ui.recorded import read_run, run_column
@@ -159,6 +159,8 @@ def exports(store: RunStore, matching: dict[str, Any], total: int) -> None:
 
 def one_run(store: RunStore, run: StoredRun) -> None:
     read_run(run, group_note(run))
+    for line in run_votes(store.votes(viewer().only), run.id):
+        st.caption(f"🗳️ {literal(line)}")
     actions = st.columns([2, 1, 3])
     actions[0].button("Open in Playground", on_click=open_in_playground, args=(run,),
                       type="primary", width="stretch")

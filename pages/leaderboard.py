@@ -12,7 +12,7 @@ from studio.records.store import RunStore
 from studio.runs.evaluation import KIND, Evaluation, EvaluationSpec, reopen
 from studio.votes import tally
 from studio.votes.ballot import Vote, pick_pair
-from studio.votes.leaderboard import Leaderboard, leaderboard, to_csv, to_json
+from studio.votes.leaderboard import Battle, Leaderboard, leaderboard, to_csv, to_json
 from ui.blind import Blind, blind_answers, blind_of, identities, set_blind, vote_form
 from ui.state import history, require_frame, viewer
 
@@ -117,7 +117,7 @@ def board(store: RunStore) -> None:
         st.info("No votes match yet. Turn on Blind vote on the Compare page, or vote on an "
                 "evaluation's answers above.", icon="🏆")
         return
-    result = leaderboard(battles)
+    result = ranked(tuple(battles))
     st.caption(f"{len(chosen)} votes, {len(battles)} pairwise battles. {result.method}")
     ranking(result)
     pairs(result, chosen, own.sees_all)
@@ -126,6 +126,13 @@ def board(store: RunStore) -> None:
                                  "text/csv", width="stretch")
     downloads[1].download_button("⬇ Leaderboard (JSON)", to_json(result),
                                  "pv-leaderboard.json", "application/json", width="stretch")
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def ranked(battles: tuple[Battle, ...]) -> Leaderboard:
+    """The leaderboard of these battles: 1000 refits take a few tenths of a second, so a
+    rerun with the same votes (a filter put back, a pair picked) reuses it."""
+    return leaderboard(list(battles))
 
 
 def ranking(result: Leaderboard) -> None:

@@ -145,6 +145,10 @@ def test_history_leaves_out_the_runs_of_a_vote_still_to_cast(
     next(b for b in at.button if b.label == "B is better").click().run()
     switch_to(at, "history.py")
     assert sorted(at.dataframe[0].value["model"]) == [ALPHA, BETA]
+    alpha = next(run for run in runs if run.model == ALPHA)  # pane 1: letter A
+    at.multiselect(key="history_open").set_value([alpha.id]).run()
+    assert any(f"this run was A; the verdict: B is better (Ollama · {BETA})" in
+               caption.value.replace("\\", "") for caption in at.caption)
     (vote,) = store.votes()
     assert {c.run_id for c in vote.ballot.contenders} == {run.id for run in runs}
     switch_to(at, "compare.py")  # after the vote, the comparison can be shared

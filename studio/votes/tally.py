@@ -99,3 +99,16 @@ def votes_json(votes: Sequence[Vote]) -> str:
     """Every vote with its prompts, pairing (letters, choices, hosts without credentials,
     runs), verdict and reason."""
     return json.dumps([vote.to_dict() for vote in votes], indent=2)
+
+
+def run_votes(votes: Iterable[Vote], run_id: int) -> list[str]:
+    """What the blind votes said of one run: 'Blind vote #3 (2026-12-05 05:01 UTC): this run
+    was B; the verdict: A is better (Ollama · x).'"""
+    lines = []
+    for vote in votes:
+        letter = next((c.letter for c in vote.ballot.contenders if c.run_id == run_id), None)
+        if letter is not None:
+            lines.append(f"Blind vote #{vote.id} ({vote.created_at[:16].replace('T', ' ')} UTC): "
+                         f"this run was {letter}; the verdict: {vote.verdict}."
+                         + (f" Reason: {vote.reason}" if vote.reason else ""))
+    return lines
