@@ -9,6 +9,7 @@ callers queue for it (a waiting caller can still be cancelled).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import importlib.util
 import os
 import time
@@ -46,6 +47,22 @@ def bundled_model_path() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def file_digest(path: Path) -> str:
+    """'sha256:<hex>' of a file's bytes, computed once per process for the same path, size
+    and modification time (a ~100 MB GGUF takes a moment: never before a run's request)."""
+    info = path.stat()
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+    return shared().file_digests.remember((str(path.resolve()), info.st_size,
+                                           info.st_mtime_ns), compute)
 
 
 @atexit.register
@@ -134,6 +151,11 @@ class EmbeddedBackend(Backend):
         loaded = shared().models.is_loaded((str(self.model_path), self.n_ctx))
         return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
+
+    def model_digest(self) -> str | None:
+        """The sha256 of the GGUF file, read once per process (per file, size and time of
+        change: ``Shared.file_digests``), when first asked."""
+        return file_digest(self.model_path)
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
                *, sse: bool = False, schema: Schema | None = None) -> TokenStream:
