@@ -402,6 +402,7 @@ class Comparison(Job):
             "preset": self.preset, "system_prompt": self.system, "user_prompt": self.prompt,
             "repeats": self.repeats, "stopped": self.stopped,
             "wall_time_s": self.total_wall_time, "round_wall_times_s": self.round_walls,
+            "definitions": definitions(),
             "panes": [
                 {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
                  "figures": {key: (asdict(value) if value else None)
