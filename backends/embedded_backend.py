@@ -9,9 +9,11 @@ callers queue for it (a waiting caller can still be cancelled).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import importlib.util
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -65,6 +67,12 @@ def file_digest(path: Path) -> str:
                                            info.st_mtime_ns), compute)
 
 
+def _read_digest(path: Path) -> None:
+    """``file_digest``, read ahead (a file that cannot be read: asked again later)."""
+    with contextlib.suppress(OSError):
+        file_digest(path)
+
+
 @atexit.register
 def _close_models() -> None:
     """Free the models before interpreter teardown, when llama.cpp's own ``__del__`` fails."""
@@ -77,6 +85,9 @@ def _load(path: Path, n_ctx: int) -> Loaded:
     def load() -> Any:
         from llama_cpp import Llama  # heavy import: only when the embedded model is used
 
+        # The file's digest, read beside the load: ready by the time a run's record asks.
+        threading.Thread(target=_read_digest, args=(path,), name="model digest",
+                         daemon=True).start()
         try:
             # llama-cpp-python decodes on half the cores by default; use them all.
             return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),

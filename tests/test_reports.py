@@ -16,7 +16,7 @@ import pytest
 
 from backends import embedded_backend
 from backends.base import Backend
-from backends.embedded_backend import EmbeddedBackend, bundled_model_path
+from backends.embedded_backend import BUNDLED_NAME, EmbeddedBackend, bundled_model_path
 from backends.ollama_backend import OllamaBackend
 from backends.sampling import Sampling
 from backends.status import Status
@@ -106,6 +106,15 @@ def test_a_run_records_its_models_digest_in_the_history(tmp_path: Path) -> None:
     stored = store.get(run.run_id)
     assert stored is not None and stored.stats["model_digest"] == digest
     assert Run.reopened_from(stored).stats.model_digest == digest
+
+
+def test_an_embedded_run_records_its_files_digest() -> None:
+    path = bundled_model_path()
+    if path is None:
+        pytest.skip("the bundled model is not installed")
+    run = Run(EmbeddedBackend(), request("embedded", "", BUNDLED_NAME)).start()
+    assert run.wait(120) and run.error is None
+    assert run.stats.model_digest == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_a_vllm_run_records_none() -> None:
