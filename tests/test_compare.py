@@ -674,10 +674,14 @@ def test_the_report_has_the_prompts_parameters_digests_definitions_and_checks(
                   "one piece", "Repeats", "2", f"sha256:{tag_digest('llama3.1:8b')}",
                   "not reported by the server"):
         assert f"<td>{shown}</td>" in parameters, shown
-    definitions = _section(report, "Definitions")
+    data = json.loads(comparison.to_json())
+    assert [pane["model_digest"] for pane in data["panes"]] == [
+        f"sha256:{tag_digest('llama3.1:8b')}", "not reported by the server"]
+    assert data["definitions"] == definitions()
+    definitions_part = _section(report, "Definitions")
     for name, text in {**{label: FIGURE_DEFINITIONS[key] for key, label, _ in FIGURES},
                        **CHECK_DEFINITIONS}.items():
-        assert f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" in definitions
+        assert f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" in definitions_part
     assert DEFINITIONS["E2EL"] in FIGURE_DEFINITIONS["total"]  # in vllm bench serve's words
     sections = re.findall(r"<section>(.*?)</section>", report, re.DOTALL)
     assert len(sections) == 2

@@ -1090,6 +1090,8 @@ def test_a_reopened_evaluations_report_keeps_the_digests(tmp_path: Path) -> None
     assert reopened.digest(0) == f"sha256:{tag_digest(LLAMA)}"
     assert reopened.digest(1) == "not reported by the server"
     assert f"<td>sha256:{tag_digest(LLAMA)}</td>" in reopened.to_html()
+    assert [choice["model_digest"] for choice in json.loads(reopened.to_json())["choices"]] \
+        == [f"sha256:{tag_digest(LLAMA)}", "not reported by the server"]
 
 
 def _part(page: str, heading: str) -> str:

@@ -405,6 +405,7 @@ class Comparison(Job):
             "definitions": definitions(),
             "panes": [
                 {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
+                 "model_digest": self.digest(index),
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  **check_dict(self.check(index)),

@@ -511,8 +511,10 @@ class Evaluation(Job):
         spec = json.loads(self.spec.to_json())
         return {
             "kind": KIND, "group_id": self.group_id,
-            "choices": [{"label": label, **choice}
-                        for label, choice in zip(self.labels, spec["choices"], strict=True)],
+            "choices": [{"label": label, **choice, "model_digest": self.digest(index)}
+                        for index, (label, choice) in enumerate(zip(self.labels,
+                                                                    spec["choices"],
+                                                                    strict=True))],
             "locations": [location["name"] for location in spec["scenarios"]],
             "system_prompt": self.spec.system, "layout": self.spec.layout,
             "service_levels_ms": asdict(card.levels),
