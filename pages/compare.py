@@ -16,8 +16,18 @@ from studio.runs.prompt_check import prompt_problem
 from studio.runs.request import RunParams, RunRequest, no_thinking_note
 from studio.runs.runner import Recording
 from studio.settings.config import Settings
+from studio.votes.ballot import shuffled
 from ui import fit_check
 from ui.backend_picker import backend_picker, picker_keys, seed_picker
+from ui.blind import (
+    Blind,
+    blind_answers,
+    blind_of,
+    identities,
+    set_blind,
+    vote_form,
+    wait_for_all,
+)
 from ui.output import (
     answer_pane,
     check_lines,
@@ -40,14 +50,20 @@ FIGURES_WIDTH, FIGURE_COLUMN = 800, 170  # the measurements table's width (px) a
 def main() -> None:
     require_frame()
     st.title("⚖️ Compare backends")
-    show_fallback_notice()
+    state = st.session_state
+    comparison: Comparison | None = state.get("comparison")
+    blind = blind_of(PAGE)
+    hidden = comparison is not None and blind is not None and blind.hidden
+    if not hidden:  # the notices name the sidebar's backend and model
+        show_fallback_notice()
     prompts = prompt_editor("compare", user_height=200)
     config, selection = settings(), current_selection()
     seed_panes(config, selection)
-    panes, repeats = pane_settings(config, selection)
+    if hidden and comparison is not None and blind is not None:
+        blind_round(comparison, blind)  # no pane settings: they name every pane's model
+        return
+    panes, repeats, blind_wanted = pane_settings(config, selection)
 
-    state = st.session_state
-    comparison: Comparison | None = state.get("comparison")
     running = comparison is not None and not comparison.done
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
@@ -68,11 +84,33 @@ def main() -> None:
         go = True
     if go:
         comparison = state.comparison = start(config, panes, prompts, repeats)
+        set_blind(PAGE, Blind(shuffled(len(panes))) if blind_wanted else None)
+        if blind_wanted:
+            st.rerun()  # drawn again without the settings, before any answer shows
         running = True
     if running and comparison is not None:
         buttons[1].button("Stop all", on_click=comparison.stop, width="stretch")
     if comparison is not None:
+        if blind is not None and comparison.done:
+            identities(blind, comparison.ballot(blind.order))
         answers(comparison, running)
+
+
+def blind_round(comparison: Comparison, blind: Blind) -> None:
+    """A blind comparison before its vote: the answers as A-D in a random order, shown whole
+    once every pane is done (a stream against one piece, or who finished first, would give
+    panes away), each with its figure check; then the vote."""
+    st.caption("Blind comparison: the panes are lettered in a random order. Backends, "
+               "models, hosts, timings and status lines stay hidden until you vote, and the "
+               "answers appear together once every pane is done.")
+    if not comparison.done:
+        st.button("Stop all", on_click=comparison.stop)
+        wait_for_all(lambda: comparison.done, comparison.started_at)
+        return
+    runs = comparison.shown_round
+    blind_answers([(runs[index].text, comparison.check(index), runs[index].error is not None)
+                   for index in blind.order])
+    vote_form(PAGE, comparison.ballot(blind.order))
 
 
 def seed_panes(config: Settings, selection: RunParams) -> None:
@@ -81,6 +119,7 @@ def seed_panes(config: Settings, selection: RunParams) -> None:
     if "compare_panes" not in state:
         state.compare_panes, state.compare_repeats = 2, 1
         state.compare_sync, state.compare_sse = True, False
+        state.compare_blind_mode = False
         for index in range(MAX_PANES):
             prefix = f"pane{index}_"
             if index == 0:
@@ -91,17 +130,24 @@ def seed_panes(config: Settings, selection: RunParams) -> None:
             state[f"{prefix}max_tokens"] = selection.sampling.max_tokens
             state[f"{prefix}temperature"] = selection.sampling.temperature
             state[f"{prefix}answer_format"] = selection.answer_format.value
-    keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse",
+    keep("compare_panes", "compare_repeats", "compare_sync", "compare_sse", "compare_blind_mode",
          *(key for index in range(MAX_PANES) for key in (
              *picker_keys(f"pane{index}_"), f"pane{index}_max_tokens",
              f"pane{index}_temperature", f"pane{index}_answer_format")))
 
 
-def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParams], int]:
-    """The option row and a picker per pane; each pane's parameters, and the repeats."""
-    options = st.columns(4)
+def pane_settings(config: Settings,
+                  selection: RunParams) -> tuple[list[RunParams], int, bool]:
+    """The option row and a picker per pane; each pane's parameters, the repeats, and
+    whether the comparison is blind."""
+    options = st.columns(5)
     pane_count = int(options[0].number_input("Panes", 2, MAX_PANES, key="compare_panes"))
+    blind = options[4].toggle("Blind vote", key="compare_blind_mode",
+                              help="Label the panes A-D in a random order and hide which "
+                                   "backend and model wrote each answer until you vote for "
+                                   "the better one. Votes feed the Leaderboard. One round.")
     repeats = int(options[1].number_input("Repeat", 1, MAX_REPEATS, key="compare_repeats",
+                                          disabled=blind,
                                           help="Median, min and max over the runs; the first "
                                                "may be a cold start (model loading)."))
     sync = options[2].toggle("Sync settings", key="compare_sync",
@@ -129,7 +175,7 @@ def pane_settings(config: Settings, selection: RunParams) -> tuple[list[RunParam
             panes.append(RunParams(picked.kind, picked.host, picked.model, sampling,
                                    sse=sse and backend_class(picked.kind).can_stream_sse,
                                    answer_format=answer_format))
-    return panes, repeats
+    return panes, 1 if blind else repeats, blind
 
 
 def fits(config: Settings, panes: list[RunParams], prompts: Prompts) -> bool:
@@ -171,7 +217,7 @@ def start(config: Settings, panes: list[RunParams], prompts: Prompts,
         # Built here: the coordinator thread must make no Streamlit calls.
         record=lambda index: Recording(store, "compare", group, index, user, watching)
         if store else None,
-        capacity=shared.capacity, probes=shared.probes,
+        capacity=shared.capacity, probes=shared.probes, group_id=group,
     ).start()
 
 

@@ -21,6 +21,7 @@ from studio.records.store import (
 from studio.runs.evaluation import PAGE as EVALUATION_PAGE
 from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
+from studio.votes.tally import vote_rows, votes_csv, votes_json
 from ui.output import (
     answer_pane,
     check_lines,
@@ -78,6 +79,7 @@ def main() -> None:
         one_run(store, selected[0])
     elif len(selected) == 2:
         side_by_side(selected)
+    votes_kept(store)
 
 
 def filters(store: RunStore) -> dict[str, Any]:
@@ -218,6 +220,26 @@ def side_by_side(runs: list[StoredRun]) -> None:
                 [f"🧾 {literal(line)}"] if line else [])
             if lines:
                 pane.footer.caption("\n\n".join(lines))
+
+
+def votes_kept(store: RunStore) -> None:
+    """The blind votes (this user's; an admin's: everyone's) with their prompt, location,
+    pairing and runs; the Leaderboard ranks from them."""
+    votes = store.votes(viewer().only)
+    with st.expander(f"🗳️ Blind votes ({len(votes):,})"):
+        if not votes:
+            st.caption("No votes yet: turn on Blind vote on the Compare page, or vote on an "
+                       "evaluation's answers on the Leaderboard page.")
+            return
+        st.dataframe(pd.DataFrame(vote_rows(votes, show_user=viewer().sees_all
+                                            and bool(viewer().user))),
+                     hide_index=True, width="stretch")
+        st.caption("Open a vote's runs by id above; the exports hold each vote's prompts.")
+        columns = st.columns(2)
+        columns[0].download_button("⬇ Votes (CSV)", lambda: votes_csv(votes), "pv-votes.csv",
+                                   "text/csv", width="stretch")
+        columns[1].download_button("⬇ Votes (JSON)", lambda: votes_json(votes),
+                                   "pv-votes.json", "application/json", width="stretch")
 
 
 def group_note(run: StoredRun) -> str | None:

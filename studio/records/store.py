@@ -29,7 +29,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from studio.records.columns import (
 )
 from studio.records.spreadsheet import csv_lines
 from studio.runs.request import ANSWERED, FINAL_STATUSES, HoldsOutcome, Outcome, RunRequest
+from studio.votes.ballot import Ballot, Vote, contenders_from_json
 
 DEFAULT_DB_PATH = Path(__file__).resolve().parents[2] / "data" / "history.sqlite3"
 
@@ -702,6 +703,41 @@ class RunStore:
             params["search"] = search.casefold()
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
+    # -- votes ------------------------------------------------------------------------------
+    def add_vote(self, vote: Vote) -> Vote:
+        """Keep a blind vote; returns it with its id and time."""
+        ballot, created = vote.ballot, _now()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO votes (created_at, user, source, group_id, preset, location, "
+                "system_prompt, user_prompt, pairing_json, winner, reason) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (created, vote.user, ballot.source, ballot.group_id, ballot.preset,
+                 ballot.location, ballot.system, ballot.prompt, vote.pairing_json(),
+                 vote.winner, vote.reason))
+        return replace(vote, id=int(cursor.lastrowid or 0), created_at=created)
+
+    def votes(self, user: str | None = None) -> list[Vote]:
+        """The votes, oldest first; ``user``: only theirs."""
+        rows = self._conn().execute(
+            "SELECT * FROM votes WHERE (:user IS NULL OR user = :user) ORDER BY id",
+            {"user": user})
+        return [_vote(row) for row in rows]
+
+    def delete_vote(self, vote_id: int, user: str | None = None) -> bool:
+        """Delete one vote (``user``: only if theirs); whether there was one."""
+        with self._write() as conn:
+            cursor = conn.execute("DELETE FROM votes WHERE id = :id AND "
+                                  "(:user IS NULL OR user = :user)",
+                                  {"id": vote_id, "user": user})
+        return cursor.rowcount > 0
+
+
+def _vote(row: sqlite3.Row) -> Vote:
+    ballot = Ballot(row["source"], contenders_from_json(row["pairing_json"]),
+                    row["system_prompt"], row["user_prompt"], row["preset"], row["location"],
+                    row["group_id"])
+    return Vote(ballot, row["winner"], row["reason"], row["user"], row["id"], row["created_at"])
 
 # -- export ---------------------------------------------------------------------------------
 # One column per meaning: tokens/s as the client measured it (first token to the end, or
@@ -715,6 +751,7 @@ CSV_COLUMNS = ("id", "created_at", "updated_at", "user", "page", "group_id", "po
                "output_tokens", "client_tokens_per_s", "server_tokens_per_s",
                "server_load_s", "context_window", "notes", *CHECK_COLUMNS, "think", "thinking_s",
                "thinking_tokens", "system_prompt", "user_prompt", "thinking", "answer")
+
 
 
 def _csv_row(run: StoredRun) -> list[Any]:

@@ -13,7 +13,7 @@ import json
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -51,6 +51,7 @@ from studio.runs.job import Job
 from studio.runs.request import ANSWERED, RunParams, RunRequest, flat_dict
 from studio.runs.runner import Recording, Run
 from studio.runs.serving import DEFINITIONS
+from studio.votes.ballot import LETTERS, Ballot, Contender
 
 MAX_PANES = 4
 MAX_REPEATS = 10
@@ -187,10 +188,12 @@ class Comparison(Job):
                  preset: str = "", location: Location | None = None,
                  build: Callable[[RunParams], Backend],
                  record: Callable[[int], Recording | None] | None = None,
-                 capacity: Capacity | None = None, probes: ProbeCache | None = None) -> None:
-        """``record(pane_index)`` says where each pane's runs go in the history; ``capacity``
-        and ``probes`` are the process's, for every run (``Run``)."""
+                 capacity: Capacity | None = None, probes: ProbeCache | None = None,
+                 group_id: int | None = None) -> None:
+        """``record(pane_index)`` says where each pane's runs go in the history (the group
+        ``group_id``); ``capacity`` and ``probes`` are the process's, for every run (``Run``)."""
         super().__init__()
+        self.group_id = group_id
         if not 1 <= len(panes) <= MAX_PANES:
             raise ValueError(f"Compare takes 1 to {MAX_PANES} panes")
         self.panes = panes
@@ -394,6 +397,16 @@ class Comparison(Job):
         """Characters received over time, per pane, in the run it shows (``shown_round``)."""
         return {label: list(run.timeline)
                 for label, run in zip(self.labels, self.shown_round, strict=False)}
+
+    def ballot(self, order: Sequence[int]) -> Ballot:
+        """The blind vote on this comparison: letter i is pane ``order[i]``, with the run it
+        shows (its row in the history)."""
+        contenders = tuple(
+            Contender(letter, self.panes[index].label, redact(self.panes[index].host),
+                      run.run_id if (run := self.shown_run(index)) is not None else None)
+            for letter, index in zip(LETTERS, order, strict=False))
+        return Ballot("compare", contenders, self.system, self.prompt, self.preset,
+                      self.location.name if self.location else "", self.group_id)
 
     # -- export -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

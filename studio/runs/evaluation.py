@@ -76,6 +76,7 @@ from studio.runs.serving import (
     request_timing,
     serving_metrics,
 )
+from studio.votes.ballot import LETTERS, Ballot, Contender
 
 MIN_CHOICES, MAX_CHOICES = 2, 4
 KIND = "evaluation"  # its history group's kind
@@ -469,6 +470,22 @@ class Evaluation(Job):
 
     def cell(self, choice: int, row: int) -> BatchRow:
         return self.batches[choice].rows[row]
+
+    def votable(self, row: int) -> list[int]:
+        """The choices whose cell at location ``row`` answered: a blind vote's candidates."""
+        return [choice for choice in range(len(self.batches))
+                if (cell := self.cell(choice, row)).status in ANSWERED and cell.text.strip()]
+
+    def ballot(self, row: int, order: Sequence[int]) -> Ballot:
+        """A blind vote on the cells of location ``row``: letter i is choice ``order[i]``."""
+        choices = self.spec.choices
+        contenders = tuple(
+            Contender(letter, choices[choice].label, redact(choices[choice].host),
+                      run.run_id if (run := self.cell(choice, row).run) is not None else None)
+            for letter, choice in zip(LETTERS, order, strict=False))
+        cell = self.cell(order[0], row)
+        return Ballot("evaluation", contenders, self.spec.system, cell.request.prompt,
+                      cell.request.preset, self.spec.scenarios[row].name, self.group_id)
 
     # -- exports -----------------------------------------------------------------------------
     def cells_table(self) -> list[dict[str, Any]]:

@@ -1,0 +1,120 @@
+"""Compare's blind mode (AppTest): no element names a backend, model or host before the vote,
+every one of them does after, and the vote is kept with its pairing, per user."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backends.sampling import Sampling
+from studio.records.store import RunStore
+from studio.runs.compare import Comparison
+from studio.runs.connection import build
+from studio.runs.request import RunParams
+from studio.votes.ballot import TIE
+from tests.conftest import open_app, use_config
+from tests.servers.ollama import FakeOllama, Script, tokenize
+from ui.blind import Blind
+
+ALPHA, BETA = "alpha-secret-model:7b", "beta-hidden-model:3b"
+ANSWER = "## Recommendation\n\nInstall **12 panels** (4.8 kW). Payback about 7 years."
+
+
+def element_texts(at: AppTest) -> str:
+    """Every element's whole message (labels, bodies, options, values, help), the sidebar's
+    included: what the websocket carries to the browser."""
+    def walk(node: Any) -> Iterator[str]:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            yield str(proto)
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+    return "\n".join(walk(at._tree))
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[FakeOllama, FakeOllama]]:
+    script = Script(tokens=tokenize(ANSWER), delay=0.01)
+    with FakeOllama(models=[ALPHA], script=script) as one, \
+            FakeOllama(models=[BETA], script=script) as two:
+        yield one, two
+
+
+def blind_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: tuple[FakeOllama, ...],
+               order: tuple[int, ...]) -> tuple[AppTest, Comparison]:
+    """The Compare page with a blind comparison of ALPHA and BETA (ended), letters in
+    ``order``; the sidebar on ALPHA's server."""
+    use_config(tmp_path, monkeypatch, {
+        "llm": {"backend": "ollama", "host": servers[0].url, "model": ALPHA},
+        "app": {"fallback_to_embedded": False, "history_db": str(tmp_path / "h.sqlite3")}})
+    at = open_app("compare.py")
+    panes = [RunParams("ollama", server.url, model, Sampling(max_tokens=128, temperature=0))
+             for server, model in zip(servers, (ALPHA, BETA), strict=True)]
+    comparison = Comparison(panes, "You size PV systems.", "Size my system.",
+                            preset="Fresno, CA",
+                            build=lambda pane: build(at.session_state["_settings"], pane.backend,
+                                                     pane.host, pane.model)).start()
+    assert comparison.wait(20)
+    at.session_state["comparison"] = comparison
+    at.session_state["compare_blind"] = Blind(order)
+    at.run()
+    assert not at.exception, at.exception
+    return at, comparison
+
+
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_no_name_before_the_vote_and_every_one_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        servers: tuple[FakeOllama, FakeOllama], order: tuple[int, int]) -> None:
+    at, comparison = blind_page(tmp_path, monkeypatch, servers, order)
+    before = element_texts(at)
+    for name in (ALPHA, BETA, "alpha-secret", "beta-hidden", "Ollama", servers[0].url,
+                 servers[1].url, f":{servers[0].port}", f":{servers[1].port}"):
+        assert name not in before, name
+    assert "12 panels" in before  # the answers are there, whole
+    assert "Figures right" in before  # with their check
+    labels = [button.label for button in at.button]
+    assert {"A is better", "B is better", "Tie", "Both bad"} <= set(labels), labels
+    assert not any(s.label == "Backend" for s in at.selectbox)
+
+    at.text_input(key="compare_vote_reason").input("A names the export rate").run()
+    next(b for b in at.button if b.label == "A is better").click().run()
+    assert not at.exception, at.exception
+    after = element_texts(at)
+    for name in (ALPHA, BETA, "Ollama"):
+        assert name in after, name
+    store = RunStore(tmp_path / "h.sqlite3")
+    (vote,) = store.votes()
+    assert vote.winner == "A" and vote.reason == "A names the export rate"
+    first = comparison.panes[order[0]]
+    assert [c.label for c in vote.ballot.contenders] == [
+        comparison.panes[i].label for i in order]
+    assert vote.ballot.contenders[0].run_id is None  # this comparison recorded nothing
+    assert vote.battles()[0].a == first.label and vote.battles()[0].outcome == "a"
+    assert vote.ballot.preset == "Fresno, CA" and vote.ballot.prompt == "Size my system."
+
+
+def test_the_pickers_and_sidebar_come_back_after_the_vote_with_their_values(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        servers: tuple[FakeOllama, FakeOllama]) -> None:
+    at, _ = blind_page(tmp_path, monkeypatch, servers, (1, 0))
+    assert not at.sidebar.selectbox  # no sidebar picker while the vote is open
+    next(b for b in at.button if b.label == "Tie").click().run()
+    assert at.sidebar.selectbox
+    assert any(s.label == "Model" and s.value == ALPHA for s in at.sidebar.selectbox)
+    assert any(s.label == "Backend" for s in at.selectbox)  # the panes' pickers
+    (vote,) = RunStore(tmp_path / "h.sqlite3").votes()
+    assert vote.winner == TIE
+
+
+def test_reveal_without_a_vote_keeps_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        servers: tuple[FakeOllama, FakeOllama]) -> None:
+    at, _ = blind_page(tmp_path, monkeypatch, servers, (0, 1))
+    next(b for b in at.button if b.label == "Reveal, no vote").click().run()
+    assert ALPHA in element_texts(at)
+    assert RunStore(tmp_path / "h.sqlite3").votes() == []

@@ -1,0 +1,143 @@
+"""A blind vote on a page (Compare's panes, an evaluation's cells): what stays hidden until
+the vote, the answers by letter, the vote buttons, and the identities after.
+
+Until the vote, nothing that names a backend, model or host is drawn: not the page's pickers,
+not the sidebar (app.py asks ``hides_names``), not the figures, status lines or errors
+(they name their server). Streamlit sends the client only what is drawn, so what is not drawn
+is in neither the page nor the websocket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from studio.pv.checks import AnswerCheck
+from studio.records.render import literal
+from studio.votes.ballot import Ballot, Vote
+from ui.output import check_lines, show_answer
+from ui.state import history, viewer
+
+WAIT_POLL_S = 0.5
+NOT_KEPT = ("The vote was not kept: the run history is unavailable (see the warning above). "
+            "The identities are shown anyway.")
+
+
+@dataclass
+class Blind:
+    """A page's blind round: letter i shows the page's item ``order[i]`` (a pane, a choice);
+    hidden until the vote is cast or the analyst reveals without one."""
+
+    order: tuple[int, ...]
+    vote: Vote | None = None
+    skipped: bool = False
+    kept: bool = True  # the vote went into the history
+
+    @property
+    def hidden(self) -> bool:
+        return self.vote is None and not self.skipped
+
+
+def _key(page: str) -> str:
+    return f"{page}_blind"
+
+
+def blind_of(page: str) -> Blind | None:
+    """This session's blind round on ``page`` (None: not blind)."""
+    value: Blind | None = st.session_state.get(_key(page))
+    return value
+
+
+def set_blind(page: str, blind: Blind | None) -> None:
+    """A new round on the page: blind (its order) or not (None); the last one's goes."""
+    st.session_state[_key(page)] = blind
+
+
+def hides_names(page: str) -> bool:
+    """Whether ``page`` has an answer still to vote on: then app.py draws no sidebar picker."""
+    blind = blind_of(page)
+    return blind is not None and blind.hidden
+
+
+def cast(page: str, ballot: Ballot, winner: str) -> None:
+    """The vote button's callback: keep the vote (per user) and lift the blind."""
+    blind = blind_of(page)
+    if blind is None or not blind.hidden:
+        return  # a second click, from a stale page: the first vote stands
+    reason = str(st.session_state.get(f"{page}_vote_reason") or "").strip()
+    vote = Vote(ballot, winner, reason, viewer().user)
+    store = history()
+    blind.kept = store is not None
+    blind.vote = store.add_vote(vote) if store is not None else vote
+    st.session_state[f"{page}_vote_reason"] = ""
+
+
+def reveal(page: str) -> None:
+    """Show the identities without a vote (nothing is kept)."""
+    blind = blind_of(page)
+    if blind is not None:
+        blind.skipped = True
+
+
+def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, bool]]) -> None:
+    """The answers by letter, each whole, with its figure check (it judges the answer, not
+    who wrote it): (answer, check, failed) per letter. A failed answer's error names its
+    server, so it shows after the vote."""
+    for letter, column, (text, check, failed) in zip("ABCD", st.columns(len(answers)), answers,
+                                                     strict=False):
+        with column:
+            st.markdown(f"**{letter}**")
+            with st.container(key=f"blind_answer_{letter}", border=True, height=560):
+                if text.strip():
+                    show_answer(text, st.empty(), check)
+                else:
+                    st.caption("No answer.")
+            if failed:
+                st.caption("This answer ended with an error. The error names its server, "
+                           "so it shows after the vote.")
+            if check is not None:
+                st.caption(check_lines(check))
+
+
+def vote_form(page: str, ballot: Ballot) -> None:
+    """The verdict buttons and an optional reason, then ``cast``; and Reveal without a vote."""
+    st.markdown("**Which answer is better?** The backends, models and hosts appear once you "
+                "vote.")
+    st.text_input("Reason (optional)", key=f"{page}_vote_reason", max_chars=500,
+                  placeholder="e.g. B's payback ignores the export rate")
+    winners = ballot.winners()
+    columns = st.columns(len(winners) + 1)
+    for column, winner in zip(columns, winners, strict=False):
+        column.button(ballot.verdict_label(winner), key=f"{page}_vote_{winner}",
+                      on_click=cast, args=(page, ballot, winner), width="stretch",
+                      type="primary" if winner in ballot.letters else "secondary")
+    columns[-1].button("Reveal, no vote", key=f"{page}_reveal", on_click=reveal, args=(page,),
+                       width="stretch", help="Show who wrote which answer; no vote is kept.")
+
+
+def identities(blind: Blind, ballot: Ballot) -> None:
+    """After the vote: who each letter was, and the vote as kept."""
+    lines = [f"**{c.letter}** was {literal(c.label)}" + (f" on {literal(c.host)}" if c.host
+                                                         else "")
+             for c in ballot.contenders]
+    st.markdown(" · ".join(lines))
+    if blind.vote is not None:
+        vote = blind.vote
+        st.success(literal(f"Your vote: {vote.verdict}" + (f". Reason: {vote.reason}"
+                                                          if vote.reason else "")), icon="🗳️")
+        if not blind.kept:
+            st.warning(NOT_KEPT, icon="🗄️")
+
+
+@st.fragment(run_every=WAIT_POLL_S)
+def wait_for_all(done: Callable[[], bool], started: datetime) -> None:
+    """Until every answer is in, one line with one clock for all (no answer's speed shows);
+    then the whole page again. A fragment, so the page's run ends meanwhile: Streamlit
+    removes what the last run drew (the pickers, the sidebar) only once a run ends."""
+    if done():
+        st.rerun(scope="app")
+    waited = (datetime.now(UTC) - started).total_seconds()
+    st.caption(f"Waiting for every answer… {waited:.0f} s")
