@@ -84,7 +84,8 @@ def main() -> None:
         go = True
     if go:
         comparison = state.comparison = start(config, panes, prompts, repeats)
-        set_blind(PAGE, Blind(shuffled(len(panes))) if blind_wanted else None)
+        set_blind(PAGE, Blind(shuffled(len(panes)), comparison.group_id) if blind_wanted
+                  else None)
         if blind_wanted:
             st.rerun()  # drawn again without the settings, before any answer shows
         running = True

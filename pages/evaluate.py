@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -53,6 +54,7 @@ from ui.sidebar import answer_format_input, sampling_inputs, show_fallback_notic
 from ui.state import current_selection, history, keep, require_frame, settings, viewer
 
 PAGE = "evaluate"
+LEADERBOARD = Path(__file__).resolve().parent / "leaderboard.py"
 DEFAULT_KINDS = tuple(reversed(BACKENDS))  # new choices: embedded first, it always answers
 CHOICES_PER_ROW = 2  # the choices' settings, two to a row (four cut names short at 1280 px)
 REFRESH_S = 0.5  # the progress bars' repaint
@@ -300,6 +302,10 @@ def show(evaluation: Evaluation, running: bool, levels: ServiceLevels) -> None:
             st.info("Stopped: the answered cells are kept; resume it from Earlier "
                     "evaluations below.", icon="⏹️")
         open_cell(evaluation)
+        if evaluation.group_id is not None:
+            st.page_link(LEADERBOARD, icon="🗳️",
+                         label=f"Vote blind on evaluation #{evaluation.group_id}'s answers, "
+                               "two at a time (Leaderboard)")
         downloads(evaluation, levels)
 
 

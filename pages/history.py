@@ -22,6 +22,7 @@ from studio.runs.evaluation import PAGE as EVALUATION_PAGE
 from studio.runs.request import AnswerFormat, status_label
 from studio.runs.runner import Run
 from studio.votes.tally import vote_rows, votes_csv, votes_json
+from ui.blind import hidden_groups
 from ui.output import (
     answer_pane,
     check_lines,
@@ -93,7 +94,9 @@ def filters(store: RunStore) -> dict[str, Any]:
                                  format_func=status_label if name == "status" else str)
         chosen[name] = None if value == ALL else value
     search = columns[4].text_input("Search prompts and answers", key="history_search")
-    return {**chosen, "search": search or None}
+    if hidden := hidden_groups():
+        st.caption("The runs of your blind vote still to cast are left out until you vote.")
+    return {**chosen, "search": search or None, "hidden_groups": hidden}
 
 
 def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[StoredRun]:
@@ -130,7 +133,7 @@ def open_runs(store: RunStore, runs: list[StoredRun]) -> list[StoredRun]:
     by_id = {run.id: run for run in runs}
     # Open runs stay open across pages and filters; deleted ones leave the selection.
     for run_id in state.get("history_open", []):
-        if run_id not in by_id and (kept := store.get(run_id, viewer().only)) is not None:
+        if run_id not in by_id and (kept := visible(store, run_id)) is not None:
             by_id[run_id] = kept
     state.history_open = [run_id for run_id in state.get("history_open", []) if run_id in by_id]
     chooser, by_number = st.columns([4, 1])
@@ -267,10 +270,17 @@ def open_by_id(store: RunStore) -> None:
     wanted = state.get("history_open_id")
     if wanted is None:
         return
-    found = store.get(int(wanted), viewer().only)
+    found = visible(store, int(wanted))
     state.history_open_missing = None if found else int(wanted)
     if found is not None:
         state.history_open = [*state.get("history_open", []), found.id][-2:]
+
+
+def visible(store: RunStore, run_id: int) -> StoredRun | None:
+    """A run this viewer may open now: theirs (an admin: any), and not one of a blind vote
+    still to cast."""
+    run = store.get(run_id, viewer().only)
+    return None if run is None or run.group_id in hidden_groups() else run
 
 
 def confirm_delete(run_id: int | None) -> None:

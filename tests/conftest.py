@@ -138,3 +138,38 @@ def batch_page(at: AppTest | None = None) -> AppTest:
 def history_page(at: AppTest | None = None) -> AppTest:
     """The History page: of this session, or of a new one (``open_app``)."""
     return switch_to(at, "history.py") if at is not None else open_app("history.py")
+
+
+# -- a shared server: a login in front of the app ---------------------------------------
+PASSWORD = "demo-pass-7"
+
+Start = Callable[..., AppTest]
+
+
+@pytest.fixture
+def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
+    """``start(config, secrets=None)`` -> a new browser session (AppTest) of the app at its
+    login form. Without ``secrets`` the shared password is set in the environment."""
+
+    def make(config: dict[str, Any], secrets: dict[str, Any] | None = None) -> AppTest:
+        config.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
+        config["app"].setdefault("fallback_to_embedded", False)
+        use_config(tmp_path, monkeypatch, config)
+        if secrets is None:
+            monkeypatch.setenv("PV_STUDIO_PASSWORD", PASSWORD)
+        else:
+            monkeypatch.delenv("PV_STUDIO_PASSWORD", raising=False)
+        return open_app(secrets=secrets)
+
+    return make
+
+
+def log_in(at: AppTest, name: str, password: str = PASSWORD) -> AppTest:
+    (name_box,) = [box for box in at.text_input if box.label in ("Your name", "User name")]
+    (password_box,) = [box for box in at.text_input if box.label == "Password"]
+    name_box.input(name)
+    password_box.input(password)
+    (button,) = [b for b in at.button if b.label == "Log in"]
+    button.click().run()
+    assert not at.exception, at.exception
+    return at

@@ -15,10 +15,11 @@ from studio.records.store import RunStore
 from studio.runs.compare import Comparison
 from studio.runs.connection import build
 from studio.runs.request import RunParams
+from studio.runs.runner import Recording
 from studio.votes.ballot import TIE
-from tests.conftest import open_app, use_config
+from tests.conftest import open_app, switch_to, use_config
 from tests.servers.ollama import FakeOllama, Script, tokenize
-from ui.blind import Blind
+from ui.blind import BLIND_KEY, Blind
 
 ALPHA, BETA = "alpha-secret-model:7b", "beta-hidden-model:3b"
 ANSWER = "## Recommendation\n\nInstall **12 panels** (4.8 kW). Payback about 7 years."
@@ -45,22 +46,27 @@ def servers() -> Iterator[tuple[FakeOllama, FakeOllama]]:
 
 
 def blind_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: tuple[FakeOllama, ...],
-               order: tuple[int, ...]) -> tuple[AppTest, Comparison]:
+               order: tuple[int, ...], recorded: bool = False) -> tuple[AppTest, Comparison]:
     """The Compare page with a blind comparison of ALPHA and BETA (ended), letters in
-    ``order``; the sidebar on ALPHA's server."""
+    ``order``; the sidebar on ALPHA's server. ``recorded``: its runs in the history, as the
+    page records them."""
     use_config(tmp_path, monkeypatch, {
         "llm": {"backend": "ollama", "host": servers[0].url, "model": ALPHA},
         "app": {"fallback_to_embedded": False, "history_db": str(tmp_path / "h.sqlite3")}})
     at = open_app("compare.py")
     panes = [RunParams("ollama", server.url, model, Sampling(max_tokens=128, temperature=0))
              for server, model in zip(servers, (ALPHA, BETA), strict=True)]
+    store = RunStore(tmp_path / "h.sqlite3")
+    group = store.create_group("compare") if recorded else None
     comparison = Comparison(panes, "You size PV systems.", "Size my system.",
                             preset="Fresno, CA",
                             build=lambda pane: build(at.session_state["_settings"], pane.backend,
-                                                     pane.host, pane.model)).start()
+                                                     pane.host, pane.model),
+                            record=lambda index: Recording(store, "compare", group, index)
+                            if recorded else None, group_id=group).start()
     assert comparison.wait(20)
     at.session_state["comparison"] = comparison
-    at.session_state["compare_blind"] = Blind(order)
+    at.session_state[BLIND_KEY] = {"compare": Blind(order, group)}
     at.run()
     assert not at.exception, at.exception
     return at, comparison
@@ -118,3 +124,26 @@ def test_reveal_without_a_vote_keeps_nothing(
     next(b for b in at.button if b.label == "Reveal, no vote").click().run()
     assert ALPHA in element_texts(at)
     assert RunStore(tmp_path / "h.sqlite3").votes() == []
+
+
+def test_history_leaves_out_the_runs_of_a_vote_still_to_cast(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        servers: tuple[FakeOllama, FakeOllama]) -> None:
+    """Beside their answers, History's rows name the backend and model: they would tell the
+    letters. Until the vote they are neither listed, exported nor opened by id."""
+    at, comparison = blind_page(tmp_path, monkeypatch, servers, (0, 1), recorded=True)
+    store = RunStore(tmp_path / "h.sqlite3")
+    runs = store.list_runs()
+    assert len(runs) == 2 and {run.group_id for run in runs} == {comparison.group_id}
+    switch_to(at, "history.py")
+    assert at.dataframe[0].value.empty  # the filters may list both models: not who is who
+    assert any("left out until you vote" in caption.value for caption in at.caption)
+    assert any("No runs match" in caption.value for caption in at.caption)
+    at.number_input(key="history_open_id").set_value(runs[0].id).run()
+    assert any(f"There is no run #{runs[0].id}" in w.value for w in at.warning)
+    switch_to(at, "compare.py")
+    next(b for b in at.button if b.label == "B is better").click().run()
+    switch_to(at, "history.py")
+    assert sorted(at.dataframe[0].value["model"]) == [ALPHA, BETA]
+    (vote,) = store.votes()
+    assert {c.run_id for c in vote.ballot.contenders} == {run.id for run in runs}

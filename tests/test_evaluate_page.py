@@ -140,6 +140,9 @@ def test_an_evaluation_runs_to_the_end_with_scorecard_matrix_cells_and_downloads
                          "⬇ Report (HTML)"]
     assert vllm.requests == Counter(THREE)
     assert len(ollama.chat_requests) == 6
+    (vote_link,) = at.get("page_link")  # its answers go to a blind vote, two at a time
+    assert "Vote blind on evaluation #1" in vote_link.proto.label
+    assert vote_link.proto.page.endswith("leaderboard")
 
     # A cell: one choice, then two side by side.
     at.selectbox(key="evaluate_cell_location").set_value(1).run()

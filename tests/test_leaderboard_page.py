@@ -14,10 +14,12 @@ from studio.pv.library import load_locations, load_system_prompts
 from studio.records.store import RunStore
 from studio.runs.evaluation import Choice, EvaluationSpec, launch
 from studio.votes.ballot import TIE, Ballot, Contender, Vote
-from tests.conftest import open_app, use_config
+from tests.conftest import Start, log_in, open_app, switch_to, use_config
 from tests.servers.latency import LatencyServer
+from tests.servers.ollama import FakeOllama
 from tests.test_blind_compare import element_texts
 from tests.test_evaluation import build
+from tests.test_shared_pages import ollama as shared_ollama
 
 PRESET_NAME, PRESET = next(iter(load_system_prompts().items()))
 CUSTOM = "You are a terse PV engineer. Quote every figure's source."
@@ -133,3 +135,26 @@ def test_an_evaluations_cells_are_voted_blind_and_the_leaderboard_takes_the_vote
     assert kept.ballot.location == spec.scenarios[1].name
     assert kept.winner == "B"
     assert set(ranking(at)["Choice"]) == {f"vLLM · {model}" for model in models}
+
+
+def test_on_a_shared_server_votes_are_each_users_and_others_prompts_stay_theirs(
+        start: Start, fake_ollama: FakeOllama, tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "history.sqlite3")
+    for winner in ("A", "B"):
+        store.add_vote(vote("x", "y", winner, system="ann's secret prompt", user="ann",
+                            reason="ann's private reason"))
+    store.add_vote(vote("x", "y", TIE, user="bob", reason="bob's reason"))
+    at = log_in(start(shared_ollama(fake_ollama.url)), "bob")
+    switch_to(at, "leaderboard.py")
+    system = at.selectbox(key="leaderboard_system")
+    assert not any("secret" in option for option in system.options)
+    assert any(option.startswith("Another user's custom prompt") for option in system.options)
+    assert ranking(at)["Votes"].tolist() == [3, 3]  # everyone's votes by default
+    listed = at.dataframe[2].value
+    assert "user" not in listed.columns  # bob is no admin: no names of other voters
+    assert set(listed["reason"]) == {"(hidden)", "bob's reason"}
+    at.radio(key="leaderboard_scope").set_value("Mine").run()
+    assert ranking(at)["Votes"].tolist() == [1, 1]
+    switch_to(at, "history.py")
+    assert any(expander.label == "🗳️ Blind votes (1)" for expander in at.expander)
+    assert "ann's private reason" not in element_texts(at)

@@ -3,56 +3,21 @@ session of a user, and who may pull or cancel a pull."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from backends.ollama_backend import OllamaBackend
 from studio.process import process
 from studio.records.store import RunStore
 from studio.runs.request import RunRequest
-from tests.conftest import history_page, open_app, use_config
+from tests.conftest import Start, history_page, log_in
 from tests.servers.ollama import FakeOllama
-
-PASSWORD = "demo-pass-7"
-
-Start = Callable[..., AppTest]
-
-
-@pytest.fixture
-def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
-    """``start(config, secrets=None)`` -> a new browser session (AppTest) of the app at its
-    login form. Without ``secrets`` the shared password is set in the environment."""
-
-    def make(config: dict[str, Any], secrets: dict[str, Any] | None = None) -> AppTest:
-        config.setdefault("app", {})["history_db"] = str(tmp_path / "history.sqlite3")
-        config["app"].setdefault("fallback_to_embedded", False)
-        use_config(tmp_path, monkeypatch, config)
-        if secrets is None:
-            monkeypatch.setenv("PV_STUDIO_PASSWORD", PASSWORD)
-        else:
-            monkeypatch.delenv("PV_STUDIO_PASSWORD", raising=False)
-        return open_app(secrets=secrets)
-
-    return make
 
 
 def ollama(url: str, model: str = "llama3.1:8b", **app: Any) -> dict[str, Any]:
     return {"llm": {"backend": "ollama", "host": url, "model": model}, "app": dict(app)}
-
-
-def log_in(at: AppTest, name: str, password: str = PASSWORD) -> AppTest:
-    (name_box,) = [box for box in at.text_input if box.label in ("Your name", "User name")]
-    (password_box,) = [box for box in at.text_input if box.label == "Password"]
-    name_box.input(name)
-    password_box.input(password)
-    (button,) = [b for b in at.button if b.label == "Log in"]
-    button.click().run()
-    assert not at.exception, at.exception
-    return at
 
 
 def logged_in(at: AppTest) -> bool:

@@ -32,6 +32,7 @@ class Blind:
     hidden until the vote is cast or the analyst reveals without one."""
 
     order: tuple[int, ...]
+    group_id: int | None = None  # the runs' group in the history: hidden there meanwhile
     vote: Vote | None = None
     skipped: bool = False
     kept: bool = True  # the vote went into the history
@@ -41,25 +42,39 @@ class Blind:
         return self.vote is None and not self.skipped
 
 
-def _key(page: str) -> str:
-    return f"{page}_blind"
+BLIND_KEY = "_blind"  # session state: {page: its blind round}
+
+
+def _rounds() -> dict[str, Blind]:
+    rounds: dict[str, Blind] = st.session_state.setdefault(BLIND_KEY, {})
+    return rounds
 
 
 def blind_of(page: str) -> Blind | None:
     """This session's blind round on ``page`` (None: not blind)."""
-    value: Blind | None = st.session_state.get(_key(page))
-    return value
+    return _rounds().get(page)
 
 
 def set_blind(page: str, blind: Blind | None) -> None:
     """A new round on the page: blind (its order) or not (None); the last one's goes."""
-    st.session_state[_key(page)] = blind
+    rounds = _rounds()
+    if blind is None:
+        rounds.pop(page, None)
+    else:
+        rounds[page] = blind
 
 
 def hides_names(page: str) -> bool:
     """Whether ``page`` has an answer still to vote on: then app.py draws no sidebar picker."""
     blind = blind_of(page)
     return blind is not None and blind.hidden
+
+
+def hidden_groups() -> list[int]:
+    """The history groups of this session's votes still to cast: History leaves their runs
+    out until then (a run's backend and model beside its answer would tell the letters)."""
+    return [blind.group_id for blind in _rounds().values()
+            if blind.hidden and blind.group_id is not None]
 
 
 def cast(page: str, ballot: Ballot, winner: str) -> None:

@@ -28,7 +28,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -629,25 +629,27 @@ class RunStore:
                   preset: str | None = None, status: str | None = None,
                   search: str | None = None, page: str | None = None,
                   user: str | None = None, limit: int | None = 200,
-                  offset: int = 0) -> list[StoredRun]:
+                  offset: int = 0, hidden_groups: Collection[int] = ()) -> list[StoredRun]:
         """Runs newest first. Each filter given must match exactly (``preset=""``: runs
         without a preset); ``search`` is a case-insensitive substring of the system prompt,
-        user prompt or answer; ``user``: only that user's runs (None: everyone's).
+        user prompt or answer; ``user``: only that user's runs (None: everyone's);
+        ``hidden_groups``: not those groups' runs (blind votes still to cast).
         ``limit=None`` returns all (for export)."""
         return list(self.iter_runs(backend=backend, model=model, preset=preset, status=status,
                                    search=search, page=page, user=user, limit=limit,
-                                   offset=offset))
+                                   offset=offset, hidden_groups=hidden_groups))
 
     def iter_runs(self, *, backend: str | None = None, model: str | None = None,
                   preset: str | None = None, status: str | None = None,
                   search: str | None = None, page: str | None = None,
                   user: str | None = None, limit: int | None = None,
-                  offset: int = 0, answer_format: str | None = None) -> Iterator[StoredRun]:
+                  offset: int = 0, answer_format: str | None = None,
+                  hidden_groups: Collection[int] = ()) -> Iterator[StoredRun]:
         """``list_runs`` one run at a time, read as it goes (exports of every run);
         ``answer_format``: only the runs asked for in that format."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
                                     search=search, page=page, user=user,
-                                    answer_format=answer_format)
+                                    answer_format=answer_format, hidden_groups=hidden_groups)
         params.update(limit=-1 if limit is None else limit, offset=offset)
         rows = self._conn().execute(
             f"{_SELECT}{where} ORDER BY created_at DESC, id DESC LIMIT :limit OFFSET :offset",
@@ -658,10 +660,11 @@ class RunStore:
     def count_runs(self, *, backend: str | None = None, model: str | None = None,
                    preset: str | None = None, status: str | None = None,
                    search: str | None = None, page: str | None = None,
-                   user: str | None = None) -> int:
+                   user: str | None = None, hidden_groups: Collection[int] = ()) -> int:
         """How many runs ``list_runs`` with the same filters would return without a limit."""
         where, params = self._where(backend=backend, model=model, preset=preset, status=status,
-                                    search=search, page=page, user=user)
+                                    search=search, page=page, user=user,
+                                    hidden_groups=hidden_groups)
         return int(self._conn().execute(f"SELECT count(*) FROM runs{where}", params)
                    .fetchone()[0])
 
@@ -679,7 +682,8 @@ class RunStore:
         return [row["value"] for row in rows]
 
     @staticmethod
-    def _where(**filters: str | None) -> tuple[str, dict[str, Any]]:
+    def _where(hidden_groups: Collection[int] = (),
+               **filters: str | None) -> tuple[str, dict[str, Any]]:
         clauses: list[str] = []
         params: dict[str, Any] = {"stale": _ago(STALE_AFTER_S)}
         for name in FILTER_COLUMNS:
@@ -692,6 +696,11 @@ class RunStore:
             if filters.get(name) is not None:
                 clauses.append(f"{name} = :{name}")
                 params[name] = filters[name]
+        if hidden_groups:
+            hidden = {f"hidden{i}": int(group) for i, group in enumerate(hidden_groups)}
+            clauses.append("(group_id IS NULL OR group_id NOT IN ("
+                           + ", ".join(f":{name}" for name in hidden) + "))")
+            params.update(hidden)
         search = filters.get("search")
         if search:
             # instr() on casefolded text: a literal substring (no LIKE wildcards to escape)
