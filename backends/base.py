@@ -137,6 +137,13 @@ class Backend(ABC):
         server's list goes through this."""
         return model if model in models else None
 
+    def model_digest(self) -> str | None:
+        """The model's digest as the server gives it ('sha256:...'): which exact weights
+        answered (Ollama's /api/tags; the embedded backend's file). None: the server does
+        not report one (vLLM's /v1/models has none). It may ask the server: callers look it
+        up away from a run's request (``studio.runs.runner``) and never fail a run on it."""
+        return None
+
     def pull(self, model: str) -> PullStream:
         """Fetch a model the server lacks (``can_pull_models``): its progress, cancellable."""
         raise NotImplementedError(f"{self.label} cannot pull models.")

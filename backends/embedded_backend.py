@@ -9,8 +9,11 @@ callers queue for it (a waiting caller can still be cancelled).
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import importlib.util
 import os
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -48,6 +51,28 @@ def bundled_model_path() -> Path | None:
     return None
 
 
+def file_digest(path: Path) -> str:
+    """'sha256:<hex>' of a file's bytes, computed once per process for the same path, size
+    and modification time (a ~100 MB GGUF takes a moment: never before a run's request)."""
+    info = path.stat()
+
+    def compute() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        return f"sha256:{digest.hexdigest()}"
+
+    return shared().file_digests.remember((str(path.resolve()), info.st_size,
+                                           info.st_mtime_ns), compute)
+
+
+def _read_digest(path: Path) -> None:
+    """``file_digest``, read ahead (a file that cannot be read: asked again later)."""
+    with contextlib.suppress(OSError):
+        file_digest(path)
+
+
 @atexit.register
 def _close_models() -> None:
     """Free the models before interpreter teardown, when llama.cpp's own ``__del__`` fails."""
@@ -60,6 +85,9 @@ def _load(path: Path, n_ctx: int) -> Loaded:
     def load() -> Any:
         from llama_cpp import Llama  # heavy import: only when the embedded model is used
 
+        # The file's digest, read beside the load: ready by the time a run's record asks.
+        threading.Thread(target=_read_digest, args=(path,), name="model digest",
+                         daemon=True).start()
         try:
             # llama-cpp-python decodes on half the cores by default; use them all.
             return Llama(model_path=str(path), n_ctx=n_ctx, n_threads=os.cpu_count(),
@@ -134,6 +162,11 @@ class EmbeddedBackend(Backend):
         loaded = shared().models.is_loaded((str(self.model_path), self.n_ctx))
         return ModelState(server_version=f"llama-cpp-python {llama_cpp.__version__}",
                           loaded=loaded, window=self.n_ctx, cpu_share=1.0)
+
+    def model_digest(self) -> str | None:
+        """The sha256 of the GGUF file, read once per process (per file, size and time of
+        change: ``Shared.file_digests``), when first asked."""
+        return file_digest(self.model_path)
 
     def stream(self, prompt: str, system: str = "", sampling: Sampling = DEFAULT_SAMPLING,
                *, sse: bool = False, schema: Schema | None = None) -> TokenStream:

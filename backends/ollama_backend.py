@@ -155,6 +155,20 @@ class OllamaBackend(Backend):
             raise self._status_error(response)
         return [m.get("name") or m.get("model", "") for m in response.json().get("models", [])]
 
+    def model_digest(self) -> str | None:
+        """The model's digest in ``GET /api/tags`` (cached): 'sha256:' and 64 hex digits;
+        None when the model is not listed or the server gives no digest."""
+        def ask() -> str | None:
+            response = self._request("GET", "/api/tags")
+            if response.status_code != 200:
+                raise self._status_error(response)
+            listed = {m.get("name") or m.get("model", ""): m
+                      for m in response.json().get("models", []) if isinstance(m, dict)}
+            name = self.find_model(self.model, list(listed))
+            return _sha256(listed[name].get("digest")) if name is not None else None
+
+        return shared().ollama_digests.remember((self._base_url, self.model), ask)
+
     # -- context window ---------------------------------------------------------------------
     def context_fit(self, prompt: str, system: str = "",
                     max_tokens: int = DEFAULT_SAMPLING.max_tokens) -> ContextFit:
@@ -283,6 +297,7 @@ class OllamaBackend(Backend):
                 yield progress
                 if progress.status == "success":
                     shared().ollama_shows.forget((self._base_url, model))
+                    shared().ollama_digests.forget((self._base_url, model))
                     return
             raise TruncatedStreamError(
                 f"The pull of {model!r} ended before Ollama said success.",
@@ -451,3 +466,12 @@ def _with_latest(model: str) -> str:
     ``tinyllama:latest``."""
     model = model.strip()
     return model if not model or ":" in model.rsplit("/", 1)[-1] else f"{model}:latest"
+
+
+def _sha256(digest: object) -> str | None:
+    """A digest as 'sha256:<hex>' (Ollama's /api/tags gives the bare hex; a
+    'sha256:'-prefixed one is kept); None for none."""
+    text = str(digest or "").strip()
+    if not text:
+        return None
+    return text if ":" in text else f"sha256:{text}"

@@ -2,9 +2,9 @@
 
 A backend object is cheap and made often (every probe and run builds one), but some of what it
 learns or loads must outlive it: the token estimate calibrated per model (``TokenEstimator``),
-Ollama's ``/api/show`` answers, vLLM's windows, the hosts already warned about, the pooled HTTP
-session (``backends.http`` makes it) and the llama.cpp models loaded in this process. They live
-in one ``Shared`` object.
+Ollama's ``/api/show`` answers and model digests, vLLM's windows, the model files' digests,
+the hosts already warned about, the pooled HTTP session (``backends.http`` makes it) and the
+llama.cpp models loaded in this process. They live in one ``Shared`` object.
 
 The backends know nothing of the app, so they reach it through one slot of their own:
 ``shared()`` returns the current one and ``use(state)`` replaces it. The one made when this
@@ -15,6 +15,7 @@ test's fresh process object puts a fresh one in the slot.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -28,6 +29,8 @@ from .context import TokenEstimator
 # /api/show: a model's trained length and capabilities change only when it is pulled again.
 OLLAMA_SHOW_TTL_S = 300.0
 VLLM_WINDOW_TTL_S = 60.0  # /v1/models' max_model_len: a restarted server may change it
+# /api/tags' digest of a model: it changes when the model is pulled again.
+OLLAMA_DIGEST_TTL_S = 60.0
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -113,6 +116,13 @@ class Shared:
     # vLLM's window (max_model_len, None when it does not say) by (server URL, model).
     vllm_windows: Expiring[tuple[str, str], int | None] = field(
         default_factory=lambda: Expiring(VLLM_WINDOW_TTL_S))
+    # Ollama's digest of a model (/api/tags; None: not listed) by (server URL, model).
+    ollama_digests: Expiring[tuple[str, str], str | None] = field(
+        default_factory=lambda: Expiring(OLLAMA_DIGEST_TTL_S))
+    # The sha256 of a model file (the embedded backend's GGUF) by (path, size, mtime): read
+    # once per process; a file changed in place has another key.
+    file_digests: Expiring[tuple[str, int, int], str] = field(
+        default_factory=lambda: Expiring(math.inf))
     # vLLM hosts already warned that the API key wins over their user:password (logged once).
     key_wins_said: set[str] = field(default_factory=set)
     sdk_missing_said: bool = False  # the openai SDK asked for, not installed (logged once)
@@ -154,6 +164,7 @@ class Shared:
         restarted on the same address may serve other models."""
         self.estimator.forget()
         self.ollama_shows.clear()
+        self.ollama_digests.clear()
         self.vllm_windows.clear()
 
 

@@ -73,6 +73,9 @@ class GenerationStats:
     chunks: int = 0
     chunk_times_s: list[float] = field(default_factory=list)
     last_chunk_s: float | None = None
+    # Which exact model answered, as its server gives it ('sha256:...'; None: it gives
+    # none, or it was not known by the end of the run): filled in by studio.runs.runner.
+    model_digest: str | None = None
 
     @property
     def first_chunk_s(self) -> float | None:

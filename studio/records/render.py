@@ -246,6 +246,9 @@ header p, .meta {{ color: #6b7280; font-size: .9rem; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }}
 td, th {{ border: 1px solid #d1d5db; padding: .3rem .6rem; }}
 pre {{ background: #f3f4f6; padding: .8rem; overflow-x: auto; }}
+pre.prompt {{ white-space: pre-wrap; max-height: 24rem; overflow-y: auto; }}
+dt {{ font-weight: 600; }}
+dd {{ margin: 0 0 .5rem 1.5rem; }}
 details.thinking {{ color: #4b5563; border-left: 3px solid #d1d5db; padding-left: .8rem; }}
 .panes {{ display: flex; gap: 1rem; align-items: flex-start; }}
 .panes section {{ flex: 1; border: 1px solid #d1d5db; border-radius: 8px; padding: 0 1rem;

@@ -24,18 +24,33 @@ from backends.errors import BackendError
 from backends.http import redact
 from backends.status import Status
 from backends.stream import GenerationStats, TokenStream
-from studio.pv.checks import AnswerCheck, check_dict, check_html, check_run
+from studio.pv.checks import (
+    CHECK_DEFINITIONS,
+    AnswerCheck,
+    check_dict,
+    check_html,
+    check_run,
+)
 from studio.pv.grounding import GroundingReport
 from studio.pv.location import Location
 from studio.pv.structured import Verdict, shown_text, valid_share
 from studio.pv.structured import check as check_structured
 from studio.pv.structured import counted as counted_structured
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
+from studio.records.report import (
+    Column,
+    definitions_html,
+    digest_text,
+    parameters_html,
+    prompts_html,
+    table_html,
+)
 from studio.runs.capacity import Capacity
 from studio.runs.connection import ProbeCache
 from studio.runs.job import Job
 from studio.runs.request import ANSWERED, RunParams, RunRequest, flat_dict
 from studio.runs.runner import Recording, Run
+from studio.runs.serving import DEFINITIONS
 from studio.votes.ballot import LETTERS, Ballot, Contender
 
 MAX_PANES = 4
@@ -54,6 +69,42 @@ FIGURES: list[tuple[str, str, Callable[[GenerationStats], float | int | None]]] 
     ("load", "Model load (s)", lambda s: s.server_load_s),
     ("window", "Context window", lambda s: s.context_window),
 ]
+
+# What each figure of the table means (FIGURES' keys), one definition each; a figure that is
+# one of the serving figures is defined in their words (vllm bench serve's: DEFINITIONS).
+FIGURE_DEFINITIONS: dict[str, str] = {
+    "ttft": "from sending the request to the first token of the answer, after a reasoning "
+            "model's thinking: Evaluate's first answer token (its TTFT, vllm bench serve's, "
+            "is the first chunk of either); an answer in one piece: its total time.",
+    "thinking": "a reasoning model's thinking: from its first thinking token to its first "
+                "answer token (or the end).",
+    "total": DEFINITIONS["E2EL"] + " Measured by this app, as the client saw it.",
+    "output_tokens": DEFINITIONS["Output tokens"],
+    "client_tps": "output tokens over the time from the first token (thinking or answer) to "
+                  "the end, as the client saw it; over the whole wait for an answer in one "
+                  "piece.",
+    "server_tps": "the decode speed the server reports (Ollama: eval_count / eval_duration); "
+                  "a dash where the server reports none.",
+    "prompt_tokens": "the prompt's tokens as the server counted them (Ollama's "
+                     "prompt_eval_count, usage.prompt_tokens).",
+    "load": "the time the server spent loading the model for the run (Ollama's "
+            "load_duration): seconds mean a cold start.",
+    "window": "the tokens the run's context held, prompt and answer (Ollama's num_ctx as "
+              "sized for the run, vLLM's max_model_len, the embedded model's n_ctx).",
+}
+# The table's other columns that need words.
+_TABLE_DEFINITIONS: dict[str, str] = {
+    "Runs": "the measured runs (those that finished with an answer by the model's own stop) "
+            "and the runs left out, each with its reason; each figure is the median "
+            "(min–max) over the measured runs.",
+}
+
+
+def definitions() -> dict[str, str]:
+    """The report's definitions: each figure by its label in the table, the table's other
+    columns, and the checks."""
+    return {**{label: FIGURE_DEFINITIONS[key] for key, label, _ in FIGURES},
+            **_TABLE_DEFINITIONS, **CHECK_DEFINITIONS}
 
 
 @dataclass(frozen=True)
@@ -364,8 +415,10 @@ class Comparison(Job):
             "preset": self.preset, "system_prompt": self.system, "user_prompt": self.prompt,
             "repeats": self.repeats, "stopped": self.stopped,
             "wall_time_s": self.total_wall_time, "round_wall_times_s": self.round_walls,
+            "definitions": definitions(),
             "panes": [
                 {"config": {**flat_dict(pane), "host": redact(pane.host)}, "mode": pane.delivery,
+                 "model_digest": self.digest(index),
                  "figures": {key: (asdict(value) if value else None)
                              for key, value in self.figures(index).items()},
                  **check_dict(self.check(index)),
@@ -377,8 +430,14 @@ class Comparison(Job):
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def digest(self, index: int) -> str:
+        """The model digest(s) a pane's runs recorded, or that its server reports none."""
+        return digest_text(run.stats.model_digest for run in self.pane_runs(index))
+
     def to_html(self) -> str:
-        """A standalone report: answers side by side, the table, the timeline as a table."""
+        """A standalone report, to send where no server is reachable: the prompts, each
+        pane's parameters and model digest, the answers side by side with their figure
+        checks, the table, the definitions, the timeline as a table."""
         columns = "".join(
             f"<section><h2>{html.escape(label)}</h2><p class=meta>"
             f"{html.escape(pane.delivery)} · {html.escape(run.status_label)}</p>"
@@ -388,22 +447,23 @@ class Comparison(Job):
             for index, (pane, label, run) in enumerate(zip(self.panes, self.labels,
                                                            self.shown_round, strict=False)))
         rows = self.table()
-        head = "".join(f"<th>{html.escape(key)}</th>" for key in rows[0]) if rows else ""
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row.values())
-                       + "</tr>" for row in rows)
-        timeline = "".join(
-            f"<tr><td>{html.escape(name)}</td><td>"
-            + html.escape(", ".join(f"{t:.2f}s: {n}" for t, n in points[:: max(1, len(points)
-                                                                        // 20)]))
-            + "</td></tr>" for name, points in self.timelines().items())
+        table = table_html(list(rows[0]) if rows else [], (list(row.values()) for row in rows))
+        timeline = table_html(["Pane", "Characters received (seconds: characters)"], (
+            [name, ", ".join(f"{t:.2f}s: {n}" for t, n in points[:: max(1, len(points) // 20)])]
+            for name, points in self.timelines().items()))
+        parameters = parameters_html([
+            Column(label, pane, self.digest(index), {"Repeats": str(self.repeats)})
+            for index, (pane, label) in enumerate(zip(self.panes, self.labels, strict=True))])
         return report_page(
             f"PV LLM Studio comparison · {self.preset or 'custom prompt'}",
             f"{self.started_at:%Y-%m-%d %H:%M} UTC · {len(self.panes)} panes · "
             f"wall time {self.wall_summary()}",
-            f"<div class=panes>{columns}</div>"
-            f"<h2>Measurements</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            f"</table><h2>Characters received over time</h2><table><tbody>{timeline}</tbody>"
-            "</table>", wide=True)
+            f"<h2>Prompts</h2>{prompts_html(self.system, self.prompt)}"
+            f"<h2>Parameters</h2>{parameters}"
+            f"<h2>Answers</h2><div class=panes>{columns}</div>"
+            f"<h2>Measurements</h2>{table}"
+            f"<h2>Definitions</h2>{definitions_html(definitions())}"
+            f"<h2>Characters received over time</h2>{timeline}", wide=True)
 
 
 class _Unavailable(Backend):

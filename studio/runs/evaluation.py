@@ -37,11 +37,26 @@ from backends.errors import BackendError
 from backends.http import redact, scrub
 from backends.sampling import Sampling
 from backends.status import Status
-from studio.pv.checks import CHECK_COLUMNS, AnswerCheck, check_dict, check_html
+from studio.pv.checks import (
+    CHECK_COLUMNS,
+    CHECK_DEFINITIONS,
+    AnswerCheck,
+    check_dict,
+    check_html,
+)
 from studio.pv.location import Location
 from studio.pv.prompt import STATIC_FIRST
 from studio.pv.structured import shown_text, valid_share
 from studio.records.render import markdown_to_safe_html, report_page, thinking_html
+from studio.records.report import (
+    Column,
+    definitions_html,
+    digest_text,
+    parameters_html,
+    prompt_html,
+    prompts_html,
+    table_html,
+)
 from studio.records.spreadsheet import csv_text
 from studio.records.store import GroupSummary, RunStore, StoredRun
 from studio.runs.batch import MAX_CONCURRENCY, Batch, BatchRow, BatchSpec, group_state
@@ -53,6 +68,7 @@ from studio.runs.request import ANSWERED, AnswerFormat, RunParams, flat_dict, st
 from studio.runs.runner import Recording
 from studio.runs.serving import (
     DEFAULT_PERCENTILES,
+    DEFINITIONS,
     RequestTiming,
     ServiceLevels,
     ServingMetrics,
@@ -69,32 +85,6 @@ DEFAULT_LEVELS = ServiceLevels(ttft_ms=10_000, e2el_ms=120_000)  # the page's st
 ONE_PIECE = "– (one piece)"  # a latency an answer delivered whole does not have
 STAR = "★"  # marks the best value of a scorecard row, and a location's best choice
 
-# The serving figures' definitions, as the page, the JSON and the report cite them.
-DEFINITIONS: dict[str, str] = {
-    "TTFT": "time to first token: from sending the request to its first non-empty chunk, "
-            "thinking or answer (vllm bench serve's ttft).",
-    "TPOT": "time per output token: (E2EL - TTFT) / (output tokens - 1), over the requests "
-            "with more than one output token.",
-    "ITL": "inter-token latency: the gaps between consecutive chunks, pooled over every "
-           "answered request.",
-    "E2EL": "end-to-end latency: from sending the request to its last chunk.",
-    "First answer token": "beyond vLLM: to the first token of the answer, after a reasoning "
-                          "model's thinking.",
-    "Output tokens": "the server's own count (usage.completion_tokens, Ollama's eval_count; "
-                     "thinking included); a stream ended before the server counted (the "
-                     "repetition guard) counts its chunks, a token each.",
-    "Throughput": "output tokens and answered requests per second of the choice's duration: "
-                  "the time it had requests in flight (from its first request's start to "
-                  "its last one's end; the pause of a Stop or a crash before a resume does "
-                  "not count).",
-    "Goodput": "answered requests per second that met every service level set on the page "
-               "(vllm bench serve --goodput).",
-    "One piece": "an answer delivered whole (vLLM without streaming) has its end-to-end "
-                 "latency only: TTFT, TPOT and ITL need a stream (Stream vLLM on).",
-    "Percentiles": "numpy's linear interpolation over the requests (p50 is the median), "
-                   "as vllm bench serve reports them; source: vllm/benchmarks/serve.py "
-                   "calculate_metrics.",
-}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -538,8 +528,10 @@ class Evaluation(Job):
         spec = json.loads(self.spec.to_json())
         return {
             "kind": KIND, "group_id": self.group_id,
-            "choices": [{"label": label, **choice}
-                        for label, choice in zip(self.labels, spec["choices"], strict=True)],
+            "choices": [{"label": label, **choice, "model_digest": self.digest(index)}
+                        for index, (label, choice) in enumerate(zip(self.labels,
+                                                                    spec["choices"],
+                                                                    strict=True))],
             "locations": [location["name"] for location in spec["scenarios"]],
             "system_prompt": self.spec.system, "layout": self.spec.layout,
             "service_levels_ms": asdict(card.levels),
@@ -555,36 +547,55 @@ class Evaluation(Job):
     def to_json(self, levels: ServiceLevels | None = None) -> str:
         return json.dumps(self.to_dict(levels), indent=2)
 
+    def digest(self, choice: int) -> str:
+        """The model digest(s) a choice's cells recorded, or that its server reports none."""
+        return digest_text(row.outcome.stats.model_digest for row in self.cells(choice))
+
     def to_html(self, levels: ServiceLevels | None = None) -> str:
         """A standalone report, safe to open (the app's page template: no script runs,
-        nothing is fetched): the scorecard, the matrix, the schedule, the definitions and
-        every answer side by side per location, each with its figure check."""
+        nothing is fetched), to send where no server is reachable: the system prompt, each
+        choice's parameters and model digest, the scorecard, the matrix, the schedule, the
+        definitions and every answer side by side per location (its user prompt folded
+        above), each with its figure check."""
         card = self.scorecard(levels)
         matrix = self.matrix()
         labels = self.labels
-        scorecard = _html_table(["Figure", *labels], ([row.name, *row.marked()]
-                                                      for row in card.rows))
-        grid = _html_table(["#", "Location", *labels, "Best"],
-                           ([str(line.index + 1), line.location, *line.cells, line.best]
-                            for line in matrix))
+        scorecard = table_html(["Figure", *labels], ([row.name, *row.marked()]
+                                                     for row in card.rows))
+        grid = table_html(["#", "Location", *labels, "Best"],
+                          ([str(line.index + 1), line.location, *line.cells, line.best]
+                           for line in matrix))
+        parameters = parameters_html([
+            Column(label, choice, self.digest(index),
+                   {"Concurrency": str(choice.concurrency)})
+            for index, (choice, label) in enumerate(zip(self.spec.choices, labels,
+                                                        strict=True))])
         answers = "".join(
             f"<details><summary>{html.escape(f'{line.index + 1}. {line.location}')}"
-            "</summary><div class=panes>"
+            f"</summary>{_user_prompt_html(self.cell(0, line.index))}<div class=panes>"
             + "".join(_cell_html(label, self.cell(choice, line.index))
                       for choice, label in enumerate(labels))
             + "</div></details>" for line in matrix)
-        definitions = "".join(f"<li><strong>{html.escape(name)}</strong>: "
-                              f"{html.escape(text)}</li>" for name, text in DEFINITIONS.items())
         schedule = "".join(f"<li>{html.escape(line)}</li>"
                            for line in (*schedule_lines(self.spec), *self.cold_start_lines()))
         return report_page(
             "PV LLM Studio evaluation",
             f"{len(labels)} choices · {self.spec.rows} locations · "
             f"{card.levels_text()}",
+            f"<h2>Prompts</h2>{prompts_html(self.spec.system)}<p class=meta>Each location's "
+            "user prompt is folded above its answers (Answers).</p>"
+            f"<h2>Parameters</h2>{parameters}"
             f"<h2>Scorecard</h2>{scorecard}<p class=meta>{STAR} the best value of a row."
             f"</p><h2>Locations</h2>{grid}<h2>Schedule</h2><ul>{schedule}</ul>"
-            f"<h2>Definitions</h2><ul>{definitions}</ul><h2>Answers</h2>{answers}",
+            f"<h2>Definitions</h2>{definitions_html({**DEFINITIONS, **CHECK_DEFINITIONS})}"
+            f"<h2>Answers</h2>{answers}",
             wide=True)
+
+
+def _user_prompt_html(row: BatchRow) -> str:
+    """A location's user prompt (every choice's cell sends the same), folded."""
+    return (f"<details class=prompt><summary>User prompt</summary>"
+            f"{prompt_html(row.request.prompt)}</details>")
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -594,13 +605,6 @@ def _rounded(value: float | None, digits: int) -> float | None:
 def _check_columns(check: AnswerCheck | None) -> dict[str, Any]:
     columns = check.columns() if check is not None else {}
     return {name: columns.get(name, "") for name in CHECK_COLUMNS}
-
-
-def _html_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    cells = "".join("<tr>" + "".join(f"<td>{html.escape(value)}</td>" for value in row)
-                    + "</tr>" for row in rows)
-    header = "".join(f"<th>{html.escape(name)}</th>" for name in head)
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{cells}</tbody></table>"
 
 
 def cell_answer(row: BatchRow) -> str:

@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 SAVE_EVERY_S = 0.5  # text saved this often while it grows: a crash loses at most this much
 HEARTBEAT_S = 5.0  # and this often while it does not, so a live run never looks abandoned
 WATCH_EVERY_S = 0.5  # how often a watched run asks whether anybody still watches it
+# How long a run that answered waits at its end for its model's digest (the server's list, or
+# a file read once per process); a digest that takes longer is left out, never the run.
+DIGEST_WAIT_S = 1.0
 ABANDONED = ("Stopped: its browser tab closed, and nobody watched it for {grace:g} s "
              "(app.stop_unwatched_after_s), so it gave its slot back.")
 
@@ -312,6 +315,9 @@ class Run:
             if not self.capacity.wait(ticket, give_up=self._stop.is_set):
                 return  # stopped while queued: nothing was sent
             self._call()
+            if not self._stop.is_set() and self.error is None and self.backend is not None:
+                # After the answer, on its connection: nothing delays the request itself.
+                self.stats.model_digest = _digest_of(self.backend, DIGEST_WAIT_S)
         finally:
             self.capacity.leave(ticket)
             self._finish()
@@ -398,3 +404,22 @@ class Run:
 
 def _save_progress(store: RunStore, run_id: int, text: str, thinking: str) -> None:
     store.save_progress(run_id, text, thinking)
+
+
+def _digest_of(backend: Backend, wait_s: float) -> str | None:
+    """``backend.model_digest()``, asked on a thread of its own and waited for at most
+    ``wait_s``: None when the server gives none, when asking fails, or when it takes longer
+    (the answer is then kept by the backend's cache for the next run). A digest is a record
+    of which weights answered: it never fails or holds up a run."""
+    found: list[str | None] = []
+
+    def ask() -> None:
+        try:
+            found.append(backend.model_digest())
+        except Exception:  # any failure: no digest, never the run's error
+            found.append(None)
+
+    thread = threading.Thread(target=ask, name="model digest", daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return found[0] if found else None

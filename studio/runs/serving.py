@@ -65,6 +65,34 @@ DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
 MS_PER_S = 1000  # vLLM's MILLISECONDS_TO_SECONDS_CONVERSION
 LATENCIES = ("ttft", "tpot", "itl", "e2el")  # vLLM's --percentile-metrics, in its order
 
+# The serving figures' definitions, as the pages, the JSON and the reports cite them
+# (Evaluate's, and Compare's where its figures are these).
+DEFINITIONS: dict[str, str] = {
+    "TTFT": "time to first token: from sending the request to its first non-empty chunk, "
+            "thinking or answer (vllm bench serve's ttft).",
+    "TPOT": "time per output token: (E2EL - TTFT) / (output tokens - 1), over the requests "
+            "with more than one output token.",
+    "ITL": "inter-token latency: the gaps between consecutive chunks, pooled over every "
+           "answered request.",
+    "E2EL": "end-to-end latency: from sending the request to its last chunk.",
+    "First answer token": "beyond vLLM: to the first token of the answer, after a reasoning "
+                          "model's thinking.",
+    "Output tokens": "the server's own count (usage.completion_tokens, Ollama's eval_count; "
+                     "thinking included); a stream ended before the server counted (the "
+                     "repetition guard) counts its chunks, a token each.",
+    "Throughput": "output tokens and answered requests per second of the choice's duration: "
+                  "the time it had requests in flight (from its first request's start to "
+                  "its last one's end; the pause of a Stop or a crash before a resume does "
+                  "not count).",
+    "Goodput": "answered requests per second that met every service level set on the page "
+               "(vllm bench serve --goodput).",
+    "One piece": "an answer delivered whole (vLLM without streaming) has its end-to-end "
+                 "latency only: TTFT, TPOT and ITL need a stream (Stream vLLM on).",
+    "Percentiles": "numpy's linear interpolation over the requests (p50 is the median), "
+                   "as vllm bench serve reports them; source: vllm/benchmarks/serve.py "
+                   "calculate_metrics.",
+}
+
 
 @dataclass(frozen=True)
 class RequestTiming:

@@ -1116,9 +1116,15 @@ def _final(model: str, content: str, done_reason: str, eval_count: int,
             "eval_count": eval_count, "eval_duration": eval_ns}
 
 
+def tag_digest(name: str) -> str:
+    """A model's digest in /api/tags and /api/ps: 64 hex digits, one per model (as Ollama's
+    manifest digests are)."""
+    return _digest("manifest", name)
+
+
 def _tag(name: str) -> dict[str, Any]:
     return {"name": name, "model": name, "modified_at": "2025-06-27T13:46:49.045595241-07:00",
-            "size": MODEL_SIZE, "digest": "a" * 64,
+            "size": MODEL_SIZE, "digest": tag_digest(name),
             "details": {"parent_model": "", "format": "gguf", "family": "llama",
                         "families": ["llama"], "parameter_size": "8.0B",
                         "quantization_level": "Q4_K_M"}}
