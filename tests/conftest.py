@@ -173,3 +173,15 @@ def log_in(at: AppTest, name: str, password: str = PASSWORD) -> AppTest:
     button.click().run()
     assert not at.exception, at.exception
     return at
+
+
+def element_texts(at: AppTest) -> str:
+    """Every element's whole message (labels, bodies, options, values, help), the sidebar's
+    included: what the websocket carries to the browser."""
+    def walk(node: Any) -> Iterator[str]:
+        proto = getattr(node, "proto", None)
+        if proto is not None:
+            yield str(proto)
+        for child in getattr(node, "children", {}).values():
+            yield from walk(child)
+    return "\n".join(walk(at._tree))

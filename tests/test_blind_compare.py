@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -17,24 +16,12 @@ from studio.runs.connection import build
 from studio.runs.request import RunParams
 from studio.runs.runner import Recording
 from studio.votes.ballot import TIE
-from tests.conftest import open_app, switch_to, use_config
+from tests.conftest import element_texts, open_app, switch_to, use_config
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from ui.blind import BLIND_KEY, Blind
 
 ALPHA, BETA = "alpha-secret-model:7b", "beta-hidden-model:3b"
 ANSWER = "## Recommendation\n\nInstall **12 panels** (4.8 kW). Payback about 7 years."
-
-
-def element_texts(at: AppTest) -> str:
-    """Every element's whole message (labels, bodies, options, values, help), the sidebar's
-    included: what the websocket carries to the browser."""
-    def walk(node: Any) -> Iterator[str]:
-        proto = getattr(node, "proto", None)
-        if proto is not None:
-            yield str(proto)
-        for child in getattr(node, "children", {}).values():
-            yield from walk(child)
-    return "\n".join(walk(at._tree))
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ from studio.pv.library import load_locations, load_system_prompts
 from studio.records.store import RunStore
 from studio.runs.evaluation import Choice, EvaluationSpec, launch
 from studio.votes.ballot import TIE, Ballot, Contender, Vote
-from tests.conftest import Start, log_in, open_app, switch_to, use_config
+from tests.conftest import Start, element_texts, log_in, open_app, switch_to, use_config
 from tests.servers.latency import LatencyServer
 from tests.servers.ollama import FakeOllama
-from tests.test_blind_compare import element_texts
 from tests.test_evaluation import build
 from tests.test_shared_pages import ollama as shared_ollama
 

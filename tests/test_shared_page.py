@@ -16,7 +16,7 @@ from studio.records.store import SHARE_GROUP, SHARE_RUN, RunStore
 from studio.runs.evaluation import KIND as EVALUATION_KIND
 from studio.runs.evaluation import Choice, EvaluationSpec
 from studio.runs.request import RunRequest
-from tests.conftest import PAGES, history_page, open_app, switch_to, use_config
+from tests.conftest import PAGES, history_page, log_in, open_app, switch_to, use_config
 
 SECRET = "hunter2-secret"
 PASSWORDS = {"passwords": {"ann": "a-pass", "bob": "b-pass"}}
@@ -62,17 +62,6 @@ def page_text(at: AppTest) -> str:
 
 def main_buttons(at: AppTest) -> list[str]:
     return [button.label for button in at.main.button]
-
-
-def log_in(at: AppTest, name: str, password: str) -> AppTest:
-    (name_box,) = [box for box in at.text_input if box.label in ("Your name", "User name")]
-    (password_box,) = [box for box in at.text_input if box.label == "Password"]
-    name_box.input(name)
-    password_box.input(password)
-    (button,) = [b for b in at.button if b.label == "Log in"]
-    button.click().run()
-    assert not at.exception, at.exception
-    return at
 
 
 def test_a_shared_run_opens_read_only_without_credentials(

@@ -6,17 +6,14 @@ tests/browser/test_untrusted_text.py checks the same in Chromium."""
 from __future__ import annotations
 
 import html
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from markdown_it import MarkdownIt
-from streamlit.testing.v1 import AppTest
 
 from backends.http import scrub
 from studio.records.render import literal, markdown_file, markdown_with_thinking, safe_markdown
-from tests.conftest import open_app, use_config
+from tests.conftest import element_texts, open_app, use_config
 from tests.servers.ollama import FakeOllama, Script
 
 BEACON = "http://127.0.0.1:9/beacon.png"
@@ -174,17 +171,6 @@ def test_scrub_leaves_a_message_without_credentials_alone() -> None:
     assert scrub("a pw b", "http://u:pw@h:1") == "a pw b"  # too short to replace safely
 
 
-def _element_texts(at: AppTest) -> Iterator[str]:
-    """Every element's whole message (labels, bodies, options, values, help)."""
-    def walk(node: Any) -> Iterator[str]:
-        proto = getattr(node, "proto", None)
-        if proto is not None:
-            yield str(proto)
-        for child in getattr(node, "children", {}).values():
-            yield from walk(child)
-    yield from walk(at._tree)
-
-
 def test_no_element_of_any_page_holds_a_host_password(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int) -> None:
     with FakeOllama(script=Script(tokens=["Install", " 12", " panels."])) as ollama:
@@ -199,12 +185,12 @@ def test_no_element_of_any_page_holds_a_host_password(
         (generate,) = [b for b in at.button if b.label == "Generate"]
         generate.click().run()
         assert any(m.label == "Stop reason" for m in at.metric)
-        texts = list(_element_texts(at))
+        texts = [element_texts(at)]
         at.selectbox(key="host_ollama").set_value(down).run()  # the host that is down
         (generate,) = [b for b in at.button if b.label == "Generate"]
         generate.click().run()
         assert any("Cannot reach Ollama" in e.value for e in at.error)
-        texts += _element_texts(at)
+        texts.append(element_texts(at))
     shown = "\n".join(texts)
     assert f"127.0.0.1:{closed_port}" in shown and ollama.url in shown
     assert "s3cretHostPW" not in shown and "demo:" not in shown

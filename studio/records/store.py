@@ -639,10 +639,15 @@ class RunStore:
 
     def delete(self, run_id: int, user: str | None = None) -> bool:
         """Delete one run (``user``: only theirs); True when it existed."""
+        return self._delete_row("runs", run_id, user)
+
+    def _delete_row(self, table: str, row_id: int, user: str | None) -> bool:
+        """Delete row ``row_id`` of ``table`` (``user``: only if theirs); whether it existed."""
+        if table not in ("runs", "votes"):  # a name formatted into SQL: never the caller's
+            raise ValueError(f"no deleting from {table!r}")
         with self._write() as conn:
-            cursor = conn.execute("DELETE FROM runs WHERE id = :id AND "
-                                  "(:user IS NULL OR user = :user)",
-                                  {"id": run_id, "user": user})
+            cursor = conn.execute(f"DELETE FROM {table} WHERE id = :id AND "
+                                  "(:user IS NULL OR user = :user)", {"id": row_id, "user": user})
         return cursor.rowcount > 0
 
     # -- reading ----------------------------------------------------------------------------
@@ -830,11 +835,7 @@ class RunStore:
 
     def delete_vote(self, vote_id: int, user: str | None = None) -> bool:
         """Delete one vote (``user``: only if theirs); whether there was one."""
-        with self._write() as conn:
-            cursor = conn.execute("DELETE FROM votes WHERE id = :id AND "
-                                  "(:user IS NULL OR user = :user)",
-                                  {"id": vote_id, "user": user})
-        return cursor.rowcount > 0
+        return self._delete_row("votes", vote_id, user)
 
 
 def _vote(row: sqlite3.Row) -> Vote:
