@@ -95,7 +95,7 @@ def main() -> None:
         buttons[1].button("Stop all", on_click=comparison.stop, width="stretch")
     if comparison is not None:
         if blind is not None and comparison.done:
-            identities(blind, comparison.ballot(blind.order))
+            identities(blind, comparison.contenders(blind.order))
         answers(comparison, running)
 
 

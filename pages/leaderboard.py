@@ -31,11 +31,10 @@ def main() -> None:
     voting: tuple[Evaluation, int] | None = st.session_state.get("leaderboard_cells")
     if blind is not None and voting is not None:
         evaluation, row = voting
-        ballot = evaluation.ballot(row, blind.order)
         if blind.hidden:
             cells_vote(evaluation, row, blind)
             return
-        identities(blind, ballot)
+        identities(blind, evaluation.contenders(row, blind.order))
     vote_on_evaluation(store)
     board(store)
 
@@ -145,8 +144,11 @@ def ranking(result: Leaderboard) -> None:
         "Rating": number(row.rating),
         "95% CI": ("insufficient votes" if row.ci_low is None or row.ci_high is None
                    else f"{row.ci_low:.1f} – {row.ci_high:.1f}"),
-        "Votes": row.votes, "Won": row.wins, "Lost": row.losses, "Tied": row.ties,
-    } for row in result.rows]), hide_index=True, width="stretch")
+        "Battles": row.votes, "Won": row.wins, "Lost": row.losses, "Tied": row.ties,
+    } for row in result.rows]), hide_index=True, width="stretch", column_config={
+        "Battles": st.column_config.Column(help="Pairwise battles: a vote among three or "
+                                                "four answers is one battle per pair it "
+                                                "decides")})
     if result.reason:
         st.caption(literal(result.reason))
 

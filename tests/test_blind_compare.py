@@ -16,6 +16,7 @@ from studio.runs.connection import build
 from studio.runs.request import RunParams
 from studio.runs.runner import Recording
 from studio.votes.ballot import TIE
+from studio.votes.leaderboard import Battle
 from tests.conftest import element_texts, open_app, switch_to, use_config
 from tests.servers.ollama import FakeOllama, Script, tokenize
 from ui.blind import BLIND_KEY, Blind
@@ -143,3 +144,44 @@ def test_history_leaves_out_the_runs_of_a_vote_still_to_cast(
     token = at.code[0].value.rsplit("token=", 1)[1]
     share = store.get_share(token)
     assert share is not None and share.target_id == comparison.group_id
+
+
+def test_a_failed_pane_is_no_models_loss_and_one_answer_is_nothing_to_vote_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        servers: tuple[FakeOllama, FakeOllama], closed_port: int) -> None:
+    """A pane whose server is down (or that was stopped) is shown as such and left out of
+    the ballot: the vote is between the panes that answered; with one left, none."""
+    use_config(tmp_path, monkeypatch, {
+        "llm": {"backend": "ollama", "host": servers[0].url, "model": ALPHA},
+        "app": {"fallback_to_embedded": False, "history_db": str(tmp_path / "h.sqlite3")}})
+    at = open_app("compare.py")
+    config = at.session_state["_settings"]
+    down = RunParams("ollama", f"http://127.0.0.1:{closed_port}", "gone-model:1b")
+    panes = [*(RunParams("ollama", server.url, model) for server, model
+               in zip(servers, (ALPHA, BETA), strict=True)), down]
+    comparison = Comparison(panes, "s", "Size my system.", build=lambda pane: build(
+        config, pane.backend, pane.host, pane.model)).start()
+    assert comparison.wait(30)
+    at.session_state["comparison"] = comparison
+    at.session_state[BLIND_KEY] = {"compare": Blind((2, 0, 1))}  # A: the pane that failed
+    at.run()
+    labels = [button.label for button in at.button]
+    assert {"B is better", "C is better", "Tie", "Both bad"} <= set(labels), labels
+    assert "A is better" not in labels and "A is best" not in labels
+    assert "gone-model" not in element_texts(at)  # its error names it: after the vote
+    next(b for b in at.button if b.label == "B is better").click().run()
+    (vote,) = RunStore(tmp_path / "h.sqlite3").votes()
+    assert [c.letter for c in vote.ballot.contenders] == ["B", "C"]
+    assert vote.battles() == [Battle(f"Ollama · {ALPHA}", f"Ollama · {BETA}", "a")]
+    assert "gone-model" in element_texts(at)
+
+    one = Comparison([panes[0], down], "s", "Size my system.", build=lambda pane: build(
+        config, pane.backend, pane.host, pane.model)).start()
+    assert one.wait(30)
+    at.session_state["comparison"] = one
+    at.session_state[BLIND_KEY] = {"compare": Blind((1, 0))}
+    at.run()
+    assert not any(button.label.endswith("is better") for button in at.button)
+    assert any("nothing to vote on" in info.value for info in at.info)
+    next(b for b in at.button if b.label == "Reveal").click().run()
+    assert len(RunStore(tmp_path / "h.sqlite3").votes()) == 1

@@ -16,6 +16,7 @@ import pytest
 
 from studio.votes import leaderboard as lb
 from studio.votes.leaderboard import (
+    NO_RATINGS,
     Battle,
     Pair,
     bootstrap,
@@ -150,26 +151,29 @@ def test_a_choice_that_won_every_vote_has_no_rating() -> None:
     assert all(row.rating is None and row.ci_low is None and row.rank is None
                for row in board.rows)
     assert board.separable == 100
-    assert board.reason == ("D lost every vote it was in: its rating is unbounded until it "
-                            "wins or ties one.")
+    assert board.reason == (NO_RATINGS + "D lost every vote it was in: its rating is "
+                            "unbounded until it wins or ties one.")
     assert why_unrated(many("C", "A", 2, 0) + many("A", "B", 1, 1)) == (
-        "C won every vote it was in: its rating is unbounded until it loses or ties one.")
+        NO_RATINGS + "C won every vote it was in: its rating is unbounded until it loses or "
+        "ties one.")
 
 
 def test_a_group_that_won_every_vote_against_the_rest_is_named() -> None:
     reason = why_unrated(many("A", "B", 1, 1) + many("A", "C", 2, 0) + many("B", "C", 1, 0)
                          + many("C", "D", 1, 0))
-    assert reason == ("A and B won every vote against the other choices: their ratings are "
-                      "unbounded until one of them loses or ties against another. D lost "
-                      "every vote it was in: its rating is unbounded until it wins or ties one.")
+    assert reason == (NO_RATINGS + "A and B won every vote against the other choices: their "
+                      "ratings are unbounded until one of them loses or ties against another. "
+                      "D lost every vote it was in: its rating is unbounded until it wins or "
+                      "ties one.")
     assert why_unrated(many("A", "B", 1, 1) + many("A", "C", 2, 0)) == (
-        "C lost every vote it was in: its rating is unbounded until it wins or ties one.")
+        NO_RATINGS + "C lost every vote it was in: its rating is unbounded until it wins or "
+        "ties one.")
 
 
 def test_unlinked_groups_are_named() -> None:
     reason = why_unrated(many("A", "B", 1, 1) + many("C", "D", 1, 1))
     assert reason is not None and reason.startswith(
-        "No vote links these groups of choices: A and B; C and D.")
+        NO_RATINGS + "No vote links these groups of choices: A and B; C and D.")
     assert fit(many("A", "B", 1, 1) + many("C", "D", 1, 1)) is None
 
 

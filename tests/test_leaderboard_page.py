@@ -68,7 +68,7 @@ def test_the_ranking_is_the_worked_examples_and_names_its_method(
     assert table.loc["B", "Rating"] == "984.7"
     assert table.loc["C", "Rating"] == "917.7"
     assert table.loc["A", "95% CI"] == "1045.2 – 1159.1"
-    assert table.loc["A", "Rank"] == 1 and table.loc["C", "Votes"] == 60
+    assert table.loc["A", "Rank"] == 1 and table.loc["C", "Battles"] == 60
     assert any("Bradley–Terry" in c.value and "bootstrap" in c.value for c in at.caption)
 
 
@@ -148,12 +148,12 @@ def test_on_a_shared_server_votes_are_each_users_and_others_prompts_stay_theirs(
     system = at.selectbox(key="leaderboard_system")
     assert not any("secret" in option for option in system.options)
     assert any(option.startswith("Another user's custom prompt") for option in system.options)
-    assert ranking(at)["Votes"].tolist() == [3, 3]  # everyone's votes by default
+    assert ranking(at)["Battles"].tolist() == [3, 3]  # everyone's votes by default
     listed = at.dataframe[2].value
     assert "user" not in listed.columns  # bob is no admin: no names of other voters
     assert set(listed["reason"]) == {"(hidden)", "bob's reason"}
     at.radio(key="leaderboard_scope").set_value("Mine").run()
-    assert ranking(at)["Votes"].tolist() == [1, 1]
+    assert ranking(at)["Battles"].tolist() == [1, 1]
     switch_to(at, "history.py")
     assert any(expander.label == "🗳️ Blind votes (1)" for expander in at.expander)
     assert "ann's private reason" not in element_texts(at)

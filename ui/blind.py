@@ -17,7 +17,7 @@ import streamlit as st
 
 from studio.pv.checks import AnswerCheck
 from studio.records.render import literal
-from studio.votes.ballot import Ballot, Vote
+from studio.votes.ballot import Ballot, Contender, Vote
 from ui.output import check_lines, show_answer
 from ui.state import history, viewer
 
@@ -117,8 +117,14 @@ def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, bool]]) -> No
                 st.caption(check_lines(check))
 
 
-def vote_form(page: str, ballot: Ballot) -> None:
-    """The verdict buttons and an optional reason, then ``cast``; and Reveal without a vote."""
+def vote_form(page: str, ballot: Ballot | None) -> None:
+    """The verdict buttons and an optional reason, then ``cast``; and Reveal without a vote.
+    No ballot (fewer than two answers): only Reveal."""
+    if ballot is None:
+        st.info("Fewer than two answers came back (a failed or stopped pane is no model's "
+                "loss): nothing to vote on.", icon="🗳️")
+        st.button("Reveal", key=f"{page}_reveal", on_click=reveal, args=(page,))
+        return
     st.markdown("**Which answer is better?** The backends, models and hosts appear once you "
                 "vote.")
     st.text_input("Reason (optional)", key=f"{page}_vote_reason", max_chars=500,
@@ -133,11 +139,11 @@ def vote_form(page: str, ballot: Ballot) -> None:
                        width="stretch", help="Show who wrote which answer; no vote is kept.")
 
 
-def identities(blind: Blind, ballot: Ballot) -> None:
+def identities(blind: Blind, contenders: Sequence[Contender]) -> None:
     """After the vote: who each letter was, and the vote as kept."""
     lines = [f"**{c.letter}** was {literal(c.label)}" + (f" on {literal(c.host)}" if c.host
                                                          else "")
-             for c in ballot.contenders]
+             for c in contenders]
     st.markdown(" · ".join(lines))
     if blind.vote is not None:
         vote = blind.vote

@@ -398,14 +398,24 @@ class Comparison(Job):
         return {label: list(run.timeline)
                 for label, run in zip(self.labels, self.shown_round, strict=False)}
 
-    def ballot(self, order: Sequence[int]) -> Ballot:
-        """The blind vote on this comparison: letter i is pane ``order[i]``, with the run it
-        shows (its row in the history)."""
-        contenders = tuple(
+    def contenders(self, order: Sequence[int]) -> tuple[Contender, ...]:
+        """Who each letter is: letter i is pane ``order[i]``, with the run it shows (its row
+        in the history)."""
+        return tuple(
             Contender(letter, self.panes[index].label, redact(self.panes[index].host),
                       run.run_id if (run := self.shown_run(index)) is not None else None)
             for letter, index in zip(LETTERS, order, strict=False))
-        return Ballot("compare", contenders, self.system, self.prompt, self.preset,
+
+    def ballot(self, order: Sequence[int]) -> Ballot | None:
+        """The blind vote on this comparison: between the panes that answered (a failed or
+        stopped pane is no model's loss); None when fewer than two did."""
+        answered = [contender for contender, index in zip(self.contenders(order), order,
+                                                          strict=False)
+                    if (run := self.shown_run(index)) is not None and run.status in ANSWERED
+                    and run.text.strip()]
+        if len(answered) < 2:
+            return None
+        return Ballot("compare", tuple(answered), self.system, self.prompt, self.preset,
                       self.location.name if self.location else "", self.group_id)
 
     # -- export -----------------------------------------------------------------------------

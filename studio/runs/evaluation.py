@@ -476,16 +476,20 @@ class Evaluation(Job):
         return [choice for choice in range(len(self.batches))
                 if (cell := self.cell(choice, row)).status in ANSWERED and cell.text.strip()]
 
-    def ballot(self, row: int, order: Sequence[int]) -> Ballot:
-        """A blind vote on the cells of location ``row``: letter i is choice ``order[i]``."""
+    def contenders(self, row: int, order: Sequence[int]) -> tuple[Contender, ...]:
+        """Who each letter is at location ``row``: letter i is choice ``order[i]``."""
         choices = self.spec.choices
-        contenders = tuple(
+        return tuple(
             Contender(letter, choices[choice].label, redact(choices[choice].host),
                       run.run_id if (run := self.cell(choice, row).run) is not None else None)
             for letter, choice in zip(LETTERS, order, strict=False))
+
+    def ballot(self, row: int, order: Sequence[int]) -> Ballot:
+        """A blind vote on the cells of location ``row`` (``order``: votable choices)."""
         cell = self.cell(order[0], row)
-        return Ballot("evaluation", contenders, self.spec.system, cell.request.prompt,
-                      cell.request.preset, self.spec.scenarios[row].name, self.group_id)
+        return Ballot("evaluation", self.contenders(row, order), self.spec.system,
+                      cell.request.prompt, cell.request.preset, self.spec.scenarios[row].name,
+                      self.group_id)
 
     # -- exports -----------------------------------------------------------------------------
     def cells_table(self) -> list[dict[str, Any]]:

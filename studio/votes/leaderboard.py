@@ -355,6 +355,10 @@ def _names(models: Iterable[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# One fit rates every choice at once: while one rating is unbounded, none is given.
+NO_RATINGS = "No choice has a rating yet, since the ratings are fitted together: "
+
+
 def why_unrated(battles: Sequence[Battle]) -> str | None:
     """Why the votes have no finite ratings, in plain words; None when they have them."""
     pooled = pool(battles)
@@ -369,8 +373,8 @@ def why_unrated(battles: Sequence[Battle]) -> str | None:
             groups.append(_reach(linked, model))
     if len(groups) > 1:
         listed = "; ".join(_names(pooled.models[i] for i in group) for group in groups)
-        return (f"No vote links these groups of choices: {listed}. Their ratings cannot be "
-                "compared until a vote pairs choices from different groups.")
+        return (f"{NO_RATINGS}No vote links these groups of choices: {listed}. Their ratings "
+                "cannot be compared until a vote pairs choices from different groups.")
     reach = [_reach(edges, model) for model in range(n)]
     components: list[set[int]] = []
     for model in range(n):
@@ -398,7 +402,7 @@ def why_unrated(battles: Sequence[Battle]) -> str | None:
                         f"{names} lost every vote against the other choices: their ratings are "
                         "unbounded until one of them wins or ties against another.")
         reasons.append(sentence)
-    return " ".join(reasons)
+    return NO_RATINGS + " ".join(reasons)
 
 
 def _counts(battles: Sequence[Battle]) -> dict[str, tuple[int, int, int]]:
