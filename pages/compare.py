@@ -85,7 +85,7 @@ def main() -> None:
                                                              slot=notice):
         go = True
     if go:
-        comparison = state.comparison = start(config, panes, prompts, repeats)
+        comparison = state.comparison = start(config, panes, prompts, repeats, blind_wanted)
         set_blind(PAGE, Blind(shuffled(len(panes)), comparison.group_id) if blind_wanted
                   else None)
         if blind_wanted:
@@ -208,11 +208,14 @@ def lower_max_tokens(max_tokens: int) -> None:
 
 
 def start(config: Settings, panes: list[RunParams], prompts: Prompts,
-          repeats: int) -> Comparison:
+          repeats: int, blind: bool) -> Comparison:
+    """Start the comparison; ``blind``: its runs are held out of History until the vote."""
     store = history()
     user, watching, shared = viewer().user, watcher(), process()
     group = store.create_group("compare", preset=prompts.preset, user=user) \
         if store is not None else None
+    if blind and store is not None and group is not None:
+        store.hold_blind(group)
     return Comparison(
         panes, prompts.system, prompts.user, repeats=repeats, preset=prompts.preset,
         location=prompts.location,

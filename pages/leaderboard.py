@@ -91,7 +91,7 @@ def draw(store: RunStore, group_id: int, row: int) -> None:
             "to vote on. Pick another location, or resume the evaluation.")
         return
     state.leaderboard_cells = (evaluation, row)
-    set_blind(PAGE, Blind(tuple(answered[i] for i in pick_pair(len(answered))), group_id))
+    set_blind(PAGE, Blind(tuple(answered[i] for i in pick_pair(len(answered)))))
 
 
 def board(store: RunStore) -> None:

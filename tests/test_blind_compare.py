@@ -46,6 +46,8 @@ def blind_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, servers: tuple[F
              for server, model in zip(servers, (ALPHA, BETA), strict=True)]
     store = RunStore(tmp_path / "h.sqlite3")
     group = store.create_group("compare") if recorded else None
+    if group is not None:
+        store.hold_blind(group)  # as the page's start does
     comparison = Comparison(panes, "You size PV systems.", "Size my system.",
                             preset="Fresno, CA",
                             build=lambda pane: build(at.session_state["_settings"], pane.backend,
@@ -129,6 +131,8 @@ def test_history_leaves_out_the_runs_of_a_vote_still_to_cast(
     assert any("No runs match" in caption.value for caption in at.caption)
     at.number_input(key="history_open_id").set_value(runs[0].id).run()
     assert any(f"There is no run #{runs[0].id}" in w.value for w in at.warning)
+    other_tab = switch_to(open_app(), "history.py")  # another session of the same user
+    assert other_tab.dataframe[0].value.empty
     switch_to(at, "compare.py")
     next(b for b in at.button if b.label == "B is better").click().run()
     switch_to(at, "history.py")

@@ -106,3 +106,15 @@ def test_the_votes_exports_are_safe_and_whole() -> None:
     (exported,) = json.loads(tally.votes_json(votes))
     assert exported["user_prompt"] == "Size my system." and exported["winner"] == "A"
     assert exported["pairing"][0]["label"].startswith("=cmd")
+
+
+def test_a_blind_comparisons_runs_are_held_until_the_vote_or_the_hold_runs_out(
+        tmp_path: Path) -> None:
+    store = RunStore(tmp_path / "h.sqlite3")
+    held, lapsed, other = (store.create_group("compare") for _ in range(3))
+    store.hold_blind(held)
+    store.hold_blind(lapsed, for_s=-1)  # a round whose tab went away an hour ago
+    assert store.blind_groups() == [held]
+    store.release_blind(held)
+    assert store.blind_groups() == []
+    assert other not in store.blind_groups()

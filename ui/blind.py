@@ -32,7 +32,7 @@ class Blind:
     hidden until the vote is cast or the analyst reveals without one."""
 
     order: tuple[int, ...]
-    group_id: int | None = None  # the runs' group in the history: hidden there meanwhile
+    group_id: int | None = None  # the runs' group, held out of History meanwhile
     vote: Vote | None = None
     skipped: bool = False
     kept: bool = True  # the vote went into the history
@@ -71,10 +71,17 @@ def hides_names(page: str) -> bool:
 
 
 def hidden_groups() -> list[int]:
-    """The history groups of this session's votes still to cast: History leaves their runs
-    out until then (a run's backend and model beside its answer would tell the letters)."""
-    return [blind.group_id for blind in _rounds().values()
-            if blind.hidden and blind.group_id is not None]
+    """The history groups of blind votes still to cast (any session's: ``hold_blind``):
+    History leaves their runs out until then (a run's backend and model beside its answer
+    would tell the letters)."""
+    store = history()
+    return store.blind_groups() if store is not None else []
+
+
+def _release(blind: Blind) -> None:
+    store = history()
+    if store is not None and blind.group_id is not None:
+        store.release_blind(blind.group_id)
 
 
 def cast(page: str, ballot: Ballot, winner: str) -> None:
@@ -88,6 +95,7 @@ def cast(page: str, ballot: Ballot, winner: str) -> None:
     blind.kept = store is not None
     blind.vote = store.add_vote(vote) if store is not None else vote
     st.session_state[f"{page}_vote_reason"] = ""
+    _release(blind)
 
 
 def reveal(page: str) -> None:
@@ -95,6 +103,7 @@ def reveal(page: str) -> None:
     blind = blind_of(page)
     if blind is not None:
         blind.skipped = True
+        _release(blind)
 
 
 def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, bool]]) -> None:

@@ -63,6 +63,7 @@ FILTER_COLUMNS = ("backend", "model", "preset", "status", "page")
 # A running row not updated for this long is reported interrupted: the worker saves progress
 # every second or so, also while waiting for a one-piece answer, so silence means it is dead.
 STALE_AFTER_S = 30.0
+BLIND_HOLD_S = 3600.0  # how long a blind comparison without a vote keeps its runs hidden
 BUSY_TIMEOUT_MS = 5000
 
 # The first schema, exactly as it shipped: kept so migrations (and the upgrade test) start here.
@@ -184,6 +185,8 @@ SCHEMA_V8_STEPS: tuple[str, ...] = (
         revoked_by TEXT NOT NULL DEFAULT ''
     )""",
     "CREATE INDEX shares_owner ON shares (owner, created_at)",
+    # A blind comparison's runs stay out of History until its vote (or this time passes).
+    "ALTER TABLE groups ADD COLUMN blind_until TEXT NOT NULL DEFAULT ''",
 )
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2_STEPS, SCHEMA_V3_STEPS,
@@ -811,6 +814,25 @@ class RunStore:
                            "OR instr(casefold(thinking), :search) > 0)")
             params["search"] = search.casefold()
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    # -- blind rounds -----------------------------------------------------------------------
+    def hold_blind(self, group_id: int, for_s: float = BLIND_HOLD_S) -> None:
+        """Keep a blind comparison's runs out of History (in every session: another tab
+        would tell the letters) until its vote, or for ``for_s``: a round whose tab went
+        away without a vote shows again."""
+        with self._write() as conn:
+            conn.execute("UPDATE groups SET blind_until = ? WHERE id = ?",
+                         (_ago(-for_s), group_id))
+
+    def release_blind(self, group_id: int) -> None:
+        """The vote is cast (or the identities revealed): the runs show again."""
+        with self._write() as conn:
+            conn.execute("UPDATE groups SET blind_until = '' WHERE id = ?", (group_id,))
+
+    def blind_groups(self) -> list[int]:
+        """The groups whose runs are held out of History now."""
+        rows = self._conn().execute("SELECT id FROM groups WHERE blind_until > ?", (_now(),))
+        return [int(row["id"]) for row in rows]
 
     # -- votes ------------------------------------------------------------------------------
     def add_vote(self, vote: Vote) -> Vote:
