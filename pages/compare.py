@@ -14,8 +14,8 @@ from studio.records.store import SHARE_GROUP
 from studio.runs.compare import MAX_PANES, MAX_REPEATS, SPEEDS, TIMINGS, Comparison, pane_labels
 from studio.runs.connection import build
 from studio.runs.prompt_check import prompt_problem
-from studio.runs.request import RunParams, RunRequest, no_thinking_note
-from studio.runs.runner import Recording
+from studio.runs.request import ANSWERED, RunParams, RunRequest, no_thinking_note
+from studio.runs.runner import Recording, Run
 from studio.settings.config import Settings
 from studio.votes.ballot import shuffled
 from ui import fit_check
@@ -88,6 +88,7 @@ def main() -> None:
         comparison = state.comparison = start(config, panes, prompts, repeats, blind_wanted)
         set_blind(PAGE, Blind(shuffled(len(panes)), comparison.group_id) if blind_wanted
                   else None)
+        blind = blind_of(PAGE)
         if blind_wanted:
             st.rerun()  # drawn again without the settings, before any answer shows
         running = True
@@ -111,9 +112,20 @@ def blind_round(comparison: Comparison, blind: Blind) -> None:
         wait_for_all(lambda: comparison.done, comparison.started_at)
         return
     runs = comparison.shown_round
-    blind_answers([(runs[index].text, comparison.check(index), runs[index].error is not None)
+    blind_answers([(runs[index].text, comparison.check(index), left_out_note(runs[index]))
                    for index in blind.order])
     vote_form(PAGE, comparison.ballot(blind.order))
+
+
+def left_out_note(run: Run) -> str:
+    """Why a blind pane is not in the vote ('' when it is): its error names its server, so
+    it shows after the vote."""
+    if run.error is not None:
+        return ("This answer ended with an error, so it is not in the vote. The error names "
+                "its server: it shows after the vote.")
+    if run.status not in ANSWERED or not run.text.strip():
+        return "Stopped before it answered, so it is not in the vote."
+    return ""
 
 
 def seed_panes(config: Settings, selection: RunParams) -> None:

@@ -45,7 +45,7 @@ def cells_vote(evaluation: Evaluation, row: int, blind: Blind) -> None:
                f"{row + 1}: two of its choices' answers in a random order. Which backend and "
                "model wrote each shows once you vote.")
     cells = [evaluation.cell(choice, row) for choice in blind.order]
-    blind_answers([(cell.text, cell.check, bool(cell.error)) for cell in cells])
+    blind_answers([(cell.text, cell.check, "") for cell in cells])  # answered, each
     vote_form(PAGE, evaluation.ballot(row, blind.order))
 
 

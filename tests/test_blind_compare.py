@@ -173,6 +173,7 @@ def test_a_failed_pane_is_no_models_loss_and_one_answer_is_nothing_to_vote_on(
     assert {"B is better", "C is better", "Tie", "Both bad"} <= set(labels), labels
     assert "A is better" not in labels and "A is best" not in labels
     assert "gone-model" not in element_texts(at)  # its error names it: after the vote
+    assert any("ended with an error, so it is not in the vote" in c.value for c in at.caption)
     next(b for b in at.button if b.label == "B is better").click().run()
     (vote,) = RunStore(tmp_path / "h.sqlite3").votes()
     assert [c.letter for c in vote.ballot.contenders] == ["B", "C"]

@@ -106,12 +106,11 @@ def reveal(page: str) -> None:
         _release(blind)
 
 
-def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, bool]]) -> None:
+def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, str]]) -> None:
     """The answers by letter, each whole, with its figure check (it judges the answer, not
-    who wrote it): (answer, check, failed) per letter. A failed answer's error names its
-    server, so it shows after the vote."""
-    for letter, column, (text, check, failed) in zip("ABCD", st.columns(len(answers)), answers,
-                                                     strict=False):
+    who wrote it): (answer, check, why it is not in the vote or '') per letter."""
+    for letter, column, (text, check, left_out) in zip("ABCD", st.columns(len(answers)),
+                                                       answers, strict=False):
         with column:
             st.markdown(f"**{letter}**")
             with st.container(key=f"blind_answer_{letter}", border=True, height=560):
@@ -119,9 +118,8 @@ def blind_answers(answers: Sequence[tuple[str, AnswerCheck | None, bool]]) -> No
                     show_answer(text, st.empty(), check)
                 else:
                     st.caption("No answer.")
-            if failed:
-                st.caption("This answer ended with an error. The error names its server, "
-                           "so it shows after the vote.")
+            if left_out:
+                st.caption(left_out)
             if check is not None:
                 st.caption(check_lines(check))
 
