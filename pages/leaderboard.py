@@ -41,8 +41,9 @@ def main() -> None:
 
 def cells_vote(evaluation: Evaluation, row: int, blind: Blind) -> None:
     """Two of an evaluation's cells at one location, lettered at random, and the vote."""
-    st.caption(f"Blind vote on evaluation #{evaluation.group_id}, location "
-               f"{row + 1}: two of its choices' answers in a random order. Which backend and "
+    place = literal(evaluation.spec.scenarios[row].name)
+    st.caption(f"Blind vote on evaluation #{evaluation.group_id}, location {row + 1} "
+               f"({place}): two of its choices' answers in a random order. Which backend and "
                "model wrote each shows once you vote.")
     cells = [evaluation.cell(choice, row) for choice in blind.order]
     blind_answers([(cell.text, cell.check, "") for cell in cells])  # answered, each
