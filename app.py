@@ -12,7 +12,7 @@ from studio.records.render import literal
 from studio.runs.capacity import Limits
 from studio.settings.config import ConfigError, load_config
 from ui.auth import access, gate, login_form, logout_button
-from ui.blind import hides_names
+from ui.blind import hides_names, keep_sidebar_slot
 from ui.sidebar import init_session, sidebar
 from ui.state import Viewer
 
@@ -66,7 +66,11 @@ st.session_state["_viewer"] = Viewer(user, rules.sees_all(user))
 # A blind vote still to cast on this page: the sidebar's pickers would name a contender
 # (the last run's selection stands meanwhile).
 if not hides_names(page.url_path) or "_selection" not in st.session_state:
-    st.session_state["_selection"] = sidebar(settings)
+    with st.sidebar:
+        pickers = st.empty()  # emptied the moment a blind round starts (ui.blind)
+    with pickers.container():
+        st.session_state["_selection"] = sidebar(settings)
+    keep_sidebar_slot(pickers)
 with st.sidebar:
     logout_button(rules, user)
 page.run()

@@ -24,6 +24,7 @@ from ui.blind import (
     Blind,
     blind_answers,
     blind_of,
+    clear_names,
     identities,
     set_blind,
     vote_form,
@@ -56,22 +57,28 @@ def main() -> None:
     comparison: Comparison | None = state.get("comparison")
     blind = blind_of(PAGE)
     hidden = comparison is not None and blind is not None and blind.hidden
+    # Slots that a blind round's start empties at once: what the browser shows of the last
+    # run stays until the next run ends, and these name backends and models.
+    notices = st.empty()
     if not hidden:  # the notices name the sidebar's backend and model
-        show_fallback_notice()
+        with notices.container():
+            show_fallback_notice()
     prompts = prompt_editor("compare", user_height=200)
     config, selection = settings(), current_selection()
     seed_panes(config, selection)
     if hidden and comparison is not None and blind is not None:
         blind_round(comparison, blind)  # no pane settings: they name every pane's model
         return
-    panes, repeats, blind_wanted = pane_settings(config, selection)
+    settings_slot = st.empty()
+    with settings_slot.container():
+        panes, repeats, blind_wanted = pane_settings(config, selection)
 
     running = comparison is not None and not comparison.done
     buttons = st.columns([1, 1, 4])
     clicked = buttons[0].button("Compare", type="primary", disabled=running, width="stretch")
     # One place for a prompt problem or the window check, always drawn and cleared when the
     # comparison starts: the new comparison's panes replace the last one's results at once.
-    notice = st.empty()
+    notice, results = st.empty(), st.empty()
     go = False
     if clicked and (problem := prompt_problem(prompts.system, prompts.user,
                                                    config.max_prompt_chars)):
@@ -90,14 +97,16 @@ def main() -> None:
                   else None)
         blind = blind_of(PAGE)
         if blind_wanted:
+            clear_names(notices, settings_slot)
             st.rerun()  # drawn again without the settings, before any answer shows
         running = True
     if running and comparison is not None:
         buttons[1].button("Stop all", on_click=comparison.stop, width="stretch")
     if comparison is not None:
-        if blind is not None and comparison.done:
-            identities(blind, comparison.contenders(blind.order))
-        answers(comparison, running)
+        with results.container():
+            if blind is not None and comparison.done:
+                identities(blind, comparison.contenders(blind.order))
+            answers(comparison, running)
 
 
 def blind_round(comparison: Comparison, blind: Blind) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from studio.pv.checks import AnswerCheck
 from studio.records.render import literal
@@ -22,6 +23,7 @@ from ui.output import check_lines, show_answer
 from ui.state import history, viewer
 
 WAIT_POLL_S = 0.5
+SIDEBAR_SLOT = "_sidebar_slot"  # session state: this run's slot of the sidebar's pickers
 NOT_KEPT = ("The vote was not kept: the run history is unavailable (see the warning above). "
             "The identities are shown anyway.")
 
@@ -68,6 +70,20 @@ def hides_names(page: str) -> bool:
     """Whether ``page`` has an answer still to vote on: then app.py draws no sidebar picker."""
     blind = blind_of(page)
     return blind is not None and blind.hidden
+
+
+def keep_sidebar_slot(slot: DeltaGenerator) -> None:
+    """app.py's slot of the sidebar's pickers in this run, for ``clear_names``."""
+    st.session_state[SIDEBAR_SLOT] = slot
+
+
+def clear_names(*slots: DeltaGenerator) -> None:
+    """As a blind round starts: empty the page's ``slots`` and the sidebar's pickers that
+    this run drew. The browser keeps what a run drew until the next run ends; emptied now,
+    no name stays in it while the round runs."""
+    sidebar: DeltaGenerator | None = st.session_state.get(SIDEBAR_SLOT)
+    for slot in (*slots, *([sidebar] if sidebar is not None else [])):
+        slot.empty()
 
 
 def hidden_groups() -> list[int]:

@@ -78,22 +78,22 @@ def _forget_notice() -> None:
 
 
 def sidebar(settings: Settings) -> RunParams:
-    """The sidebar's widgets; what they pick, as the parameters of the next run."""
-    with st.sidebar:
-        st.header("☀️ Model")
-        picked = backend_picker(settings, "", on_change=_forget_notice)
-        st.button("↻ Refresh models", on_click=lambda: process().probes.clear(), width="stretch")
-        with st.expander("All backends"):
-            all_backends_status(settings)
-        st.header("Parameters")
-        max_tokens, temperature = sampling_inputs("")
-        low, high = REPEAT_PENALTY_RANGE
-        repeat_penalty = st.number_input(
-            "Repeat penalty", min_value=low, max_value=high, step=0.05, format="%.2f",
-            key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
-            help="Above 1 discourages repeating the same words. Empty: the server's own "
-                 "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
-        answer_format = answer_format_input("")
+    """The sidebar's widgets, drawn where the caller is (app.py: a slot in the sidebar);
+    what they pick, as the parameters of the next run."""
+    st.header("☀️ Model")
+    picked = backend_picker(settings, "", on_change=_forget_notice)
+    st.button("↻ Refresh models", on_click=lambda: process().probes.clear(), width="stretch")
+    with st.expander("All backends"):
+        all_backends_status(settings)
+    st.header("Parameters")
+    max_tokens, temperature = sampling_inputs("")
+    low, high = REPEAT_PENALTY_RANGE
+    repeat_penalty = st.number_input(
+        "Repeat penalty", min_value=low, max_value=high, step=0.05, format="%.2f",
+        key="repeat_penalty", placeholder=REPEAT_PENALTY_PLACEHOLDER,
+        help="Above 1 discourages repeating the same words. Empty: the server's own "
+             "setting (Ollama 1.1, vLLM 1.0); the embedded model uses 1.1.")
+    answer_format = answer_format_input("")
     penalty = None if repeat_penalty is None else float(repeat_penalty)
     sampling = Sampling(max_tokens, temperature, penalty, picked.think)
     return RunParams(picked.kind, picked.host, picked.model, sampling,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.conftest import wait_until
 from tests.servers.streamlit_app import AppServer
@@ -90,9 +91,16 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30) -> None:
 def download(page: Page, label: str | re.Pattern[str]) -> tuple[str, str]:
     """Click a download button; (suggested file name, content). Only on an idle page: a
     rerun draws the button anew, and a click on the old one is lost."""
-    page.wait_for_selector(IDLE, timeout=30_000)
-    time.sleep(0.3)
-    with page.expect_download(timeout=30_000) as info:
-        page.get_by_role("button", name=label).click()
-    got = info.value
-    return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")
+    for attempt in range(2):
+        page.wait_for_selector(IDLE, timeout=30_000)
+        time.sleep(0.3)
+        try:
+            with page.expect_download(timeout=20_000) as info:
+                page.get_by_role("button", name=label).click()
+        except PlaywrightTimeoutError:
+            if attempt:
+                raise
+            continue  # a rerun drew the button anew under the click: click the new one
+        got = info.value
+        return got.suggested_filename, Path(got.path()).read_text(encoding="utf-8")
+    raise AssertionError("not reached")
