@@ -20,7 +20,7 @@ from studio.records.batch_files import (
     export_jsonl,
     import_results,
 )
-from studio.records.render import literal
+from studio.records.render import literal, stamp
 from studio.records.store import GroupSummary, RunStore
 from studio.records.uploads import UploadError, read_upload
 from studio.runs.batch import (
@@ -215,7 +215,7 @@ def describe(summary: GroupSummary, state: str = "") -> str:
     """'#8 · 2026-12-01 22:30 UTC · ollama · llama3.1:8b · 2 done · 1 failed of 8 ·
     interrupted'."""
     spec = BatchSpec.from_json(summary.group.spec)
-    when = summary.group.created_at[:16].replace("T", " ")
+    when = stamp(summary.group.created_at)
     state_word = f" · {state}" if state in (Status.RUNNING, *RESUMABLE) else ""
     failed = f" · {summary.failed} failed" if summary.failed else ""
     return (f"#{summary.group.id} · {when} UTC · {spec.backend} · {spec.model} · "

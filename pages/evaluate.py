@@ -14,7 +14,7 @@ from backends.status import Status
 from studio.process import process
 from studio.pv.library import load_system_prompts
 from studio.pv.prompt import LAYOUT_HELP, LAYOUTS
-from studio.records.render import literal
+from studio.records.render import literal, stamp
 from studio.records.store import SHARE_GROUP, GroupSummary, RunStore
 from studio.runs.batch import MAX_CONCURRENCY, RESUMABLE
 from studio.runs.connection import build
@@ -444,7 +444,7 @@ def describe(summary: GroupSummary, state: str = "") -> str:
     """'#4 · 2026-12-01 22:30 UTC · 1. Ollama · llama3.1:8b, 2. vLLM · smollm2 · 57 done ·
     1 failed of 90 · interrupted' (plain text: models are a user's)."""
     spec = EvaluationSpec.from_json(summary.group.spec)
-    when = summary.group.created_at[:16].replace("T", " ")
+    when = stamp(summary.group.created_at)
     state_word = f" · {state}" if state in (Status.RUNNING, *RESUMABLE) else ""
     failed = f" · {summary.failed} failed" if summary.failed else ""
     return (f"#{summary.group.id} · {when} UTC · {', '.join(spec.labels)} · "

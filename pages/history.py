@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from studio.pv.checks import CHECKS_HELP, check_cell, check_run
-from studio.records.render import dashes, literal
+from studio.records.render import dashes, literal, stamp
 from studio.records.store import (
     SHARE_GROUP,
     SHARE_RUN,
@@ -107,7 +107,7 @@ def page_of_runs(store: RunStore, matching: dict[str, Any], total: int) -> list[
                if runs else "No runs match.")
     checks = [check_run(run.text, run, run.stats) for run in runs]
     st.dataframe(pd.DataFrame(dashes([{
-        "id": run.id, "when (UTC)": run.created_at[:16].replace("T", " "), "page": run.page,
+        "id": run.id, "when (UTC)": stamp(run.created_at), "page": run.page,
         **({"user": run.user or "–"} if viewer().sees_all and viewer().user else {}),
         "backend": run.backend, "model": run.model, "preset": run.preset,
         "status": status_label(run.status), "notes": ", ".join(run.outcome.notes),

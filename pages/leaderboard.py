@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from studio.pv.library import load_system_prompts
-from studio.records.render import literal
+from studio.records.render import literal, stamp
 from studio.records.store import RunStore
 from studio.runs.evaluation import KIND, Evaluation, EvaluationSpec, reopen
 from studio.votes import tally
@@ -63,7 +63,7 @@ def vote_on_evaluation(store: RunStore) -> None:
         # Numbers and dates only: the choices' names would tell the letters apart.
         group_id = left.selectbox(
             "Evaluation", list(by_id), key="leaderboard_evaluation",
-            format_func=lambda gid: f"#{gid} · {by_id[gid].group.created_at[:16]} UTC · "
+            format_func=lambda gid: f"#{gid} · {stamp(by_id[gid].group.created_at)} UTC · "
                                     f"{by_id[gid].done} cells answered")
         spec = EvaluationSpec.from_json(by_id[group_id].group.spec) if group_id else None
         if spec is None or not spec.rows:

@@ -9,7 +9,7 @@ import streamlit as st
 from backends.http import redact
 from backends.status import Status
 from studio.pv.checks import check_run
-from studio.records.render import literal
+from studio.records.render import literal, stamp
 from studio.records.store import StoredRun
 from studio.runs.request import status_label
 from ui.output import (
@@ -26,7 +26,7 @@ from ui.output import (
 
 def when(created_at: str) -> str:
     """'2026-12-05 04:46:11 UTC' from a stored time."""
-    return f"{created_at[:19].replace('T', ' ')} UTC" if created_at else "–"
+    return f"{stamp(created_at, seconds=True)} UTC" if created_at else "–"
 
 
 def read_run(run: StoredRun, note: str | None = None, key: str = "history_answer") -> None:

@@ -31,7 +31,7 @@ from backends.vllm_backend import VLLMBackend, chat_body
 from studio.pv.grounding import check
 from studio.pv.library import load_locations
 from studio.pv.structured import SCHEMA
-from studio.records.render import dashes
+from studio.records.render import dashes, stamp
 from studio.records.store import Group, RunStore, StoredRun
 from studio.runs.batch import BatchSpec
 from studio.runs.request import IMPORTED_FROM, HoldsOutcome, Outcome, RunRequest, status_label
@@ -63,7 +63,7 @@ class AlreadyImported(BatchFileError):
     def __init__(self, group: Group, runs: list[StoredRun]) -> None:
         self.group, self.runs = group, runs
         ids = sorted(run.id for run in runs)
-        when = group.created_at[:16].replace("T", " ")
+        when = stamp(group.created_at)
         span = f"#{ids[0]}" if len(ids) == 1 else f"#{ids[0]}–#{ids[-1]}"
         super().__init__(
             f"These two files were imported already, on {when} UTC: History runs {span} "

@@ -179,6 +179,11 @@ def literal(text: str) -> str:
 DASH = "–"  # a figure that is missing, as every table and statistic shows it
 
 
+def stamp(stored: str, seconds: bool = False) -> str:
+    """A stored UTC time as a page shows it: '2026-12-05 04:46' (``seconds``: ':11' more)."""
+    return stored[:19 if seconds else 16].replace("T", " ")
+
+
 def dashes(rows: Iterable[Mapping[str, Any]],
            optional: Collection[str] = ()) -> list[dict[str, Any]]:
     """Table rows as a page shows them: a dash where a value is missing (None), never the

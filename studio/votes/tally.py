@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from studio.records.render import stamp
 from studio.records.spreadsheet import csv_text
 from studio.votes.ballot import Vote
 from studio.votes.leaderboard import Battle
@@ -73,7 +74,7 @@ def vote_rows(votes: Sequence[Vote], show_user: bool,
     for vote in sorted(votes, key=lambda v: v.id, reverse=True):
         ballot = vote.ballot
         rows.append({
-            "vote": vote.id, "when (UTC)": vote.created_at[:16].replace("T", " "),
+            "vote": vote.id, "when (UTC)": stamp(vote.created_at),
             **({"user": vote.user or "–"} if show_user else {}),
             "from": ballot.source + (f" #{ballot.group_id}" if ballot.group_id else ""),
             "location": ballot.location or "custom prompt",
@@ -108,7 +109,7 @@ def run_votes(votes: Iterable[Vote], run_id: int) -> list[str]:
     for vote in votes:
         letter = next((c.letter for c in vote.ballot.contenders if c.run_id == run_id), None)
         if letter is not None:
-            lines.append(f"Blind vote #{vote.id} ({vote.created_at[:16].replace('T', ' ')} UTC): "
+            lines.append(f"Blind vote #{vote.id} ({stamp(vote.created_at)} UTC): "
                          f"this run was {letter}; the verdict: {vote.verdict}."
                          + (f" Reason: {vote.reason}" if vote.reason else ""))
     return lines
